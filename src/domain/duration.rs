@@ -1,0 +1,105 @@
+//! Durations as the contract writes them (`ttl`, `expires_in`, `wait`): whole
+//! seconds, or a whole number with a unit `s`, `m`, `h` or `d`.
+
+/// The longest `ttl` or `expires_in` accepted: 3650 days.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
+
+/// Parses `90`, `90s`, `10m`, `1h`, `30d` into seconds. Zero, negative,
+/// malformed or over [`MAX_DURATION_SECS`]: an error text for a 400.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let multiplier = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown duration unit in {text:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?} is not a duration (whole seconds, or a number with s, m, h or d)"
+        ));
+    }
+    let seconds = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("duration {text:?} is too long"))?;
+    check_range(seconds)
+}
+
+/// The same for a JSON value: a number of seconds or a string as above.
+pub fn parse_duration_json(value: &serde_json::Value) -> Result<u64, String> {
+    match value {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(seconds) => check_range(seconds),
+            None => Err(format!(
+                "duration {n} must be a positive whole number of seconds"
+            )),
+        },
+        serde_json::Value::String(s) => parse_duration(s),
+        other => Err(format!(
+            "duration must be a number or a string, not {other}"
+        )),
+    }
+}
+
+fn check_range(seconds: u64) -> Result<u64, String> {
+    if seconds == 0 {
+        Err("a duration must be positive".to_owned())
+    } else if seconds > MAX_DURATION_SECS {
+        Err("a duration may be at most 3650 days".to_owned())
+    } else {
+        Ok(seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_seconds_and_units() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(parse_duration_json(&serde_json::json!(3600)), Ok(3600));
+    }
+
+    #[test]
+    fn refuses_zero_negative_malformed_and_too_long() {
+        for bad in [
+            "0",
+            "0s",
+            "-1d",
+            "-60",
+            "3651d",
+            "87625h",
+            "1 fortnight",
+            "",
+            "h",
+            "1.5h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(-60),
+            serde_json::json!(1.5),
+        ] {
+            assert!(parse_duration_json(&bad).is_err(), "{bad} was accepted");
+        }
+        assert!(parse_duration_json(&serde_json::json!(3651 * 86_400)).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Keys and key prefixes. A key is 1–1024 bytes of UTF-8 without control
+//! characters and without a `.` or `..` segment between slashes; everything
+//! else (slashes, spaces, `%`, `+`, a leading or trailing `/`) is kept as it is.
+
+use std::fmt;
+
+/// The longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Why a key was refused; shown to the client in a 400 `invalid_key`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a key may not be empty")]
+    Empty,
+    #[error("a key may be at most 1024 bytes (this one has {0})")]
+    TooLong(usize),
+    #[error("a key must be UTF-8")]
+    NotUtf8,
+    #[error("a key may not contain control characters")]
+    ControlCharacter,
+    #[error("a key may not have a `.` or `..` segment between slashes")]
+    DotSegment,
+}
+
+/// A valid key.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+impl Key {
+    /// A key from the decoded bytes of a request.
+    pub fn parse_bytes(bytes: Vec<u8>) -> Result<Key, KeyError> {
+        let text = String::from_utf8(bytes).map_err(|_| KeyError::NotUtf8)?;
+        Key::parse(text)
+    }
+
+    pub fn parse(text: impl Into<String>) -> Result<Key, KeyError> {
+        let text = text.into();
+        if text.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if text.len() > MAX_KEY_BYTES {
+            return Err(KeyError::TooLong(text.len()));
+        }
+        if has_control(&text) {
+            return Err(KeyError::ControlCharacter);
+        }
+        if text
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        {
+            return Err(KeyError::DotSegment);
+        }
+        Ok(Key(text))
+    }
+
+    /// A key read back from storage, which only ever holds parsed keys.
+    pub fn from_stored(text: &str) -> Key {
+        Key(text.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A byte prefix of keys: `app` covers `app/x` and `apple`. Empty means all.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Debug)]
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn parse(text: impl Into<String>) -> Result<Prefix, KeyError> {
+        let text = text.into();
+        if text.len() > MAX_KEY_BYTES {
+            return Err(KeyError::TooLong(text.len()));
+        }
+        if has_control(&text) {
+            return Err(KeyError::ControlCharacter);
+        }
+        Ok(Prefix(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn covers(&self, key: &str) -> bool {
+        key.as_bytes().starts_with(self.0.as_bytes())
+    }
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_slashes_spaces_and_reserved_characters() {
+        for good in [
+            "a/b",
+            "/leading",
+            "dir/",
+            "a//b",
+            "  spaces  ",
+            "100% sure?",
+            "...",
+            "a/.b",
+            "..a",
+        ] {
+            assert_eq!(Key::parse(good).unwrap().as_str(), good);
+        }
+        assert!(Key::parse("k".repeat(1024)).is_ok());
+        assert!(Key::parse("é".repeat(512)).is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_long_control_and_dot_segments() {
+        assert_eq!(Key::parse(""), Err(KeyError::Empty));
+        assert_eq!(Key::parse("k".repeat(1025)), Err(KeyError::TooLong(1025)));
+        for bad in ["a\0b", "tab\t", "del\u{7f}", "line\nfeed"] {
+            assert_eq!(Key::parse(bad), Err(KeyError::ControlCharacter), "{bad:?}");
+        }
+        for bad in [".", "..", "a/./b", "a/../b", "./a", "a/..", "/..", "a//./b"] {
+            assert_eq!(Key::parse(bad), Err(KeyError::DotSegment), "{bad:?}");
+        }
+        assert_eq!(Key::parse_bytes(vec![0xff]), Err(KeyError::NotUtf8));
+    }
+
+    #[test]
+    fn a_prefix_is_a_byte_prefix() {
+        let prefix = Prefix::parse("app").unwrap();
+        assert!(prefix.covers("apple") && prefix.covers("app/x") && !prefix.covers("ap"));
+    }
+}

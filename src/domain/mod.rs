@@ -1,0 +1,15 @@
+//! Domain types shared by every layer: keys, project ids, tokens, times and
+//! durations. Each is parsed once at the edge (`parse`/`TryFrom`) and carried
+//! as a typed value afterwards, so handlers never pass raw strings around.
+
+mod duration;
+mod key;
+mod project;
+mod time;
+mod token;
+
+pub use duration::{MAX_DURATION_SECS, parse_duration, parse_duration_json};
+pub use key::{Key, KeyError, Prefix};
+pub use project::{ProjectId, ProjectSettings, StorageMode};
+pub use time::Timestamp;
+pub use token::{Digest, Role, TokenId, TokenRecord, TokenSecret, TokenSource};

@@ -1,0 +1,70 @@
+//! Wall-clock instants with millisecond precision, formatted the two ways the
+//! contract needs: RFC 3339 UTC in JSON and `Kvs-*` headers, HTTP-date in
+//! `Last-Modified`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// Milliseconds since the Unix epoch. Stored as a plain integer; formatted
+/// only at the HTTP edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(millis)
+    }
+
+    pub fn from_millis(millis: i64) -> Timestamp {
+        Timestamp(millis)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    pub fn plus_seconds(self, seconds: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add((seconds as i64).saturating_mul(1000)))
+    }
+
+    /// `2026-11-21T10:00:00.123Z`.
+    pub fn rfc3339(self) -> String {
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&format).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+    }
+
+    /// `Sat, 21 Nov 2026 10:00:00 GMT`.
+    pub fn http_date(self) -> String {
+        let secs = self.unix_seconds().max(0) as u64;
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_with_milliseconds_and_http_dates() {
+        let t = Timestamp::from_millis(1_795_255_200_123);
+        assert_eq!(t.rfc3339(), "2026-11-21T10:00:00.123Z");
+        assert_eq!(t.http_date(), "Sat, 21 Nov 2026 10:00:00 GMT");
+    }
+}

@@ -1,0 +1,185 @@
+//! Routing: the raw request path becomes an [`Endpoint`] before any handler
+//! runs. Paths are split by hand rather than by a router because a key is
+//! everything after `/kv/`, percent-decoded exactly once, with `/`, `//`,
+//! dot segments and `+` left as they came, and because every miss must
+//! answer in the contract's shape (404 `not_found`, 405 with `Allow`).
+
+use axum::http::Method;
+use percent_encoding::percent_decode_str;
+
+use super::error::ApiError;
+
+/// A route of the v1 API, with its path parameters still raw (decoded but
+/// not validated: validation happens after authentication, in the order the
+/// contract gives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    Status,
+    Whoami,
+    Projects,
+    Project(String),
+    ProjectTokens(String),
+    ProjectToken(String, String),
+    AdminTokens,
+    AdminToken(String),
+    KvList(String),
+    /// The key as decoded bytes (possibly not UTF-8, possibly empty).
+    Kv(String, Vec<u8>),
+}
+
+impl Endpoint {
+    /// The route for a raw path (without the query), or 404 `not_found`.
+    pub fn parse(path: &str) -> Result<Endpoint, ApiError> {
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let endpoint = match path {
+            "/healthz" => Endpoint::Healthz,
+            "/readyz" => Endpoint::Readyz,
+            "/metrics" => Endpoint::Metrics,
+            "/v1/status" => Endpoint::Status,
+            "/v1/whoami" => Endpoint::Whoami,
+            "/v1/projects" => Endpoint::Projects,
+            "/v1/tokens" => Endpoint::AdminTokens,
+            _ => {
+                if let Some(id) = path.strip_prefix("/v1/tokens/") {
+                    if id.is_empty() || id.contains('/') {
+                        return Err(ApiError::not_found());
+                    }
+                    return Ok(Endpoint::AdminToken(decode(id)));
+                }
+                let rest = path
+                    .strip_prefix("/v1/projects/")
+                    .ok_or_else(ApiError::not_found)?;
+                let (project, tail) = match rest.split_once('/') {
+                    Some((project, tail)) => (project, Some(tail)),
+                    None => (rest, None),
+                };
+                if project.is_empty() {
+                    return Err(ApiError::not_found());
+                }
+                let project = decode(project);
+                match tail {
+                    None => Endpoint::Project(project),
+                    Some("tokens") => Endpoint::ProjectTokens(project),
+                    Some("kv") => Endpoint::KvList(project),
+                    Some(tail) => {
+                        if let Some(key) = tail.strip_prefix("kv/") {
+                            let key: Vec<u8> = percent_decode_str(key).collect();
+                            Endpoint::Kv(project, key)
+                        } else if let Some(id) = tail.strip_prefix("tokens/") {
+                            if id.is_empty() || id.contains('/') {
+                                return Err(ApiError::not_found());
+                            }
+                            Endpoint::ProjectToken(project, decode(id))
+                        } else {
+                            return Err(ApiError::not_found());
+                        }
+                    }
+                }
+            }
+        };
+        Ok(endpoint)
+    }
+
+    /// The methods this route answers (HEAD is answered wherever GET is).
+    pub fn allowed(&self) -> &'static [&'static str] {
+        match self {
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Status
+            | Endpoint::Whoami => &["GET", "HEAD"],
+            Endpoint::Projects | Endpoint::ProjectTokens(_) | Endpoint::AdminTokens => {
+                &["GET", "HEAD", "POST"]
+            }
+            Endpoint::Project(_) => &["GET", "HEAD", "PATCH", "DELETE"],
+            Endpoint::ProjectToken(..) | Endpoint::AdminToken(_) => &["DELETE"],
+            Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
+            Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
+        }
+    }
+
+    /// 405 with `Allow` unless the route answers `method`.
+    pub fn check_method(&self, method: &Method) -> Result<(), ApiError> {
+        let allowed = self.allowed();
+        if allowed.contains(&method.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(allowed))
+        }
+    }
+
+    /// A short, fixed name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Status => "status",
+            Endpoint::Whoami => "whoami",
+            Endpoint::Projects => "projects",
+            Endpoint::Project(_) => "project",
+            Endpoint::ProjectTokens(_) => "project_tokens",
+            Endpoint::ProjectToken(..) => "project_token",
+            Endpoint::AdminTokens => "admin_tokens",
+            Endpoint::AdminToken(_) => "admin_token",
+            Endpoint::KvList(_) => "kv_list",
+            Endpoint::Kv(..) => "kv",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(path: &str) -> Vec<u8> {
+        match Endpoint::parse(path).unwrap() {
+            Endpoint::Kv(_, key) => key,
+            other => panic!("{path} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_are_everything_after_kv_decoded_once() {
+        assert_eq!(kv("/v1/projects/p/kv/a/b"), b"a/b");
+        assert_eq!(kv("/v1/projects/p/kv//leading"), b"/leading");
+        assert_eq!(kv("/v1/projects/p/kv/dir/"), b"dir/");
+        assert_eq!(kv("/v1/projects/p/kv/x%2520y"), b"x%20y");
+        assert_eq!(kv("/v1/projects/p/kv/a+b"), b"a+b");
+        assert_eq!(kv("/v1/projects/p/kv/a%2F..%2Fb"), b"a/../b");
+        assert_eq!(kv("/v1/projects/p/kv/"), b"");
+        assert_eq!(kv("/v1/projects/p/kv/%FF"), vec![0xff]);
+    }
+
+    #[test]
+    fn other_routes_and_misses() {
+        assert_eq!(
+            Endpoint::parse("/v1/projects/p").unwrap(),
+            Endpoint::Project("p".into())
+        );
+        assert_eq!(
+            Endpoint::parse("/v1/projects/p/kv").unwrap(),
+            Endpoint::KvList("p".into())
+        );
+        assert_eq!(
+            Endpoint::parse("/v1/projects/p/tokens/t1").unwrap(),
+            Endpoint::ProjectToken("p".into(), "t1".into())
+        );
+        for missing in [
+            "/",
+            "/v1/nope",
+            "/v1/projects/p/nope",
+            "/v1/projects/",
+            "/no/such",
+        ] {
+            assert_eq!(
+                Endpoint::parse(missing).unwrap_err().code(),
+                "not_found",
+                "{missing}"
+            );
+        }
+    }
+}

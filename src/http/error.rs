@@ -1,0 +1,183 @@
+//! The one error type that handlers return. Each has an HTTP status and a
+//! stable snake_case `code`, and answers with the contract's error body
+//! `{"error": {"code", "message"}}`. A 500 never shows internals: the detail
+//! goes to the log, the client gets a fixed text.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::KeyError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Extra headers the answer must carry (`Allow`, `ETag`, …).
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required (Authorization: Bearer, X-API-Key or Api-Key)",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    pub fn project_not_found() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "project_not_found",
+            "no such project",
+        )
+    }
+
+    pub fn key_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such key")
+    }
+
+    pub fn token_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "token_not_found", "no such token")
+    }
+
+    pub fn method_not_allowed(allowed: &[&str]) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route answers {}", allowed.join(", ")),
+        )
+        .with_header(header::ALLOW, allowed.join(", "))
+    }
+
+    pub fn payload_too_large(limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "this route takes a JSON body (Content-Type: application/json; with curl, use --json)",
+        )
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to answer; see its log",
+        )
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", error.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::ProjectNotFound => ApiError::project_not_found(),
+            StoreError::ProjectExists => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the project already exists",
+            ),
+            StoreError::KeyNotFound => ApiError::key_not_found(),
+            StoreError::TokenNotFound => ApiError::token_not_found(),
+            StoreError::LastAdminToken => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the last admin token cannot be deleted; create another first",
+            ),
+            StoreError::PreconditionFailed { current } => {
+                let error = ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    "the key's current version does not satisfy the precondition",
+                );
+                match current {
+                    Some(version) => error.with_header(header::ETAG, format!("\"{version}\"")),
+                    None => error,
+                }
+            }
+            StoreError::QuotaExceeded { max_keys } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "quota_exceeded",
+                format!("the project holds its maximum of {max_keys} keys"),
+            ),
+            StoreError::ValueTooLarge { max } => ApiError::payload_too_large(max),
+            StoreError::StorageFull => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the disk is full; nothing was written",
+            ),
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            ),
+            StoreError::Internal(detail) => {
+                tracing::error!(%detail, "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,424 @@
+//! `/v1/projects/{p}/kv/{key}` and `/v1/projects/{p}/kv`: reading, writing,
+//! deleting and listing keys. Every answer about a key carries
+//! `Cache-Control: private, no-cache` and `X-Content-Type-Options: nosniff`;
+//! a raw value also `Content-Security-Policy: sandbox`, so a stored page can
+//! never run as the server's own.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::projects::set_location;
+use super::request::{Query, read_body};
+use super::{Ctx, json, views};
+use crate::domain::{Key, Prefix, Role};
+use crate::store::{KvOp, KvWrite, ListRequest, OpResult, Precondition, Project};
+
+/// The most keys one listing page holds.
+pub const MAX_LIST_LIMIT: usize = 1000;
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// A page with values ends at the key that brings its raw bytes to this.
+const VALUES_PAGE_BYTES: u64 = 4 << 20;
+
+static KVS_REVISION: HeaderName = HeaderName::from_static("kvs-revision");
+static KVS_VERSION: HeaderName = HeaderName::from_static("kvs-version");
+static KVS_CREATED_AT: HeaderName = HeaderName::from_static("kvs-created-at");
+static KVS_EXPIRES_AT: HeaderName = HeaderName::from_static("kvs-expires-at");
+
+/// `GET`, `HEAD`, `PUT` and `DELETE` of one key.
+pub async fn key(ctx: &Ctx<'_>, raw_project: &str, raw_key: Vec<u8>, request: Request) -> Response {
+    let mut response = match key_inner(ctx, raw_project, raw_key, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    key_headers(response.headers_mut());
+    response
+}
+
+async fn key_inner(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    raw_key: Vec<u8>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let project = ctx.caller.project(&ctx.catalog, raw_project)?;
+    let reading = matches!(parts.method, Method::GET | Method::HEAD);
+    ctx.caller
+        .require_role(if reading { Role::Read } else { Role::Write })?;
+    let key = Key::parse_bytes(raw_key)?;
+    ctx.caller.require_scope(key.as_str())?;
+    let query = Query::parse(parts.uri.query());
+    match parts.method {
+        Method::GET | Method::HEAD => {
+            read(ctx, &project, key, &parts.method, &parts.headers, &query).await
+        }
+        Method::PUT => {
+            put(
+                ctx,
+                &project,
+                key,
+                &parts.headers,
+                &query,
+                parts.uri.path(),
+                body,
+            )
+            .await
+        }
+        _ => delete(ctx, &project, key, &parts.headers).await,
+    }
+}
+
+async fn read(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    key: Key,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let meta_view = query.flag("meta")?;
+    let with_value = meta_view || *method == Method::GET;
+    let read = ctx
+        .app
+        .store
+        .get(&project.settings.id, &key, with_value)
+        .await?;
+    let revision = read.revision.to_string();
+    let Some(entry) = read.value else {
+        return Err(ApiError::key_not_found().with_header(KVS_REVISION.clone(), revision));
+    };
+    let meta = &entry.meta;
+    let etag = format!("\"{}\"", meta.version);
+    if let Some(condition) = headers.get(header::IF_NONE_MATCH)
+        && matches_weakly(condition, meta.version)
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let h = response.headers_mut();
+        put_header(h, header::ETAG, &etag);
+        put_header(h, KVS_VERSION.clone(), &meta.version.to_string());
+        put_header(h, KVS_REVISION.clone(), &revision);
+        return Ok(response);
+    }
+    if meta_view {
+        let mut response = json(StatusCode::OK, views::key_with_value(meta, &entry.value));
+        let h = response.headers_mut();
+        put_header(h, header::ETAG, &etag);
+        put_header(h, KVS_REVISION.clone(), &revision);
+        return Ok(response);
+    }
+    let size = meta.size;
+    let mut response = if *method == Method::HEAD {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(entry.value))
+    };
+    let h = response.headers_mut();
+    put_header(h, header::CONTENT_TYPE, &meta.content_type);
+    put_header(h, header::CONTENT_LENGTH, &size.to_string());
+    put_header(h, header::ETAG, &etag);
+    put_header(h, header::LAST_MODIFIED, &meta.updated_at.http_date());
+    put_header(h, KVS_VERSION.clone(), &meta.version.to_string());
+    put_header(h, KVS_CREATED_AT.clone(), &meta.created_at.rfc3339());
+    if let Some(expires) = meta.expires_at {
+        put_header(h, KVS_EXPIRES_AT.clone(), &expires.rfc3339());
+    }
+    put_header(h, KVS_REVISION.clone(), &revision);
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    key: Key,
+    headers: &HeaderMap,
+    query: &Query,
+    path: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if query.get("ttl").is_some() {
+        return Err(ApiError::bad_request(
+            "ttl is not supported by this server yet",
+        ));
+    }
+    let limit = project
+        .settings
+        .max_value_bytes
+        .min(ctx.app.settings.max_value_bytes);
+    let value = read_body(headers, body, limit).await?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => "application/octet-stream".to_owned(),
+        Some(value) => value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?
+            .to_owned(),
+    };
+    let op = KvOp::Put {
+        key,
+        value,
+        content_type,
+        expires_at: None,
+        precondition: write_precondition(headers)?,
+    };
+    let write = KvWrite {
+        project: project.settings.id.clone(),
+        ops: vec![op],
+    };
+    let commit = ctx.app.store.write_kv(write).await?;
+    let Some(OpResult::Put { meta, created }) = commit.results.into_iter().next() else {
+        return Err(ApiError::internal());
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = json(status, views::key_meta(&meta));
+    put_header(
+        response.headers_mut(),
+        header::ETAG,
+        &format!("\"{}\"", meta.version),
+    );
+    if created {
+        set_location(&mut response, path);
+    }
+    Ok(response)
+}
+
+async fn delete(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    key: Key,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let op = KvOp::Delete {
+        key,
+        precondition: write_precondition(headers)?,
+    };
+    let write = KvWrite {
+        project: project.settings.id.clone(),
+        ops: vec![op],
+    };
+    ctx.app.store.write_kv(write).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET` (list) and `DELETE` (by prefix) of `/kv`.
+pub async fn listing(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
+    let mut response = match listing_inner(ctx, raw_project, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    key_headers(response.headers_mut());
+    response
+}
+
+async fn listing_inner(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_project)?;
+    let query = Query::parse(request.uri().query());
+    if request.method() == Method::DELETE {
+        ctx.caller.require_role(Role::Write)?;
+        let prefix = query.get("prefix").ok_or_else(|| {
+            ApiError::bad_request(
+                "a delete by prefix needs ?prefix= (prefix= alone clears the project)",
+            )
+        })?;
+        ctx.caller.require_scope(prefix)?;
+        let prefix = Prefix::parse(prefix)?;
+        let write = KvWrite {
+            project: project.settings.id.clone(),
+            ops: vec![KvOp::DeletePrefix { prefix }],
+        };
+        let commit = ctx.app.store.write_kv(write).await?;
+        let deleted = match commit.results.first() {
+            Some(OpResult::DeletePrefix { deleted }) => *deleted,
+            _ => return Err(ApiError::internal()),
+        };
+        return Ok(json(
+            StatusCode::OK,
+            json!({"deleted": deleted, "revision": commit.revision}),
+        ));
+    }
+
+    ctx.caller.require_role(Role::Read)?;
+    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "listing_disabled",
+            "this project does not list its keys to read and write tokens",
+        ));
+    }
+    let prefix = match query.get("prefix") {
+        None | Some("") => ctx.caller.prefix(),
+        Some(prefix) => {
+            ctx.caller.require_scope(prefix)?;
+            Prefix::parse(prefix)?
+        }
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(0) | Err(_) => {
+                return Err(ApiError::bad_request("limit must be a positive integer"));
+            }
+            Ok(n) => n.min(MAX_LIST_LIMIT),
+        },
+    };
+    let id = project.settings.id.as_str();
+    let after = query
+        .get("cursor")
+        .map(|cursor| open_cursor(cursor, id, prefix.as_str()))
+        .transpose()?;
+    let with_values = query.flag("values")?;
+    let request = ListRequest {
+        prefix: prefix.clone(),
+        after,
+        limit,
+        with_values,
+        value_budget: VALUES_PAGE_BYTES,
+    };
+    let read = ctx.app.store.list(&project.settings.id, request).await?;
+    let page = read.value;
+    let cursor = match (page.more, page.entries.last()) {
+        (true, Some((last, _))) => Some(make_cursor(id, prefix.as_str(), last.key.as_str())),
+        _ => None,
+    };
+    let keys: Vec<_> = page
+        .entries
+        .iter()
+        .map(|(meta, value)| match value {
+            Some(value) => views::key_with_value(meta, value),
+            None => views::key_meta(meta),
+        })
+        .collect();
+    let mut response = json(
+        StatusCode::OK,
+        json!({"keys": keys, "cursor": cursor, "revision": read.revision}),
+    );
+    put_header(
+        response.headers_mut(),
+        KVS_REVISION.clone(),
+        &read.revision.to_string(),
+    );
+    Ok(response)
+}
+
+/// A cursor names the project, the prefix and the last key returned, so that
+/// it marks a key rather than an offset and cannot be used elsewhere.
+fn make_cursor(project: &str, prefix: &str, last: &str) -> String {
+    let bytes = serde_json::to_vec(&(project, prefix, last)).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn open_cursor(cursor: &str, project: &str, prefix: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::bad_request("the cursor is not one this listing gave");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let (p, x, last): (String, String, String) =
+        serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if p != project || x != prefix {
+        return Err(ApiError::bad_request(
+            "this cursor belongs to a listing of another project or prefix",
+        ));
+    }
+    Ok(last)
+}
+
+/// `If-None-Match` on a read: `*` or a list of entity tags, compared weakly.
+fn matches_weakly(condition: &HeaderValue, version: u64) -> bool {
+    let Ok(text) = condition.to_str() else {
+        return false;
+    };
+    let wanted = format!("\"{version}\"");
+    text.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == wanted)
+}
+
+/// The precondition of a write: `If-None-Match: *`, or `If-Match` with `*`
+/// or a list of strong entity tags (a weak one never matches).
+fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    if let Some(value) = headers.get(header::IF_NONE_MATCH) {
+        return match value.to_str().map(str::trim) {
+            Ok("*") => Ok(Some(Precondition::Absent)),
+            _ => Err(ApiError::bad_request("a write takes If-None-Match: * only")),
+        };
+    }
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("If-Match is not valid"))?;
+    if text.trim() == "*" {
+        return Ok(Some(Precondition::Exists));
+    }
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if tag.starts_with("W/") {
+            continue; // weak tags never match a strong comparison
+        }
+        let version = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("If-Match: {tag} is not an entity tag like \"12\""))
+            })?;
+        versions.push(version);
+    }
+    Ok(Some(Precondition::VersionIn(versions)))
+}
+
+fn key_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+fn put_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(matches_weakly(&v("*"), 7));
+        assert!(matches_weakly(&v("\"9\", \"7\""), 7));
+        assert!(matches_weakly(&v("W/\"7\""), 7));
+        assert!(!matches_weakly(&v("\"8\", W/\"9\""), 7));
+    }
+
+    #[test]
+    fn cursors_are_bound_to_project_and_prefix() {
+        let cursor = make_cursor("p", "a/", "a/1");
+        assert_eq!(open_cursor(&cursor, "p", "a/").unwrap(), "a/1");
+        assert!(open_cursor(&cursor, "q", "a/").is_err());
+        assert!(open_cursor(&cursor, "p", "").is_err());
+        assert!(open_cursor("not-a-cursor", "p", "a/").is_err());
+    }
+}

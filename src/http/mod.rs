@@ -1,0 +1,129 @@
+//! The HTTP API. A request is routed to an [`endpoint::Endpoint`] from its raw
+//! path, authenticated against the in-memory catalog, and handed to the
+//! handler of its resource. Only this module knows HTTP and JSON; it never
+//! names a storage engine, only the [`Store`] trait.
+
+mod auth;
+mod endpoint;
+mod error;
+mod kv;
+mod projects;
+mod request;
+mod system;
+mod tokens;
+mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub use error::ApiError;
+pub use projects::DEFAULT_MAX_VALUE_BYTES;
+pub use tokens::mint;
+
+use crate::config::Settings;
+use crate::store::{Catalog, Store};
+use auth::Caller;
+use endpoint::Endpoint;
+
+/// What every request can reach.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub settings: Settings,
+    pub started: Instant,
+}
+
+/// One authenticated request's view of the server.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub catalog: Arc<Catalog>,
+    pub caller: Caller,
+}
+
+/// The whole API as one axum service: every path goes through [`dispatch`].
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(dispatch).with_state(app)
+}
+
+async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let (route, response) = match Endpoint::parse(request.uri().path()) {
+        Ok(endpoint) => {
+            let route = endpoint.name();
+            (route, handle(&app, endpoint, request).await)
+        }
+        Err(error) => ("unknown", error.into_response()),
+    };
+    crate::telemetry::record_request(&method, route, response.status(), started.elapsed());
+    response
+}
+
+async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
+    if let Err(error) = endpoint.check_method(request.method()) {
+        return error.into_response();
+    }
+    match endpoint {
+        Endpoint::Healthz => return system::healthz(),
+        Endpoint::Readyz => return system::readyz(app),
+        Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
+        _ => {}
+    }
+    let catalog = app.store.catalog();
+    let caller = match Caller::authenticate(request.headers(), &catalog) {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    let ctx = Ctx {
+        app,
+        catalog,
+        caller,
+    };
+    let method = request.method().clone();
+    let result = match (endpoint, method) {
+        (Endpoint::Kv(project, key), _) => return kv::key(&ctx, &project, key, request).await,
+        (Endpoint::KvList(project), _) => return kv::listing(&ctx, &project, request).await,
+        (Endpoint::Status, _) => system::status(&ctx),
+        (Endpoint::Whoami, _) => Ok(system::whoami(&ctx)),
+        (Endpoint::Projects, Method::POST) => {
+            let (parts, body) = request.into_parts();
+            projects::create(&ctx, &parts.headers, body).await
+        }
+        (Endpoint::Projects, _) => projects::list(&ctx),
+        (Endpoint::Project(id), Method::PATCH) => {
+            let (parts, body) = request.into_parts();
+            projects::patch(&ctx, &id, &parts.headers, body).await
+        }
+        (Endpoint::Project(id), Method::DELETE) => projects::delete(&ctx, &id).await,
+        (Endpoint::Project(id), _) => projects::get(&ctx, &id),
+        (Endpoint::ProjectTokens(id), Method::POST) => {
+            let (parts, body) = request.into_parts();
+            tokens::create_for_project(&ctx, &id, &parts.headers, body).await
+        }
+        (Endpoint::ProjectTokens(id), _) => tokens::list_for_project(&ctx, &id),
+        (Endpoint::ProjectToken(id, token), _) => {
+            tokens::delete_for_project(&ctx, &id, &token).await
+        }
+        (Endpoint::AdminTokens, Method::POST) => {
+            let (parts, body) = request.into_parts();
+            tokens::create_admin(&ctx, &parts.headers, body).await
+        }
+        (Endpoint::AdminTokens, _) => tokens::list_admin(&ctx),
+        (Endpoint::AdminToken(token), _) => tokens::delete_admin(&ctx, &token).await,
+        (Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics, _) => Err(ApiError::not_found()),
+    };
+    respond(result)
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}

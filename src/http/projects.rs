@@ -1,0 +1,200 @@
+//! `/v1/projects` and `/v1/projects/{p}`: creating, reading, changing and
+//! deleting projects.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::request::json_body;
+use super::{Ctx, json, views};
+use crate::domain::{ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenSource};
+use crate::store::{CatalogWrite, ProjectChange};
+
+/// The default limit on a value of a new project: 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    id: String,
+    storage: Option<StorageMode>,
+    keys_discoverable: Option<bool>,
+    max_value_bytes: Option<u64>,
+    max_keys: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    /// Present only to refuse it with a clear message.
+    id: Option<serde_json::Value>,
+    storage: Option<StorageMode>,
+    keys_discoverable: Option<bool>,
+    max_value_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    max_keys: Option<Option<u64>>,
+}
+
+/// Tells a field given as `null` (Some(None)) from an absent one (None).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+pub fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let projects: Vec<_> = if ctx.caller.is_admin() {
+        if !ctx.app.settings.projects_discoverable {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "listing_disabled",
+                "this server does not list its projects (projects_discoverable = false)",
+            ));
+        }
+        ctx.catalog.projects().map(|p| views::project(p)).collect()
+    } else {
+        ctx.catalog
+            .projects()
+            .filter(|p| ctx.caller.token.project.as_ref() == Some(&p.settings.id))
+            .map(|p| views::project(p))
+            .collect()
+    };
+    Ok(json(StatusCode::OK, json!({"projects": projects})))
+}
+
+pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let request: NewProject = json_body(headers, body).await?;
+    let id = ProjectId::parse(&request.id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_project_id",
+            "a project id is 1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit",
+        )
+    })?;
+    let max_value_bytes = request.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+    check_value_limit(ctx, max_value_bytes)?;
+    let settings = ProjectSettings {
+        id: id.clone(),
+        storage: request.storage.unwrap_or(StorageMode::Disk),
+        keys_discoverable: request.keys_discoverable.unwrap_or(true),
+        max_value_bytes,
+        max_keys: request.max_keys,
+        created_at: Timestamp::now(),
+        created_revision: 0,
+    };
+    let (token, secret) = super::tokens::mint(
+        Role::Manage,
+        Some(id.clone()),
+        None,
+        None,
+        None,
+        TokenSource::V1,
+    )?;
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::CreateProject {
+            settings,
+            token: Some(token.clone()),
+        })
+        .await?;
+    let catalog = ctx.app.store.catalog();
+    let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
+    let body =
+        json!({"project": views::project(project), "token": views::new_token(&token, &secret)});
+    let mut response = json(StatusCode::CREATED, body);
+    set_location(&mut response, &format!("/v1/projects/{id}"));
+    Ok(response)
+}
+
+pub fn get(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    Ok(json(StatusCode::OK, views::project(&project)))
+}
+
+pub async fn patch(
+    ctx: &Ctx<'_>,
+    raw_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    ctx.caller.require_role(Role::Manage)?;
+    let patch: Patch = json_body(headers, body).await?;
+    if patch.id.is_some() {
+        return Err(ApiError::bad_request("a project's id cannot change"));
+    }
+    let current = &project.settings;
+    if !ctx.caller.is_admin() {
+        if ctx.caller.token.prefix.is_some() {
+            return Err(ApiError::forbidden(
+                "only a manage token without a prefix may change a project's settings",
+            ));
+        }
+        let raises_values = patch
+            .max_value_bytes
+            .is_some_and(|v| v > current.max_value_bytes);
+        let raises_keys = match (patch.max_keys, current.max_keys) {
+            (Some(None), Some(_)) => true,
+            (Some(Some(new)), Some(old)) => new > old,
+            _ => false,
+        };
+        if patch.storage.is_some() || raises_values || raises_keys {
+            return Err(ApiError::forbidden(
+                "a manage token may only lower limits and switch keys_discoverable; \
+                 changing storage or raising a limit needs an admin token",
+            ));
+        }
+    }
+    if let Some(max) = patch.max_value_bytes {
+        check_value_limit(ctx, max)?;
+    }
+    let change = ProjectChange {
+        storage: patch.storage,
+        keys_discoverable: patch.keys_discoverable,
+        max_value_bytes: patch.max_value_bytes,
+        max_keys: patch.max_keys,
+    };
+    let id = current.id.clone();
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::UpdateProject {
+            id: id.clone(),
+            change,
+        })
+        .await?;
+    let catalog = ctx.app.store.catalog();
+    let project = catalog
+        .project(&id)
+        .ok_or_else(ApiError::project_not_found)?;
+    Ok(json(StatusCode::OK, views::project(project)))
+}
+
+pub async fn delete(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::DeleteProject {
+            id: project.settings.id.clone(),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn check_value_limit(ctx: &Ctx<'_>, max_value_bytes: u64) -> Result<(), ApiError> {
+    let ceiling = ctx.app.settings.max_value_bytes;
+    if max_value_bytes > ceiling {
+        return Err(ApiError::bad_request(format!(
+            "max_value_bytes may be at most the server's ceiling of {ceiling}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn set_location(response: &mut Response, path: &str) {
+    if let Ok(value) = header::HeaderValue::from_str(path) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+}

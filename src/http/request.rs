@@ -1,0 +1,97 @@
+//! Reading what a request carries: its query, and a JSON body under the
+//! contract's rules (JSON or no content type, else 415; a size limit, else
+//! 413; malformed or unknown fields, 400).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::views::is_json_type;
+
+/// The most a JSON body of the management routes may hold.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Query parameters, decoded, in order.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean flag: `true`/`1` or `false`/`0`; absent is false.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "{name} must be true or false, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The body, refused with 413 beyond `limit` bytes (early, from
+/// `Content-Length`, when the client sent one).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, cap).await.map_err(|error| {
+        if is_length_limit(&error) {
+            ApiError::payload_too_large(limit)
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        }
+    })
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// A JSON body of type `T`.
+pub async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let content_type = content_type.to_str().unwrap_or("");
+        if !is_json_type(content_type) {
+            return Err(ApiError::unsupported_media_type());
+        }
+    }
+    let bytes = read_body(headers, body, MAX_JSON_BODY as u64).await?;
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
+}

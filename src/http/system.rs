@@ -1,0 +1,72 @@
+//! Health, readiness, status, metrics and whoami.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::{App, Ctx, json};
+
+pub fn healthz() -> Response {
+    json(StatusCode::OK, json!({"status": "ok"}))
+}
+
+pub fn readyz(app: &App) -> Response {
+    if app.store.is_writable() {
+        json(StatusCode::OK, json!({"status": "ready"}))
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "storage is not writable",
+        )
+        .into_response()
+    }
+}
+
+/// `/metrics`: admin only unless the server has `metrics_public = true`.
+pub fn metrics(app: &App, headers: &HeaderMap) -> Result<Response, ApiError> {
+    if !app.settings.metrics_public {
+        Caller::authenticate(headers, &app.store.catalog())?.require_admin()?;
+    }
+    let text = crate::telemetry::render_metrics(app);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let projects: Vec<_> = ctx.catalog.projects().collect();
+    let keys: u64 = projects.iter().map(|p| p.stats.keys()).sum();
+    let settings = &ctx.app.settings;
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": ctx.app.started.elapsed().as_secs_f64(),
+            "revision": ctx.app.store.revision(),
+            "projects": projects.len(),
+            "keys": keys,
+            "storage_bytes": ctx.app.store.storage_bytes(),
+            "memory_bytes": crate::telemetry::resident_memory_bytes(),
+            "limits": {
+                "max_value_bytes": settings.max_value_bytes,
+                "max_txn_bytes": settings.max_txn_bytes,
+                "max_json_body_bytes": super::request::MAX_JSON_BODY,
+                "max_key_bytes": 1024,
+                "max_list_limit": super::kv::MAX_LIST_LIMIT,
+            },
+        }),
+    ))
+}
+
+pub fn whoami(ctx: &Ctx<'_>) -> Response {
+    json(StatusCode::OK, super::views::token(&ctx.caller.token))
+}

@@ -1,0 +1,206 @@
+//! `/v1/projects/{p}/tokens` and `/v1/tokens`: minting, listing and revoking
+//! tokens. A manage token deals only in tokens no wider than itself; the
+//! others are answered as absent.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::projects::set_location;
+use super::request::json_body;
+use super::{Ctx, json, views};
+use crate::domain::{
+    Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret, TokenSource,
+    parse_duration_json,
+};
+use crate::store::{CatalogWrite, TokenScope};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProjectToken {
+    role: Role,
+    prefix: Option<String>,
+    name: Option<String>,
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdminToken {
+    name: Option<String>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// A new token record and its secret (shown once, never stored).
+pub fn mint(
+    role: Role,
+    project: Option<ProjectId>,
+    prefix: Option<String>,
+    name: Option<String>,
+    expires_in: Option<u64>,
+    source: TokenSource,
+) -> Result<(TokenRecord, TokenSecret), ApiError> {
+    let randomness = |error| {
+        tracing::error!(%error, "no random bytes for a token");
+        ApiError::internal()
+    };
+    let secret = TokenSecret::generate().map_err(randomness)?;
+    let now = Timestamp::now();
+    let record = TokenRecord {
+        id: TokenId::generate().map_err(randomness)?,
+        digest: secret.digest(),
+        role,
+        project,
+        prefix,
+        name,
+        created_at: now,
+        expires_at: expires_in.map(|seconds| now.plus_seconds(seconds)),
+        source,
+    };
+    Ok((record, secret))
+}
+
+fn expires_in(value: Option<&serde_json::Value>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|v| {
+            parse_duration_json(v).map_err(|e| ApiError::bad_request(format!("expires_in: {e}")))
+        })
+        .transpose()
+}
+
+fn created(record: &TokenRecord, secret: &TokenSecret, location: String) -> Response {
+    let mut response = json(StatusCode::CREATED, views::new_token(record, secret));
+    set_location(&mut response, &location);
+    response
+}
+
+pub async fn create_for_project(
+    ctx: &Ctx<'_>,
+    raw_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    ctx.caller.require_role(Role::Manage)?;
+    let request: NewProjectToken = json_body(headers, body).await?;
+    if request.role == Role::Admin {
+        return Err(ApiError::bad_request(
+            "a project token is read, write or manage; admin tokens are made at /v1/tokens",
+        ));
+    }
+    if let Some(prefix) = &request.prefix {
+        Prefix::parse(prefix.as_str())?;
+    }
+    let prefix = request.prefix.filter(|p| !p.is_empty());
+    let expires = expires_in(request.expires_in.as_ref())?;
+    let id = project.settings.id.clone();
+    let (record, secret) = mint(
+        request.role,
+        Some(id.clone()),
+        prefix,
+        request.name,
+        expires,
+        TokenSource::V1,
+    )?;
+    if !ctx.caller.is_admin() && record.is_wider_than(&ctx.caller.token) {
+        return Err(ApiError::forbidden(
+            "a manage token cannot mint a token wider than itself \
+             (a higher role, a wider prefix or a later expiry)",
+        ));
+    }
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::CreateToken(record.clone()))
+        .await?;
+    let location = format!("/v1/projects/{id}/tokens/{}", record.id.as_str());
+    Ok(created(&record, &secret, location))
+}
+
+pub fn list_for_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    ctx.caller.require_role(Role::Manage)?;
+    let tokens: Vec<_> = ctx
+        .catalog
+        .tokens()
+        .into_iter()
+        .filter(|t| t.project.as_ref() == Some(&project.settings.id))
+        .filter(|t| ctx.caller.is_admin() || !t.is_wider_than(&ctx.caller.token))
+        .map(|t| views::token(t))
+        .collect();
+    Ok(json(StatusCode::OK, json!({"tokens": tokens})))
+}
+
+pub async fn delete_for_project(
+    ctx: &Ctx<'_>,
+    raw_id: &str,
+    token_id: &str,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_id)?;
+    ctx.caller.require_role(Role::Manage)?;
+    let id = TokenId::from_path(token_id);
+    let visible = ctx.catalog.token_by_id(&id).is_some_and(|t| {
+        t.project.as_ref() == Some(&project.settings.id)
+            && (ctx.caller.is_admin() || !t.is_wider_than(&ctx.caller.token))
+    });
+    if !visible {
+        return Err(ApiError::token_not_found());
+    }
+    let scope = TokenScope::Project(project.settings.id.clone());
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::DeleteToken { id, scope })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn create_admin(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let request: NewAdminToken = json_body(headers, body).await?;
+    let expires = expires_in(request.expires_in.as_ref())?;
+    let (record, secret) = mint(
+        Role::Admin,
+        None,
+        None,
+        request.name,
+        expires,
+        TokenSource::V1,
+    )?;
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::CreateToken(record.clone()))
+        .await?;
+    let location = format!("/v1/tokens/{}", record.id.as_str());
+    Ok(created(&record, &secret, location))
+}
+
+pub fn list_admin(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let tokens: Vec<_> = ctx
+        .catalog
+        .tokens()
+        .into_iter()
+        .filter(|t| t.role == Role::Admin)
+        .map(|t| views::token(t))
+        .collect();
+    Ok(json(StatusCode::OK, json!({"tokens": tokens})))
+}
+
+pub async fn delete_admin(ctx: &Ctx<'_>, token_id: &str) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let id = TokenId::from_path(token_id);
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::DeleteToken {
+            id,
+            scope: TokenScope::Admin,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

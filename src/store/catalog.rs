@@ -1,0 +1,115 @@
+//! The catalog: every project's settings and every token, held in memory as
+//! an immutable snapshot that the store replaces after each committed change.
+//! Requests read it without a lock (an `ArcSwap` load) to authenticate and to
+//! find a project, so no request touches disk or takes a lock before it is
+//! known to be allowed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::domain::{Digest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord};
+
+/// A project's live figures, shared by every snapshot that holds the project
+/// and updated by the store's writer after each commit.
+#[derive(Debug, Default)]
+pub struct ProjectStats {
+    pub keys: AtomicU64,
+    pub bytes: AtomicU64,
+    /// The last revision that wrote in the project.
+    pub revision: AtomicU64,
+}
+
+impl ProjectStats {
+    pub fn new(keys: u64, bytes: u64, revision: u64) -> ProjectStats {
+        ProjectStats {
+            keys: AtomicU64::new(keys),
+            bytes: AtomicU64::new(bytes),
+            revision: AtomicU64::new(revision),
+        }
+    }
+
+    pub fn keys(&self) -> u64 {
+        self.keys.load(Ordering::Acquire)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+}
+
+/// A project as the catalog holds it.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub settings: ProjectSettings,
+    pub stats: Arc<ProjectStats>,
+}
+
+/// One snapshot of projects and tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    projects: BTreeMap<ProjectId, Arc<Project>>,
+    tokens: HashMap<Digest, Arc<TokenRecord>>,
+}
+
+impl Catalog {
+    pub fn project(&self, id: &ProjectId) -> Option<&Arc<Project>> {
+        self.projects.get(id)
+    }
+
+    pub fn projects(&self) -> impl Iterator<Item = &Arc<Project>> {
+        self.projects.values()
+    }
+
+    /// The token whose digest is `digest`, if it exists and has not expired.
+    /// The map lookup finds the candidate; the final comparison is constant
+    /// time.
+    pub fn token(&self, digest: &Digest, now: Timestamp) -> Option<&Arc<TokenRecord>> {
+        self.tokens
+            .get(digest)
+            .filter(|token| token.digest.matches(digest) && !token.is_expired(now))
+    }
+
+    pub fn token_by_id(&self, id: &TokenId) -> Option<&Arc<TokenRecord>> {
+        self.tokens.values().find(|token| &token.id == id)
+    }
+
+    /// Every token, sorted by creation time then id, for stable listings.
+    pub fn tokens(&self) -> Vec<&Arc<TokenRecord>> {
+        let mut tokens: Vec<_> = self.tokens.values().collect();
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        tokens
+    }
+
+    /// Admin tokens that still work.
+    pub fn live_admin_tokens(&self, now: Timestamp) -> usize {
+        self.tokens
+            .values()
+            .filter(|t| t.role == Role::Admin && !t.is_expired(now))
+            .count()
+    }
+
+    pub fn insert_project(&mut self, project: Project) {
+        self.projects
+            .insert(project.settings.id.clone(), Arc::new(project));
+    }
+
+    pub fn remove_project(&mut self, id: &ProjectId) -> Option<Arc<Project>> {
+        self.tokens
+            .retain(|_, token| token.project.as_ref() != Some(id));
+        self.projects.remove(id)
+    }
+
+    pub fn insert_token(&mut self, token: TokenRecord) {
+        self.tokens.insert(token.digest, Arc::new(token));
+    }
+
+    pub fn remove_token(&mut self, id: &TokenId) -> Option<Arc<TokenRecord>> {
+        let digest = self.token_by_id(id)?.digest;
+        self.tokens.remove(&digest)
+    }
+}

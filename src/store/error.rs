@@ -1,0 +1,35 @@
+//! What can go wrong in the store, in terms the HTTP layer maps to statuses.
+
+/// A store failure. Each variant but `Internal` is a refusal that left
+/// everything as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such project")]
+    ProjectNotFound,
+    #[error("the project already exists")]
+    ProjectExists,
+    #[error("no such key")]
+    KeyNotFound,
+    #[error("no such token")]
+    TokenNotFound,
+    #[error("the last admin token cannot be deleted")]
+    LastAdminToken,
+    #[error("the precondition does not hold")]
+    PreconditionFailed { current: Option<u64> },
+    #[error("the project holds its maximum of {max_keys} keys")]
+    QuotaExceeded { max_keys: u64 },
+    #[error("the value is larger than the project's limit of {max} bytes")]
+    ValueTooLarge { max: u64 },
+    #[error("the disk is full")]
+    StorageFull,
+    #[error("the store is closed")]
+    Closed,
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn internal(error: impl std::fmt::Display) -> StoreError {
+        StoreError::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,228 @@
+//! Storage: the one place that knows where keys, projects and tokens live.
+//!
+//! Everything above this module talks to a [`Store`]: an async, transactional
+//! interface whose writes all go through two entry points, [`Store::write_kv`]
+//! (a list of key operations applied at one revision, or not at all) and
+//! [`Store::write_catalog`] (projects, settings and tokens). The store issues
+//! revisions, keeps per-key metadata, and publishes the [`Catalog`] that the
+//! HTTP layer reads on every request to authenticate without touching disk.
+//!
+//! The trait is narrow on purpose, so that another backend (an etcd cluster,
+//! PostgreSQL) can stand behind it; [`redb_engine`] is the embedded one.
+
+mod catalog;
+mod error;
+pub mod redb_engine;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use catalog::{Catalog, Project, ProjectStats};
+pub use error::StoreError;
+
+use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp, TokenId, TokenRecord};
+
+/// A stored key's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub key: Key,
+    /// The revision that last wrote this key.
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// A key with its value.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub meta: KeyMeta,
+    pub value: Bytes,
+}
+
+/// An answer read from the store and the server revision it reflects (at
+/// least the newest version it shows).
+#[derive(Debug)]
+pub struct Read<T> {
+    pub revision: u64,
+    pub value: T,
+}
+
+/// What a conditional write requires of the key's current version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-None-Match: *`: the key must be absent.
+    Absent,
+    /// `If-Match: *`: the key must exist.
+    Exists,
+    /// `If-Match: "<v>", …`: the key's version must be one of these.
+    VersionIn(Vec<u64>),
+}
+
+/// One operation of a key/value write.
+#[derive(Clone, Debug)]
+pub enum KvOp {
+    Put {
+        key: Key,
+        value: Bytes,
+        content_type: String,
+        expires_at: Option<Timestamp>,
+        precondition: Option<Precondition>,
+    },
+    Delete {
+        key: Key,
+        precondition: Option<Precondition>,
+    },
+    DeletePrefix {
+        prefix: Prefix,
+    },
+}
+
+impl KvOp {
+    /// The key or prefix the operation names, for scope checks.
+    pub fn target(&self) -> &str {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Delete { key, .. } => key.as_str(),
+            KvOp::DeletePrefix { prefix } => prefix.as_str(),
+        }
+    }
+}
+
+/// Operations on one project, applied in order at one new revision, or not
+/// at all. A single PUT is the one-op case.
+#[derive(Clone, Debug)]
+pub struct KvWrite {
+    pub project: ProjectId,
+    pub ops: Vec<KvOp>,
+}
+
+/// The result of one [`KvOp`].
+#[derive(Clone, Debug)]
+pub enum OpResult {
+    Put { meta: KeyMeta, created: bool },
+    Delete,
+    DeletePrefix { deleted: u64 },
+}
+
+/// A committed key/value write.
+#[derive(Clone, Debug)]
+pub struct KvCommit {
+    /// The revision the write took, or the server revision when it changed
+    /// nothing (a delete by prefix that matched no key).
+    pub revision: u64,
+    pub results: Vec<OpResult>,
+}
+
+/// A change to a project's settings; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectChange {
+    pub storage: Option<StorageMode>,
+    pub keys_discoverable: Option<bool>,
+    pub max_value_bytes: Option<u64>,
+    pub max_keys: Option<Option<u64>>,
+}
+
+/// Which tokens a revocation may address.
+#[derive(Clone, Debug)]
+pub enum TokenScope {
+    /// Admin tokens only; the last one cannot go.
+    Admin,
+    /// Tokens of this project only.
+    Project(ProjectId),
+}
+
+/// A change to projects or tokens.
+#[derive(Clone, Debug)]
+pub enum CatalogWrite {
+    /// A new project and its first token, if any. The store sets
+    /// `created_revision`.
+    CreateProject {
+        settings: crate::domain::ProjectSettings,
+        token: Option<TokenRecord>,
+    },
+    UpdateProject {
+        id: ProjectId,
+        change: ProjectChange,
+    },
+    /// The project, its keys and its tokens.
+    DeleteProject {
+        id: ProjectId,
+    },
+    CreateToken(TokenRecord),
+    DeleteToken {
+        id: TokenId,
+        scope: TokenScope,
+    },
+    /// Replaces every token named `name` of the record's source with the
+    /// record (or removes them, with `None` and the given source): how the
+    /// `KVS_ADMIN_TOKEN` token follows the environment at each start.
+    ReplaceNamedTokens {
+        source: crate::domain::TokenSource,
+        name: String,
+        token: Option<TokenRecord>,
+    },
+}
+
+/// A listing request, already scoped by the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct ListRequest {
+    pub prefix: Prefix,
+    /// List keys strictly after this one.
+    pub after: Option<String>,
+    pub limit: usize,
+    /// Also return values; a page then ends at the key that brings the raw
+    /// value bytes to `value_budget` or more.
+    pub with_values: bool,
+    pub value_budget: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub entries: Vec<(KeyMeta, Option<Bytes>)>,
+    /// True when keys under the prefix remain after the last one returned.
+    pub more: bool,
+}
+
+/// The storage interface. Implementations issue revisions, apply each write
+/// atomically, make a write to a `disk` project durable before they return,
+/// and publish the catalog after every change to it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Projects and tokens as last committed.
+    fn catalog(&self) -> Arc<Catalog>;
+
+    /// The newest revision whose write has been acknowledged.
+    fn revision(&self) -> u64;
+
+    /// Bytes the store occupies on disk.
+    fn storage_bytes(&self) -> u64;
+
+    /// Whether the store can take writes now.
+    fn is_writable(&self) -> bool;
+
+    async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError>;
+
+    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError>;
+
+    /// A key's metadata, and its value when `with_value`.
+    async fn get(
+        &self,
+        project: &ProjectId,
+        key: &Key,
+        with_value: bool,
+    ) -> Result<Read<Option<Entry>>, StoreError>;
+
+    async fn list(
+        &self,
+        project: &ProjectId,
+        request: ListRequest,
+    ) -> Result<Read<ListPage>, StoreError>;
+
+    /// Finishes the writes in flight and closes the store.
+    async fn close(&self);
+}

@@ -1,0 +1,134 @@
+//! How the redb engine lays data out: table names and the records stored in
+//! them. Records are postcard behind a one-byte format tag, so that a later
+//! layout can be told apart from this one.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::domain::{Key, Timestamp};
+use crate::store::{KeyMeta, StoreError};
+
+/// Project settings, by project id (disk database only).
+pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/projects");
+/// Token records, by token id (disk database only).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/tokens");
+/// Each project's keys, bytes and last revision, in the database that holds
+/// its keys.
+pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+/// Server counters (disk database only): `revision`, the last revision a
+/// disk commit took, and `reserved`, the highest revision that may have been
+/// handed out to memory projects.
+pub const SERVER: TableDefinition<&str, u64> = TableDefinition::new("server");
+
+pub const REVISION: &str = "revision";
+pub const RESERVED: &str = "reserved";
+
+const FORMAT: u8 = 1;
+
+/// The names of a project's two key tables: metadata and raw values. They
+/// are apart so that listings read no value bytes.
+pub struct KeyTables {
+    pub meta: String,
+    pub values: String,
+}
+
+impl KeyTables {
+    pub fn of(project: &str) -> KeyTables {
+        KeyTables {
+            meta: format!("meta/{project}"),
+            values: format!("values/{project}"),
+        }
+    }
+
+    pub fn meta(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.meta)
+    }
+
+    pub fn values(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.values)
+    }
+}
+
+/// A key's metadata as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub size: u64,
+    pub content_type: String,
+}
+
+impl KeyRecord {
+    pub fn into_meta(self, key: Key) -> KeyMeta {
+        KeyMeta {
+            key,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            size: self.size,
+            content_type: self.content_type,
+        }
+    }
+}
+
+/// A project's live figures as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRecord {
+    pub keys: u64,
+    pub bytes: u64,
+    pub revision: u64,
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![FORMAT];
+    postcard::to_io(record, &mut bytes).map_err(StoreError::internal)?;
+    Ok(bytes)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(StoreError::internal),
+        _ => Err(StoreError::Internal(
+            "a record has an unknown format".to_owned(),
+        )),
+    }
+}
+
+/// Maps any redb error to a store error: a full disk is `StorageFull`
+/// (answered 507), the rest `Internal`.
+pub fn storage_error(error: impl Into<redb::Error>) -> StoreError {
+    let error = error.into();
+    let full = match &error {
+        redb::Error::Io(io) => io.raw_os_error() == Some(28),
+        _ => error.to_string().contains("No space left on device"),
+    };
+    if full {
+        StoreError::StorageFull
+    } else {
+        StoreError::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_unknown_formats_are_refused() {
+        let record = KeyRecord {
+            version: 7,
+            created_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(2),
+            expires_at: None,
+            size: 3,
+            content_type: "text/plain".to_owned(),
+        };
+        let bytes = encode(&record).unwrap();
+        assert_eq!(decode::<KeyRecord>(&bytes).unwrap(), record);
+        assert!(decode::<KeyRecord>(&[9, 1, 2]).is_err());
+        assert!(decode::<KeyRecord>(&[]).is_err());
+    }
+}

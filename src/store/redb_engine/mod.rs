@@ -1,0 +1,366 @@
+//! The embedded engine: two redb databases behind the [`Store`] trait.
+//!
+//! `kvs.redb` in the data directory holds the catalog (projects, token
+//! digests, server counters) and the keys of `disk` projects; a second redb
+//! database on redb's in-memory backend holds the keys of `memory` projects,
+//! so both kinds of project share one code path. Reads open a redb read
+//! transaction (a snapshot, no lock shared with writers). Every write goes to
+//! one writer thread ([`writer`]), which folds the requests waiting for it
+//! into one redb transaction per database and one fsync: group commit.
+//!
+//! Why redb and not fjall is recorded in `docs/ARCHITECTURE.md`: the short
+//! answer is that a redb commit is durable and visible in the same step, so
+//! no reader can see a write that a crash could still take back.
+
+mod codec;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableError, backends::InMemoryBackend};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, TokenRecord};
+use crate::store::{
+    Catalog, CatalogWrite, Entry, KvCommit, KvWrite, ListPage, ListRequest, Project, ProjectStats,
+    Read, Store, StoreError,
+};
+use codec::{KeyRecord, KeyTables, StatsRecord, decode, storage_error};
+use writer::{Command, Reply, Request, Writer};
+
+/// How many requests may wait for the writer before senders wait too.
+const QUEUE_DEPTH: usize = 8192;
+
+/// State shared by the request side and the writer thread.
+struct Shared {
+    disk: Database,
+    memory: Database,
+    catalog: ArcSwap<Catalog>,
+    /// The newest revision whose write has been committed and published.
+    revision: AtomicU64,
+    /// False once a commit failed for lack of space or an I/O error.
+    writable: AtomicBool,
+    path: PathBuf,
+}
+
+/// The redb-backed [`Store`].
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<Command>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `data_dir` and starts its writer.
+    pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
+        let path = data_dir.join("kvs.redb");
+        let disk = Database::create(&path).map_err(storage_error)?;
+        let memory = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(storage_error)?;
+        let (catalog, revision, reserved) = load(&disk)?;
+        let shared = Arc::new(Shared {
+            disk,
+            memory,
+            catalog: ArcSwap::from_pointee(catalog),
+            revision: AtomicU64::new(revision),
+            writable: AtomicBool::new(true),
+            path,
+        });
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer::new(shared.clone(), revision, reserved);
+        let thread = std::thread::Builder::new()
+            .name("kvs-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(StoreError::internal)?;
+        Ok(RedbStore {
+            shared,
+            writer: sender,
+            writer_thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn send(&self, request: Request) -> Result<Reply, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Command { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+
+    fn database(&self, storage: StorageMode) -> &Database {
+        match storage {
+            StorageMode::Disk => &self.shared.disk,
+            StorageMode::Memory => &self.shared.memory,
+        }
+    }
+
+    /// The project as the current catalog has it.
+    fn project(&self, id: &ProjectId) -> Result<Arc<Project>, StoreError> {
+        self.shared
+            .catalog
+            .load()
+            .project(id)
+            .cloned()
+            .ok_or(StoreError::ProjectNotFound)
+    }
+
+    /// Runs `read` against the database that holds the project's keys. A
+    /// project that moved between databases while the read ran is read again
+    /// from its new place, so a move never shows a key as missing.
+    fn read_project<T>(
+        &self,
+        id: &ProjectId,
+        read: impl Fn(&Database, &KeyTables) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tables = KeyTables::of(id.as_str());
+        let storage = self.project(id)?.settings.storage;
+        let answer = read(self.database(storage), &tables)?;
+        let now = self.project(id)?.settings.storage;
+        if now == storage {
+            Ok(answer)
+        } else {
+            read(self.database(now), &tables)
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    fn catalog(&self) -> Arc<Catalog> {
+        self.shared.catalog.load_full()
+    }
+
+    fn revision(&self) -> u64 {
+        self.shared.revision.load(Ordering::Acquire)
+    }
+
+    fn storage_bytes(&self) -> u64 {
+        std::fs::metadata(&self.shared.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    fn is_writable(&self) -> bool {
+        self.shared.writable.load(Ordering::Acquire) && !self.writer.is_closed()
+    }
+
+    async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError> {
+        match self.send(Request::Kv(write)).await? {
+            Reply::Kv(result) => result,
+            Reply::Catalog(_) => Err(StoreError::Internal("mismatched reply".to_owned())),
+        }
+    }
+
+    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
+        match self.send(Request::Catalog(write)).await? {
+            Reply::Catalog(result) => result,
+            Reply::Kv(_) => Err(StoreError::Internal("mismatched reply".to_owned())),
+        }
+    }
+
+    async fn get(
+        &self,
+        project: &ProjectId,
+        key: &Key,
+        with_value: bool,
+    ) -> Result<Read<Option<Entry>>, StoreError> {
+        // Read the published revision first: the snapshot below is at least
+        // that new, so the revision never claims more than the answer shows.
+        let published = self.revision();
+        let entry = self.read_project(project, |db, tables| {
+            read_entry(db, tables, key, with_value)
+        })?;
+        let revision = entry
+            .as_ref()
+            .map_or(published, |e| e.meta.version.max(published));
+        Ok(Read {
+            revision,
+            value: entry,
+        })
+    }
+
+    async fn list(
+        &self,
+        project: &ProjectId,
+        request: ListRequest,
+    ) -> Result<Read<ListPage>, StoreError> {
+        let published = self.revision();
+        let page = self.read_project(project, |db, tables| read_page(db, tables, &request))?;
+        let newest = page.entries.iter().map(|(m, _)| m.version).max();
+        Ok(Read {
+            revision: newest.map_or(published, |v| v.max(published)),
+            value: page,
+        })
+    }
+
+    async fn close(&self) {
+        let _ = self.send(Request::Close).await;
+        let thread = self
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut guard| guard.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Opens a table of a read transaction, or `None` when it was never created.
+macro_rules! open_or_none {
+    ($txn:expr, $def:expr) => {
+        match $txn.open_table($def) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(error) => return Err(storage_error(error)),
+        }
+    };
+}
+
+fn read_entry(
+    db: &Database,
+    tables: &KeyTables,
+    key: &Key,
+    with_value: bool,
+) -> Result<Option<Entry>, StoreError> {
+    let txn = db.begin_read().map_err(storage_error)?;
+    let meta_table = open_or_none!(txn, tables.meta());
+    let Some(record) = meta_table.get(key.as_str()).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    let record: KeyRecord = decode(record.value())?;
+    let value = if with_value {
+        let values = open_or_none!(txn, tables.values());
+        let guard = values.get(key.as_str()).map_err(storage_error)?;
+        guard.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()))
+    } else {
+        Bytes::new()
+    };
+    Ok(Some(Entry {
+        meta: record.into_meta(key.clone()),
+        value,
+    }))
+}
+
+fn read_page(
+    db: &Database,
+    tables: &KeyTables,
+    request: &ListRequest,
+) -> Result<ListPage, StoreError> {
+    let txn = db.begin_read().map_err(storage_error)?;
+    let meta_table = open_or_none!(txn, tables.meta());
+    let values = if request.with_values {
+        Some(open_or_none!(txn, tables.values()))
+    } else {
+        None
+    };
+    let prefix = request.prefix.as_str();
+    let start = match &request.after {
+        Some(after) if after.as_str() >= prefix => after.as_str(),
+        _ => prefix,
+    };
+    let mut range = meta_table.range(start..).map_err(storage_error)?;
+    let mut entries = Vec::new();
+    let mut budget_used = 0u64;
+    let mut more = false;
+    for item in range.by_ref() {
+        let (key, record) = item.map_err(storage_error)?;
+        let key = key.value();
+        if !key.as_bytes().starts_with(prefix.as_bytes()) {
+            break;
+        }
+        if request.after.as_deref() == Some(key) {
+            continue;
+        }
+        let full = entries.len() >= request.limit
+            || (request.with_values && budget_used >= request.value_budget);
+        if full {
+            more = true;
+            break;
+        }
+        let record: KeyRecord = decode(record.value())?;
+        let value = match &values {
+            Some(values) => {
+                let guard = values.get(key).map_err(storage_error)?;
+                let bytes = guard.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()));
+                budget_used += bytes.len() as u64;
+                Some(bytes)
+            }
+            None => None,
+        };
+        entries.push((record.into_meta(Key::from_stored(key)), value));
+    }
+    Ok(ListPage { entries, more })
+}
+
+/// Reads the catalog and the server counters at start. Keys of memory
+/// projects are gone (their database is new), so their figures start empty.
+fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
+    let txn = disk.begin_write().map_err(storage_error)?;
+    let mut catalog = Catalog::default();
+    let (revision, reserved);
+    {
+        let server = txn.open_table(codec::SERVER).map_err(storage_error)?;
+        let counter = |name| -> Result<u64, StoreError> {
+            Ok(server
+                .get(name)
+                .map_err(storage_error)?
+                .map_or(0, |v| v.value()))
+        };
+        revision = counter(codec::REVISION)?;
+        reserved = counter(codec::RESERVED)?;
+        let projects = txn.open_table(codec::PROJECTS).map_err(storage_error)?;
+        let stats = txn.open_table(codec::STATS).map_err(storage_error)?;
+        let mut orphans = Vec::new();
+        for item in projects.iter().map_err(storage_error)? {
+            let (_, record) = item.map_err(storage_error)?;
+            let settings: ProjectSettings = decode(record.value())?;
+            let figures = match settings.storage {
+                StorageMode::Disk => {
+                    match stats.get(settings.id.as_str()).map_err(storage_error)? {
+                        Some(record) => decode::<StatsRecord>(record.value())?,
+                        None => StatsRecord::default(),
+                    }
+                }
+                StorageMode::Memory => {
+                    orphans.push(settings.id.clone());
+                    StatsRecord::default()
+                }
+            };
+            let stats = ProjectStats::new(
+                figures.keys,
+                figures.bytes,
+                figures.revision.max(settings.created_revision),
+            );
+            catalog.insert_project(Project {
+                settings,
+                stats: Arc::new(stats),
+            });
+        }
+        drop(stats);
+        // A memory project keeps no key on disk. Tables left there by a move
+        // that a crash interrupted are removed.
+        for id in orphans {
+            let tables = KeyTables::of(id.as_str());
+            txn.delete_table(tables.meta()).map_err(storage_error)?;
+            txn.delete_table(tables.values()).map_err(storage_error)?;
+            let mut stats = txn.open_table(codec::STATS).map_err(storage_error)?;
+            stats.remove(id.as_str()).map_err(storage_error)?;
+        }
+        let tokens = txn.open_table(codec::TOKENS).map_err(storage_error)?;
+        for item in tokens.iter().map_err(storage_error)? {
+            let (_, record) = item.map_err(storage_error)?;
+            catalog.insert_token(decode::<TokenRecord>(record.value())?);
+        }
+    }
+    txn.commit().map_err(storage_error)?;
+    Ok((catalog, revision.max(reserved), reserved))
+}

@@ -1,0 +1,774 @@
+//! The writer: one thread that applies every write, in arrival order.
+//!
+//! It takes all the requests waiting in its queue (up to [`MAX_BATCH`]),
+//! applies them in one redb write transaction per database, commits the disk
+//! database once (one fsync for the whole batch: group commit), then
+//! publishes the new catalog, figures and revision, and only then answers.
+//! So an answer is sent only for a durable write, and a reader never sees a
+//! write that is not committed.
+//!
+//! Each request is validated against the state left by the requests before
+//! it before it changes anything, so a refused request leaves the batch as
+//! it was. A storage failure while changing or committing fails the batch.
+//!
+//! Revisions: the writer alone issues them. A disk commit records the last
+//! one. Memory projects change nothing on disk, so for them the writer
+//! reserves revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk
+//! commit before it hands them out; after a restart the counter resumes past
+//! the reservation, and no revision is ever issued twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::codec::{self, KeyRecord, KeyTables, StatsRecord, decode, encode, storage_error};
+use crate::domain::{ProjectId, ProjectSettings, StorageMode, Timestamp};
+use crate::store::{
+    Catalog, CatalogWrite, KvCommit, KvOp, KvWrite, OpResult, Precondition, Project, ProjectChange,
+    ProjectStats, StoreError, TokenScope,
+};
+
+/// The most requests folded into one commit.
+const MAX_BATCH: usize = 1024;
+/// How many revisions one reservation for memory projects covers.
+const RESERVE_STEP: u64 = 1000;
+
+pub enum Request {
+    Kv(KvWrite),
+    Catalog(CatalogWrite),
+    /// Finish what is queued before this, then stop.
+    Close,
+}
+
+pub enum Reply {
+    Kv(Result<KvCommit, StoreError>),
+    Catalog(Result<(), StoreError>),
+}
+
+pub struct Command {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    /// The last revision issued.
+    revision: u64,
+    /// The highest revision reserved on disk for memory projects.
+    reserved: u64,
+}
+
+impl Writer {
+    pub(super) fn new(shared: Arc<Shared>, revision: u64, reserved: u64) -> Writer {
+        Writer {
+            shared,
+            revision,
+            reserved,
+        }
+    }
+
+    pub fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if self.process(batch) {
+                break;
+            }
+        }
+    }
+
+    /// Applies a batch; true when a `Close` was among it. A change of a
+    /// project's storage runs on its own, between the batches around it.
+    fn process(&mut self, batch: Vec<Command>) -> bool {
+        let mut pending = Vec::new();
+        for command in batch {
+            match &command.request {
+                Request::Close => {
+                    self.commit(std::mem::take(&mut pending));
+                    let _ = command.reply.send(Reply::Catalog(Ok(())));
+                    return true;
+                }
+                Request::Catalog(CatalogWrite::UpdateProject { id, change })
+                    if self.is_move(id, change) =>
+                {
+                    self.commit(std::mem::take(&mut pending));
+                    let result = self.move_project(id, change);
+                    let _ = command.reply.send(Reply::Catalog(result));
+                }
+                _ => pending.push(command),
+            }
+        }
+        self.commit(pending);
+        false
+    }
+
+    fn is_move(&self, id: &ProjectId, change: &ProjectChange) -> bool {
+        let catalog = self.shared.catalog.load();
+        match (catalog.project(id), change.storage) {
+            (Some(project), Some(storage)) => project.settings.storage != storage,
+            _ => false,
+        }
+    }
+
+    /// Applies the commands in one transaction per database and answers them.
+    fn commit(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
+        let mut batch = match Batch::begin(&self.shared, self.revision, self.reserved) {
+            Ok(batch) => batch,
+            Err(error) => return fail_all(commands, &error),
+        };
+        let mut answers = Vec::with_capacity(commands.len());
+        for command in commands {
+            let reply = match command.request {
+                Request::Kv(write) => Reply::Kv(batch.apply_kv(write)),
+                Request::Catalog(write) => Reply::Catalog(batch.apply_catalog(write)),
+                Request::Close => Reply::Catalog(Ok(())),
+            };
+            answers.push((command.reply, reply));
+        }
+        let fatal = answers.iter().find_map(|(_, reply)| match reply {
+            Reply::Kv(Err(e)) | Reply::Catalog(Err(e)) if is_fatal(e) => Some(e.clone()),
+            _ => None,
+        });
+        let outcome = match fatal {
+            Some(error) => Err(error),
+            None => batch.commit(),
+        };
+        match outcome {
+            Ok(published) => {
+                self.revision = published.revision;
+                self.reserved = published.reserved;
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                self.note_failure(&error);
+                for (reply, answer) in answers {
+                    let _ = reply.send(failed(answer, &error));
+                }
+            }
+        }
+    }
+
+    fn note_failure(&self, error: &StoreError) {
+        tracing::error!(%error, "a commit failed; its writes were not applied");
+        if matches!(error, StoreError::StorageFull | StoreError::Internal(_)) {
+            self.shared.writable.store(false, Ordering::Release);
+        }
+    }
+
+    /// Moves a project's keys to the other database: copy and commit at the
+    /// destination (with the new settings), publish, then remove them from
+    /// the source. Readers find the keys in one place or the other
+    /// throughout; a crash before the removal leaves disk tables of a memory
+    /// project, which the next start removes.
+    fn move_project(&mut self, id: &ProjectId, change: &ProjectChange) -> Result<(), StoreError> {
+        let catalog = self.shared.catalog.load_full();
+        let project = catalog.project(id).ok_or(StoreError::ProjectNotFound)?;
+        let from = project.settings.storage;
+        let settings = changed(&project.settings, change);
+        let tables = KeyTables::of(id.as_str());
+        let figures = StatsRecord {
+            keys: project.stats.keys(),
+            bytes: project.stats.bytes(),
+            revision: project.stats.revision(),
+        };
+        let result = (|| {
+            let source = self
+                .shared
+                .database(from)
+                .begin_read()
+                .map_err(storage_error)?;
+            let target = self
+                .shared
+                .database(settings.storage)
+                .begin_write()
+                .map_err(storage_error)?;
+            copy_table(&source, &target, tables.meta())?;
+            copy_table(&source, &target, tables.values())?;
+            put_record(&target, codec::STATS, id.as_str(), &figures)?;
+            if settings.storage == StorageMode::Disk {
+                put_record(&target, codec::PROJECTS, id.as_str(), &settings)?;
+                target.commit().map_err(storage_error)?;
+            } else {
+                target.commit().map_err(storage_error)?;
+                let disk = self.shared.disk.begin_write().map_err(storage_error)?;
+                put_record(&disk, codec::PROJECTS, id.as_str(), &settings)?;
+                disk.commit().map_err(storage_error)?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            self.note_failure(&error);
+            return Err(error);
+        }
+        let mut next = (*catalog).clone();
+        next.insert_project(Project {
+            settings,
+            stats: project.stats.clone(),
+        });
+        self.shared.catalog.store(Arc::new(next));
+        let cleanup = (|| {
+            let source = self
+                .shared
+                .database(from)
+                .begin_write()
+                .map_err(storage_error)?;
+            drop_key_tables(&source, &tables, id)?;
+            source.commit().map_err(storage_error)
+        })();
+        if let Err(error) = cleanup {
+            tracing::warn!(%error, project = %id, "keys left behind after a storage move");
+        }
+        Ok(())
+    }
+}
+
+/// A storage failure, as opposed to a refusal that changed nothing.
+fn is_fatal(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::StorageFull | StoreError::Internal(_) | StoreError::Closed
+    )
+}
+
+/// The answer to a request whose batch failed: refusals stand, successes
+/// become the batch's failure.
+fn failed(answer: Reply, error: &StoreError) -> Reply {
+    match answer {
+        Reply::Kv(Ok(_)) => Reply::Kv(Err(error.clone())),
+        Reply::Catalog(Ok(())) => Reply::Catalog(Err(error.clone())),
+        Reply::Kv(Err(e)) if is_fatal(&e) => Reply::Kv(Err(error.clone())),
+        Reply::Catalog(Err(e)) if is_fatal(&e) => Reply::Catalog(Err(error.clone())),
+        refused => refused,
+    }
+}
+
+fn fail_all(commands: Vec<Command>, error: &StoreError) {
+    for command in commands {
+        let reply = match command.request {
+            Request::Kv(_) => Reply::Kv(Err(error.clone())),
+            Request::Catalog(_) | Request::Close => Reply::Catalog(Err(error.clone())),
+        };
+        let _ = command.reply.send(reply);
+    }
+}
+
+/// What a committed batch leaves for the next one.
+struct Published {
+    revision: u64,
+    reserved: u64,
+}
+
+/// One batch: the open transactions and the changes not yet published.
+struct Batch<'a> {
+    shared: &'a Shared,
+    disk: WriteTransaction,
+    memory: Option<WriteTransaction>,
+    base: Arc<Catalog>,
+    /// The catalog as this batch changed it, if it did.
+    catalog: Option<Catalog>,
+    /// Figures of the projects this batch wrote in.
+    stats: HashMap<ProjectId, (Arc<ProjectStats>, StatsRecord, StorageMode)>,
+    revision: u64,
+    reserved: u64,
+    disk_dirty: bool,
+    memory_dirty: bool,
+}
+
+impl<'a> Batch<'a> {
+    fn begin(shared: &'a Shared, revision: u64, reserved: u64) -> Result<Batch<'a>, StoreError> {
+        Ok(Batch {
+            shared,
+            disk: shared.disk.begin_write().map_err(storage_error)?,
+            memory: None,
+            base: shared.catalog.load_full(),
+            catalog: None,
+            stats: HashMap::new(),
+            revision,
+            reserved,
+            disk_dirty: false,
+            memory_dirty: false,
+        })
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.catalog.as_ref().unwrap_or(&self.base)
+    }
+
+    fn catalog_mut(&mut self) -> &mut Catalog {
+        self.disk_dirty = true;
+        self.catalog.get_or_insert_with(|| (*self.base).clone())
+    }
+
+    fn txn(&mut self, storage: StorageMode) -> Result<&WriteTransaction, StoreError> {
+        match storage {
+            StorageMode::Disk => Ok(&self.disk),
+            StorageMode::Memory => {
+                if self.memory.is_none() {
+                    self.memory = Some(self.shared.memory.begin_write().map_err(storage_error)?);
+                }
+                self.memory
+                    .as_ref()
+                    .ok_or_else(|| StoreError::internal("no memory transaction"))
+            }
+        }
+    }
+
+    /// The project's figures as this batch has left them.
+    fn figures(&self, project: &Project) -> StatsRecord {
+        match self.stats.get(&project.settings.id) {
+            Some((_, record, _)) => *record,
+            None => StatsRecord {
+                keys: project.stats.keys(),
+                bytes: project.stats.bytes(),
+                revision: project.stats.revision(),
+            },
+        }
+    }
+
+    fn apply_kv(&mut self, write: KvWrite) -> Result<KvCommit, StoreError> {
+        let project = self
+            .catalog()
+            .project(&write.project)
+            .cloned()
+            .ok_or(StoreError::ProjectNotFound)?;
+        let storage = project.settings.storage;
+        let tables = KeyTables::of(write.project.as_str());
+        let mut figures = self.figures(&project);
+        let revision = self.revision + 1;
+        let now = Timestamp::now();
+
+        // Validate every op against the current state and the ops before it;
+        // nothing is changed until all of them hold.
+        let mut changes: BTreeMap<String, Option<(KeyRecord, Bytes)>> = BTreeMap::new();
+        let mut results = Vec::with_capacity(write.ops.len());
+        {
+            let txn = self.txn(storage)?;
+            let meta = txn.open_table(tables.meta()).map_err(storage_error)?;
+            let current = |changes: &BTreeMap<String, Option<(KeyRecord, Bytes)>>,
+                           key: &str|
+             -> Result<Option<KeyRecord>, StoreError> {
+                if let Some(change) = changes.get(key) {
+                    return Ok(change.as_ref().map(|(record, _)| record.clone()));
+                }
+                match meta.get(key).map_err(storage_error)? {
+                    Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                    None => Ok(None),
+                }
+            };
+            for op in write.ops {
+                match op {
+                    KvOp::Put {
+                        key,
+                        value,
+                        content_type,
+                        expires_at,
+                        precondition,
+                    } => {
+                        let old = current(&changes, key.as_str())?;
+                        check(&precondition, old.as_ref().map(|r| r.version))?;
+                        let size = value.len() as u64;
+                        if size > project.settings.max_value_bytes {
+                            return Err(StoreError::ValueTooLarge {
+                                max: project.settings.max_value_bytes,
+                            });
+                        }
+                        match &old {
+                            Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
+                            None => {
+                                if let Some(max_keys) = project.settings.max_keys
+                                    && figures.keys >= max_keys
+                                {
+                                    return Err(StoreError::QuotaExceeded { max_keys });
+                                }
+                                figures.keys += 1;
+                            }
+                        }
+                        figures.bytes += size;
+                        let record = KeyRecord {
+                            version: revision,
+                            created_at: old.as_ref().map_or(now, |o| o.created_at),
+                            updated_at: now,
+                            expires_at,
+                            size,
+                            content_type,
+                        };
+                        results.push(OpResult::Put {
+                            meta: record.clone().into_meta(key.clone()),
+                            created: old.is_none(),
+                        });
+                        changes.insert(key.as_str().to_owned(), Some((record, value)));
+                    }
+                    KvOp::Delete { key, precondition } => {
+                        let old =
+                            current(&changes, key.as_str())?.ok_or(StoreError::KeyNotFound)?;
+                        check(&precondition, Some(old.version))?;
+                        figures.keys = figures.keys.saturating_sub(1);
+                        figures.bytes = figures.bytes.saturating_sub(old.size);
+                        changes.insert(key.as_str().to_owned(), None);
+                        results.push(OpResult::Delete);
+                    }
+                    KvOp::DeletePrefix { prefix } => {
+                        let mut doomed = Vec::new();
+                        for item in meta.range(prefix.as_str()..).map_err(storage_error)? {
+                            let (key, record) = item.map_err(storage_error)?;
+                            let key = key.value();
+                            if !prefix.covers(key) {
+                                break;
+                            }
+                            if !changes.contains_key(key) {
+                                doomed.push((
+                                    key.to_owned(),
+                                    decode::<KeyRecord>(record.value())?.size,
+                                ));
+                            }
+                        }
+                        for (key, change) in &changes {
+                            if let (true, Some((record, _))) = (prefix.covers(key), change) {
+                                doomed.push((key.clone(), record.size));
+                            }
+                        }
+                        for (key, size) in &doomed {
+                            figures.keys = figures.keys.saturating_sub(1);
+                            figures.bytes = figures.bytes.saturating_sub(*size);
+                            changes.insert(key.clone(), None);
+                        }
+                        results.push(OpResult::DeletePrefix {
+                            deleted: doomed.len() as u64,
+                        });
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(KvCommit {
+                revision: self.revision,
+                results,
+            });
+        }
+
+        // Apply.
+        self.revision = revision;
+        figures.revision = revision;
+        if storage == StorageMode::Memory && revision > self.reserved {
+            self.reserved = revision + RESERVE_STEP;
+            self.disk_dirty = true;
+        }
+        {
+            let txn = self.txn(storage)?;
+            let mut meta = txn.open_table(tables.meta()).map_err(storage_error)?;
+            let mut values = txn.open_table(tables.values()).map_err(storage_error)?;
+            for (key, change) in &changes {
+                match change {
+                    Some((record, value)) => {
+                        meta.insert(key.as_str(), encode(record)?.as_slice())
+                            .map_err(storage_error)?;
+                        values
+                            .insert(key.as_str(), value.as_ref())
+                            .map_err(storage_error)?;
+                    }
+                    None => {
+                        meta.remove(key.as_str()).map_err(storage_error)?;
+                        values.remove(key.as_str()).map_err(storage_error)?;
+                    }
+                }
+            }
+        }
+        match storage {
+            StorageMode::Disk => self.disk_dirty = true,
+            StorageMode::Memory => self.memory_dirty = true,
+        }
+        self.stats
+            .insert(write.project, (project.stats.clone(), figures, storage));
+        Ok(KvCommit { revision, results })
+    }
+
+    fn apply_catalog(&mut self, write: CatalogWrite) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        match write {
+            CatalogWrite::CreateProject {
+                mut settings,
+                token,
+            } => {
+                if self.catalog().project(&settings.id).is_some() {
+                    return Err(StoreError::ProjectExists);
+                }
+                settings.created_revision = self.revision;
+                put_record(&self.disk, codec::PROJECTS, settings.id.as_str(), &settings)?;
+                if let Some(token) = &token {
+                    put_record(&self.disk, codec::TOKENS, token.id.as_str(), token)?;
+                }
+                let stats = Arc::new(ProjectStats::new(0, 0, self.revision));
+                let catalog = self.catalog_mut();
+                catalog.insert_project(Project { settings, stats });
+                if let Some(token) = token {
+                    catalog.insert_token(token);
+                }
+            }
+            CatalogWrite::UpdateProject { id, change } => {
+                let project = self
+                    .catalog()
+                    .project(&id)
+                    .cloned()
+                    .ok_or(StoreError::ProjectNotFound)?;
+                let settings = changed(&project.settings, &change);
+                if settings.storage != project.settings.storage {
+                    return Err(StoreError::internal("a storage move inside a batch"));
+                }
+                put_record(&self.disk, codec::PROJECTS, id.as_str(), &settings)?;
+                self.catalog_mut().insert_project(Project {
+                    settings,
+                    stats: project.stats.clone(),
+                });
+            }
+            CatalogWrite::DeleteProject { id } => {
+                let project = self
+                    .catalog()
+                    .project(&id)
+                    .cloned()
+                    .ok_or(StoreError::ProjectNotFound)?;
+                let doomed: Vec<_> = self
+                    .catalog()
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| t.project.as_ref() == Some(&id))
+                    .map(|t| t.id.clone())
+                    .collect();
+                {
+                    let mut tokens = self.disk.open_table(codec::TOKENS).map_err(storage_error)?;
+                    for token in &doomed {
+                        tokens.remove(token.as_str()).map_err(storage_error)?;
+                    }
+                    let mut projects = self
+                        .disk
+                        .open_table(codec::PROJECTS)
+                        .map_err(storage_error)?;
+                    projects.remove(id.as_str()).map_err(storage_error)?;
+                }
+                let storage = project.settings.storage;
+                drop_key_tables(self.txn(storage)?, &KeyTables::of(id.as_str()), &id)?;
+                if storage == StorageMode::Memory {
+                    self.memory_dirty = true;
+                }
+                self.stats.remove(&id);
+                self.catalog_mut().remove_project(&id);
+            }
+            CatalogWrite::CreateToken(token) => {
+                if let Some(project) = &token.project
+                    && self.catalog().project(project).is_none()
+                {
+                    return Err(StoreError::ProjectNotFound);
+                }
+                put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
+                self.catalog_mut().insert_token(token);
+            }
+            CatalogWrite::DeleteToken { id, scope } => {
+                let token = self
+                    .catalog()
+                    .token_by_id(&id)
+                    .cloned()
+                    .ok_or(StoreError::TokenNotFound)?;
+                let in_scope = match &scope {
+                    TokenScope::Admin => token.project.is_none(),
+                    TokenScope::Project(project) => token.project.as_ref() == Some(project),
+                };
+                if !in_scope {
+                    return Err(StoreError::TokenNotFound);
+                }
+                if token.project.is_none()
+                    && !token.is_expired(now)
+                    && self.catalog().live_admin_tokens(now) <= 1
+                {
+                    return Err(StoreError::LastAdminToken);
+                }
+                remove_record(&self.disk, codec::TOKENS, id.as_str())?;
+                self.catalog_mut().remove_token(&id);
+            }
+            CatalogWrite::ReplaceNamedTokens {
+                source,
+                name,
+                token,
+            } => {
+                let old: Vec<_> = self
+                    .catalog()
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| t.source == source && t.name.as_deref() == Some(name.as_str()))
+                    .map(|t| (*t).clone())
+                    .collect();
+                let keep = token
+                    .as_ref()
+                    .is_some_and(|new| old.iter().any(|o| o.digest == new.digest));
+                if keep {
+                    return Ok(());
+                }
+                for record in &old {
+                    remove_record(&self.disk, codec::TOKENS, record.id.as_str())?;
+                    self.catalog_mut().remove_token(&record.id);
+                }
+                if let Some(token) = token {
+                    put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
+                    self.catalog_mut().insert_token(token);
+                }
+            }
+        }
+        self.disk_dirty = true;
+        Ok(())
+    }
+
+    /// Writes the figures, commits both databases (disk first: it holds the
+    /// revision reservation that memory writes rely on) and publishes.
+    fn commit(mut self) -> Result<Published, StoreError> {
+        let live: Vec<_> = self
+            .stats
+            .iter()
+            .filter(|(id, (stats, _, _))| {
+                self.catalog()
+                    .project(id)
+                    .is_some_and(|p| Arc::ptr_eq(&p.stats, stats))
+            })
+            .map(|(id, (stats, record, storage))| (id.clone(), stats.clone(), *record, *storage))
+            .collect();
+        for (id, _, record, storage) in &live {
+            put_record(self.txn(*storage)?, codec::STATS, id.as_str(), record)?;
+        }
+        if self.disk_dirty {
+            let mut server = self.disk.open_table(codec::SERVER).map_err(storage_error)?;
+            server
+                .insert(codec::REVISION, self.revision)
+                .map_err(storage_error)?;
+            server
+                .insert(codec::RESERVED, self.reserved)
+                .map_err(storage_error)?;
+        }
+        if self.disk_dirty {
+            self.disk.commit().map_err(storage_error)?;
+        } else {
+            self.disk.abort().map_err(storage_error)?;
+        }
+        if let Some(memory) = self.memory {
+            memory.commit().map_err(storage_error)?;
+        }
+        if let Some(catalog) = self.catalog {
+            self.shared.catalog.store(Arc::new(catalog));
+        }
+        for (_, stats, record, _) in live {
+            stats.keys.store(record.keys, Ordering::Release);
+            stats.bytes.store(record.bytes, Ordering::Release);
+            stats.revision.store(record.revision, Ordering::Release);
+        }
+        self.shared.revision.store(self.revision, Ordering::Release);
+        Ok(Published {
+            revision: self.revision,
+            reserved: self.reserved,
+        })
+    }
+}
+
+impl Shared {
+    fn database(&self, storage: StorageMode) -> &Database {
+        match storage {
+            StorageMode::Disk => &self.disk,
+            StorageMode::Memory => &self.memory,
+        }
+    }
+}
+
+fn check(precondition: &Option<Precondition>, current: Option<u64>) -> Result<(), StoreError> {
+    let holds = match precondition {
+        None => true,
+        Some(Precondition::Absent) => current.is_none(),
+        Some(Precondition::Exists) => current.is_some(),
+        Some(Precondition::VersionIn(versions)) => current.is_some_and(|v| versions.contains(&v)),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::PreconditionFailed { current })
+    }
+}
+
+fn changed(settings: &ProjectSettings, change: &ProjectChange) -> ProjectSettings {
+    let mut next = settings.clone();
+    if let Some(storage) = change.storage {
+        next.storage = storage;
+    }
+    if let Some(discoverable) = change.keys_discoverable {
+        next.keys_discoverable = discoverable;
+    }
+    if let Some(max) = change.max_value_bytes {
+        next.max_value_bytes = max;
+    }
+    if let Some(max) = change.max_keys {
+        next.max_keys = max;
+    }
+    next
+}
+
+fn put_record<T: serde::Serialize>(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+    record: &T,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(table).map_err(storage_error)?;
+    table
+        .insert(key, encode(record)?.as_slice())
+        .map_err(storage_error)?;
+    Ok(())
+}
+
+fn remove_record(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(table).map_err(storage_error)?;
+    table.remove(key).map_err(storage_error)?;
+    Ok(())
+}
+
+/// Removes a project's key tables and figures from one database.
+fn drop_key_tables(
+    txn: &WriteTransaction,
+    tables: &KeyTables,
+    id: &ProjectId,
+) -> Result<(), StoreError> {
+    txn.delete_table(tables.meta()).map_err(storage_error)?;
+    txn.delete_table(tables.values()).map_err(storage_error)?;
+    remove_record(txn, codec::STATS, id.as_str())
+}
+
+/// Copies every row of a table from a snapshot into a write transaction.
+fn copy_table(
+    source: &redb::ReadTransaction,
+    target: &WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+) -> Result<(), StoreError> {
+    let rows = match source.open_table(table) {
+        Ok(rows) => rows,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut copy = target.open_table(table).map_err(storage_error)?;
+    for item in rows.iter().map_err(storage_error)? {
+        let (key, value) = item.map_err(storage_error)?;
+        copy.insert(key.value(), value.value())
+            .map_err(storage_error)?;
+    }
+    Ok(())
+}
