@@ -1,0 +1,390 @@
+//! Test support shared by the test binaries: a server in this process on a
+//! port of its own (`TestServer`), the real `kvs` binary as a child process
+//! (`ServerProcess`, for restarts, kills and the command line), and a small
+//! blocking HTTP client that never turns a status into an error.
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A well-formed admin secret for a test server.
+pub fn fake_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    use base64::Engine;
+    format!(
+        "kvs_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// A free port on 127.0.0.1 (bound and released at once).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An answer: status, headers and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error code of a contract error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A blocking client of one server, optionally with a token.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<&str>) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Client {
+            base: base.to_owned(),
+            token: token.map(str::to_owned),
+            agent,
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client::new(&self.base, Some(token))
+    }
+
+    /// Any request; `body` is sent as is with `content_type` if given.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ureq::Error> {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+            .unwrap();
+        let mut response = self.agent.run(request)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The same, panicking on a transport error.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.request(method, path, body, headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, None, &[])
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.send("DELETE", path, None, &[])
+    }
+
+    pub fn put(&self, path: &str, body: &[u8]) -> Answer {
+        self.send("PUT", path, Some(body), &[])
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.send(
+            "POST",
+            path,
+            Some(&bytes),
+            &[("Content-Type", "application/json")],
+        )
+    }
+
+    pub fn patch_json(&self, path: &str, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.send(
+            "PATCH",
+            path,
+            Some(&bytes),
+            &[("Content-Type", "application/json")],
+        )
+    }
+
+    /// Creates a project (as this client, an admin) and returns its manage
+    /// token's secret.
+    pub fn create_project(&self, id: &str, settings: Value) -> String {
+        let mut body = settings;
+        body["id"] = Value::String(id.to_owned());
+        let answer = self.post_json("/v1/projects", &body);
+        assert_eq!(answer.status, 201, "creating {id}: {}", answer.text());
+        answer.json()["token"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Mints a token of a project and returns its secret.
+    pub fn mint(&self, project: &str, body: Value) -> String {
+        let answer = self.post_json(&format!("/v1/projects/{project}/tokens"), &body);
+        assert_eq!(answer.status, 201, "minting {body}: {}", answer.text());
+        answer.json()["secret"].as_str().unwrap().to_owned()
+    }
+}
+
+/// `/v1/projects/{p}/kv/{key}` with the key percent-encoded (slashes kept).
+pub fn kv(project: &str, key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "/v1/projects/{project}/kv/{}",
+        percent_encoding::utf8_percent_encode(key, SET)
+    )
+}
+
+/// The server in this process, on its own port and data directory.
+pub struct TestServer {
+    pub url: String,
+    pub admin_token: String,
+    pub data_dir: PathBuf,
+    /// Kept so that the directory lives as long as the server.
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A new server on a fresh data directory.
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = TestServer::start_on(&data_dir, &fake_secret());
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing data directory (for restarts).
+    pub fn start_on(data_dir: &Path, admin_token: &str) -> TestServer {
+        let settings = kvs::config::Settings::with_data_dir(data_dir);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let secret = admin_token.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                kvs::server::run(listener, settings, Some(secret), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let address = address.recv().unwrap();
+        let server = TestServer {
+            url: format!("http://{address}"),
+            admin_token: admin_token.to_owned(),
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        wait_ready(&server.url);
+        server
+    }
+
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, Some(&self.admin_token))
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, None)
+    }
+
+    /// Stops the server gracefully and starts it again on the same data.
+    pub fn restart(mut self) -> TestServer {
+        let dir = self._dir.take();
+        let (data_dir, token) = (self.data_dir.clone(), self.admin_token.clone());
+        self.stop_now();
+        let mut server = TestServer::start_on(&data_dir, &token);
+        server._dir = dir;
+        server
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Waits until `GET /readyz` answers 200 (at most 30 s).
+pub fn wait_ready(url: &str) {
+    let client = Client::new(url, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(answer) = client.request("GET", "/readyz", None, &[])
+            && answer.status == 200
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{url} did not become ready within 30 s");
+}
+
+/// The real `kvs` binary, serving a data directory on a free port.
+pub struct ServerProcess {
+    pub url: String,
+    pub admin_token: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Starts `kvs serve` on `data_dir` (created if missing) and waits until
+    /// it is ready. Its output goes to `<data_dir>/../server.log`.
+    pub fn start(data_dir: &Path, admin_token: &str) -> ServerProcess {
+        let port = free_port();
+        let log = data_dir.with_extension("log");
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("KVS_ADMIN_TOKEN", admin_token)
+            .env("KVS_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .expect("cannot run the kvs binary");
+        let server = ServerProcess {
+            url: format!("http://127.0.0.1:{port}"),
+            admin_token: admin_token.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log,
+            child: Some(child),
+        };
+        wait_ready(&server.url);
+        server
+    }
+
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, Some(&self.admin_token))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok().and_then(|status| status.code())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
