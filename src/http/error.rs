@@ -161,6 +161,12 @@ impl From<StoreError> for ApiError {
                 "unavailable",
                 "the server is shutting down",
             ),
+            StoreError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is recovering from a failed write; try again",
+            )
+            .with_header(header::RETRY_AFTER, "1"),
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()

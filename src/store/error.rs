@@ -24,6 +24,8 @@ pub enum StoreError {
     StorageFull,
     #[error("the store is closed")]
     Closed,
+    #[error("storage is reopening after a failure")]
+    Unavailable,
     #[error("storage failure: {0}")]
     Internal(String),
 }

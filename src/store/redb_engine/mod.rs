@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableError, backends::InMemoryBackend};
@@ -38,8 +38,11 @@ const QUEUE_DEPTH: usize = 8192;
 
 /// State shared by the request side and the writer thread.
 struct Shared {
-    disk: Database,
-    memory: Database,
+    /// The disk database; empty for the moment the writer reopens it after
+    /// a failed commit (redb refuses all writes after an I/O error until it
+    /// is reopened).
+    disk: ArcSwapOption<Database>,
+    memory: Arc<Database>,
     catalog: ArcSwap<Catalog>,
     /// The newest revision whose write has been committed and published.
     revision: AtomicU64,
@@ -66,8 +69,8 @@ impl RedbStore {
             .map_err(storage_error)?;
         let (catalog, revision, reserved) = load(&disk)?;
         let shared = Arc::new(Shared {
-            disk,
-            memory,
+            disk: ArcSwapOption::new(Some(Arc::new(disk))),
+            memory: Arc::new(memory),
             catalog: ArcSwap::from_pointee(catalog),
             revision: AtomicU64::new(revision),
             writable: AtomicBool::new(true),
@@ -95,13 +98,6 @@ impl RedbStore {
         answer.await.map_err(|_| StoreError::Closed)
     }
 
-    fn database(&self, storage: StorageMode) -> &Database {
-        match storage {
-            StorageMode::Disk => &self.shared.disk,
-            StorageMode::Memory => &self.shared.memory,
-        }
-    }
-
     /// The project as the current catalog has it.
     fn project(&self, id: &ProjectId) -> Result<Arc<Project>, StoreError> {
         self.shared
@@ -122,12 +118,12 @@ impl RedbStore {
     ) -> Result<T, StoreError> {
         let tables = KeyTables::of(id.as_str());
         let storage = self.project(id)?.settings.storage;
-        let answer = read(self.database(storage), &tables)?;
+        let answer = self.shared.with_database(storage, |db| read(db, &tables))?;
         let now = self.project(id)?.settings.storage;
         if now == storage {
             Ok(answer)
         } else {
-            read(self.database(now), &tables)
+            self.shared.with_database(now, |db| read(db, &tables))
         }
     }
 }
@@ -210,6 +206,32 @@ impl Store for RedbStore {
             .and_then(|mut guard| guard.take());
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Runs `f` on the database of a storage mode; 503 while the disk
+    /// database is being reopened.
+    fn with_database<T>(
+        &self,
+        storage: StorageMode,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match storage {
+            StorageMode::Disk => match self.disk.load().as_deref() {
+                Some(db) => f(db),
+                None => Err(StoreError::Unavailable),
+            },
+            StorageMode::Memory => f(&self.memory),
+        }
+    }
+
+    /// The database of a storage mode, for the writer.
+    fn database(&self, storage: StorageMode) -> Result<Arc<Database>, StoreError> {
+        match storage {
+            StorageMode::Disk => self.disk.load_full().ok_or(StoreError::Unavailable),
+            StorageMode::Memory => Ok(self.memory.clone()),
         }
     }
 }

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
@@ -125,6 +126,7 @@ impl Writer {
         if commands.is_empty() {
             return;
         }
+        self.reopen();
         let mut batch = match Batch::begin(&self.shared, self.revision, self.reserved) {
             Ok(batch) => batch,
             Err(error) => return fail_all(commands, &error),
@@ -143,7 +145,10 @@ impl Writer {
             _ => None,
         });
         let outcome = match fatal {
-            Some(error) => Err(error),
+            Some(error) => {
+                drop(batch);
+                Err(error)
+            }
             None => batch.commit(),
         };
         match outcome {
@@ -155,7 +160,7 @@ impl Writer {
                 }
             }
             Err(error) => {
-                self.note_failure(&error);
+                self.recover(&error);
                 for (reply, answer) in answers {
                     let _ = reply.send(failed(answer, &error));
                 }
@@ -163,10 +168,38 @@ impl Writer {
         }
     }
 
-    fn note_failure(&self, error: &StoreError) {
+    /// After a failed commit: nothing of the batch was applied, but redb
+    /// refuses every later write until the database is reopened. The writer
+    /// takes the database out of service (readers answer 503 meanwhile),
+    /// waits for readers to let go of it, and opens it again.
+    fn recover(&self, error: &StoreError) {
         tracing::error!(%error, "a commit failed; its writes were not applied");
-        if matches!(error, StoreError::StorageFull | StoreError::Internal(_)) {
-            self.shared.writable.store(false, Ordering::Release);
+        if !is_fatal(error) {
+            return;
+        }
+        self.shared.writable.store(false, Ordering::Release);
+        if let Some(old) = self.shared.disk.swap(None) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(old);
+        }
+        self.reopen();
+    }
+
+    /// Opens the disk database if it is out of service.
+    fn reopen(&self) {
+        if self.shared.disk.load().is_some() {
+            return;
+        }
+        match Database::create(&self.shared.path) {
+            Ok(db) => {
+                self.shared.disk.store(Some(Arc::new(db)));
+                self.shared.writable.store(true, Ordering::Release);
+                tracing::warn!("reopened the database after a failed commit");
+            }
+            Err(error) => tracing::error!(%error, "cannot reopen the database; will retry"),
         }
     }
 
@@ -189,12 +222,12 @@ impl Writer {
         let result = (|| {
             let source = self
                 .shared
-                .database(from)
+                .database(from)?
                 .begin_read()
                 .map_err(storage_error)?;
             let target = self
                 .shared
-                .database(settings.storage)
+                .database(settings.storage)?
                 .begin_write()
                 .map_err(storage_error)?;
             copy_table(&source, &target, tables.meta())?;
@@ -205,14 +238,18 @@ impl Writer {
                 target.commit().map_err(storage_error)?;
             } else {
                 target.commit().map_err(storage_error)?;
-                let disk = self.shared.disk.begin_write().map_err(storage_error)?;
+                let disk = self
+                    .shared
+                    .database(StorageMode::Disk)?
+                    .begin_write()
+                    .map_err(storage_error)?;
                 put_record(&disk, codec::PROJECTS, id.as_str(), &settings)?;
                 disk.commit().map_err(storage_error)?;
             }
             Ok(())
         })();
         if let Err(error) = result {
-            self.note_failure(&error);
+            self.recover(&error);
             return Err(error);
         }
         let mut next = (*catalog).clone();
@@ -224,7 +261,7 @@ impl Writer {
         let cleanup = (|| {
             let source = self
                 .shared
-                .database(from)
+                .database(from)?
                 .begin_write()
                 .map_err(storage_error)?;
             drop_key_tables(&source, &tables, id)?;
@@ -241,7 +278,10 @@ impl Writer {
 fn is_fatal(error: &StoreError) -> bool {
     matches!(
         error,
-        StoreError::StorageFull | StoreError::Internal(_) | StoreError::Closed
+        StoreError::StorageFull
+            | StoreError::Internal(_)
+            | StoreError::Closed
+            | StoreError::Unavailable
     )
 }
 
@@ -293,7 +333,10 @@ impl<'a> Batch<'a> {
     fn begin(shared: &'a Shared, revision: u64, reserved: u64) -> Result<Batch<'a>, StoreError> {
         Ok(Batch {
             shared,
-            disk: shared.disk.begin_write().map_err(storage_error)?,
+            disk: shared
+                .database(StorageMode::Disk)?
+                .begin_write()
+                .map_err(storage_error)?,
             memory: None,
             base: shared.catalog.load_full(),
             catalog: None,
@@ -676,15 +719,6 @@ impl<'a> Batch<'a> {
             revision: self.revision,
             reserved: self.reserved,
         })
-    }
-}
-
-impl Shared {
-    fn database(&self, storage: StorageMode) -> &Database {
-        match storage {
-            StorageMode::Disk => &self.disk,
-            StorageMode::Memory => &self.memory,
-        }
     }
 }
 
