@@ -1,0 +1,443 @@
+//! The storage test suite: what every `Store` engine must do, checked through
+//! the trait alone. Each check runs against every engine in [`ENGINES`]; a
+//! new backend (etcd, PostgreSQL) joins by adding a line there.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kvs::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
+use kvs::store::redb_engine::RedbStore;
+use kvs::store::{
+    CatalogWrite, KvOp, KvWrite, ListRequest, OpResult, Precondition, ProjectChange, Store,
+    StoreError,
+};
+
+type Open = fn(&Path) -> Arc<dyn Store>;
+
+/// Every engine, by name, with a function that opens it on a directory.
+const ENGINES: &[(&str, Open)] = &[("redb", |dir| Arc::new(RedbStore::open(dir).unwrap()))];
+
+/// Runs `check` against a fresh store of every engine.
+fn for_each_engine<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn Store>, std::path::PathBuf) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for (name, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        eprintln!("engine {name}");
+        runtime.block_on(check(open(dir.path()), dir.path().to_owned()));
+    }
+}
+
+fn id(text: &str) -> ProjectId {
+    ProjectId::parse(text).unwrap()
+}
+
+fn key(text: &str) -> Key {
+    Key::parse(text).unwrap()
+}
+
+async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
+    let settings = ProjectSettings {
+        id: id(project),
+        storage,
+        keys_discoverable: true,
+        max_value_bytes: 1 << 20,
+        max_keys: None,
+        created_at: Timestamp::now(),
+        created_revision: 0,
+    };
+    store
+        .write_catalog(CatalogWrite::CreateProject {
+            settings,
+            token: None,
+        })
+        .await
+        .unwrap();
+}
+
+fn put(k: &str, value: &str) -> KvOp {
+    KvOp::Put {
+        key: key(k),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        content_type: "text/plain".to_owned(),
+        expires_at: None,
+        precondition: None,
+    }
+}
+
+async fn write(
+    store: &dyn Store,
+    project: &str,
+    ops: Vec<KvOp>,
+) -> Result<kvs::store::KvCommit, StoreError> {
+    store
+        .write_kv(KvWrite {
+            project: id(project),
+            ops,
+        })
+        .await
+}
+
+async fn value(store: &dyn Store, project: &str, k: &str) -> Option<String> {
+    let read = store.get(&id(project), &key(k), true).await.unwrap();
+    read.value
+        .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+}
+
+async fn keys(store: &dyn Store, project: &str, prefix: &str) -> Vec<String> {
+    let request = ListRequest {
+        prefix: Prefix::parse(prefix).unwrap(),
+        after: None,
+        limit: 1000,
+        with_values: false,
+        value_budget: u64::MAX,
+    };
+    let page = store.list(&id(project), request).await.unwrap().value;
+    page.entries
+        .into_iter()
+        .map(|(m, _)| m.key.as_str().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_write_takes_the_next_revision_and_versions_follow_it() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let first = write(store.as_ref(), "p", vec![put("a", "1")])
+            .await
+            .unwrap()
+            .revision;
+        let second = write(store.as_ref(), "p", vec![put("b", "2")])
+            .await
+            .unwrap()
+            .revision;
+        assert_eq!(second, first + 1);
+        assert_eq!(store.revision(), second);
+        let read = store.get(&id("p"), &key("a"), false).await.unwrap();
+        assert_eq!(read.value.unwrap().meta.version, first);
+        assert!(
+            read.revision >= second,
+            "a read reflects at least what was acknowledged"
+        );
+    });
+}
+
+#[test]
+fn a_write_with_several_ops_applies_all_or_nothing() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let before = store.revision();
+        let missing = KvOp::Delete {
+            key: key("missing"),
+            precondition: None,
+        };
+        let error = write(store.as_ref(), "p", vec![put("a", "1"), missing])
+            .await
+            .unwrap_err();
+        assert_eq!(error, StoreError::KeyNotFound);
+        assert_eq!(
+            value(store.as_ref(), "p", "a").await,
+            None,
+            "the first op was applied"
+        );
+        assert_eq!(store.revision(), before, "a refused write took a revision");
+
+        let commit = write(
+            store.as_ref(),
+            "p",
+            vec![put("a", "1"), put("a", "2"), put("b", "3")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(commit.results.len(), 3);
+        assert_eq!(
+            value(store.as_ref(), "p", "a").await.as_deref(),
+            Some("2"),
+            "later ops see earlier ones"
+        );
+        let project = store.catalog().project(&id("p")).unwrap().clone();
+        assert_eq!(
+            (project.stats.keys(), project.stats.revision()),
+            (2, commit.revision)
+        );
+    });
+}
+
+#[test]
+fn preconditions_are_checked_against_the_current_version() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Memory).await;
+        let conditional = |k: &str, precondition| KvOp::Put {
+            key: key(k),
+            value: Bytes::from_static(b"x"),
+            content_type: "text/plain".to_owned(),
+            expires_at: None,
+            precondition: Some(precondition),
+        };
+        let v = write(
+            store.as_ref(),
+            "p",
+            vec![conditional("k", Precondition::Absent)],
+        )
+        .await
+        .unwrap()
+        .revision;
+        let error = write(
+            store.as_ref(),
+            "p",
+            vec![conditional("k", Precondition::Absent)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, StoreError::PreconditionFailed { current: Some(v) });
+        let error = write(
+            store.as_ref(),
+            "p",
+            vec![conditional("k", Precondition::VersionIn(vec![v + 7]))],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, StoreError::PreconditionFailed { current: Some(v) });
+        write(
+            store.as_ref(),
+            "p",
+            vec![conditional("k", Precondition::VersionIn(vec![v]))],
+        )
+        .await
+        .unwrap();
+        let error = write(
+            store.as_ref(),
+            "p",
+            vec![conditional("new", Precondition::Exists)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, StoreError::PreconditionFailed { current: None });
+    });
+}
+
+#[test]
+fn listings_are_in_byte_order_and_delete_by_prefix_is_one_revision() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let ops = ["b", "a/2", "a/1", "ab", "é", "A"]
+            .iter()
+            .map(|k| put(k, "v"))
+            .collect();
+        write(store.as_ref(), "p", ops).await.unwrap();
+        assert_eq!(
+            keys(store.as_ref(), "p", "").await,
+            ["A", "a/1", "a/2", "ab", "b", "é"]
+        );
+        assert_eq!(keys(store.as_ref(), "p", "a/").await, ["a/1", "a/2"]);
+        let commit = write(
+            store.as_ref(),
+            "p",
+            vec![KvOp::DeletePrefix {
+                prefix: Prefix::parse("a").unwrap(),
+            }],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            commit.results[0],
+            OpResult::DeletePrefix { deleted: 3 }
+        ));
+        assert_eq!(keys(store.as_ref(), "p", "").await, ["A", "b", "é"]);
+        let nothing = write(
+            store.as_ref(),
+            "p",
+            vec![KvOp::DeletePrefix {
+                prefix: Prefix::parse("zz").unwrap(),
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            nothing.revision, commit.revision,
+            "a delete that matched nothing took a revision"
+        );
+    });
+}
+
+#[test]
+fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let last = runtime.block_on(async {
+            let store = open(dir.path());
+            create(store.as_ref(), "disk", StorageMode::Disk).await;
+            create(store.as_ref(), "mem", StorageMode::Memory).await;
+            write(store.as_ref(), "disk", vec![put("k", "kept")])
+                .await
+                .unwrap();
+            let last = write(store.as_ref(), "mem", vec![put("k", "lost")])
+                .await
+                .unwrap()
+                .revision;
+            store.close().await;
+            last
+        });
+        runtime.block_on(async {
+            let store = open(dir.path());
+            assert_eq!(
+                value(store.as_ref(), "disk", "k").await.as_deref(),
+                Some("kept")
+            );
+            assert_eq!(value(store.as_ref(), "mem", "k").await, None);
+            assert!(
+                store.catalog().project(&id("mem")).is_some(),
+                "a memory project itself is kept"
+            );
+            assert!(
+                store.revision() >= last,
+                "the revision went back after reopening"
+            );
+            let next = write(store.as_ref(), "mem", vec![put("k", "new")])
+                .await
+                .unwrap()
+                .revision;
+            assert!(
+                next > last,
+                "revision {next} reused after reopening (had {last})"
+            );
+            store.close().await;
+        });
+    }
+}
+
+#[test]
+fn moving_a_project_between_storages_keeps_every_key() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        write(store.as_ref(), "p", vec![put("a", "1"), put("b/c", "2")])
+            .await
+            .unwrap();
+        for storage in [StorageMode::Memory, StorageMode::Disk, StorageMode::Memory] {
+            let change = ProjectChange {
+                storage: Some(storage),
+                ..ProjectChange::default()
+            };
+            store
+                .write_catalog(CatalogWrite::UpdateProject {
+                    id: id("p"),
+                    change,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                store.catalog().project(&id("p")).unwrap().settings.storage,
+                storage
+            );
+            assert_eq!(
+                keys(store.as_ref(), "p", "").await,
+                ["a", "b/c"],
+                "after moving to {storage:?}"
+            );
+            assert_eq!(
+                value(store.as_ref(), "p", "b/c").await.as_deref(),
+                Some("2")
+            );
+        }
+    });
+}
+
+#[test]
+fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        write(store.as_ref(), "p", vec![put("k", "old")])
+            .await
+            .unwrap();
+        store
+            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .await
+            .unwrap();
+        assert_eq!(
+            write(store.as_ref(), "p", vec![put("k", "x")])
+                .await
+                .unwrap_err(),
+            StoreError::ProjectNotFound
+        );
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        assert_eq!(value(store.as_ref(), "p", "k").await, None);
+        let error = store
+            .write_catalog(CatalogWrite::CreateProject {
+                settings: store.catalog().project(&id("p")).unwrap().settings.clone(),
+                token: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error, StoreError::ProjectExists);
+    });
+}
+
+#[test]
+fn quotas_and_value_limits_refuse_without_changing_anything() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let change = ProjectChange {
+            max_keys: Some(Some(1)),
+            max_value_bytes: Some(3),
+            ..ProjectChange::default()
+        };
+        store
+            .write_catalog(CatalogWrite::UpdateProject {
+                id: id("p"),
+                change,
+            })
+            .await
+            .unwrap();
+        write(store.as_ref(), "p", vec![put("a", "1")])
+            .await
+            .unwrap();
+        let error = write(store.as_ref(), "p", vec![put("b", "2")])
+            .await
+            .unwrap_err();
+        assert_eq!(error, StoreError::QuotaExceeded { max_keys: 1 });
+        let error = write(store.as_ref(), "p", vec![put("a", "four")])
+            .await
+            .unwrap_err();
+        assert_eq!(error, StoreError::ValueTooLarge { max: 3 });
+        write(store.as_ref(), "p", vec![put("a", "new")])
+            .await
+            .unwrap();
+        assert_eq!(
+            value(store.as_ref(), "p", "a").await.as_deref(),
+            Some("new")
+        );
+    });
+}
+
+#[test]
+fn concurrent_writers_are_all_applied_and_share_commits() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for n in 0..20 {
+                        let k = format!("w{i}/{n}");
+                        write(store.as_ref(), "p", vec![put(&k, &k)]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let project = store.catalog().project(&id("p")).unwrap().clone();
+        assert_eq!(project.stats.keys(), 64 * 20);
+        assert_eq!(
+            value(store.as_ref(), "p", "w63/19").await.as_deref(),
+            Some("w63/19")
+        );
+    });
+}
