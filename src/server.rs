@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -40,6 +41,10 @@ pub async fn run(
     });
     let address = listener.local_addr()?;
     tracing::info!(%address, "kvs is listening");
+    // Answers are small and written at once: no Nagle delay on them.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await

@@ -299,6 +299,11 @@ fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
                 store.revision() >= last,
                 "the revision went back after reopening"
             );
+            let mem = store.catalog().project(&id("mem")).unwrap().clone();
+            assert!(
+                mem.stats.revision() >= last,
+                "a memory project's revision went back"
+            );
             let next = write(store.as_ref(), "mem", vec![put("k", "new")])
                 .await
                 .unwrap()

@@ -352,9 +352,14 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
                         None => StatsRecord::default(),
                     }
                 }
+                // A restart drops a memory project's keys: its revision is
+                // that moment's, past every version it ever handed out.
                 StorageMode::Memory => {
                     orphans.push(settings.id.clone());
-                    StatsRecord::default()
+                    StatsRecord {
+                        revision: revision.max(reserved),
+                        ..StatsRecord::default()
+                    }
                 }
             };
             let stats = ProjectStats::new(

@@ -1,0 +1,772 @@
+//! The crash test: many writers, a SIGKILL at a random moment, a restart on
+//! the same data, and a check of every key ever written.
+//!
+//! The contract acknowledges a write to a `disk` project only once it is on
+//! stable storage, so after a kill every acknowledged write must be there,
+//! byte for byte, and a request that was in flight at the kill may have
+//! landed or not, but nothing else may be found. The cycle runs several
+//! times on one data directory, so each restart also opens a database that
+//! earlier kills left behind; the last cycle stops the server with SIGTERM
+//! instead, which must lose nothing either.
+//!
+//! Each writer thread owns the record of its own keys (the last acknowledged
+//! state and version of each, and its one request in flight), so the model
+//! needs no locks; values are regenerated from (thread, sequence) when they
+//! are checked. The choices (kill delays, operations) come from one seed,
+//! printed at the start; `KVS_CRASH_SEED=<n>` repeats them (timing still
+//! varies from run to run).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, ServerProcess, fake_secret, kv};
+use serde_json::{Value, json};
+
+/// The project every writer writes in.
+const PROJECT: &str = "crash";
+/// Concurrent writer threads.
+const WRITERS: usize = 16;
+/// Cycles that end with SIGKILL; one more ends with SIGTERM.
+const KILL_CYCLES: usize = 6;
+/// The kill comes this long after the writers start, in milliseconds.
+const DELAY_MS: std::ops::RangeInclusive<u64> = 200..=1500;
+/// Failures kept per writer, so that a broken server does not flood the report.
+const MAX_FAILURES: usize = 40;
+
+#[test]
+fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
+    let seed = seed();
+    println!("crash test: seed {seed} (KVS_CRASH_SEED={seed} repeats the choices)");
+    let started = Instant::now();
+    let mut choices = Rng::new(seed);
+    let dir = tempfile::Builder::new()
+        .prefix("kvs-crash-")
+        .tempdir()
+        .unwrap();
+    let data_dir = dir.path().join("data");
+    let admin_token = fake_secret();
+    let mut server = ServerProcess::start(&data_dir, &admin_token);
+    let secret = server
+        .admin()
+        .create_project(PROJECT, json!({"storage": "disk"}));
+    let mut writers: Vec<Writer> = (0..WRITERS).map(|id| Writer::new(id, seed)).collect();
+    // Every version seen so far; a write after a restart must go above it.
+    let mut floor = 0;
+
+    for cycle in 1..=KILL_CYCLES + 1 {
+        let graceful = cycle > KILL_CYCLES;
+        let delay = Duration::from_millis(choices.within(DELAY_MS));
+        let mut failures = Vec::new();
+
+        let stop = run_writers(&mut server, &secret, &mut writers, floor, delay, graceful);
+        if graceful && stop.exit_code != Some(0) {
+            failures.push(format!(
+                "SIGTERM: the server exited with {:?}, not 0",
+                stop.exit_code
+            ));
+        }
+        let acked: u64 = writers.iter().map(|w| w.acked_puts + w.acked_deletes).sum();
+        let deletes: u64 = writers.iter().map(|w| w.acked_deletes).sum();
+        let in_flight = writers.iter().filter(|w| w.in_flight.is_some()).count();
+        if acked == 0 {
+            failures.push("no write was acknowledged in this cycle".to_owned());
+        }
+
+        let restarting = Instant::now();
+        server = ServerProcess::start(&data_dir, &admin_token);
+        let ready_in = restarting.elapsed();
+
+        let verified = verify_all(&server, &secret, &mut writers);
+        let listing = check_listing(&server, &secret, &writers, &verified);
+        failures.extend(listing.failures);
+        floor = writers.iter().map(|w| w.last_version).max().unwrap_or(0);
+        let project = server.admin().get(&format!("/v1/projects/{PROJECT}"));
+        let revision = project.json()["revision"].as_u64().unwrap_or(0);
+        if revision < floor {
+            failures.push(format!(
+                "the project's revision {revision} is below version {floor}, which was seen"
+            ));
+        }
+
+        println!(
+            "cycle {cycle} ({how} after {delay:?}): {acked} writes acknowledged ({deletes} \
+             deletes), {in_flight} in flight at the {event} ({landed} landed); ready again in \
+             {ready_in:.0?}; verified {keys} keys ({present} present), listing {listed}, keys \
+             figure {figure}; versions up to {floor}",
+            how = if graceful { "SIGTERM" } else { "SIGKILL" },
+            event = if graceful { "stop" } else { "kill" },
+            landed = verified.landed,
+            keys = verified.keys,
+            present = verified.present.len(),
+            listed = listing.listed,
+            figure = listing
+                .figure
+                .map_or("missing".to_owned(), |n| n.to_string()),
+        );
+
+        let mut count = failures.len();
+        for writer in &mut writers {
+            failures.append(&mut writer.failures);
+            count += std::mem::take(&mut writer.failure_count);
+            writer.acked_puts = 0;
+            writer.acked_deletes = 0;
+        }
+        if !failures.is_empty() {
+            let kept = dir.keep();
+            for failure in &failures {
+                eprintln!("cycle {cycle}: {failure}");
+            }
+            panic!(
+                "cycle {cycle} (seed {seed}): {count} failures ({} shown above), first: {}; \
+                 data and server log kept in {}",
+                failures.len(),
+                failures[0],
+                kept.display()
+            );
+        }
+    }
+    println!(
+        "crash test passed: {} cycles, {} keys, in {:.1?}",
+        KILL_CYCLES + 1,
+        writers.iter().map(|w| w.keys.len()).sum::<usize>(),
+        started.elapsed()
+    );
+}
+
+/// How the server went down.
+struct Stop {
+    /// The exit code after SIGTERM (none after SIGKILL).
+    exit_code: Option<i32>,
+}
+
+/// Runs every writer against `server` until it is killed (or, when
+/// `graceful`, stopped with SIGTERM) after `delay`.
+fn run_writers(
+    server: &mut ServerProcess,
+    secret: &str,
+    writers: &mut [Writer],
+    floor: u64,
+    delay: Duration,
+    graceful: bool,
+) -> Stop {
+    let signals = Signals::default();
+    let url = server.url.clone();
+    thread::scope(|scope| {
+        for writer in writers.iter_mut() {
+            let client = Client::new(&url, Some(secret));
+            let signals = &signals;
+            writer.last_version = writer.last_version.max(floor);
+            scope.spawn(move || writer.write_until_down(&client, signals));
+        }
+        // The kill point itself is what is being chosen: nothing to wait for.
+        thread::sleep(delay);
+        signals.stopping.store(true, Ordering::SeqCst);
+        let exit_code = if graceful {
+            signals.terminating.store(true, Ordering::SeqCst);
+            server.terminate()
+        } else {
+            server.kill();
+            None
+        };
+        signals.gone.store(true, Ordering::SeqCst);
+        Stop { exit_code }
+    })
+}
+
+/// What the main thread tells the writers about the server's end.
+#[derive(Default)]
+struct Signals {
+    /// Set just before the signal: from now on, transport errors are expected.
+    stopping: AtomicBool,
+    /// Set just before a SIGTERM: from now on, 503 is an acceptable answer.
+    terminating: AtomicBool,
+    /// Set once the process has exited: a request begun later cannot reach it.
+    gone: AtomicBool,
+}
+
+/// What a key holds, as far as a writer knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    Absent,
+    /// The value of the writer's write with this sequence number.
+    Value(u64),
+}
+
+/// One key of a writer.
+struct KeyRecord {
+    /// The key itself.
+    name: String,
+    /// Its last acknowledged (or, after a restart, found) state.
+    state: Stored,
+    /// The version of that state (0 when absent).
+    version: u64,
+    /// Every write sequence ever sent for it, to name a stale value found.
+    history: Vec<u64>,
+}
+
+/// A writer thread's own keys and its record of what it was told.
+struct Writer {
+    /// The thread's number, part of its keys and values.
+    id: usize,
+    /// Its choices of operations.
+    rng: Rng,
+    /// The sequence number of its next write (values derive from it).
+    next_seq: u64,
+    /// Its keys, in order of creation.
+    keys: Vec<KeyRecord>,
+    /// The highest version it was told or found; its next write must exceed it.
+    last_version: u64,
+    /// The request that got no answer when the server went down: the key's
+    /// index and the state it asked for.
+    in_flight: Option<(usize, Stored)>,
+    /// What went wrong, for the report (the first [`MAX_FAILURES`]).
+    failures: Vec<String>,
+    /// How many things went wrong.
+    failure_count: usize,
+    /// PUTs acknowledged in this cycle.
+    acked_puts: u64,
+    /// DELETEs acknowledged in this cycle.
+    acked_deletes: u64,
+}
+
+impl Writer {
+    fn new(id: usize, seed: u64) -> Writer {
+        Writer {
+            id,
+            rng: Rng::new(seed ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            next_seq: 0,
+            keys: Vec::new(),
+            last_version: 0,
+            in_flight: None,
+            failures: Vec::new(),
+            failure_count: 0,
+            acked_puts: 0,
+            acked_deletes: 0,
+        }
+    }
+
+    fn fail(&mut self, failure: String) {
+        self.failure_count += 1;
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(format!("writer {}: {failure}", self.id));
+        }
+    }
+
+    /// A key of this writer in the given state, if a few tries find one.
+    fn pick(&mut self, present: bool) -> Option<usize> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        (0..8)
+            .map(|_| self.rng.below(self.keys.len() as u64) as usize)
+            .find(|&i| (self.keys[i].state != Stored::Absent) == present)
+    }
+
+    /// A new key; a few carry spaces, a plus and non-ASCII letters.
+    fn new_key(&mut self) -> usize {
+        let n = self.keys.len();
+        let name = if n % 7 == 3 {
+            format!("w{:02}/{n:06} ä+ß", self.id)
+        } else {
+            format!("w{:02}/{n:06}", self.id)
+        };
+        self.keys.push(KeyRecord {
+            name,
+            state: Stored::Absent,
+            version: 0,
+            history: Vec::new(),
+        });
+        n
+    }
+
+    /// Writes until the server goes down: mostly new keys, some overwrites,
+    /// some deletes and some re-creations of deleted keys.
+    fn write_until_down(&mut self, client: &Client, signals: &Signals) {
+        loop {
+            let roll = self.rng.below(100);
+            let (index, wanted) = match roll {
+                0..12 => match self.pick(true) {
+                    Some(i) => (i, Stored::Value(self.next_seq)),
+                    None => (self.new_key(), Stored::Value(self.next_seq)),
+                },
+                12..20 => match self.pick(true) {
+                    Some(i) => (i, Stored::Absent),
+                    None => (self.new_key(), Stored::Value(self.next_seq)),
+                },
+                20..23 => match self.pick(false) {
+                    Some(i) => (i, Stored::Value(self.next_seq)),
+                    None => (self.new_key(), Stored::Value(self.next_seq)),
+                },
+                _ => (self.new_key(), Stored::Value(self.next_seq)),
+            };
+            // A request begun after the server is gone cannot have reached it.
+            let after_the_end = signals.gone.load(Ordering::SeqCst);
+            let path = kv(PROJECT, &self.keys[index].name);
+            let sent = match wanted {
+                Stored::Value(seq) => {
+                    self.next_seq += 1;
+                    self.keys[index].history.push(seq);
+                    let value = value_of(self.id, seq);
+                    let headers: Vec<(&str, &str)> = match &value.content_type {
+                        Some(content_type) => vec![("Content-Type", content_type.as_str())],
+                        None => vec![],
+                    };
+                    client.request("PUT", &path, Some(&value.bytes), &headers)
+                }
+                Stored::Absent => client.request("DELETE", &path, None, &[]),
+            };
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(error) => {
+                    if !signals.stopping.load(Ordering::SeqCst) {
+                        self.fail(format!(
+                            "{path}: transport error while the server was up: {error}"
+                        ));
+                    }
+                    if !after_the_end {
+                        self.in_flight = Some((index, wanted));
+                    }
+                    return;
+                }
+            };
+            if answer.status == 503 && signals.terminating.load(Ordering::SeqCst) {
+                // Refused during shutdown: counted as in flight, either way is fine.
+                self.in_flight = Some((index, wanted));
+                return;
+            }
+            self.take_answer(index, wanted, &path, &answer);
+        }
+    }
+
+    /// Records an answer to a write, checking its status and version.
+    fn take_answer(&mut self, index: usize, wanted: Stored, path: &str, answer: &common::Answer) {
+        let was = self.keys[index].state;
+        let expected = match (wanted, was) {
+            (Stored::Absent, _) => 204,
+            (Stored::Value(_), Stored::Absent) => 201,
+            (Stored::Value(_), Stored::Value(_)) => 200,
+        };
+        if answer.status != expected {
+            let method = if wanted == Stored::Absent {
+                "DELETE"
+            } else {
+                "PUT"
+            };
+            self.fail(format!(
+                "{method} {path} (key {was:?}) answered {} instead of {expected}: {}",
+                answer.status,
+                answer.text()
+            ));
+            if !matches!(answer.status, 200 | 201 | 204) {
+                return;
+            }
+        }
+        let version = match wanted {
+            Stored::Absent => {
+                self.acked_deletes += 1;
+                0
+            }
+            Stored::Value(_) => {
+                self.acked_puts += 1;
+                let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+                let version = body["version"].as_u64().unwrap_or(0);
+                if answer.header("etag") != Some(&format!("\"{version}\"")) {
+                    self.fail(format!(
+                        "PUT {path}: ETag {:?} does not match version {version}",
+                        answer.header("etag")
+                    ));
+                }
+                if version <= self.last_version {
+                    self.fail(format!(
+                        "PUT {path}: version {version} is not above {}, already seen",
+                        self.last_version
+                    ));
+                }
+                self.last_version = self.last_version.max(version);
+                version
+            }
+        };
+        let key = &mut self.keys[index];
+        key.state = wanted;
+        key.version = version;
+    }
+
+    /// Reads back every key after a restart, checks it against the record
+    /// (the in-flight request may or may not have landed) and takes what
+    /// was found as the new record.
+    fn verify(&mut self, client: &Client) -> Verified {
+        let mut verified = Verified::default();
+        let in_flight = self.in_flight.take();
+        // An in-flight write was sent after every acknowledged one.
+        let acked_up_to = self.last_version;
+        for index in 0..self.keys.len() {
+            let flying = in_flight.and_then(|(i, wanted)| (i == index).then_some(wanted));
+            let path = kv(PROJECT, &self.keys[index].name);
+            let answer = match client.request("GET", &path, None, &[]) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.fail(format!("GET {path}: {error}"));
+                    continue;
+                }
+            };
+            verified.keys += 1;
+            let (id, key) = (self.id, &self.keys[index]);
+            let found = match answer.status {
+                404 => Found::Absent,
+                200 => Found::Value {
+                    content_type: answer.header("content-type").unwrap_or("").to_owned(),
+                    version: answer
+                        .header("kvs-version")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    bytes: answer.body,
+                },
+                status => {
+                    let failure = format!("GET {path} answered {status}: {}", answer.text());
+                    self.fail(failure);
+                    continue;
+                }
+            };
+            let matches = |state: Stored, version: Option<u64>| match (&found, state) {
+                (Found::Absent, Stored::Absent) => true,
+                (Found::Value { version: v, .. }, Stored::Value(seq)) => {
+                    found.holds(&value_of(id, seq))
+                        && version.map_or(*v > acked_up_to, |expected| *v == expected)
+                }
+                _ => false,
+            };
+            let (resolved, failure) = if matches(key.state, Some(key.version)) {
+                ((key.state, key.version), None)
+            } else if let Some(wanted) = flying.filter(|&w| matches(w, None)) {
+                verified.landed += 1;
+                ((wanted, found.version()), None)
+            } else {
+                let failure = format!(
+                    "{path}: expected {} (acknowledged){}, found {}",
+                    describe(id, key.state, key.version),
+                    match flying {
+                        Some(wanted) => format!(" or {} (in flight)", describe(id, wanted, 0)),
+                        None => String::new(),
+                    },
+                    found.describe(id, &key.history),
+                );
+                (
+                    (found.stored(id, &key.history), found.version()),
+                    Some(failure),
+                )
+            };
+            if let Some(failure) = failure {
+                self.fail(failure);
+            }
+            let key = &mut self.keys[index];
+            (key.state, key.version) = resolved;
+            self.last_version = self.last_version.max(key.version);
+            if key.state != Stored::Absent {
+                verified.present.insert(key.name.clone(), key.version);
+            }
+        }
+        verified
+    }
+}
+
+/// What a read-back found.
+enum Found {
+    Absent,
+    Value {
+        /// The bytes answered.
+        bytes: Vec<u8>,
+        /// The `Content-Type` answered.
+        content_type: String,
+        /// The `Kvs-Version` answered.
+        version: u64,
+    },
+}
+
+impl Found {
+    fn holds(&self, value: &Written) -> bool {
+        match self {
+            Found::Absent => false,
+            Found::Value {
+                bytes,
+                content_type,
+                ..
+            } => *bytes == value.bytes && *content_type == value.expected_content_type(),
+        }
+    }
+
+    fn version(&self) -> u64 {
+        match self {
+            Found::Absent => 0,
+            Found::Value { version, .. } => *version,
+        }
+    }
+
+    /// The write of `history` whose value this is, if any.
+    fn stored(&self, writer: usize, history: &[u64]) -> Stored {
+        match self {
+            Found::Absent => Stored::Absent,
+            Found::Value { .. } => history
+                .iter()
+                .rev()
+                .find(|&&seq| self.holds(&value_of(writer, seq)))
+                .map_or(Stored::Value(u64::MAX), |&seq| Stored::Value(seq)),
+        }
+    }
+
+    fn describe(&self, writer: usize, history: &[u64]) -> String {
+        match (self, self.stored(writer, history)) {
+            (Found::Absent, _) => "404 (absent)".to_owned(),
+            (Found::Value { version, .. }, Stored::Value(seq)) if seq != u64::MAX => {
+                format!("the value of write {seq}, at version {version}")
+            }
+            (
+                Found::Value {
+                    bytes,
+                    content_type,
+                    version,
+                },
+                _,
+            ) => format!(
+                "a value never written: {} bytes starting {:02x?}, {content_type:?}, version \
+                 {version}",
+                bytes.len(),
+                &bytes[..bytes.len().min(16)]
+            ),
+        }
+    }
+}
+
+/// A state for a failure report.
+fn describe(writer: usize, state: Stored, version: u64) -> String {
+    match state {
+        Stored::Absent => "absent".to_owned(),
+        Stored::Value(seq) => {
+            let value = value_of(writer, seq);
+            format!(
+                "write {seq} ({} bytes, {:?}{})",
+                value.bytes.len(),
+                value.expected_content_type(),
+                if version > 0 {
+                    format!(", version {version}")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    }
+}
+
+/// What the read-back of the writers found.
+#[derive(Default)]
+struct Verified {
+    /// Keys read back.
+    keys: usize,
+    /// In-flight requests that turned out to have landed.
+    landed: usize,
+    /// The keys present, with their versions.
+    present: BTreeMap<String, u64>,
+}
+
+/// Reads every key back, each writer's keys in a thread of their own.
+fn verify_all(server: &ServerProcess, secret: &str, writers: &mut [Writer]) -> Verified {
+    let parts: Vec<Verified> = thread::scope(|scope| {
+        let handles: Vec<_> = writers
+            .iter_mut()
+            .map(|writer| {
+                let client = Client::new(&server.url, Some(secret));
+                scope.spawn(move || writer.verify(&client))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all = Verified::default();
+    for part in parts {
+        all.keys += part.keys;
+        all.landed += part.landed;
+        all.present.extend(part.present);
+    }
+    all
+}
+
+/// What the listing check saw.
+struct Listing {
+    /// Keys in the full listing.
+    listed: usize,
+    /// The project's `keys` figure.
+    figure: Option<u64>,
+    /// What was wrong.
+    failures: Vec<String>,
+}
+
+/// The full listing (following cursors) must name exactly the keys found
+/// present, at their versions, and the project's `keys` figure must count
+/// them. Each write request here writes one key and takes its own revision,
+/// so no two keys may share a version.
+fn check_listing(
+    server: &ServerProcess,
+    secret: &str,
+    writers: &[Writer],
+    verified: &Verified,
+) -> Listing {
+    let client = Client::new(&server.url, Some(secret));
+    let mut failures = Vec::new();
+    let mut listed = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/projects/{PROJECT}/kv?limit=1000");
+        if let Some(cursor) = &cursor {
+            let encoded =
+                percent_encoding::utf8_percent_encode(cursor, percent_encoding::NON_ALPHANUMERIC);
+            path.push_str(&format!("&cursor={encoded}"));
+        }
+        let answer = client.get(&path);
+        assert_eq!(answer.status, 200, "listing: {}", answer.text());
+        let page = answer.json();
+        for meta in page["keys"].as_array().unwrap() {
+            let name = meta["key"].as_str().unwrap().to_owned();
+            if listed
+                .insert(name.clone(), meta["version"].as_u64().unwrap_or(0))
+                .is_some()
+            {
+                failures.push(format!("the listing names {name:?} twice"));
+            }
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let written: BTreeSet<&str> = writers
+        .iter()
+        .flat_map(|w| w.keys.iter().map(|k| k.name.as_str()))
+        .collect();
+    for (name, version) in &listed {
+        match verified.present.get(name) {
+            Some(found) if found == version => {}
+            Some(found) => failures.push(format!(
+                "the listing gives {name:?} version {version}, a read gave {found}"
+            )),
+            None if written.contains(name.as_str()) => failures.push(format!(
+                "the listing names {name:?} (version {version}), which reads as absent"
+            )),
+            None => failures.push(format!(
+                "the listing names {name:?}, which was never written"
+            )),
+        }
+    }
+    for name in verified.present.keys() {
+        if !listed.contains_key(name) {
+            failures.push(format!(
+                "the listing lacks {name:?}, which reads as present"
+            ));
+        }
+    }
+    let mut holders = BTreeMap::new();
+    for (name, version) in &verified.present {
+        if let Some(other) = holders.insert(version, name) {
+            failures.push(format!(
+                "{other:?} and {name:?} both have version {version}, written by two requests"
+            ));
+        }
+    }
+    let project = server.admin().get(&format!("/v1/projects/{PROJECT}"));
+    let figure = project.json()["keys"].as_u64();
+    if figure != Some(listed.len() as u64) {
+        failures.push(format!(
+            "the project's keys figure is {figure:?}, the listing has {} keys",
+            listed.len()
+        ));
+    }
+    Listing {
+        listed: listed.len(),
+        figure,
+        failures,
+    }
+}
+
+/// A value to write, regenerated from (writer, sequence) when checked.
+struct Written {
+    /// The body.
+    bytes: Vec<u8>,
+    /// The `Content-Type` sent, if any.
+    content_type: Option<String>,
+}
+
+impl Written {
+    fn expected_content_type(&self) -> &str {
+        self.content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream")
+    }
+}
+
+/// The value of a writer's write: sizes from empty to 64 KiB (mostly
+/// small), binary bytes or text, and a few content types.
+fn value_of(writer: usize, seq: u64) -> Written {
+    let mut rng = Rng::new(((writer as u64) << 48) ^ seq ^ 0x00C0_FFEE);
+    let len = match rng.below(100) {
+        0 => 0,
+        1..55 => rng.within(1..=64),
+        55..90 => rng.within(65..=4096),
+        _ => rng.within(4097..=65536),
+    } as usize;
+    let kind = rng.below(5);
+    let content_type = match kind {
+        0 => None,
+        1 => Some("text/plain; charset=utf-8".to_owned()),
+        2 => Some("image/png".to_owned()),
+        3 => Some(format!("application/x-crash; w={writer}; s={seq}")),
+        _ => Some("application/octet-stream".to_owned()),
+    };
+    let bytes = if kind == 1 {
+        (0..len).map(|_| b' ' + rng.below(95) as u8).collect()
+    } else {
+        (0..len).map(|_| rng.next() as u8).collect()
+    };
+    Written {
+        bytes,
+        content_type,
+    }
+}
+
+/// The seed: `KVS_CRASH_SEED` if set, else a random one.
+fn seed() -> u64 {
+    match std::env::var("KVS_CRASH_SEED") {
+        Ok(text) => text.parse().expect("KVS_CRASH_SEED must be a u64"),
+        Err(_) => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).unwrap();
+            u64::from_le_bytes(bytes)
+        }
+    }
+}
+
+/// SplitMix64: a reproducible stream from a seed. A test needs nothing more,
+/// and no random-number crate is among the dependencies.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn within(&mut self, range: std::ops::RangeInclusive<u64>) -> u64 {
+        range.start() + self.below(range.end() - range.start() + 1)
+    }
+}
