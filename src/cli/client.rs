@@ -1,10 +1,163 @@
-//! Client commands: talk to a running server over HTTP.
+//! Client commands: every `kvs` command but `serve` talks to a running server
+//! through its HTTP API, as curl would, but with keys percent-encoded, listing
+//! cursors followed, and every failure turned into one line on stderr and an
+//! exit code a script can test. [`api`] owns HTTP and errors; [`keys`],
+//! [`projects`] and [`tokens`] own one resource each; [`output`] owns how
+//! answers look on stdout.
 
+mod api;
+mod keys;
+mod output;
+mod projects;
+mod tokens;
+
+use std::convert::Infallible;
+use std::fmt;
 use std::process::ExitCode;
+use std::str::FromStr;
+
+use api::{Api, ClientError};
+
+/// Shown at the end of every client command's `--help`: the top-level help
+/// belongs to `cli/mod.rs`, and a script author reads the command's help.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the server refused the request (the message starts with its error code),
+     or another failure, such as a file that cannot be read
+  2  usage error: the arguments are wrong
+  3  not found: no such key, project or token (HTTP 404)
+  4  cannot connect to the server";
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Print a key's value: its bytes exactly as stored, with no newline added.
+    #[command(after_long_help = EXIT_CODES)]
+    Get(keys::Get),
+    /// Store a value under a key, given as text, @FILE or on stdin.
+    ///
+    /// A value given as text is stored as `text/plain; charset=utf-8`, since it
+    /// was typed as text; a file or stdin is stored as bytes
+    /// (`application/octet-stream`). `--content-type` overrides both.
+    #[command(after_long_help = EXIT_CODES)]
+    Put(keys::Put),
+    /// Delete a key, or every key under a prefix.
+    #[command(after_long_help = EXIT_CODES)]
+    Delete(keys::Delete),
+    /// List keys in key order, one per line; every page is fetched.
+    #[command(after_long_help = EXIT_CODES)]
+    List(keys::List),
+    /// Create, list, show and delete projects (admin).
+    #[command(after_long_help = EXIT_CODES)]
+    Project(projects::Args),
+    /// Create, list and revoke tokens.
+    #[command(after_long_help = EXIT_CODES)]
+    Token(tokens::Args),
+}
+
+/// Options that every client command takes after its name (`kvs get --url …`;
+/// for `project` and `token`, before or after the subcommand).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Server options")]
+pub struct Common {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "KVS_URL",
+        default_value = "http://127.0.0.1:23849",
+        value_parser = parse_url,
+        global = true
+    )]
+    url: String,
+    /// The token, sent as `Authorization: Bearer`. A server's first admin
+    /// token is in `<data_dir>/admin-token`.
+    #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
+    token: Option<Secret>,
+    /// Print the server's JSON answer instead of text, for scripts (nothing
+    /// for answers without a body, such as a delete).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Common {
+    fn api(&self) -> Api {
+        Api::new(&self.url, self.token.clone())
+    }
+}
+
+/// The project that key and token commands work in.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Server options")]
+pub struct ProjectArg {
+    /// The project to work in (a server creates `default` at its first start).
+    #[arg(
+        long,
+        short = 'p',
+        env = "KVS_PROJECT",
+        default_value = "default",
+        global = true
+    )]
+    project: String,
+}
+
+/// A token secret from `--token` or `KVS_TOKEN`. Its `Debug` hides it, so that
+/// printing the parsed command line can never show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = Infallible;
+
+    /// Trimmed, because `--token "$(cat admin-token)"` may carry a newline.
+    fn from_str(text: &str) -> Result<Secret, Infallible> {
+        Ok(Secret(text.trim().to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// An `http://` or `https://` URL with a host, without a trailing `/` (paths
+/// are appended to it, so a server behind a path prefix works too).
+fn parse_url(text: &str) -> Result<String, String> {
+    let url = text.trim().trim_end_matches('/');
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|error| format!("not a URL ({error})"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(url.to_owned()),
+        _ => Err("expected http://HOST:PORT".to_owned()),
+    }
+}
 
 pub fn run(command: Command) -> ExitCode {
-    match command {}
+    let result = match command {
+        Command::Get(args) => keys::get(args),
+        Command::Put(args) => keys::put(args),
+        Command::Delete(args) => keys::delete(args),
+        Command::List(args) => keys::list(args),
+        Command::Project(args) => projects::run(args),
+        Command::Token(args) => tokens::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `kvs list | head`: the reader has all it wanted; not a failure.
+        Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kvs: {error:#}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }
+
+/// The result of a client command.
+type Outcome = Result<(), ClientError>;

@@ -1,0 +1,269 @@
+//! The HTTP side of the client: one blocking `ureq` agent, the server's base
+//! URL and the caller's token. Every request goes through [`Api::send`], which
+//! hands back a 2xx answer to be read and turns anything else into a
+//! [`ClientError`]: a refusal read from the contract's error body, or a
+//! server that cannot be reached. Paths are built here too, because the server
+//! percent-decodes a key exactly once and so the client must encode it exactly
+//! once.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use ureq::http::{HeaderValue, Method, Request, Response, StatusCode};
+
+use super::Secret;
+
+/// How long to wait for a connection before calling the server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a JSON answer may hold: a `get --meta` of a value at the server's
+/// 64 MiB ceiling, base64-encoded, with room to spare.
+const MAX_JSON_ANSWER: u64 = 256 << 20;
+
+/// Everything outside RFC 3986's unreserved characters, for a path segment
+/// or a query value (where `+` would otherwise read as a space).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The same with `/` kept: a key's slashes are part of it, and the server
+/// takes everything after `/kv/` as the key.
+const KEY: &AsciiSet = &SEGMENT.remove(b'/');
+
+/// Why a command failed; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer at all: the server is not running, the URL is wrong, or the
+    /// connection broke.
+    #[error("cannot connect to {url} ({reason}); is `kvs serve` running there?")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error; `summary` is `code: message`.
+    #[error("{summary}")]
+    Refused { status: StatusCode, summary: String },
+    /// Writing to stdout failed (a closed pipe is told apart by the caller).
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+    /// Anything else: a file that cannot be read, an answer that makes no sense.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Refused { status, .. } if *status == StatusCode::NOT_FOUND => 3,
+            ClientError::Unreachable { .. } => 4,
+            _ => 1,
+        }
+    }
+
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, ClientError::Output(error) if error.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// A request body and its content type.
+pub struct Payload<'a> {
+    pub bytes: &'a [u8],
+    pub content_type: &'a str,
+}
+
+/// A client of one server, as one caller.
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<Secret>,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<Secret>) -> Api {
+        let agent = ureq::Agent::config_builder()
+            // Error answers carry the contract's body, which we want to read.
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Api {
+            agent,
+            base: base.to_owned(),
+            // `KVS_TOKEN=` (set but empty) means no token, not an empty one.
+            token: token.filter(|secret| !secret.expose().is_empty()),
+        }
+    }
+
+    /// Sends a request to `path` (already encoded, with its query); answers a
+    /// 2xx response whose body is still to be read.
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<Payload<'_>>,
+    ) -> Result<Response<ureq::Body>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                .map_err(|_| anyhow!("the token holds characters that no header can carry"))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let bytes = match payload {
+            Some(payload) => {
+                request = request.header(CONTENT_TYPE, payload.content_type);
+                payload.bytes
+            }
+            None => &[],
+        };
+        let request = request
+            .body(bytes)
+            .map_err(|error| anyhow!("cannot make a request to {url}: {error}"))?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|error| self.failed(error))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.refusal(&mut response))
+        }
+    }
+
+    /// Sends a request with an optional JSON body; answers the JSON of the
+    /// answer, or `null` for an answer without a body (204).
+    pub fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let bytes = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let payload = bytes.as_deref().map(|bytes| Payload {
+            bytes,
+            content_type: "application/json",
+        });
+        let mut response = self.send(method, path, payload)?;
+        read_json(&mut response)
+    }
+
+    /// A transport failure: no connection (exit 4) or a request that could not
+    /// be made at all.
+    fn failed(&self, error: ureq::Error) -> ClientError {
+        match error {
+            ureq::Error::Io(_)
+            | ureq::Error::HostNotFound
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Timeout(_) => ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: error.to_string(),
+            },
+            // ureq is built without a TLS stack (Cargo.toml), so https cannot work.
+            ureq::Error::TlsRequired => anyhow!(
+                "cannot connect to {}: this kvs speaks plain http only",
+                self.base
+            )
+            .into(),
+            other => anyhow!("request to {} failed: {other}", self.base).into(),
+        }
+    }
+
+    /// An error answer: `code: message` from the contract's body, or the
+    /// status when something else (a proxy, another server) answered.
+    fn refusal(&self, response: &mut Response<ureq::Body>) -> ClientError {
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        let error = serde_json::from_slice::<Value>(&body).ok();
+        let error = error.as_ref().map(|body| &body["error"]);
+        let summary = match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?)))
+        {
+            Some((code, message)) if status == StatusCode::UNAUTHORIZED && self.token.is_none() => {
+                format!("{code}: {message}; no token was given: pass --token or set KVS_TOKEN")
+            }
+            Some((code, message)) => format!("{code}: {message}"),
+            None => format!("the server at {} answered {status}", self.base),
+        };
+        ClientError::Refused { status, summary }
+    }
+}
+
+/// The JSON of a 2xx answer; `null` when it has no body.
+pub fn read_json(response: &mut Response<ureq::Body>) -> Result<Value, ClientError> {
+    if response.status() == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_JSON_ANSWER)
+        .read_to_vec()
+        .map_err(|error| anyhow!("cannot read the answer: {error}"))?;
+    serde_json::from_slice(&body).map_err(|error| {
+        anyhow!("the answer is not JSON ({error}); is the URL a kvs server?").into()
+    })
+}
+
+/// A path segment (a project or token id), encoded.
+pub fn segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// `/v1/projects/{p}/kv/{key}`, with the key encoded once, slashes kept.
+pub fn kv_path(project: &str, key: &str) -> String {
+    format!(
+        "/v1/projects/{}/kv/{}",
+        segment(project),
+        utf8_percent_encode(key, KEY)
+    )
+}
+
+/// `?name=value&…` for the pairs given, each value encoded; empty for none.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(name, value)| format!("{name}={}", segment(value)))
+        .collect();
+    if encoded.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", encoded.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_once_with_their_slashes_kept() {
+        assert_eq!(kv_path("p", "a/b c"), "/v1/projects/p/kv/a/b%20c");
+        assert_eq!(kv_path("p", "/x//y/"), "/v1/projects/p/kv//x//y/");
+        assert_eq!(
+            kv_path("p", "50%+?#é"),
+            "/v1/projects/p/kv/50%25%2B%3F%23%C3%A9"
+        );
+        assert_eq!(kv_path("p", "a-b.c_d~e"), "/v1/projects/p/kv/a-b.c_d~e");
+    }
+
+    #[test]
+    fn query_values_keep_a_plus_sign_a_plus_sign() {
+        assert_eq!(query(&[]), "");
+        assert_eq!(
+            query(&[("prefix", "a+b c/"), ("limit", "10")]),
+            "?prefix=a%2Bb%20c%2F&limit=10"
+        );
+    }
+}

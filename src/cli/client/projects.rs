@@ -1,0 +1,163 @@
+//! `kvs project …`: creating, listing, showing and deleting projects. Only
+//! `create` ever prints a secret: the project's first manage token, which the
+//! server shows this once.
+
+use serde_json::{Map, Value, json};
+use ureq::http::Method;
+
+use super::api::segment;
+use super::{Common, EXIT_CODES, Outcome, output};
+
+/// The fields of a project, as `project show` prints them.
+const PROJECT_FIELDS: &[&str] = &[
+    "id",
+    "storage",
+    "keys_discoverable",
+    "max_value_bytes",
+    "max_keys",
+    "created_at",
+    "revision",
+    "keys",
+    "bytes",
+];
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: ProjectCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ProjectCommand {
+    /// Create a project (admin). Prints its first manage token, whose secret
+    /// is shown only this once.
+    #[command(after_long_help = EXIT_CODES)]
+    Create(Create),
+    /// List the projects the token can see.
+    #[command(after_long_help = EXIT_CODES)]
+    List,
+    /// Show a project's settings and usage.
+    #[command(after_long_help = EXIT_CODES)]
+    Show {
+        /// The project's id.
+        id: String,
+    },
+    /// Delete a project with all its keys and tokens (admin).
+    #[command(after_long_help = EXIT_CODES)]
+    Delete {
+        /// The project's id.
+        id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Create {
+    /// The new project's id: a letter or digit, then up to 63 letters,
+    /// digits, `_`, `.` or `-`.
+    id: String,
+    /// Where its keys live: `disk` (durable) or `memory` (lost at restart)
+    /// [server default: disk].
+    #[arg(long, value_enum)]
+    storage: Option<Storage>,
+    /// The largest value it accepts, in bytes [server default: 1 MiB].
+    #[arg(long)]
+    max_value_bytes: Option<u64>,
+    /// The most keys it may hold [server default: no limit].
+    #[arg(long)]
+    max_keys: Option<u64>,
+    /// Refuse listing its keys to read and write tokens
+    /// (`keys_discoverable = false`); manage tokens can still list.
+    #[arg(long)]
+    no_list_keys: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Storage {
+    Disk,
+    Memory,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let api = args.common.api();
+    let json = args.common.json;
+    match args.command {
+        ProjectCommand::Create(create) => {
+            // Only the settings given are sent: the server owns the defaults.
+            let mut body = Map::new();
+            body.insert("id".into(), json!(create.id));
+            if let Some(storage) = create.storage {
+                let storage = match storage {
+                    Storage::Disk => "disk",
+                    Storage::Memory => "memory",
+                };
+                body.insert("storage".into(), json!(storage));
+            }
+            if let Some(bytes) = create.max_value_bytes {
+                body.insert("max_value_bytes".into(), json!(bytes));
+            }
+            if let Some(keys) = create.max_keys {
+                body.insert("max_keys".into(), json!(keys));
+            }
+            if create.no_list_keys {
+                body.insert("keys_discoverable".into(), json!(false));
+            }
+            let answer = api.json(Method::POST, "/v1/projects", Some(&Value::Object(body)))?;
+            if json {
+                return output::json(&answer);
+            }
+            let (project, token) = (&answer["project"], &answer["token"]);
+            output::lines([
+                format!(
+                    "created project {} ({} storage)",
+                    output::text(&project["id"]),
+                    output::text(&project["storage"])
+                ),
+                format!(
+                    "manage token {}: {}",
+                    output::text(&token["id"]),
+                    output::text(&token["secret"])
+                ),
+                "(the secret is shown only this once: keep it somewhere safe)".to_owned(),
+            ])
+        }
+        ProjectCommand::List => {
+            let answer = api.json(Method::GET, "/v1/projects", None)?;
+            if json {
+                return output::json(&answer);
+            }
+            let projects = answer["projects"].as_array().cloned().unwrap_or_default();
+            let rows: Vec<Vec<String>> = projects
+                .iter()
+                .map(|p| {
+                    ["id", "storage", "keys", "bytes", "created_at"]
+                        .iter()
+                        .map(|field| output::text(&p[*field]))
+                        .collect()
+                })
+                .collect();
+            output::table(&["ID", "STORAGE", "KEYS", "BYTES", "CREATED"], &rows)
+        }
+        ProjectCommand::Show { id } => {
+            let answer = api.json(Method::GET, &format!("/v1/projects/{}", segment(&id)), None)?;
+            if json {
+                output::json(&answer)
+            } else {
+                output::fields(&answer, PROJECT_FIELDS)
+            }
+        }
+        ProjectCommand::Delete { id } => {
+            api.json(
+                Method::DELETE,
+                &format!("/v1/projects/{}", segment(&id)),
+                None,
+            )?;
+            if json {
+                Ok(())
+            } else {
+                output::lines([format!("deleted project {id}")])
+            }
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! The `kvs` binary as a client: each test starts a server in this process,
+//! runs the real executable against it, and judges it as a script would, by
+//! its stdout, its stderr and its exit code.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{TestServer, fake_secret, free_port, kv};
+use serde_json::{Value, json};
+
+/// How to run `kvs` against one server: the URL, token and project go in
+/// the environment, as a user's shell would set them.
+struct Kvs {
+    url: String,
+    token: String,
+    project: String,
+}
+
+/// What one run left behind.
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Kvs {
+    /// The server's admin, in the `default` project.
+    fn admin(server: &TestServer) -> Kvs {
+        Kvs {
+            url: server.url.clone(),
+            token: server.admin_token.clone(),
+            project: "default".to_owned(),
+        }
+    }
+
+    fn with_token(&self, token: &str) -> Kvs {
+        Kvs {
+            token: token.to_owned(),
+            ..self.in_project(&self.project)
+        }
+    }
+
+    fn in_project(&self, project: &str) -> Kvs {
+        Kvs {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            project: project.to_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, b"")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command
+            .args(args)
+            .env("KVS_URL", &self.url)
+            .env("KVS_TOKEN", &self.token)
+            .env("KVS_PROJECT", &self.project);
+        run(command, stdin)
+    }
+}
+
+/// Runs a command with `stdin` fed from a thread, so that a large input
+/// cannot deadlock against a full stdout pipe.
+fn run(mut command: Command, stdin: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the kvs binary");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A command that does not read its stdin closes it: not a failure here.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    /// Asserts success; answers stdout as text.
+    fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "failed: {}", self.stderr);
+        self.text()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).unwrap()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.ok().lines().map(str::to_owned).collect()
+    }
+
+    /// Asserts this exit code and an error line naming `code` on stderr.
+    fn fails(&self, exit: i32, code: &str) {
+        assert_eq!(self.code, exit, "stderr: {}", self.stderr);
+        assert!(
+            self.stderr.starts_with("kvs: ") && self.stderr.contains(code),
+            "stderr: {}",
+            self.stderr
+        );
+    }
+}
+
+fn binary_value() -> Vec<u8> {
+    (0..=255u8).cycle().take(70_000).collect()
+}
+
+#[test]
+fn a_binary_value_from_stdin_comes_back_byte_for_byte() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let value = binary_value();
+    kvs.run_with_stdin(&["put", "bin"], &value).ok();
+    kvs.run_with_stdin(&["put", "dash", "-"], &value).ok();
+    for key in ["bin", "dash"] {
+        let got = kvs.run(&["get", key]);
+        assert_eq!(got.code, 0, "{}", got.stderr);
+        assert!(got.stdout == value, "{key} came back changed");
+    }
+    let meta = kvs.run(&["get", "bin", "--meta", "--json"]).json();
+    assert_eq!(meta["content_type"], "application/octet-stream");
+    assert_eq!(meta["size"], value.len());
+}
+
+#[test]
+fn a_value_from_a_file_comes_back_byte_for_byte() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, binary_value()).unwrap();
+    kvs.run(&["put", "from/file", &format!("@{}", file.display())])
+        .ok();
+    assert!(kvs.run(&["get", "from/file"]).stdout == binary_value());
+}
+
+#[test]
+fn a_missing_file_is_an_error_that_names_it() {
+    let server = TestServer::start();
+    let run = Kvs::admin(&server).run(&["put", "k", "@/no/such/file"]);
+    run.fails(1, "/no/such/file");
+}
+
+#[test]
+fn a_value_given_as_an_argument_is_stored_as_utf8_text() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let put = kvs.run(&["put", "greeting", "héllo wörld"]).ok();
+    assert!(put.starts_with("created greeting"), "{put}");
+    assert_eq!(kvs.run(&["get", "greeting"]).ok(), "héllo wörld");
+    let meta = kvs.run(&["get", "greeting", "--meta"]).ok();
+    assert!(meta.contains("text/plain; charset=utf-8"), "{meta}");
+
+    kvs.run(&[
+        "put",
+        "doc",
+        r#"{"a":1}"#,
+        "--content-type",
+        "application/json",
+    ])
+    .ok();
+    let meta = kvs.run(&["get", "doc", "--json"]).json();
+    assert_eq!(meta["content_type"], "application/json");
+    assert_eq!(meta["value"], json!({"a": 1}));
+}
+
+#[test]
+fn keys_with_spaces_plus_and_percent_signs_reach_the_server_unchanged() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let key = "a b/c+d%2F?x=1#é";
+    kvs.run(&["put", key, "odd"]).ok();
+    assert_eq!(server.admin().get(&kv("default", key)).body, b"odd");
+    assert_eq!(kvs.run(&["get", key]).ok(), "odd");
+    assert_eq!(kvs.run(&["list", "--prefix", "a b/c+"]).lines(), [key]);
+    assert_eq!(
+        kvs.run(&["list", "--prefix", "a b/c "]).lines(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn list_follows_cursors_to_print_every_key() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    let keys: Vec<String> = (0..250).map(|i| format!("k{i:03}")).collect();
+    for key in &keys {
+        assert_eq!(admin.put(&kv("default", key), b"v").status, 201);
+    }
+    let kvs = Kvs::admin(&server);
+    assert_eq!(kvs.run(&["list", "--limit", "100"]).lines(), keys);
+    assert_eq!(
+        kvs.run(&["list", "--limit", "7", "--prefix", "k1"])
+            .lines()
+            .len(),
+        100
+    );
+
+    let entries = kvs.run(&["list", "--limit", "100", "--json"]).json();
+    let listed: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, keys);
+
+    let long = kvs.run(&["list", "--long", "--limit", "100"]).lines();
+    assert_eq!(long.len(), 251, "a header and one line per key");
+    assert!(
+        long[1].ends_with("application/octet-stream  k000"),
+        "{}",
+        long[1]
+    );
+
+    assert!(kvs.run(&["list", "--prefix", "nothing"]).lines().is_empty());
+}
+
+#[test]
+fn delete_removes_a_key_and_a_second_delete_exits_3() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    kvs.run(&["put", "gone", "soon"]).ok();
+    assert_eq!(kvs.run(&["delete", "gone"]).ok(), "deleted gone\n");
+    kvs.run(&["get", "gone"]).fails(3, "key_not_found");
+    kvs.run(&["delete", "gone"]).fails(3, "key_not_found");
+}
+
+#[test]
+fn delete_by_prefix_removes_only_the_keys_under_it() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    for key in ["a/1", "a/2", "ab", "b"] {
+        kvs.run(&["put", key, "v"]).ok();
+    }
+    assert_eq!(
+        kvs.run(&["delete", "--prefix", "a/"]).ok(),
+        "deleted 2 keys\n"
+    );
+    assert_eq!(kvs.run(&["list"]).lines(), ["ab", "b"]);
+    // An empty prefix would clear the project: that takes --all.
+    assert_eq!(kvs.run(&["delete", "--prefix", ""]).code, 2);
+    assert_eq!(kvs.run(&["list"]).lines().len(), 2);
+    assert_eq!(kvs.run(&["delete", "--all"]).ok(), "deleted 2 keys\n");
+    assert!(kvs.run(&["list"]).lines().is_empty());
+}
+
+#[test]
+fn getting_a_missing_key_exits_3_with_the_error_on_stderr() {
+    let server = TestServer::start();
+    let run = Kvs::admin(&server).run(&["get", "missing"]);
+    run.fails(3, "kvs: key_not_found: no such key");
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn a_bad_token_exits_1_with_unauthorized_and_is_never_shown() {
+    let server = TestServer::start();
+    let secret = fake_secret();
+    let kvs = Kvs::admin(&server).with_token(&secret);
+    let run = kvs.run(&["list"]);
+    run.fails(1, "unauthorized");
+    assert!(!run.stderr.contains(&secret));
+    let help = kvs.run(&["get", "--help"]);
+    assert!(!help.ok().contains(&secret));
+}
+
+#[test]
+fn no_token_at_all_gets_a_hint() {
+    let server = TestServer::start();
+    let run = Kvs::admin(&server).with_token("").run(&["get", "k"]);
+    run.fails(1, "unauthorized");
+    assert!(run.stderr.contains("KVS_TOKEN"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unreachable_server_exits_4_naming_the_url() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let kvs = Kvs {
+        url: url.clone(),
+        token: fake_secret(),
+        project: "default".to_owned(),
+    };
+    let run = kvs.run(&["get", "k"]);
+    run.fails(4, &url);
+    assert!(run.stderr.contains("kvs serve"), "{}", run.stderr);
+}
+
+#[test]
+fn flags_work_in_place_of_the_environment() {
+    let server = TestServer::start();
+    let secret = server.admin().create_project("flags", json!({}));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
+        .args(["put", "k", "v", "--url", &server.url, "--token", &secret])
+        .args(["--project", "flags"])
+        .env_remove("KVS_URL")
+        .env_remove("KVS_TOKEN")
+        .env_remove("KVS_PROJECT");
+    run(command, b"").ok();
+    let answer = server.admin().get(&kv("flags", "k"));
+    assert_eq!(answer.body, b"v");
+}
+
+#[test]
+fn a_bad_url_is_a_usage_error() {
+    let server = TestServer::start();
+    let run = Kvs::admin(&server).run(&["list", "--url", "localhost"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn projects_are_created_listed_shown_and_deleted() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    let created = admin
+        .run(&[
+            "project",
+            "create",
+            "shop",
+            "--storage",
+            "memory",
+            "--max-keys",
+            "5",
+            "--no-list-keys",
+        ])
+        .ok();
+    // The manage token's secret is the last word of its line.
+    let secret = created
+        .lines()
+        .find(|line| line.starts_with("manage token"))
+        .and_then(|line| line.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no token in {created}"));
+    assert!(secret.starts_with("kvs_"), "{created}");
+    let manager = admin.with_token(secret).in_project("shop");
+    manager.run(&["put", "k", "v"]).ok();
+    assert_eq!(manager.run(&["get", "k"]).ok(), "v");
+
+    admin
+        .run(&["project", "create", "shop"])
+        .fails(1, "conflict");
+    let listed = admin.run(&["project", "list"]).lines();
+    assert!(listed[0].starts_with("ID"), "{listed:?}");
+    assert!(
+        listed.iter().any(|line| line.starts_with("shop ")),
+        "{listed:?}"
+    );
+
+    let shown = admin.run(&["project", "show", "shop", "--json"]).json();
+    assert_eq!(shown["storage"], "memory");
+    assert_eq!(shown["max_keys"], 5);
+    assert_eq!(shown["keys_discoverable"], false);
+    assert_eq!(shown["keys"], 1);
+    assert!(
+        admin
+            .run(&["project", "show", "shop"])
+            .ok()
+            .contains("memory")
+    );
+
+    admin.run(&["project", "delete", "shop"]).ok();
+    admin
+        .run(&["project", "show", "shop"])
+        .fails(3, "project_not_found");
+    admin
+        .run(&["project", "delete", "shop"])
+        .fails(3, "project_not_found");
+    manager.run(&["get", "k"]).fails(1, "unauthorized");
+}
+
+#[test]
+fn a_revoked_token_stops_working() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server).in_project("app");
+    server.admin().create_project("app", json!({}));
+    let created = admin.run(&[
+        "token",
+        "create",
+        "--role",
+        "write",
+        "--prefix",
+        "team/",
+        "--name",
+        "writer",
+        "--expires-in",
+        "1h",
+    ]);
+    let secret = created.ok().trim_end().to_owned();
+    assert!(
+        secret.starts_with("kvs_") && !secret.contains(' '),
+        "{secret}"
+    );
+    assert!(created.stderr.contains("write token") && !created.stderr.contains(&secret));
+
+    let writer = admin.with_token(&secret);
+    writer.run(&["put", "team/x", "1"]).ok();
+    writer.run(&["put", "other", "1"]).fails(1, "forbidden");
+
+    let listed = admin.run(&["token", "list"]);
+    assert!(listed.ok().contains("writer"));
+    assert!(!listed.text().contains(&secret));
+    let tokens = admin.run(&["token", "list", "--json"]).json();
+    let id = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|token| token["name"] == "writer")
+        .and_then(|token| token["id"].as_str())
+        .unwrap()
+        .to_owned();
+
+    assert_eq!(
+        admin.run(&["token", "revoke", &id]).ok(),
+        format!("revoked token {id}\n")
+    );
+    writer.run(&["get", "team/x"]).fails(1, "unauthorized");
+    admin
+        .run(&["token", "revoke", &id])
+        .fails(3, "token_not_found");
+}
+
+#[test]
+fn admin_tokens_are_created_listed_and_revoked() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    let created = admin.run(&["token", "create", "--admin", "--name", "ops", "--json"]);
+    let token = created.json();
+    assert_eq!(token["role"], "admin");
+    let ops = admin.with_token(token["secret"].as_str().unwrap());
+    ops.run(&["project", "list"]).ok();
+    assert!(
+        admin
+            .run(&["token", "list", "--admin"])
+            .ok()
+            .contains("ops")
+    );
+
+    let id = token["id"].as_str().unwrap();
+    admin.run(&["token", "revoke", "--admin", id]).ok();
+    ops.run(&["project", "list"]).fails(1, "unauthorized");
+    // --admin and --role ask for two different things.
+    assert_eq!(
+        admin
+            .run(&["token", "create", "--admin", "--role", "read"])
+            .code,
+        2
+    );
+}
+
+#[test]
+fn json_output_parses_as_json() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let put = kvs.run(&["put", "j/1", "one", "--json"]).json();
+    assert_eq!(put["key"], "j/1");
+    assert_eq!(put["version"].as_u64().map(|v| v > 0), Some(true));
+    assert_eq!(kvs.run(&["get", "j/1", "--json"]).json()["value"], "one");
+    assert_eq!(kvs.run(&["list", "--json"]).json()[0]["key"], "j/1");
+    assert!(kvs.run(&["project", "list", "--json"]).json()["projects"].is_array());
+    assert_eq!(
+        kvs.run(&["project", "show", "default", "--json"]).json()["id"],
+        "default"
+    );
+    assert!(kvs.run(&["token", "list", "--admin", "--json"]).json()["tokens"].is_array());
+    let deleted = kvs.run(&["delete", "--prefix", "j/", "--json"]).json();
+    assert_eq!(deleted["deleted"], 1);
+}
