@@ -271,13 +271,9 @@ async fn listing_inner(
     };
     let limit = match query.get("limit") {
         None => DEFAULT_LIST_LIMIT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(0) | Err(_) => {
-                return Err(ApiError::bad_request("limit must be a positive integer"));
-            }
-            Ok(n) => n.min(MAX_LIST_LIMIT),
-        },
+        Some(text) => parse_limit(text)?,
     };
+
     let id = project.settings.id.as_str();
     let after = query
         .get("cursor")
@@ -315,6 +311,17 @@ async fn listing_inner(
         &read.revision.to_string(),
     );
     Ok(response)
+}
+
+/// `limit`: a positive integer, clamped to [`MAX_LIST_LIMIT`] however large.
+fn parse_limit(text: &str) -> Result<usize, ApiError> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || text.bytes().all(|b| b == b'0') {
+        return Err(ApiError::bad_request("limit must be a positive integer"));
+    }
+    Ok(text
+        .parse::<usize>()
+        .map_or(MAX_LIST_LIMIT, |n| n.min(MAX_LIST_LIMIT)))
 }
 
 /// A cursor names the project, the prefix and the last key returned, so that
@@ -411,6 +418,19 @@ mod tests {
         assert!(matches_weakly(&v("\"9\", \"7\""), 7));
         assert!(matches_weakly(&v("W/\"7\""), 7));
         assert!(!matches_weakly(&v("\"8\", W/\"9\""), 7));
+    }
+
+    #[test]
+    fn limits_are_positive_and_clamped_however_large() {
+        assert_eq!(parse_limit("7").unwrap(), 7);
+        assert_eq!(parse_limit("5000").unwrap(), MAX_LIST_LIMIT);
+        assert_eq!(
+            parse_limit("100000000000000000000000").unwrap(),
+            MAX_LIST_LIMIT
+        );
+        for bad in ["0", "000", "-1", "ten", "", "1.5"] {
+            assert!(parse_limit(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

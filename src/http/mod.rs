@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
@@ -52,15 +52,30 @@ pub fn router(app: Arc<App>) -> Router {
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let (route, response) = match Endpoint::parse(request.uri().path()) {
+    let has_body = declares_body(request.headers());
+    let (route, mut response) = match Endpoint::parse(request.uri().path()) {
         Ok(endpoint) => {
             let route = endpoint.name();
             (route, handle(&app, endpoint, request).await)
         }
         Err(error) => ("unknown", error.into_response()),
     };
+    // A refusal may come before the body was read; the connection cannot be
+    // reused then, and saying so keeps clients from sending on a closed one.
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     crate::telemetry::record_request(&method, route, response.status(), started.elapsed());
     response
+}
+
+fn declares_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0");
+    length || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {

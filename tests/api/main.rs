@@ -1,0 +1,33 @@
+//! The project's own black-box tests of the v1 HTTP API, as one test binary.
+//!
+//! Every test starts a server of its own (in this process, on port 0, with a
+//! fresh data directory) and talks to it over HTTP only, so what is checked
+//! here is what a client sees: status, error code, headers and bytes. The
+//! contract these tests hold the server to is `api-v1.md`; each module takes
+//! one concern of it:
+//!
+//! - `roles`: what each kind of token may and may not do, and the order in
+//!   which refusals come;
+//! - `tokens`: minting, listing, revoking and expiring tokens;
+//! - `validation`: every input the server refuses, and with which code;
+//! - `errors`: unknown routes, wrong methods and the shape of every error;
+//! - `values`: reading and writing values: bytes, headers, ETags and
+//!   preconditions;
+//! - `listing`: paged listings and deletes by prefix;
+//! - `persistence`: what a restart keeps, and live moves between storages.
+//!
+//! `support` holds what these tests need beyond `tests/common`: contract
+//! assertions, a raw HTTP exchange for requests a client library would
+//! tidy up, and polling.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod support;
+
+mod errors;
+mod listing;
+mod persistence;
+mod roles;
+mod tokens;
+mod validation;
+mod values;
