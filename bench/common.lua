@@ -1,0 +1,77 @@
+-- Shared by the wrk scripts in bench/ (get.lua, put.lua, preload.lua).
+--
+-- Settings come from the environment that bench/run.sh sets:
+--   BENCH_PROJECT      project id                  (default "bench")
+--   BENCH_TOKEN        a write token of it         (default none)
+--   BENCH_KEYS         number of keys              (default 10000)
+--   BENCH_VALUE_BYTES  size of each value in bytes (default 100)
+--
+-- Each script builds all its requests once per wrk thread in init(), so
+-- request() only picks a prebuilt string: the Lua cost per request is the
+-- same for kvs and for the bare hyper peer, and small.
+--
+-- done() prints one line that run.sh parses:
+--   BENCH_RESULT requests=N duration_us=D rps=R p50_us=.. p99_us=.. ...
+
+local M = {}
+
+M.project = os.getenv("BENCH_PROJECT") or "bench"
+M.token = os.getenv("BENCH_TOKEN") or ""
+M.keys = tonumber(os.getenv("BENCH_KEYS") or "10000")
+M.value_bytes = tonumber(os.getenv("BENCH_VALUE_BYTES") or "100")
+
+-- Key i (0 <= i < keys) of the benchmark: bench/k00000 .. bench/k09999.
+function M.path(i)
+  return string.format("/v1/projects/%s/kv/bench/k%05d", M.project, i)
+end
+
+-- A value of exactly value_bytes bytes that names its key.
+function M.value(i)
+  local head = string.format("value of k%05d ", i)
+  if #head >= M.value_bytes then
+    return string.sub(head, 1, M.value_bytes)
+  end
+  return head .. string.rep("x", M.value_bytes - #head)
+end
+
+function M.get_headers()
+  return { ["Authorization"] = "Bearer " .. M.token }
+end
+
+function M.put_headers()
+  return {
+    ["Authorization"] = "Bearer " .. M.token,
+    ["Content-Type"] = "application/octet-stream",
+  }
+end
+
+-- Seeds this thread's random keys differently from the other threads'.
+function M.seed()
+  local id = tonumber(thread_id) or 0 -- set by setup() below
+  math.randomseed(os.time() + 7919 * id)
+  for _ = 1, 10 do
+    math.random()
+  end
+end
+
+-- wrk calls setup() in its main Lua state once per thread, before init().
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+
+function done(summary, latency, requests)
+  local seconds = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d "
+      .. "mean_us=%.1f max_us=%d err_connect=%d err_read=%d err_write=%d err_status=%d "
+      .. "err_timeout=%d\n",
+    summary.requests, summary.duration, summary.requests / seconds,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+
+return M
