@@ -446,3 +446,99 @@ fn concurrent_writers_are_all_applied_and_share_commits() {
         );
     });
 }
+
+#[test]
+fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let sizes = [0usize, 1, 2047, 2048, 2049, 70_000, 5];
+        let put_bytes = |k: &str, size: usize| KvOp::Put {
+            key: key(k),
+            value: Bytes::from(vec![(size % 251) as u8; size]),
+            content_type: "application/octet-stream".to_owned(),
+            expires_at: None,
+            precondition: None,
+        };
+        // One key goes through every size, small to large and back.
+        for size in sizes {
+            write(store.as_ref(), "p", vec![put_bytes("k", size)])
+                .await
+                .unwrap();
+            let read = store
+                .get(&id("p"), &key("k"), true)
+                .await
+                .unwrap()
+                .value
+                .unwrap();
+            assert_eq!(read.value.len(), size);
+            assert!(read.value.iter().all(|b| *b == (size % 251) as u8));
+            assert_eq!(read.meta.size, size as u64);
+        }
+        let ops = sizes
+            .iter()
+            .map(|s| put_bytes(&format!("all/{s:06}"), *s))
+            .collect();
+        write(store.as_ref(), "p", ops).await.unwrap();
+        for storage in [StorageMode::Memory, StorageMode::Disk] {
+            let change = ProjectChange {
+                storage: Some(storage),
+                ..ProjectChange::default()
+            };
+            store
+                .write_catalog(CatalogWrite::UpdateProject {
+                    id: id("p"),
+                    change,
+                })
+                .await
+                .unwrap();
+            let request = ListRequest {
+                prefix: Prefix::parse("all/").unwrap(),
+                after: None,
+                limit: 100,
+                with_values: true,
+                value_budget: u64::MAX,
+            };
+            let page = store.list(&id("p"), request).await.unwrap().value;
+            let mut expected: Vec<usize> = sizes.to_vec();
+            expected.sort();
+            let listed: Vec<usize> = page
+                .entries
+                .iter()
+                .map(|(_, v)| v.as_ref().unwrap().len())
+                .collect();
+            assert_eq!(
+                listed, expected,
+                "values listed after moving to {storage:?}"
+            );
+        }
+        let commit = write(
+            store.as_ref(),
+            "p",
+            vec![KvOp::DeletePrefix {
+                prefix: Prefix::parse("all/").unwrap(),
+            }],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            commit.results[0],
+            OpResult::DeletePrefix { deleted: 7 }
+        ));
+        write(store.as_ref(), "p", vec![put_bytes("k", 70_000)])
+            .await
+            .unwrap();
+        write(
+            store.as_ref(),
+            "p",
+            vec![KvOp::Delete {
+                key: key("k"),
+                precondition: None,
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(value(store.as_ref(), "p", "k").await, None);
+        let project = store.catalog().project(&id("p")).unwrap().clone();
+        assert_eq!((project.stats.keys(), project.stats.bytes()), (0, 0));
+    });
+}

@@ -25,23 +25,28 @@ pub const RESERVED: &str = "reserved";
 
 const FORMAT: u8 = 1;
 
-/// The names of a project's two key tables: metadata and raw values. They
-/// are apart so that listings read no value bytes.
+/// Values up to this size are stored inline, after their key's record: one
+/// table and one lookup for a read or a write. Larger ones go to the values
+/// table, so that listings never read them.
+pub const INLINE_LIMIT: usize = 2048;
+
+/// The names of a project's two key tables: `keys` (key → record, with the
+/// value inline when small) and `values` (key → large raw value).
 pub struct KeyTables {
-    pub meta: String,
+    pub keys: String,
     pub values: String,
 }
 
 impl KeyTables {
     pub fn of(project: &str) -> KeyTables {
         KeyTables {
-            meta: format!("meta/{project}"),
+            keys: format!("keys/{project}"),
             values: format!("values/{project}"),
         }
     }
 
-    pub fn meta(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
-        TableDefinition::new(&self.meta)
+    pub fn keys(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.keys)
     }
 
     pub fn values(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -58,6 +63,8 @@ pub struct KeyRecord {
     pub expires_at: Option<Timestamp>,
     pub size: u64,
     pub content_type: String,
+    /// Whether the value follows the record in the same entry.
+    pub inline: bool,
 }
 
 impl KeyRecord {
@@ -86,6 +93,25 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![FORMAT];
     postcard::to_io(record, &mut bytes).map_err(StoreError::internal)?;
     Ok(bytes)
+}
+
+/// A key's entry: the record, then the value itself when it is inline.
+pub fn encode_entry(record: &KeyRecord, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = encode(record)?;
+    if record.inline {
+        bytes.extend_from_slice(value);
+    }
+    Ok(bytes)
+}
+
+/// The record of an entry and the bytes after it (the inline value, if any).
+pub fn decode_entry(bytes: &[u8]) -> Result<(KeyRecord, &[u8]), StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => postcard::take_from_bytes(rest).map_err(StoreError::internal),
+        _ => Err(StoreError::Internal(
+            "a record has an unknown format".to_owned(),
+        )),
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -125,9 +151,16 @@ mod tests {
             expires_at: None,
             size: 3,
             content_type: "text/plain".to_owned(),
+            inline: true,
         };
-        let bytes = encode(&record).unwrap();
-        assert_eq!(decode::<KeyRecord>(&bytes).unwrap(), record);
+        let bytes = encode_entry(&record, b"abc").unwrap();
+        assert_eq!(decode_entry(&bytes).unwrap(), (record.clone(), &b"abc"[..]));
+        let external = KeyRecord {
+            inline: false,
+            ..record
+        };
+        let bytes = encode_entry(&external, b"abc").unwrap();
+        assert_eq!(decode_entry(&bytes).unwrap(), (external, &b""[..]));
         assert!(decode::<KeyRecord>(&[9, 1, 2]).is_err());
         assert!(decode::<KeyRecord>(&[]).is_err());
     }

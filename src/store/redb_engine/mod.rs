@@ -30,7 +30,7 @@ use crate::store::{
     Catalog, CatalogWrite, Entry, KvCommit, KvWrite, ListPage, ListRequest, Project, ProjectStats,
     Read, Store, StoreError,
 };
-use codec::{KeyRecord, KeyTables, StatsRecord, decode, storage_error};
+use codec::{KeyTables, StatsRecord, decode, decode_entry, storage_error};
 use writer::{Command, Reply, Request, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
@@ -254,22 +254,41 @@ fn read_entry(
     with_value: bool,
 ) -> Result<Option<Entry>, StoreError> {
     let txn = db.begin_read().map_err(storage_error)?;
-    let meta_table = open_or_none!(txn, tables.meta());
-    let Some(record) = meta_table.get(key.as_str()).map_err(storage_error)? else {
+    let keys = open_or_none!(txn, tables.keys());
+    let Some(entry) = keys.get(key.as_str()).map_err(storage_error)? else {
         return Ok(None);
     };
-    let record: KeyRecord = decode(record.value())?;
-    let value = if with_value {
-        let values = open_or_none!(txn, tables.values());
-        let guard = values.get(key.as_str()).map_err(storage_error)?;
-        guard.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()))
-    } else {
-        Bytes::new()
+    let (record, inline) = decode_entry(entry.value())?;
+    let value = match (with_value, record.inline) {
+        (false, _) => Bytes::new(),
+        (true, true) => Bytes::copy_from_slice(inline),
+        (true, false) => external_value(&txn, tables, key.as_str())?,
     };
     Ok(Some(Entry {
         meta: record.into_meta(key.clone()),
         value,
     }))
+}
+
+/// A value kept in the values table (too large to be inline).
+fn external_value(
+    txn: &redb::ReadTransaction,
+    tables: &KeyTables,
+    key: &str,
+) -> Result<Bytes, StoreError> {
+    let values = match txn.open_table(tables.values()) {
+        Ok(values) => values,
+        Err(TableError::TableDoesNotExist(_)) => {
+            return Err(StoreError::Internal(format!(
+                "the value of {key:?} is missing"
+            )));
+        }
+        Err(error) => return Err(storage_error(error)),
+    };
+    let guard = values.get(key).map_err(storage_error)?;
+    guard
+        .map(|v| Bytes::copy_from_slice(v.value()))
+        .ok_or_else(|| StoreError::Internal(format!("the value of {key:?} is missing")))
 }
 
 fn read_page(
@@ -278,23 +297,17 @@ fn read_page(
     request: &ListRequest,
 ) -> Result<ListPage, StoreError> {
     let txn = db.begin_read().map_err(storage_error)?;
-    let meta_table = open_or_none!(txn, tables.meta());
-    let values = if request.with_values {
-        Some(open_or_none!(txn, tables.values()))
-    } else {
-        None
-    };
+    let keys = open_or_none!(txn, tables.keys());
     let prefix = request.prefix.as_str();
     let start = match &request.after {
         Some(after) if after.as_str() >= prefix => after.as_str(),
         _ => prefix,
     };
-    let mut range = meta_table.range(start..).map_err(storage_error)?;
     let mut entries = Vec::new();
     let mut budget_used = 0u64;
     let mut more = false;
-    for item in range.by_ref() {
-        let (key, record) = item.map_err(storage_error)?;
+    for item in keys.range(start..).map_err(storage_error)? {
+        let (key, entry) = item.map_err(storage_error)?;
         let key = key.value();
         if !key.as_bytes().starts_with(prefix.as_bytes()) {
             break;
@@ -308,16 +321,13 @@ fn read_page(
             more = true;
             break;
         }
-        let record: KeyRecord = decode(record.value())?;
-        let value = match &values {
-            Some(values) => {
-                let guard = values.get(key).map_err(storage_error)?;
-                let bytes = guard.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()));
-                budget_used += bytes.len() as u64;
-                Some(bytes)
-            }
-            None => None,
+        let (record, inline) = decode_entry(entry.value())?;
+        let value = match (request.with_values, record.inline) {
+            (false, _) => None,
+            (true, true) => Some(Bytes::copy_from_slice(inline)),
+            (true, false) => Some(external_value(&txn, tables, key)?),
         };
+        budget_used += value.as_ref().map_or(0, |v| v.len() as u64);
         entries.push((record.into_meta(Key::from_stored(key)), value));
     }
     Ok(ListPage { entries, more })
@@ -377,7 +387,7 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
         // that a crash interrupted are removed.
         for id in orphans {
             let tables = KeyTables::of(id.as_str());
-            txn.delete_table(tables.meta()).map_err(storage_error)?;
+            txn.delete_table(tables.keys()).map_err(storage_error)?;
             txn.delete_table(tables.values()).map_err(storage_error)?;
             let mut stats = txn.open_table(codec::STATS).map_err(storage_error)?;
             stats.remove(id.as_str()).map_err(storage_error)?;

@@ -27,7 +27,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransacti
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use super::codec::{self, KeyRecord, KeyTables, StatsRecord, decode, encode, storage_error};
+use super::codec::{
+    self, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry, encode, encode_entry,
+    storage_error,
+};
 use crate::domain::{ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::{
     Catalog, CatalogWrite, KvCommit, KvOp, KvWrite, OpResult, Precondition, Project, ProjectChange,
@@ -230,7 +233,7 @@ impl Writer {
                 .database(settings.storage)?
                 .begin_write()
                 .map_err(storage_error)?;
-            copy_table(&source, &target, tables.meta())?;
+            copy_table(&source, &target, tables.keys())?;
             copy_table(&source, &target, tables.values())?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
             if settings.storage == StorageMode::Disk {
@@ -394,106 +397,103 @@ impl<'a> Batch<'a> {
         let mut figures = self.figures(&project);
         let revision = self.revision + 1;
         let now = Timestamp::now();
+        self.txn(storage)?;
+        let txn = match storage {
+            StorageMode::Disk => &self.disk,
+            StorageMode::Memory => self
+                .memory
+                .as_ref()
+                .ok_or_else(|| StoreError::internal("no memory transaction"))?,
+        };
+        let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
 
         // Validate every op against the current state and the ops before it;
         // nothing is changed until all of them hold.
-        let mut changes: BTreeMap<String, Option<(KeyRecord, Bytes)>> = BTreeMap::new();
+        let mut changes: BTreeMap<String, Change> = BTreeMap::new();
         let mut results = Vec::with_capacity(write.ops.len());
-        {
-            let txn = self.txn(storage)?;
-            let meta = txn.open_table(tables.meta()).map_err(storage_error)?;
-            let current = |changes: &BTreeMap<String, Option<(KeyRecord, Bytes)>>,
-                           key: &str|
-             -> Result<Option<KeyRecord>, StoreError> {
-                if let Some(change) = changes.get(key) {
-                    return Ok(change.as_ref().map(|(record, _)| record.clone()));
-                }
-                match meta.get(key).map_err(storage_error)? {
-                    Some(bytes) => Ok(Some(decode(bytes.value())?)),
-                    None => Ok(None),
-                }
-            };
-            for op in write.ops {
-                match op {
-                    KvOp::Put {
-                        key,
-                        value,
-                        content_type,
+        for op in write.ops {
+            match op {
+                KvOp::Put {
+                    key,
+                    value,
+                    content_type,
+                    expires_at,
+                    precondition,
+                } => {
+                    let old = current(&keys, &changes, key.as_str())?;
+                    check(&precondition, old.as_ref().map(|r| r.version))?;
+                    let size = value.len() as u64;
+                    if size > project.settings.max_value_bytes {
+                        return Err(StoreError::ValueTooLarge {
+                            max: project.settings.max_value_bytes,
+                        });
+                    }
+                    match &old {
+                        Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
+                        None => {
+                            if let Some(max_keys) = project.settings.max_keys
+                                && figures.keys >= max_keys
+                            {
+                                return Err(StoreError::QuotaExceeded { max_keys });
+                            }
+                            figures.keys += 1;
+                        }
+                    }
+                    figures.bytes += size;
+                    let record = KeyRecord {
+                        version: revision,
+                        created_at: old.as_ref().map_or(now, |o| o.created_at),
+                        updated_at: now,
                         expires_at,
-                        precondition,
-                    } => {
-                        let old = current(&changes, key.as_str())?;
-                        check(&precondition, old.as_ref().map(|r| r.version))?;
-                        let size = value.len() as u64;
-                        if size > project.settings.max_value_bytes {
-                            return Err(StoreError::ValueTooLarge {
-                                max: project.settings.max_value_bytes,
-                            });
+                        size,
+                        content_type,
+                        inline: value.len() <= INLINE_LIMIT,
+                    };
+                    results.push(OpResult::Put {
+                        meta: record.clone().into_meta(key.clone()),
+                        created: old.is_none(),
+                    });
+                    change(
+                        &mut changes,
+                        key.as_str(),
+                        old.as_ref(),
+                        Some((record, value)),
+                    );
+                }
+                KvOp::Delete { key, precondition } => {
+                    let old =
+                        current(&keys, &changes, key.as_str())?.ok_or(StoreError::KeyNotFound)?;
+                    check(&precondition, Some(old.version))?;
+                    figures.keys = figures.keys.saturating_sub(1);
+                    figures.bytes = figures.bytes.saturating_sub(old.size);
+                    change(&mut changes, key.as_str(), Some(&old), None);
+                    results.push(OpResult::Delete);
+                }
+                KvOp::DeletePrefix { prefix } => {
+                    let mut doomed = Vec::new();
+                    for item in keys.range(prefix.as_str()..).map_err(storage_error)? {
+                        let (key, entry) = item.map_err(storage_error)?;
+                        let key = key.value();
+                        if !prefix.covers(key) {
+                            break;
                         }
-                        match &old {
-                            Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
-                            None => {
-                                if let Some(max_keys) = project.settings.max_keys
-                                    && figures.keys >= max_keys
-                                {
-                                    return Err(StoreError::QuotaExceeded { max_keys });
-                                }
-                                figures.keys += 1;
-                            }
+                        if !changes.contains_key(key) {
+                            doomed.push((key.to_owned(), decode_entry(entry.value())?.0));
                         }
-                        figures.bytes += size;
-                        let record = KeyRecord {
-                            version: revision,
-                            created_at: old.as_ref().map_or(now, |o| o.created_at),
-                            updated_at: now,
-                            expires_at,
-                            size,
-                            content_type,
-                        };
-                        results.push(OpResult::Put {
-                            meta: record.clone().into_meta(key.clone()),
-                            created: old.is_none(),
-                        });
-                        changes.insert(key.as_str().to_owned(), Some((record, value)));
                     }
-                    KvOp::Delete { key, precondition } => {
-                        let old =
-                            current(&changes, key.as_str())?.ok_or(StoreError::KeyNotFound)?;
-                        check(&precondition, Some(old.version))?;
+                    for (key, change) in &changes {
+                        if let (true, Some((record, _))) = (prefix.covers(key), &change.new) {
+                            doomed.push((key.clone(), record.clone()));
+                        }
+                    }
+                    for (key, record) in &doomed {
                         figures.keys = figures.keys.saturating_sub(1);
-                        figures.bytes = figures.bytes.saturating_sub(old.size);
-                        changes.insert(key.as_str().to_owned(), None);
-                        results.push(OpResult::Delete);
+                        figures.bytes = figures.bytes.saturating_sub(record.size);
+                        change(&mut changes, key, Some(record), None);
                     }
-                    KvOp::DeletePrefix { prefix } => {
-                        let mut doomed = Vec::new();
-                        for item in meta.range(prefix.as_str()..).map_err(storage_error)? {
-                            let (key, record) = item.map_err(storage_error)?;
-                            let key = key.value();
-                            if !prefix.covers(key) {
-                                break;
-                            }
-                            if !changes.contains_key(key) {
-                                doomed.push((
-                                    key.to_owned(),
-                                    decode::<KeyRecord>(record.value())?.size,
-                                ));
-                            }
-                        }
-                        for (key, change) in &changes {
-                            if let (true, Some((record, _))) = (prefix.covers(key), change) {
-                                doomed.push((key.clone(), record.size));
-                            }
-                        }
-                        for (key, size) in &doomed {
-                            figures.keys = figures.keys.saturating_sub(1);
-                            figures.bytes = figures.bytes.saturating_sub(*size);
-                            changes.insert(key.clone(), None);
-                        }
-                        results.push(OpResult::DeletePrefix {
-                            deleted: doomed.len() as u64,
-                        });
-                    }
+                    results.push(OpResult::DeletePrefix {
+                        deleted: doomed.len() as u64,
+                    });
                 }
             }
         }
@@ -504,32 +504,47 @@ impl<'a> Batch<'a> {
             });
         }
 
-        // Apply.
+        // Apply. Large values live in the values table; a key whose value
+        // was there and is no longer (replaced inline, or deleted) is removed
+        // from it.
+        let external = changes
+            .values()
+            .any(|c| c.was_external || c.new.as_ref().is_some_and(|(r, _)| !r.inline));
+        let mut values = if external {
+            Some(txn.open_table(tables.values()).map_err(storage_error)?)
+        } else {
+            None
+        };
+        for (key, change) in &changes {
+            match &change.new {
+                Some((record, value)) => {
+                    keys.insert(key.as_str(), encode_entry(record, value)?.as_slice())
+                        .map_err(storage_error)?;
+                }
+                None => {
+                    keys.remove(key.as_str()).map_err(storage_error)?;
+                }
+            }
+            if let Some(values) = values.as_mut() {
+                match &change.new {
+                    Some((record, value)) if !record.inline => {
+                        values
+                            .insert(key.as_str(), value.as_ref())
+                            .map_err(storage_error)?;
+                    }
+                    _ if change.was_external => {
+                        values.remove(key.as_str()).map_err(storage_error)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop((keys, values));
         self.revision = revision;
         figures.revision = revision;
         if storage == StorageMode::Memory && revision > self.reserved {
             self.reserved = revision + RESERVE_STEP;
             self.disk_dirty = true;
-        }
-        {
-            let txn = self.txn(storage)?;
-            let mut meta = txn.open_table(tables.meta()).map_err(storage_error)?;
-            let mut values = txn.open_table(tables.values()).map_err(storage_error)?;
-            for (key, change) in &changes {
-                match change {
-                    Some((record, value)) => {
-                        meta.insert(key.as_str(), encode(record)?.as_slice())
-                            .map_err(storage_error)?;
-                        values
-                            .insert(key.as_str(), value.as_ref())
-                            .map_err(storage_error)?;
-                    }
-                    None => {
-                        meta.remove(key.as_str()).map_err(storage_error)?;
-                        values.remove(key.as_str()).map_err(storage_error)?;
-                    }
-                }
-            }
         }
         match storage {
             StorageMode::Disk => self.disk_dirty = true,
@@ -722,6 +737,46 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// What one write does to a key: its new state, and whether the value it
+/// had before the write lived in the values table.
+struct Change {
+    new: Option<(KeyRecord, Bytes)>,
+    was_external: bool,
+}
+
+/// A key's record as the write has left it so far.
+fn current(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    changes: &BTreeMap<String, Change>,
+    key: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    if let Some(change) = changes.get(key) {
+        return Ok(change.new.as_ref().map(|(record, _)| record.clone()));
+    }
+    match keys.get(key).map_err(storage_error)? {
+        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Records a key's new state. `old` is the key's record as the caller read
+/// it: for a key this write has not touched yet, the stored one, which tells
+/// where its value lived.
+fn change(
+    changes: &mut BTreeMap<String, Change>,
+    key: &str,
+    old: Option<&KeyRecord>,
+    new: Option<(KeyRecord, Bytes)>,
+) {
+    match changes.get_mut(key) {
+        Some(change) => change.new = new,
+        None => {
+            let was_external = old.is_some_and(|r| !r.inline);
+            changes.insert(key.to_owned(), Change { new, was_external });
+        }
+    }
+}
+
 fn check(precondition: &Option<Precondition>, current: Option<u64>) -> Result<(), StoreError> {
     let holds = match precondition {
         None => true,
@@ -782,7 +837,7 @@ fn drop_key_tables(
     tables: &KeyTables,
     id: &ProjectId,
 ) -> Result<(), StoreError> {
-    txn.delete_table(tables.meta()).map_err(storage_error)?;
+    txn.delete_table(tables.keys()).map_err(storage_error)?;
     txn.delete_table(tables.values()).map_err(storage_error)?;
     remove_record(txn, codec::STATS, id.as_str())
 }
