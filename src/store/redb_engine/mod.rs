@@ -338,7 +338,7 @@ fn read_page(
 fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
     let txn = disk.begin_write().map_err(storage_error)?;
     let mut catalog = Catalog::default();
-    let (revision, reserved);
+    let (mut revision, reserved);
     {
         let server = txn.open_table(codec::SERVER).map_err(storage_error)?;
         let counter = |name| -> Result<u64, StoreError> {
@@ -351,6 +351,12 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
         reserved = counter(codec::RESERVED)?;
         let projects = txn.open_table(codec::PROJECTS).map_err(storage_error)?;
         let stats = txn.open_table(codec::STATS).map_err(storage_error)?;
+        // Key writes record their revision in their project's figures, not
+        // in the server counters: the newest of those is the last revision.
+        for item in stats.iter().map_err(storage_error)? {
+            let (_, record) = item.map_err(storage_error)?;
+            revision = revision.max(decode::<StatsRecord>(record.value())?.revision);
+        }
         let mut orphans = Vec::new();
         for item in projects.iter().map_err(storage_error)? {
             let (_, record) = item.map_err(storage_error)?;

@@ -12,10 +12,11 @@
 //! it was. A storage failure while changing or committing fails the batch.
 //!
 //! Revisions: the writer alone issues them. A disk commit records the last
-//! one. Memory projects change nothing on disk, so for them the writer
-//! reserves revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk
-//! commit before it hands them out; after a restart the counter resumes past
-//! the reservation, and no revision is ever issued twice.
+//! one (in the figures of the project it wrote, read back at start). Memory
+//! projects change nothing on disk, so for them the writer reserves
+//! revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk commit
+//! before it hands them out; after a restart the counter resumes past the
+//! reservation, and no revision is ever issued twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -329,6 +330,10 @@ struct Batch<'a> {
     revision: u64,
     reserved: u64,
     disk_dirty: bool,
+    /// Whether the server counters must be written: after a reservation or
+    /// a catalog change. A plain key write needs not: its project's figures,
+    /// written in the same commit, record its revision.
+    server_dirty: bool,
     memory_dirty: bool,
 }
 
@@ -347,6 +352,7 @@ impl<'a> Batch<'a> {
             revision,
             reserved,
             disk_dirty: false,
+            server_dirty: false,
             memory_dirty: false,
         })
     }
@@ -545,6 +551,7 @@ impl<'a> Batch<'a> {
         if storage == StorageMode::Memory && revision > self.reserved {
             self.reserved = revision + RESERVE_STEP;
             self.disk_dirty = true;
+            self.server_dirty = true;
         }
         match storage {
             StorageMode::Disk => self.disk_dirty = true,
@@ -685,6 +692,7 @@ impl<'a> Batch<'a> {
             }
         }
         self.disk_dirty = true;
+        self.server_dirty = true;
         Ok(())
     }
 
@@ -704,7 +712,7 @@ impl<'a> Batch<'a> {
         for (id, _, record, storage) in &live {
             put_record(self.txn(*storage)?, codec::STATS, id.as_str(), record)?;
         }
-        if self.disk_dirty {
+        if self.server_dirty {
             let mut server = self.disk.open_table(codec::SERVER).map_err(storage_error)?;
             server
                 .insert(codec::REVISION, self.revision)
