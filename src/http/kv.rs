@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::{BufMut, BytesMut};
 use serde_json::json;
 
 use super::error::ApiError;
@@ -29,6 +30,9 @@ static KVS_REVISION: HeaderName = HeaderName::from_static("kvs-revision");
 static KVS_VERSION: HeaderName = HeaderName::from_static("kvs-version");
 static KVS_CREATED_AT: HeaderName = HeaderName::from_static("kvs-created-at");
 static KVS_EXPIRES_AT: HeaderName = HeaderName::from_static("kvs-expires-at");
+static SANDBOX: HeaderValue = HeaderValue::from_static("sandbox");
+static PRIVATE_NO_CACHE: HeaderValue = HeaderValue::from_static("private, no-cache");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// `GET`, `HEAD`, `PUT` and `DELETE` of one key.
 pub async fn key(ctx: &Ctx<'_>, raw_project: &str, raw_key: Vec<u8>, request: Request) -> Response {
@@ -89,50 +93,62 @@ async fn read(
         .store
         .get(&project.settings.id, &key, with_value)
         .await?;
-    let revision = read.revision.to_string();
     let Some(entry) = read.value else {
-        return Err(ApiError::key_not_found().with_header(KVS_REVISION.clone(), revision));
+        return Err(
+            ApiError::key_not_found().with_header(KVS_REVISION.clone(), read.revision.to_string())
+        );
     };
-    let meta = &entry.meta;
-    let etag = format!("\"{}\"", meta.version);
+    // Numbers become header values without a `String` in between, and an
+    // owned string is moved into its value rather than copied.
+    let revision = HeaderValue::from(read.revision);
+    let meta = entry.meta;
+    let etag = etag(meta.version);
     if let Some(condition) = headers.get(header::IF_NONE_MATCH)
         && matches_weakly(condition, meta.version)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let h = response.headers_mut();
-        put_header(h, header::ETAG, &etag);
-        put_header(h, KVS_VERSION.clone(), &meta.version.to_string());
-        put_header(h, KVS_REVISION.clone(), &revision);
+        insert_some(h, header::ETAG, etag);
+        h.insert(KVS_VERSION.clone(), HeaderValue::from(meta.version));
+        h.insert(KVS_REVISION.clone(), revision);
         return Ok(response);
     }
     if meta_view {
-        let mut response = json(StatusCode::OK, views::key_with_value(meta, &entry.value));
+        let mut response = json(StatusCode::OK, views::key_with_value(&meta, &entry.value));
         let h = response.headers_mut();
-        put_header(h, header::ETAG, &etag);
-        put_header(h, KVS_REVISION.clone(), &revision);
+        insert_some(h, header::ETAG, etag);
+        h.insert(KVS_REVISION.clone(), revision);
         return Ok(response);
     }
-    let size = meta.size;
     let mut response = if *method == Method::HEAD {
         Response::new(Body::empty())
     } else {
         Response::new(Body::from(entry.value))
     };
     let h = response.headers_mut();
-    put_header(h, header::CONTENT_TYPE, &meta.content_type);
-    put_header(h, header::CONTENT_LENGTH, &size.to_string());
-    put_header(h, header::ETAG, &etag);
-    put_header(h, header::LAST_MODIFIED, &meta.updated_at.http_date());
-    put_header(h, KVS_VERSION.clone(), &meta.version.to_string());
-    put_header(h, KVS_CREATED_AT.clone(), &meta.created_at.rfc3339());
-    if let Some(expires) = meta.expires_at {
-        put_header(h, KVS_EXPIRES_AT.clone(), &expires.rfc3339());
-    }
-    put_header(h, KVS_REVISION.clone(), &revision);
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
+    // Room for every header of this answer (up to nine here, two from
+    // key_headers, perhaps Connection), so the map is allocated once
+    // instead of growing twice.
+    h.reserve(12);
+    insert_some(h, header::CONTENT_TYPE, owned_value(meta.content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    insert_some(h, header::ETAG, etag);
+    insert_some(
+        h,
+        header::LAST_MODIFIED,
+        owned_value(meta.updated_at.http_date()),
     );
+    h.insert(KVS_VERSION.clone(), HeaderValue::from(meta.version));
+    insert_some(
+        h,
+        KVS_CREATED_AT.clone(),
+        owned_value(meta.created_at.rfc3339()),
+    );
+    if let Some(expires) = meta.expires_at {
+        insert_some(h, KVS_EXPIRES_AT.clone(), owned_value(expires.rfc3339()));
+    }
+    h.insert(KVS_REVISION.clone(), revision);
+    h.insert(header::CONTENT_SECURITY_POLICY, SANDBOX.clone());
     Ok(response)
 }
 
@@ -184,11 +200,7 @@ async fn put(
         StatusCode::OK
     };
     let mut response = json(status, views::key_meta(&meta));
-    put_header(
-        response.headers_mut(),
-        header::ETAG,
-        &format!("\"{}\"", meta.version),
-    );
+    insert_some(response.headers_mut(), header::ETAG, etag(meta.version));
     if created {
         set_location(&mut response, path);
     }
@@ -305,11 +317,9 @@ async fn listing_inner(
         StatusCode::OK,
         json!({"keys": keys, "cursor": cursor, "revision": read.revision}),
     );
-    put_header(
-        response.headers_mut(),
-        KVS_REVISION.clone(),
-        &read.revision.to_string(),
-    );
+    response
+        .headers_mut()
+        .insert(KVS_REVISION.clone(), HeaderValue::from(read.revision));
     Ok(response)
 }
 
@@ -391,18 +401,32 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
 }
 
 fn key_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::CACHE_CONTROL, PRIVATE_NO_CACHE.clone());
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
 }
 
-fn put_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// The entity tag of a version, `"12"`, formatted straight into the bytes
+/// that the header value keeps (no `String`, no second copy).
+fn etag(version: u64) -> Option<HeaderValue> {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut tag = BytesMut::with_capacity(digits.len() + 2);
+    tag.put_u8(b'"');
+    tag.put_slice(digits);
+    tag.put_u8(b'"');
+    HeaderValue::from_maybe_shared(tag.freeze()).ok()
+}
+
+/// A header value that takes over `text`'s buffer instead of copying it;
+/// `None` if `text` cannot be a header value.
+fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::try_from(text).ok()
+}
+
+/// Sets a header whose value could be built; leaves it out otherwise, as
+/// the handlers always have (no value built here can fail in practice).
+fn insert_some(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    if let Some(value) = value {
         headers.insert(name, value);
     }
 }

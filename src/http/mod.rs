@@ -16,8 +16,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -44,19 +43,16 @@ pub struct Ctx<'a> {
     pub caller: Caller,
 }
 
-/// The whole API as one axum service: every path goes through [`dispatch`].
-pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(dispatch).with_state(app)
-}
-
-async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+/// Answers one request: the whole API, for every path. The server calls it
+/// from hyper's connection driver for each request it reads.
+pub async fn dispatch(app: &App, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let has_body = declares_body(request.headers());
     let (route, mut response) = match Endpoint::parse(request.uri().path()) {
         Ok(endpoint) => {
             let route = endpoint.name();
-            (route, handle(&app, endpoint, request).await)
+            (route, handle(app, endpoint, request).await)
         }
         Err(error) => ("unknown", error.into_response()),
     };
