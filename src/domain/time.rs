@@ -39,15 +39,37 @@ impl Timestamp {
         Timestamp(self.0.saturating_add((seconds as i64).saturating_mul(1000)))
     }
 
-    /// `2026-11-21T10:00:00.123Z`.
+    /// `2026-11-21T10:00:00.123Z`. Written digit by digit: this runs for
+    /// every answer about a key, and the `time` crate's general formatter
+    /// showed in profiles.
     pub fn rfc3339(self) -> String {
-        let format = format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&format).ok())
-            .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000) else {
+            return "1970-01-01T00:00:00.000Z".to_owned();
+        };
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            let format = format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            return t.format(&format).unwrap_or_default();
+        }
+        let mut text = String::with_capacity(24);
+        let parts = [
+            (year as u32, 4, '-'),
+            (u8::from(t.month()) as u32, 2, '-'),
+            (t.day() as u32, 2, 'T'),
+            (t.hour() as u32, 2, ':'),
+            (t.minute() as u32, 2, ':'),
+            (t.second() as u32, 2, '.'),
+            (t.millisecond() as u32, 3, 'Z'),
+        ];
+        for (value, width, separator) in parts {
+            for place in (0..width).rev() {
+                text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+            }
+            text.push(separator);
+        }
+        text
     }
 
     /// `Sat, 21 Nov 2026 10:00:00 GMT`.
@@ -65,6 +87,14 @@ mod tests {
     fn formats_rfc3339_with_milliseconds_and_http_dates() {
         let t = Timestamp::from_millis(1_795_255_200_123);
         assert_eq!(t.rfc3339(), "2026-11-21T10:00:00.123Z");
+        assert_eq!(
+            Timestamp::from_millis(0).rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(951_782_399_007).rfc3339(),
+            "2000-02-28T23:59:59.007Z"
+        );
         assert_eq!(t.http_date(), "Sat, 21 Nov 2026 10:00:00 GMT");
     }
 }

@@ -33,26 +33,31 @@ const FORMAT: u8 = 1;
 pub const INLINE_LIMIT: usize = 2048;
 
 /// The names of a project's two key tables: `keys` (key → record, with the
-/// value inline when small) and `values` (key → large raw value).
+/// value inline when small) and `values` (key → large raw value). The second
+/// name is made only when it is needed: most reads never touch that table.
 pub struct KeyTables {
-    pub keys: String,
-    pub values: String,
+    project_keys: String,
+    values: std::cell::OnceCell<String>,
 }
 
 impl KeyTables {
     pub fn of(project: &str) -> KeyTables {
         KeyTables {
-            keys: format!("keys/{project}"),
-            values: format!("values/{project}"),
+            project_keys: format!("keys/{project}"),
+            values: std::cell::OnceCell::new(),
         }
     }
 
     pub fn keys(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
-        TableDefinition::new(&self.keys)
+        TableDefinition::new(&self.project_keys)
     }
 
     pub fn values(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
-        TableDefinition::new(&self.values)
+        let name = self.values.get_or_init(|| {
+            let project = self.project_keys.strip_prefix("keys/").unwrap_or_default();
+            format!("values/{project}")
+        });
+        TableDefinition::new(name)
     }
 }
 
