@@ -15,11 +15,9 @@ pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/t
 /// Each project's keys, bytes and last revision, in the database that holds
 /// its keys.
 pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
-/// Server counters (disk database only): `revision`, the last revision as
-/// of the last catalog change (key writes record theirs in their project's
-/// figures instead; the server's revision at start is the newest of all),
-/// and `reserved`, the highest revision that may have been handed out to
-/// memory projects.
+/// Server counters (disk database only): `revision`, the last revision a
+/// disk commit took, and `reserved`, the highest revision that may have been
+/// handed out to memory projects.
 pub const SERVER: TableDefinition<&str, u64> = TableDefinition::new("server");
 
 pub const REVISION: &str = "revision";

@@ -13,6 +13,7 @@
 //! no reader can see a write that a crash could still take back.
 
 mod codec;
+mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableError, backends::InMemoryBackend};
+use redb::{Database, ReadableTable, backends::InMemoryBackend};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, TokenRecord};
@@ -31,6 +32,7 @@ use crate::store::{
     Read, Store, StoreError,
 };
 use codec::{KeyTables, StatsRecord, decode, decode_entry, storage_error};
+use snapshot::{ReadCache, Snapshot};
 use writer::{Command, Reply, Request, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
@@ -43,6 +45,9 @@ struct Shared {
     /// is reopened).
     disk: ArcSwapOption<Database>,
     memory: Arc<Database>,
+    /// The shared read snapshot of each database.
+    disk_reads: ReadCache,
+    memory_reads: ReadCache,
     catalog: ArcSwap<Catalog>,
     /// The newest revision whose write has been committed and published.
     revision: AtomicU64,
@@ -71,6 +76,8 @@ impl RedbStore {
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
+            disk_reads: ReadCache::default(),
+            memory_reads: ReadCache::default(),
             catalog: ArcSwap::from_pointee(catalog),
             revision: AtomicU64::new(revision),
             writable: AtomicBool::new(true),
@@ -114,16 +121,19 @@ impl RedbStore {
     fn read_project<T>(
         &self,
         id: &ProjectId,
-        read: impl Fn(&Database, &KeyTables) -> Result<T, StoreError>,
+        read: impl Fn(&Snapshot, &KeyTables) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let tables = KeyTables::of(id.as_str());
         let storage = self.project(id)?.settings.storage;
-        let answer = self.shared.with_database(storage, |db| read(db, &tables))?;
+        let answer = self
+            .shared
+            .with_snapshot(storage, |snapshot| read(snapshot, &tables))?;
         let now = self.project(id)?.settings.storage;
         if now == storage {
             Ok(answer)
         } else {
-            self.shared.with_database(now, |db| read(db, &tables))
+            self.shared
+                .with_snapshot(now, |snapshot| read(snapshot, &tables))
         }
     }
 }
@@ -211,19 +221,28 @@ impl Store for RedbStore {
 }
 
 impl Shared {
-    /// Runs `f` on the database of a storage mode; 503 while the disk
-    /// database is being reopened.
-    fn with_database<T>(
+    /// Runs `f` on the shared read snapshot of a storage mode's database;
+    /// 503 while the disk database is being reopened.
+    fn with_snapshot<T>(
         &self,
         storage: StorageMode,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+        f: impl FnOnce(&Snapshot) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        match storage {
+        let snapshot = match storage {
             StorageMode::Disk => match self.disk.load().as_deref() {
-                Some(db) => f(db),
-                None => Err(StoreError::Unavailable),
+                Some(db) => self.disk_reads.snapshot(db)?,
+                None => return Err(StoreError::Unavailable),
             },
-            StorageMode::Memory => f(&self.memory),
+            StorageMode::Memory => self.memory_reads.snapshot(&self.memory)?,
+        };
+        f(&snapshot)
+    }
+
+    /// The read cache of a storage mode's database.
+    pub(super) fn reads(&self, storage: StorageMode) -> &ReadCache {
+        match storage {
+            StorageMode::Disk => &self.disk_reads,
+            StorageMode::Memory => &self.memory_reads,
         }
     }
 
@@ -236,25 +255,15 @@ impl Shared {
     }
 }
 
-/// Opens a table of a read transaction, or `None` when it was never created.
-macro_rules! open_or_none {
-    ($txn:expr, $def:expr) => {
-        match $txn.open_table($def) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-            Err(error) => return Err(storage_error(error)),
-        }
-    };
-}
-
 fn read_entry(
-    db: &Database,
+    snapshot: &Snapshot,
     tables: &KeyTables,
     key: &Key,
     with_value: bool,
 ) -> Result<Option<Entry>, StoreError> {
-    let txn = db.begin_read().map_err(storage_error)?;
-    let keys = open_or_none!(txn, tables.keys());
+    let Some(keys) = snapshot.table(tables.keys())? else {
+        return Ok(None);
+    };
     let Some(entry) = keys.get(key.as_str()).map_err(storage_error)? else {
         return Ok(None);
     };
@@ -262,7 +271,7 @@ fn read_entry(
     let value = match (with_value, record.inline) {
         (false, _) => Bytes::new(),
         (true, true) => Bytes::copy_from_slice(inline),
-        (true, false) => external_value(&txn, tables, key.as_str())?,
+        (true, false) => external_value(snapshot, tables, key.as_str())?,
     };
     Ok(Some(Entry {
         meta: record.into_meta(key.clone()),
@@ -271,33 +280,23 @@ fn read_entry(
 }
 
 /// A value kept in the values table (too large to be inline).
-fn external_value(
-    txn: &redb::ReadTransaction,
-    tables: &KeyTables,
-    key: &str,
-) -> Result<Bytes, StoreError> {
-    let values = match txn.open_table(tables.values()) {
-        Ok(values) => values,
-        Err(TableError::TableDoesNotExist(_)) => {
-            return Err(StoreError::Internal(format!(
-                "the value of {key:?} is missing"
-            )));
-        }
-        Err(error) => return Err(storage_error(error)),
-    };
+fn external_value(snapshot: &Snapshot, tables: &KeyTables, key: &str) -> Result<Bytes, StoreError> {
+    let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+    let values = snapshot.table(tables.values())?.ok_or_else(missing)?;
     let guard = values.get(key).map_err(storage_error)?;
     guard
         .map(|v| Bytes::copy_from_slice(v.value()))
-        .ok_or_else(|| StoreError::Internal(format!("the value of {key:?} is missing")))
+        .ok_or_else(missing)
 }
 
 fn read_page(
-    db: &Database,
+    snapshot: &Snapshot,
     tables: &KeyTables,
     request: &ListRequest,
 ) -> Result<ListPage, StoreError> {
-    let txn = db.begin_read().map_err(storage_error)?;
-    let keys = open_or_none!(txn, tables.keys());
+    let Some(keys) = snapshot.table(tables.keys())? else {
+        return Ok(ListPage::default());
+    };
     let prefix = request.prefix.as_str();
     let start = match &request.after {
         Some(after) if after.as_str() >= prefix => after.as_str(),
@@ -325,7 +324,7 @@ fn read_page(
         let value = match (request.with_values, record.inline) {
             (false, _) => None,
             (true, true) => Some(Bytes::copy_from_slice(inline)),
-            (true, false) => Some(external_value(&txn, tables, key)?),
+            (true, false) => Some(external_value(snapshot, tables, key)?),
         };
         budget_used += value.as_ref().map_or(0, |v| v.len() as u64);
         entries.push((record.into_meta(Key::from_stored(key)), value));
@@ -351,8 +350,8 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
         reserved = counter(codec::RESERVED)?;
         let projects = txn.open_table(codec::PROJECTS).map_err(storage_error)?;
         let stats = txn.open_table(codec::STATS).map_err(storage_error)?;
-        // Key writes record their revision in their project's figures, not
-        // in the server counters: the newest of those is the last revision.
+        // Every project's figures record its last revision too; the newest
+        // of all is a floor for the counter, whatever a crash left.
         for item in stats.iter().map_err(storage_error)? {
             let (_, record) = item.map_err(storage_error)?;
             revision = revision.max(decode::<StatsRecord>(record.value())?.revision);

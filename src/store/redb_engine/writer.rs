@@ -12,11 +12,10 @@
 //! it was. A storage failure while changing or committing fails the batch.
 //!
 //! Revisions: the writer alone issues them. A disk commit records the last
-//! one (in the figures of the project it wrote, read back at start). Memory
-//! projects change nothing on disk, so for them the writer reserves
-//! revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk commit
-//! before it hands them out; after a restart the counter resumes past the
-//! reservation, and no revision is ever issued twice.
+//! one. Memory projects change nothing on disk, so for them the writer
+//! reserves revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk
+//! commit before it hands them out; after a restart the counter resumes past
+//! the reservation, and no revision is ever issued twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -131,6 +130,12 @@ impl Writer {
             return;
         }
         self.reopen();
+        // A shared snapshot keeps redb from reusing the pages that the last
+        // commit freed; dropped now, it pins nothing while this batch
+        // commits (readers that come meanwhile take a new one, as any
+        // short-lived read would).
+        self.shared.disk_reads.invalidate();
+        self.shared.memory_reads.invalidate();
         let mut batch = match Batch::begin(&self.shared, self.revision, self.reserved) {
             Ok(batch) => batch,
             Err(error) => return fail_all(commands, &error),
@@ -182,6 +187,8 @@ impl Writer {
             return;
         }
         self.shared.writable.store(false, Ordering::Release);
+        // The shared snapshot holds the old database open too.
+        self.shared.disk_reads.invalidate();
         if let Some(old) = self.shared.disk.swap(None) {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
@@ -197,6 +204,9 @@ impl Writer {
         if self.shared.disk.load().is_some() {
             return;
         }
+        // A reader that still had the old database may have left a snapshot
+        // of it, which would keep its file locked.
+        self.shared.disk_reads.invalidate();
         match Database::create(&self.shared.path) {
             Ok(db) => {
                 self.shared.disk.store(Some(Arc::new(db)));
@@ -240,8 +250,10 @@ impl Writer {
             if settings.storage == StorageMode::Disk {
                 put_record(&target, codec::PROJECTS, id.as_str(), &settings)?;
                 target.commit().map_err(storage_error)?;
+                self.shared.disk_reads.invalidate();
             } else {
                 target.commit().map_err(storage_error)?;
+                self.shared.memory_reads.invalidate();
                 let disk = self
                     .shared
                     .database(StorageMode::Disk)?
@@ -249,6 +261,7 @@ impl Writer {
                     .map_err(storage_error)?;
                 put_record(&disk, codec::PROJECTS, id.as_str(), &settings)?;
                 disk.commit().map_err(storage_error)?;
+                self.shared.disk_reads.invalidate();
             }
             Ok(())
         })();
@@ -269,7 +282,9 @@ impl Writer {
                 .begin_write()
                 .map_err(storage_error)?;
             drop_key_tables(&source, &tables, id)?;
-            source.commit().map_err(storage_error)
+            source.commit().map_err(storage_error)?;
+            self.shared.reads(from).invalidate();
+            Ok::<(), StoreError>(())
         })();
         if let Err(error) = cleanup {
             tracing::warn!(%error, project = %id, "keys left behind after a storage move");
@@ -330,10 +345,6 @@ struct Batch<'a> {
     revision: u64,
     reserved: u64,
     disk_dirty: bool,
-    /// Whether the server counters must be written: after a reservation or
-    /// a catalog change. A plain key write needs not: its project's figures,
-    /// written in the same commit, record its revision.
-    server_dirty: bool,
     memory_dirty: bool,
 }
 
@@ -352,7 +363,6 @@ impl<'a> Batch<'a> {
             revision,
             reserved,
             disk_dirty: false,
-            server_dirty: false,
             memory_dirty: false,
         })
     }
@@ -551,7 +561,6 @@ impl<'a> Batch<'a> {
         if storage == StorageMode::Memory && revision > self.reserved {
             self.reserved = revision + RESERVE_STEP;
             self.disk_dirty = true;
-            self.server_dirty = true;
         }
         match storage {
             StorageMode::Disk => self.disk_dirty = true,
@@ -692,7 +701,6 @@ impl<'a> Batch<'a> {
             }
         }
         self.disk_dirty = true;
-        self.server_dirty = true;
         Ok(())
     }
 
@@ -712,7 +720,7 @@ impl<'a> Batch<'a> {
         for (id, _, record, storage) in &live {
             put_record(self.txn(*storage)?, codec::STATS, id.as_str(), record)?;
         }
-        if self.server_dirty {
+        if self.disk_dirty {
             let mut server = self.disk.open_table(codec::SERVER).map_err(storage_error)?;
             server
                 .insert(codec::REVISION, self.revision)
@@ -721,13 +729,16 @@ impl<'a> Batch<'a> {
                 .insert(codec::RESERVED, self.reserved)
                 .map_err(storage_error)?;
         }
+        // Readers switch to a new snapshot before the revision is published.
         if self.disk_dirty {
             self.disk.commit().map_err(storage_error)?;
+            self.shared.disk_reads.invalidate();
         } else {
             self.disk.abort().map_err(storage_error)?;
         }
         if let Some(memory) = self.memory {
             memory.commit().map_err(storage_error)?;
+            self.shared.memory_reads.invalidate();
         }
         if let Some(catalog) = self.catalog {
             self.shared.catalog.store(Arc::new(catalog));
