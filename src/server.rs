@@ -70,7 +70,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// connection closes at once), and returns when all of them have closed.
 async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let mut http = http1::Builder::new();
-    http.keep_alive(true);
+    // One flattened buffer per answer: fewer iovecs than headers + body,
+    // measured a few percent faster on small GETs.
+    http.keep_alive(true).writev(false);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

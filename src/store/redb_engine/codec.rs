@@ -31,30 +31,33 @@ const FORMAT: u8 = 1;
 pub const INLINE_LIMIT: usize = 2048;
 
 /// The names of a project's two key tables: `keys` (key → record, with the
-/// value inline when small) and `values` (key → large raw value). The second
-/// name is made only when it is needed: most reads never touch that table.
-pub struct KeyTables {
-    project_keys: String,
+/// value inline when small) and `values` (key → large raw value). Each name
+/// is made only when it is needed: reads through a shared snapshot find
+/// their tables by project and usually need neither.
+pub struct KeyTables<'a> {
+    pub project: &'a str,
+    keys: std::cell::OnceCell<String>,
     values: std::cell::OnceCell<String>,
 }
 
-impl KeyTables {
-    pub fn of(project: &str) -> KeyTables {
+impl<'a> KeyTables<'a> {
+    pub fn of(project: &'a str) -> KeyTables<'a> {
         KeyTables {
-            project_keys: format!("keys/{project}"),
+            project,
+            keys: std::cell::OnceCell::new(),
             values: std::cell::OnceCell::new(),
         }
     }
 
     pub fn keys(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
-        TableDefinition::new(&self.project_keys)
+        let name = self.keys.get_or_init(|| format!("keys/{}", self.project));
+        TableDefinition::new(name)
     }
 
     pub fn values(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
-        let name = self.values.get_or_init(|| {
-            let project = self.project_keys.strip_prefix("keys/").unwrap_or_default();
-            format!("values/{project}")
-        });
+        let name = self
+            .values
+            .get_or_init(|| format!("values/{}", self.project));
         TableDefinition::new(name)
     }
 }

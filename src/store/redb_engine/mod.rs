@@ -261,7 +261,7 @@ fn read_entry(
     key: &Key,
     with_value: bool,
 ) -> Result<Option<Entry>, StoreError> {
-    let Some(keys) = snapshot.table(tables.keys())? else {
+    let Some(keys) = snapshot.keys(tables)? else {
         return Ok(None);
     };
     let Some(entry) = keys.get(key.as_str()).map_err(storage_error)? else {
@@ -282,7 +282,7 @@ fn read_entry(
 /// A value kept in the values table (too large to be inline).
 fn external_value(snapshot: &Snapshot, tables: &KeyTables, key: &str) -> Result<Bytes, StoreError> {
     let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
-    let values = snapshot.table(tables.values())?.ok_or_else(missing)?;
+    let values = snapshot.values(tables)?.ok_or_else(missing)?;
     let guard = values.get(key).map_err(storage_error)?;
     guard
         .map(|v| Bytes::copy_from_slice(v.value()))
@@ -294,7 +294,7 @@ fn read_page(
     tables: &KeyTables,
     request: &ListRequest,
 ) -> Result<ListPage, StoreError> {
-    let Some(keys) = snapshot.table(tables.keys())? else {
+    let Some(keys) = snapshot.keys(tables)? else {
         return Ok(ListPage::default());
     };
     let prefix = request.prefix.as_str();

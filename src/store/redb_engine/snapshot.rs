@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition, TableError,
-    TableHandle,
 };
 
-use super::codec::storage_error;
+use super::codec::{KeyTables, storage_error};
 use crate::store::StoreError;
 
 /// A table of keys or values as a snapshot sees it.
@@ -41,9 +40,12 @@ pub struct Snapshot {
     /// The cache generation this snapshot was taken at (or after).
     generation: u64,
     txn: ReadTransaction,
-    /// Tables opened so far; `None` for one that does not exist.
-    tables: ArcSwap<HashMap<String, Option<Arc<KvTable>>>>,
+    /// Tables opened so far, by project; `None` for one that does not exist.
+    keys: ArcSwap<TableMap>,
+    values: ArcSwap<TableMap>,
 }
+
+type TableMap = HashMap<String, Option<Arc<KvTable>>>;
 
 impl ReadCache {
     /// Called by the writer after a commit, before the commit is published.
@@ -65,7 +67,8 @@ impl ReadCache {
         let snapshot = Arc::new(Snapshot {
             generation,
             txn: db.begin_read().map_err(storage_error)?,
-            tables: ArcSwap::default(),
+            keys: ArcSwap::default(),
+            values: ArcSwap::default(),
         });
         self.snapshot.store(Some(snapshot.clone()));
         Ok(snapshot)
@@ -73,26 +76,36 @@ impl ReadCache {
 }
 
 impl Snapshot {
-    /// A table of the snapshot, opened once and shared; `None` when it was
-    /// never created.
-    pub fn table(
-        &self,
-        definition: TableDefinition<&'static str, &'static [u8]>,
-    ) -> Result<Option<Arc<KvTable>>, StoreError> {
-        let name = definition.name();
-        if let Some(table) = self.tables.load().get(name) {
-            return Ok(table.clone());
-        }
-        let table = match self.txn.open_table(definition) {
-            Ok(table) => Some(Arc::new(table)),
-            Err(TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(storage_error(error)),
-        };
-        self.tables.rcu(|tables| {
-            let mut tables = HashMap::clone(tables);
-            tables.insert(name.to_owned(), table.clone());
-            tables
-        });
-        Ok(table)
+    /// The project's keys table; `None` when it was never created.
+    pub fn keys(&self, tables: &KeyTables) -> Result<Option<Arc<KvTable>>, StoreError> {
+        open_shared(&self.txn, &self.keys, tables.project, tables.keys())
     }
+
+    /// The project's values table; `None` when it was never created.
+    pub fn values(&self, tables: &KeyTables) -> Result<Option<Arc<KvTable>>, StoreError> {
+        open_shared(&self.txn, &self.values, tables.project, tables.values())
+    }
+}
+
+/// A table of the snapshot, opened once and then shared.
+fn open_shared(
+    txn: &ReadTransaction,
+    opened: &ArcSwap<TableMap>,
+    project: &str,
+    definition: TableDefinition<&'static str, &'static [u8]>,
+) -> Result<Option<Arc<KvTable>>, StoreError> {
+    if let Some(table) = opened.load().get(project) {
+        return Ok(table.clone());
+    }
+    let table = match txn.open_table(definition) {
+        Ok(table) => Some(Arc::new(table)),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(storage_error(error)),
+    };
+    opened.rcu(|tables| {
+        let mut tables = HashMap::clone(tables);
+        tables.insert(project.to_owned(), table.clone());
+        tables
+    });
+    Ok(table)
 }
