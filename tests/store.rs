@@ -83,6 +83,13 @@ async fn write(
         .await
 }
 
+async fn delete_prefix(store: &dyn Store, project: &str, prefix: &str) -> kvs::store::KvCommit {
+    let prefix = Prefix::parse(prefix).unwrap();
+    write(store, project, vec![KvOp::DeletePrefix { prefix }])
+        .await
+        .unwrap()
+}
+
 async fn value(store: &dyn Store, project: &str, k: &str) -> Option<String> {
     let read = store.get(&id(project), &key(k), true).await.unwrap();
     read.value
@@ -235,29 +242,13 @@ fn listings_are_in_byte_order_and_delete_by_prefix_is_one_revision() {
             ["A", "a/1", "a/2", "ab", "b", "é"]
         );
         assert_eq!(keys(store.as_ref(), "p", "a/").await, ["a/1", "a/2"]);
-        let commit = write(
-            store.as_ref(),
-            "p",
-            vec![KvOp::DeletePrefix {
-                prefix: Prefix::parse("a").unwrap(),
-            }],
-        )
-        .await
-        .unwrap();
+        let commit = delete_prefix(store.as_ref(), "p", "a").await;
         assert!(matches!(
             commit.results[0],
             OpResult::DeletePrefix { deleted: 3 }
         ));
         assert_eq!(keys(store.as_ref(), "p", "").await, ["A", "b", "é"]);
-        let nothing = write(
-            store.as_ref(),
-            "p",
-            vec![KvOp::DeletePrefix {
-                prefix: Prefix::parse("zz").unwrap(),
-            }],
-        )
-        .await
-        .unwrap();
+        let nothing = delete_prefix(store.as_ref(), "p", "zz").await;
         assert_eq!(
             nothing.revision, commit.revision,
             "a delete that matched nothing took a revision"
@@ -511,15 +502,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
                 "values listed after moving to {storage:?}"
             );
         }
-        let commit = write(
-            store.as_ref(),
-            "p",
-            vec![KvOp::DeletePrefix {
-                prefix: Prefix::parse("all/").unwrap(),
-            }],
-        )
-        .await
-        .unwrap();
+        let commit = delete_prefix(store.as_ref(), "p", "all/").await;
         assert!(matches!(
             commit.results[0],
             OpResult::DeletePrefix { deleted: 7 }

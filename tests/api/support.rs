@@ -1,5 +1,4 @@
-//! What the API tests need beyond `tests/common`: a client that never
-//! reuses a connection after sending a body ([`Api`]), assertions phrased in
+//! What the API tests need beyond `tests/common`: assertions phrased in
 //! the contract's terms (an error is `{"error": {"code", "message"}}` and
 //! nothing else), a project with its tokens ([`Setup`]), a raw HTTP/1.1
 //! exchange for requests that a client library would send differently (raw
@@ -13,79 +12,12 @@ use std::time::{Duration, Instant};
 use percent_encoding::NON_ALPHANUMERIC;
 use serde_json::{Value, json};
 
-use crate::common::{Answer, Client, TestServer, kv};
+use crate::common::{Answer, TestServer, kv};
 
-/// The tests' client: `tests/common`'s `Client`, except that a request with
-/// a body goes on a connection of its own.
-///
-/// Why: a server that refuses a request before reading its body (a
-/// forbidden PUT, a 413 from `Content-Length`, a 415) lets hyper close the
-/// connection after the answer if the body has not arrived yet. A pooled
-/// client may already have taken that connection for its next request, which
-/// then fails with "peer disconnected": a flaky test, not a server fault.
-/// Requests without a body keep the pool.
-#[derive(Clone)]
-pub struct Api(Client);
-
-impl Api {
-    pub fn new(base: &str, token: Option<&str>) -> Api {
-        Api(Client::new(base, token))
-    }
-
-    pub fn with_token(&self, token: &str) -> Api {
-        Api::new(&self.0.base, Some(token))
-    }
-
-    /// The secret this client sends.
-    pub fn secret(&self) -> String {
-        self.0.token.clone().expect("a client with a token")
-    }
-
-    pub fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        match body {
-            None => self.0.send(method, path, None, headers),
-            Some(_) => {
-                let once = Client::new(&self.0.base, self.0.token.as_deref());
-                once.send(method, path, body, headers)
-            }
-        }
-    }
-
-    pub fn get(&self, path: &str) -> Answer {
-        self.send("GET", path, None, &[])
-    }
-
-    pub fn delete(&self, path: &str) -> Answer {
-        self.send("DELETE", path, None, &[])
-    }
-
-    pub fn put(&self, path: &str, body: &[u8]) -> Answer {
-        self.send("PUT", path, Some(body), &[])
-    }
-
-    pub fn post_json(&self, path: &str, body: &Value) -> Answer {
-        let bytes = serde_json::to_vec(body).unwrap();
-        let headers = [("Content-Type", "application/json")];
-        self.send("POST", path, Some(&bytes), &headers)
-    }
-
-    pub fn patch_json(&self, path: &str, body: &Value) -> Answer {
-        let bytes = serde_json::to_vec(body).unwrap();
-        let headers = [("Content-Type", "application/json")];
-        self.send("PATCH", path, Some(&bytes), &headers)
-    }
-
-    /// Creates a project (as an admin) and returns its manage token's secret.
-    pub fn create_project(&self, id: &str, settings: Value) -> String {
-        self.0.create_project(id, settings)
-    }
-}
+/// The tests' client. (A refusal that comes before the request body was
+/// read closes the connection; the server says so with `Connection: close`,
+/// so the shared client never reuses such a connection.)
+pub use crate::common::Client as Api;
 
 /// Asserts that `answer` is the contract's error with this status and code:
 /// a JSON body holding exactly `{"error": {"code", "message"}}` with a

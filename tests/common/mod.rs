@@ -92,6 +92,11 @@ impl Client {
         Client::new(&self.base, Some(token))
     }
 
+    /// The secret this client sends.
+    pub fn secret(&self) -> String {
+        self.token.clone().expect("a client with a token")
+    }
+
     /// Any request; `body` is sent as is with `content_type` if given.
     pub fn request(
         &self,
