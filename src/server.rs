@@ -22,7 +22,7 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -59,6 +59,15 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a client may take to send a request's headers. Without a bound,
+/// a client that stops half-way holds its connection forever, and shutdown,
+/// which waits for every connection, would never finish.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for requests in flight before it closes the store
+/// anyway (every acknowledged write is already durable by then).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// How long the accept loop pauses after an error such as `EMFILE`: retrying
 /// at once would spin on the same error, and a pause gives the connections
 /// that are finishing time to give their descriptors back.
@@ -72,7 +81,10 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
     let mut http = http1::Builder::new();
     // One flattened buffer per answer: fewer iovecs than headers + body,
     // measured a few percent faster on small GETs.
-    http.keep_alive(true).writev(false);
+    http.keep_alive(true)
+        .writev(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -109,7 +121,12 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
         });
     }
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after {SHUTDOWN_GRACE:?}; closing anyway");
+    }
 }
 
 /// Errors that concern one connection, not the listener.
