@@ -78,6 +78,7 @@ async fn write(
     store
         .write_kv(KvWrite {
             project: id(project),
+            checks: Vec::new(),
             ops,
         })
         .await
@@ -142,11 +143,13 @@ fn a_write_with_several_ops_applies_all_or_nothing() {
         let missing = KvOp::Delete {
             key: key("missing"),
             precondition: None,
+            must_exist: true,
         };
         let error = write(store.as_ref(), "p", vec![put("a", "1"), missing])
             .await
-            .unwrap_err();
-        assert_eq!(error, StoreError::KeyNotFound);
+            .unwrap_err()
+            .into_op_error();
+        assert_eq!(error.into_op_error(), StoreError::KeyNotFound);
         assert_eq!(
             value(store.as_ref(), "p", "a").await,
             None,
@@ -200,7 +203,8 @@ fn preconditions_are_checked_against_the_current_version() {
             vec![conditional("k", Precondition::Absent)],
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_op_error();
         assert_eq!(error, StoreError::PreconditionFailed { current: Some(v) });
         let error = write(
             store.as_ref(),
@@ -208,7 +212,8 @@ fn preconditions_are_checked_against_the_current_version() {
             vec![conditional("k", Precondition::VersionIn(vec![v + 7]))],
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_op_error();
         assert_eq!(error, StoreError::PreconditionFailed { current: Some(v) });
         write(
             store.as_ref(),
@@ -223,7 +228,8 @@ fn preconditions_are_checked_against_the_current_version() {
             vec![conditional("new", Precondition::Exists)],
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_op_error();
         assert_eq!(error, StoreError::PreconditionFailed { current: None });
     });
 }
@@ -369,7 +375,8 @@ fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
                 token: None,
             })
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .into_op_error();
         assert_eq!(error, StoreError::ProjectExists);
     });
 }
@@ -395,11 +402,13 @@ fn quotas_and_value_limits_refuse_without_changing_anything() {
             .unwrap();
         let error = write(store.as_ref(), "p", vec![put("b", "2")])
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .into_op_error();
         assert_eq!(error, StoreError::QuotaExceeded { max_keys: 1 });
         let error = write(store.as_ref(), "p", vec![put("a", "four")])
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .into_op_error();
         assert_eq!(error, StoreError::ValueTooLarge { max: 3 });
         write(store.as_ref(), "p", vec![put("a", "new")])
             .await
@@ -516,6 +525,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
             vec![KvOp::Delete {
                 key: key("k"),
                 precondition: None,
+                must_exist: true,
             }],
         )
         .await

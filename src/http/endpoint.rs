@@ -28,6 +28,9 @@ pub enum Endpoint {
     KvList(String),
     /// The key as decoded bytes (possibly not UTF-8, possibly empty).
     Kv(String, Vec<u8>),
+    Txn(String),
+    Incr(String, Vec<u8>),
+    Latest(String),
 }
 
 impl Endpoint {
@@ -64,10 +67,15 @@ impl Endpoint {
                     None => Endpoint::Project(project),
                     Some("tokens") => Endpoint::ProjectTokens(project),
                     Some("kv") => Endpoint::KvList(project),
+                    Some("txn") => Endpoint::Txn(project),
+                    Some("latest") => Endpoint::Latest(project),
                     Some(tail) => {
                         if let Some(key) = tail.strip_prefix("kv/") {
                             let key: Vec<u8> = percent_decode_str(key).collect();
                             Endpoint::Kv(project, key)
+                        } else if let Some(key) = tail.strip_prefix("incr/") {
+                            let key: Vec<u8> = percent_decode_str(key).collect();
+                            Endpoint::Incr(project, key)
                         } else if let Some(id) = tail.strip_prefix("tokens/") {
                             if id.is_empty() || id.contains('/') {
                                 return Err(ApiError::not_found());
@@ -98,6 +106,8 @@ impl Endpoint {
             Endpoint::ProjectToken(..) | Endpoint::AdminToken(_) => &["DELETE"],
             Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
+            Endpoint::Txn(_) | Endpoint::Incr(..) => &["POST"],
+            Endpoint::Latest(_) => &["GET", "HEAD"],
         }
     }
 
@@ -127,6 +137,9 @@ impl Endpoint {
             Endpoint::AdminToken(_) => "admin_token",
             Endpoint::KvList(_) => "kv_list",
             Endpoint::Kv(..) => "kv",
+            Endpoint::Txn(_) => "txn",
+            Endpoint::Incr(..) => "incr",
+            Endpoint::Latest(_) => "latest",
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct ApiError {
     message: String,
     /// Extra headers the answer must carry (`Allow`, `ETag`, …).
     headers: Vec<(header::HeaderName, String)>,
+    /// Top-level fields beside `error` (`failed_op`, `failed_checks`).
+    fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -25,7 +27,14 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            fields: Vec::new(),
         }
+    }
+
+    /// Adds a top-level field to the error body.
+    pub fn with_field(mut self, name: &'static str, value: serde_json::Value) -> ApiError {
+        self.fields.push((name, value));
+        self
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
@@ -145,6 +154,18 @@ impl From<StoreError> for ApiError {
                     None => error,
                 }
             }
+            StoreError::ChecksFailed(indices) => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "checks of the transaction do not hold; nothing was applied",
+            )
+            .with_field("failed_checks", serde_json::json!(indices)),
+            StoreError::FailedOp { index, error } => {
+                ApiError::from(*error).with_field("failed_op", serde_json::json!(index))
+            }
+            StoreError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             StoreError::QuotaExceeded { max_keys } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "quota_exceeded",
@@ -177,7 +198,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        for (name, value) in self.fields {
+            body[name] = value;
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {

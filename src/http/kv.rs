@@ -18,7 +18,9 @@ use super::projects::set_location;
 use super::request::{Query, read_body};
 use super::{Ctx, json, views};
 use crate::domain::{Key, Prefix, Role};
-use crate::store::{KvOp, KvWrite, ListRequest, OpResult, Precondition, Project};
+use crate::store::{
+    Entry, KvOp, KvWrite, ListRequest, OpResult, Precondition, Project, StoreError,
+};
 
 /// The most keys one listing page holds.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -29,6 +31,7 @@ const VALUES_PAGE_BYTES: u64 = 4 << 20;
 static KVS_REVISION: HeaderName = HeaderName::from_static("kvs-revision");
 static KVS_VERSION: HeaderName = HeaderName::from_static("kvs-version");
 static KVS_CREATED_AT: HeaderName = HeaderName::from_static("kvs-created-at");
+static KVS_KEY: HeaderName = HeaderName::from_static("kvs-key");
 static KVS_EXPIRES_AT: HeaderName = HeaderName::from_static("kvs-expires-at");
 static SANDBOX: HeaderValue = HeaderValue::from_static("sandbox");
 static PRIVATE_NO_CACHE: HeaderValue = HeaderValue::from_static("private, no-cache");
@@ -120,7 +123,19 @@ async fn read(
         h.insert(KVS_REVISION.clone(), revision);
         return Ok(response);
     }
-    let mut response = if *method == Method::HEAD {
+    let entry = Entry {
+        meta,
+        value: entry.value,
+    };
+    Ok(raw_answer(entry, revision, *method == Method::HEAD))
+}
+
+/// The answer that carries a raw value: its bytes (none for HEAD) and the
+/// headers that describe it.
+fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Response {
+    let meta = entry.meta;
+    let etag = etag(meta.version);
+    let mut response = if head {
         Response::new(Body::empty())
     } else {
         Response::new(Body::from(entry.value))
@@ -149,8 +164,95 @@ async fn read(
     }
     h.insert(KVS_REVISION.clone(), revision);
     h.insert(header::CONTENT_SECURITY_POLICY, SANDBOX.clone());
+    response
+}
+
+/// `GET /v1/projects/{p}/latest?keys=a,b` (or repeated `key=`): the raw
+/// value of whichever listed key was written last, with `Kvs-Key`. Keys
+/// written by one transaction tie; the first listed wins.
+pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
+    let query = Query::parse(request.uri().query());
+    let head = request.method() == Method::HEAD;
+    drop(request);
+    let mut response = match latest_inner(ctx, raw_project, &query, head).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    key_headers(response.headers_mut());
+    response
+}
+
+async fn latest_inner(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    query: &Query,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_project)?;
+    ctx.caller.require_role(Role::Read)?;
+    let mut keys = Vec::new();
+    for (name, value) in query.pairs() {
+        match name {
+            "keys" => keys.extend(value.split(',').map(str::to_owned)),
+            "key" => keys.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    if keys.is_empty() {
+        return Err(ApiError::bad_request(
+            "name the keys: ?keys=a,b,c or ?key=a&key=b",
+        ));
+    }
+    let keys = keys
+        .into_iter()
+        .map(|key| {
+            let key = Key::parse(key)?;
+            ctx.caller.require_scope(key.as_str())?;
+            Ok(key)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut newest: Option<(Key, Entry)> = None;
+    let mut revision = 0;
+    for key in keys {
+        let read = ctx.app.store.get(&project.settings.id, &key, false).await?;
+        revision = revision.max(read.revision);
+        if let Some(entry) = read.value
+            && newest
+                .as_ref()
+                .is_none_or(|(_, n)| entry.meta.version > n.meta.version)
+        {
+            newest = Some((key, entry));
+        }
+    }
+    let Some((key, _)) = newest else {
+        return Err(
+            ApiError::key_not_found().with_header(KVS_REVISION.clone(), revision.to_string())
+        );
+    };
+    // Read the winner again with its value: it is what a GET would answer.
+    let read = ctx.app.store.get(&project.settings.id, &key, true).await?;
+    let Some(entry) = read.value else {
+        return Err(
+            ApiError::key_not_found().with_header(KVS_REVISION.clone(), read.revision.to_string())
+        );
+    };
+    let mut response = raw_answer(entry, HeaderValue::from(read.revision.max(revision)), head);
+    let encoded = percent_encoding::utf8_percent_encode(key.as_str(), KEY_HEADER_SET).to_string();
+    insert_some(
+        response.headers_mut(),
+        KVS_KEY.clone(),
+        owned_value(encoded),
+    );
     Ok(response)
 }
+
+/// What `Kvs-Key` percent-encodes: everything but unreserved characters and `/`.
+const KEY_HEADER_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 #[allow(clippy::too_many_arguments)]
 async fn put(
@@ -186,11 +288,13 @@ async fn put(
         expires_at: None,
         precondition: write_precondition(headers)?,
     };
-    let write = KvWrite {
-        project: project.settings.id.clone(),
-        ops: vec![op],
-    };
-    let commit = ctx.app.store.write_kv(write).await?;
+    let write = KvWrite::single(project.settings.id.clone(), op);
+    let commit = ctx
+        .app
+        .store
+        .write_kv(write)
+        .await
+        .map_err(StoreError::into_op_error)?;
     let Some(OpResult::Put { meta, created }) = commit.results.into_iter().next() else {
         return Err(ApiError::internal());
     };
@@ -216,12 +320,14 @@ async fn delete(
     let op = KvOp::Delete {
         key,
         precondition: write_precondition(headers)?,
+        must_exist: true,
     };
-    let write = KvWrite {
-        project: project.settings.id.clone(),
-        ops: vec![op],
-    };
-    ctx.app.store.write_kv(write).await?;
+    let write = KvWrite::single(project.settings.id.clone(), op);
+    ctx.app
+        .store
+        .write_kv(write)
+        .await
+        .map_err(StoreError::into_op_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -251,11 +357,13 @@ async fn listing_inner(
         })?;
         ctx.caller.require_scope(prefix)?;
         let prefix = Prefix::parse(prefix)?;
-        let write = KvWrite {
-            project: project.settings.id.clone(),
-            ops: vec![KvOp::DeletePrefix { prefix }],
-        };
-        let commit = ctx.app.store.write_kv(write).await?;
+        let write = KvWrite::single(project.settings.id.clone(), KvOp::DeletePrefix { prefix });
+        let commit = ctx
+            .app
+            .store
+            .write_kv(write)
+            .await
+            .map_err(StoreError::into_op_error)?;
         let deleted = match commit.results.first() {
             Some(OpResult::DeletePrefix { deleted }) => *deleted,
             _ => return Err(ApiError::internal()),
@@ -400,7 +508,7 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
     Ok(Some(Precondition::VersionIn(versions)))
 }
 
-fn key_headers(headers: &mut HeaderMap) {
+pub(super) fn key_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, PRIVATE_NO_CACHE.clone());
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
 }

@@ -11,6 +11,7 @@ mod projects;
 mod request;
 mod system;
 mod tokens;
+mod txn;
 mod views;
 
 use std::sync::Arc;
@@ -98,6 +99,13 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
     let result = match (endpoint, method) {
         (Endpoint::Kv(project, key), _) => return kv::key(&ctx, &project, key, request).await,
         (Endpoint::KvList(project), _) => return kv::listing(&ctx, &project, request).await,
+        (Endpoint::Latest(project), _) => return kv::latest(&ctx, &project, request).await,
+        (Endpoint::Txn(project), _) => txn::txn(&ctx, &project, request).await,
+        (Endpoint::Incr(project, key), _) => {
+            let mut response = respond(txn::incr(&ctx, &project, key, request).await);
+            kv::key_headers(response.headers_mut());
+            return response;
+        }
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Whoami, _) => Ok(system::whoami(&ctx)),
         (Endpoint::Projects, Method::POST) => {

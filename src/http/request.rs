@@ -25,6 +25,11 @@ impl Query {
         )
     }
 
+    /// Every parameter, in order (names may repeat).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

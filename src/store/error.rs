@@ -16,6 +16,18 @@ pub enum StoreError {
     LastAdminToken,
     #[error("the precondition does not hold")]
     PreconditionFailed { current: Option<u64> },
+    /// The indices of every check of a transaction that did not hold.
+    #[error("checks {0:?} do not hold")]
+    ChecksFailed(Vec<usize>),
+    /// An op of a write failed; nothing was applied.
+    #[error("op {index} failed: {error}")]
+    FailedOp {
+        index: usize,
+        error: Box<StoreError>,
+    },
+    /// The current value does not allow the op (an incr of a non-integer).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the project holds its maximum of {max_keys} keys")]
     QuotaExceeded { max_keys: u64 },
     #[error("the value is larger than the project's limit of {max} bytes")]
@@ -33,5 +45,13 @@ pub enum StoreError {
 impl StoreError {
     pub fn internal(error: impl std::fmt::Display) -> StoreError {
         StoreError::Internal(error.to_string())
+    }
+
+    /// The error of the failed op itself, for a write of one op.
+    pub fn into_op_error(self) -> StoreError {
+        match self {
+            StoreError::FailedOp { error, .. } => *error,
+            other => other,
+        }
     }
 }

@@ -73,12 +73,26 @@ pub enum KvOp {
         expires_at: Option<Timestamp>,
         precondition: Option<Precondition>,
     },
+    /// Deletes a key. With `must_exist`, a missing key fails the write
+    /// (a DELETE request); without, it is reported as not deleted (a
+    /// transaction's delete).
     Delete {
         key: Key,
         precondition: Option<Precondition>,
+        must_exist: bool,
     },
     DeletePrefix {
         prefix: Prefix,
+    },
+    /// Reads a key as the ops before it left it.
+    Get {
+        key: Key,
+    },
+    /// Adds `by` to a key holding a decimal 64-bit integer (a missing key
+    /// counts from 0) and stores the result as decimal text.
+    Incr {
+        key: Key,
+        by: i64,
     },
 }
 
@@ -86,26 +100,70 @@ impl KvOp {
     /// The key or prefix the operation names, for scope checks.
     pub fn target(&self) -> &str {
         match self {
-            KvOp::Put { key, .. } | KvOp::Delete { key, .. } => key.as_str(),
+            KvOp::Put { key, .. }
+            | KvOp::Delete { key, .. }
+            | KvOp::Get { key }
+            | KvOp::Incr { key, .. } => key.as_str(),
             KvOp::DeletePrefix { prefix } => prefix.as_str(),
         }
     }
 }
 
+/// What a transaction's check requires of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key exists at exactly this version.
+    Version(u64),
+    /// The key exists (true) or does not (false).
+    Exists(bool),
+}
+
+/// A check of a transaction, evaluated before any op.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub key: Key,
+    pub expect: Expect,
+}
+
 /// Operations on one project, applied in order at one new revision, or not
-/// at all. A single PUT is the one-op case.
+/// at all, after every check holds. A single PUT is the one-op case.
 #[derive(Clone, Debug)]
 pub struct KvWrite {
     pub project: ProjectId,
+    pub checks: Vec<Check>,
     pub ops: Vec<KvOp>,
+}
+
+impl KvWrite {
+    /// A write of one op and no checks.
+    pub fn single(project: ProjectId, op: KvOp) -> KvWrite {
+        KvWrite {
+            project,
+            checks: Vec::new(),
+            ops: vec![op],
+        }
+    }
 }
 
 /// The result of one [`KvOp`].
 #[derive(Clone, Debug)]
 pub enum OpResult {
-    Put { meta: KeyMeta, created: bool },
-    Delete,
-    DeletePrefix { deleted: u64 },
+    Put {
+        meta: KeyMeta,
+        created: bool,
+    },
+    Delete {
+        deleted: bool,
+    },
+    DeletePrefix {
+        deleted: u64,
+    },
+    /// The key as the ops before it left it, or `None` when absent.
+    Get(Option<Entry>),
+    Incr {
+        meta: KeyMeta,
+        value: i64,
+    },
 }
 
 /// A committed key/value write.

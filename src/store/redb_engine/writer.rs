@@ -31,10 +31,10 @@ use super::codec::{
     self, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry, encode, encode_entry,
     storage_error,
 };
-use crate::domain::{ProjectId, ProjectSettings, StorageMode, Timestamp};
+use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::{
-    Catalog, CatalogWrite, KvCommit, KvOp, KvWrite, OpResult, Precondition, Project, ProjectChange,
-    ProjectStats, StoreError, TokenScope,
+    Catalog, CatalogWrite, Entry, Expect, KeyMeta, KvCommit, KvOp, KvWrite, OpResult, Precondition,
+    Project, ProjectChange, ProjectStats, StoreError, TokenScope,
 };
 
 /// The most requests folded into one commit.
@@ -422,97 +422,47 @@ impl<'a> Batch<'a> {
                 .ok_or_else(|| StoreError::internal("no memory transaction"))?,
         };
         let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+        let mut values = None;
 
-        // Validate every op against the current state and the ops before it;
-        // nothing is changed until all of them hold.
-        let mut changes: BTreeMap<String, Change> = BTreeMap::new();
-        let mut results = Vec::with_capacity(write.ops.len());
-        for op in write.ops {
-            match op {
-                KvOp::Put {
-                    key,
-                    value,
-                    content_type,
-                    expires_at,
-                    precondition,
-                } => {
-                    let old = current(&keys, &changes, key.as_str())?;
-                    check(&precondition, old.as_ref().map(|r| r.version))?;
-                    let size = value.len() as u64;
-                    if size > project.settings.max_value_bytes {
-                        return Err(StoreError::ValueTooLarge {
-                            max: project.settings.max_value_bytes,
-                        });
-                    }
-                    match &old {
-                        Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
-                        None => {
-                            if let Some(max_keys) = project.settings.max_keys
-                                && figures.keys >= max_keys
-                            {
-                                return Err(StoreError::QuotaExceeded { max_keys });
-                            }
-                            figures.keys += 1;
-                        }
-                    }
-                    figures.bytes += size;
-                    let record = KeyRecord {
-                        version: revision,
-                        created_at: old.as_ref().map_or(now, |o| o.created_at),
-                        updated_at: now,
-                        expires_at,
-                        size,
-                        content_type,
-                        inline: value.len() <= INLINE_LIMIT,
-                    };
-                    results.push(OpResult::Put {
-                        meta: record.clone().into_meta(key.clone()),
-                        created: old.is_none(),
-                    });
-                    change(
-                        &mut changes,
-                        key.as_str(),
-                        old.as_ref(),
-                        Some((record, value)),
-                    );
-                }
-                KvOp::Delete { key, precondition } => {
-                    let old =
-                        current(&keys, &changes, key.as_str())?.ok_or(StoreError::KeyNotFound)?;
-                    check(&precondition, Some(old.version))?;
-                    figures.keys = figures.keys.saturating_sub(1);
-                    figures.bytes = figures.bytes.saturating_sub(old.size);
-                    change(&mut changes, key.as_str(), Some(&old), None);
-                    results.push(OpResult::Delete);
-                }
-                KvOp::DeletePrefix { prefix } => {
-                    let mut doomed = Vec::new();
-                    for item in keys.range(prefix.as_str()..).map_err(storage_error)? {
-                        let (key, entry) = item.map_err(storage_error)?;
-                        let key = key.value();
-                        if !prefix.covers(key) {
-                            break;
-                        }
-                        if !changes.contains_key(key) {
-                            doomed.push((key.to_owned(), decode_entry(entry.value())?.0));
-                        }
-                    }
-                    for (key, change) in &changes {
-                        if let (true, Some((record, _))) = (prefix.covers(key), &change.new) {
-                            doomed.push((key.clone(), record.clone()));
-                        }
-                    }
-                    for (key, record) in &doomed {
-                        figures.keys = figures.keys.saturating_sub(1);
-                        figures.bytes = figures.bytes.saturating_sub(record.size);
-                        change(&mut changes, key, Some(record), None);
-                    }
-                    results.push(OpResult::DeletePrefix {
-                        deleted: doomed.len() as u64,
-                    });
-                }
+        // Every check, against the state before the write.
+        let mut failed = Vec::new();
+        for (index, check) in write.checks.iter().enumerate() {
+            let version = stored(&keys, check.key.as_str())?.map(|r| r.version);
+            let holds = match check.expect {
+                Expect::Version(wanted) => version == Some(wanted),
+                Expect::Exists(wanted) => version.is_some() == wanted,
+            };
+            if !holds {
+                failed.push(index);
             }
         }
+        if !failed.is_empty() {
+            return Err(StoreError::ChecksFailed(failed));
+        }
+
+        // Then every op, against the state the ops before it left; nothing
+        // is changed until all of them hold.
+        let mut state = Ops {
+            txn,
+            tables: &tables,
+            settings: &project.settings,
+            figures: &mut figures,
+            changes: BTreeMap::new(),
+            revision,
+            now,
+        };
+        let mut results = Vec::with_capacity(write.ops.len());
+        for (index, op) in write.ops.into_iter().enumerate() {
+            let result =
+                state
+                    .apply(&mut keys, &mut values, op)
+                    .map_err(|error| StoreError::FailedOp {
+                        index,
+                        error: Box::new(error),
+                    })?;
+            results.push(result);
+        }
+        let changes = state.changes;
         if changes.is_empty() {
             return Ok(KvCommit {
                 revision: self.revision,
@@ -526,11 +476,9 @@ impl<'a> Batch<'a> {
         let external = changes
             .values()
             .any(|c| c.was_external || c.new.as_ref().is_some_and(|(r, _)| !r.inline));
-        let mut values = if external {
-            Some(txn.open_table(tables.values()).map_err(storage_error)?)
-        } else {
-            None
-        };
+        if external && values.is_none() {
+            values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
+        }
         for (key, change) in &changes {
             match &change.new {
                 Some((record, value)) => {
@@ -541,7 +489,7 @@ impl<'a> Batch<'a> {
                     keys.remove(key.as_str()).map_err(storage_error)?;
                 }
             }
-            if let Some(values) = values.as_mut() {
+            if let (true, Some(values)) = (external, values.as_mut()) {
                 match &change.new {
                     Some((record, value)) if !record.inline => {
                         values
@@ -756,6 +704,215 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The ops of one write as they are validated: what they changed so far.
+struct Ops<'a, 't> {
+    txn: &'t WriteTransaction,
+    tables: &'a KeyTables<'a>,
+    settings: &'a ProjectSettings,
+    figures: &'a mut StatsRecord,
+    changes: BTreeMap<String, Change>,
+    revision: u64,
+    now: Timestamp,
+}
+
+type KeysTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+impl<'t> Ops<'_, 't> {
+    fn apply(
+        &mut self,
+        keys: &mut KeysTable<'t>,
+        values: &mut Option<KeysTable<'t>>,
+        op: KvOp,
+    ) -> Result<OpResult, StoreError> {
+        match op {
+            KvOp::Put {
+                key,
+                value,
+                content_type,
+                expires_at,
+                precondition,
+            } => {
+                let old = current(keys, &self.changes, key.as_str())?;
+                check(&precondition, old.as_ref().map(|r| r.version))?;
+                let meta = self.put(&key, old, value, content_type, expires_at)?;
+                Ok(OpResult::Put {
+                    created: meta.1,
+                    meta: meta.0,
+                })
+            }
+            KvOp::Delete {
+                key,
+                precondition,
+                must_exist,
+            } => {
+                let Some(old) = current(keys, &self.changes, key.as_str())? else {
+                    return if must_exist {
+                        Err(StoreError::KeyNotFound)
+                    } else {
+                        Ok(OpResult::Delete { deleted: false })
+                    };
+                };
+                check(&precondition, Some(old.version))?;
+                self.figures.keys = self.figures.keys.saturating_sub(1);
+                self.figures.bytes = self.figures.bytes.saturating_sub(old.size);
+                change(&mut self.changes, key.as_str(), Some(&old), None);
+                Ok(OpResult::Delete { deleted: true })
+            }
+            KvOp::DeletePrefix { prefix } => {
+                let mut doomed = Vec::new();
+                for item in keys.range(prefix.as_str()..).map_err(storage_error)? {
+                    let (key, entry) = item.map_err(storage_error)?;
+                    let key = key.value();
+                    if !prefix.covers(key) {
+                        break;
+                    }
+                    if !self.changes.contains_key(key) {
+                        doomed.push((key.to_owned(), decode_entry(entry.value())?.0));
+                    }
+                }
+                for (key, change) in &self.changes {
+                    if let (true, Some((record, _))) = (prefix.covers(key), &change.new) {
+                        doomed.push((key.clone(), record.clone()));
+                    }
+                }
+                for (key, record) in &doomed {
+                    self.figures.keys = self.figures.keys.saturating_sub(1);
+                    self.figures.bytes = self.figures.bytes.saturating_sub(record.size);
+                    change(&mut self.changes, key, Some(record), None);
+                }
+                Ok(OpResult::DeletePrefix {
+                    deleted: doomed.len() as u64,
+                })
+            }
+            KvOp::Get { key } => {
+                let entry = self
+                    .value(keys, values, key.as_str())?
+                    .map(|(record, value)| Entry {
+                        meta: record.into_meta(key),
+                        value,
+                    });
+                Ok(OpResult::Get(entry))
+            }
+            KvOp::Incr { key, by } => {
+                let old = self.value(keys, values, key.as_str())?;
+                let count = match &old {
+                    None => 0,
+                    Some((_, value)) => std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|text| text.parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            StoreError::Conflict(format!(
+                                "{key} does not hold a 64-bit integer in decimal"
+                            ))
+                        })?,
+                };
+                let value = count.checked_add(by).ok_or_else(|| {
+                    StoreError::Conflict(format!("{count} + {by} overflows a 64-bit integer"))
+                })?;
+                let text = Bytes::from(value.to_string());
+                let old = old.map(|(record, _)| record);
+                let (meta, _) = self.put(&key, old, text, COUNTER_TYPE.to_owned(), None)?;
+                Ok(OpResult::Incr { meta, value })
+            }
+        }
+    }
+
+    /// Records a put of `value` over `old`; the new key meta, and whether
+    /// the key is new.
+    fn put(
+        &mut self,
+        key: &Key,
+        old: Option<KeyRecord>,
+        value: Bytes,
+        content_type: String,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(KeyMeta, bool), StoreError> {
+        let size = value.len() as u64;
+        if size > self.settings.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                max: self.settings.max_value_bytes,
+            });
+        }
+        match &old {
+            Some(old) => self.figures.bytes = self.figures.bytes.saturating_sub(old.size),
+            None => {
+                if let Some(max_keys) = self.settings.max_keys
+                    && self.figures.keys >= max_keys
+                {
+                    return Err(StoreError::QuotaExceeded { max_keys });
+                }
+                self.figures.keys += 1;
+            }
+        }
+        self.figures.bytes += size;
+        let record = KeyRecord {
+            version: self.revision,
+            created_at: old.as_ref().map_or(self.now, |o| o.created_at),
+            updated_at: self.now,
+            expires_at,
+            size,
+            content_type,
+            inline: value.len() <= INLINE_LIMIT,
+        };
+        let meta = record.clone().into_meta(key.clone());
+        change(
+            &mut self.changes,
+            key.as_str(),
+            old.as_ref(),
+            Some((record, value)),
+        );
+        Ok((meta, old.is_none()))
+    }
+
+    /// A key's record and value as the ops so far left them.
+    fn value(
+        &self,
+        keys: &KeysTable<'t>,
+        values: &mut Option<KeysTable<'t>>,
+        key: &str,
+    ) -> Result<Option<(KeyRecord, Bytes)>, StoreError> {
+        if let Some(change) = self.changes.get(key) {
+            return Ok(change.new.clone());
+        }
+        let Some(entry) = keys.get(key).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        let (record, inline) = decode_entry(entry.value())?;
+        if record.inline {
+            return Ok(Some((record, Bytes::copy_from_slice(inline))));
+        }
+        if values.is_none() {
+            *values = Some(
+                self.txn
+                    .open_table(self.tables.values())
+                    .map_err(storage_error)?,
+            );
+        }
+        let stored = match values.as_ref() {
+            Some(table) => table.get(key).map_err(storage_error)?,
+            None => None,
+        };
+        let value = stored
+            .map(|v| Bytes::copy_from_slice(v.value()))
+            .ok_or_else(|| StoreError::Internal(format!("the value of {key:?} is missing")))?;
+        Ok(Some((record, value)))
+    }
+}
+
+/// The content type a counter is stored with.
+const COUNTER_TYPE: &str = "text/plain; charset=utf-8";
+
+/// A key's record as committed before this write.
+fn stored(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    match keys.get(key).map_err(storage_error)? {
+        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
+        None => Ok(None),
+    }
+}
+
 /// What one write does to a key: its new state, and whether the value it
 /// had before the write lived in the values table.
 struct Change {
@@ -772,10 +929,7 @@ fn current(
     if let Some(change) = changes.get(key) {
         return Ok(change.new.as_ref().map(|(record, _)| record.clone()));
     }
-    match keys.get(key).map_err(storage_error)? {
-        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
-        None => Ok(None),
-    }
+    stored(keys, key)
 }
 
 /// Records a key's new state. `old` is the key's record as the caller read
