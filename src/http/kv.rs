@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::projects::set_location;
 use super::request::{Query, read_body};
 use super::{Ctx, json, views};
-use crate::domain::{Key, Prefix, Role};
+use crate::domain::{Key, Prefix, Role, parse_duration};
 use crate::store::{
     Entry, KvOp, KvWrite, ListRequest, OpResult, Precondition, Project, StoreError,
 };
@@ -264,11 +264,10 @@ async fn put(
     path: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if query.get("ttl").is_some() {
-        return Err(ApiError::bad_request(
-            "ttl is not supported by this server yet",
-        ));
-    }
+    let ttl = query
+        .get("ttl")
+        .map(|text| parse_duration(text).map_err(|e| ApiError::bad_request(format!("ttl: {e}"))))
+        .transpose()?;
     let limit = project
         .settings
         .max_value_bytes
@@ -285,7 +284,7 @@ async fn put(
         key,
         value,
         content_type,
-        expires_at: None,
+        ttl,
         precondition: write_precondition(headers)?,
     };
     let write = KvWrite::single(project.settings.id.clone(), op);

@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::request::{Query, read_body};
 use super::views::{is_json_type, key_meta, key_with_value};
 use super::{Ctx, json};
-use crate::domain::{Key, Role};
+use crate::domain::{Key, Role, parse_duration_json};
 use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project, StoreError};
 
 /// The most checks and ops one transaction may hold together.
@@ -203,11 +203,12 @@ fn parse_op(ctx: &Ctx<'_>, project: &Project, value: Value) -> Result<KvOp, ApiE
                 &["op", "key", "value", "value_base64", "content_type", "ttl"],
             )?;
             let key = key_of(ctx, &object)?;
-            if object.contains_key("ttl") {
-                return Err(ApiError::bad_request(
-                    "ttl is not supported by this server yet",
-                ));
-            }
+            let ttl = object
+                .get("ttl")
+                .map(|ttl| {
+                    parse_duration_json(ttl).map_err(|e| ApiError::bad_request(format!("ttl: {e}")))
+                })
+                .transpose()?;
             let content_type = match object.get("content_type") {
                 None => None,
                 Some(Value::String(text)) => Some(text.clone()),
@@ -242,7 +243,7 @@ fn parse_op(ctx: &Ctx<'_>, project: &Project, value: Value) -> Result<KvOp, ApiE
                 key,
                 value,
                 content_type: content_type.unwrap_or_else(|| default_type.to_owned()),
-                expires_at: None,
+                ttl,
                 precondition: None,
             })
         }

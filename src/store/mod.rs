@@ -70,7 +70,8 @@ pub enum KvOp {
         key: Key,
         value: Bytes,
         content_type: String,
-        expires_at: Option<Timestamp>,
+        /// Seconds until the key expires; `None` removes any expiry.
+        ttl: Option<u64>,
         precondition: Option<Precondition>,
     },
     /// Deletes a key. With `must_exist`, a missing key fails the write

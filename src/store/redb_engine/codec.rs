@@ -20,6 +20,10 @@ pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 /// handed out to memory projects.
 pub const SERVER: TableDefinition<&str, u64> = TableDefinition::new("server");
 
+/// The expiry index of a database: a key per expiring key, ordered by time
+/// (see [`expiry_key`]), so that the sweep reads only what is due.
+pub const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+
 pub const REVISION: &str = "revision";
 pub const RESERVED: &str = "reserved";
 
@@ -76,6 +80,12 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// Whether the key's expiry has come: an expired key is absent for every
+    /// reader and op, before the sweep removes it.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     pub fn into_meta(self, key: Key) -> KeyMeta {
         KeyMeta {
             key,
@@ -101,6 +111,31 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![FORMAT];
     postcard::to_io(record, &mut bytes).map_err(StoreError::internal)?;
     Ok(bytes)
+}
+
+/// An expiry index key: the time (milliseconds, big-endian, so that keys
+/// sort by time), the project id, a zero byte, the key. Neither a project id
+/// nor a key holds a zero byte.
+pub fn expiry_key(at: Timestamp, project: &str, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + project.len() + 1 + key.len());
+    bytes.extend_from_slice(&(at.millis().max(0) as u64).to_be_bytes());
+    bytes.extend_from_slice(project.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+/// The time, project and key of an expiry index key.
+pub fn parse_expiry_key(bytes: &[u8]) -> Option<(Timestamp, &str, &str)> {
+    let (time, rest) = bytes.split_first_chunk::<8>()?;
+    let zero = rest.iter().position(|b| *b == 0)?;
+    let project = std::str::from_utf8(&rest[..zero]).ok()?;
+    let key = std::str::from_utf8(&rest[zero + 1..]).ok()?;
+    Some((
+        Timestamp::from_millis(u64::from_be_bytes(*time) as i64),
+        project,
+        key,
+    ))
 }
 
 /// A key's entry: the record, then the value itself when it is inline.
@@ -163,6 +198,10 @@ mod tests {
         };
         let bytes = encode_entry(&record, b"abc").unwrap();
         assert_eq!(decode_entry(&bytes).unwrap(), (record.clone(), &b"abc"[..]));
+        let at = Timestamp::from_millis(1_795_255_200_123);
+        let index = expiry_key(at, "p", "a/b c");
+        assert_eq!(parse_expiry_key(&index), Some((at, "p", "a/b c")));
+        assert!(expiry_key(at, "z", "z") < expiry_key(at.plus_seconds(1), "a", "a"));
         let external = KeyRecord {
             inline: false,
             ..record

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable, backends::InMemoryBackend};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, TokenRecord};
+use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenRecord};
 use crate::store::{
     Catalog, CatalogWrite, Entry, KvCommit, KvWrite, ListPage, ListRequest, Project, ProjectStats,
     Read, Store, StoreError,
@@ -37,6 +37,11 @@ use writer::{Command, Reply, Request, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 8192;
+
+/// How often the writer is asked to remove expired keys. Reads never see a
+/// key after its expiry anyway; this bounds how late the removal (and its
+/// revision) comes.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// State shared by the request side and the writer thread.
 struct Shared {
@@ -88,6 +93,25 @@ impl RedbStore {
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
             .spawn(move || writer.run(receiver))
+            .map_err(StoreError::internal)?;
+        // The sweep is a write like any other, sent on a timer; the thread
+        // ends when the writer has stopped and its queue is gone.
+        let ticker = sender.clone();
+        std::thread::Builder::new()
+            .name("kvs-expiry".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EXPIRY_TICK);
+                    let (reply, _) = oneshot::channel();
+                    let tick = Command {
+                        request: Request::Expire,
+                        reply,
+                    };
+                    if ticker.blocking_send(tick).is_err() {
+                        break;
+                    }
+                }
+            })
             .map_err(StoreError::internal)?;
         Ok(RedbStore {
             shared,
@@ -268,6 +292,9 @@ fn read_entry(
         return Ok(None);
     };
     let (record, inline) = decode_entry(entry.value())?;
+    if record.is_expired(Timestamp::now()) {
+        return Ok(None);
+    }
     let value = match (with_value, record.inline) {
         (false, _) => Bytes::new(),
         (true, true) => Bytes::copy_from_slice(inline),
@@ -302,6 +329,7 @@ fn read_page(
         Some(after) if after.as_str() >= prefix => after.as_str(),
         _ => prefix,
     };
+    let now = Timestamp::now();
     let mut entries = Vec::new();
     let mut budget_used = 0u64;
     let mut more = false;
@@ -314,13 +342,16 @@ fn read_page(
         if request.after.as_deref() == Some(key) {
             continue;
         }
+        let (record, inline) = decode_entry(entry.value())?;
+        if record.is_expired(now) {
+            continue;
+        }
         let full = entries.len() >= request.limit
             || (request.with_values && budget_used >= request.value_budget);
         if full {
             more = true;
             break;
         }
-        let (record, inline) = decode_entry(entry.value())?;
         let value = match (request.with_values, record.inline) {
             (false, _) => None,
             (true, true) => Some(Bytes::copy_from_slice(inline)),

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::codec::{
     self, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry, encode, encode_entry,
-    storage_error,
+    expiry_key, parse_expiry_key, storage_error,
 };
 use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::{
@@ -45,6 +45,9 @@ const RESERVE_STEP: u64 = 1000;
 pub enum Request {
     Kv(KvWrite),
     Catalog(CatalogWrite),
+    /// Remove the keys whose expiry has come; each project with such keys
+    /// takes one revision.
+    Expire,
     /// Finish what is queued before this, then stop.
     Close,
 }
@@ -145,6 +148,7 @@ impl Writer {
             let reply = match command.request {
                 Request::Kv(write) => Reply::Kv(batch.apply_kv(write)),
                 Request::Catalog(write) => Reply::Catalog(batch.apply_catalog(write)),
+                Request::Expire => Reply::Catalog(batch.apply_expiry()),
                 Request::Close => Reply::Catalog(Ok(())),
             };
             answers.push((command.reply, reply));
@@ -320,7 +324,9 @@ fn fail_all(commands: Vec<Command>, error: &StoreError) {
     for command in commands {
         let reply = match command.request {
             Request::Kv(_) => Reply::Kv(Err(error.clone())),
-            Request::Catalog(_) | Request::Close => Reply::Catalog(Err(error.clone())),
+            Request::Catalog(_) | Request::Expire | Request::Close => {
+                Reply::Catalog(Err(error.clone()))
+            }
         };
         let _ = command.reply.send(reply);
     }
@@ -427,7 +433,9 @@ impl<'a> Batch<'a> {
         // Every check, against the state before the write.
         let mut failed = Vec::new();
         for (index, check) in write.checks.iter().enumerate() {
-            let version = stored(&keys, check.key.as_str())?.map(|r| r.version);
+            let version = stored(&keys, check.key.as_str())?
+                .filter(|r| !r.is_expired(now))
+                .map(|r| r.version);
             let holds = match check.expect {
                 Expect::Version(wanted) => version == Some(wanted),
                 Expect::Exists(wanted) => version.is_some() == wanted,
@@ -504,6 +512,25 @@ impl<'a> Batch<'a> {
             }
         }
         drop((keys, values));
+        let expiring = changes.values().any(|c| {
+            c.old_expires.is_some() || c.new.as_ref().is_some_and(|(r, _)| r.expires_at.is_some())
+        });
+        if expiring {
+            let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+            let project = write.project.as_str();
+            for (key, change) in &changes {
+                if let Some(at) = change.old_expires {
+                    index
+                        .remove(expiry_key(at, project, key).as_slice())
+                        .map_err(storage_error)?;
+                }
+                if let Some(at) = change.new.as_ref().and_then(|(r, _)| r.expires_at) {
+                    index
+                        .insert(expiry_key(at, project, key).as_slice(), ())
+                        .map_err(storage_error)?;
+                }
+            }
+        }
         self.revision = revision;
         figures.revision = revision;
         if storage == StorageMode::Memory && revision > self.reserved {
@@ -517,6 +544,101 @@ impl<'a> Batch<'a> {
         self.stats
             .insert(write.project, (project.stats.clone(), figures, storage));
         Ok(KvCommit { revision, results })
+    }
+
+    /// Removes every key whose expiry has come, with its index entry; index
+    /// entries that no longer match a key (it was rewritten, or its project
+    /// deleted or moved) are dropped.
+    fn apply_expiry(&mut self) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let upper = (now.millis().max(0) as u64 + 1).to_be_bytes();
+        for storage in [StorageMode::Disk, StorageMode::Memory] {
+            self.txn(storage)?;
+            let txn = match storage {
+                StorageMode::Disk => &self.disk,
+                StorageMode::Memory => self
+                    .memory
+                    .as_ref()
+                    .ok_or_else(|| StoreError::internal("no memory transaction"))?,
+            };
+            let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+            let mut due: BTreeMap<String, Vec<(Timestamp, String, Vec<u8>)>> = BTreeMap::new();
+            for item in index.range(..upper.as_slice()).map_err(storage_error)? {
+                let (entry, _) = item.map_err(storage_error)?;
+                let entry = entry.value().to_vec();
+                let (at, project, key) = parse_expiry_key(&entry)
+                    .map(|(at, p, k)| (at, p.to_owned(), k.to_owned()))
+                    .unwrap_or((now, String::new(), String::new()));
+                due.entry(project).or_default().push((at, key, entry));
+            }
+            if due.is_empty() {
+                continue;
+            }
+            for (project_id, items) in due {
+                for (_, _, entry) in &items {
+                    index.remove(entry.as_slice()).map_err(storage_error)?;
+                }
+                let project = ProjectId::parse(&project_id)
+                    .and_then(|id| {
+                        self.catalog
+                            .as_ref()
+                            .unwrap_or(&self.base)
+                            .project(&id)
+                            .cloned()
+                    })
+                    .filter(|p| p.settings.storage == storage);
+                let Some(project) = project else { continue };
+                let tables = KeyTables::of(&project_id);
+                let mut figures = match self.stats.get(&project.settings.id) {
+                    Some((_, record, _)) => *record,
+                    None => StatsRecord {
+                        keys: project.stats.keys(),
+                        bytes: project.stats.bytes(),
+                        revision: project.stats.revision(),
+                    },
+                };
+                let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+                let mut values = None;
+                let mut removed = 0;
+                for (at, key, _) in items {
+                    let Some(record) = stored(&keys, &key)? else {
+                        continue;
+                    };
+                    if record.expires_at != Some(at) {
+                        continue;
+                    }
+                    keys.remove(key.as_str()).map_err(storage_error)?;
+                    if !record.inline {
+                        if values.is_none() {
+                            values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
+                        }
+                        if let Some(values) = values.as_mut() {
+                            values.remove(key.as_str()).map_err(storage_error)?;
+                        }
+                    }
+                    figures.keys = figures.keys.saturating_sub(1);
+                    figures.bytes = figures.bytes.saturating_sub(record.size);
+                    removed += 1;
+                }
+                if removed > 0 {
+                    self.revision += 1;
+                    figures.revision = self.revision;
+                    if storage == StorageMode::Memory && self.revision > self.reserved {
+                        self.reserved = self.revision + RESERVE_STEP;
+                        self.disk_dirty = true;
+                    }
+                    self.stats.insert(
+                        project.settings.id.clone(),
+                        (project.stats.clone(), figures, storage),
+                    );
+                }
+            }
+            match storage {
+                StorageMode::Disk => self.disk_dirty = true,
+                StorageMode::Memory => self.memory_dirty = true,
+            }
+        }
+        Ok(())
     }
 
     fn apply_catalog(&mut self, write: CatalogWrite) -> Result<(), StoreError> {
@@ -729,11 +851,13 @@ impl<'t> Ops<'_, 't> {
                 key,
                 value,
                 content_type,
-                expires_at,
+                ttl,
                 precondition,
             } => {
                 let old = current(keys, &self.changes, key.as_str())?;
-                check(&precondition, old.as_ref().map(|r| r.version))?;
+                let live = old.as_ref().filter(|r| !r.is_expired(self.now));
+                check(&precondition, live.map(|r| r.version))?;
+                let expires_at = ttl.map(|seconds| self.now.plus_seconds(seconds));
                 let meta = self.put(&key, old, value, content_type, expires_at)?;
                 Ok(OpResult::Put {
                     created: meta.1,
@@ -745,7 +869,8 @@ impl<'t> Ops<'_, 't> {
                 precondition,
                 must_exist,
             } => {
-                let Some(old) = current(keys, &self.changes, key.as_str())? else {
+                let old = current(keys, &self.changes, key.as_str())?;
+                let Some(old) = old.filter(|r| !r.is_expired(self.now)) else {
                     return if must_exist {
                         Err(StoreError::KeyNotFound)
                     } else {
@@ -766,8 +891,11 @@ impl<'t> Ops<'_, 't> {
                     if !prefix.covers(key) {
                         break;
                     }
-                    if !self.changes.contains_key(key) {
-                        doomed.push((key.to_owned(), decode_entry(entry.value())?.0));
+                    let record = decode_entry(entry.value())?.0;
+                    // An expired key is already gone for readers; the sweep
+                    // takes it out.
+                    if !self.changes.contains_key(key) && !record.is_expired(self.now) {
+                        doomed.push((key.to_owned(), record));
                     }
                 }
                 for (key, change) in &self.changes {
@@ -787,6 +915,7 @@ impl<'t> Ops<'_, 't> {
             KvOp::Get { key } => {
                 let entry = self
                     .value(keys, values, key.as_str())?
+                    .filter(|(record, _)| !record.is_expired(self.now))
                     .map(|(record, value)| Entry {
                         meta: record.into_meta(key),
                         value,
@@ -795,7 +924,10 @@ impl<'t> Ops<'_, 't> {
             }
             KvOp::Incr { key, by } => {
                 let old = self.value(keys, values, key.as_str())?;
-                let count = match &old {
+                let live = old
+                    .as_ref()
+                    .filter(|(record, _)| !record.is_expired(self.now));
+                let count = match live {
                     None => 0,
                     Some((_, value)) => std::str::from_utf8(value)
                         .ok()
@@ -845,9 +977,11 @@ impl<'t> Ops<'_, 't> {
             }
         }
         self.figures.bytes += size;
+        let live = old.as_ref().filter(|o| !o.is_expired(self.now));
+        let created = live.is_none();
         let record = KeyRecord {
             version: self.revision,
-            created_at: old.as_ref().map_or(self.now, |o| o.created_at),
+            created_at: live.map_or(self.now, |o| o.created_at),
             updated_at: self.now,
             expires_at,
             size,
@@ -861,7 +995,7 @@ impl<'t> Ops<'_, 't> {
             old.as_ref(),
             Some((record, value)),
         );
-        Ok((meta, old.is_none()))
+        Ok((meta, created))
     }
 
     /// A key's record and value as the ops so far left them.
@@ -918,6 +1052,8 @@ fn stored(
 struct Change {
     new: Option<(KeyRecord, Bytes)>,
     was_external: bool,
+    /// The stored expiry, whose index entry the write removes.
+    old_expires: Option<Timestamp>,
 }
 
 /// A key's record as the write has left it so far.
@@ -945,7 +1081,15 @@ fn change(
         Some(change) => change.new = new,
         None => {
             let was_external = old.is_some_and(|r| !r.inline);
-            changes.insert(key.to_owned(), Change { new, was_external });
+            let old_expires = old.and_then(|r| r.expires_at);
+            changes.insert(
+                key.to_owned(),
+                Change {
+                    new,
+                    was_external,
+                    old_expires,
+                },
+            );
         }
     }
 }
