@@ -484,3 +484,183 @@ fn json_output_parses_as_json() {
     let deleted = kvs.run(&["delete", "--prefix", "j/", "--json"]).json();
     assert_eq!(deleted["deleted"], 1);
 }
+
+#[test]
+fn txn_from_stdin_applies_puts_and_incr_and_shows_gets() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    kvs.run(&["put", "old", "bye"]).ok();
+    let txn = json!({
+        "checks": [{"key": "fresh", "exists": false}],
+        "ops": [
+            {"op": "put", "key": "fresh", "value": "hello"},
+            {"op": "incr", "key": "n", "by": 5},
+            {"op": "get", "key": "fresh"},
+            {"op": "delete", "key": "old"},
+            {"op": "delete", "key": "never"},
+            {"op": "get", "key": "missing"},
+            {"op": "put", "key": "raw", "value_base64": "AP8="},
+            {"op": "get", "key": "raw"},
+        ]
+    });
+    let lines = kvs
+        .run_with_stdin(&["txn"], txn.to_string().as_bytes())
+        .lines();
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    assert!(lines[0].starts_with("put fresh (version "), "{}", lines[0]);
+    assert_eq!(lines[1], "incr n = 5");
+    assert_eq!(lines[2], "get fresh: hello");
+    assert_eq!(lines[3], "deleted old");
+    assert_eq!(lines[4], "never was absent");
+    assert_eq!(lines[5], "get missing: absent");
+    assert!(lines[7].starts_with("get raw: (2 bytes"), "{}", lines[7]);
+    assert_eq!(kvs.run(&["get", "fresh"]).ok(), "hello");
+    assert_eq!(kvs.run(&["get", "n"]).ok(), "5");
+    kvs.run(&["get", "old"]).fails(3, "key_not_found");
+
+    // From a file too, `-` is stdin, and --json prints the server's answer.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("txn.json");
+    let incr = json!({"ops": [{"op": "incr", "key": "n"}]});
+    std::fs::write(&file, incr.to_string()).unwrap();
+    let answer = kvs.run(&["txn", file.to_str().unwrap(), "--json"]).json();
+    assert_eq!(answer["results"][0]["value"], 6);
+    assert!(answer["revision"].as_u64().is_some());
+    let answer = kvs
+        .run_with_stdin(&["txn", "-", "--json"], incr.to_string().as_bytes())
+        .json();
+    assert_eq!(answer["results"][0]["value"], 7);
+}
+
+#[test]
+fn a_txn_whose_check_fails_exits_1_naming_the_check_and_applies_nothing() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let put = kvs.run(&["put", "a", "one", "--json"]).json();
+    let version = put["version"].as_u64().unwrap();
+    let txn = json!({
+        "checks": [
+            {"key": "a", "version": version},
+            {"key": "a", "version": version + 1000},
+            {"key": "b", "exists": true},
+        ],
+        "ops": [{"op": "put", "key": "a", "value": "two"}]
+    });
+    let run = kvs.run_with_stdin(&["txn"], txn.to_string().as_bytes());
+    run.fails(1, "precondition_failed");
+    assert!(
+        run.stderr
+            .contains(&format!("#1 (a at version {})", version + 1000)),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("#2 (b exists: true)"), "{}", run.stderr);
+    assert!(!run.stderr.contains("#0"), "{}", run.stderr);
+    assert_eq!(kvs.run(&["get", "a"]).ok(), "one");
+
+    // An op that cannot apply is named by its index.
+    let txn = json!({"ops": [
+        {"op": "put", "key": "b", "value": "x"},
+        {"op": "incr", "key": "a"},
+    ]});
+    let run = kvs.run_with_stdin(&["txn"], txn.to_string().as_bytes());
+    run.fails(1, "conflict");
+    assert!(
+        run.stderr.contains("failed op #1 (incr a)"),
+        "{}",
+        run.stderr
+    );
+    kvs.run(&["get", "b"]).fails(3, "key_not_found");
+
+    kvs.run_with_stdin(&["txn"], b"not json")
+        .fails(1, "not JSON");
+}
+
+#[test]
+fn incr_counts_from_zero_and_goes_negative() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    assert_eq!(kvs.run(&["incr", "n"]).ok(), "1\n");
+    assert_eq!(kvs.run(&["incr", "n", "--by", "10"]).ok(), "11\n");
+    assert_eq!(kvs.run(&["incr", "n", "--by", "-20"]).ok(), "-9\n");
+    assert_eq!(kvs.run(&["incr", "n", "--by=-1"]).ok(), "-10\n");
+    assert_eq!(kvs.run(&["get", "n"]).ok(), "-10");
+    let answer = kvs.run(&["incr", "n", "--json"]).json();
+    assert_eq!(answer["value"], -9);
+    assert_eq!(answer["key"], "n");
+    kvs.run(&["put", "text", "abc"]).ok();
+    kvs.run(&["incr", "text"]).fails(1, "conflict");
+    assert_eq!(kvs.run(&["incr", "n", "--by", "x"]).code, 2);
+}
+
+#[test]
+fn latest_prints_the_most_recently_written_key() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    kvs.run(&["put", "a,1", "first"]).ok();
+    kvs.run(&["put", "b", "second"]).ok();
+    let run = kvs.run(&["latest", "a,1", "b", "absent"]);
+    assert_eq!(run.ok(), "second");
+    assert!(run.stderr.contains("kvs: latest is b"), "{}", run.stderr);
+
+    kvs.run(&["put", "a,1", "third"]).ok();
+    let run = kvs.run(&["latest", "b", "a,1"]);
+    assert_eq!(run.ok(), "third");
+    assert!(run.stderr.contains("kvs: latest is a,1"), "{}", run.stderr);
+
+    let answer = kvs.run(&["latest", "b", "a,1", "--json"]).json();
+    assert_eq!(answer["key"], "a,1");
+    assert_eq!(answer["value"], "third");
+
+    kvs.run(&["latest", "none", "nada"])
+        .fails(3, "key_not_found");
+    assert_eq!(kvs.run(&["latest"]).code, 2);
+}
+
+#[test]
+fn put_if_version_succeeds_with_the_current_version_and_fails_with_a_stale_one() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    let first = kvs.run(&["put", "k", "one", "--json"]).json()["version"]
+        .as_u64()
+        .unwrap();
+    let second = kvs
+        .run(&[
+            "put",
+            "k",
+            "two",
+            "--if-version",
+            &first.to_string(),
+            "--json",
+        ])
+        .json()["version"]
+        .as_u64()
+        .unwrap();
+    assert!(second > first);
+
+    let run = kvs.run(&["put", "k", "three", "--if-version", &first.to_string()]);
+    run.fails(1, "precondition_failed");
+    assert!(
+        run.stderr
+            .contains(&format!("the current version is {second}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(kvs.run(&["get", "k"]).ok(), "two");
+
+    let run = kvs.run(&["put", "nokey", "x", "--if-version", "1"]);
+    run.fails(1, "precondition_failed");
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+
+    let run = kvs.run(&["delete", "k", "--if-version", &first.to_string()]);
+    run.fails(1, "precondition_failed");
+    assert!(
+        run.stderr
+            .contains(&format!("the current version is {second}")),
+        "{}",
+        run.stderr
+    );
+    kvs.run(&["delete", "k", "--if-version", &second.to_string()])
+        .ok();
+    kvs.run(&["get", "k"]).fails(3, "key_not_found");
+}

@@ -2,14 +2,15 @@
 //! through its HTTP API, as curl would, but with keys percent-encoded, listing
 //! cursors followed, and every failure turned into one line on stderr and an
 //! exit code a script can test. [`api`] owns HTTP and errors; [`keys`],
-//! [`projects`] and [`tokens`] own one resource each; [`output`] owns how
-//! answers look on stdout.
+//! [`projects`] and [`tokens`] own one resource each, [`txn`] transactions;
+//! [`output`] owns how answers look on stdout.
 
 mod api;
 mod keys;
 mod output;
 mod projects;
 mod tokens;
+mod txn;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -47,6 +48,23 @@ pub enum Command {
     /// List keys in key order, one per line; every page is fetched.
     #[command(after_long_help = EXIT_CODES)]
     List(keys::List),
+    /// Add to an integer key (a missing key counts from 0) and print the new
+    /// value.
+    #[command(after_long_help = EXIT_CODES)]
+    Incr(keys::Incr),
+    /// Print the value of whichever of the keys was written last, like
+    /// `kvs get`; the key that won goes to stderr.
+    #[command(after_long_help = EXIT_CODES)]
+    Latest(keys::Latest),
+    /// Apply a transaction, read as JSON from FILE or stdin: every check holds
+    /// and every op applies, at one revision, or nothing does.
+    ///
+    /// `{"checks": [{"key": "a", "version": 12}, {"key": "b", "exists": false}],
+    /// "ops": [{"op": "put", "key": "a", "value": "text"}, {"op": "delete",
+    /// "key": "b"}, {"op": "get", "key": "c"}, {"op": "incr", "key": "n", "by": 1}]}`.
+    /// Prints one line per op; a refusal names the failed checks or op.
+    #[command(after_long_help = EXIT_CODES)]
+    Txn(txn::Txn),
     /// Create, list, show and delete projects (admin).
     #[command(after_long_help = EXIT_CODES)]
     Project(projects::Args),
@@ -145,6 +163,9 @@ pub fn run(command: Command) -> ExitCode {
         Command::Put(args) => keys::put(args),
         Command::Delete(args) => keys::delete(args),
         Command::List(args) => keys::list(args),
+        Command::Incr(args) => keys::incr(args),
+        Command::Latest(args) => keys::latest(args),
+        Command::Txn(args) => txn::txn(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
     };

@@ -10,10 +10,10 @@ use std::io;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::Value;
-use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use ureq::http::{HeaderValue, Method, Request, Response, StatusCode};
+use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG};
+use ureq::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::Secret;
 
@@ -43,9 +43,15 @@ pub enum ClientError {
     /// connection broke.
     #[error("cannot connect to {url} ({reason}); is `kvs serve` running there?")]
     Unreachable { url: String, reason: String },
-    /// The server answered with an error; `summary` is `code: message`.
+    /// The server answered with an error; `summary` is `code: message`, and
+    /// `body` the error body, whose top-level fields (`failed_op`,
+    /// `failed_checks`) a command may describe further.
     #[error("{summary}")]
-    Refused { status: StatusCode, summary: String },
+    Refused {
+        status: StatusCode,
+        summary: String,
+        body: Option<Value>,
+    },
     /// Writing to stdout failed (a closed pipe is told apart by the caller).
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -106,8 +112,22 @@ impl Api {
         path: &str,
         payload: Option<Payload<'_>>,
     ) -> Result<Response<ureq::Body>, ClientError> {
+        self.send_with(method, path, payload, &[])
+    }
+
+    /// [`Api::send`] with extra request headers (such as `If-Match`).
+    pub fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<Payload<'_>>,
+        headers: &[(HeaderName, String)],
+    ) -> Result<Response<ureq::Body>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
         if let Some(token) = &self.token {
             let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
                 .map_err(|_| anyhow!("the token holds characters that no header can carry"))?;
@@ -177,9 +197,15 @@ impl Api {
     }
 
     /// An error answer: `code: message` from the contract's body, or the
-    /// status when something else (a proxy, another server) answered.
+    /// status when something else (a proxy, another server) answered. A 412
+    /// that carries the key's current `ETag` names that version too.
     fn refusal(&self, response: &mut Response<ureq::Body>) -> ClientError {
         let status = response.status();
+        let current = response
+            .headers()
+            .get(ETAG)
+            .and_then(|etag| etag.to_str().ok())
+            .map(|etag| etag.trim_start_matches("W/").trim_matches('"').to_owned());
         let body = response
             .body_mut()
             .with_config()
@@ -188,7 +214,8 @@ impl Api {
             .unwrap_or_default();
         let error = serde_json::from_slice::<Value>(&body).ok();
         let error = error.as_ref().map(|body| &body["error"]);
-        let summary = match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?)))
+        let mut summary = match error
+            .and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?)))
         {
             Some((code, message)) if status == StatusCode::UNAUTHORIZED && self.token.is_none() => {
                 format!("{code}: {message}; no token was given: pass --token or set KVS_TOKEN")
@@ -196,7 +223,16 @@ impl Api {
             Some((code, message)) => format!("{code}: {message}"),
             None => format!("the server at {} answered {status}", self.base),
         };
-        ClientError::Refused { status, summary }
+        if status == StatusCode::PRECONDITION_FAILED
+            && let Some(current) = current
+        {
+            summary.push_str(&format!("; the current version is {current}"));
+        }
+        ClientError::Refused {
+            status,
+            summary,
+            body: serde_json::from_slice(&body).ok(),
+        }
     }
 }
 
@@ -223,11 +259,22 @@ pub fn segment(text: &str) -> String {
 
 /// `/v1/projects/{p}/kv/{key}`, with the key encoded once, slashes kept.
 pub fn kv_path(project: &str, key: &str) -> String {
+    key_path(project, "kv", key)
+}
+
+/// `/v1/projects/{p}/{route}/{key}` (`kv`, `incr`), the key encoded as in
+/// [`kv_path`].
+pub fn key_path(project: &str, route: &str, key: &str) -> String {
     format!(
-        "/v1/projects/{}/kv/{}",
+        "/v1/projects/{}/{route}/{}",
         segment(project),
         utf8_percent_encode(key, KEY)
     )
+}
+
+/// A key from a `Kvs-Key` header, which carries it percent-encoded.
+pub fn header_key(value: &str) -> String {
+    percent_decode_str(value).decode_utf8_lossy().into_owned()
 }
 
 /// `?name=value&…` for the pairs given, each value encoded; empty for none.

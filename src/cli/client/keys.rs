@@ -1,15 +1,18 @@
-//! `kvs get`, `put`, `delete` and `list`: keys and values of one project.
-//! Values travel as raw bytes both ways (never through a `String`), so that a
-//! binary value comes back exactly as it went in.
+//! `kvs get`, `put`, `delete`, `list`, `incr` and `latest`: keys and values
+//! of one project. Values travel as raw bytes both ways (never through a
+//! `String`), so that a binary value comes back exactly as it went in.
 
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
 
 use anyhow::{Context, anyhow};
-use serde_json::Value;
-use ureq::http::{Method, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Value, json};
+use ureq::http::header::{CONTENT_TYPE, IF_MATCH};
+use ureq::http::{HeaderName, Method, Response, StatusCode};
 
-use super::api::{Payload, kv_path, query, read_json, segment};
+use super::api::{ClientError, Payload, header_key, key_path, kv_path, query, read_json, segment};
 use super::{Common, Outcome, ProjectArg, output};
 
 /// The metadata fields of a key, as `get --meta` shows them.
@@ -52,6 +55,10 @@ pub struct Put {
     /// Without it, a put removes any earlier expiry.
     #[arg(long)]
     ttl: Option<String>,
+    /// Write only if the key's current version is this one (`If-Match`);
+    /// otherwise exit 1 naming the current version.
+    #[arg(long, value_name = "VERSION")]
+    if_version: Option<u64>,
     #[command(flatten)]
     project: ProjectArg,
     #[command(flatten)]
@@ -70,6 +77,35 @@ pub struct Delete {
     /// refused, so that an unset shell variable cannot clear a project.)
     #[arg(long, conflicts_with_all = ["key", "prefix"])]
     all: bool,
+    /// Delete only if the key's current version is this one (`If-Match`);
+    /// otherwise exit 1 naming the current version.
+    #[arg(long, value_name = "VERSION", requires = "key", conflicts_with_all = ["prefix", "all"])]
+    if_version: Option<u64>,
+    #[command(flatten)]
+    project: ProjectArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Incr {
+    /// The key: a missing key counts from 0.
+    key: String,
+    /// What to add; may be negative (`--by -3`).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    by: i64,
+    #[command(flatten)]
+    project: ProjectArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Latest {
+    /// The keys to choose from (commas and all: each is sent as its own
+    /// `key=`).
+    #[arg(required = true)]
+    keys: Vec<String>,
     #[command(flatten)]
     project: ProjectArg,
     #[command(flatten)]
@@ -106,8 +142,13 @@ pub fn get(args: Get) -> Outcome {
         };
     }
     let mut response = api.send(Method::GET, &path, None)?;
-    // Streamed, so that a large value is never held twice; read errors and
-    // write errors are told apart because only the latter may be a closed pipe.
+    write_value(&mut response)
+}
+
+/// Copies a raw value to stdout. Streamed, so that a large value is never
+/// held twice; read errors and write errors are told apart because only the
+/// latter may be a closed pipe.
+fn write_value(response: &mut Response<ureq::Body>) -> Outcome {
     let mut reader = response.body_mut().as_reader();
     let mut out = io::stdout().lock();
     let mut buffer = vec![0; 64 * 1024];
@@ -155,7 +196,16 @@ pub fn put(args: Put) -> Outcome {
         bytes: &value,
         content_type,
     };
-    let mut response = args.common.api().send(Method::PUT, &path, Some(payload))?;
+    let mut response = args
+        .common
+        .api()
+        .send_with(
+            Method::PUT,
+            &path,
+            Some(payload),
+            &if_match(args.if_version),
+        )
+        .map_err(|error| absent_on_412(error, args.if_version))?;
     let created = response.status() == StatusCode::CREATED;
     let meta = read_json(&mut response)?;
     if args.common.json {
@@ -174,7 +224,12 @@ pub fn delete(args: Delete) -> Outcome {
     let api = args.common.api();
     let project = &args.project.project;
     if let Some(key) = &args.key {
-        api.send(Method::DELETE, &kv_path(project, key), None)?;
+        api.send_with(
+            Method::DELETE,
+            &kv_path(project, key),
+            None,
+            &if_match(args.if_version),
+        )?;
         return if args.common.json {
             Ok(())
         } else {
@@ -245,4 +300,113 @@ pub fn list(args: List) -> Outcome {
         );
     }
     Ok(())
+}
+
+/// `If-Match: "<version>"` for `--if-version`, or no header.
+fn if_match(version: Option<u64>) -> Vec<(HeaderName, String)> {
+    version
+        .map(|version| (IF_MATCH, format!("\"{version}\"")))
+        .into_iter()
+        .collect()
+}
+
+/// A 412 without a current version: the key `--if-version` named is absent.
+fn absent_on_412(error: ClientError, version: Option<u64>) -> ClientError {
+    match (error, version) {
+        (
+            ClientError::Refused {
+                status,
+                summary,
+                body,
+            },
+            Some(version),
+        ) if status == StatusCode::PRECONDITION_FAILED
+            && !summary.contains("; the current version is ") =>
+        {
+            ClientError::Refused {
+                status,
+                summary: format!("{summary}; the key does not exist (expected version {version})"),
+                body,
+            }
+        }
+        (error, _) => error,
+    }
+}
+
+pub fn incr(args: Incr) -> Outcome {
+    let path = format!(
+        "{}{}",
+        key_path(&args.project.project, "incr", &args.key),
+        query(&[("by", &args.by.to_string())])
+    );
+    let answer = args.common.api().json(Method::POST, &path, None)?;
+    if args.common.json {
+        return output::json(&answer);
+    }
+    match &answer["value"] {
+        Value::Number(value) => output::lines([value.to_string()]),
+        _ => Err(anyhow!("the answer has no integer `value`; is the URL a kvs server?").into()),
+    }
+}
+
+pub fn latest(args: Latest) -> Outcome {
+    let pairs: Vec<(&str, &str)> = args.keys.iter().map(|key| ("key", key.as_str())).collect();
+    let path = format!(
+        "/v1/projects/{}/latest{}",
+        segment(&args.project.project),
+        query(&pairs)
+    );
+    let mut response = args.common.api().send(Method::GET, &path, None)?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let key = header("kvs-key")
+        .map(|key| header_key(&key))
+        .ok_or_else(|| anyhow!("the answer has no Kvs-Key; is the URL a kvs server?"))?;
+    let version = header("kvs-version");
+    let content_type = header(CONTENT_TYPE.as_str());
+    if !args.common.json {
+        eprintln!("kvs: latest is {key}");
+        return write_value(&mut response);
+    }
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .map_err(|error| anyhow!("the value was cut off: {error}"))?;
+    let mut answer = Map::new();
+    answer.insert("key".into(), json!(key));
+    if let Some(version) = version.and_then(|version| version.parse::<u64>().ok()) {
+        answer.insert("version".into(), json!(version));
+    }
+    answer.insert("content_type".into(), json!(content_type));
+    let (value, encoding) = encode(&bytes, content_type.as_deref().unwrap_or(""));
+    answer.insert("value".into(), value);
+    answer.insert("encoding".into(), json!(encoding));
+    output::json(&Value::Object(answer))
+}
+
+/// A value as the server's JSON answers carry it: inline JSON for a JSON
+/// content type that parses, a string for UTF-8, base64 otherwise.
+fn encode(bytes: &[u8], content_type: &str) -> (Value, &'static str) {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if (essence == "application/json" || essence.ends_with("+json"))
+        && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+    {
+        return (value, "json");
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (json!(text), "utf8"),
+        Err(_) => (json!(BASE64.encode(bytes)), "base64"),
+    }
 }
