@@ -65,7 +65,7 @@ fn put(k: &str, value: &str) -> KvOp {
         key: key(k),
         value: Bytes::copy_from_slice(value.as_bytes()),
         content_type: "text/plain".to_owned(),
-        expires_at: None,
+        ttl: None,
         precondition: None,
     }
 }
@@ -186,7 +186,7 @@ fn preconditions_are_checked_against_the_current_version() {
             key: key(k),
             value: Bytes::from_static(b"x"),
             content_type: "text/plain".to_owned(),
-            expires_at: None,
+            ttl: None,
             precondition: Some(precondition),
         };
         let v = write(
@@ -456,7 +456,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
             key: key(k),
             value: Bytes::from(vec![(size % 251) as u8; size]),
             content_type: "application/octet-stream".to_owned(),
-            expires_at: None,
+            ttl: None,
             precondition: None,
         };
         // One key goes through every size, small to large and back.
@@ -534,4 +534,135 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
         let project = store.catalog().project(&id("p")).unwrap().clone();
         assert_eq!((project.stats.keys(), project.stats.bytes()), (0, 0));
     });
+}
+
+fn put_ttl(k: &str, value: &str, ttl: Option<u64>) -> KvOp {
+    KvOp::Put {
+        key: key(k),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        content_type: "text/plain".to_owned(),
+        ttl,
+        precondition: None,
+    }
+}
+
+/// Waits (at most 5 s) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+#[test]
+fn an_expired_key_is_gone_at_once_and_its_removal_takes_a_revision() {
+    for_each_engine(|store, _| async move {
+        for storage in [StorageMode::Disk, StorageMode::Memory] {
+            let project = format!("p-{}", storage.as_str());
+            create(store.as_ref(), &project, storage).await;
+            let version = write(
+                store.as_ref(),
+                &project,
+                vec![put_ttl("short", "v", Some(1)), put_ttl("long", "v", None)],
+            )
+            .await
+            .unwrap()
+            .revision;
+            let read = store
+                .get(&id(&project), &key("short"), false)
+                .await
+                .unwrap();
+            assert!(read.value.unwrap().meta.expires_at.is_some());
+            let stats = store
+                .catalog()
+                .project(&id(&project))
+                .unwrap()
+                .stats
+                .clone();
+            assert!(
+                eventually(|| stats.keys() == 1).await,
+                "the sweep did not remove the expired key ({storage:?})"
+            );
+            assert_eq!(value(store.as_ref(), &project, "short").await, None);
+            assert_eq!(keys(store.as_ref(), &project, "").await, ["long"]);
+            assert!(stats.revision() > version, "the expiry took no revision");
+        }
+    });
+}
+
+#[test]
+fn a_put_without_ttl_removes_the_expiry_and_a_new_put_revives_an_expired_key() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        write(store.as_ref(), "p", vec![put_ttl("k", "v", Some(3600))])
+            .await
+            .unwrap();
+        write(store.as_ref(), "p", vec![put_ttl("k", "kept", None)])
+            .await
+            .unwrap();
+        let read = store
+            .get(&id("p"), &key("k"), false)
+            .await
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(read.meta.expires_at, None);
+        write(store.as_ref(), "p", vec![put_ttl("gone", "v", Some(1))])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        // Expired, perhaps not swept yet: a put creates it anew.
+        let commit = write(store.as_ref(), "p", vec![put_ttl("gone", "again", None)])
+            .await
+            .unwrap();
+        assert!(matches!(
+            commit.results[0],
+            OpResult::Put { created: true, .. }
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(
+            value(store.as_ref(), "p", "gone").await.as_deref(),
+            Some("again")
+        );
+        let stats = store.catalog().project(&id("p")).unwrap().stats.clone();
+        assert_eq!(stats.keys(), 2);
+    });
+}
+
+#[test]
+fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(dir.path());
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            write(
+                store.as_ref(),
+                "p",
+                vec![put_ttl("k", "v", Some(1)), put_ttl("stays", "v", None)],
+            )
+            .await
+            .unwrap();
+            store.close().await;
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        runtime.block_on(async {
+            let store = open(dir.path());
+            assert_eq!(
+                value(store.as_ref(), "p", "k").await,
+                None,
+                "an expired key was read"
+            );
+            let stats = store.catalog().project(&id("p")).unwrap().stats.clone();
+            assert!(
+                eventually(|| stats.keys() == 1).await,
+                "the expiry was not swept after opening"
+            );
+            store.close().await;
+        });
+    }
 }
