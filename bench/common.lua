@@ -1,4 +1,5 @@
--- Shared by the wrk scripts in bench/ (get.lua, put.lua, preload.lua).
+-- Shared by the wrk scripts in bench/ (get.lua, put.lua, txn.lua, cas.lua,
+-- preload.lua).
 --
 -- Settings come from the environment that bench/run.sh sets:
 --   BENCH_PROJECT      project id                  (default "bench")
@@ -12,6 +13,7 @@
 --
 -- done() prints one line that run.sh parses:
 --   BENCH_RESULT requests=N duration_us=D rps=R p50_us=.. p99_us=.. ...
+-- (plus status_412=.. status_2xx=.. from a script that counts them)
 
 local M = {}
 
@@ -55,10 +57,23 @@ function M.seed()
 end
 
 -- wrk calls setup() in its main Lua state once per thread, before init().
-local threads = 0
+local threads = {}
 function setup(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
+  threads[#threads + 1] = thread
+  thread:set("thread_id", #threads)
+end
+
+-- A counter that a script keeps in its threads (a global there), summed over
+-- the threads, or nil if the script keeps none.
+local function thread_sum(name)
+  local sum
+  for _, thread in ipairs(threads) do
+    local n = thread:get(name)
+    if type(n) == "number" then
+      sum = (sum or 0) + n
+    end
+  end
+  return sum
 end
 
 function done(summary, latency, requests)
@@ -67,11 +82,18 @@ function done(summary, latency, requests)
   io.write(string.format(
     "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d "
       .. "mean_us=%.1f max_us=%d err_connect=%d err_read=%d err_write=%d err_status=%d "
-      .. "err_timeout=%d\n",
+      .. "err_timeout=%d",
     summary.requests, summary.duration, summary.requests / seconds,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.mean, latency.max,
     e.connect, e.read, e.write, e.status, e.timeout))
+  -- Scripts that count answers by status (cas.lua) add them; a 412 is also
+  -- in err_status, as wrk counts every status >= 400 there.
+  local s412, s2xx = thread_sum("count_412"), thread_sum("count_2xx")
+  if s412 then
+    io.write(string.format(" status_412=%d status_2xx=%d", s412, s2xx or 0))
+  end
+  io.write("\n")
 end
 
 return M

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The kvs benchmark: GET and durable PUT throughput with p50/p99 at 1 and 64
 # connections (100-byte values over 10,000 keys), next to a bare hyper server
-# that answers a fixed body, all in one run, driven by wrk. See
+# that answers a fixed body, all in one run, driven by wrk; then, at 64
+# connections, transactions of 5 puts and compare-and-set PUTs (If-Match). See
 # bench/README.md for what it measures and how to read it.
 #
 # Usage (from anywhere):   bash bench/run.sh
 # Settings (environment):
 #   BENCH_SECONDS  seconds per measured run               (default 10)
-#   BENCH_REPEAT   rounds of all six runs; >1 reports medians (default 1)
+#   BENCH_REPEAT   rounds of all eight runs; >1 reports medians (default 1)
 #   BENCH_WARMUP   seconds of warm-up load per server      (default 2; 0 = none)
 #   BENCH_CPU      1 = also print each run's CPU split     (default 1)
 #
@@ -246,6 +247,28 @@ CPU_NOTES=$TMP/cpu.txt
 : >"$RESULTS"
 : >"$CPU_NOTES"
 
+# The version of every key, as "index version" lines, from a full listing:
+# what cas.lua starts from.
+dump_versions() { # file
+    local file=$1 cursor= page
+    : >"$file"
+    while :; do
+        local args=(-sS --fail-with-body --max-time 10 -G
+            -H "Authorization: Bearer $PROJECT_TOKEN"
+            --data-urlencode "prefix=bench/" --data-urlencode "limit=1000")
+        [[ -n $cursor ]] && args+=(--data-urlencode "cursor=$cursor")
+        page=$(curl "${args[@]}" "$KVS_URL/v1/projects/$PROJECT/kv") || die "listing failed: $page"
+        grep -o '{[^{}]*}' <<<"$page" | awk '
+            match($0, /"key":"bench\/k[0-9]+"/) { k = substr($0, RSTART + 14, RLENGTH - 15) + 0
+                if (match($0, /"version":[0-9]+/)) print k, substr($0, RSTART + 10, RLENGTH - 10) }' >>"$file"
+        cursor=$(grep -o '"cursor":"[^"]*"' <<<"$page" | cut -d'"' -f4) || true
+        [[ -n $cursor ]] || break
+    done
+    local n
+    n=$(wc -l <"$file")
+    ((n == KEYS)) || die "the listing gave versions of $n keys, not $KEYS"
+}
+
 # run_wrk label server_pid url script connections seconds round
 run_wrk() {
     local label=$1 pid=$2 url=$3 script=$4 conns=$5 seconds=$6 round=$7
@@ -253,11 +276,14 @@ run_wrk() {
     ((conns < 2)) && threads=1
     local out=$TMP/wrk-$label-c$conns-r$round.out
     local srv0 srv1 kid0 kid1 m0 m1 threads0 threads1
+    # The compare-and-set client starts from the current versions (not timed).
+    [[ $script == cas.lua ]] && dump_versions "$TMP/versions"
     srv0=$(proc_ticks "$pid")
     children_ticks >"$TMP/kid0"
     m0=$(machine_ticks)
     threads0=$(thread_ticks "$pid")
-    if ! wrk -t"$threads" -c"$conns" -d"${seconds}s" --timeout 5s -s "$BENCH_DIR/$script" "$url" >"$out" 2>&1; then
+    if ! BENCH_WRK_THREADS=$threads BENCH_CAS_VERSIONS=$TMP/versions \
+        wrk -t"$threads" -c"$conns" -d"${seconds}s" --timeout 5s -s "$BENCH_DIR/$script" "$url" >"$out" 2>&1; then
         cat "$out" >&2
         die "wrk failed for $label at $conns connections"
     fi
@@ -269,20 +295,21 @@ run_wrk() {
     threads1=$(thread_ticks "$pid")
     local line
     line=$(grep '^BENCH_RESULT ' "$out") || { cat "$out" >&2; die "no BENCH_RESULT from wrk"; }
-    # workload conns round rps p50_ms p99_ms errors srv_cpu% wrk_cpu% idle% steal%
+    # workload conns round rps p50_ms p99_ms errors srv_cpu% wrk_cpu% idle% steal% 412s
+    # (a 412 is a lost compare-and-set, counted apart from the errors)
     awk -v label="$label" -v conns="$conns" -v round="$round" \
         -v srv="$((srv1 - srv0))" -v kid="$((kid1 - kid0))" -v hz="$CLK_TCK" \
         -v m0="$m0" -v m1="$m1" -v line="$line" 'BEGIN {
             n = split(line, kv, " ")
             for (i = 2; i <= n; i++) { split(kv[i], p, "="); r[p[1]] = p[2] }
             secs = r["duration_us"] / 1e6
-            errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
+            errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"] - r["status_412"]
             split(m0, a, " "); split(m1, b, " ")
             total = b[1] - a[1]; if (total <= 0) total = 1
-            printf "%s\t%d\t%d\t%.0f\t%.3f\t%.3f\t%d\t%.0f\t%.0f\t%.0f\t%.1f\n",
+            printf "%s\t%d\t%d\t%.0f\t%.3f\t%.3f\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n",
                 label, conns, round, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000, errors,
                 100 * srv / hz / secs, 100 * kid / hz / secs,
-                100 * (b[2] - a[2]) / total, 100 * (b[3] - a[3]) / total
+                100 * (b[2] - a[2]) / total, 100 * (b[3] - a[3]) / total, r["status_412"]
         }' >>"$RESULTS"
     if [[ $BENCH_CPU == 1 ]]; then
         {
@@ -294,7 +321,7 @@ run_wrk() {
             echo
         } >>"$CPU_NOTES"
     fi
-    tail -n1 "$RESULTS" | awk -F'\t' '{printf "[bench] %-9s c%-3s round %s: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", $1, $2, $3, $4, $5, $6, $7}' >&2
+    tail -n1 "$RESULTS" | awk -F'\t' '{printf "[bench] %-9s c%-3s round %s: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d%s\n", $1, $2, $3, $4, $5, $6, $7, ($1 == "kvs CAS") ? "  412s " $12 : ""}' >&2
 }
 
 if ((BENCH_WARMUP > 0)); then
@@ -303,7 +330,7 @@ if ((BENCH_WARMUP > 0)); then
     wrk -t2 -c64 -d"${BENCH_WARMUP}s" -s "$BENCH_DIR/get.lua" "$BARE_URL" >/dev/null 2>&1 || true
 fi
 
-runs=6
+runs=8
 log "measuring: $BENCH_REPEAT round(s) of $runs runs, ${BENCH_SECONDS} s each (about $((BENCH_REPEAT * runs * BENCH_SECONDS)) s)"
 for round in $(seq "$BENCH_REPEAT"); do
     # kvs and its peer back to back at each connection count, so they share
@@ -314,6 +341,8 @@ for round in $(seq "$BENCH_REPEAT"); do
     run_wrk "bare GET" "$BARE_PID" "$BARE_URL" get.lua 64 "$BENCH_SECONDS" "$round"
     run_wrk "kvs PUT" "$KVS_PID" "$KVS_URL" put.lua 1 "$BENCH_SECONDS" "$round"
     run_wrk "kvs PUT" "$KVS_PID" "$KVS_URL" put.lua 64 "$BENCH_SECONDS" "$round"
+    run_wrk "kvs TXN" "$KVS_PID" "$KVS_URL" txn.lua 64 "$BENCH_SECONDS" "$round"
+    run_wrk "kvs CAS" "$KVS_PID" "$KVS_URL" cas.lua 64 "$BENCH_SECONDS" "$round"
 done
 
 keys_after=$(project_keys || echo "?")
@@ -347,12 +376,15 @@ printf '%-14s %5s %11s %9s %9s %7s %8s %8s %6s %6s\n' \
     workload conns "requests/s" "p50 ms" "p99 ms" errors "srv cpu" "wrk cpu" idle steal
 printf '%-14s %5s %11s %9s %9s %7s %8s %8s %6s %6s\n' \
     -------------- ----- ----------- --------- --------- ------- -------- -------- ------ ------
-for row in "kvs GET|1" "bare GET|1" "kvs GET|64" "bare GET|64" "kvs PUT|1" "kvs PUT|64"; do
+ROWS=("kvs GET|1" "bare GET|1" "kvs GET|64" "bare GET|64" "kvs PUT|1" "kvs PUT|64" "kvs TXN|64" "kvs CAS|64")
+for row in "${ROWS[@]}"; do
     w=${row%|*}
     c=${row#*|}
     name=$w
     [[ $w == "bare GET" ]] && name="bare-hyper GET"
     [[ $w == "kvs PUT" ]] && name="kvs PUT (sync)"
+    [[ $w == "kvs TXN" ]] && name="kvs TXN 5 puts"
+    [[ $w == "kvs CAS" ]] && name="kvs CAS PUT"
     printf '%-14s %5s %11.0f %9.2f %9.2f %7d %7.0f%% %7.0f%% %5.0f%% %5.1f%%\n' "$name" "$c" \
         "$(column_median "$w" "$c" 4)" "$(column_median "$w" "$c" 5)" "$(column_median "$w" "$c" 6)" \
         "$(column_sum "$w" "$c" 7)" "$(column_median "$w" "$c" 8)" "$(column_median "$w" "$c" 9)" \
@@ -360,9 +392,22 @@ for row in "kvs GET|1" "bare GET|1" "kvs GET|64" "bare GET|64" "kvs PUT|1" "kvs 
 done
 echo
 echo "cpu columns: % of one core over the run (this machine has $(nproc)); idle and steal: % of the whole machine."
+txn64=$(column_median "kvs TXN" 64 4)
+cas412=$(column_sum "kvs CAS" 64 12)
+cas_requests=$(awk -F'\t' '$1 == "kvs CAS" && $2 == 64 {s += $4} END {print s + 0}' "$RESULTS")
+awk -v t="$txn64" -v f="$cas412" -v n="$cas_requests" -v s="$BENCH_SECONDS" -v b="$VALUE_BYTES" \
+    -v r="$BENCH_REPEAT" 'BEGIN {
+    printf "kvs TXN 5 puts: one POST .../txn of 5 puts of %d-byte values to random keys, one durable commit;\n", b
+    printf "  %.0f txn/s = %.0f keys/s\n", t, 5 * t
+    total = n * s
+    printf "kvs CAS PUT: PUT with If-Match of the version the client last saw (each wrk thread owns its keys);\n"
+    printf "  requests/s counts every answer; %d of about %.0f answers were 412 (a lost race, %.2f%%), not counted as errors;\n",
+        f, total, (total > 0 ? 100 * f / total : 0)
+    printf "  successful compare-and-sets: about %.0f/s\n", (total - f) / s / r
+}'
 if ((BENCH_REPEAT > 1)); then
     echo "requests/s of each round:"
-    for row in "kvs GET|1" "bare GET|1" "kvs GET|64" "bare GET|64" "kvs PUT|1" "kvs PUT|64"; do
+    for row in "${ROWS[@]}"; do
         w=${row%|*}
         c=${row#*|}
         printf '  %-9s c%-3s %s\n' "$w" "$c" \

@@ -15,6 +15,13 @@
 //! are checked. The choices (kill delays, operations) come from one seed,
 //! printed at the start; `KVS_CRASH_SEED=<n>` repeats them (timing still
 //! varies from run to run).
+//!
+//! Some of a writer's requests are transactions (`POST …/txn`) of 2–5 puts
+//! and deletes of its own keys, all at the transaction's one revision. They
+//! are checked as units: after a restart each acknowledged transaction must
+//! be wholly there (but for what later acknowledged writes of the same
+//! thread replaced), and one in flight at the kill must be wholly there or
+//! wholly absent — never partly — with all its puts at one version.
 
 mod common;
 
@@ -23,6 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use common::{Client, ServerProcess, fake_secret, kv};
 use serde_json::{Value, json};
 
@@ -36,6 +45,12 @@ const KILL_CYCLES: usize = 6;
 const DELAY_MS: std::ops::RangeInclusive<u64> = 200..=1500;
 /// Failures kept per writer, so that a broken server does not flood the report.
 const MAX_FAILURES: usize = 40;
+/// Percentage of a writer's requests that are transactions.
+const TXN_PERCENT: u64 = 20;
+/// Writes (puts and deletes, of distinct keys) in one transaction.
+const TXN_WRITES: std::ops::RangeInclusive<u64> = 2..=5;
+/// The content type a transaction's JSON string value is stored with.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 #[test]
 fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
@@ -72,8 +87,21 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
         let acked: u64 = writers.iter().map(|w| w.acked_puts + w.acked_deletes).sum();
         let deletes: u64 = writers.iter().map(|w| w.acked_deletes).sum();
         let in_flight = writers.iter().filter(|w| w.in_flight.is_some()).count();
+        let txns: u64 = writers.iter().map(|w| w.acked_txns.len() as u64).sum();
+        let txn_writes: usize = writers
+            .iter()
+            .flat_map(|w| &w.acked_txns)
+            .map(|t| t.writes.len())
+            .sum();
+        let txns_in_flight = writers
+            .iter()
+            .filter(|w| w.in_flight.as_ref().is_some_and(|f| f.txn.is_some()))
+            .count();
         if acked == 0 {
             failures.push("no write was acknowledged in this cycle".to_owned());
+        }
+        if txns == 0 {
+            failures.push("no transaction was acknowledged in this cycle".to_owned());
         }
 
         let restarting = Instant::now();
@@ -94,12 +122,19 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
 
         println!(
             "cycle {cycle} ({how} after {delay:?}): {acked} writes acknowledged ({deletes} \
-             deletes), {in_flight} in flight at the {event} ({landed} landed); ready again in \
+             deletes), {txns} txns acknowledged ({txn_writes} writes; {txns_whole} wholly \
+             present, {txns_superseded} partly superseded by later writes), {in_flight} in \
+             flight at the {event} ({landed} landed; {txns_in_flight} of them txns: \
+             {txns_landed} wholly present, {txns_absent} wholly absent); ready again in \
              {ready_in:.0?}; verified {keys} keys ({present} present), listing {listed}, keys \
              figure {figure}; versions up to {floor}",
             how = if graceful { "SIGTERM" } else { "SIGKILL" },
             event = if graceful { "stop" } else { "kill" },
             landed = verified.landed,
+            txns_whole = verified.txns_whole,
+            txns_superseded = verified.txns_superseded,
+            txns_landed = verified.txns_landed,
+            txns_absent = verified.txns_absent,
             keys = verified.keys,
             present = verified.present.len(),
             listed = listing.listed,
@@ -130,9 +165,10 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
         }
     }
     println!(
-        "crash test passed: {} cycles, {} keys, in {:.1?}",
+        "crash test passed: {} cycles, {} keys, {} txns sent, in {:.1?}",
         KILL_CYCLES + 1,
         writers.iter().map(|w| w.keys.len()).sum::<usize>(),
+        writers.iter().map(|w| w.next_txn).sum::<u64>(),
         started.elapsed()
     );
 }
@@ -206,6 +242,29 @@ struct KeyRecord {
     version: u64,
     /// Every write sequence ever sent for it, to name a stale value found.
     history: Vec<u64>,
+    /// The transaction (writer, number) that set `state`, if one did.
+    txn: Option<TxnId>,
+}
+
+/// A transaction: the writer's number and the transaction's number in it.
+type TxnId = (usize, u64);
+
+/// A request in flight when the server went down.
+struct InFlight {
+    /// The keys it writes (by index) and the state it asks for each.
+    writes: Vec<(usize, Stored)>,
+    /// Its number if it is a transaction.
+    txn: Option<u64>,
+}
+
+/// A transaction acknowledged in this cycle.
+struct AckedTxn {
+    /// Its number in the writer.
+    number: u64,
+    /// The revision it was answered with.
+    revision: u64,
+    /// The keys it wrote (by index).
+    writes: Vec<usize>,
 }
 
 /// A writer thread's own keys and its record of what it was told.
@@ -220,9 +279,12 @@ struct Writer {
     keys: Vec<KeyRecord>,
     /// The highest version it was told or found; its next write must exceed it.
     last_version: u64,
-    /// The request that got no answer when the server went down: the key's
-    /// index and the state it asked for.
-    in_flight: Option<(usize, Stored)>,
+    /// The request that got no answer when the server went down.
+    in_flight: Option<InFlight>,
+    /// The number of its next transaction.
+    next_txn: u64,
+    /// Transactions acknowledged in this cycle.
+    acked_txns: Vec<AckedTxn>,
     /// What went wrong, for the report (the first [`MAX_FAILURES`]).
     failures: Vec<String>,
     /// How many things went wrong.
@@ -242,6 +304,8 @@ impl Writer {
             keys: Vec::new(),
             last_version: 0,
             in_flight: None,
+            next_txn: 0,
+            acked_txns: Vec::new(),
             failures: Vec::new(),
             failure_count: 0,
             acked_puts: 0,
@@ -279,14 +343,85 @@ impl Writer {
             state: Stored::Absent,
             version: 0,
             history: Vec::new(),
+            txn: None,
         });
         n
+    }
+
+    /// The writes of a transaction: distinct keys, mostly new ones, some
+    /// overwrites, deletes of present keys and re-creations of absent ones.
+    fn plan_txn(&mut self) -> Vec<(usize, Stored)> {
+        let count = self.rng.within(TXN_WRITES) as usize;
+        let mut writes: Vec<(usize, Stored)> = Vec::with_capacity(count);
+        while writes.len() < count {
+            let roll = self.rng.below(100);
+            let picked = match roll {
+                0..25 => self.pick(true).map(|i| (i, true)),
+                25..40 => self.pick(true).map(|i| (i, false)),
+                40..50 => self.pick(false).map(|i| (i, true)),
+                _ => None,
+            }
+            .filter(|&(i, _)| writes.iter().all(|&(j, _)| i != j));
+            let (index, put) = picked.unwrap_or_else(|| (self.new_key(), true));
+            let wanted = if put {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.keys[index].history.push(seq);
+                Stored::Value(seq)
+            } else {
+                Stored::Absent
+            };
+            writes.push((index, wanted));
+        }
+        writes
+    }
+
+    /// The body of a transaction: text values go as JSON strings, the rest
+    /// as base64 with their content type.
+    fn txn_body(&self, writes: &[(usize, Stored)]) -> Vec<u8> {
+        let ops: Vec<Value> = writes
+            .iter()
+            .map(|&(index, wanted)| {
+                let key = &self.keys[index].name;
+                match wanted {
+                    Stored::Absent => json!({"op": "delete", "key": key}),
+                    Stored::Value(seq) => {
+                        let value = value_of(self.id, seq);
+                        match value.content_type.as_deref() {
+                            Some(TEXT) => json!({
+                                "op": "put",
+                                "key": key,
+                                "value": String::from_utf8(value.bytes).unwrap(),
+                            }),
+                            Some(content_type) => json!({
+                                "op": "put",
+                                "key": key,
+                                "value_base64": BASE64.encode(&value.bytes),
+                                "content_type": content_type,
+                            }),
+                            None => json!({
+                                "op": "put",
+                                "key": key,
+                                "value_base64": BASE64.encode(&value.bytes),
+                            }),
+                        }
+                    }
+                }
+            })
+            .collect();
+        serde_json::to_vec(&json!({"ops": ops})).unwrap()
     }
 
     /// Writes until the server goes down: mostly new keys, some overwrites,
     /// some deletes and some re-creations of deleted keys.
     fn write_until_down(&mut self, client: &Client, signals: &Signals) {
         loop {
+            if self.rng.below(100) < TXN_PERCENT {
+                if self.txn_until_down(client, signals) {
+                    continue;
+                }
+                return;
+            }
             let roll = self.rng.below(100);
             let (index, wanted) = match roll {
                 0..12 => match self.pick(true) {
@@ -328,18 +463,128 @@ impl Writer {
                         ));
                     }
                     if !after_the_end {
-                        self.in_flight = Some((index, wanted));
+                        self.in_flight = Some(InFlight {
+                            writes: vec![(index, wanted)],
+                            txn: None,
+                        });
                     }
                     return;
                 }
             };
             if answer.status == 503 && signals.terminating.load(Ordering::SeqCst) {
                 // Refused during shutdown: counted as in flight, either way is fine.
-                self.in_flight = Some((index, wanted));
+                self.in_flight = Some(InFlight {
+                    writes: vec![(index, wanted)],
+                    txn: None,
+                });
                 return;
             }
             self.take_answer(index, wanted, &path, &answer);
         }
+    }
+
+    /// Sends one transaction; false once the server is down.
+    fn txn_until_down(&mut self, client: &Client, signals: &Signals) -> bool {
+        let writes = self.plan_txn();
+        let number = self.next_txn;
+        self.next_txn += 1;
+        let after_the_end = signals.gone.load(Ordering::SeqCst);
+        let path = format!("/v1/projects/{PROJECT}/txn");
+        let body = self.txn_body(&writes);
+        let sent = client.request(
+            "POST",
+            &path,
+            Some(&body),
+            &[("Content-Type", "application/json")],
+        );
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(error) => {
+                if !signals.stopping.load(Ordering::SeqCst) {
+                    self.fail(format!(
+                        "txn {number}: transport error while the server was up: {error}"
+                    ));
+                }
+                if !after_the_end {
+                    self.in_flight = Some(InFlight {
+                        writes,
+                        txn: Some(number),
+                    });
+                }
+                return false;
+            }
+        };
+        if answer.status == 503 && signals.terminating.load(Ordering::SeqCst) {
+            self.in_flight = Some(InFlight {
+                writes,
+                txn: Some(number),
+            });
+            return false;
+        }
+        self.take_txn_answer(number, &writes, &answer);
+        true
+    }
+
+    /// Records the answer to a transaction: 200, one revision above every
+    /// version seen, each put at that revision, each delete of a present key.
+    fn take_txn_answer(
+        &mut self,
+        number: u64,
+        writes: &[(usize, Stored)],
+        answer: &common::Answer,
+    ) {
+        if answer.status != 200 {
+            self.fail(format!(
+                "txn {number} answered {} instead of 200: {}",
+                answer.status,
+                answer.text().chars().take(300).collect::<String>()
+            ));
+            return;
+        }
+        let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        let revision = body["revision"].as_u64().unwrap_or(0);
+        if revision <= self.last_version {
+            self.fail(format!(
+                "txn {number}: revision {revision} is not above {}, already seen",
+                self.last_version
+            ));
+        }
+        self.last_version = self.last_version.max(revision);
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != writes.len() {
+            self.fail(format!(
+                "txn {number}: {} results for {} ops",
+                results.len(),
+                writes.len()
+            ));
+        }
+        for (&(index, wanted), result) in writes.iter().zip(&results) {
+            let name = &self.keys[index].name;
+            let problem = match wanted {
+                Stored::Absent => (result["deleted"] != json!(true))
+                    .then(|| format!("delete of present {name:?} answered {result}")),
+                Stored::Value(_) => (result["version"].as_u64() != Some(revision))
+                    .then(|| format!("put of {name:?} answered {result}, not version {revision}")),
+            };
+            if let Some(problem) = problem {
+                self.fail(format!("txn {number}: {problem}"));
+            }
+        }
+        for &(index, wanted) in writes {
+            let key = &mut self.keys[index];
+            key.state = wanted;
+            key.version = if wanted == Stored::Absent {
+                0
+            } else {
+                revision
+            };
+            key.txn = Some((self.id, number));
+        }
+        self.acked_txns.push(AckedTxn {
+            number,
+            revision,
+            writes: writes.iter().map(|&(index, _)| index).collect(),
+        });
     }
 
     /// Records an answer to a write, checking its status and version.
@@ -393,6 +638,7 @@ impl Writer {
         let key = &mut self.keys[index];
         key.state = wanted;
         key.version = version;
+        key.txn = None;
     }
 
     /// Reads back every key after a restart, checks it against the record
@@ -403,13 +649,27 @@ impl Writer {
         let in_flight = self.in_flight.take();
         // An in-flight write was sent after every acknowledged one.
         let acked_up_to = self.last_version;
+        // Which transaction set each key's acknowledged state, before the
+        // read-back replaces the record.
+        let owners: Vec<Option<TxnId>> = self.keys.iter().map(|k| k.txn).collect();
+        // Keys whose read-back did not match the record.
+        let mut broken = BTreeSet::new();
+        // For each key of the in-flight request: Some(version) if it landed,
+        // None if it kept its acknowledged state.
+        let mut outcomes: Vec<(usize, Option<u64>)> = Vec::new();
         for index in 0..self.keys.len() {
-            let flying = in_flight.and_then(|(i, wanted)| (i == index).then_some(wanted));
+            let flying = in_flight.as_ref().and_then(|f| {
+                f.writes
+                    .iter()
+                    .find(|&&(i, _)| i == index)
+                    .map(|&(_, wanted)| wanted)
+            });
             let path = kv(PROJECT, &self.keys[index].name);
             let answer = match client.request("GET", &path, None, &[]) {
                 Ok(answer) => answer,
                 Err(error) => {
                     self.fail(format!("GET {path}: {error}"));
+                    broken.insert(index);
                     continue;
                 }
             };
@@ -428,6 +688,7 @@ impl Writer {
                 status => {
                     let failure = format!("GET {path} answered {status}: {}", answer.text());
                     self.fail(failure);
+                    broken.insert(index);
                     continue;
                 }
             };
@@ -439,23 +700,39 @@ impl Writer {
                 }
                 _ => false,
             };
-            let (resolved, failure) = if matches(key.state, Some(key.version)) {
-                ((key.state, key.version), None)
+            let in_flight_txn = in_flight.as_ref().and_then(|f| f.txn).map(|n| (id, n));
+            let (resolved, txn, failure) = if matches(key.state, Some(key.version)) {
+                if flying.is_some() {
+                    outcomes.push((index, None));
+                }
+                ((key.state, key.version), key.txn, None)
             } else if let Some(wanted) = flying.filter(|&w| matches(w, None)) {
-                verified.landed += 1;
-                ((wanted, found.version()), None)
+                outcomes.push((index, Some(found.version())));
+                ((wanted, found.version()), in_flight_txn, None)
             } else {
                 let failure = format!(
-                    "{path}: expected {} (acknowledged){}, found {}",
+                    "{path}: expected {} (acknowledged{}){}, found {}",
                     describe(id, key.state, key.version),
-                    match flying {
-                        Some(wanted) => format!(" or {} (in flight)", describe(id, wanted, 0)),
+                    match key.txn {
+                        Some((_, number)) => format!(", by txn {number}"),
                         None => String::new(),
+                    },
+                    match (flying, in_flight_txn) {
+                        (Some(wanted), Some((_, number))) => format!(
+                            " or {} (in flight, in txn {number})",
+                            describe(id, wanted, 0)
+                        ),
+                        (Some(wanted), None) => {
+                            format!(" or {} (in flight)", describe(id, wanted, 0))
+                        }
+                        (None, _) => String::new(),
                     },
                     found.describe(id, &key.history),
                 );
+                broken.insert(index);
                 (
                     (found.stored(id, &key.history), found.version()),
+                    None,
                     Some(failure),
                 )
             };
@@ -464,9 +741,92 @@ impl Writer {
             }
             let key = &mut self.keys[index];
             (key.state, key.version) = resolved;
+            key.txn = txn;
             self.last_version = self.last_version.max(key.version);
             if key.state != Stored::Absent {
                 verified.present.insert(key.name.clone(), key.version);
+                if let Some(txn) = txn {
+                    verified.txn_keys.insert(key.name.clone(), txn);
+                }
+            }
+        }
+
+        // The request in flight: a single write landed or not; a
+        // transaction wholly, at one version, or not at all.
+        if let Some(flight) = &in_flight {
+            let landed: Vec<usize> = outcomes.iter().filter_map(|&(i, v)| v.map(|_| i)).collect();
+            let kept: Vec<usize> = outcomes
+                .iter()
+                .filter_map(|&(i, v)| v.is_none().then_some(i))
+                .collect();
+            let whole = flight.writes.len();
+            match flight.txn {
+                None => verified.landed += landed.len(),
+                Some(number) => {
+                    let names = |indices: &[usize]| {
+                        indices
+                            .iter()
+                            .map(|&i| self.keys[i].name.clone())
+                            .collect::<Vec<_>>()
+                    };
+                    if !landed.is_empty() && !kept.is_empty() {
+                        let failure = format!(
+                            "txn {number} (in flight) is partly present: {:?} landed, {:?} did \
+                             not",
+                            names(&landed),
+                            names(&kept)
+                        );
+                        self.fail(failure);
+                    }
+                    let versions: BTreeSet<u64> = outcomes
+                        .iter()
+                        .filter_map(|&(i, v)| v.filter(|_| self.keys[i].state != Stored::Absent))
+                        .collect();
+                    if versions.len() > 1 {
+                        let failure = format!(
+                            "txn {number} (in flight) landed at several versions: {versions:?}"
+                        );
+                        self.fail(failure);
+                    }
+                    if landed.len() == whole {
+                        verified.landed += 1;
+                        verified.txns_landed += 1;
+                    } else if kept.len() == whole {
+                        verified.txns_absent += 1;
+                    }
+                }
+            }
+        }
+
+        // Each transaction acknowledged in this cycle: every write that no
+        // later write of this thread replaced must have been found as sent.
+        for txn in std::mem::take(&mut self.acked_txns) {
+            let id = (self.id, txn.number);
+            let current: Vec<usize> = txn
+                .writes
+                .iter()
+                .copied()
+                .filter(|&i| owners[i] == Some(id))
+                .collect();
+            let missing: Vec<&str> = current
+                .iter()
+                .filter(|i| broken.contains(i))
+                .map(|&i| self.keys[i].name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let failure = format!(
+                    "txn {} (acknowledged, revision {}, {} writes, {} not since replaced) is not \
+                     wholly present: {missing:?} are not as written",
+                    txn.number,
+                    txn.revision,
+                    txn.writes.len(),
+                    current.len()
+                );
+                self.fail(failure);
+            } else if current.len() == txn.writes.len() {
+                verified.txns_whole += 1;
+            } else {
+                verified.txns_superseded += 1;
             }
         }
         verified
@@ -569,6 +929,17 @@ struct Verified {
     landed: usize,
     /// The keys present, with their versions.
     present: BTreeMap<String, u64>,
+    /// The keys present whose value a transaction wrote, with it.
+    txn_keys: BTreeMap<String, TxnId>,
+    /// Acknowledged transactions of this cycle found wholly as written.
+    txns_whole: usize,
+    /// Acknowledged transactions found as written but for keys that later
+    /// writes replaced.
+    txns_superseded: usize,
+    /// In-flight transactions found wholly present.
+    txns_landed: usize,
+    /// In-flight transactions found wholly absent.
+    txns_absent: usize,
 }
 
 /// Reads every key back, each writer's keys in a thread of their own.
@@ -588,6 +959,11 @@ fn verify_all(server: &ServerProcess, secret: &str, writers: &mut [Writer]) -> V
         all.keys += part.keys;
         all.landed += part.landed;
         all.present.extend(part.present);
+        all.txn_keys.extend(part.txn_keys);
+        all.txns_whole += part.txns_whole;
+        all.txns_superseded += part.txns_superseded;
+        all.txns_landed += part.txns_landed;
+        all.txns_absent += part.txns_absent;
     }
     all
 }
@@ -604,8 +980,8 @@ struct Listing {
 
 /// The full listing (following cursors) must name exactly the keys found
 /// present, at their versions, and the project's `keys` figure must count
-/// them. Each write request here writes one key and takes its own revision,
-/// so no two keys may share a version.
+/// them. Each request takes its own revision, so two keys may share a
+/// version only when one transaction wrote both.
 fn check_listing(
     server: &ServerProcess,
     secret: &str,
@@ -667,7 +1043,10 @@ fn check_listing(
     }
     let mut holders = BTreeMap::new();
     for (name, version) in &verified.present {
-        if let Some(other) = holders.insert(version, name) {
+        let txn = verified.txn_keys.get(name);
+        if let Some((other, other_txn)) = holders.insert(version, (name, txn))
+            && (txn.is_none() || txn != other_txn)
+        {
             failures.push(format!(
                 "{other:?} and {name:?} both have version {version}, written by two requests"
             ));
