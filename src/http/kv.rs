@@ -105,13 +105,12 @@ async fn read(
     // owned string is moved into its value rather than copied.
     let revision = HeaderValue::from(read.revision);
     let meta = entry.meta;
-    let etag = etag(meta.version);
     if let Some(condition) = headers.get(header::IF_NONE_MATCH)
         && matches_weakly(condition, meta.version)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let h = response.headers_mut();
-        insert_some(h, header::ETAG, etag);
+        insert_some(h, header::ETAG, etag(meta.version));
         h.insert(KVS_VERSION.clone(), HeaderValue::from(meta.version));
         h.insert(KVS_REVISION.clone(), revision);
         return Ok(response);
@@ -119,7 +118,7 @@ async fn read(
     if meta_view {
         let mut response = json(StatusCode::OK, views::key_with_value(&meta, &entry.value));
         let h = response.headers_mut();
-        insert_some(h, header::ETAG, etag);
+        insert_some(h, header::ETAG, etag(meta.version));
         h.insert(KVS_REVISION.clone(), revision);
         return Ok(response);
     }

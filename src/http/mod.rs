@@ -99,10 +99,14 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
     let result = match (endpoint, method) {
         (Endpoint::Kv(project, key), _) => return kv::key(&ctx, &project, key, request).await,
         (Endpoint::KvList(project), _) => return kv::listing(&ctx, &project, request).await,
-        (Endpoint::Latest(project), _) => return kv::latest(&ctx, &project, request).await,
-        (Endpoint::Txn(project), _) => txn::txn(&ctx, &project, request).await,
+        // Boxed: these futures are large, and kept inline they would make
+        // every request's future (GETs included) as large as theirs.
+        (Endpoint::Latest(project), _) => {
+            return Box::pin(kv::latest(&ctx, &project, request)).await;
+        }
+        (Endpoint::Txn(project), _) => Box::pin(txn::txn(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
-            let mut response = respond(txn::incr(&ctx, &project, key, request).await);
+            let mut response = respond(Box::pin(txn::incr(&ctx, &project, key, request)).await);
             kv::key_headers(response.headers_mut());
             return response;
         }
