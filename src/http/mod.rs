@@ -14,9 +14,13 @@ mod tokens;
 mod txn;
 mod views;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +53,18 @@ pub struct Ctx<'a> {
 pub async fn dispatch(app: &App, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let has_body = declares_body(request.headers());
+    // Whether the request's body is read to its end, for requests that have
+    // one: hyper cannot reuse a connection whose request body was left unread.
+    let unread = declares_body(request.headers()).then(|| Arc::new(AtomicBool::new(true)));
+    let request = match &unread {
+        Some(flag) => request.map(|body| {
+            Body::new(Tracked {
+                body,
+                unread: flag.clone(),
+            })
+        }),
+        None => request,
+    };
     let (route, mut response) = match Endpoint::parse(request.uri().path()) {
         Ok(endpoint) => {
             let route = endpoint.name();
@@ -57,15 +72,45 @@ pub async fn dispatch(app: &App, request: Request) -> Response {
         }
         Err(error) => ("unknown", error.into_response()),
     };
-    // A refusal may come before the body was read; the connection cannot be
-    // reused then, and saying so keeps clients from sending on a closed one.
-    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+    // A refusal that came before the body was read ends the connection;
+    // saying so keeps clients from sending on a connection about to close.
+    if unread.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     crate::telemetry::record_request(&method, route, response.status(), started.elapsed());
     response
+}
+
+/// A request body that notes when it has been read to its end.
+struct Tracked {
+    body: Body,
+    unread: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.unread.store(false, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn declares_body(headers: &HeaderMap) -> bool {

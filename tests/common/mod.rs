@@ -79,6 +79,11 @@ impl Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            // Tests share a client between many threads: keep their
+            // connections, rather than leave thousands in TIME_WAIT (which
+            // can keep a later server from binding a free port).
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(256)
             .build()
             .into();
         Client {
