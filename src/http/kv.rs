@@ -39,12 +39,7 @@ static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// `GET`, `HEAD`, `PUT` and `DELETE` of one key.
 pub async fn key(ctx: &Ctx<'_>, raw_project: &str, raw_key: Vec<u8>, request: Request) -> Response {
-    let mut response = match key_inner(ctx, raw_project, raw_key, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
-    key_headers(response.headers_mut());
-    response
+    about_keys(key_inner(ctx, raw_project, raw_key, request).await)
 }
 
 async fn key_inner(
@@ -173,12 +168,7 @@ pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Respo
     let query = Query::parse(request.uri().query());
     let head = request.method() == Method::HEAD;
     drop(request);
-    let mut response = match latest_inner(ctx, raw_project, &query, head).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
-    key_headers(response.headers_mut());
-    response
+    about_keys(latest_inner(ctx, raw_project, &query, head).await)
 }
 
 async fn latest_inner(
@@ -331,12 +321,7 @@ async fn delete(
 
 /// `GET` (list) and `DELETE` (by prefix) of `/kv`.
 pub async fn listing(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
-    let mut response = match listing_inner(ctx, raw_project, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
-    key_headers(response.headers_mut());
-    response
+    about_keys(listing_inner(ctx, raw_project, request).await)
 }
 
 async fn listing_inner(
@@ -506,7 +491,15 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
     Ok(Some(Precondition::VersionIn(versions)))
 }
 
-pub(super) fn key_headers(headers: &mut HeaderMap) {
+/// An answer about keys, success or error, with the headers every such
+/// answer carries.
+pub(super) fn about_keys(result: Result<Response, ApiError>) -> Response {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    key_headers(response.headers_mut());
+    response
+}
+
+fn key_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, PRIVATE_NO_CACHE.clone());
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
 }

@@ -151,9 +151,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         (Endpoint::Txn(project), _) => Box::pin(txn::txn(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
-            let mut response = respond(Box::pin(txn::incr(&ctx, &project, key, request)).await);
-            kv::key_headers(response.headers_mut());
-            return response;
+            return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, request)).await);
         }
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Whoami, _) => Ok(system::whoami(&ctx)),

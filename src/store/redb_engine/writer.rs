@@ -297,6 +297,22 @@ impl Writer {
     }
 }
 
+/// The batch's transaction of a database, once begun. A free function over
+/// the two fields, so that callers can keep using the batch's other fields
+/// while they hold it.
+fn open_txn<'a>(
+    disk: &'a WriteTransaction,
+    memory: &'a Option<WriteTransaction>,
+    storage: StorageMode,
+) -> Result<&'a WriteTransaction, StoreError> {
+    match storage {
+        StorageMode::Disk => Ok(disk),
+        StorageMode::Memory => memory
+            .as_ref()
+            .ok_or_else(|| StoreError::internal("no memory transaction")),
+    }
+}
+
 /// A storage failure, as opposed to a refusal that changed nothing.
 fn is_fatal(error: &StoreError) -> bool {
     matches!(
@@ -382,18 +398,12 @@ impl<'a> Batch<'a> {
         self.catalog.get_or_insert_with(|| (*self.base).clone())
     }
 
+    /// The batch's transaction of a database, begun when first needed.
     fn txn(&mut self, storage: StorageMode) -> Result<&WriteTransaction, StoreError> {
-        match storage {
-            StorageMode::Disk => Ok(&self.disk),
-            StorageMode::Memory => {
-                if self.memory.is_none() {
-                    self.memory = Some(self.shared.memory.begin_write().map_err(storage_error)?);
-                }
-                self.memory
-                    .as_ref()
-                    .ok_or_else(|| StoreError::internal("no memory transaction"))
-            }
+        if storage == StorageMode::Memory && self.memory.is_none() {
+            self.memory = Some(self.shared.memory.begin_write().map_err(storage_error)?);
         }
+        open_txn(&self.disk, &self.memory, storage)
     }
 
     /// The project's figures as this batch has left them.
@@ -420,13 +430,7 @@ impl<'a> Batch<'a> {
         let revision = self.revision + 1;
         let now = Timestamp::now();
         self.txn(storage)?;
-        let txn = match storage {
-            StorageMode::Disk => &self.disk,
-            StorageMode::Memory => self
-                .memory
-                .as_ref()
-                .ok_or_else(|| StoreError::internal("no memory transaction"))?,
-        };
+        let txn = open_txn(&self.disk, &self.memory, storage)?;
         let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
         let mut values = None;
 
@@ -554,13 +558,7 @@ impl<'a> Batch<'a> {
         let upper = (now.millis().max(0) as u64 + 1).to_be_bytes();
         for storage in [StorageMode::Disk, StorageMode::Memory] {
             self.txn(storage)?;
-            let txn = match storage {
-                StorageMode::Disk => &self.disk,
-                StorageMode::Memory => self
-                    .memory
-                    .as_ref()
-                    .ok_or_else(|| StoreError::internal("no memory transaction"))?,
-            };
+            let txn = open_txn(&self.disk, &self.memory, storage)?;
             let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
             let mut due: BTreeMap<String, Vec<(Timestamp, String, Vec<u8>)>> = BTreeMap::new();
             for item in index.range(..upper.as_slice()).map_err(storage_error)? {
@@ -579,24 +577,11 @@ impl<'a> Batch<'a> {
                     index.remove(entry.as_slice()).map_err(storage_error)?;
                 }
                 let project = ProjectId::parse(&project_id)
-                    .and_then(|id| {
-                        self.catalog
-                            .as_ref()
-                            .unwrap_or(&self.base)
-                            .project(&id)
-                            .cloned()
-                    })
+                    .and_then(|id| self.catalog().project(&id).cloned())
                     .filter(|p| p.settings.storage == storage);
                 let Some(project) = project else { continue };
                 let tables = KeyTables::of(&project_id);
-                let mut figures = match self.stats.get(&project.settings.id) {
-                    Some((_, record, _)) => *record,
-                    None => StatsRecord {
-                        keys: project.stats.keys(),
-                        bytes: project.stats.bytes(),
-                        revision: project.stats.revision(),
-                    },
-                };
+                let mut figures = self.figures(&project);
                 let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
                 let mut values = None;
                 let mut removed = 0;
