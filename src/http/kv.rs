@@ -276,14 +276,7 @@ async fn put(
         ttl,
         precondition: write_precondition(headers)?,
     };
-    let write = KvWrite::single(project.settings.id.clone(), op);
-    let commit = ctx
-        .app
-        .store
-        .write_kv(write)
-        .await
-        .map_err(StoreError::into_op_error)?;
-    let Some(OpResult::Put { meta, created }) = commit.results.into_iter().next() else {
+    let OpResult::Put { meta, created } = write_one(ctx, project, op).await?.1 else {
         return Err(ApiError::internal());
     };
     let status = if created {
@@ -310,13 +303,32 @@ async fn delete(
         precondition: write_precondition(headers)?,
         must_exist: true,
     };
+    write_one(ctx, project, op).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Writes one op (a PUT, a DELETE, a delete by prefix, an incr), the
+/// one-op case of a transaction, answering with the op's own error rather
+/// than a transaction's `failed_op`. Returns the write's revision and the
+/// op's result.
+pub(super) async fn write_one(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    op: KvOp,
+) -> Result<(u64, OpResult), ApiError> {
     let write = KvWrite::single(project.settings.id.clone(), op);
-    ctx.app
+    let commit = ctx
+        .app
         .store
         .write_kv(write)
         .await
         .map_err(StoreError::into_op_error)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let result = commit
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(ApiError::internal)?;
+    Ok((commit.revision, result))
 }
 
 /// `GET` (list) and `DELETE` (by prefix) of `/kv`.
@@ -340,20 +352,13 @@ async fn listing_inner(
         })?;
         ctx.caller.require_scope(prefix)?;
         let prefix = Prefix::parse(prefix)?;
-        let write = KvWrite::single(project.settings.id.clone(), KvOp::DeletePrefix { prefix });
-        let commit = ctx
-            .app
-            .store
-            .write_kv(write)
-            .await
-            .map_err(StoreError::into_op_error)?;
-        let deleted = match commit.results.first() {
-            Some(OpResult::DeletePrefix { deleted }) => *deleted,
-            _ => return Err(ApiError::internal()),
+        let (revision, result) = write_one(ctx, &project, KvOp::DeletePrefix { prefix }).await?;
+        let OpResult::DeletePrefix { deleted } = result else {
+            return Err(ApiError::internal());
         };
         return Ok(json(
             StatusCode::OK,
-            json!({"deleted": deleted, "revision": commit.revision}),
+            json!({"deleted": deleted, "revision": revision}),
         ));
     }
 

@@ -21,7 +21,7 @@ use super::request::{Query, read_body};
 use super::views::{is_json_type, key_meta, key_with_value};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, parse_duration_json};
-use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project, StoreError};
+use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project};
 
 /// The most checks and ops one transaction may hold together.
 pub const MAX_TXN_ITEMS: usize = 128;
@@ -86,18 +86,8 @@ pub async fn incr(
             ApiError::bad_request(format!("by must be a 64-bit integer, not {text:?}"))
         })?,
     };
-    let write = KvWrite::single(project.settings.id.clone(), KvOp::Incr { key, by });
-    let commit = ctx
-        .app
-        .store
-        .write_kv(write)
-        .await
-        .map_err(StoreError::into_op_error)?;
-    let view = commit
-        .results
-        .first()
-        .map(result_view)
-        .ok_or_else(ApiError::internal)?;
+    let (_, result) = super::kv::write_one(ctx, &project, KvOp::Incr { key, by }).await?;
+    let view = result_view(&result);
     Ok(json(StatusCode::OK, view))
 }
 

@@ -97,19 +97,6 @@ pub enum KvOp {
     },
 }
 
-impl KvOp {
-    /// The key or prefix the operation names, for scope checks.
-    pub fn target(&self) -> &str {
-        match self {
-            KvOp::Put { key, .. }
-            | KvOp::Delete { key, .. }
-            | KvOp::Get { key }
-            | KvOp::Incr { key, .. } => key.as_str(),
-            KvOp::DeletePrefix { prefix } => prefix.as_str(),
-        }
-    }
-}
-
 /// What a transaction's check requires of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
