@@ -112,11 +112,46 @@ impl Writer {
                     let result = self.move_project(id, change);
                     let _ = command.reply.send(Reply::Catalog(result));
                 }
+                // The timer's sweep, when nothing is due: answered at once,
+                // without a write transaction (and without dropping the
+                // readers' shared snapshot).
+                Request::Expire if !self.expiry_due() => {
+                    let _ = command.reply.send(Reply::Catalog(Ok(())));
+                }
                 _ => pending.push(command),
             }
         }
         self.commit(pending);
         false
+    }
+
+    /// Whether the first entry of either expiry index has come due (true
+    /// when that cannot be read: the sweep itself will then report why).
+    fn expiry_due(&self) -> bool {
+        let now = Timestamp::now().millis().max(0) as u64;
+        [StorageMode::Disk, StorageMode::Memory]
+            .into_iter()
+            .any(|storage| {
+                let first = || -> Result<Option<u64>, StoreError> {
+                    let txn = self
+                        .shared
+                        .database(storage)?
+                        .begin_read()
+                        .map_err(storage_error)?;
+                    let index = match txn.open_table(codec::EXPIRY) {
+                        Ok(index) => index,
+                        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                        Err(error) => return Err(storage_error(error)),
+                    };
+                    let first = index.first().map_err(storage_error)?;
+                    Ok(first.and_then(|(key, _)| {
+                        key.value()
+                            .first_chunk::<8>()
+                            .map(|time| u64::from_be_bytes(*time))
+                    }))
+                };
+                first().map_or(true, |at| at.is_some_and(|at| at <= now))
+            })
     }
 
     fn is_move(&self, id: &ProjectId, change: &ProjectChange) -> bool {
