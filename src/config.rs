@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::domain::ProjectId;
+use crate::domain::{ProjectId, parse_duration};
+use crate::store::HistoryLimits;
 use crate::telemetry::LogFormat;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:23849";
@@ -33,6 +34,8 @@ pub struct Settings {
     pub form_query_auth: bool,
     /// The largest transaction body.
     pub max_txn_bytes: u64,
+    /// How much change history each project keeps for watches to resume.
+    pub watch_history: HistoryLimits,
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `warn,kvs=debug`.
     pub log_level: String,
@@ -68,6 +71,14 @@ pub struct ServeArgs {
     /// Largest transaction body, in bytes [default: 4 MiB].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_TXN_BYTES")]
     pub max_txn_bytes: Option<u64>,
+    /// Keep each project's changes of this long for watches to resume
+    /// (`90s`, `10m`, `1h`, `2d`) [default: 1h].
+    #[arg(long, value_name = "DURATION", env = "KVS_WATCH_HISTORY")]
+    pub watch_history: Option<String>,
+    /// Keep at most this many changes per project for watches to resume
+    /// [default: 100000].
+    #[arg(long, value_name = "N", env = "KVS_WATCH_HISTORY_CHANGES")]
+    pub watch_history_changes: Option<u64>,
     /// Log format [default: text].
     #[arg(long, value_enum, env = "KVS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -88,6 +99,8 @@ struct FileSettings {
     default_project: Option<String>,
     form_query_auth: Option<bool>,
     max_txn_bytes: Option<u64>,
+    watch_history: Option<String>,
+    watch_history_changes: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
 }
@@ -104,6 +117,19 @@ impl Settings {
             .default_project
             .or(file.default_project)
             .unwrap_or_else(|| "default".to_owned());
+        let defaults = HistoryLimits::default();
+        let watch_history = HistoryLimits {
+            max_age_seconds: match args.watch_history.or(file.watch_history) {
+                Some(text) => parse_duration(&text)
+                    .map_err(|error| anyhow::anyhow!("watch_history {text:?}: {error}"))?,
+                None => defaults.max_age_seconds,
+            },
+            max_changes: args
+                .watch_history_changes
+                .or(file.watch_history_changes)
+                .unwrap_or(defaults.max_changes)
+                .max(1),
+        };
         let settings = Settings {
             listen: args
                 .listen
@@ -130,6 +156,7 @@ impl Settings {
                 .or(file.form_query_auth)
                 .unwrap_or(true),
             max_txn_bytes: args.max_txn_bytes.or(file.max_txn_bytes).unwrap_or(4 << 20),
+            watch_history,
             log_format: args
                 .log_format
                 .or(file.log_format)
@@ -170,7 +197,8 @@ mod tests {
         let path = dir.path().join("kvs.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\nmetrics_public = true\n",
+            "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\nmetrics_public = true\n\
+             watch_history = \"10m\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -184,6 +212,8 @@ mod tests {
         assert!(settings.metrics_public);
         assert!(settings.projects_discoverable);
         assert_eq!(settings.max_value_bytes, 64 << 20);
+        assert_eq!(settings.watch_history.max_age_seconds, 600);
+        assert_eq!(settings.watch_history.max_changes, 100_000);
     }
 
     #[test]

@@ -41,19 +41,21 @@ pub async fn run(
     admin_secret: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> =
-        Arc::new(RedbStore::open(&settings.data_dir).with_context(|| {
-            format!("cannot open the store in {}", settings.data_dir.display())
-        })?);
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open_with(&settings.data_dir, settings.watch_history)
+            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
+    );
     prepare(store.as_ref(), &settings, admin_secret).await?;
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
         store: store.clone(),
         settings,
         started: Instant::now(),
+        stopping: stop,
     });
     let address = listener.local_addr()?;
     tracing::info!(%address, "kvs is listening");
-    serve(listener, app, shutdown).await;
+    serve(listener, app, shutdown, stopping).await;
     tracing::info!("stopping: requests in flight are done; closing the store");
     store.close().await;
     Ok(())
@@ -77,7 +79,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// `shutdown` completes. Then it stops accepting, asks every connection to
 /// close once its request in flight is answered (an idle keep-alive
 /// connection closes at once), and returns when all of them have closed.
-async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    stopping: tokio::sync::watch::Sender<bool>,
+) {
     let mut http = http1::Builder::new();
     // One flattened buffer per answer: fewer iovecs than headers + body,
     // measured a few percent faster on small GETs.
@@ -121,6 +128,8 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
         });
     }
     drop(listener);
+    // Watches and blocking reads end now rather than hold shutdown up.
+    stopping.send_replace(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown())
         .await
         .is_err()

@@ -145,6 +145,16 @@ fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
+/// A watch stream opened.
+pub fn watcher_opened() {
+    metrics::gauge!("kvs_watchers").increment(1.0);
+}
+
+/// A watch stream ended.
+pub fn watcher_closed() {
+    metrics::gauge!("kvs_watchers").decrement(1.0);
+}
+
 /// The Prometheus text of every metric, with the store's figures as gauges.
 pub fn render_metrics(app: &App) -> String {
     let catalog = app.store.catalog();

@@ -31,6 +31,7 @@ pub enum Endpoint {
     Txn(String),
     Incr(String, Vec<u8>),
     Latest(String),
+    Watch(String),
 }
 
 impl Endpoint {
@@ -69,6 +70,7 @@ impl Endpoint {
                     Some("kv") => Endpoint::KvList(project),
                     Some("txn") => Endpoint::Txn(project),
                     Some("latest") => Endpoint::Latest(project),
+                    Some("watch") => Endpoint::Watch(project),
                     Some(tail) => {
                         if let Some(key) = tail.strip_prefix("kv/") {
                             let key: Vec<u8> = percent_decode_str(key).collect();
@@ -107,7 +109,7 @@ impl Endpoint {
             Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
             Endpoint::Txn(_) | Endpoint::Incr(..) => &["POST"],
-            Endpoint::Latest(_) => &["GET", "HEAD"],
+            Endpoint::Latest(_) | Endpoint::Watch(_) => &["GET", "HEAD"],
         }
     }
 
@@ -140,6 +142,7 @@ impl Endpoint {
             Endpoint::Txn(_) => "txn",
             Endpoint::Incr(..) => "incr",
             Endpoint::Latest(_) => "latest",
+            Endpoint::Watch(_) => "watch",
         }
     }
 }

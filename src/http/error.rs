@@ -172,6 +172,15 @@ impl From<StoreError> for ApiError {
                 format!("the project holds its maximum of {max_keys} keys"),
             ),
             StoreError::ValueTooLarge { max } => ApiError::payload_too_large(max),
+            StoreError::HistoryCompacted { compact_revision } => ApiError::new(
+                StatusCode::GONE,
+                "history_compacted",
+                format!(
+                    "changes up to revision {compact_revision} are no longer kept; \
+                     resume from {compact_revision} or later, or read the current state"
+                ),
+            )
+            .with_field("compact_revision", serde_json::json!(compact_revision)),
             StoreError::StorageFull => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage_full",

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::projects::set_location;
 use super::request::{Query, read_body};
-use super::{Ctx, json, views};
+use super::{Ctx, json, views, watch};
 use crate::domain::{Key, Prefix, Role, parse_duration};
 use crate::store::{
     Entry, KvOp, KvWrite, ListRequest, OpResult, Precondition, Project, StoreError,
@@ -86,11 +86,28 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let meta_view = query.flag("meta")?;
     let with_value = meta_view || *method == Method::GET;
-    let read = ctx
+    // A blocking read answers a state at least as new as the change that
+    // woke it (published to watchers a moment before its revision is).
+    let mut seen = 0;
+    if let Some((wait, after)) = watch::blocking(query)? {
+        // Boxed, so that plain GETs do not carry this future's size.
+        let id = &project.settings.id;
+        seen = Box::pin(watch::wait_for_change(
+            ctx,
+            &project.stats,
+            id,
+            &key,
+            wait,
+            after,
+        ))
+        .await?;
+    }
+    let mut read = ctx
         .app
         .store
         .get(&project.settings.id, &key, with_value)
         .await?;
+    read.revision = read.revision.max(seen);
     let Some(entry) = read.value else {
         return Err(
             ApiError::key_not_found().with_header(KVS_REVISION.clone(), read.revision.to_string())

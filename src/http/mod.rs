@@ -13,6 +13,7 @@ mod system;
 mod tokens;
 mod txn;
 mod views;
+mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub settings: Settings,
     pub started: Instant,
+    /// True once the server stops: open watches and blocking reads end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One authenticated request's view of the server.
@@ -150,6 +153,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
             return Box::pin(kv::latest(&ctx, &project, request)).await;
         }
         (Endpoint::Txn(project), _) => Box::pin(txn::txn(&ctx, &project, request)).await,
+        (Endpoint::Watch(project), _) => Box::pin(watch::watch(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
             return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, request)).await);
         }

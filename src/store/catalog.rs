@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Feed;
 use crate::domain::{Digest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord};
 
 /// A project's live figures, shared by every snapshot that holds the project
@@ -18,14 +19,19 @@ pub struct ProjectStats {
     pub bytes: AtomicU64,
     /// The last revision that wrote in the project.
     pub revision: AtomicU64,
+    /// The project's recent changes, for watches and blocking reads.
+    pub feed: Feed,
 }
 
 impl ProjectStats {
+    /// Figures of a project whose change log holds everything up to
+    /// `revision`.
     pub fn new(keys: u64, bytes: u64, revision: u64) -> ProjectStats {
         ProjectStats {
             keys: AtomicU64::new(keys),
             bytes: AtomicU64::new(bytes),
             revision: AtomicU64::new(revision),
+            feed: Feed::new(revision, 0),
         }
     }
 

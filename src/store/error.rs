@@ -32,6 +32,10 @@ pub enum StoreError {
     QuotaExceeded { max_keys: u64 },
     #[error("the value is larger than the project's limit of {max} bytes")]
     ValueTooLarge { max: u64 },
+    /// The changes asked for are older than the change log keeps; a watch
+    /// may resume from `compact_revision` or later.
+    #[error("changes up to revision {compact_revision} are no longer kept")]
+    HistoryCompacted { compact_revision: u64 },
     #[error("the disk is full")]
     StorageFull,
     #[error("the store is closed")]

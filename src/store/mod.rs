@@ -12,6 +12,7 @@
 
 mod catalog;
 mod error;
+mod feed;
 pub mod redb_engine;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 
 pub use catalog::{Catalog, Project, ProjectStats};
 pub use error::StoreError;
+pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
 
 use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp, TokenId, TokenRecord};
 
@@ -213,6 +215,24 @@ pub enum CatalogWrite {
     },
 }
 
+/// How much change history each project keeps for watches to resume from:
+/// the changes of the last `max_age_seconds`, at most `max_changes` of them
+/// (the newest write is always kept, however large).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub max_age_seconds: u64,
+    pub max_changes: u64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> HistoryLimits {
+        HistoryLimits {
+            max_age_seconds: 3600,
+            max_changes: 100_000,
+        }
+    }
+}
+
 /// A listing request, already scoped by the HTTP layer.
 #[derive(Clone, Debug)]
 pub struct ListRequest {
@@ -268,6 +288,21 @@ pub trait Store: Send + Sync + 'static {
         project: &ProjectId,
         request: ListRequest,
     ) -> Result<Read<ListPage>, StoreError>;
+
+    /// The project's change sets after revision `after`, oldest first, whole
+    /// sets up to about `max_changes` changes (empty when there is nothing
+    /// newer). `HistoryCompacted` when changes after `after` are no longer
+    /// kept. Live changes are announced by the project's [`Feed`].
+    async fn changes(
+        &self,
+        project: &ProjectId,
+        after: u64,
+        max_changes: usize,
+    ) -> Result<ChangeSets, StoreError>;
+
+    /// A receiver told of every change to the catalog (projects, settings,
+    /// tokens): open watches and blocking reads check their token again.
+    fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Finishes the writes in flight and closes the store.
     async fn close(&self);

@@ -6,7 +6,8 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::domain::{Key, Timestamp};
-use crate::store::{KeyMeta, StoreError};
+use crate::store::{Change, ChangeKind, ChangeSet, KeyMeta, StoreError};
+use bytes::Bytes;
 
 /// Project settings, by project id (disk database only).
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/projects");
@@ -23,6 +24,10 @@ pub const SERVER: TableDefinition<&str, u64> = TableDefinition::new("server");
 /// The expiry index of a database: a key per expiring key, ordered by time
 /// (see [`expiry_key`]), so that the sweep reads only what is due.
 pub const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+
+/// Each project's change-log figures ([`HistoryRecord`]), in the database
+/// that holds its keys.
+pub const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
 
 pub const REVISION: &str = "revision";
 pub const RESERVED: &str = "reserved";
@@ -42,6 +47,7 @@ pub struct KeyTables<'a> {
     pub project: &'a str,
     keys: std::cell::OnceCell<String>,
     values: std::cell::OnceCell<String>,
+    changes: std::cell::OnceCell<String>,
 }
 
 impl<'a> KeyTables<'a> {
@@ -50,7 +56,17 @@ impl<'a> KeyTables<'a> {
             project,
             keys: std::cell::OnceCell::new(),
             values: std::cell::OnceCell::new(),
+            changes: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The project's change log: revision → the changes of that revision
+    /// ([`encode_changes`]).
+    pub fn changes(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        let name = self
+            .changes
+            .get_or_init(|| format!("changes/{}", self.project));
+        TableDefinition::new(name)
     }
 
     pub fn keys(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -105,6 +121,105 @@ pub struct StatsRecord {
     pub keys: u64,
     pub bytes: u64,
     pub revision: u64,
+}
+
+/// A project's change log as stored: how far it has been compacted, how
+/// many changes it keeps, and the time of its oldest change set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// The newest revision whose changes were dropped.
+    pub compacted: u64,
+    /// Changes kept.
+    pub changes: u64,
+    /// When the oldest kept change set was written.
+    pub oldest: Option<Timestamp>,
+}
+
+/// The head of a change set's entry; each change follows as a
+/// [`ChangeHead`] and then its value's raw bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetHead {
+    pub at: Timestamp,
+    pub count: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ChangeHead<'a> {
+    /// 0 put, 1 delete, 2 expired.
+    kind: u8,
+    key: &'a str,
+    content_type: &'a str,
+    size: u64,
+}
+
+/// A change set's entry in the change log.
+pub fn encode_changes(at: Timestamp, changes: &[Change]) -> Result<Vec<u8>, StoreError> {
+    let head = SetHead {
+        at,
+        count: changes.len() as u32,
+    };
+    let mut bytes = encode(&head)?;
+    for change in changes {
+        let kind = match change.kind {
+            ChangeKind::Put => 0,
+            ChangeKind::Delete => 1,
+            ChangeKind::Expired => 2,
+        };
+        let head = ChangeHead {
+            kind,
+            key: change.key.as_str(),
+            content_type: &change.content_type,
+            size: change.value.len() as u64,
+        };
+        postcard::to_io(&head, &mut bytes).map_err(StoreError::internal)?;
+        bytes.extend_from_slice(&change.value);
+    }
+    Ok(bytes)
+}
+
+/// The head of a change set's entry alone (for compaction).
+pub fn decode_set_head(bytes: &[u8]) -> Result<SetHead, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => Ok(postcard::take_from_bytes(rest)
+            .map_err(StoreError::internal)?
+            .0),
+        _ => Err(StoreError::Internal(
+            "a change set has an unknown format".to_owned(),
+        )),
+    }
+}
+
+/// A change set read back from the change log.
+pub fn decode_changes(revision: u64, bytes: &[u8]) -> Result<ChangeSet, StoreError> {
+    let Some((&FORMAT, rest)) = bytes.split_first() else {
+        return Err(StoreError::Internal(
+            "a change set has an unknown format".to_owned(),
+        ));
+    };
+    let (head, mut rest): (SetHead, _) =
+        postcard::take_from_bytes(rest).map_err(StoreError::internal)?;
+    let mut changes = Vec::with_capacity(head.count as usize);
+    for _ in 0..head.count {
+        let (change, after): (ChangeHead, _) =
+            postcard::take_from_bytes(rest).map_err(StoreError::internal)?;
+        let size = usize::try_from(change.size).map_err(StoreError::internal)?;
+        if after.len() < size {
+            return Err(StoreError::Internal("a change set is truncated".to_owned()));
+        }
+        let kind = match change.kind {
+            0 => ChangeKind::Put,
+            1 => ChangeKind::Delete,
+            _ => ChangeKind::Expired,
+        };
+        changes.push(Change {
+            kind,
+            key: Key::from_stored(change.key),
+            content_type: change.content_type.to_owned(),
+            value: Bytes::copy_from_slice(&after[..size]),
+        });
+        rest = &after[size..];
+    }
+    Ok(ChangeSet::new(revision, head.at, changes))
 }
 
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {

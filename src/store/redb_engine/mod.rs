@@ -16,6 +16,7 @@ mod codec;
 mod snapshot;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,10 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenRecord};
 use crate::store::{
-    Catalog, CatalogWrite, Entry, KvCommit, KvWrite, ListPage, ListRequest, Project, ProjectStats,
-    Read, Store, StoreError,
+    Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite, ListPage,
+    ListRequest, Project, ProjectStats, Read, Store, StoreError,
 };
-use codec::{KeyTables, StatsRecord, decode, decode_entry, storage_error};
+use codec::{HistoryRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error};
 use snapshot::{ReadCache, Snapshot};
 use writer::{Command, Reply, Request, Writer};
 
@@ -59,6 +60,8 @@ struct Shared {
     /// False once a commit failed for lack of space or an I/O error.
     writable: AtomicBool,
     path: PathBuf,
+    /// Bumped after each change to the catalog.
+    catalog_generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// The redb-backed [`Store`].
@@ -69,15 +72,22 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store in `data_dir` and starts its writer.
+    /// Opens (or creates) the store in `data_dir` with the default history
+    /// limits and starts its writer.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with(data_dir, HistoryLimits::default())
+    }
+
+    /// Opens (or creates) the store in `data_dir`, keeping as much change
+    /// history as `limits` says, and starts its writer.
+    pub fn open_with(data_dir: &Path, limits: HistoryLimits) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
         let disk = Database::create(&path).map_err(storage_error)?;
         let memory = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .map_err(storage_error)?;
-        let (catalog, revision, reserved) = load(&disk)?;
+        let (catalog, revision, reserved, history) = load(&disk)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
@@ -87,9 +97,10 @@ impl RedbStore {
             revision: AtomicU64::new(revision),
             writable: AtomicBool::new(true),
             path,
+            catalog_generation: tokio::sync::watch::Sender::new(0),
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(shared.clone(), revision, reserved);
+        let writer = Writer::new(shared.clone(), revision, reserved, history, limits);
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
             .spawn(move || writer.run(receiver))
@@ -231,6 +242,38 @@ impl Store for RedbStore {
         })
     }
 
+    async fn changes(
+        &self,
+        project: &ProjectId,
+        after: u64,
+        max_changes: usize,
+    ) -> Result<ChangeSets, StoreError> {
+        let feed = self.project(project)?;
+        let feed = &feed.stats.feed;
+        if let Some(sets) = feed.after(after, max_changes) {
+            return Ok(sets);
+        }
+        // Behind the feed's memory: the durable log. The compaction point is
+        // read after the log, and raised before a compaction commits, so
+        // changes missing from this read are always reported.
+        let tables = KeyTables::of(project.as_str());
+        let storage = self.project(project)?.settings.storage;
+        let sets = self.shared.with_snapshot(storage, |snapshot| {
+            snapshot.changes(&tables, after, max_changes)
+        })?;
+        let compacted = feed.compacted();
+        if after < compacted {
+            return Err(StoreError::HistoryCompacted {
+                compact_revision: compacted,
+            });
+        }
+        Ok(sets.into_iter().map(Arc::new).collect())
+    }
+
+    fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.catalog_generation.subscribe()
+    }
+
     async fn close(&self) {
         let _ = self.send(Request::Close).await;
         let thread = self
@@ -245,6 +288,12 @@ impl Store for RedbStore {
 }
 
 impl Shared {
+    /// Tells open watches and blocking reads that the catalog changed.
+    fn catalog_changed(&self) {
+        self.catalog_generation
+            .send_modify(|generation| *generation += 1);
+    }
+
     /// Runs `f` on the shared read snapshot of a storage mode's database;
     /// 503 while the disk database is being reopened.
     fn with_snapshot<T>(
@@ -365,9 +414,12 @@ fn read_page(
 
 /// Reads the catalog and the server counters at start. Keys of memory
 /// projects are gone (their database is new), so their figures start empty.
-fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
+type Loaded = (Catalog, u64, u64, HashMap<ProjectId, HistoryRecord>);
+
+fn load(disk: &Database) -> Result<Loaded, StoreError> {
     let txn = disk.begin_write().map_err(storage_error)?;
     let mut catalog = Catalog::default();
+    let mut histories = HashMap::new();
     let (mut revision, reserved);
     {
         let server = txn.open_table(codec::SERVER).map_err(storage_error)?;
@@ -381,6 +433,7 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
         reserved = counter(codec::RESERVED)?;
         let projects = txn.open_table(codec::PROJECTS).map_err(storage_error)?;
         let stats = txn.open_table(codec::STATS).map_err(storage_error)?;
+        let history = txn.open_table(codec::HISTORY).map_err(storage_error)?;
         // Every project's figures record its last revision too; the newest
         // of all is a floor for the counter, whatever a crash left.
         for item in stats.iter().map_err(storage_error)? {
@@ -408,25 +461,41 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
                     }
                 }
             };
-            let stats = ProjectStats::new(
-                figures.keys,
-                figures.bytes,
-                figures.revision.max(settings.created_revision),
-            );
+            let revision = figures.revision.max(settings.created_revision);
+            let stats = ProjectStats::new(figures.keys, figures.bytes, revision);
+            // A memory project's change log went with its keys: a watch may
+            // resume only from this moment on.
+            let record = match settings.storage {
+                StorageMode::Disk => {
+                    match history.get(settings.id.as_str()).map_err(storage_error)? {
+                        Some(record) => decode::<HistoryRecord>(record.value())?,
+                        None => HistoryRecord::default(),
+                    }
+                }
+                StorageMode::Memory => HistoryRecord {
+                    compacted: revision,
+                    ..HistoryRecord::default()
+                },
+            };
+            stats.feed.raise_compacted(record.compacted);
+            histories.insert(settings.id.clone(), record);
             catalog.insert_project(Project {
                 settings,
                 stats: Arc::new(stats),
             });
         }
-        drop(stats);
+        drop((stats, history));
         // A memory project keeps no key on disk. Tables left there by a move
         // that a crash interrupted are removed.
         for id in orphans {
             let tables = KeyTables::of(id.as_str());
             txn.delete_table(tables.keys()).map_err(storage_error)?;
             txn.delete_table(tables.values()).map_err(storage_error)?;
-            let mut stats = txn.open_table(codec::STATS).map_err(storage_error)?;
-            stats.remove(id.as_str()).map_err(storage_error)?;
+            txn.delete_table(tables.changes()).map_err(storage_error)?;
+            for table in [codec::STATS, codec::HISTORY] {
+                let mut table = txn.open_table(table).map_err(storage_error)?;
+                table.remove(id.as_str()).map_err(storage_error)?;
+            }
         }
         let tokens = txn.open_table(codec::TOKENS).map_err(storage_error)?;
         for item in tokens.iter().map_err(storage_error)? {
@@ -435,5 +504,5 @@ fn load(disk: &Database) -> Result<(Catalog, u64, u64), StoreError> {
         }
     }
     txn.commit().map_err(storage_error)?;
-    Ok((catalog, revision.max(reserved), reserved))
+    Ok((catalog, revision.max(reserved), reserved, histories))
 }

@@ -22,8 +22,8 @@ use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition, TableError,
 };
 
-use super::codec::{KeyTables, storage_error};
-use crate::store::StoreError;
+use super::codec::{KeyTables, decode_changes, storage_error};
+use crate::store::{ChangeSet, StoreError};
 
 /// A table of keys or values as a snapshot sees it.
 pub type KvTable = ReadOnlyTable<&'static str, &'static [u8]>;
@@ -84,6 +84,39 @@ impl Snapshot {
     /// The project's values table; `None` when it was never created.
     pub fn values(&self, tables: &KeyTables) -> Result<Option<Arc<KvTable>>, StoreError> {
         open_shared(&self.txn, &self.values, tables.project, tables.values())
+    }
+}
+
+impl Snapshot {
+    /// The project's change sets after `after`, oldest first, whole sets up
+    /// to about `max_changes` changes. The change log is read on this slow
+    /// path only (a watch far behind the feed), so its table is not kept.
+    pub fn changes(
+        &self,
+        tables: &KeyTables,
+        after: u64,
+        max_changes: usize,
+    ) -> Result<Vec<ChangeSet>, StoreError> {
+        let log = match self.txn.open_table(tables.changes()) {
+            Ok(log) => log,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(storage_error(error)),
+        };
+        let mut sets = Vec::new();
+        let mut taken = 0;
+        for item in log
+            .range(after.saturating_add(1)..)
+            .map_err(storage_error)?
+        {
+            if taken >= max_changes && !sets.is_empty() {
+                break;
+            }
+            let (revision, entry) = item.map_err(storage_error)?;
+            let set = decode_changes(revision.value(), entry.value())?;
+            taken += set.changes.len();
+            sets.push(set);
+        }
+        Ok(sets)
     }
 }
 

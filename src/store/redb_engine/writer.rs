@@ -23,18 +23,22 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::codec::{
-    self, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry, encode, encode_entry,
-    expiry_key, parse_expiry_key, storage_error,
+    self, HistoryRecord, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry,
+    decode_set_head, encode, encode_changes, encode_entry, expiry_key, parse_expiry_key,
+    storage_error,
 };
 use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::{
-    Catalog, CatalogWrite, Entry, Expect, KeyMeta, KvCommit, KvOp, KvWrite, OpResult, Precondition,
-    Project, ProjectChange, ProjectStats, StoreError, TokenScope,
+    Catalog, CatalogWrite, Change, ChangeKind, ChangeSet, Entry, Expect, HistoryLimits, KeyMeta,
+    KvCommit, KvOp, KvWrite, OpResult, Precondition, Project, ProjectChange, ProjectStats,
+    StoreError, TokenScope,
 };
 
 /// The most requests folded into one commit.
@@ -68,14 +72,25 @@ pub struct Writer {
     revision: u64,
     /// The highest revision reserved on disk for memory projects.
     reserved: u64,
+    /// Each project's change-log figures, as committed.
+    history: HashMap<ProjectId, HistoryRecord>,
+    limits: HistoryLimits,
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, revision: u64, reserved: u64) -> Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        revision: u64,
+        reserved: u64,
+        history: HashMap<ProjectId, HistoryRecord>,
+        limits: HistoryLimits,
+    ) -> Writer {
         Writer {
             shared,
             revision,
             reserved,
+            history,
+            limits,
         }
     }
 
@@ -115,7 +130,7 @@ impl Writer {
                 // The timer's sweep, when nothing is due: answered at once,
                 // without a write transaction (and without dropping the
                 // readers' shared snapshot).
-                Request::Expire if !self.expiry_due() => {
+                Request::Expire if !self.expiry_due() && !self.history_due() => {
                     let _ = command.reply.send(Reply::Catalog(Ok(())));
                 }
                 _ => pending.push(command),
@@ -154,6 +169,14 @@ impl Writer {
             })
     }
 
+    /// Whether some project keeps changes older than the history's age.
+    fn history_due(&self) -> bool {
+        let cutoff = history_cutoff(&self.limits);
+        self.history
+            .values()
+            .any(|record| record.oldest.is_some_and(|at| at < cutoff))
+    }
+
     fn is_move(&self, id: &ProjectId, change: &ProjectChange) -> bool {
         let catalog = self.shared.catalog.load();
         match (catalog.project(id), change.storage) {
@@ -174,7 +197,14 @@ impl Writer {
         // short-lived read would).
         self.shared.disk_reads.invalidate();
         self.shared.memory_reads.invalidate();
-        let mut batch = match Batch::begin(&self.shared, self.revision, self.reserved) {
+        let begun = Batch::begin(
+            &self.shared,
+            self.revision,
+            self.reserved,
+            &self.history,
+            self.limits,
+        );
+        let mut batch = match begun {
             Ok(batch) => batch,
             Err(error) => return fail_all(commands, &error),
         };
@@ -203,6 +233,12 @@ impl Writer {
             Ok(published) => {
                 self.revision = published.revision;
                 self.reserved = published.reserved;
+                for (id, record) in published.history {
+                    match record {
+                        Some(record) => self.history.insert(id, record),
+                        None => self.history.remove(&id),
+                    };
+                }
                 for (reply, answer) in answers {
                     let _ = reply.send(answer);
                 }
@@ -285,7 +321,10 @@ impl Writer {
                 .map_err(storage_error)?;
             copy_table(&source, &target, tables.keys())?;
             copy_table(&source, &target, tables.values())?;
+            copy_log(&source, &target, tables.changes())?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
+            let history = self.history.get(id).copied().unwrap_or_default();
+            put_record(&target, codec::HISTORY, id.as_str(), &history)?;
             if settings.storage == StorageMode::Disk {
                 put_record(&target, codec::PROJECTS, id.as_str(), &settings)?;
                 target.commit().map_err(storage_error)?;
@@ -314,6 +353,7 @@ impl Writer {
             stats: project.stats.clone(),
         });
         self.shared.catalog.store(Arc::new(next));
+        self.shared.catalog_changed();
         let cleanup = (|| {
             let source = self
                 .shared
@@ -387,6 +427,8 @@ fn fail_all(commands: Vec<Command>, error: &StoreError) {
 struct Published {
     revision: u64,
     reserved: u64,
+    /// Change-log figures the batch changed (`None`: the project is gone).
+    history: HashMap<ProjectId, Option<HistoryRecord>>,
 }
 
 /// One batch: the open transactions and the changes not yet published.
@@ -403,11 +445,27 @@ struct Batch<'a> {
     reserved: u64,
     disk_dirty: bool,
     memory_dirty: bool,
+    /// Change-log figures as committed, and as this batch changed them.
+    base_history: &'a HashMap<ProjectId, HistoryRecord>,
+    history: HashMap<ProjectId, Option<HistoryRecord>>,
+    limits: HistoryLimits,
+    /// Change sets to publish after the commit, in revision order.
+    sets: Vec<(ProjectId, Arc<ProjectStats>, ChangeSet)>,
 }
 
 impl<'a> Batch<'a> {
-    fn begin(shared: &'a Shared, revision: u64, reserved: u64) -> Result<Batch<'a>, StoreError> {
+    fn begin(
+        shared: &'a Shared,
+        revision: u64,
+        reserved: u64,
+        base_history: &'a HashMap<ProjectId, HistoryRecord>,
+        limits: HistoryLimits,
+    ) -> Result<Batch<'a>, StoreError> {
         Ok(Batch {
+            base_history,
+            history: HashMap::new(),
+            limits,
+            sets: Vec::new(),
             shared,
             disk: shared
                 .database(StorageMode::Disk)?
@@ -451,6 +509,48 @@ impl<'a> Batch<'a> {
                 revision: project.stats.revision(),
             },
         }
+    }
+
+    /// The project's change-log figures as this batch has left them.
+    fn history(&self, id: &ProjectId) -> HistoryRecord {
+        match self.history.get(id) {
+            Some(record) => record.unwrap_or_default(),
+            None => self.base_history.get(id).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Appends a revision's changes to the project's change log (in the
+    /// transaction that holds its keys), drops what the history limits no
+    /// longer keep, and queues the set for the feed.
+    fn log(
+        &mut self,
+        project: &Project,
+        revision: u64,
+        at: Timestamp,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
+        let id = &project.settings.id;
+        let storage = project.settings.storage;
+        let tables = KeyTables::of(id.as_str());
+        let mut record = self.history(id);
+        let limits = self.limits;
+        let txn = self.txn(storage)?;
+        {
+            let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+            log.insert(revision, encode_changes(at, &changes)?.as_slice())
+                .map_err(storage_error)?;
+        }
+        record.changes += changes.len() as u64;
+        record.oldest.get_or_insert(at);
+        trim(txn, &tables, &mut record, &limits, &project.stats)?;
+        put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+        self.history.insert(id.clone(), Some(record));
+        self.sets.push((
+            id.clone(),
+            project.stats.clone(),
+            ChangeSet::new(revision, at, changes),
+        ));
+        Ok(())
     }
 
     fn apply_kv(&mut self, write: KvWrite) -> Result<KvCommit, StoreError> {
@@ -582,6 +682,28 @@ impl<'a> Batch<'a> {
         }
         self.stats
             .insert(write.project, (project.stats.clone(), figures, storage));
+        let logged = changes
+            .into_iter()
+            .filter_map(|(key, change)| {
+                let key = Key::from_stored(&key);
+                match change.new {
+                    Some((record, value)) => Some(Change {
+                        kind: ChangeKind::Put,
+                        key,
+                        content_type: record.content_type,
+                        value,
+                    }),
+                    None if change.existed => Some(Change {
+                        kind: ChangeKind::Delete,
+                        key,
+                        content_type: String::new(),
+                        value: Bytes::new(),
+                    }),
+                    None => None,
+                }
+            })
+            .collect();
+        self.log(&project, revision, now, logged)?;
         Ok(KvCommit { revision, results })
     }
 
@@ -591,6 +713,7 @@ impl<'a> Batch<'a> {
     fn apply_expiry(&mut self) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let upper = (now.millis().max(0) as u64 + 1).to_be_bytes();
+        let mut expired = Vec::new();
         for storage in [StorageMode::Disk, StorageMode::Memory] {
             self.txn(storage)?;
             let txn = open_txn(&self.disk, &self.memory, storage)?;
@@ -619,7 +742,7 @@ impl<'a> Batch<'a> {
                 let mut figures = self.figures(&project);
                 let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
                 let mut values = None;
-                let mut removed = 0;
+                let mut removed = Vec::new();
                 for (at, key, _) in items {
                     let Some(record) = stored(&keys, &key)? else {
                         continue;
@@ -638,9 +761,15 @@ impl<'a> Batch<'a> {
                     }
                     figures.keys = figures.keys.saturating_sub(1);
                     figures.bytes = figures.bytes.saturating_sub(record.size);
-                    removed += 1;
+                    removed.push(Change {
+                        kind: ChangeKind::Expired,
+                        key: Key::from_stored(&key),
+                        content_type: String::new(),
+                        value: Bytes::new(),
+                    });
                 }
-                if removed > 0 {
+                drop((keys, values));
+                if !removed.is_empty() {
                     self.revision += 1;
                     figures.revision = self.revision;
                     if storage == StorageMode::Memory && self.revision > self.reserved {
@@ -651,8 +780,51 @@ impl<'a> Batch<'a> {
                         project.settings.id.clone(),
                         (project.stats.clone(), figures, storage),
                     );
+                    removed.sort_by(|a, b| a.key.cmp(&b.key));
+                    removed.dedup_by(|a, b| a.key == b.key);
+                    expired.push((project, self.revision, removed));
                 }
             }
+            match storage {
+                StorageMode::Disk => self.disk_dirty = true,
+                StorageMode::Memory => self.memory_dirty = true,
+            }
+        }
+        for (project, revision, removed) in expired {
+            self.log(&project, revision, now, removed)?;
+        }
+        self.trim_aged()
+    }
+
+    /// Drops, from every project's change log, the changes older than the
+    /// history keeps (a project nobody writes to is trimmed here; the others
+    /// are trimmed as they are written).
+    fn trim_aged(&mut self) -> Result<(), StoreError> {
+        let cutoff = history_cutoff(&self.limits);
+        let due: Vec<ProjectId> = self
+            .base_history
+            .keys()
+            .chain(self.history.keys())
+            .filter(|id| self.history(id).oldest.is_some_and(|at| at < cutoff))
+            .cloned()
+            .collect();
+        for id in due {
+            let Some(project) = self.catalog().project(&id).cloned() else {
+                continue;
+            };
+            let mut record = self.history(&id);
+            let storage = project.settings.storage;
+            let limits = self.limits;
+            let txn = self.txn(storage)?;
+            trim(
+                txn,
+                &KeyTables::of(id.as_str()),
+                &mut record,
+                &limits,
+                &project.stats,
+            )?;
+            put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+            self.history.insert(id, Some(record));
             match storage {
                 StorageMode::Disk => self.disk_dirty = true,
                 StorageMode::Memory => self.memory_dirty = true,
@@ -677,6 +849,8 @@ impl<'a> Batch<'a> {
                     put_record(&self.disk, codec::TOKENS, token.id.as_str(), token)?;
                 }
                 let stats = Arc::new(ProjectStats::new(0, 0, self.revision));
+                self.history
+                    .insert(settings.id.clone(), Some(HistoryRecord::default()));
                 let catalog = self.catalog_mut();
                 catalog.insert_project(Project { settings, stats });
                 if let Some(token) = token {
@@ -729,6 +903,7 @@ impl<'a> Batch<'a> {
                     self.memory_dirty = true;
                 }
                 self.stats.remove(&id);
+                self.history.insert(id.clone(), None);
                 self.catalog_mut().remove_project(&id);
             }
             CatalogWrite::CreateToken(token) => {
@@ -830,6 +1005,7 @@ impl<'a> Batch<'a> {
             memory.commit().map_err(storage_error)?;
             self.shared.memory_reads.invalidate();
         }
+        let catalog_changed = self.catalog.is_some();
         if let Some(catalog) = self.catalog {
             self.shared.catalog.store(Arc::new(catalog));
         }
@@ -838,10 +1014,26 @@ impl<'a> Batch<'a> {
             stats.bytes.store(record.bytes, Ordering::Release);
             stats.revision.store(record.revision, Ordering::Release);
         }
+        // Watchers learn of a change before its writer does: a client that
+        // writes and then watches from the revision it was given finds the
+        // change in the feed or the log.
+        let catalog = self.shared.catalog.load();
+        for (id, stats, set) in self.sets {
+            let live = catalog
+                .project(&id)
+                .is_some_and(|p| Arc::ptr_eq(&p.stats, &stats));
+            if live {
+                stats.feed.publish(set);
+            }
+        }
         self.shared.revision.store(self.revision, Ordering::Release);
+        if catalog_changed {
+            self.shared.catalog_changed();
+        }
         Ok(Published {
             revision: self.revision,
             reserved: self.reserved,
+            history: self.history,
         })
     }
 }
@@ -852,7 +1044,7 @@ struct Ops<'a, 't> {
     tables: &'a KeyTables<'a>,
     settings: &'a ProjectSettings,
     figures: &'a mut StatsRecord,
-    changes: BTreeMap<String, Change>,
+    changes: BTreeMap<String, KeyChange>,
     revision: u64,
     now: Timestamp,
 }
@@ -1069,8 +1261,10 @@ fn stored(
 
 /// What one write does to a key: its new state, and whether the value it
 /// had before the write lived in the values table.
-struct Change {
+struct KeyChange {
     new: Option<(KeyRecord, Bytes)>,
+    /// Whether the key had a record before the write.
+    existed: bool,
     was_external: bool,
     /// The stored expiry, whose index entry the write removes.
     old_expires: Option<Timestamp>,
@@ -1079,7 +1273,7 @@ struct Change {
 /// A key's record as the write has left it so far.
 fn current(
     keys: &impl ReadableTable<&'static str, &'static [u8]>,
-    changes: &BTreeMap<String, Change>,
+    changes: &BTreeMap<String, KeyChange>,
     key: &str,
 ) -> Result<Option<KeyRecord>, StoreError> {
     if let Some(change) = changes.get(key) {
@@ -1092,7 +1286,7 @@ fn current(
 /// it: for a key this write has not touched yet, the stored one, which tells
 /// where its value lived.
 fn change(
-    changes: &mut BTreeMap<String, Change>,
+    changes: &mut BTreeMap<String, KeyChange>,
     key: &str,
     old: Option<&KeyRecord>,
     new: Option<(KeyRecord, Bytes)>,
@@ -1104,8 +1298,9 @@ fn change(
             let old_expires = old.and_then(|r| r.expires_at);
             changes.insert(
                 key.to_owned(),
-                Change {
+                KeyChange {
                     new,
+                    existed: old.is_some(),
                     was_external,
                     old_expires,
                 },
@@ -1176,7 +1371,78 @@ fn drop_key_tables(
 ) -> Result<(), StoreError> {
     txn.delete_table(tables.keys()).map_err(storage_error)?;
     txn.delete_table(tables.values()).map_err(storage_error)?;
+    txn.delete_table(tables.changes()).map_err(storage_error)?;
+    remove_record(txn, codec::HISTORY, id.as_str())?;
     remove_record(txn, codec::STATS, id.as_str())
+}
+
+/// The time before which the history keeps no change.
+fn history_cutoff(limits: &HistoryLimits) -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_millis(now.millis().saturating_sub(
+        (limits.max_age_seconds.min(i64::MAX as u64 / 1000) as i64).saturating_mul(1000),
+    ))
+}
+
+/// Drops the oldest change sets of a project's log while it holds more
+/// changes than the limit (always keeping the newest set) or sets older than
+/// the history's age. The feed learns the new compaction point before the
+/// commit, so that a reader never finds changes missing without a 410.
+fn trim(
+    txn: &WriteTransaction,
+    tables: &KeyTables,
+    record: &mut HistoryRecord,
+    limits: &HistoryLimits,
+    stats: &ProjectStats,
+) -> Result<(), StoreError> {
+    let cutoff = history_cutoff(limits);
+    let due = |r: &HistoryRecord| {
+        r.changes > limits.max_changes || r.oldest.is_some_and(|at| at < cutoff)
+    };
+    if !due(record) {
+        return Ok(());
+    }
+    let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+    loop {
+        let first = log.first().map_err(storage_error)?;
+        let Some((revision, head)) = first
+            .map(|(revision, entry)| Ok((revision.value(), decode_set_head(entry.value())?)))
+            .transpose()?
+        else {
+            record.changes = 0;
+            record.oldest = None;
+            return Ok(());
+        };
+        let too_many = record.changes > limits.max_changes && log.len().map_err(storage_error)? > 1;
+        if !too_many && head.at >= cutoff {
+            record.oldest = Some(head.at);
+            return Ok(());
+        }
+        stats.feed.raise_compacted(revision);
+        log.remove(revision).map_err(storage_error)?;
+        record.changes = record.changes.saturating_sub(u64::from(head.count));
+        record.compacted = revision;
+    }
+}
+
+/// Copies a project's change log from a snapshot into a write transaction.
+fn copy_log(
+    source: &redb::ReadTransaction,
+    target: &WriteTransaction,
+    table: redb::TableDefinition<u64, &[u8]>,
+) -> Result<(), StoreError> {
+    let rows = match source.open_table(table) {
+        Ok(rows) => rows,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut copy = target.open_table(table).map_err(storage_error)?;
+    for item in rows.iter().map_err(storage_error)? {
+        let (revision, value) = item.map_err(storage_error)?;
+        copy.insert(revision.value(), value.value())
+            .map_err(storage_error)?;
+    }
+    Ok(())
 }
 
 /// Copies every row of a table from a snapshot into a write transaction.

@@ -1,0 +1,603 @@
+//! Change notification: `GET …/watch` (server-sent events) and blocking
+//! reads (`GET …/kv/{key}?wait=&after=`).
+//!
+//! Both read the project's change feed (`store::Feed`): a notifier that
+//! carries the newest revision, and change sets shared by every reader. A
+//! watch is one task that sleeps until the notifier wakes it, reads what is
+//! new after its own cursor, and writes it to its connection; a set's
+//! rendering is made once and shared by every watcher that takes all of it.
+//! A watcher that cannot keep up is told so (`slow_consumer`) and closed, so
+//! it never holds the others back. A token revoked, a project deleted or a
+//! server stopping ends every watch and blocking read within a second.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::Ctx;
+use super::error::ApiError;
+use super::request::Query;
+use super::views::encode_value;
+use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
+use crate::store::{ChangeKind, ChangeSet, ProjectStats, Store, StoreError};
+
+/// How long a client waits before it reconnects, sent first on every watch.
+const RETRY_MS: &str = "2000";
+/// A comment goes out this often on an idle stream (the contract: at least
+/// every 15 s), so proxies and clients know the stream is alive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A watcher more than this many changes behind the feed is cut off...
+const SLOW_CHANGES: u64 = 10_000;
+/// ...and so is one that has not taken a change for this long.
+const SLOW_SECONDS: i64 = 30;
+/// How often a blocked watcher checks whether it is too slow.
+const SLOW_CHECK: Duration = Duration::from_millis(250);
+/// Frames waiting for the connection, per watcher.
+const QUEUED_FRAMES: usize = 16;
+/// Changes read from the feed or the log at a time.
+const READ_CHANGES: usize = 1024;
+/// The longest blocking read.
+pub const MAX_WAIT_SECONDS: u64 = 300;
+
+// ======================================================= lifetime of a request
+
+/// Why a long request ends before its time.
+enum Ended {
+    /// The token was revoked or expired, or its project deleted, or its
+    /// rights no longer allow the request.
+    Revoked,
+    /// The server is stopping.
+    Stopping,
+}
+
+/// What keeps a long request alive: its token, its project, and the server.
+struct Lifeline {
+    store: Arc<dyn Store>,
+    token: Arc<TokenRecord>,
+    project: ProjectId,
+    stats: Arc<ProjectStats>,
+    /// Whether the request lists keys (a watch), which `keys_discoverable`
+    /// may forbid to read and write tokens.
+    lists: bool,
+    catalog: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    expires: Option<Instant>,
+}
+
+impl Lifeline {
+    fn new(ctx: &Ctx<'_>, stats: Arc<ProjectStats>, project: ProjectId, lists: bool) -> Lifeline {
+        let token = ctx.caller.token.clone();
+        let expires = token.expires_at.map(|at| {
+            let left = at.millis().saturating_sub(Timestamp::now().millis()).max(0);
+            Instant::now() + Duration::from_millis(left as u64)
+        });
+        Lifeline {
+            store: ctx.app.store.clone(),
+            token,
+            project,
+            stats,
+            lists,
+            catalog: ctx.app.store.catalog_changes(),
+            stopping: ctx.app.stopping.clone(),
+            expires,
+        }
+    }
+
+    /// Whether the token may still make this request on this project.
+    fn allowed(&self) -> bool {
+        let catalog = self.store.catalog();
+        let token = catalog
+            .token(&self.token.digest, Timestamp::now())
+            .is_some_and(|t| t.id == self.token.id);
+        let project = catalog.project(&self.project).is_some_and(|p| {
+            Arc::ptr_eq(&p.stats, &self.stats)
+                && (!self.lists || p.settings.keys_discoverable || self.token.role >= Role::Manage)
+        });
+        token && project
+    }
+
+    /// Completes when the request must end. Cancel-safe: every branch
+    /// waits on a cancel-safe future.
+    async fn ended(&mut self) -> Ended {
+        loop {
+            if *self.stopping.borrow_and_update() {
+                return Ended::Stopping;
+            }
+            let expiry = async {
+                match self.expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = self.catalog.changed() => {
+                    if changed.is_err() {
+                        return Ended::Stopping;
+                    }
+                    if !self.allowed() {
+                        return Ended::Revoked;
+                    }
+                }
+                changed = self.stopping.changed() => {
+                    if changed.is_err() {
+                        return Ended::Stopping;
+                    }
+                }
+                () = expiry => return Ended::Revoked,
+            }
+        }
+    }
+}
+
+// ======================================================= blocking reads
+
+/// The `wait` and `after` of a blocking read, if the request has them.
+pub fn blocking(query: &Query) -> Result<Option<(Duration, Option<u64>)>, ApiError> {
+    let Some(wait) = query.get("wait") else {
+        return Ok(None);
+    };
+    let seconds = crate::domain::parse_duration(wait)
+        .map_err(|error| ApiError::bad_request(format!("wait: {error}")))?
+        .min(MAX_WAIT_SECONDS);
+    let after = query
+        .get("after")
+        .map(|text| parse_revision("after", text))
+        .transpose()?;
+    Ok(Some((Duration::from_secs(seconds), after)))
+}
+
+/// Waits until `key` is written or deleted at a revision above `after`
+/// (at once if that already happened, as far as the change log reaches),
+/// or until `wait` runs out; the caller then answers the key's current
+/// state. Without `after`, waits for the next change from now. Returns the
+/// revision of the change that woke it (0 for none): the answer must
+/// reflect at least that.
+pub async fn wait_for_change(
+    ctx: &Ctx<'_>,
+    stats: &Arc<ProjectStats>,
+    project: &ProjectId,
+    key: &Key,
+    wait: Duration,
+    after: Option<u64>,
+) -> Result<u64, ApiError> {
+    let deadline = Instant::now() + wait;
+    let store = &ctx.app.store;
+    // Subscribed before anything is read: no change can slip in between.
+    let mut newest = stats.feed.subscribe();
+    let mut cursor = store.revision();
+    let after = after.unwrap_or(cursor);
+    let current = store.get(project, key, false).await?;
+    match current.value {
+        Some(entry) if entry.meta.version > after => return Ok(0),
+        // Its last write is at or below `after`: nothing newer happened.
+        Some(_) => {}
+        // Absent: was it deleted above `after`? The log tells, as far as it
+        // reaches.
+        None => {
+            let from = after.max(stats.feed.compacted());
+            if from < cursor && touches(store.as_ref(), project, key, from, cursor).await? {
+                return Ok(0);
+            }
+        }
+    }
+    cursor = cursor.max(after);
+    let mut lifeline = Lifeline::new(ctx, stats.clone(), project.clone(), false);
+    loop {
+        tokio::select! {
+            changed = newest.changed() => {
+                if changed.is_err() {
+                    return Ok(0);
+                }
+                let upto = *newest.borrow_and_update();
+                if upto > cursor {
+                    if touches(store.as_ref(), project, key, cursor, upto).await? {
+                        return Ok(upto);
+                    }
+                    cursor = upto;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return Ok(0),
+            ended = lifeline.ended() => {
+                return match ended {
+                    Ended::Revoked => Err(ApiError::unauthorized()),
+                    Ended::Stopping => Ok(0),
+                };
+            }
+        }
+    }
+}
+
+/// Whether a change set after `from`, up to `upto`, changed `key`. Changes
+/// no longer kept count as a change: the caller answers the current state.
+async fn touches(
+    store: &dyn Store,
+    project: &ProjectId,
+    key: &Key,
+    mut from: u64,
+    upto: u64,
+) -> Result<bool, ApiError> {
+    while from < upto {
+        let sets = match store.changes(project, from, READ_CHANGES).await {
+            Ok(sets) => sets,
+            Err(StoreError::HistoryCompacted { .. }) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        };
+        let Some(last) = sets.last() else {
+            return Ok(false);
+        };
+        from = last.revision;
+        let changed = sets
+            .iter()
+            .filter(|set| set.revision <= upto)
+            .any(|set| set.changes.iter().any(|change| change.key == *key));
+        if changed {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+// ======================================================= watch
+
+/// `GET /v1/projects/{p}/watch?prefix=&since=&values=`.
+pub async fn watch(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let project = ctx.caller.project(&ctx.catalog, raw_project)?;
+    ctx.caller.require_role(Role::Read)?;
+    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "listing_disabled",
+            "this project does not list its keys to read and write tokens",
+        ));
+    }
+    let query = Query::parse(request.uri().query());
+    let prefix = match query.get("prefix") {
+        None | Some("") => ctx.caller.prefix(),
+        Some(prefix) => {
+            ctx.caller.require_scope(prefix)?;
+            Prefix::parse(prefix)?
+        }
+    };
+    let values = query.flag("values")?;
+    let since = since(&query, request.headers())?;
+    let stats = project.stats.clone();
+    let id = project.settings.id.clone();
+
+    // Subscribed before the revision is read: every change after it is
+    // announced, and every change up to it is in the feed or the log.
+    let newest = stats.feed.subscribe();
+    let current = ctx.app.store.revision();
+    if let Some(since) = since {
+        let compacted = stats.feed.compacted();
+        if since < compacted {
+            return Err(StoreError::HistoryCompacted {
+                compact_revision: compacted,
+            }
+            .into());
+        }
+    }
+    let sync = current.max(since.unwrap_or(0));
+
+    let (frames, queue) = mpsc::channel(QUEUED_FRAMES);
+    let (last_frame, last) = oneshot::channel();
+    let watcher = Watcher {
+        store: ctx.app.store.clone(),
+        lifeline: Lifeline::new(ctx, stats.clone(), id.clone(), true),
+        project: id,
+        stats,
+        newest,
+        prefix,
+        values,
+        cursor: since.unwrap_or(sync),
+        delivered: 0,
+        frames,
+    };
+    tokio::spawn(watcher.run(sync, last_frame));
+    crate::telemetry::watcher_opened();
+
+    let mut response = Response::new(Body::new(EventBody {
+        queue,
+        last: Some(last),
+    }));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Tells nginx and the like not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The revision to resume after: `since`, else `Last-Event-ID`.
+fn since(query: &Query, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    if let Some(text) = query.get("since") {
+        return parse_revision("since", text).map(Some);
+    }
+    match headers.get("last-event-id") {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID must be a revision"))?;
+            parse_revision("Last-Event-ID", text.trim()).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+fn parse_revision(name: &str, text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{name} must be a revision (a whole number), not {text:?}"
+        ))
+    })
+}
+
+/// Why a watch stream ends.
+enum Stop {
+    /// Quietly: the client left, the token was revoked, the server stops.
+    Quiet,
+    /// With a last `event: error`.
+    Error(&'static str),
+}
+
+/// One open watch: its cursor in the project's history and its connection.
+struct Watcher {
+    store: Arc<dyn Store>,
+    lifeline: Lifeline,
+    project: ProjectId,
+    stats: Arc<ProjectStats>,
+    newest: watch::Receiver<u64>,
+    prefix: Prefix,
+    values: bool,
+    /// The last revision whose changes this watcher has handled.
+    cursor: u64,
+    /// The feed's count of changes up to the last set handed to the
+    /// connection (0 while replaying from the log).
+    delivered: u64,
+    frames: mpsc::Sender<Bytes>,
+}
+
+impl Watcher {
+    async fn run(mut self, sync: u64, last_frame: oneshot::Sender<Bytes>) {
+        if let Err(Stop::Error(code)) = self.stream(sync).await {
+            let data = json!({"code": code, "message": error_message(code)});
+            let _ = last_frame.send(Bytes::from(format!("event: error\ndata: {data}\n\n")));
+        }
+        crate::telemetry::watcher_closed();
+        // Dropping the sender ends the body after the last frame.
+    }
+
+    async fn stream(&mut self, sync: u64) -> Result<(), Stop> {
+        self.send(Bytes::from(format!("retry: {RETRY_MS}\n\n")), None)
+            .await?;
+        self.catch_up(Some(sync)).await?;
+        self.cursor = self.cursor.max(sync);
+        let frame = format!("event: sync\nid: {sync}\ndata: {{\"revision\":{sync}}}\n\n");
+        self.send(Bytes::from(frame), None).await?;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
+        loop {
+            self.catch_up(None).await?;
+            tokio::select! {
+                changed = self.newest.changed() => {
+                    if changed.is_err() {
+                        return Err(Stop::Quiet);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    self.send(Bytes::from_static(b": keep-alive\n\n"), None).await?;
+                }
+                _ = self.lifeline.ended() => return Err(Stop::Quiet),
+                () = self.frames.closed() => return Err(Stop::Quiet),
+            }
+        }
+    }
+
+    /// Sends every change after the cursor (up to `upto`, when given).
+    async fn catch_up(&mut self, upto: Option<u64>) -> Result<(), Stop> {
+        loop {
+            if upto.is_some_and(|upto| self.cursor >= upto) {
+                return Ok(());
+            }
+            let sets = match self
+                .store
+                .changes(&self.project, self.cursor, READ_CHANGES)
+                .await
+            {
+                Ok(sets) => sets,
+                Err(StoreError::HistoryCompacted { .. }) => {
+                    return Err(Stop::Error("history_compacted"));
+                }
+                Err(StoreError::ProjectNotFound) => return Err(Stop::Quiet),
+                Err(error) => {
+                    tracing::error!(%error, "a watch cannot read the change log");
+                    return Err(Stop::Error("internal"));
+                }
+            };
+            if sets.is_empty() {
+                return Ok(());
+            }
+            for set in sets {
+                if upto.is_some_and(|upto| set.revision > upto) {
+                    return Ok(());
+                }
+                if let Some(frame) = self.render(&set) {
+                    self.send(frame, Some(&set)).await?;
+                }
+                self.cursor = set.revision;
+                if set.serial != 0 {
+                    self.delivered = set.serial;
+                }
+            }
+        }
+    }
+
+    /// The events of a set that this watcher takes, or `None` for none.
+    fn render(&self, set: &ChangeSet) -> Option<Bytes> {
+        let taken = set
+            .changes
+            .iter()
+            .filter(|c| self.prefix.covers(c.key.as_str()))
+            .count();
+        if taken == 0 {
+            return None;
+        }
+        if taken == set.changes.len() {
+            let shared = &set.rendered[usize::from(self.values)];
+            return Some(
+                shared
+                    .get_or_init(|| render(set, &self.prefix, self.values))
+                    .clone(),
+            );
+        }
+        Some(render(set, &self.prefix, self.values))
+    }
+
+    /// Hands a frame to the connection. While the connection does not take
+    /// it, checks every [`SLOW_CHECK`] whether this watcher has fallen too
+    /// far behind, and whether its token still holds.
+    async fn send(&mut self, frame: Bytes, set: Option<&ChangeSet>) -> Result<(), Stop> {
+        let frame = match self.frames.try_send(frame) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Quiet),
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
+        let waiting_since = Timestamp::now();
+        let behind_since = set
+            .filter(|set| set.serial != 0)
+            .map_or(waiting_since, |set| set.at);
+        loop {
+            tokio::select! {
+                permit = self.frames.reserve() => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(frame);
+                            Ok(())
+                        }
+                        Err(_) => Err(Stop::Quiet),
+                    };
+                }
+                () = tokio::time::sleep(SLOW_CHECK) => {
+                    let lag = self.stats.feed.published().saturating_sub(self.delivered);
+                    let too_many = self.delivered != 0 && lag > SLOW_CHANGES;
+                    let too_late =
+                        Timestamp::now().millis() - behind_since.millis() > SLOW_SECONDS * 1000;
+                    if too_many || too_late {
+                        return Err(Stop::Error("slow_consumer"));
+                    }
+                }
+                _ = self.lifeline.ended() => return Err(Stop::Quiet),
+            }
+        }
+    }
+}
+
+fn error_message(code: &str) -> &'static str {
+    match code {
+        "slow_consumer" => {
+            "this watch fell too far behind and was closed; resume with Last-Event-ID"
+        }
+        "history_compacted" => {
+            "the changes this watch needs are no longer kept; read the current state and watch again"
+        }
+        _ => "the watch failed; resume with Last-Event-ID",
+    }
+}
+
+/// A set's events under `prefix`, in key order; only the last carries
+/// `id: <revision>`.
+fn render(set: &ChangeSet, prefix: &Prefix, values: bool) -> Bytes {
+    let changes: Vec<_> = set
+        .changes
+        .iter()
+        .filter(|c| prefix.covers(c.key.as_str()))
+        .collect();
+    let mut out = BytesMut::with_capacity(changes.len() * 96);
+    for (index, change) in changes.iter().enumerate() {
+        let mut data = serde_json::Map::new();
+        data.insert("key".into(), Value::String(change.key.as_str().to_owned()));
+        data.insert("version".into(), json!(set.revision));
+        data.insert("revision".into(), json!(set.revision));
+        let event = match change.kind {
+            ChangeKind::Put => "put",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Expired => {
+                data.insert("reason".into(), Value::String("expired".into()));
+                "delete"
+            }
+        };
+        if values && change.kind == ChangeKind::Put {
+            let (value, encoding) = encode_value(&change.value, &change.content_type);
+            data.insert("value".into(), value);
+            data.insert("encoding".into(), Value::String(encoding.into()));
+        }
+        out.put_slice(b"event: ");
+        out.put_slice(event.as_bytes());
+        out.put_slice(b"\n");
+        if index + 1 == changes.len() {
+            out.put_slice(format!("id: {}\n", set.revision).as_bytes());
+        }
+        out.put_slice(b"data: ");
+        // A JSON object of strings and numbers: serialising cannot fail,
+        // and serde_json escapes every newline, so it stays one data line.
+        let _ = serde_json::to_writer((&mut out).writer(), &Value::Object(data));
+        out.put_slice(b"\n\n");
+    }
+    out.freeze()
+}
+
+/// The response body of a watch: the frames its watcher queues, then, if
+/// the watcher ended with an error, that last event.
+struct EventBody {
+    queue: mpsc::Receiver<Bytes>,
+    last: Option<oneshot::Receiver<Bytes>>,
+}
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        match this.queue.poll_recv(cx) {
+            Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes)))),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                let Some(last) = this.last.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(last).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(result) => {
+                        this.last = None;
+                        Poll::Ready(result.ok().map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+                    }
+                }
+            }
+        }
+    }
+}
