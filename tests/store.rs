@@ -10,14 +10,16 @@ use bytes::Bytes;
 use kvs::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
-    CatalogWrite, KvOp, KvWrite, ListRequest, OpResult, Precondition, ProjectChange, Store,
-    StoreError,
+    CatalogWrite, ChangeKind, ChangeSets, HistoryLimits, KvOp, KvWrite, ListRequest, OpResult,
+    Precondition, ProjectChange, Store, StoreError,
 };
 
-type Open = fn(&Path) -> Arc<dyn Store>;
+type Open = fn(&Path, HistoryLimits) -> Arc<dyn Store>;
 
 /// Every engine, by name, with a function that opens it on a directory.
-const ENGINES: &[(&str, Open)] = &[("redb", |dir| Arc::new(RedbStore::open(dir).unwrap()))];
+const ENGINES: &[(&str, Open)] = &[("redb", |dir, limits| {
+    Arc::new(RedbStore::open_with(dir, limits).unwrap())
+})];
 
 /// Runs `check` against a fresh store of every engine.
 fn for_each_engine<F, Fut>(check: F)
@@ -29,7 +31,8 @@ where
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         eprintln!("engine {name}");
-        runtime.block_on(check(open(dir.path()), dir.path().to_owned()));
+        let store = open(dir.path(), HistoryLimits::default());
+        runtime.block_on(check(store, dir.path().to_owned()));
     }
 }
 
@@ -268,7 +271,7 @@ fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let last = runtime.block_on(async {
-            let store = open(dir.path());
+            let store = open(dir.path(), HistoryLimits::default());
             create(store.as_ref(), "disk", StorageMode::Disk).await;
             create(store.as_ref(), "mem", StorageMode::Memory).await;
             write(store.as_ref(), "disk", vec![put("k", "kept")])
@@ -282,7 +285,7 @@ fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
             last
         });
         runtime.block_on(async {
-            let store = open(dir.path());
+            let store = open(dir.path(), HistoryLimits::default());
             assert_eq!(
                 value(store.as_ref(), "disk", "k").await.as_deref(),
                 Some("kept")
@@ -638,7 +641,7 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let store = open(dir.path());
+            let store = open(dir.path(), HistoryLimits::default());
             create(store.as_ref(), "p", StorageMode::Disk).await;
             write(
                 store.as_ref(),
@@ -651,7 +654,7 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
         });
         std::thread::sleep(std::time::Duration::from_millis(1200));
         runtime.block_on(async {
-            let store = open(dir.path());
+            let store = open(dir.path(), HistoryLimits::default());
             assert_eq!(
                 value(store.as_ref(), "p", "k").await,
                 None,
@@ -661,6 +664,299 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
             assert!(
                 eventually(|| stats.keys() == 1).await,
                 "the expiry was not swept after opening"
+            );
+            store.close().await;
+        });
+    }
+}
+
+// ======================================================= the change log
+
+/// A project's change sets after `after`, as (revision, [(kind, key)]).
+async fn history(
+    store: &dyn Store,
+    project: &str,
+    after: u64,
+) -> Result<Vec<(u64, Vec<(ChangeKind, String)>)>, StoreError> {
+    let sets: ChangeSets = store.changes(&id(project), after, 100_000).await?;
+    Ok(sets
+        .iter()
+        .map(|set| {
+            let changes = set
+                .changes
+                .iter()
+                .map(|c| (c.kind, c.key.as_str().to_owned()))
+                .collect();
+            (set.revision, changes)
+        })
+        .collect())
+}
+
+fn changes(list: &[(ChangeKind, &str)]) -> Vec<(ChangeKind, String)> {
+    list.iter()
+        .map(|(k, key)| (*k, (*key).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_change_log_holds_every_write_in_order_and_survives_reopening() {
+    use ChangeKind::{Delete, Put};
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let expected = runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            create(store, "p", StorageMode::Disk).await;
+            let start = store.revision();
+            let r1 = write(store, "p", vec![put("a", "1")])
+                .await
+                .unwrap()
+                .revision;
+            // Several ops on one key fold into one change; a key put and
+            // deleted in one write that did not exist before is no change.
+            let r2 = write(
+                store,
+                "p",
+                vec![
+                    put("c", "x"),
+                    put("b", "2"),
+                    put("c", "3"),
+                    KvOp::Delete {
+                        key: key("a"),
+                        precondition: None,
+                        must_exist: true,
+                    },
+                    put("tmp", "t"),
+                    KvOp::Delete {
+                        key: key("tmp"),
+                        precondition: None,
+                        must_exist: true,
+                    },
+                ],
+            )
+            .await
+            .unwrap()
+            .revision;
+            let r3 = delete_prefix(store, "p", "").await.revision;
+            let r4 = write(
+                store,
+                "p",
+                vec![KvOp::Incr {
+                    key: key("n"),
+                    by: 2,
+                }],
+            )
+            .await
+            .unwrap()
+            .revision;
+            let expected = vec![
+                (r1, changes(&[(Put, "a")])),
+                (r2, changes(&[(Delete, "a"), (Put, "b"), (Put, "c")])),
+                (r3, changes(&[(Delete, "b"), (Delete, "c")])),
+                (r4, changes(&[(Put, "n")])),
+            ];
+            assert_eq!(history(store, "p", start).await.unwrap(), expected);
+            assert_eq!(history(store, "p", r2).await.unwrap(), expected[2..]);
+            assert!(history(store, "p", r4).await.unwrap().is_empty());
+            let sets = store.changes(&id("p"), r1, 10).await.unwrap();
+            assert_eq!(sets[0].changes[2].value.as_ref(), b"3", "the folded value");
+            store.close().await;
+            (start, expected)
+        });
+        runtime.block_on(async {
+            // Reopened, the feed starts empty: the same history comes from
+            // the durable log, values included.
+            let store = open(dir.path(), HistoryLimits::default());
+            let (start, expected) = expected;
+            assert_eq!(history(store.as_ref(), "p", start).await.unwrap(), expected);
+            let sets = store
+                .changes(&id("p"), expected[3].0 - 1, 10)
+                .await
+                .unwrap();
+            assert_eq!(sets[0].changes[0].value.as_ref(), b"2");
+            assert_eq!(sets[0].changes[0].content_type, "text/plain; charset=utf-8");
+            store.close().await;
+        });
+    }
+}
+
+#[test]
+fn expiries_are_logged_as_expired_deletes_at_their_own_revision() {
+    for_each_engine(|store, _| async move {
+        for storage in [StorageMode::Disk, StorageMode::Memory] {
+            let project = format!("p-{}", storage.as_str());
+            create(store.as_ref(), &project, storage).await;
+            let put_at = write(store.as_ref(), &project, vec![put_ttl("k", "v", Some(1))])
+                .await
+                .unwrap()
+                .revision;
+            let mut newest = store
+                .catalog()
+                .project(&id(&project))
+                .unwrap()
+                .stats
+                .feed
+                .subscribe();
+            tokio::time::timeout(std::time::Duration::from_secs(5), newest.changed())
+                .await
+                .expect("no expiry was published within 5 s")
+                .unwrap();
+            let logged = history(store.as_ref(), &project, put_at).await.unwrap();
+            assert_eq!(logged.len(), 1, "{logged:?}");
+            assert!(logged[0].0 > put_at);
+            assert_eq!(logged[0].1, changes(&[(ChangeKind::Expired, "k")]));
+        }
+    });
+}
+
+#[test]
+fn history_beyond_its_limits_is_compacted_and_reported() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let by_count = HistoryLimits {
+            max_age_seconds: 3600,
+            max_changes: 5,
+        };
+        let revisions = runtime.block_on(async {
+            let store = open(dir.path(), by_count);
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            let mut revisions = Vec::new();
+            for i in 0..10 {
+                let commit = write(store.as_ref(), "p", vec![put(&format!("k{i}"), "v")]);
+                revisions.push(commit.await.unwrap().revision);
+            }
+            // A write larger than the limit is kept whole.
+            let ops = (0..8).map(|i| put(&format!("big{i}"), "v")).collect();
+            revisions.push(write(store.as_ref(), "p", ops).await.unwrap().revision);
+            store.close().await;
+            revisions
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), by_count);
+            let newest = *revisions.last().unwrap();
+            let compact_revision = revisions[9];
+            assert_eq!(
+                history(store.as_ref(), "p", 0).await,
+                Err(StoreError::HistoryCompacted { compact_revision })
+            );
+            let kept = history(store.as_ref(), "p", compact_revision)
+                .await
+                .unwrap();
+            assert_eq!(kept.len(), 1);
+            assert_eq!((kept[0].0, kept[0].1.len()), (newest, 8));
+            store.close().await;
+        });
+        // By age: a store that keeps one second of history drops the rest
+        // on its own, without another write.
+        let by_age = HistoryLimits {
+            max_age_seconds: 1,
+            max_changes: 100,
+        };
+        runtime.block_on(async {
+            let store = open(dir.path(), by_age);
+            let last = write(store.as_ref(), "p", vec![put("late", "v")])
+                .await
+                .unwrap()
+                .revision;
+            let feed = &store
+                .catalog()
+                .project(&id("p"))
+                .unwrap()
+                .stats
+                .clone()
+                .feed;
+            assert!(
+                eventually(|| feed.compacted() == last).await,
+                "the history was not compacted by age (compacted at {})",
+                feed.compacted()
+            );
+            store.close().await;
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), by_age);
+            let last = store.catalog().project(&id("p")).unwrap().stats.revision();
+            assert!(matches!(
+                history(store.as_ref(), "p", last - 1).await,
+                Err(StoreError::HistoryCompacted { .. })
+            ));
+            assert!(history(store.as_ref(), "p", last).await.unwrap().is_empty());
+            store.close().await;
+        });
+    }
+}
+
+#[test]
+fn history_follows_its_project_through_moves_restarts_and_deletion() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (start, written) = runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            create(store, "moved", StorageMode::Memory).await;
+            create(store, "mem", StorageMode::Memory).await;
+            let start = store.revision();
+            let mut written = Vec::new();
+            for k in ["a", "b"] {
+                written.push(
+                    write(store, "moved", vec![put(k, "v")])
+                        .await
+                        .unwrap()
+                        .revision,
+                );
+            }
+            write(store, "mem", vec![put("k", "v")]).await.unwrap();
+            let to_disk = ProjectChange {
+                storage: Some(StorageMode::Disk),
+                ..ProjectChange::default()
+            };
+            store
+                .write_catalog(CatalogWrite::UpdateProject {
+                    id: id("moved"),
+                    change: to_disk,
+                })
+                .await
+                .unwrap();
+            store.close().await;
+            (start, written)
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            // Moved to disk: its log moved with it and survived the restart.
+            let logged = history(store, "moved", start).await.unwrap();
+            assert_eq!(logged.iter().map(|s| s.0).collect::<Vec<_>>(), written);
+            // A memory project's log went with its keys: history starts now.
+            let revision = store
+                .catalog()
+                .project(&id("mem"))
+                .unwrap()
+                .stats
+                .revision();
+            assert_eq!(
+                history(store, "mem", 0).await,
+                Err(StoreError::HistoryCompacted {
+                    compact_revision: revision
+                })
+            );
+            // A project deleted and created again has none of the old log.
+            store
+                .write_catalog(CatalogWrite::DeleteProject { id: id("moved") })
+                .await
+                .unwrap();
+            create(store, "moved", StorageMode::Disk).await;
+            assert!(history(store, "moved", 0).await.unwrap().is_empty());
+            store.close().await;
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            assert!(
+                history(store.as_ref(), "moved", 0)
+                    .await
+                    .unwrap()
+                    .is_empty()
             );
             store.close().await;
         });

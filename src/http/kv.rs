@@ -348,6 +348,27 @@ pub(super) async fn write_one(
     Ok((commit.revision, result))
 }
 
+/// For a request that lists keys (a listing, a watch): refuses read and
+/// write tokens when the project does not list its keys, and answers the
+/// `prefix` asked for, inside the token's (no prefix: the token's).
+pub fn listed_prefix(ctx: &Ctx<'_>, project: &Project, query: &Query) -> Result<Prefix, ApiError> {
+    ctx.caller.require_role(Role::Read)?;
+    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "listing_disabled",
+            "this project does not list its keys to read and write tokens",
+        ));
+    }
+    match query.get("prefix") {
+        None | Some("") => Ok(ctx.caller.prefix()),
+        Some(prefix) => {
+            ctx.caller.require_scope(prefix)?;
+            Ok(Prefix::parse(prefix)?)
+        }
+    }
+}
+
 /// `GET` (list) and `DELETE` (by prefix) of `/kv`.
 pub async fn listing(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
     about_keys(listing_inner(ctx, raw_project, request).await)
@@ -379,21 +400,7 @@ async fn listing_inner(
         ));
     }
 
-    ctx.caller.require_role(Role::Read)?;
-    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "listing_disabled",
-            "this project does not list its keys to read and write tokens",
-        ));
-    }
-    let prefix = match query.get("prefix") {
-        None | Some("") => ctx.caller.prefix(),
-        Some(prefix) => {
-            ctx.caller.require_scope(prefix)?;
-            Prefix::parse(prefix)?
-        }
-    };
+    let prefix = listed_prefix(ctx, &project, &query)?;
     let limit = match query.get("limit") {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => parse_limit(text)?,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::Ctx;
 use super::error::ApiError;
+use super::kv::listed_prefix;
 use super::request::Query;
 use super::views::encode_value;
 use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
@@ -258,22 +259,8 @@ pub async fn watch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
-    ctx.caller.require_role(Role::Read)?;
-    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "listing_disabled",
-            "this project does not list its keys to read and write tokens",
-        ));
-    }
     let query = Query::parse(request.uri().query());
-    let prefix = match query.get("prefix") {
-        None | Some("") => ctx.caller.prefix(),
-        Some(prefix) => {
-            ctx.caller.require_scope(prefix)?;
-            Prefix::parse(prefix)?
-        }
-    };
+    let prefix = listed_prefix(ctx, &project, &query)?;
     let values = query.flag("values")?;
     let since = since(&query, request.headers())?;
     let stats = project.stats.clone();
