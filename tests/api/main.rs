@@ -14,7 +14,8 @@
 //! - `values`: reading and writing values: bytes, headers, ETags and
 //!   preconditions;
 //! - `listing`: paged listings and deletes by prefix;
-//! - `persistence`: what a restart keeps, and live moves between storages.
+//! - `persistence`: what a restart keeps, and live moves between storages;
+//! - `watch`: who may watch and wait for changes, and what ends them.
 //!
 //! `support` holds what these tests need beyond `tests/common`: contract
 //! assertions, a raw HTTP exchange for requests a client library would
@@ -31,3 +32,4 @@ mod roles;
 mod tokens;
 mod validation;
 mod values;
+mod watch;

@@ -1,0 +1,276 @@
+//! Watches and blocking reads: who may open them, and what ends them. The
+//! stream's framing and replay are checked by the conformance suite's
+//! `watch` group and `tests/watch.rs`; here, what each token may do, and that
+//! a revoked token, a project that stops listing its keys, a deleted project
+//! and a stopping server end what is open.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::kv;
+use crate::support::{Api, Setup, expect_error, expect_status};
+
+/// An HTTP/1.1 exchange kept open: the answer's status line and whatever
+/// body has arrived so far.
+struct Open {
+    stream: TcpStream,
+    status: u16,
+    received: String,
+    ended: bool,
+}
+
+impl Open {
+    /// Sends `GET path` with the client's token and reads the answer's head.
+    fn get(api: &Api, path: &str) -> Open {
+        let address = api.base.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let token = api.token.as_deref().unwrap_or("");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut open = Open {
+            stream,
+            status: 0,
+            received: String::new(),
+            ended: false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !open.received.contains("\r\n\r\n") {
+            assert!(Instant::now() < deadline, "no answer head for GET {path}");
+            open.read_some();
+        }
+        let (head, body) = open.received.split_once("\r\n\r\n").unwrap();
+        open.status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        open.received = body.to_owned();
+        open
+    }
+
+    /// Reads what is available (at most 100 ms of waiting).
+    fn read_some(&mut self) {
+        let mut buffer = [0u8; 16384];
+        match self.stream.read(&mut buffer) {
+            Ok(0) => self.ended = true,
+            Ok(n) => self
+                .received
+                .push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => self.ended = true,
+        }
+    }
+
+    /// Reads until the body holds `text`; false if it does not within
+    /// `seconds`.
+    fn wait_for(&mut self, text: &str, seconds: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !self.received.contains(text) {
+            if self.ended || Instant::now() > deadline {
+                return false;
+            }
+            self.read_some();
+        }
+        true
+    }
+
+    /// Reads until the server ends the answer (the last chunk, or the
+    /// connection closed); how long that took, or `None` after `seconds`.
+    fn wait_end(&mut self, seconds: u64) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            if self.ended || self.received.ends_with("\r\n0\r\n\r\n") {
+                return Some(started.elapsed());
+            }
+            self.read_some();
+        }
+        None
+    }
+}
+
+fn watch_path(setup: &Setup, query: &str) -> String {
+    format!("/v1/projects/{}/watch{query}", setup.project)
+}
+
+#[test]
+fn every_project_role_may_watch_and_a_prefix_token_only_inside_its_prefix() {
+    let setup = Setup::new("p", json!({}));
+    for role in ["read", "write", "manage"] {
+        let client = setup.client(role);
+        let mut open = Open::get(&client, &watch_path(&setup, ""));
+        assert_eq!(open.status, 200, "{role}");
+        assert!(open.wait_for("event: sync", 5), "{role}: {}", open.received);
+    }
+    let (scoped, _) = setup.token(json!({"role": "read", "prefix": "app/"}));
+    assert_eq!(
+        Open::get(&scoped, &watch_path(&setup, "?prefix=other/")).status,
+        403
+    );
+    let mut open = Open::get(&scoped, &watch_path(&setup, ""));
+    expect_status(&setup.manage.put(&kv("p", "other/x"), b"v"), 201);
+    expect_status(&setup.manage.put(&kv("p", "app/x"), b"v"), 201);
+    assert!(open.wait_for("\"key\":\"app/x\"", 5), "{}", open.received);
+    assert!(!open.received.contains("other/x"), "{}", open.received);
+
+    // Another project's token: as if the project did not exist.
+    let other = setup
+        .admin
+        .with_token(&setup.admin.create_project("q", json!({})));
+    assert_eq!(Open::get(&other, &watch_path(&setup, "")).status, 404);
+    let nobody = setup.admin.with_token("kvs_not-a-token");
+    assert_eq!(Open::get(&nobody, &watch_path(&setup, "")).status, 401);
+}
+
+#[test]
+fn a_watch_ends_when_its_token_is_revoked_or_its_project_stops_listing_keys_or_is_deleted() {
+    let setup = Setup::new("p", json!({}));
+    let (reader, minted) = setup.token(json!({"role": "read"}));
+    let mut revoked = Open::get(&reader, &watch_path(&setup, ""));
+    assert!(revoked.wait_for("event: sync", 5));
+    let writer = setup.client("write");
+    let mut hidden = Open::get(&writer, &watch_path(&setup, ""));
+    assert!(hidden.wait_for("event: sync", 5));
+    let mut deleted = Open::get(&setup.manage, &watch_path(&setup, ""));
+    assert!(deleted.wait_for("event: sync", 5));
+
+    let token = minted["id"].as_str().unwrap();
+    let path = format!("/v1/projects/p/tokens/{token}");
+    expect_status(&setup.manage.delete(&path), 204);
+    let took = revoked
+        .wait_end(5)
+        .expect("the revoked token's watch is still open");
+    assert!(took < Duration::from_millis(1500), "ended after {took:?}");
+    assert!(
+        !hidden.received.ends_with("0\r\n\r\n"),
+        "another watch ended too"
+    );
+
+    let patched = setup
+        .manage
+        .patch_json("/v1/projects/p", &json!({"keys_discoverable": false}));
+    expect_status(&patched, 200);
+    assert!(
+        hidden.wait_end(5).is_some(),
+        "a write token still watches a hidden project"
+    );
+    assert!(
+        deleted.wait_for("event: sync", 0),
+        "a manage token may watch a hidden project"
+    );
+    assert_eq!(deleted.wait_end(0), None, "the manage token's watch ended");
+
+    expect_status(&setup.admin.delete("/v1/projects/p"), 204);
+    assert!(
+        deleted.wait_end(5).is_some(),
+        "the watch of a deleted project is still open"
+    );
+}
+
+#[test]
+fn a_blocking_read_of_a_revoked_token_ends_with_401() {
+    let setup = Setup::new("p", json!({}));
+    let version = setup.manage.put(&kv("p", "k"), b"v").json()["version"].clone();
+    let (reader, minted) = setup.token(json!({"role": "read"}));
+    let path = format!("{}?wait=60s&after={version}", kv("p", "k"));
+    let mut waiting = Open::get_later(&reader, &path);
+    std::thread::sleep(Duration::from_millis(300));
+    let token = minted["id"].as_str().unwrap();
+    expect_status(
+        &setup
+            .manage
+            .delete(&format!("/v1/projects/p/tokens/{token}")),
+        204,
+    );
+    let started = Instant::now();
+    let status = waiting
+        .status(5)
+        .expect("the blocking read is still waiting");
+    assert_eq!(status, 401);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn a_since_older_than_the_history_is_410_with_the_compact_revision() {
+    let setup = Setup::new("m", json!({"storage": "memory"}));
+    let version = setup.manage.put(&kv("m", "k"), b"v").json()["version"]
+        .as_u64()
+        .unwrap();
+    // A memory project's history starts again at each restart.
+    let setup = setup.restart();
+    let path = format!("/v1/projects/m/watch?since={version}");
+    let answer = setup.manage.get(&path);
+    expect_status(&answer, 410);
+    let body = answer.json();
+    assert_eq!(body["error"]["code"], "history_compacted", "{body}");
+    let compacted = body["compact_revision"].as_u64().unwrap();
+    assert!(compacted >= version, "{compacted} < {version}");
+    let mut resumed = Open::get(
+        &setup.manage,
+        &format!("/v1/projects/m/watch?since={compacted}"),
+    );
+    assert_eq!(resumed.status, 200);
+    assert!(resumed.wait_for("event: sync", 5));
+    for bad in ["x", "-1", "1.5"] {
+        let answer = setup
+            .manage
+            .get(&format!("/v1/projects/m/watch?since={bad}"));
+        expect_error(&answer, 400, "bad_request");
+    }
+}
+
+#[test]
+fn stopping_the_server_ends_open_watches_and_blocking_reads_at_once() {
+    let setup = Setup::new("p", json!({}));
+    setup.manage.put(&kv("p", "k"), b"v");
+    let mut open = Open::get(&setup.manage, &watch_path(&setup, ""));
+    assert!(open.wait_for("event: sync", 5));
+    let mut waiting = Open::get_later(&setup.manage, &format!("{}?wait=5m", kv("p", "k")));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let setup = setup.restart();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the restart waited {:?} for open streams",
+        started.elapsed()
+    );
+    assert!(open.wait_end(1).is_some());
+    assert_eq!(
+        waiting.status(1),
+        Some(200),
+        "the blocking read answers the current state"
+    );
+    drop(setup);
+}
+
+/// A request whose answer is read later (a blocking read).
+struct Later(std::thread::JoinHandle<u16>);
+
+impl Open {
+    fn get_later(api: &Api, path: &str) -> Later {
+        let (api, path) = (api.clone(), path.to_owned());
+        Later(std::thread::spawn(move || api.get(&path).status))
+    }
+}
+
+impl Later {
+    /// The status, if it came within `seconds`.
+    fn status(&mut self, seconds: u64) -> Option<u16> {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !self.0.is_finished() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let handle = std::mem::replace(&mut self.0, std::thread::spawn(|| 0));
+        handle.join().ok()
+    }
+}
