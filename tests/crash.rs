@@ -22,6 +22,10 @@
 //! be wholly there (but for what later acknowledged writes of the same
 //! thread replaced), and one in flight at the kill must be wholly there or
 //! wholly absent — never partly — with all its puts at one version.
+//!
+//! After each restart, the project's change log, replayed by a watch from
+//! revision 0, must end in exactly the state the reads found: the log is
+//! written in the same commit as the keys.
 
 mod common;
 
@@ -111,6 +115,8 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
         let verified = verify_all(&server, &secret, &mut writers);
         let listing = check_listing(&server, &secret, &writers, &verified);
         failures.extend(listing.failures);
+        let log = check_change_log(&server, &secret, &verified.present);
+        failures.extend(log.failures);
         floor = writers.iter().map(|w| w.last_version).max().unwrap_or(0);
         let project = server.admin().get(&format!("/v1/projects/{PROJECT}"));
         let revision = project.json()["revision"].as_u64().unwrap_or(0);
@@ -127,7 +133,8 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
              flight at the {event} ({landed} landed; {txns_in_flight} of them txns: \
              {txns_landed} wholly present, {txns_absent} wholly absent); ready again in \
              {ready_in:.0?}; verified {keys} keys ({present} present), listing {listed}, keys \
-             figure {figure}; versions up to {floor}",
+             figure {figure}, change log {events} events; versions up to {floor}",
+            events = log.events,
             how = if graceful { "SIGTERM" } else { "SIGKILL" },
             event = if graceful { "stop" } else { "kill" },
             landed = verified.landed,
@@ -1065,6 +1072,93 @@ fn check_listing(
         figure,
         failures,
     }
+}
+
+/// What the change-log check saw.
+struct ChangeLog {
+    /// Events replayed.
+    events: usize,
+    failures: Vec<String>,
+}
+
+/// The project's whole change history, replayed by a watch from revision 0,
+/// must end in exactly the state the reads found: each present key's last
+/// event a put at its version, every other key's last event (if any) a
+/// delete, and revisions in order. The log is written in the same commit as
+/// the keys, so a kill can leave neither without the other.
+fn check_change_log(
+    server: &ServerProcess,
+    secret: &str,
+    present: &BTreeMap<String, u64>,
+) -> ChangeLog {
+    use std::io::{BufRead, BufReader, Write};
+    let mut failures = Vec::new();
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // HTTP/1.0: the body is the event stream itself, without chunks.
+    let request = format!(
+        "GET /v1/projects/{PROJECT}/watch?since=0 HTTP/1.0\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains(" 200 "), "the watch from 0 answered {line:?}");
+    let mut last: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let (mut kind, mut data) = (String::new(), String::new());
+    let (mut events, mut newest) = (0, 0);
+    let mut in_body = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            failures.push("the watch ended before its sync event".to_owned());
+            break;
+        }
+        let text = line.trim_end_matches(['\r', '\n']);
+        if !in_body {
+            in_body = text.is_empty();
+            continue;
+        }
+        if let Some(value) = text.strip_prefix("event: ") {
+            kind = value.to_owned();
+        } else if let Some(value) = text.strip_prefix("data: ") {
+            data = value.to_owned();
+        } else if text.is_empty() && !data.is_empty() {
+            if kind == "sync" {
+                break;
+            }
+            let event: Value = serde_json::from_str(&data).unwrap();
+            let (key, revision) = (event["key"].as_str().unwrap(), event["revision"].as_u64());
+            let revision = revision.unwrap_or(0);
+            if revision < newest {
+                failures.push(format!("event at revision {revision} after {newest}"));
+            }
+            newest = revision;
+            let state = (kind == "put").then_some(revision);
+            last.insert(key.to_owned(), state);
+            events += 1;
+            data.clear();
+        }
+    }
+    for (key, version) in present {
+        match last.get(key) {
+            Some(Some(logged)) if logged == version => {}
+            other => failures.push(format!(
+                "{key:?} is present at version {version}; its last logged change is {other:?}"
+            )),
+        }
+    }
+    for (key, state) in &last {
+        if let (Some(logged), false) = (state, present.contains_key(key)) {
+            failures.push(format!(
+                "the log's last change of {key:?} is a put at {logged}, but it is absent"
+            ));
+        }
+    }
+    ChangeLog { events, failures }
 }
 
 /// A value to write, regenerated from (writer, sequence) when checked.

@@ -384,6 +384,7 @@ impl Watcher {
         let frame = format!("event: sync\nid: {sync}\ndata: {{\"revision\":{sync}}}\n\n");
         self.send(Bytes::from(frame), None).await?;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.catch_up(None).await?;
             tokio::select! {
