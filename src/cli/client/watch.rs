@@ -73,7 +73,15 @@ pub fn watch(args: Watch) -> Outcome {
             Ok(response) => response,
             Err(error) if connected && passing(&error) => {
                 if !told_unreachable {
-                    eprintln!("kvs: {error}; retrying every {}", seconds(watcher.retry));
+                    let every = seconds(watcher.retry);
+                    match &error {
+                        ClientError::Unreachable { url, reason } => {
+                            eprintln!(
+                                "kvs: cannot connect to {url} ({reason}); retrying every {every}"
+                            )
+                        }
+                        _ => eprintln!("kvs: {error}; retrying every {every}"),
+                    }
                     told_unreachable = true;
                 }
                 thread::sleep(watcher.retry);
@@ -559,10 +567,11 @@ mod tests {
             change(json!("AAEC"), "base64").line(),
             "put a b 3 <3 bytes, not text>"
         );
-        let expired: Change =
+        let mut expired: Change =
             serde_json::from_str(r#"{"key":"t","version":9,"revision":9,"reason":"expired"}"#)
                 .unwrap();
-        assert_eq!(expired.line(), " t 9 expired");
+        "delete".clone_into(&mut expired.event);
+        assert_eq!(expired.line(), "delete t 9 expired");
     }
 
     #[test]
