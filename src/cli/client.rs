@@ -84,9 +84,10 @@ pub enum Command {
     /// A broken connection or a restarted server does not end the watch: it
     /// says so once on stderr, reconnects every 2 s for as long as it takes,
     /// and resumes after the last revision it printed, so that no change is
-    /// printed twice or missed. It ends (exit 1) when the server no longer
-    /// keeps the changes it would need (`history_compacted`): read the
-    /// current state, then watch again.
+    /// printed twice or missed; only a server that cannot be reached at the
+    /// start is an error (exit 4). It ends (exit 1) when the server no
+    /// longer keeps the changes it would need (`history_compacted`): read
+    /// the current state, then watch again.
     #[command(after_long_help = EXIT_CODES)]
     Watch(watch::Watch),
     /// Create, list, show and delete projects (admin).

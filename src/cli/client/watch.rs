@@ -46,7 +46,7 @@ pub struct Watch {
     /// it, only changes from now on are printed.
     #[arg(long, value_name = "REVISION")]
     since: Option<u64>,
-    /// Print each put's value too (see above for how).
+    /// Print each put's value too (`--help` says how).
     #[arg(long)]
     values: bool,
     #[command(flatten)]
