@@ -2,8 +2,9 @@
 //! through its HTTP API, as curl would, but with keys percent-encoded, listing
 //! cursors followed, and every failure turned into one line on stderr and an
 //! exit code a script can test. [`api`] owns HTTP and errors; [`keys`],
-//! [`projects`] and [`tokens`] own one resource each, [`txn`] transactions;
-//! [`output`] owns how answers look on stdout.
+//! [`projects`] and [`tokens`] own one resource each, [`txn`] transactions,
+//! [`watch`] the stream of changes; [`output`] owns how answers look on
+//! stdout.
 
 mod api;
 mod keys;
@@ -11,6 +12,7 @@ mod output;
 mod projects;
 mod tokens;
 mod txn;
+mod watch;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -65,6 +67,29 @@ pub enum Command {
     /// Prints one line per op; a refusal names the failed checks or op.
     #[command(after_long_help = EXIT_CODES)]
     Txn(txn::Txn),
+    /// Print every change to the project's keys as it happens, one line
+    /// each, until interrupted.
+    ///
+    /// A line is `put KEY REVISION`, `delete KEY REVISION`, or `delete KEY
+    /// REVISION expired` for a key whose TTL ran out; the changes of one
+    /// transaction come together, in key order. With `--values`, a put's
+    /// line ends with its value: text as it is, except that line breaks,
+    /// other control characters and backslashes are escaped (`\n`, `\\`); a
+    /// JSON value (stored as JSON) compact; other bytes as `<N bytes, not
+    /// text>`. With `--json`, each line is a JSON object `{"event": "put" or
+    /// "delete", "key", "version", "revision"}`, plus `"reason": "expired"`,
+    /// and with `--values` the `"value"` and its `"encoding"` (`utf8`,
+    /// `json` or `base64`) as the server sent them.
+    ///
+    /// A broken connection or a restarted server does not end the watch: it
+    /// says so once on stderr, reconnects every 2 s for as long as it takes,
+    /// and resumes after the last revision it printed, so that no change is
+    /// printed twice or missed; only a server that cannot be reached at the
+    /// start is an error (exit 4). It ends (exit 1) when the server no
+    /// longer keeps the changes it would need (`history_compacted`): read
+    /// the current state, then watch again.
+    #[command(after_long_help = EXIT_CODES)]
+    Watch(watch::Watch),
     /// Create, list, show and delete projects (admin).
     #[command(after_long_help = EXIT_CODES)]
     Project(projects::Args),
@@ -166,6 +191,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Incr(args) => keys::incr(args),
         Command::Latest(args) => keys::latest(args),
         Command::Txn(args) => txn::txn(args),
+        Command::Watch(args) => watch::watch(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
     };

@@ -332,39 +332,47 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `kvs serve` on `data_dir` (created if missing) and waits until
-    /// it is ready. Its output goes to `<data_dir>/../server.log`.
+    /// it is ready. Its output goes to `<data_dir>.log`.
     pub fn start(data_dir: &Path, admin_token: &str) -> ServerProcess {
-        let port = free_port();
-        let log = data_dir.with_extension("log");
+        let mut server = ServerProcess {
+            url: format!("http://127.0.0.1:{}", free_port()),
+            admin_token: admin_token.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.with_extension("log"),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the server again on the same port and data directory (after
+    /// a SIGTERM if it still runs), as a service manager would, so that
+    /// its clients can find it where it was.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    /// Runs `kvs serve` on this server's address and waits until it is ready.
+    fn spawn(&mut self) {
+        let listen = self.url.trim_start_matches("http://").to_owned();
         let output = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(&self.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("KVS_ADMIN_TOKEN", admin_token)
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(&self.data_dir)
+            .env("KVS_ADMIN_TOKEN", &self.admin_token)
             .env("KVS_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(output.try_clone().unwrap())
             .stderr(output)
             .spawn()
             .expect("cannot run the kvs binary");
-        let server = ServerProcess {
-            url: format!("http://127.0.0.1:{port}"),
-            admin_token: admin_token.to_owned(),
-            data_dir: data_dir.to_owned(),
-            log,
-            child: Some(child),
-        };
-        wait_ready(&server.url);
-        server
+        self.child = Some(child);
+        wait_ready(&self.url);
     }
 
     pub fn admin(&self) -> Client {
