@@ -317,20 +317,20 @@ pub async fn watch(
     Ok(response)
 }
 
-/// The revision to resume after: `since`, else `Last-Event-ID`.
+/// The revision to resume after: `Last-Event-ID`, else `since`. A browser's
+/// `EventSource` reconnects to the URL it was opened with (`?since=` and
+/// all) and adds `Last-Event-ID`, which is then the newer of the two.
 fn since(query: &Query, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    if let Some(text) = query.get("since") {
-        return parse_revision("since", text).map(Some);
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Last-Event-ID must be a revision"))?;
+        return parse_revision("Last-Event-ID", text.trim()).map(Some);
     }
-    match headers.get("last-event-id") {
-        Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Last-Event-ID must be a revision"))?;
-            parse_revision("Last-Event-ID", text.trim()).map(Some)
-        }
-        None => Ok(None),
-    }
+    query
+        .get("since")
+        .map(|text| parse_revision("since", text))
+        .transpose()
 }
 
 fn parse_revision(name: &str, text: &str) -> Result<u64, ApiError> {

@@ -25,6 +25,11 @@ struct Open {
 impl Open {
     /// Sends `GET path` with the client's token and reads the answer's head.
     fn get(api: &Api, path: &str) -> Open {
+        Open::get_with(api, path, "")
+    }
+
+    /// The same, with more header lines (each ending in `\r\n`).
+    fn get_with(api: &Api, path: &str, headers: &str) -> Open {
         let address = api.base.trim_start_matches("http://");
         let mut stream = TcpStream::connect(address).unwrap();
         stream
@@ -32,7 +37,7 @@ impl Open {
             .unwrap();
         let token = api.token.as_deref().unwrap_or("");
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n{headers}\r\n"
         );
         stream.write_all(request.as_bytes()).unwrap();
         let mut open = Open {
@@ -224,6 +229,33 @@ fn a_since_older_than_the_history_is_410_with_the_compact_revision() {
             .get(&format!("/v1/projects/m/watch?since={bad}"));
         expect_error(&answer, 400, "bad_request");
     }
+}
+
+#[test]
+fn last_event_id_wins_over_since_as_an_event_source_reconnecting_sends_both() {
+    let setup = Setup::new("p", json!({}));
+    let versions: Vec<u64> = ["a", "b", "c"]
+        .iter()
+        .map(|k| {
+            setup.manage.put(&kv("p", k), b"v").json()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let header = format!("Last-Event-ID: {}\r\n", versions[1]);
+    let mut open = Open::get_with(&setup.manage, &watch_path(&setup, "?since=0"), &header);
+    assert!(open.wait_for("event: sync", 5), "{}", open.received);
+    assert!(open.received.contains("\"key\":\"c\""), "{}", open.received);
+    assert!(
+        !open.received.contains("\"key\":\"b\""),
+        "{}",
+        open.received
+    );
+    assert!(
+        !open.received.contains("\"key\":\"a\""),
+        "{}",
+        open.received
+    );
 }
 
 #[test]

@@ -89,10 +89,19 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, token: Option<Secret>) -> Api {
+        Api::with_idle_timeout(base, token, None)
+    }
+
+    /// A client for long-lived answers (a watch): a connection that stays
+    /// silent for `idle` (no answer, or no bytes of its body) is given up as
+    /// unreachable. There is no limit on an answer's whole duration.
+    pub fn with_idle_timeout(base: &str, token: Option<Secret>, idle: Option<Duration>) -> Api {
         let agent = ureq::Agent::config_builder()
             // Error answers carry the contract's body, which we want to read.
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(idle)
+            .timeout_per_read(idle)
             .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();

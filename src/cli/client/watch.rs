@@ -6,9 +6,9 @@
 //! server restarts by resuming after the last revision it has printed
 //! (`Last-Event-ID`), so that no change is printed twice or missed.
 //!
-//! The watch has an HTTP agent of its own ([`Source`]): a stream may last
-//! for days, so no timeout may bound the whole answer, but a connection that
-//! died without a word must be noticed, so each read has one.
+//! The watch's client ([`Source`]) has no timeout on the whole answer (a
+//! stream may last for days) but one on each read, so that a connection that
+//! died without a word is noticed.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::thread;
@@ -19,14 +19,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use ureq::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use ureq::http::{HeaderValue, Request, Response, StatusCode};
+use ureq::http::header::{ACCEPT, CONTENT_TYPE};
+use ureq::http::{HeaderName, Method, Response, StatusCode};
 
-use super::api::{ClientError, query, segment};
-use super::{Common, Outcome, ProjectArg, Secret};
-
-/// How long to wait for a connection before calling the server unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use super::api::{Api, ClientError, query, segment};
+use super::{Common, Outcome, ProjectArg};
 
 /// A stream that brings nothing for this long, not even the keep-alive
 /// comment that the server sends every 10 s (the contract: at least every
@@ -132,38 +129,22 @@ fn seconds(duration: Duration) -> String {
 
 /// The HTTP side of one watch: where it points and as whom.
 struct Source {
-    agent: ureq::Agent,
-    base: String,
+    api: Api,
     /// `/v1/projects/{p}/watch`.
     path: String,
     prefix: Option<String>,
     values: bool,
     since: Option<u64>,
-    token: Option<Secret>,
 }
 
 impl Source {
     fn new(args: &Watch) -> Source {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(IDLE))
-            .timeout_per_read(Some(IDLE))
-            .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Source {
-            agent,
-            base: args.common.url.clone(),
+            api: Api::with_idle_timeout(&args.common.url, args.common.token.clone(), Some(IDLE)),
             path: format!("/v1/projects/{}/watch", segment(&args.project.project)),
             prefix: args.prefix.clone(),
             values: args.values,
             since: args.since,
-            token: args
-                .common
-                .token
-                .clone()
-                .filter(|secret| !secret.expose().is_empty()),
         }
     }
 
@@ -178,37 +159,20 @@ impl Source {
         if self.values {
             pairs.push(("values", "true"));
         }
-        // `since` would win over `Last-Event-ID`, so it goes only once.
+        // Once resuming, `Last-Event-ID` says where from; `since` goes only
+        // on the first request.
         if let (None, Some(since)) = (resume, &since) {
             pairs.push(("since", since.as_str()));
         }
-        let url = format!("{}{}{}", self.base, self.path, query(&pairs));
-        let mut request = Request::get(&url).header(ACCEPT, "text/event-stream");
+        let path = format!("{}{}", self.path, query(&pairs));
+        let mut headers = vec![(ACCEPT, "text/event-stream".to_owned())];
         if let Some(revision) = resume {
-            request = request.header("last-event-id", revision.to_string());
+            headers.push((
+                HeaderName::from_static("last-event-id"),
+                revision.to_string(),
+            ));
         }
-        if let Some(token) = &self.token {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
-                .map_err(|_| anyhow!("the token holds characters that no header can carry"))?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
-        }
-        let request = request
-            .body(())
-            .map_err(|error| anyhow!("cannot make a request to {url}: {error}"))?;
-        let response = self.agent.run(request).map_err(|error| match error {
-            ureq::Error::Io(_)
-            | ureq::Error::HostNotFound
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Timeout(_) => ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: error.to_string(),
-            },
-            other => anyhow!("request to {} failed: {other}", self.base).into(),
-        })?;
-        if !response.status().is_success() {
-            return Err(self.refusal(response));
-        }
+        let response = self.api.send_with(Method::GET, &path, None, &headers)?;
         let streams = response
             .headers()
             .get(CONTENT_TYPE)
@@ -220,32 +184,6 @@ impl Source {
             );
         }
         Ok(response)
-    }
-
-    /// An error answer, as `code: message` from the contract's error body.
-    fn refusal(&self, mut response: Response<ureq::Body>) -> ClientError {
-        let status = response.status();
-        let body: Option<Value> = response
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let error = body.as_ref().map(|body| &body["error"]);
-        let mut summary =
-            match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
-                Some((code, message)) => format!("{code}: {message}"),
-                None => format!("the server at {} answered {status}", self.base),
-            };
-        if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
-            summary.push_str("; no token was given: pass --token or set KVS_TOKEN");
-        }
-        ClientError::Refused {
-            status,
-            summary,
-            body,
-        }
     }
 }
 
