@@ -450,7 +450,7 @@ struct Batch<'a> {
     history: HashMap<ProjectId, Option<HistoryRecord>>,
     limits: HistoryLimits,
     /// Change sets to publish after the commit, in revision order.
-    sets: Vec<(ProjectId, Arc<ProjectStats>, ChangeSet)>,
+    sets: Vec<(ProjectId, Arc<ProjectStats>, StorageMode, ChangeSet)>,
 }
 
 impl<'a> Batch<'a> {
@@ -530,26 +530,62 @@ impl<'a> Batch<'a> {
         changes: Vec<Change>,
     ) -> Result<(), StoreError> {
         let id = &project.settings.id;
-        let storage = project.settings.storage;
-        let tables = KeyTables::of(id.as_str());
         let mut record = self.history(id);
-        let limits = self.limits;
-        let txn = self.txn(storage)?;
-        {
-            let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
-            log.insert(revision, encode_changes(at, &changes)?.as_slice())
-                .map_err(storage_error)?;
-        }
         record.changes += changes.len() as u64;
         record.oldest.get_or_insert(at);
-        trim(txn, &tables, &mut record, &limits, &project.stats)?;
-        put_record(txn, codec::HISTORY, id.as_str(), &record)?;
         self.history.insert(id.clone(), Some(record));
         self.sets.push((
             id.clone(),
             project.stats.clone(),
+            project.settings.storage,
             ChangeSet::new(revision, at, changes),
         ));
+        Ok(())
+    }
+
+    /// Writes the batch's change sets to their projects' logs: each log's
+    /// table is opened once per batch (an open costs more than an insert),
+    /// then trimmed to the history limits. Sets of a project deleted later in
+    /// the batch are left out, as its tables are gone.
+    fn write_logs(&mut self) -> Result<(), StoreError> {
+        let mut projects: Vec<(ProjectId, StorageMode, Vec<usize>)> = Vec::new();
+        for (index, (id, stats, storage, _)) in self.sets.iter().enumerate() {
+            let live = self
+                .catalog()
+                .project(id)
+                .is_some_and(|p| Arc::ptr_eq(&p.stats, stats));
+            if !live {
+                continue;
+            }
+            match projects.iter_mut().find(|(p, _, _)| p == id) {
+                Some((_, _, indices)) => indices.push(index),
+                None => projects.push((id.clone(), *storage, vec![index])),
+            }
+        }
+        let limits = self.limits;
+        for (id, storage, indices) in projects {
+            let Some(mut record) = self.history.get(&id).copied().flatten() else {
+                continue;
+            };
+            let tables = KeyTables::of(id.as_str());
+            let stats = self.sets[indices[0]].1.clone();
+            self.txn(storage)?;
+            let txn = open_txn(&self.disk, &self.memory, storage)?;
+            {
+                let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+                for index in indices {
+                    let set = &self.sets[index].3;
+                    log.insert(
+                        set.revision,
+                        encode_changes(set.at, &set.changes)?.as_slice(),
+                    )
+                    .map_err(storage_error)?;
+                }
+            }
+            trim(txn, &tables, &mut record, &limits, &stats)?;
+            put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+            self.history.insert(id, Some(record));
+        }
         Ok(())
     }
 
@@ -972,6 +1008,7 @@ impl<'a> Batch<'a> {
     /// Writes the figures, commits both databases (disk first: it holds the
     /// revision reservation that memory writes rely on) and publishes.
     fn commit(mut self) -> Result<Published, StoreError> {
+        self.write_logs()?;
         let live: Vec<_> = self
             .stats
             .iter()
@@ -1018,7 +1055,7 @@ impl<'a> Batch<'a> {
         // writes and then watches from the revision it was given finds the
         // change in the feed or the log.
         let catalog = self.shared.catalog.load();
-        for (id, stats, set) in self.sets {
+        for (id, stats, _, set) in self.sets {
             let live = catalog
                 .project(&id)
                 .is_some_and(|p| Arc::ptr_eq(&p.stats, &stats));
