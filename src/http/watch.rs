@@ -59,6 +59,8 @@ enum Ended {
     /// The token was revoked or expired, or its project deleted, or its
     /// rights no longer allow the request.
     Revoked,
+    /// The project was deleted (for a token that outlives it: an admin's).
+    ProjectGone,
     /// The server is stopping.
     Stopping,
 }
@@ -96,17 +98,24 @@ impl Lifeline {
         }
     }
 
-    /// Whether the token may still make this request on this project.
-    fn allowed(&self) -> bool {
+    /// Why the token may no longer make this request on this project, if
+    /// it may not.
+    fn refused(&self) -> Option<Ended> {
         let catalog = self.store.catalog();
         let token = catalog
             .token(&self.token.digest, Timestamp::now())
             .is_some_and(|t| t.id == self.token.id);
-        let project = catalog.project(&self.project).is_some_and(|p| {
-            Arc::ptr_eq(&p.stats, &self.stats)
-                && (!self.lists || p.settings.keys_discoverable || self.token.role >= Role::Manage)
-        });
-        token && project
+        if !token {
+            return Some(Ended::Revoked);
+        }
+        match catalog.project(&self.project) {
+            Some(p) if Arc::ptr_eq(&p.stats, &self.stats) => {
+                let lists =
+                    !self.lists || p.settings.keys_discoverable || self.token.role >= Role::Manage;
+                (!lists).then_some(Ended::Revoked)
+            }
+            _ => Some(Ended::ProjectGone),
+        }
     }
 
     /// Completes when the request must end. Cancel-safe: every branch
@@ -127,8 +136,8 @@ impl Lifeline {
                     if changed.is_err() {
                         return Ended::Stopping;
                     }
-                    if !self.allowed() {
-                        return Ended::Revoked;
+                    if let Some(ended) = self.refused() {
+                        return ended;
                     }
                 }
                 changed = self.stopping.changed() => {
@@ -213,6 +222,7 @@ pub async fn wait_for_change(
             ended = lifeline.ended() => {
                 return match ended {
                     Ended::Revoked => Err(ApiError::unauthorized()),
+                    Ended::ProjectGone => Err(ApiError::project_not_found()),
                     Ended::Stopping => Ok(0),
                 };
             }

@@ -203,6 +203,17 @@ fn a_blocking_read_of_a_revoked_token_ends_with_401() {
 }
 
 #[test]
+fn a_blocking_read_of_a_project_deleted_meanwhile_ends_with_404() {
+    let setup = Setup::new("p", json!({}));
+    let version = setup.manage.put(&kv("p", "k"), b"v").json()["version"].clone();
+    let path = format!("{}?wait=60s&after={version}", kv("p", "k"));
+    let mut waiting = Open::get_later(&setup.admin, &path);
+    std::thread::sleep(Duration::from_millis(300));
+    expect_status(&setup.admin.delete("/v1/projects/p"), 204);
+    assert_eq!(waiting.status(2), Some(404));
+}
+
+#[test]
 fn a_since_older_than_the_history_is_410_with_the_compact_revision() {
     let setup = Setup::new("m", json!({"storage": "memory"}));
     let version = setup.manage.put(&kv("m", "k"), b"v").json()["version"]
