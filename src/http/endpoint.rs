@@ -32,6 +32,62 @@ pub enum Endpoint {
     Incr(String, Vec<u8>),
     Latest(String),
     Watch(String),
+    /// `/`: the original kvs's form interface and index page.
+    Index,
+    /// `/status` and `/api/v1/projects…`: Simple-PyKV's routes, which answer
+    /// in its envelope (methods included).
+    Pykv(PykvRoute),
+}
+
+/// A route of the Simple-PyKV surface, with the project id decoded and the
+/// key as decoded bytes. Simple-PyKV's keys are one path segment each (a
+/// `/` inside one comes encoded, as `%2F`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PykvRoute {
+    Status,
+    Projects,
+    Project(String),
+    RegenerateKey(String),
+    Store(String),
+    StoreKey(String, Vec<u8>),
+    StoreValue(String, Vec<u8>),
+}
+
+impl PykvRoute {
+    /// The route for a path under `/api/v1/projects`, or `None` for none.
+    fn parse(rest: &str) -> Option<PykvRoute> {
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let raw = |s: &str| percent_decode_str(s).collect::<Vec<u8>>();
+        if rest.is_empty() {
+            return Some(PykvRoute::Projects);
+        }
+        let rest = rest.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let route = match parts.as_slice() {
+            [id] if !id.is_empty() => PykvRoute::Project(decode(id)),
+            [id, "config", "regenerate-api-key"] => PykvRoute::RegenerateKey(decode(id)),
+            [id, "store"] => PykvRoute::Store(decode(id)),
+            [id, "store", key] if !key.is_empty() => PykvRoute::StoreKey(decode(id), raw(key)),
+            [id, "store", key, "value"] if !key.is_empty() => {
+                PykvRoute::StoreValue(decode(id), raw(key))
+            }
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// A short, fixed name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PykvRoute::Status => "pykv_status",
+            PykvRoute::Projects => "pykv_projects",
+            PykvRoute::Project(_) => "pykv_project",
+            PykvRoute::RegenerateKey(_) => "pykv_regenerate_key",
+            PykvRoute::Store(_) => "pykv_store",
+            PykvRoute::StoreKey(..) => "pykv_store_key",
+            PykvRoute::StoreValue(..) => "pykv_store_value",
+        }
+    }
 }
 
 impl Endpoint {
@@ -46,7 +102,14 @@ impl Endpoint {
             "/v1/whoami" => Endpoint::Whoami,
             "/v1/projects" => Endpoint::Projects,
             "/v1/tokens" => Endpoint::AdminTokens,
+            "/" => Endpoint::Index,
+            "/status" => Endpoint::Pykv(PykvRoute::Status),
             _ => {
+                if let Some(rest) = path.strip_prefix("/api/v1/projects") {
+                    return PykvRoute::parse(rest)
+                        .map(Endpoint::Pykv)
+                        .ok_or_else(ApiError::not_found);
+                }
                 if let Some(id) = path.strip_prefix("/v1/tokens/") {
                     if id.is_empty() || id.contains('/') {
                         return Err(ApiError::not_found());
@@ -110,6 +173,10 @@ impl Endpoint {
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
             Endpoint::Txn(_) | Endpoint::Incr(..) => &["POST"],
             Endpoint::Latest(_) | Endpoint::Watch(_) => &["GET", "HEAD"],
+            Endpoint::Index => &["GET", "HEAD", "POST"],
+            // Simple-PyKV's routes check their methods themselves, so that a
+            // wrong one is answered in its envelope.
+            Endpoint::Pykv(_) => &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
         }
     }
 
@@ -143,6 +210,8 @@ impl Endpoint {
             Endpoint::Incr(..) => "incr",
             Endpoint::Latest(_) => "latest",
             Endpoint::Watch(_) => "watch",
+            Endpoint::Index => "index",
+            Endpoint::Pykv(route) => route.name(),
         }
     }
 }
@@ -156,6 +225,26 @@ mod tests {
             Endpoint::Kv(_, key) => key,
             other => panic!("{path} is {other:?}"),
         }
+    }
+
+    #[test]
+    fn simple_pykv_routes_take_one_segment_per_key() {
+        let pykv = |path: &str| match Endpoint::parse(path) {
+            Ok(Endpoint::Pykv(route)) => Some(route),
+            _ => None,
+        };
+        assert_eq!(pykv("/api/v1/projects"), Some(PykvRoute::Projects));
+        assert_eq!(
+            pykv("/api/v1/projects/p/store/a%2Fb/value"),
+            Some(PykvRoute::StoreValue("p".into(), b"a/b".to_vec()))
+        );
+        assert_eq!(
+            pykv("/api/v1/projects/p/store/value"),
+            Some(PykvRoute::StoreKey("p".into(), b"value".to_vec()))
+        );
+        assert_eq!(pykv("/api/v1/projects/p/store/a/b"), None);
+        assert_eq!(pykv("/api/v1/projectsx"), None);
+        assert_eq!(pykv("/status"), Some(PykvRoute::Status));
     }
 
     #[test]

@@ -185,10 +185,11 @@ pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Respo
     let query = Query::parse(request.uri().query());
     let head = request.method() == Method::HEAD;
     drop(request);
-    about_keys(latest_inner(ctx, raw_project, &query, head).await)
+    about_keys(latest_answer(ctx, raw_project, &query, head).await)
 }
 
-async fn latest_inner(
+/// The answer of `latest` (also the form interface's reads).
+pub(super) async fn latest_answer(
     ctx: &Ctx<'_>,
     raw_project: &str,
     query: &Query,

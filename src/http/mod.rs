@@ -6,8 +6,10 @@
 mod auth;
 mod endpoint;
 mod error;
+mod form;
 mod kv;
 mod projects;
+mod pykv;
 mod request;
 mod system;
 mod tokens;
@@ -128,6 +130,9 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         return error.into_response();
     }
     match endpoint {
+        // The compatibility surfaces take their tokens their own way.
+        Endpoint::Index => return Box::pin(form::handle(app, request)).await,
+        Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request)).await,
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
         Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
@@ -184,7 +189,14 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         (Endpoint::AdminTokens, _) => tokens::list_admin(&ctx),
         (Endpoint::AdminToken(token), _) => tokens::delete_admin(&ctx, &token).await,
-        (Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics, _) => Err(ApiError::not_found()),
+        (
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::Index
+            | Endpoint::Pykv(_),
+            _,
+        ) => Err(ApiError::not_found()),
     };
     respond(result)
 }

@@ -1,0 +1,253 @@
+//! `/`: the original kvs's interface, on the configured default project.
+//!
+//! - `GET /?key=K` answers the value as text; `GET /?keys=a,b,c` (or
+//!   repeated `key=`) the value of whichever was written last, as `latest`.
+//! - `POST /` with `k1=v1&k2=v2&auth=<token>` (form-encoded) stores every
+//!   pair in one transaction, all or none, and answers `OK`.
+//! - `GET /` alone is the index page: a sign-in form, nothing about keys.
+//!
+//! The token comes as `auth=` (in the query for reads, unless
+//! `form_query_auth = false`; in the body for a POST) or in any of the three
+//! headers. Request logs name routes, never URIs, so `auth` is never logged.
+//! Every answer carries `Cache-Control: no-store` and `Referrer-Policy:
+//! no-referrer`; a POST from another site is refused (403). Errors are the v1
+//! error body.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::auth::{Caller, presented_secret};
+use super::error::ApiError;
+use super::kv::latest_answer;
+use super::request::{Query, read_body};
+use super::{App, Ctx};
+use crate::domain::{Key, Role, Timestamp, TokenSecret};
+use crate::store::{KvOp, KvWrite};
+
+/// The content type values posted through the form are stored with, and
+/// reads through it answer with.
+const TEXT: &str = "text/plain; charset=utf-8";
+/// The most pairs one POST may store (as a transaction's ops).
+const MAX_PAIRS: usize = 128;
+
+/// Answers `/`.
+pub async fn handle(app: &App, request: Request) -> Response {
+    let answer = match *request.method() {
+        Method::POST => post(app, request).await,
+        _ if request.uri().query().is_none_or(str::is_empty) => Ok(index()),
+        _ => read(app, request).await,
+    };
+    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The caller, from `auth` (if given) or the headers; two different
+/// credentials are refused like a wrong one.
+fn caller<'a>(app: &'a App, headers: &HeaderMap, auth: Option<&str>) -> Result<Ctx<'a>, ApiError> {
+    let from_headers = presented_secret(headers)?;
+    let secret = match (auth.map(TokenSecret::presented), from_headers) {
+        (Some(a), Some(h)) if a.digest() != h.digest() => return Err(ApiError::unauthorized()),
+        (Some(secret), _) | (None, Some(secret)) => secret,
+        (None, None) => return Err(ApiError::unauthorized()),
+    };
+    let catalog = app.store.catalog();
+    let token = catalog
+        .token(&secret.digest(), Timestamp::now())
+        .ok_or_else(ApiError::unauthorized)?
+        .clone();
+    Ok(Ctx {
+        app,
+        catalog,
+        caller: Caller { token },
+    })
+}
+
+/// `GET /?key=…` and `GET /?keys=…`: `latest` on the default project, as text.
+async fn read(app: &App, request: Request) -> Result<Response, ApiError> {
+    let query = Query::parse(request.uri().query());
+    let auth = if app.settings.form_query_auth {
+        query.get("auth")
+    } else {
+        None
+    };
+    let ctx = caller(app, request.headers(), auth)?;
+    let head = request.method() == Method::HEAD;
+    let project = app.settings.default_project.as_str();
+    let mut response = latest_answer(&ctx, project, &query, head).await?;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    Ok(response)
+}
+
+/// `POST /`: every pair in one transaction.
+async fn post(app: &App, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    refuse_cross_site(&parts.headers)?;
+    let form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "POST / takes application/x-www-form-urlencoded pairs (curl --data 'k=v&auth=…')",
+        ));
+    }
+    let body = read_body(&parts.headers, body, app.settings.max_txn_bytes).await?;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut auth = None;
+    let mut fields = Vec::new();
+    for (name, value) in pairs {
+        let seen = name == "auth" && auth.is_some()
+            || fields.iter().any(|(n, _): &(String, String)| *n == name);
+        if seen {
+            return Err(ApiError::bad_request(format!(
+                "the field {name:?} is given twice"
+            )));
+        }
+        if name == "auth" {
+            auth = Some(value);
+        } else {
+            fields.push((name, value));
+        }
+    }
+    let ctx = caller(app, &parts.headers, auth.as_deref())?;
+    let project = ctx
+        .caller
+        .project(&ctx.catalog, app.settings.default_project.as_str())?;
+    ctx.caller.require_role(Role::Write)?;
+    if fields.is_empty() {
+        return Err(ApiError::bad_request("no key=value pair to store"));
+    }
+    if fields.len() > MAX_PAIRS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_PAIRS} pairs in one POST"
+        )));
+    }
+    let mut ops = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let key = Key::parse(name)?;
+        ctx.caller.require_scope(key.as_str())?;
+        ops.push(KvOp::Put {
+            key,
+            value: Bytes::from(value),
+            content_type: TEXT.to_owned(),
+            ttl: None,
+            precondition: None,
+        });
+    }
+    let write = KvWrite {
+        project: project.settings.id.clone(),
+        checks: Vec::new(),
+        ops,
+    };
+    app.store
+        .write_kv(write)
+        .await
+        .map_err(|error| ApiError::from(error.into_op_error()))?;
+    let mut response = Response::new(Body::from("OK\n"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    Ok(response)
+}
+
+/// A form posted from another site is refused: `Sec-Fetch-Site:
+/// cross-site`, or an `Origin` that is not this server (`null` included).
+fn refuse_cross_site(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refused = || ApiError::forbidden("a form posted from another site is refused");
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Err(refused());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host.trim_end_matches('/'));
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(refused()),
+    }
+}
+
+/// The index page: how to read and write, and a form to read one key with a
+/// token. Nothing about projects or keys is shown.
+fn index() -> Response {
+    let mut response = Response::new(Body::from(INDEX));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+const INDEX: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>kvs</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; color: #222; }
+label { display: block; margin: .8rem 0 .2rem; }
+input { width: 100%; padding: .4rem; box-sizing: border-box; font: inherit; }
+button { margin-top: 1rem; padding: .4rem 1.2rem; font: inherit; }
+code, pre { background: #f3f3f3; padding: .1rem .3rem; }
+pre { padding: .6rem; overflow-x: auto; }
+</style>
+</head>
+<body>
+<h1>kvs</h1>
+<p>Sign in with a token to read a key of the default project.</p>
+<form method="get" action="/">
+<label for="key">Key</label>
+<input id="key" name="key" required autocomplete="off">
+<label for="auth">Token</label>
+<input id="auth" name="auth" type="password" required autocomplete="off">
+<button type="submit">Read</button>
+</form>
+<h2>From the command line</h2>
+<pre>curl --data 'greeting=hello&amp;auth=$TOKEN' http://this-server/
+curl -H "Authorization: Bearer $TOKEN" 'http://this-server/?key=greeting'
+curl -H "Authorization: Bearer $TOKEN" 'http://this-server/?keys=a,b,c'</pre>
+<p>The full API is <code>/v1/…</code>; see docs/API.md.</p>
+</body>
+</html>
+"#;
