@@ -273,8 +273,10 @@ mod tests {
             Endpoint::parse("/v1/projects/p/tokens/t1").unwrap(),
             Endpoint::ProjectToken("p".into(), "t1".into())
         );
+        assert_eq!(Endpoint::parse("/").unwrap(), Endpoint::Index);
         for missing in [
-            "/",
+            "",
+            "/index.html",
             "/v1/nope",
             "/v1/projects/p/nope",
             "/v1/projects/",

@@ -50,6 +50,16 @@ impl ApiError {
         self.code
     }
 
+    /// The human-readable text (for surfaces that answer in another shape).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extra headers the answer must carry, whatever its body.
+    pub fn headers(&self) -> &[(header::HeaderName, String)] {
+        &self.headers
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }

@@ -1,6 +1,8 @@
 //! `/v1/projects` and `/v1/projects/{p}`: creating, reading, changing and
 //! deleting projects.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use super::error::ApiError;
 use super::request::json_body;
 use super::{Ctx, json, views};
 use crate::domain::{ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenSource};
-use crate::store::{CatalogWrite, ProjectChange};
+use crate::store::{CatalogWrite, Project, ProjectChange};
 
 /// The default limit on a value of a new project: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
@@ -63,16 +65,21 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, json!({"projects": projects})))
 }
 
-pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    ctx.caller.require_admin()?;
-    let request: NewProject = json_body(headers, body).await?;
-    let id = ProjectId::parse(&request.id).ok_or_else(|| {
+/// The id of a project to create, or 400 `invalid_project_id`.
+pub fn new_project_id(text: &str) -> Result<ProjectId, ApiError> {
+    ProjectId::parse(text).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_project_id",
             "a project id is 1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit",
         )
-    })?;
+    })
+}
+
+pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let request: NewProject = json_body(headers, body).await?;
+    let id = new_project_id(&request.id)?;
     let max_value_bytes = request.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES);
     check_value_limit(ctx, max_value_bytes)?;
     let settings = ProjectSettings {
@@ -156,7 +163,16 @@ pub async fn patch(
         max_value_bytes: patch.max_value_bytes,
         max_keys: patch.max_keys,
     };
-    let id = current.id.clone();
+    let project = update(ctx, current.id.clone(), change).await?;
+    Ok(json(StatusCode::OK, views::project(&project)))
+}
+
+/// Applies a change to a project's settings; the project as it then is.
+pub async fn update(
+    ctx: &Ctx<'_>,
+    id: ProjectId,
+    change: ProjectChange,
+) -> Result<Arc<Project>, ApiError> {
     ctx.app
         .store
         .write_catalog(CatalogWrite::UpdateProject {
@@ -164,11 +180,12 @@ pub async fn patch(
             change,
         })
         .await?;
-    let catalog = ctx.app.store.catalog();
-    let project = catalog
+    ctx.app
+        .store
+        .catalog()
         .project(&id)
-        .ok_or_else(ApiError::project_not_found)?;
-    Ok(json(StatusCode::OK, views::project(project)))
+        .cloned()
+        .ok_or_else(ApiError::project_not_found)
 }
 
 pub async fn delete(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {

@@ -213,6 +213,14 @@ pub enum CatalogWrite {
         name: String,
         token: Option<TokenRecord>,
     },
+    /// Revokes every token of `project` that came from `source` and adds
+    /// `token` (a token of that project), in one commit: how Simple-PyKV's
+    /// `regenerate-api-key` replaces the keys it issued and no others.
+    ReplaceProjectTokens {
+        project: ProjectId,
+        source: crate::domain::TokenSource,
+        token: TokenRecord,
+    },
 }
 
 /// How much change history each project keeps for watches to resume from:

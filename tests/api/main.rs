@@ -15,7 +15,10 @@
 //!   preconditions;
 //! - `listing`: paged listings and deletes by prefix;
 //! - `persistence`: what a restart keeps, and live moves between storages;
-//! - `watch`: who may watch and wait for changes, and what ends them.
+//! - `watch`: who may watch and wait for changes, and what ends them;
+//! - `form`: the original kvs's form interface on the default project;
+//! - `pykv`: the Simple-PyKV surface: its envelope, its 401s, its keys, and
+//!   the storage it shares with v1.
 //!
 //! `support` holds what these tests need beyond `tests/common`: contract
 //! assertions, a raw HTTP exchange for requests a client library would
@@ -26,8 +29,10 @@ mod common;
 mod support;
 
 mod errors;
+mod form;
 mod listing;
 mod persistence;
+mod pykv;
 mod roles;
 mod tokens;
 mod validation;

@@ -1000,6 +1000,33 @@ impl<'a> Batch<'a> {
                     self.catalog_mut().insert_token(token);
                 }
             }
+            CatalogWrite::ReplaceProjectTokens {
+                project,
+                source,
+                token,
+            } => {
+                if self.catalog().project(&project).is_none() {
+                    return Err(StoreError::ProjectNotFound);
+                }
+                if token.project.as_ref() != Some(&project) {
+                    return Err(StoreError::internal(
+                        "a replacement token of another project",
+                    ));
+                }
+                let old: Vec<_> = self
+                    .catalog()
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| t.source == source && t.project.as_ref() == Some(&project))
+                    .map(|t| t.id.clone())
+                    .collect();
+                for id in &old {
+                    remove_record(&self.disk, codec::TOKENS, id.as_str())?;
+                    self.catalog_mut().remove_token(id);
+                }
+                put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
+                self.catalog_mut().insert_token(token);
+            }
         }
         self.disk_dirty = true;
         Ok(())

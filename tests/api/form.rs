@@ -1,0 +1,189 @@
+//! The original kvs's form interface on the default project: `POST /` with
+//! form-encoded pairs (all or none), `GET /?key=` and `GET /?keys=`, and the
+//! index page, which shows nothing about keys.
+
+use serde_json::json;
+
+use crate::common::{Answer, kv};
+use crate::support::{Api, Setup, expect_error, expect_status, mint};
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// A write token of the default project, as a client without a token (the
+/// form carries it as `auth`), and the secret.
+fn writer(setup: &Setup) -> (Api, String) {
+    let (_, minted) = mint(&setup.admin, "default", json!({"role": "write"}));
+    let secret = minted["secret"].as_str().unwrap().to_owned();
+    (Api::new(&setup.server.url, None), secret)
+}
+
+fn post(client: &Api, body: &str, extra: &[(&str, &str)]) -> Answer {
+    let mut headers = vec![FORM];
+    headers.extend_from_slice(extra);
+    client.send("POST", "/", Some(body.as_bytes()), &headers)
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[test]
+fn posted_pairs_are_stored_in_one_write_and_read_back_as_text() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    let body = format!("a=1&b=two+words&c={}&auth={secret}", encode("ünï & = +"));
+    let answer = post(&anon, &body, &[]);
+    expect_status(&answer, 200);
+    assert_eq!(answer.text().trim_end(), "OK");
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+    let versions: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|k| setup.admin.get(&kv("default", k)).json_or_meta_version())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] == w[1]), "{versions:?}");
+    let read = anon.get(&format!("/?key=c&auth={secret}"));
+    expect_status(&read, 200);
+    assert_eq!(read.body, "ünï & = +".as_bytes());
+    assert_eq!(
+        read.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(read.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        setup.admin.get(&kv("default", "auth")).status,
+        404,
+        "the auth field became a key"
+    );
+}
+
+#[test]
+fn a_post_with_one_invalid_pair_stores_nothing() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    let long = "k".repeat(2000);
+    for bad in [long.as_str(), "bad\u{1}key", "a/../b"] {
+        let body = format!("good=1&{}=v&other=2&auth={secret}", encode(bad));
+        expect_error(&post(&anon, &body, &[]), 400, "invalid_key");
+        for key in ["good", "other"] {
+            expect_error(&setup.admin.get(&kv("default", key)), 404, "key_not_found");
+        }
+    }
+    // A value over the project's limit fails the whole post too.
+    let patched = setup
+        .admin
+        .patch_json("/v1/projects/default", &json!({"max_value_bytes": 4}));
+    expect_status(&patched, 200);
+    let body = format!("good=1&big=12345&auth={secret}");
+    expect_error(&post(&anon, &body, &[]), 413, "payload_too_large");
+    expect_error(
+        &setup.admin.get(&kv("default", "good")),
+        404,
+        "key_not_found",
+    );
+    expect_error(
+        &post(&anon, &format!("x=1&y=2&x=3&auth={secret}"), &[]),
+        400,
+        "bad_request",
+    );
+    expect_error(&setup.admin.get(&kv("default", "y")), 404, "key_not_found");
+}
+
+#[test]
+fn reads_answer_the_most_recently_written_of_several_keys() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    expect_status(&post(&anon, &format!("a=first&auth={secret}"), &[]), 200);
+    expect_status(&post(&anon, &format!("b=second&auth={secret}"), &[]), 200);
+    let reader = anon.with_token(&secret);
+    assert_eq!(reader.get("/?keys=a,b").body, b"second");
+    assert_eq!(reader.get("/?key=b&key=a").body, b"second");
+    expect_status(&post(&anon, &format!("a=third&auth={secret}"), &[]), 200);
+    assert_eq!(reader.get("/?keys=a,b").body, b"third");
+    expect_error(&reader.get("/?key=nothing"), 404, "key_not_found");
+}
+
+#[test]
+fn tokens_are_checked_and_cross_site_posts_refused() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    expect_error(&anon.get("/?key=a"), 401, "unauthorized");
+    expect_error(&post(&anon, "a=1", &[]), 401, "unauthorized");
+    expect_error(&post(&anon, "a=1&auth=kvs_wrong", &[]), 401, "unauthorized");
+    // A read token may read but not post; another project's token reaches
+    // nothing of the default project.
+    let (reader, _) = mint(&setup.admin, "default", json!({"role": "read"}));
+    let reader_secret = reader.secret();
+    expect_error(
+        &post(&anon, &format!("a=1&auth={reader_secret}"), &[]),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &post(&anon, &format!("a=1&auth={}", setup.manage.secret()), &[]),
+        404,
+        "project_not_found",
+    );
+    // A header token and a different auth field: refused like a wrong one.
+    let both = anon.with_token(&reader_secret);
+    expect_error(
+        &post(&both, &format!("a=1&auth={secret}"), &[]),
+        401,
+        "unauthorized",
+    );
+    let body = format!("a=forged&auth={secret}");
+    for header in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+    ] {
+        expect_error(&post(&anon, &body, &[header]), 403, "forbidden");
+    }
+    expect_error(&setup.admin.get(&kv("default", "a")), 404, "key_not_found");
+    let own = setup.server.url.clone();
+    expect_status(&post(&anon, &body, &[("origin", own.as_str())]), 200);
+    expect_error(
+        &anon.send("POST", "/", Some(b"a=1"), &[("content-type", "text/plain")]),
+        415,
+        "unsupported_media_type",
+    );
+}
+
+#[test]
+fn the_index_page_is_a_sign_in_form_that_shows_no_key() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    expect_status(
+        &post(
+            &anon,
+            &format!("secret-key=secret-value&auth={secret}"),
+            &[],
+        ),
+        200,
+    );
+    let page = anon.get("/");
+    expect_status(&page, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.header("content-security-policy").is_some());
+    let text = page.text();
+    assert!(text.contains("<form"), "{text}");
+    for hidden in ["secret-key", "secret-value", "\"p\""] {
+        assert!(!text.contains(hidden), "the index page shows {hidden}");
+    }
+}
+
+/// The version of a key read through v1.
+trait Version {
+    fn json_or_meta_version(&self) -> String;
+}
+
+impl Version for Answer {
+    fn json_or_meta_version(&self) -> String {
+        expect_status(self, 200);
+        self.header("kvs-version").unwrap().to_owned()
+    }
+}
