@@ -73,6 +73,16 @@ impl Digest {
     }
 }
 
+impl Digest {
+    /// A digest of 32 random bytes: the digest of no secret anyone can
+    /// present (an imported token's, until its key is first verified).
+    pub fn random() -> Result<Digest, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Digest(bytes))
+    }
+}
+
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Digest(..)")
@@ -121,6 +131,97 @@ impl TokenSecret {
 impl fmt::Debug for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TokenSecret(..)")
+    }
+}
+
+/// The most PBKDF2 rounds an imported digest may ask for: a verification
+/// costs this many HMACs on a blocking thread.
+const MAX_PBKDF2_ROUNDS: u32 = 2_000_000;
+
+/// Why an imported digest was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "expected pbkdf2_sha256$<iterations>$<salt>$<hash> (iterations 1 to {MAX_PBKDF2_ROUNDS}, \
+     salt and hash base64url without padding, hash 16 to 64 bytes): {0}"
+)]
+pub struct ImportedDigestError(&'static str);
+
+/// A digest that another server kept of an API key: Simple-PyKV's
+/// `pbkdf2_sha256$<iterations>$<salt>$<hash>` (salt and hash base64url
+/// without padding; the hash is PBKDF2-HMAC-SHA256 of the key's UTF-8
+/// bytes, as long as the hash). kvs keeps it only until the key is first
+/// presented; from then on the token has a SHA-256 digest like any other.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportedDigest {
+    text: String,
+    iterations: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl ImportedDigest {
+    pub fn parse(text: &str) -> Result<ImportedDigest, ImportedDigestError> {
+        let mut parts = text.split('$');
+        let (Some(scheme), Some(rounds), Some(salt), Some(hash), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ImportedDigestError("not four fields separated by $"));
+        };
+        if scheme != "pbkdf2_sha256" {
+            return Err(ImportedDigestError("the scheme is not pbkdf2_sha256"));
+        }
+        let iterations = rounds
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PBKDF2_ROUNDS).contains(n))
+            .ok_or(ImportedDigestError("bad iterations"))?;
+        let salt = URL_SAFE_NO_PAD
+            .decode(salt)
+            .map_err(|_| ImportedDigestError("the salt is not base64url"))?;
+        let hash = URL_SAFE_NO_PAD
+            .decode(hash)
+            .map_err(|_| ImportedDigestError("the hash is not base64url"))?;
+        if salt.is_empty() || salt.len() > 256 {
+            return Err(ImportedDigestError("bad salt length"));
+        }
+        if !(16..=64).contains(&hash.len()) {
+            return Err(ImportedDigestError("bad hash length"));
+        }
+        Ok(ImportedDigest {
+            text: text.to_owned(),
+            iterations,
+            salt,
+            hash,
+        })
+    }
+
+    /// The digest as it was given (and as it is stored).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `presented` is the key this digest was made from: PBKDF2 of
+    /// it (slow on purpose: run it on a blocking thread), compared in
+    /// constant time.
+    pub fn verify(&self, presented: &str) -> bool {
+        let mut derived = vec![0u8; self.hash.len()];
+        pbkdf2::pbkdf2_hmac::<Sha256>(
+            presented.as_bytes(),
+            &self.salt,
+            self.iterations,
+            &mut derived,
+        );
+        derived.ct_eq(&self.hash).into()
+    }
+}
+
+impl fmt::Debug for ImportedDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ImportedDigest(..)")
     }
 }
 
@@ -222,6 +323,53 @@ mod tests {
             expires_at: expires.map(Timestamp::from_millis),
             source: TokenSource::V1,
         }
+    }
+
+    /// Python: `hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 1, 32)`.
+    #[test]
+    fn imported_digests_verify_pbkdf2_sha256() {
+        let hash = hex::decode("120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b")
+            .unwrap();
+        let text = format!(
+            "pbkdf2_sha256$1${}${}",
+            URL_SAFE_NO_PAD.encode(b"salt"),
+            URL_SAFE_NO_PAD.encode(&hash)
+        );
+        let digest = ImportedDigest::parse(&text).unwrap();
+        assert!(digest.verify("password"));
+        assert!(!digest.verify("passwore"));
+        assert!(!digest.verify(""));
+        assert_eq!(digest.as_str(), text);
+        // RFC 7914's vector at 80,000 rounds, 64 bytes.
+        let long = hex::decode(
+            "4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56\
+             a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d",
+        )
+        .unwrap();
+        let text = format!(
+            "pbkdf2_sha256$80000${}${}",
+            URL_SAFE_NO_PAD.encode(b"NaCl"),
+            URL_SAFE_NO_PAD.encode(&long)
+        );
+        assert!(ImportedDigest::parse(&text).unwrap().verify("Password"));
+        for bad in [
+            "",
+            "pbkdf2_sha256$1$c2FsdA",
+            "pbkdf2_sha1$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs",
+            "pbkdf2_sha256$0$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs",
+            "pbkdf2_sha256$99999999$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs",
+            "pbkdf2_sha256$1$$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs",
+            "pbkdf2_sha256$1$c2FsdA$EgA",
+            "pbkdf2_sha256$1$c2FsdA=$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs",
+            "pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs$x",
+        ] {
+            assert!(ImportedDigest::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            ImportedDigest::parse("pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs")
+                .unwrap()
+                .verify("password")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Feed;
-use crate::domain::{Digest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord};
+use crate::domain::{Digest, ImportedDigest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord};
 
 /// A project's live figures, shared by every snapshot that holds the project
 /// and updated by the store's writer after each commit.
@@ -60,6 +60,9 @@ pub struct Project {
 pub struct Catalog {
     projects: BTreeMap<ProjectId, Arc<Project>>,
     tokens: HashMap<Digest, Arc<TokenRecord>>,
+    /// Imported tokens whose key has not been presented yet: their digest
+    /// from the other server (their record's digest is random until then).
+    imported: HashMap<TokenId, Arc<ImportedDigest>>,
 }
 
 impl Catalog {
@@ -99,14 +102,56 @@ impl Catalog {
             .count()
     }
 
+    /// The imported tokens of a project (`None`: the imported admin tokens)
+    /// whose key has not been presented yet, with their digests.
+    pub fn imported(
+        &self,
+        project: Option<&ProjectId>,
+        now: Timestamp,
+    ) -> Vec<(Arc<TokenRecord>, Arc<ImportedDigest>)> {
+        if self.imported.is_empty() {
+            return Vec::new();
+        }
+        self.tokens
+            .values()
+            .filter(|t| t.project.as_ref() == project && !t.is_expired(now))
+            .filter(|t| project.is_some() || t.role == Role::Admin)
+            .filter_map(|t| Some((t.clone(), self.imported.get(&t.id)?.clone())))
+            .collect()
+    }
+
+    /// Whether the token is imported and still waits for its key.
+    pub fn is_imported(&self, id: &TokenId) -> bool {
+        self.imported.contains_key(id)
+    }
+
+    pub fn insert_imported(&mut self, id: TokenId, digest: ImportedDigest) {
+        self.imported.insert(id, Arc::new(digest));
+    }
+
+    /// Gives an imported token the digest of its key, presented at last.
+    pub fn verify_imported(&mut self, id: &TokenId, digest: Digest) -> Option<()> {
+        self.imported.remove(id)?;
+        let mut token = (*self.remove_token(id)?).clone();
+        token.digest = digest;
+        self.insert_token(token);
+        Some(())
+    }
+
     pub fn insert_project(&mut self, project: Project) {
         self.projects
             .insert(project.settings.id.clone(), Arc::new(project));
     }
 
     pub fn remove_project(&mut self, id: &ProjectId) -> Option<Arc<Project>> {
-        self.tokens
-            .retain(|_, token| token.project.as_ref() != Some(id));
+        let imported = &mut self.imported;
+        self.tokens.retain(|_, token| {
+            let keep = token.project.as_ref() != Some(id);
+            if !keep {
+                imported.remove(&token.id);
+            }
+            keep
+        });
         self.projects.remove(id)
     }
 
@@ -116,6 +161,7 @@ impl Catalog {
 
     pub fn remove_token(&mut self, id: &TokenId) -> Option<Arc<TokenRecord>> {
         let digest = self.token_by_id(id)?.digest;
+        self.imported.remove(id);
         self.tokens.remove(&digest)
     }
 }

@@ -201,6 +201,20 @@ pub enum CatalogWrite {
         id: ProjectId,
     },
     CreateToken(TokenRecord),
+    /// A token brought from another server: its record (with a random
+    /// digest that matches no secret) and the digest that server kept of
+    /// its key, until the key is first presented.
+    ImportToken {
+        token: TokenRecord,
+        digest: crate::domain::ImportedDigest,
+    },
+    /// An imported token's key was presented and verified: the token takes
+    /// that key's SHA-256 `digest` and forgets the imported one, in one
+    /// commit. From then on it is a token like any other.
+    VerifyImportedToken {
+        id: TokenId,
+        digest: crate::domain::Digest,
+    },
     DeleteToken {
         id: TokenId,
         scope: TokenScope,

@@ -13,6 +13,10 @@ use bytes::Bytes;
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/projects");
 /// Token records, by token id (disk database only).
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog/tokens");
+/// Imported tokens whose key has not been presented yet: token id → the
+/// digest another server kept of the key (`pbkdf2_sha256$…`), as text
+/// (disk database only).
+pub const IMPORTED: TableDefinition<&str, &str> = TableDefinition::new("catalog/imported");
 /// Each project's keys, bytes and last revision, in the database that holds
 /// its keys.
 pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");

@@ -27,7 +27,9 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable, backends::InMemoryBackend};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenRecord};
+use crate::domain::{
+    ImportedDigest, Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId, TokenRecord,
+};
 use crate::store::{
     Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite, ListPage,
     ListRequest, Project, ProjectStats, Read, Store, StoreError,
@@ -501,6 +503,15 @@ fn load(disk: &Database) -> Result<Loaded, StoreError> {
         for item in tokens.iter().map_err(storage_error)? {
             let (_, record) = item.map_err(storage_error)?;
             catalog.insert_token(decode::<TokenRecord>(record.value())?);
+        }
+        let imported = txn.open_table(codec::IMPORTED).map_err(storage_error)?;
+        for item in imported.iter().map_err(storage_error)? {
+            let (id, digest) = item.map_err(storage_error)?;
+            let id = TokenId::from_path(id.value());
+            let digest = ImportedDigest::parse(digest.value()).map_err(StoreError::internal)?;
+            if catalog.token_by_id(&id).is_some() {
+                catalog.insert_imported(id, digest);
+            }
         }
     }
     txn.commit().map_err(storage_error)?;

@@ -34,7 +34,7 @@ use super::codec::{
     decode_set_head, encode, encode_changes, encode_entry, expiry_key, parse_expiry_key,
     storage_error,
 };
-use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp};
+use crate::domain::{Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenRecord};
 use crate::store::{
     Catalog, CatalogWrite, Change, ChangeKind, ChangeSet, Entry, Expect, HistoryLimits, KeyMeta,
     KvCommit, KvOp, KvWrite, OpResult, Precondition, Project, ProjectChange, ProjectStats,
@@ -924,8 +924,13 @@ impl<'a> Batch<'a> {
                     .collect();
                 {
                     let mut tokens = self.disk.open_table(codec::TOKENS).map_err(storage_error)?;
+                    let mut imported = self
+                        .disk
+                        .open_table(codec::IMPORTED)
+                        .map_err(storage_error)?;
                     for token in &doomed {
                         tokens.remove(token.as_str()).map_err(storage_error)?;
+                        imported.remove(token.as_str()).map_err(storage_error)?;
                     }
                     let mut projects = self
                         .disk
@@ -951,6 +956,48 @@ impl<'a> Batch<'a> {
                 put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
                 self.catalog_mut().insert_token(token);
             }
+            CatalogWrite::ImportToken { token, digest } => {
+                if let Some(project) = &token.project
+                    && self.catalog().project(project).is_none()
+                {
+                    return Err(StoreError::ProjectNotFound);
+                }
+                put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
+                {
+                    let mut imported = self
+                        .disk
+                        .open_table(codec::IMPORTED)
+                        .map_err(storage_error)?;
+                    imported
+                        .insert(token.id.as_str(), digest.as_str())
+                        .map_err(storage_error)?;
+                }
+                let catalog = self.catalog_mut();
+                catalog.insert_imported(token.id.clone(), digest);
+                catalog.insert_token(token);
+            }
+            CatalogWrite::VerifyImportedToken { id, digest } => {
+                let token = self
+                    .catalog()
+                    .token_by_id(&id)
+                    .cloned()
+                    .ok_or(StoreError::TokenNotFound)?;
+                if !self.catalog().is_imported(&id) {
+                    // Verified meanwhile by another request with the same key.
+                    return if token.digest == digest {
+                        Ok(())
+                    } else {
+                        Err(StoreError::TokenNotFound)
+                    };
+                }
+                let record = TokenRecord {
+                    digest,
+                    ..(*token).clone()
+                };
+                put_record(&self.disk, codec::TOKENS, id.as_str(), &record)?;
+                remove_imported(&self.disk, id.as_str())?;
+                self.catalog_mut().verify_imported(&id, digest);
+            }
             CatalogWrite::DeleteToken { id, scope } => {
                 let token = self
                     .catalog()
@@ -971,6 +1018,7 @@ impl<'a> Batch<'a> {
                     return Err(StoreError::LastAdminToken);
                 }
                 remove_record(&self.disk, codec::TOKENS, id.as_str())?;
+                remove_imported(&self.disk, id.as_str())?;
                 self.catalog_mut().remove_token(&id);
             }
             CatalogWrite::ReplaceNamedTokens {
@@ -993,6 +1041,7 @@ impl<'a> Batch<'a> {
                 }
                 for record in &old {
                     remove_record(&self.disk, codec::TOKENS, record.id.as_str())?;
+                    remove_imported(&self.disk, record.id.as_str())?;
                     self.catalog_mut().remove_token(&record.id);
                 }
                 if let Some(token) = token {
@@ -1022,6 +1071,7 @@ impl<'a> Batch<'a> {
                     .collect();
                 for id in &old {
                     remove_record(&self.disk, codec::TOKENS, id.as_str())?;
+                    remove_imported(&self.disk, id.as_str())?;
                     self.catalog_mut().remove_token(id);
                 }
                 put_record(&self.disk, codec::TOKENS, token.id.as_str(), &token)?;
@@ -1424,6 +1474,13 @@ fn remove_record(
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(table).map_err(storage_error)?;
     table.remove(key).map_err(storage_error)?;
+    Ok(())
+}
+
+/// Forgets an imported token's digest, if it has one.
+fn remove_imported(txn: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(codec::IMPORTED).map_err(storage_error)?;
+    table.remove(id).map_err(storage_error)?;
     Ok(())
 }
 
