@@ -52,6 +52,7 @@ pub async fn run(
         settings,
         started: Instant::now(),
         stopping: stop,
+        imported: Default::default(),
     });
     let address = listener.local_addr()?;
     tracing::info!(%address, "kvs is listening");

@@ -54,6 +54,18 @@ pub enum PykvRoute {
 }
 
 impl PykvRoute {
+    /// The project the route names, if any.
+    pub fn project(&self) -> Option<&str> {
+        match self {
+            PykvRoute::Status | PykvRoute::Projects => None,
+            PykvRoute::Project(id)
+            | PykvRoute::RegenerateKey(id)
+            | PykvRoute::Store(id)
+            | PykvRoute::StoreKey(id, _)
+            | PykvRoute::StoreValue(id, _) => Some(id),
+        }
+    }
+
     /// The route for a path under `/api/v1/projects`, or `None` for none.
     fn parse(rest: &str) -> Option<PykvRoute> {
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
@@ -91,6 +103,23 @@ impl PykvRoute {
 }
 
 impl Endpoint {
+    /// The project the route names, if any.
+    pub fn project(&self) -> Option<&str> {
+        match self {
+            Endpoint::Project(id)
+            | Endpoint::ProjectTokens(id)
+            | Endpoint::ProjectToken(id, _)
+            | Endpoint::KvList(id)
+            | Endpoint::Kv(id, _)
+            | Endpoint::Txn(id)
+            | Endpoint::Incr(id, _)
+            | Endpoint::Latest(id)
+            | Endpoint::Watch(id) => Some(id),
+            Endpoint::Pykv(route) => route.project(),
+            _ => None,
+        }
+    }
+
     /// The route for a raw path (without the query), or 404 `not_found`.
     pub fn parse(path: &str) -> Result<Endpoint, ApiError> {
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();

@@ -7,6 +7,7 @@ mod auth;
 mod endpoint;
 mod error;
 mod form;
+mod imported;
 mod kv;
 mod projects;
 mod pykv;
@@ -29,6 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
+pub use imported::ImportedKeys;
 pub use projects::DEFAULT_MAX_VALUE_BYTES;
 pub use tokens::mint;
 
@@ -44,6 +46,8 @@ pub struct App {
     pub started: Instant,
     /// True once the server stops: open watches and blocking reads end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The rationing of checks of imported (Simple-PyKV) keys.
+    pub imported: ImportedKeys,
 }
 
 /// One authenticated request's view of the server.
@@ -138,11 +142,11 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
         _ => {}
     }
-    let catalog = app.store.catalog();
-    let caller = match Caller::authenticate(request.headers(), &catalog) {
-        Ok(caller) => caller,
-        Err(error) => return error.into_response(),
-    };
+    let (caller, catalog) =
+        match imported::authenticate(app, request.headers(), endpoint.project()).await {
+            Ok(found) => found,
+            Err(error) => return error.into_response(),
+        };
     let ctx = Ctx {
         app,
         catalog,

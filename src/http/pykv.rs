@@ -42,7 +42,6 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
-use super::auth::Caller;
 use super::endpoint::PykvRoute;
 use super::error::ApiError;
 use super::kv::{MAX_LIST_LIMIT, about_keys, write_one};
@@ -91,11 +90,11 @@ pub async fn handle(app: &App, route: PykvRoute, request: Request) -> Response {
     if !allowed.contains(&request.method().as_str()) {
         return refused(ApiError::method_not_allowed(allowed));
     }
-    let catalog = app.store.catalog();
-    let caller = match Caller::authenticate(request.headers(), &catalog) {
-        Ok(caller) => caller,
-        Err(error) => return refused(error),
-    };
+    let (caller, catalog) =
+        match super::imported::authenticate(app, request.headers(), route.project()).await {
+            Ok(found) => found,
+            Err(error) => return refused(error),
+        };
     let ctx = Ctx {
         app,
         catalog,

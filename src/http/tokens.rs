@@ -13,7 +13,7 @@ use super::projects::set_location;
 use super::request::json_body;
 use super::{Ctx, json, views};
 use crate::domain::{
-    Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret, TokenSource,
+    Digest, ImportedDigest, Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret, TokenSource,
     parse_duration_json,
 };
 use crate::store::{CatalogWrite, TokenScope};
@@ -25,6 +25,8 @@ struct NewProjectToken {
     prefix: Option<String>,
     name: Option<String>,
     expires_in: Option<serde_json::Value>,
+    /// A key's digest from another server: the token is imported.
+    imported_digest: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +34,42 @@ struct NewProjectToken {
 struct NewAdminToken {
     name: Option<String>,
     expires_in: Option<serde_json::Value>,
+    imported_digest: Option<String>,
+}
+
+/// The imported digest of a request, checked; 400 when malformed.
+fn imported_digest(text: Option<&str>) -> Result<Option<ImportedDigest>, ApiError> {
+    text.map(|text| {
+        ImportedDigest::parse(text)
+            .map_err(|error| ApiError::bad_request(format!("imported_digest: {error}")))
+    })
+    .transpose()
+}
+
+/// Stores an imported token: its record with a random digest that no
+/// secret matches, until its key is first presented (see
+/// `http::imported`). Answers the Token, without a secret.
+async fn import(
+    ctx: &Ctx<'_>,
+    mut record: TokenRecord,
+    digest: ImportedDigest,
+    location: String,
+) -> Result<Response, ApiError> {
+    record.digest = Digest::random().map_err(|error| {
+        tracing::error!(%error, "no random bytes for a token");
+        ApiError::internal()
+    })?;
+    record.source = TokenSource::Import;
+    ctx.app
+        .store
+        .write_catalog(CatalogWrite::ImportToken {
+            token: record.clone(),
+            digest,
+        })
+        .await?;
+    let mut response = json(StatusCode::CREATED, views::token(&record));
+    set_location(&mut response, &location);
+    Ok(response)
 }
 
 /// A new token record and its secret (shown once, never stored).
@@ -96,6 +134,10 @@ pub async fn create_for_project(
     }
     let prefix = request.prefix.filter(|p| !p.is_empty());
     let expires = expires_in(request.expires_in.as_ref())?;
+    let imported = imported_digest(request.imported_digest.as_deref())?;
+    if imported.is_some() && !ctx.caller.is_admin() {
+        return Err(ApiError::forbidden("only an admin token can import a token"));
+    }
     let id = project.settings.id.clone();
     let (record, secret) = mint(
         request.role,
@@ -111,11 +153,14 @@ pub async fn create_for_project(
              (a higher role, a wider prefix or a later expiry)",
         ));
     }
+    let location = format!("/v1/projects/{id}/tokens/{}", record.id.as_str());
+    if let Some(digest) = imported {
+        return import(ctx, record, digest, location).await;
+    }
     ctx.app
         .store
         .write_catalog(CatalogWrite::CreateToken(record.clone()))
         .await?;
-    let location = format!("/v1/projects/{id}/tokens/{}", record.id.as_str());
     Ok(created(&record, &secret, location))
 }
 
@@ -164,6 +209,7 @@ pub async fn create_admin(
     ctx.caller.require_admin()?;
     let request: NewAdminToken = json_body(headers, body).await?;
     let expires = expires_in(request.expires_in.as_ref())?;
+    let imported = imported_digest(request.imported_digest.as_deref())?;
     let (record, secret) = mint(
         Role::Admin,
         None,
@@ -172,11 +218,14 @@ pub async fn create_admin(
         expires,
         TokenSource::V1,
     )?;
+    let location = format!("/v1/tokens/{}", record.id.as_str());
+    if let Some(digest) = imported {
+        return import(ctx, record, digest, location).await;
+    }
     ctx.app
         .store
         .write_catalog(CatalogWrite::CreateToken(record.clone()))
         .await?;
-    let location = format!("/v1/tokens/{}", record.id.as_str());
     Ok(created(&record, &secret, location))
 }
 
