@@ -39,6 +39,14 @@ impl Timestamp {
         Timestamp(self.0.saturating_add((seconds as i64).saturating_mul(1000)))
     }
 
+    /// Parses RFC 3339 (any offset; kept to the millisecond).
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Timestamp)
+    }
+
     /// `2026-11-21T10:00:00.123Z`. Written digit by digit: this runs for
     /// every answer about a key, and the `time` crate's general formatter
     /// showed in profiles.

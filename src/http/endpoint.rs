@@ -32,6 +32,7 @@ pub enum Endpoint {
     Incr(String, Vec<u8>),
     Latest(String),
     Watch(String),
+    Import(String),
     /// `/`: the original kvs's form interface and index page.
     Index,
     /// `/status` and `/api/v1/projects…`: Simple-PyKV's routes, which answer
@@ -114,7 +115,8 @@ impl Endpoint {
             | Endpoint::Txn(id)
             | Endpoint::Incr(id, _)
             | Endpoint::Latest(id)
-            | Endpoint::Watch(id) => Some(id),
+            | Endpoint::Watch(id)
+            | Endpoint::Import(id) => Some(id),
             Endpoint::Pykv(route) => route.project(),
             _ => None,
         }
@@ -163,6 +165,7 @@ impl Endpoint {
                     Some("txn") => Endpoint::Txn(project),
                     Some("latest") => Endpoint::Latest(project),
                     Some("watch") => Endpoint::Watch(project),
+                    Some("import") => Endpoint::Import(project),
                     Some(tail) => {
                         if let Some(key) = tail.strip_prefix("kv/") {
                             let key: Vec<u8> = percent_decode_str(key).collect();
@@ -200,7 +203,7 @@ impl Endpoint {
             Endpoint::ProjectToken(..) | Endpoint::AdminToken(_) => &["DELETE"],
             Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
-            Endpoint::Txn(_) | Endpoint::Incr(..) => &["POST"],
+            Endpoint::Txn(_) | Endpoint::Incr(..) | Endpoint::Import(_) => &["POST"],
             Endpoint::Latest(_) | Endpoint::Watch(_) => &["GET", "HEAD"],
             Endpoint::Index => &["GET", "HEAD", "POST"],
             // Simple-PyKV's routes check their methods themselves, so that a
@@ -239,6 +242,7 @@ impl Endpoint {
             Endpoint::Incr(..) => "incr",
             Endpoint::Latest(_) => "latest",
             Endpoint::Watch(_) => "watch",
+            Endpoint::Import(_) => "import",
             Endpoint::Index => "index",
             Endpoint::Pykv(route) => route.name(),
         }

@@ -7,6 +7,7 @@ mod auth;
 mod endpoint;
 mod error;
 mod form;
+mod import;
 mod imported;
 mod kv;
 mod projects;
@@ -163,6 +164,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         (Endpoint::Txn(project), _) => Box::pin(txn::txn(&ctx, &project, request)).await,
         (Endpoint::Watch(project), _) => Box::pin(watch::watch(&ctx, &project, request)).await,
+        (Endpoint::Import(project), _) => Box::pin(import::import(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
             return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, request)).await);
         }

@@ -92,7 +92,7 @@ pub async fn incr(
 }
 
 /// The JSON object of a body, under the transaction size limit.
-async fn json_object(
+pub(super) async fn json_object(
     headers: &HeaderMap,
     body: Body,
     limit: u64,

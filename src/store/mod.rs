@@ -87,6 +87,16 @@ pub enum KvOp {
     DeletePrefix {
         prefix: Prefix,
     },
+    /// Writes a key exactly as given, times included: how an export is
+    /// imported again.
+    Restore {
+        key: Key,
+        value: Bytes,
+        content_type: String,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        expires_at: Option<Timestamp>,
+    },
     /// Reads a key as the ops before it left it.
     Get {
         key: Key,

@@ -30,6 +30,7 @@ mod support;
 
 mod errors;
 mod form;
+mod import;
 mod listing;
 mod persistence;
 mod pykv;

@@ -1184,7 +1184,7 @@ impl<'t> Ops<'_, 't> {
                 let live = old.as_ref().filter(|r| !r.is_expired(self.now));
                 check(&precondition, live.map(|r| r.version))?;
                 let expires_at = ttl.map(|seconds| self.now.plus_seconds(seconds));
-                let meta = self.put(&key, old, value, content_type, expires_at)?;
+                let meta = self.put(&key, old, value, content_type, expires_at, None)?;
                 Ok(OpResult::Put {
                     created: meta.1,
                     meta: meta.0,
@@ -1238,6 +1238,20 @@ impl<'t> Ops<'_, 't> {
                     deleted: doomed.len() as u64,
                 })
             }
+            KvOp::Restore {
+                key,
+                value,
+                content_type,
+                created_at,
+                updated_at,
+                expires_at,
+            } => {
+                let old = current(keys, &self.changes, key.as_str())?;
+                let times = Some((created_at, updated_at));
+                let (meta, created) =
+                    self.put(&key, old, value, content_type, expires_at, times)?;
+                Ok(OpResult::Put { meta, created })
+            }
             KvOp::Get { key } => {
                 let entry = self
                     .value(keys, values, key.as_str())?
@@ -1269,14 +1283,15 @@ impl<'t> Ops<'_, 't> {
                 })?;
                 let text = Bytes::from(value.to_string());
                 let old = old.map(|(record, _)| record);
-                let (meta, _) = self.put(&key, old, text, COUNTER_TYPE.to_owned(), None)?;
+                let (meta, _) = self.put(&key, old, text, COUNTER_TYPE.to_owned(), None, None)?;
                 Ok(OpResult::Incr { meta, value })
             }
         }
     }
 
     /// Records a put of `value` over `old`; the new key meta, and whether
-    /// the key is new.
+    /// the key is new. `times` (created, updated) are the write's own unless
+    /// given.
     fn put(
         &mut self,
         key: &Key,
@@ -1284,6 +1299,7 @@ impl<'t> Ops<'_, 't> {
         value: Bytes,
         content_type: String,
         expires_at: Option<Timestamp>,
+        times: Option<(Timestamp, Timestamp)>,
     ) -> Result<(KeyMeta, bool), StoreError> {
         let size = value.len() as u64;
         if size > self.settings.max_value_bytes {
@@ -1305,10 +1321,12 @@ impl<'t> Ops<'_, 't> {
         self.figures.bytes += size;
         let live = old.as_ref().filter(|o| !o.is_expired(self.now));
         let created = live.is_none();
+        let (created_at, updated_at) =
+            times.unwrap_or_else(|| (live.map_or(self.now, |o| o.created_at), self.now));
         let record = KeyRecord {
             version: self.revision,
-            created_at: live.map_or(self.now, |o| o.created_at),
-            updated_at: self.now,
+            created_at,
+            updated_at,
             expires_at,
             size,
             content_type,

@@ -1,0 +1,79 @@
+//! `POST /v1/projects/{p}/import`: keys restored exactly as given (value,
+//! content type, times), all or none, by a manage or admin token.
+
+use serde_json::json;
+
+use crate::common::kv;
+use crate::support::{Setup, expect_error, expect_status};
+
+#[test]
+fn imported_keys_keep_their_content_type_and_times() {
+    let setup = Setup::new("p", json!({}));
+    let body = json!({"keys": [
+        {"key": "text", "value": "hello", "content_type": "text/plain; charset=utf-8",
+         "created_at": "2020-01-02T03:04:05.678Z", "updated_at": "2021-02-03T04:05:06.789Z"},
+        {"key": "bin", "value_base64": "AAEC/w==", "content_type": "image/png",
+         "created_at": "2020-01-02T03:04:05.000Z", "updated_at": "2020-01-02T03:04:05.000Z",
+         "expires_at": "2999-01-01T00:00:00.000Z", "version": 7, "size": 4},
+        {"key": "plain", "value": "{\"a\":1}", "content_type": "application/json"}
+    ]});
+    let answer = setup.manage.post_json("/v1/projects/p/import", &body);
+    expect_status(&answer, 200);
+    let revision = answer.json()["revision"].clone();
+    assert_eq!(answer.json()["imported"], 3);
+
+    let text = setup
+        .manage
+        .get(&format!("{}?meta=true", kv("p", "text")))
+        .json();
+    assert_eq!(text["value"], "hello");
+    assert_eq!(text["created_at"], "2020-01-02T03:04:05.678Z");
+    assert_eq!(text["updated_at"], "2021-02-03T04:05:06.789Z");
+    assert_eq!(
+        text["version"], revision,
+        "an import takes one new revision"
+    );
+    let bin = setup.manage.get(&kv("p", "bin"));
+    assert_eq!(bin.body, [0, 1, 2, 255]);
+    assert_eq!(bin.header("content-type"), Some("image/png"));
+    assert_eq!(
+        bin.header("kvs-expires-at"),
+        Some("2999-01-01T00:00:00.000Z")
+    );
+    let plain = setup
+        .manage
+        .get(&format!("{}?meta=true", kv("p", "plain")))
+        .json();
+    assert_eq!(
+        (&plain["value"], &plain["encoding"]),
+        (&json!({"a": 1}), &json!("json"))
+    );
+}
+
+#[test]
+fn an_import_is_all_or_nothing_and_needs_a_manage_token() {
+    let setup = Setup::new("p", json!({}));
+    let good = json!({"key": "good", "value": "v"});
+    for bad in [
+        json!({"key": "bad\u{1}key", "value": "v"}),
+        json!({"key": "k", "value": "v", "value_base64": "AA=="}),
+        json!({"key": "k", "value": "v", "created_at": "yesterday"}),
+        json!({"key": "k", "value": "v", "colour": "blue"}),
+    ] {
+        let answer = setup
+            .manage
+            .post_json("/v1/projects/p/import", &json!({"keys": [good, bad]}));
+        assert_eq!(answer.status, 400, "{}", answer.text());
+        assert_eq!(answer.json()["failed_key"], 1);
+        expect_error(&setup.manage.get(&kv("p", "good")), 404, "key_not_found");
+    }
+    let writer = setup.client("write");
+    let answer = writer.post_json("/v1/projects/p/import", &json!({"keys": [good]}));
+    expect_error(&answer, 403, "forbidden");
+    expect_status(
+        &setup
+            .admin
+            .post_json("/v1/projects/p/import", &json!({"keys": [good]})),
+        200,
+    );
+}
