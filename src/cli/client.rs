@@ -7,6 +7,7 @@
 //! stdout.
 
 mod api;
+mod import;
 mod keys;
 mod output;
 mod projects;
@@ -96,6 +97,10 @@ pub enum Command {
     /// Create, list and revoke tokens.
     #[command(after_long_help = EXIT_CODES)]
     Token(tokens::Args),
+    /// Bring data into the server (admin): `kvs import simple-pykv --config
+    /// PATH` migrates a Simple-PyKV data set, API keys included.
+    #[command(after_long_help = EXIT_CODES)]
+    Import(import::Args),
 }
 
 /// Options that every client command takes after its name (`kvs get --url …`;
@@ -194,6 +199,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Watch(args) => watch::watch(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

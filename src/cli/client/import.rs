@@ -1,0 +1,311 @@
+//! `kvs import …`: bringing data into a server. `kvs import simple-pykv
+//! --config PATH` migrates a Simple-PyKV data set: its projects (with their
+//! settings), their keys (values and times as they were), and their API
+//! keys, which keep working: each becomes an imported token that the server
+//! checks against Simple-PyKV's PBKDF2 digest the first time it is
+//! presented (admin token needed).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use ureq::http::{Method, StatusCode};
+
+use super::api::{Api, ClientError, segment};
+use super::{Common, EXIT_CODES, Outcome, output};
+use crate::domain::Timestamp;
+
+/// An import request's body stays below this (the server takes at most its
+/// `max_txn_bytes`, 4 MiB by default, per request).
+const CHUNK_BYTES: usize = 3 << 20;
+
+/// The largest value a project takes unless told otherwise.
+const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+
+/// PBKDF2 rounds for a key that Simple-PyKV kept in clear (as it does).
+const ROUNDS: u32 = 200_000;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: ImportCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ImportCommand {
+    /// Migrate a Simple-PyKV data set (admin): every project of its
+    /// config.json with its settings, the keys of its store files with their
+    /// values and times, and its API keys, which keep working as they are
+    /// (the system key as an admin token). Stops, creating nothing, if a
+    /// project of the same id exists.
+    ///
+    /// A JSON string value is stored as `text/plain; charset=utf-8`, any
+    /// other JSON value as `application/json`, so that Simple-PyKV's routes
+    /// answer it as before.
+    #[command(name = "simple-pykv", after_long_help = EXIT_CODES)]
+    SimplePykv(SimplePykv),
+}
+
+#[derive(clap::Args, Debug)]
+struct SimplePykv {
+    /// Simple-PyKV's config.json; its store files are found from there.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let api = args.common.api();
+    match args.command {
+        ImportCommand::SimplePykv(simple) => simple_pykv(&api, &simple.config),
+    }
+}
+
+/// A Simple-PyKV project as read from its config and store file.
+struct PykvProject {
+    id: String,
+    on_disk: bool,
+    discoverable: bool,
+    key_digest: Option<String>,
+    /// Import entries (`POST /v1/projects/{p}/import`), in key order.
+    keys: Vec<Value>,
+    largest_value: u64,
+}
+
+fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let config: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let storage_dir = base.join(
+        config
+            .pointer("/system/storage/persistent_file_path")
+            .and_then(Value::as_str)
+            .unwrap_or("storage_data"),
+    );
+    let system_digest = key_digest(config.pointer("/system/authentication"))?;
+    let mut projects = Vec::new();
+    let mut seen = BTreeSet::new();
+    for project in config["projects"].as_array().into_iter().flatten() {
+        let project = read_project(project, &storage_dir)?;
+        if !seen.insert(project.id.clone()) {
+            return Err(anyhow!("project {:?} appears twice in the config", project.id).into());
+        }
+        projects.push(project);
+    }
+    // Nothing is created while any project could collide.
+    for project in &projects {
+        match api.json(
+            Method::GET,
+            &format!("/v1/projects/{}", segment(&project.id)),
+            None,
+        ) {
+            Ok(_) => {
+                return Err(anyhow!(
+                    "project {:?} already exists on the server; nothing was imported \
+                     (delete it first, or remove it from the config)",
+                    project.id
+                )
+                .into());
+            }
+            Err(ClientError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let mut lines = Vec::new();
+    let (mut keys, mut tokens) = (0, 0);
+    for project in &projects {
+        let (count, token) = import_project(api, project)?;
+        keys += count;
+        tokens += usize::from(token.is_some());
+        lines.push(format!(
+            "project {}: {} storage, {count} keys, {}",
+            project.id,
+            if project.on_disk { "disk" } else { "memory" },
+            match &token {
+                Some(id) => format!("API key kept as token {id}"),
+                None => "no API key (the project had none)".to_owned(),
+            }
+        ));
+    }
+    match system_digest {
+        Some(digest) => {
+            let answer = api.json(
+                Method::POST,
+                "/v1/tokens",
+                Some(&json!({"name": "simple-pykv admin key", "imported_digest": digest})),
+            )?;
+            tokens += 1;
+            lines.push(format!(
+                "system API key kept as admin token {}",
+                output::text(&answer["id"])
+            ));
+        }
+        None => lines.push("no system API key in the config".to_owned()),
+    }
+    lines.push(format!(
+        "imported {} projects, {keys} keys, {tokens} tokens",
+        projects.len()
+    ));
+    output::lines(lines)
+}
+
+/// Creates one project, keeps its API key, imports its keys; answers how
+/// many keys and the token's id.
+fn import_project(api: &Api, project: &PykvProject) -> Result<(usize, Option<String>), ClientError> {
+    let mut body = json!({
+        "id": project.id,
+        "storage": if project.on_disk { "disk" } else { "memory" },
+        "keys_discoverable": project.discoverable,
+    });
+    if project.largest_value > DEFAULT_MAX_VALUE_BYTES {
+        body["max_value_bytes"] = json!(project.largest_value);
+    }
+    let created = api.json(Method::POST, "/v1/projects", Some(&body))?;
+    let path = format!("/v1/projects/{}", segment(&project.id));
+    // The project's first token was shown to nobody: the project's key is
+    // the one it had.
+    if let Some(first) = created["token"]["id"].as_str() {
+        api.json(
+            Method::DELETE,
+            &format!("{path}/tokens/{}", segment(first)),
+            None,
+        )?;
+    }
+    let token = match &project.key_digest {
+        Some(digest) => {
+            let answer = api.json(
+                Method::POST,
+                &format!("{path}/tokens"),
+                Some(&json!({
+                    "role": "manage",
+                    "name": "simple-pykv api key",
+                    "imported_digest": digest,
+                })),
+            )?;
+            Some(output::text(&answer["id"]))
+        }
+        None => None,
+    };
+    let mut chunk: Vec<&Value> = Vec::new();
+    let mut size = 0;
+    for entry in &project.keys {
+        let bytes = serde_json::to_vec(entry).map_err(anyhow::Error::from)?.len() + 1;
+        if !chunk.is_empty() && size + bytes > CHUNK_BYTES {
+            send_chunk(api, &path, &chunk)?;
+            chunk.clear();
+            size = 0;
+        }
+        chunk.push(entry);
+        size += bytes;
+    }
+    if !chunk.is_empty() {
+        send_chunk(api, &path, &chunk)?;
+    }
+    Ok((project.keys.len(), token))
+}
+
+fn send_chunk(api: &Api, path: &str, chunk: &[&Value]) -> Result<(), ClientError> {
+    api.json(
+        Method::POST,
+        &format!("{path}/import"),
+        Some(&json!({ "keys": chunk })),
+    )?;
+    Ok(())
+}
+
+fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProject> {
+    let id = project["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("a project of the config has no id"))?
+        .to_owned();
+    let on_disk = project
+        .pointer("/storage/on_disk")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let discoverable = project
+        .pointer("/security/keys_and_values_discoverable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let key_digest = key_digest(project.get("authentication"))
+        .with_context(|| format!("project {id:?}"))?;
+    let mut keys = Vec::new();
+    let mut largest_value = 0;
+    let file = storage_dir.join(format!("{id}_store.json"));
+    if on_disk && file.exists() {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let store: serde_json::Map<String, Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object", file.display()))?;
+        for (key, entry) in store {
+            let entry = import_entry(&key, &entry)
+                .with_context(|| format!("key {key:?} of {}", file.display()))?;
+            largest_value = largest_value.max(entry.1);
+            keys.push(entry.0);
+        }
+    }
+    Ok(PykvProject {
+        id,
+        on_disk,
+        discoverable,
+        key_digest,
+        keys,
+        largest_value,
+    })
+}
+
+/// A Simple-PyKV entry as an import entry, and its value's size.
+fn import_entry(key: &str, entry: &Value) -> anyhow::Result<(Value, u64)> {
+    let (value, content_type) = match entry.get("value") {
+        Some(Value::String(text)) => (text.clone(), "text/plain; charset=utf-8"),
+        Some(other) => (serde_json::to_string(other)?, "application/json"),
+        None => return Err(anyhow!("no value")),
+    };
+    let time = |field: &str| -> anyhow::Result<String> {
+        let seconds = entry[field]
+            .as_f64()
+            .ok_or_else(|| anyhow!("{field} is not a number of seconds"))?;
+        Ok(Timestamp::from_millis((seconds * 1000.0).round() as i64).rfc3339())
+    };
+    let size = value.len() as u64;
+    Ok((
+        json!({
+            "key": key,
+            "value": value,
+            "content_type": content_type,
+            "created_at": time("created_at")?,
+            "updated_at": time("updated_at")?,
+            "expires_at": null,
+        }),
+        size,
+    ))
+}
+
+/// The digest of an `authentication` section's key: its `api_key_hash`, or
+/// one made here from an `api_key` kept in clear. `None` when it has
+/// neither (or authentication is off: kvs always asks for a token).
+fn key_digest(authentication: Option<&Value>) -> anyhow::Result<Option<String>> {
+    let Some(authentication) = authentication else {
+        return Ok(None);
+    };
+    if let Some(hash) = authentication["api_key_hash"].as_str() {
+        return Ok(Some(hash.to_owned()));
+    }
+    let Some(key) = authentication["api_key"].as_str() else {
+        return Ok(None);
+    };
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| anyhow!("no random bytes: {e}"))?;
+    let mut hash = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(key.as_bytes(), &salt, ROUNDS, &mut hash);
+    Ok(Some(format!(
+        "pbkdf2_sha256${ROUNDS}${}${}",
+        URL_SAFE_NO_PAD.encode(salt),
+        URL_SAFE_NO_PAD.encode(hash)
+    )))
+}
