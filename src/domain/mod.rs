@@ -12,4 +12,7 @@ pub use duration::{MAX_DURATION_SECS, parse_duration, parse_duration_json};
 pub use key::{Key, KeyError, Prefix};
 pub use project::{ProjectId, ProjectSettings, StorageMode};
 pub use time::Timestamp;
-pub use token::{Digest, ImportedDigest, ImportedDigestError, Role, TokenId, TokenRecord, TokenSecret, TokenSource};
+pub use token::{
+    Digest, ImportedDigest, ImportedDigestError, Role, TokenId, TokenRecord, TokenSecret,
+    TokenSource,
+};

@@ -366,9 +366,11 @@ mod tests {
             assert!(ImportedDigest::parse(bad).is_err(), "{bad}");
         }
         assert!(
-            ImportedDigest::parse("pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs")
-                .unwrap()
-                .verify("password")
+            ImportedDigest::parse(
+                "pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs"
+            )
+            .unwrap()
+            .verify("password")
         );
     }
 

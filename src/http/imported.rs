@@ -118,7 +118,9 @@ impl ImportedKeys {
         global.count += n;
         window.count += n;
         state.global = global;
-        state.scopes.retain(|_, w| now.duration_since(w.start) < WINDOW);
+        state
+            .scopes
+            .retain(|_, w| now.duration_since(w.start) < WINDOW);
         state.scopes.insert(scope.clone(), window);
         Ok(Admission::Verify)
     }

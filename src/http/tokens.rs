@@ -13,8 +13,8 @@ use super::projects::set_location;
 use super::request::json_body;
 use super::{Ctx, json, views};
 use crate::domain::{
-    Digest, ImportedDigest, Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret, TokenSource,
-    parse_duration_json,
+    Digest, ImportedDigest, Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret,
+    TokenSource, parse_duration_json,
 };
 use crate::store::{CatalogWrite, TokenScope};
 
@@ -136,7 +136,9 @@ pub async fn create_for_project(
     let expires = expires_in(request.expires_in.as_ref())?;
     let imported = imported_digest(request.imported_digest.as_deref())?;
     if imported.is_some() && !ctx.caller.is_admin() {
-        return Err(ApiError::forbidden("only an admin token can import a token"));
+        return Err(ApiError::forbidden(
+            "only an admin token can import a token",
+        ));
     }
     let id = project.settings.id.clone();
     let (record, secret) = mint(

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Feed;
-use crate::domain::{Digest, ImportedDigest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord};
+use crate::domain::{
+    Digest, ImportedDigest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord,
+};
 
 /// A project's live figures, shared by every snapshot that holds the project
 /// and updated by the store's writer after each commit.

@@ -157,7 +157,10 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
 
 /// Creates one project, keeps its API key, imports its keys; answers how
 /// many keys and the token's id.
-fn import_project(api: &Api, project: &PykvProject) -> Result<(usize, Option<String>), ClientError> {
+fn import_project(
+    api: &Api,
+    project: &PykvProject,
+) -> Result<(usize, Option<String>), ClientError> {
     let mut body = json!({
         "id": project.id,
         "storage": if project.on_disk { "disk" } else { "memory" },
@@ -195,7 +198,10 @@ fn import_project(api: &Api, project: &PykvProject) -> Result<(usize, Option<Str
     let mut chunk: Vec<&Value> = Vec::new();
     let mut size = 0;
     for entry in &project.keys {
-        let bytes = serde_json::to_vec(entry).map_err(anyhow::Error::from)?.len() + 1;
+        let bytes = serde_json::to_vec(entry)
+            .map_err(anyhow::Error::from)?
+            .len()
+            + 1;
         if !chunk.is_empty() && size + bytes > CHUNK_BYTES {
             send_chunk(api, &path, &chunk)?;
             chunk.clear();
@@ -232,8 +238,8 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
         .pointer("/security/keys_and_values_discoverable")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let key_digest = key_digest(project.get("authentication"))
-        .with_context(|| format!("project {id:?}"))?;
+    let key_digest =
+        key_digest(project.get("authentication")).with_context(|| format!("project {id:?}"))?;
     let mut keys = Vec::new();
     let mut largest_value = 0;
     let file = storage_dir.join(format!("{id}_store.json"));
