@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kvs::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
+use kvs::domain::{
+    Digest, ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Role, StorageMode, Timestamp,
+    TokenId, TokenRecord, TokenSecret, TokenSource,
+};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
     CatalogWrite, ChangeKind, ChangeSets, HistoryLimits, KvOp, KvWrite, ListRequest, OpResult,
@@ -959,6 +962,89 @@ fn history_follows_its_project_through_moves_restarts_and_deletion() {
                     .is_empty()
             );
             store.close().await;
+        });
+    }
+}
+
+/// An imported token as the HTTP layer makes it: a random digest, and the
+/// other server's digest of its key (here of "password", one round).
+fn imported_token(project: &str) -> (TokenRecord, ImportedDigest) {
+    let record = TokenRecord {
+        id: TokenId::generate().unwrap(),
+        digest: Digest::random().unwrap(),
+        role: Role::Manage,
+        project: Some(id(project)),
+        prefix: None,
+        name: None,
+        created_at: Timestamp::now(),
+        expires_at: None,
+        source: TokenSource::Import,
+    };
+    let digest =
+        ImportedDigest::parse("pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs")
+            .unwrap();
+    (record, digest)
+}
+
+#[test]
+fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reopen = |check: &dyn Fn(&dyn Store)| {
+            runtime.block_on(async {
+                let store = open(dir.path(), HistoryLimits::default());
+                check(store.as_ref());
+                store.close().await;
+            })
+        };
+        let (first, digest) = imported_token("p");
+        let (second, other) = imported_token("q");
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            create(store.as_ref(), "q", StorageMode::Memory).await;
+            for (token, digest) in [(first.clone(), digest), (second.clone(), other)] {
+                store
+                    .write_catalog(CatalogWrite::ImportToken { token, digest })
+                    .await
+                    .unwrap();
+            }
+            store.close().await;
+        });
+        let now = Timestamp::now();
+        reopen(&|store| {
+            let catalog = store.catalog();
+            let waiting = catalog.imported(Some(&id("p")), now);
+            assert_eq!(waiting.len(), 1);
+            assert_eq!(waiting[0].0.id, first.id);
+            assert!(waiting[0].1.verify("password"));
+            assert!(catalog.imported(None, now).is_empty());
+        });
+        let presented = TokenSecret::presented("password").digest();
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let verify = CatalogWrite::VerifyImportedToken {
+                id: first.id.clone(),
+                digest: presented,
+            };
+            store.write_catalog(verify.clone()).await.unwrap();
+            // A second verification with the same key (a request that raced
+            // the first) is no error.
+            store.write_catalog(verify).await.unwrap();
+            store
+                .write_catalog(CatalogWrite::DeleteProject { id: id("q") })
+                .await
+                .unwrap();
+            store.close().await;
+        });
+        reopen(&|store| {
+            let catalog = store.catalog();
+            assert!(catalog.imported(Some(&id("p")), now).is_empty());
+            assert!(catalog.imported(Some(&id("q")), now).is_empty());
+            let token = catalog.token(&presented, now).expect("the verified token");
+            assert_eq!(token.id, first.id);
+            assert!(catalog.token_by_id(&second.id).is_none());
         });
     }
 }
