@@ -9,11 +9,13 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 
 use anyhow::{Context, anyhow};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use ureq::http::{Method, StatusCode};
 
-use super::api::{Api, ClientError, kv_path, query, read_json, segment};
+use super::api::{Api, ClientError, Payload, kv_path, query, read_json, segment};
 use super::{Common, Outcome, ProjectArg, output};
 
 /// Keys asked for per listing page (the server's most).
@@ -144,11 +146,7 @@ fn line(api: &Api, project: &str, mut entry: Value) -> Result<Option<Line>, Clie
             entry = meta;
             match String::from_utf8(bytes) {
                 Ok(text) => value = Some(text),
-                Err(error) => {
-                    use base64::Engine;
-                    let engine = base64::engine::general_purpose::STANDARD;
-                    value_base64 = Some(engine.encode(error.into_bytes()));
-                }
+                Err(error) => value_base64 = Some(BASE64.encode(error.into_bytes())),
             }
         }
         _ => {
@@ -315,7 +313,7 @@ impl Sender<'_> {
             return Ok(());
         }
         chunk.body.extend_from_slice(b"]}");
-        let payload = super::api::Payload {
+        let payload = Payload {
             bytes: &chunk.body,
             content_type: "application/json",
         };
