@@ -3,6 +3,7 @@
 //! cursors followed, and every failure turned into one line on stderr and an
 //! exit code a script can test. [`api`] owns HTTP and errors; [`keys`],
 //! [`projects`] and [`tokens`] own one resource each, [`txn`] transactions,
+//! [`transfer`] export and import,
 //! [`watch`] the stream of changes; [`output`] owns how answers look on
 //! stdout.
 
@@ -12,6 +13,7 @@ mod keys;
 mod output;
 mod projects;
 mod tokens;
+mod transfer;
 mod txn;
 mod watch;
 
@@ -91,16 +93,37 @@ pub enum Command {
     /// the current state, then watch again.
     #[command(after_long_help = EXIT_CODES)]
     Watch(watch::Watch),
+    /// Write every key of the project (or under --prefix) as JSON Lines, in
+    /// key order, for `kvs import`.
+    ///
+    /// One JSON object per line: `{"key", "value" (the bytes as text, when
+    /// they are UTF-8, JSON values included) or "value_base64",
+    /// "content_type", "created_at", "updated_at", "expires_at", "version",
+    /// "size"}`. The export is not a snapshot: each page of up to 1000 keys
+    /// is read at its own revision, and a key written meanwhile may appear
+    /// in its newer state.
+    #[command(after_long_help = EXIT_CODES)]
+    Export(transfer::Export),
+    /// Write keys from JSON Lines, as `kvs export` wrote them, with their
+    /// values, content types and times exactly (needs a manage token).
+    ///
+    /// Keys are sent in chunks of at most 1000 keys and about 3 MiB: each
+    /// chunk is imported all or nothing, but the whole import is atomic only
+    /// when it fits in one chunk. On a refusal or a line that is not a JSON
+    /// object, the import stops, names the line, and the chunks sent before
+    /// stay imported. Existing keys of the same names are overwritten; other
+    /// keys are left alone.
+    ///
+    /// `kvs import simple-pykv --config PATH` migrates a Simple-PyKV data set
+    /// instead (admin): its projects, keys and API keys.
+    #[command(after_long_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Import(transfer::Import),
     /// Create, list, show and delete projects (admin).
     #[command(after_long_help = EXIT_CODES)]
     Project(projects::Args),
     /// Create, list and revoke tokens.
     #[command(after_long_help = EXIT_CODES)]
     Token(tokens::Args),
-    /// Bring data into the server (admin): `kvs import simple-pykv --config
-    /// PATH` migrates a Simple-PyKV data set, API keys included.
-    #[command(after_long_help = EXIT_CODES)]
-    Import(import::Args),
 }
 
 /// Options that every client command takes after its name (`kvs get --url …`;
@@ -197,9 +220,10 @@ pub fn run(command: Command) -> ExitCode {
         Command::Latest(args) => keys::latest(args),
         Command::Txn(args) => txn::txn(args),
         Command::Watch(args) => watch::watch(args),
+        Command::Export(args) => transfer::export(args),
+        Command::Import(args) => transfer::import(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
-        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

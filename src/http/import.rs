@@ -39,7 +39,7 @@ pub async fn import(
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let mut body = json_object(&parts.headers, body, ctx.app.settings.max_txn_bytes).await?;
+    let mut body = json_object(&parts.headers, body, body_limit(&ctx.app.settings)).await?;
     let Some(Value::Array(keys)) = body.remove("keys") else {
         return Err(ApiError::bad_request(
             "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \"content_type\", \
@@ -68,6 +68,13 @@ pub async fn import(
         StatusCode::OK,
         json!({"imported": imported, "revision": commit.revision}),
     ))
+}
+
+/// The largest import body: a transaction's, or room for one key at the
+/// server's largest value, base64-encoded, whichever is larger.
+pub fn body_limit(settings: &crate::config::Settings) -> u64 {
+    let one_value = settings.max_value_bytes.saturating_mul(4) / 3 + (1 << 20);
+    settings.max_txn_bytes.max(one_value)
 }
 
 /// One imported key as a `Restore` op.

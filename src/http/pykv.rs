@@ -37,9 +37,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
-use serde::Deserialize;
+use axum::response::{IntoResponse, Response};
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::endpoint::PykvRoute;
@@ -47,8 +47,8 @@ use super::error::ApiError;
 use super::kv::{MAX_LIST_LIMIT, about_keys, write_one};
 use super::projects::{DEFAULT_MAX_VALUE_BYTES, new_project_id, set_location, update};
 use super::request::{json_body, read_body};
-use super::views::{self, encode_value};
-use super::{App, Ctx, json, mint};
+use super::views::{self, Encoded};
+use super::{App, Ctx, mint};
 use crate::domain::{
     Key, ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenRecord, TokenSecret,
     TokenSource,
@@ -135,10 +135,38 @@ pub async fn handle(app: &App, route: PykvRoute, request: Request) -> Response {
 
 /// Simple-PyKV's envelope.
 pub fn envelope(status: StatusCode, data: Value, message: &str) -> Response {
-    json(
-        status,
-        json!({"System": null, "data": data, "message": message, "status_code": status.as_u16()}),
-    )
+    envelope_of(status, &data, message)
+}
+
+/// The envelope around any serialisable `data`, written straight to bytes
+/// (no `Value` tree in between: the GET of a key is on the hot path).
+fn envelope_of<T: Serialize>(status: StatusCode, data: &T, message: &str) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        #[serde(rename = "System")]
+        system: Option<()>,
+        data: &'a T,
+        message: &'a str,
+        status_code: u16,
+    }
+    let envelope = Envelope {
+        system: None,
+        data,
+        message,
+        status_code: status.as_u16(),
+    };
+    match serde_json::to_vec(&envelope) {
+        Ok(bytes) => {
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(_) => ApiError::internal().into_response(),
+    }
 }
 
 /// An error in the envelope, with the headers it must carry (`Allow`,
@@ -216,21 +244,40 @@ fn project_view(ctx: &Ctx<'_>, project: &Project) -> Value {
 /// A key's entry: its value (JSON inline when stored as JSON, else a string)
 /// and metadata, times in epoch seconds.
 fn entry_view(meta: &KeyMeta, value: Option<&[u8]>) -> Value {
-    let mut view = json!({
-        "key": meta.key.as_str(),
-        "content_type": meta.content_type,
-        "size_bytes": meta.size,
-        "created_at": meta.created_at.unix_seconds(),
-        "updated_at": meta.updated_at.unix_seconds(),
-        "expires_at": meta.expires_at.map(Timestamp::unix_seconds),
-        "version": meta.version,
-    });
-    if let Some(value) = value {
-        let (value, encoding) = encode_value(value, &meta.content_type);
-        view["value"] = value;
-        view["encoding"] = json!(encoding);
+    serde_json::to_value(Entry::of(meta, value)).unwrap_or(Value::Null)
+}
+
+/// A key's entry as Simple-PyKV shows it.
+#[derive(Serialize)]
+struct Entry<'a> {
+    key: &'a str,
+    content_type: &'a str,
+    size_bytes: u64,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: Option<i64>,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Encoded<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+}
+
+impl<'a> Entry<'a> {
+    fn of(meta: &'a KeyMeta, value: Option<&'a [u8]>) -> Entry<'a> {
+        let value = value.map(|bytes| Encoded::of(bytes, &meta.content_type));
+        Entry {
+            key: meta.key.as_str(),
+            content_type: &meta.content_type,
+            size_bytes: meta.size,
+            created_at: meta.created_at.unix_seconds(),
+            updated_at: meta.updated_at.unix_seconds(),
+            expires_at: meta.expires_at.map(Timestamp::unix_seconds),
+            version: meta.version,
+            encoding: value.as_ref().map(Encoded::name),
+            value,
+        }
     }
-    view
 }
 
 fn ok(data: Value, message: &str) -> Result<Response, ApiError> {
@@ -482,7 +529,8 @@ async fn get_key(ctx: &Ctx<'_>, raw_id: &str, raw_key: Vec<u8>) -> Result<Respon
     let (project, key) = key_of(ctx, raw_id, raw_key, Role::Read)?;
     let read = ctx.app.store.get(&project.settings.id, &key, true).await?;
     let entry = read.value.ok_or_else(ApiError::key_not_found)?;
-    ok(entry_view(&entry.meta, Some(&entry.value)), "key found")
+    let view = Entry::of(&entry.meta, Some(&entry.value));
+    Ok(envelope_of(StatusCode::OK, &view, "key found"))
 }
 
 /// PUT of a value: a body that parses as JSON is stored as JSON, other text

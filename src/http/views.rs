@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::domain::{TokenRecord, TokenSecret};
@@ -69,14 +70,46 @@ pub fn key_with_value(meta: &KeyMeta, value: &[u8]) -> Value {
 /// `json` when the content type is JSON and the bytes are strict JSON,
 /// else `utf8` for valid UTF-8, else `base64`.
 pub fn encode_value(bytes: &[u8], content_type: &str) -> (Value, &'static str) {
-    if is_json_type(content_type)
-        && let Ok(value) = serde_json::from_slice::<Value>(bytes)
-    {
-        return (value, "json");
+    let encoded = Encoded::of(bytes, content_type);
+    let name = encoded.name();
+    let value = match encoded {
+        Encoded::Json(value) => value,
+        Encoded::Text(text) => Value::String(text.to_owned()),
+        Encoded::Base64(text) => Value::String(text),
+    };
+    (value, name)
+}
+
+/// A value as JSON answers carry it, borrowing the stored text when it can
+/// (for answers serialised straight from a struct).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Encoded<'a> {
+    Json(Value),
+    Text(&'a str),
+    Base64(String),
+}
+
+impl Encoded<'_> {
+    pub fn of<'a>(bytes: &'a [u8], content_type: &str) -> Encoded<'a> {
+        if is_json_type(content_type)
+            && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+        {
+            return Encoded::Json(value);
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Encoded::Text(text),
+            Err(_) => Encoded::Base64(STANDARD.encode(bytes)),
+        }
     }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (Value::String(text.to_owned()), "utf8"),
-        Err(_) => (Value::String(STANDARD.encode(bytes)), "base64"),
+
+    /// The name of the encoding: `json`, `utf8` or `base64`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Encoded::Json(_) => "json",
+            Encoded::Text(_) => "utf8",
+            Encoded::Base64(_) => "base64",
+        }
     }
 }
 

@@ -77,3 +77,14 @@ fn an_import_is_all_or_nothing_and_needs_a_manage_token() {
         200,
     );
 }
+
+#[test]
+fn one_value_larger_than_a_transaction_body_can_be_imported_alone() {
+    use base64::Engine;
+    let setup = Setup::new("p", json!({"max_value_bytes": 8 << 20}));
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&big);
+    let body = json!({"keys": [{"key": "big", "value_base64": encoded}]});
+    expect_status(&setup.manage.post_json("/v1/projects/p/import", &body), 200);
+    assert_eq!(setup.manage.get(&kv("p", "big")).body, big);
+}

@@ -1,5 +1,5 @@
-//! `kvs import …`: bringing data into a server. `kvs import simple-pykv
-//! --config PATH` migrates a Simple-PyKV data set: its projects (with their
+//! `kvs import simple-pykv --config PATH` (a subcommand of `kvs import`,
+//! whose JSON Lines side is [`super::transfer`]) migrates a Simple-PyKV data set: its projects (with their
 //! settings), their keys (values and times as they were), and their API
 //! keys, which keep working: each becomes an imported token that the server
 //! checks against Simple-PyKV's PBKDF2 digest the first time it is
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use ureq::http::{Method, StatusCode};
 
 use super::api::{Api, ClientError, segment};
-use super::{Common, EXIT_CODES, Outcome, output};
+use super::{EXIT_CODES, Outcome, output};
 use crate::domain::Timestamp;
 
 /// An import request's body stays below this (the server takes at most its
@@ -28,21 +28,15 @@ const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
 /// PBKDF2 rounds for a key that Simple-PyKV kept in clear (as it does).
 const ROUNDS: u32 = 200_000;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    command: ImportCommand,
-    #[command(flatten)]
-    common: Common,
-}
-
+/// The data sets `kvs import` can migrate from other stores.
 #[derive(clap::Subcommand, Debug)]
-enum ImportCommand {
-    /// Migrate a Simple-PyKV data set (admin): every project of its
-    /// config.json with its settings, the keys of its store files with their
-    /// values and times, and its API keys, which keep working as they are
-    /// (the system key as an admin token). Stops, creating nothing, if a
-    /// project of the same id exists.
+pub enum Source {
+    /// Migrate a Simple-PyKV data set (admin), API keys included.
+    ///
+    /// Every project of its config.json with its settings, the keys of its
+    /// store files with their values and times, and its API keys, which keep
+    /// working as they are (the system key as an admin token). Stops,
+    /// creating nothing, if a project of the same id exists.
     ///
     /// A JSON string value is stored as `text/plain; charset=utf-8`, any
     /// other JSON value as `application/json`, so that Simple-PyKV's routes
@@ -52,16 +46,15 @@ enum ImportCommand {
 }
 
 #[derive(clap::Args, Debug)]
-struct SimplePykv {
+pub struct SimplePykv {
     /// Simple-PyKV's config.json; its store files are found from there.
     #[arg(long, value_name = "PATH")]
     config: PathBuf,
 }
 
-pub fn run(args: Args) -> Outcome {
-    let api = args.common.api();
-    match args.command {
-        ImportCommand::SimplePykv(simple) => simple_pykv(&api, &simple.config),
+pub fn run(api: &Api, from: Source) -> Outcome {
+    match from {
+        Source::SimplePykv(simple) => simple_pykv(api, &simple.config),
     }
 }
 
