@@ -1523,9 +1523,9 @@ fn history_cutoff(limits: &HistoryLimits) -> Timestamp {
     ))
 }
 
-/// Drops the oldest change sets of a project's log while it holds more
-/// changes than the limit (always keeping the newest set) or sets older than
-/// the history's age. The feed learns the new compaction point before the
+/// Once a project's log holds more changes than the limit, drops its oldest
+/// change sets down to 1/16 below the limit (always keeping the newest set);
+/// and drops sets older than the history's age. The feed learns the new compaction point before the
 /// commit, so that a reader never finds changes missing without a 410.
 fn trim(
     txn: &WriteTransaction,
@@ -1552,7 +1552,11 @@ fn trim(
             record.oldest = None;
             return Ok(());
         };
-        let too_many = record.changes > limits.max_changes && log.len().map_err(storage_error)? > 1;
+        // Past the limit, trim to 1/16 below it: a log at its limit then
+        // loses sets once in a while rather than on every write (which
+        // dirtied its first pages in every commit).
+        let floor = limits.max_changes - limits.max_changes / 16;
+        let too_many = record.changes > floor && log.len().map_err(storage_error)? > 1;
         if !too_many && head.at >= cutoff {
             record.oldest = Some(head.at);
             return Ok(());
