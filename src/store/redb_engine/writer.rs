@@ -321,7 +321,7 @@ impl Writer {
                 .map_err(storage_error)?;
             copy_table(&source, &target, tables.keys())?;
             copy_table(&source, &target, tables.values())?;
-            copy_log(&source, &target, tables.changes())?;
+            copy_table(&source, &target, tables.changes())?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
             let history = self.history.get(id).copied().unwrap_or_default();
             put_record(&target, codec::HISTORY, id.as_str(), &history)?;
@@ -1568,31 +1568,11 @@ fn trim(
     }
 }
 
-/// Copies a project's change log from a snapshot into a write transaction.
-fn copy_log(
-    source: &redb::ReadTransaction,
-    target: &WriteTransaction,
-    table: redb::TableDefinition<u64, &[u8]>,
-) -> Result<(), StoreError> {
-    let rows = match source.open_table(table) {
-        Ok(rows) => rows,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(error) => return Err(storage_error(error)),
-    };
-    let mut copy = target.open_table(table).map_err(storage_error)?;
-    for item in rows.iter().map_err(storage_error)? {
-        let (revision, value) = item.map_err(storage_error)?;
-        copy.insert(revision.value(), value.value())
-            .map_err(storage_error)?;
-    }
-    Ok(())
-}
-
 /// Copies every row of a table from a snapshot into a write transaction.
-fn copy_table(
+fn copy_table<K: redb::Key + 'static>(
     source: &redb::ReadTransaction,
     target: &WriteTransaction,
-    table: redb::TableDefinition<&str, &[u8]>,
+    table: redb::TableDefinition<K, &[u8]>,
 ) -> Result<(), StoreError> {
     let rows = match source.open_table(table) {
         Ok(rows) => rows,
