@@ -48,6 +48,11 @@ impl Caller {
     /// The caller of a request, or 401.
     pub fn authenticate(headers: &HeaderMap, catalog: &Catalog) -> Result<Caller, ApiError> {
         let secret = presented_secret(headers)?.ok_or_else(ApiError::unauthorized)?;
+        Caller::with_secret(&secret, catalog)
+    }
+
+    /// The caller presenting `secret`, or 401.
+    pub fn with_secret(secret: &TokenSecret, catalog: &Catalog) -> Result<Caller, ApiError> {
         let token = catalog
             .token(&secret.digest(), Timestamp::now())
             .ok_or_else(ApiError::unauthorized)?;

@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::kv::latest_answer;
 use super::request::{Query, read_body};
 use super::{App, Ctx};
-use crate::domain::{Key, Role, Timestamp, TokenSecret};
+use crate::domain::{Key, Role, TokenSecret};
 use crate::store::{KvOp, KvWrite};
 
 /// The content type values posted through the form are stored with, and
@@ -60,14 +60,11 @@ fn caller<'a>(app: &'a App, headers: &HeaderMap, auth: Option<&str>) -> Result<C
         (None, None) => return Err(ApiError::unauthorized()),
     };
     let catalog = app.store.catalog();
-    let token = catalog
-        .token(&secret.digest(), Timestamp::now())
-        .ok_or_else(ApiError::unauthorized)?
-        .clone();
+    let caller = Caller::with_secret(&secret, &catalog)?;
     Ok(Ctx {
         app,
         catalog,
-        caller: Caller { token },
+        caller,
     })
 }
 
