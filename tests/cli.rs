@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{TestServer, fake_secret, free_port, kv};
+use common::{Run, TestServer, fake_secret, free_port, kv, run};
 use serde_json::{Value, json};
 
 /// How to run `kvs` against one server: the URL, token and project go in
@@ -16,13 +15,6 @@ struct Kvs {
     url: String,
     token: String,
     project: String,
-}
-
-/// What one run left behind.
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
 }
 
 impl Kvs {
@@ -65,41 +57,7 @@ impl Kvs {
     }
 }
 
-/// Runs a command with `stdin` fed from a thread, so that a large input
-/// cannot deadlock against a full stdout pipe.
-fn run(mut command: Command, stdin: &[u8]) -> Run {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run the kvs binary");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A command that does not read its stdin closes it: not a failure here.
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 impl Run {
-    /// Asserts success; answers stdout as text.
-    fn ok(&self) -> String {
-        assert_eq!(self.code, 0, "failed: {}", self.stderr);
-        self.text()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.stdout.clone()).unwrap()
-    }
-
     fn json(&self) -> Value {
         serde_json::from_str(&self.ok())
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))

@@ -5,52 +5,22 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Client, TestServer, kv};
+use common::{Client, Run, TestServer, kv, run};
 use serde_json::{Value, json};
-
-/// What one run of `kvs` left behind.
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> String {
-        assert_eq!(self.code, 0, "failed: {}", self.stderr);
-        String::from_utf8(self.stdout.clone()).unwrap()
-    }
-}
 
 /// Runs `kvs` as the server's admin in `project`, with `stdin` fed from a
 /// thread so that a large input cannot deadlock against a full stdout.
 fn kvs(server: &TestServer, project: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
         .args(args)
         .env("KVS_URL", &server.url)
         .env("KVS_TOKEN", &server.admin_token)
-        .env("KVS_PROJECT", project)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run the kvs binary");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .env("KVS_PROJECT", project);
+    run(command, stdin)
 }
 
 /// Stores a value with a content type (and a query such as `?ttl=`).

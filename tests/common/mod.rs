@@ -406,3 +406,47 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// What one run of the `kvs` binary as a client left behind.
+pub struct Run {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success; answers stdout as text.
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "failed: {}", self.stderr);
+        self.text()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).unwrap()
+    }
+}
+
+/// Runs a command with `stdin` fed from a thread, so that a large input
+/// cannot deadlock against a full stdout pipe.
+pub fn run(mut command: Command, stdin: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the kvs binary");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A command that does not read its stdin closes it: not a failure here.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
