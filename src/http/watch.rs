@@ -294,10 +294,7 @@ pub async fn watch(
     let (frames, queue) = mpsc::channel(QUEUED_FRAMES);
     let (last_frame, last) = oneshot::channel();
     let watcher = Watcher {
-        store: ctx.app.store.clone(),
-        lifeline: Lifeline::new(ctx, stats.clone(), id.clone(), true),
-        project: id,
-        stats,
+        lifeline: Lifeline::new(ctx, stats, id, true),
         newest,
         prefix,
         values,
@@ -361,10 +358,8 @@ enum Stop {
 
 /// One open watch: its cursor in the project's history and its connection.
 struct Watcher {
-    store: Arc<dyn Store>,
+    /// The token, project and store this watch reads as and from.
     lifeline: Lifeline,
-    project: ProjectId,
-    stats: Arc<ProjectStats>,
     newest: watch::Receiver<u64>,
     prefix: Prefix,
     values: bool,
@@ -418,11 +413,11 @@ impl Watcher {
             if upto.is_some_and(|upto| self.cursor >= upto) {
                 return Ok(());
             }
-            let sets = match self
+            let lifeline = &self.lifeline;
+            let read = lifeline
                 .store
-                .changes(&self.project, self.cursor, READ_CHANGES)
-                .await
-            {
+                .changes(&lifeline.project, self.cursor, READ_CHANGES);
+            let sets = match read.await {
                 Ok(sets) => sets,
                 Err(StoreError::HistoryCompacted { .. }) => {
                     return Err(Stop::Error("history_compacted"));
@@ -497,7 +492,7 @@ impl Watcher {
                     };
                 }
                 () = tokio::time::sleep(SLOW_CHECK) => {
-                    let lag = self.stats.feed.published().saturating_sub(self.delivered);
+                    let lag = self.lifeline.stats.feed.published().saturating_sub(self.delivered);
                     let too_many = self.delivered != 0 && lag > SLOW_CHANGES;
                     let too_late =
                         Timestamp::now().millis() - behind_since.millis() > SLOW_SECONDS * 1000;

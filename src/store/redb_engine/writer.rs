@@ -450,7 +450,7 @@ struct Batch<'a> {
     history: HashMap<ProjectId, Option<HistoryRecord>>,
     limits: HistoryLimits,
     /// Change sets to publish after the commit, in revision order.
-    sets: Vec<(ProjectId, Arc<ProjectStats>, StorageMode, ChangeSet)>,
+    sets: Vec<(ProjectId, Arc<ProjectStats>, ChangeSet)>,
 }
 
 impl<'a> Batch<'a> {
@@ -537,7 +537,6 @@ impl<'a> Batch<'a> {
         self.sets.push((
             id.clone(),
             project.stats.clone(),
-            project.settings.storage,
             ChangeSet::new(revision, at, changes),
         ));
         Ok(())
@@ -548,33 +547,34 @@ impl<'a> Batch<'a> {
     /// then trimmed to the history limits. Sets of a project deleted later in
     /// the batch are left out, as its tables are gone.
     fn write_logs(&mut self) -> Result<(), StoreError> {
-        let mut projects: Vec<(ProjectId, StorageMode, Vec<usize>)> = Vec::new();
-        for (index, (id, stats, storage, _)) in self.sets.iter().enumerate() {
-            let live = self
+        let mut projects: Vec<(Arc<Project>, Vec<usize>)> = Vec::new();
+        for (index, (id, stats, _)) in self.sets.iter().enumerate() {
+            let Some(project) = self
                 .catalog()
                 .project(id)
-                .is_some_and(|p| Arc::ptr_eq(&p.stats, stats));
-            if !live {
+                .filter(|p| Arc::ptr_eq(&p.stats, stats))
+            else {
                 continue;
-            }
-            match projects.iter_mut().find(|(p, _, _)| p == id) {
-                Some((_, _, indices)) => indices.push(index),
-                None => projects.push((id.clone(), *storage, vec![index])),
+            };
+            match projects.iter_mut().find(|(p, _)| &p.settings.id == id) {
+                Some((_, indices)) => indices.push(index),
+                None => projects.push((project.clone(), vec![index])),
             }
         }
         let limits = self.limits;
-        for (id, storage, indices) in projects {
+        for (project, indices) in projects {
+            let id = project.settings.id.clone();
             let Some(mut record) = self.history.get(&id).copied().flatten() else {
                 continue;
             };
             let tables = KeyTables::of(id.as_str());
-            let stats = self.sets[indices[0]].1.clone();
+            let (storage, stats) = (project.settings.storage, &project.stats);
             self.txn(storage)?;
             let txn = open_txn(&self.disk, &self.memory, storage)?;
             {
                 let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
                 for index in indices {
-                    let set = &self.sets[index].3;
+                    let set = &self.sets[index].2;
                     log.insert(
                         set.revision,
                         encode_changes(set.at, &set.changes)?.as_slice(),
@@ -582,7 +582,7 @@ impl<'a> Batch<'a> {
                     .map_err(storage_error)?;
                 }
             }
-            trim(txn, &tables, &mut record, &limits, &stats)?;
+            trim(txn, &tables, &mut record, &limits, stats)?;
             put_record(txn, codec::HISTORY, id.as_str(), &record)?;
             self.history.insert(id, Some(record));
         }
@@ -837,7 +837,7 @@ impl<'a> Batch<'a> {
     /// are trimmed as they are written).
     fn trim_aged(&mut self) -> Result<(), StoreError> {
         let cutoff = history_cutoff(&self.limits);
-        let due: Vec<ProjectId> = self
+        let due: std::collections::BTreeSet<ProjectId> = self
             .base_history
             .keys()
             .chain(self.history.keys())
@@ -1132,7 +1132,7 @@ impl<'a> Batch<'a> {
         // writes and then watches from the revision it was given finds the
         // change in the feed or the log.
         let catalog = self.shared.catalog.load();
-        for (id, stats, _, set) in self.sets {
+        for (id, stats, set) in self.sets {
             let live = catalog
                 .project(&id)
                 .is_some_and(|p| Arc::ptr_eq(&p.stats, &stats));
