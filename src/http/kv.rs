@@ -143,7 +143,7 @@ async fn read(
 
 /// The answer that carries a raw value: its bytes (none for HEAD) and the
 /// headers that describe it.
-fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Response {
+pub(super) fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Response {
     let meta = entry.meta;
     let etag = etag(meta.version);
     let mut response = if head {

@@ -44,7 +44,7 @@ use serde_json::{Map, Value, json};
 
 use super::endpoint::PykvRoute;
 use super::error::ApiError;
-use super::kv::{MAX_LIST_LIMIT, about_keys, write_one};
+use super::kv::{MAX_LIST_LIMIT, about_keys, raw_answer, write_one};
 use super::projects::{DEFAULT_MAX_VALUE_BYTES, new_project_id, set_location, update};
 use super::request::{json_body, read_body};
 use super::views::{self, Encoded};
@@ -595,17 +595,6 @@ async fn raw_value(ctx: &Ctx<'_>, raw_id: &str, raw_key: Vec<u8>) -> Result<Resp
     let (project, key) = key_of(ctx, raw_id, raw_key, Role::Read)?;
     let read = ctx.app.store.get(&project.settings.id, &key, true).await?;
     let entry = read.value.ok_or_else(ApiError::key_not_found)?;
-    let mut response = Response::new(Body::from(entry.value));
-    let headers = response.headers_mut();
-    if let Ok(content_type) = HeaderValue::try_from(entry.meta.content_type) {
-        headers.insert(header::CONTENT_TYPE, content_type);
-    }
-    if let Ok(etag) = HeaderValue::try_from(format!("\"{}\"", entry.meta.version)) {
-        headers.insert(header::ETAG, etag);
-    }
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
-    );
-    Ok(response)
+    // hyper leaves the body out of a HEAD answer itself.
+    Ok(raw_answer(entry, HeaderValue::from(read.revision), false))
 }
