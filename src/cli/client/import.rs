@@ -15,15 +15,10 @@ use serde_json::{Value, json};
 use ureq::http::{Method, StatusCode};
 
 use super::api::{Api, ClientError, segment};
+use super::transfer::Sender;
 use super::{EXIT_CODES, Outcome, output};
 use crate::domain::Timestamp;
-
-/// An import request's body stays below this (the server takes at most its
-/// `max_txn_bytes`, 4 MiB by default, per request).
-const CHUNK_BYTES: usize = 3 << 20;
-
-/// The largest value a project takes unless told otherwise.
-const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
+use crate::http::DEFAULT_MAX_VALUE_BYTES;
 
 /// PBKDF2 rounds for a key that Simple-PyKV kept in clear (as it does).
 const ROUNDS: u32 = 200_000;
@@ -188,34 +183,15 @@ fn import_project(
         }
         None => None,
     };
-    let mut chunk: Vec<&Value> = Vec::new();
-    let mut size = 0;
-    for entry in &project.keys {
-        let bytes = serde_json::to_vec(entry)
-            .map_err(anyhow::Error::from)?
-            .len()
-            + 1;
-        if !chunk.is_empty() && size + bytes > CHUNK_BYTES {
-            send_chunk(api, &path, &chunk)?;
-            chunk.clear();
-            size = 0;
-        }
-        chunk.push(entry);
-        size += bytes;
+    let mut sender = Sender::new(api, &project.id, "entry");
+    for (index, entry) in project.keys.iter().enumerate() {
+        let Value::Object(entry) = entry else {
+            return Err(anyhow!("an imported entry is not a JSON object").into());
+        };
+        sender.add(index + 1, entry.clone())?;
     }
-    if !chunk.is_empty() {
-        send_chunk(api, &path, &chunk)?;
-    }
+    sender.flush()?;
     Ok((project.keys.len(), token))
-}
-
-fn send_chunk(api: &Api, path: &str, chunk: &[&Value]) -> Result<(), ClientError> {
-    api.json(
-        Method::POST,
-        &format!("{path}/import"),
-        Some(&json!({ "keys": chunk })),
-    )?;
-    Ok(())
 }
 
 fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProject> {

@@ -229,13 +229,7 @@ pub fn import(args: Import) -> Outcome {
             File::open(file).with_context(|| format!("cannot read {file}"))?,
         )),
     };
-    let mut sender = Sender {
-        api: &api,
-        path: format!("/v1/projects/{}/import", segment(project)),
-        chunk: Chunk::default(),
-        imported: 0,
-        revision: None,
-    };
+    let mut sender = Sender::new(&api, project, "line");
     for (index, line) in input.split(b'\n').enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("cannot read line {number}"))?;
@@ -279,19 +273,32 @@ struct Chunk {
 }
 
 /// Sends an import's keys chunk by chunk and keeps count.
-struct Sender<'a> {
+pub(super) struct Sender<'a> {
     api: &'a Api,
     path: String,
+    /// What the numbers given with the keys count, to name them ("line").
+    unit: &'static str,
     chunk: Chunk,
-    imported: u64,
-    revision: Option<u64>,
+    pub imported: u64,
+    pub revision: Option<u64>,
 }
 
-impl Sender<'_> {
+impl<'a> Sender<'a> {
+    pub fn new(api: &'a Api, project: &str, unit: &'static str) -> Sender<'a> {
+        Sender {
+            api,
+            path: format!("/v1/projects/{}/import", segment(project)),
+            unit,
+            chunk: Chunk::default(),
+            imported: 0,
+            revision: None,
+        }
+    }
+
     /// Adds a key, first sending the chunk if the key would take it past
     /// either limit. A key bigger than a chunk goes alone (and the server
     /// says whether it takes it).
-    fn add(&mut self, line: usize, entry: Map<String, Value>) -> Outcome {
+    pub fn add(&mut self, line: usize, entry: Map<String, Value>) -> Outcome {
         let key = output::text(entry.get("key").unwrap_or(&Value::Null));
         let json = serde_json::to_vec(&entry).map_err(anyhow::Error::from)?;
         if self.chunk.lines.len() == CHUNK_KEYS
@@ -313,7 +320,7 @@ impl Sender<'_> {
     }
 
     /// Sends the keys read so far, if any, as one all-or-nothing request.
-    fn flush(&mut self) -> Outcome {
+    pub fn flush(&mut self) -> Outcome {
         let mut chunk = std::mem::take(&mut self.chunk);
         if chunk.lines.is_empty() {
             return Ok(());
@@ -356,12 +363,13 @@ impl Sender<'_> {
             .filter(|index| *index < chunk.lines.len());
         if let Some(index) = failed {
             summary.push_str(&format!(
-                "; at line {} (key {})",
-                chunk.lines[index], chunk.keys[index]
+                "; at {} {} (key {})",
+                self.unit, chunk.lines[index], chunk.keys[index]
             ));
         }
         summary.push_str(&format!(
-            "; none of lines {} to {} was imported",
+            "; none of {}s {} to {} was imported",
+            self.unit,
             chunk.lines[0],
             chunk.lines[chunk.lines.len() - 1]
         ));
