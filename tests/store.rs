@@ -66,6 +66,24 @@ async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
         .unwrap();
 }
 
+/// Applies a change to a project's settings.
+async fn update(store: &dyn Store, project: &str, change: ProjectChange) {
+    let id = id(project);
+    store
+        .write_catalog(CatalogWrite::UpdateProject { id, change })
+        .await
+        .unwrap();
+}
+
+/// Moves a project's keys to `storage`.
+async fn move_to(store: &dyn Store, project: &str, storage: StorageMode) {
+    let change = ProjectChange {
+        storage: Some(storage),
+        ..ProjectChange::default()
+    };
+    update(store, project, change).await;
+}
+
 fn put(k: &str, value: &str) -> KvOp {
     KvOp::Put {
         key: key(k),
@@ -328,17 +346,7 @@ fn moving_a_project_between_storages_keeps_every_key() {
             .await
             .unwrap();
         for storage in [StorageMode::Memory, StorageMode::Disk, StorageMode::Memory] {
-            let change = ProjectChange {
-                storage: Some(storage),
-                ..ProjectChange::default()
-            };
-            store
-                .write_catalog(CatalogWrite::UpdateProject {
-                    id: id("p"),
-                    change,
-                })
-                .await
-                .unwrap();
+            move_to(store.as_ref(), "p", storage).await;
             assert_eq!(
                 store.catalog().project(&id("p")).unwrap().settings.storage,
                 storage
@@ -396,13 +404,7 @@ fn quotas_and_value_limits_refuse_without_changing_anything() {
             max_value_bytes: Some(3),
             ..ProjectChange::default()
         };
-        store
-            .write_catalog(CatalogWrite::UpdateProject {
-                id: id("p"),
-                change,
-            })
-            .await
-            .unwrap();
+        update(store.as_ref(), "p", change).await;
         write(store.as_ref(), "p", vec![put("a", "1")])
             .await
             .unwrap();
@@ -486,17 +488,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
             .collect();
         write(store.as_ref(), "p", ops).await.unwrap();
         for storage in [StorageMode::Memory, StorageMode::Disk] {
-            let change = ProjectChange {
-                storage: Some(storage),
-                ..ProjectChange::default()
-            };
-            store
-                .write_catalog(CatalogWrite::UpdateProject {
-                    id: id("p"),
-                    change,
-                })
-                .await
-                .unwrap();
+            move_to(store.as_ref(), "p", storage).await;
             let request = ListRequest {
                 prefix: Prefix::parse("all/").unwrap(),
                 after: None,
@@ -911,17 +903,7 @@ fn history_follows_its_project_through_moves_restarts_and_deletion() {
                 );
             }
             write(store, "mem", vec![put("k", "v")]).await.unwrap();
-            let to_disk = ProjectChange {
-                storage: Some(StorageMode::Disk),
-                ..ProjectChange::default()
-            };
-            store
-                .write_catalog(CatalogWrite::UpdateProject {
-                    id: id("moved"),
-                    change: to_disk,
-                })
-                .await
-                .unwrap();
+            move_to(store, "moved", StorageMode::Disk).await;
             store.close().await;
             (start, written)
         });
