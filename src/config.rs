@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -39,6 +40,61 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `warn,kvs=debug`.
     pub log_level: String,
+    /// What one client may ask of the server.
+    pub limits: Limits,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The limits that keep one client from taking the server from the others.
+/// A rate of 0 turns that limit off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests a second one token may make (bursts up to as many).
+    pub requests_per_token: u32,
+    /// Requests a second one client address may make.
+    pub requests_per_ip: u32,
+    /// Failed authentications a minute one address may make before its
+    /// unknown credentials get 429 instead of being checked.
+    pub auth_failures_per_minute: u32,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Open watches (and blocking reads) of one token.
+    pub max_watchers_per_token: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, once its
+    /// headers are in.
+    pub body_timeout: Duration,
+    /// The largest request head (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            requests_per_token: 0,
+            requests_per_ip: 0,
+            auth_failures_per_minute: 60,
+            max_connections: 10_000,
+            max_connections_per_ip: 4096,
+            max_watchers_per_token: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+/// PEM files of a certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `kvs serve`'s flags; each also reads its `KVS_*` variable.
@@ -85,6 +141,50 @@ pub struct ServeArgs {
     /// Log level or tracing filter [default: info].
     #[arg(long, value_name = "FILTER", env = "KVS_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Requests a second per token, 0 for no limit [default: 0].
+    #[arg(long, value_name = "N", env = "KVS_RATE_LIMIT_PER_TOKEN")]
+    pub rate_limit_per_token: Option<u32>,
+    /// Requests a second per client address, 0 for no limit [default: 0].
+    #[arg(long, value_name = "N", env = "KVS_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<u32>,
+    /// Failed authentications a minute per client address before its
+    /// unknown tokens get 429, 0 for no limit [default: 60].
+    #[arg(long, value_name = "N", env = "KVS_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Open connections in all [default: 10000].
+    #[arg(long, value_name = "N", env = "KVS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address [default: 4096].
+    #[arg(long, value_name = "N", env = "KVS_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Open watches and blocking reads per token [default: 4096].
+    #[arg(long, value_name = "N", env = "KVS_MAX_WATCHERS_PER_TOKEN")]
+    pub max_watchers_per_token: Option<usize>,
+    /// Time a client has to send a request's headers [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "KVS_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// Time a client has to send a request's body [default: 60s].
+    #[arg(long, value_name = "DURATION", env = "KVS_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// Largest request line and headers, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "KVS_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Browser origins allowed to call the API, comma-separated, or `*`
+    /// [default: none].
+    #[arg(
+        long,
+        value_name = "ORIGINS",
+        env = "KVS_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); the
+    /// files are read again when they change.
+    #[arg(long, value_name = "FILE", env = "KVS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "KVS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The same settings in the TOML file.
@@ -103,6 +203,18 @@ struct FileSettings {
     watch_history_changes: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    rate_limit_per_token: Option<u32>,
+    rate_limit_per_ip: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_watchers_per_token: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    cors_origins: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -113,6 +225,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let limits = Limits::load(&args, &file)?;
         let default_project = args
             .default_project
             .or(file.default_project)
@@ -130,7 +243,18 @@ impl Settings {
                 .unwrap_or(defaults.max_changes)
                 .max(1),
         };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together: give both or neither"),
+        };
         let settings = Settings {
+            limits,
+            tls,
+            cors_origins: args.cors_origins.or(file.cors_origins).unwrap_or_default(),
             listen: args
                 .listen
                 .or(file.listen)
@@ -177,6 +301,68 @@ impl Settings {
             ..ServeArgs::default()
         };
         Settings::load(args).expect("the defaults are valid")
+    }
+}
+
+impl Limits {
+    fn load(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Limits> {
+        let defaults = Limits::default();
+        let duration =
+            |name: &str, flag: &Option<String>, file: &Option<String>, default| match flag
+                .as_ref()
+                .or(file.as_ref())
+            {
+                Some(text) => parse_duration(text)
+                    .map(Duration::from_secs)
+                    .map_err(|error| anyhow::anyhow!("{name} {text:?}: {error}")),
+                None => Ok(default),
+            };
+        Ok(Limits {
+            requests_per_token: args
+                .rate_limit_per_token
+                .or(file.rate_limit_per_token)
+                .unwrap_or(defaults.requests_per_token),
+            requests_per_ip: args
+                .rate_limit_per_ip
+                .or(file.rate_limit_per_ip)
+                .unwrap_or(defaults.requests_per_ip),
+            auth_failures_per_minute: args
+                .auth_failures_per_minute
+                .or(file.auth_failures_per_minute)
+                .unwrap_or(defaults.auth_failures_per_minute),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip)
+                .max(1),
+            max_watchers_per_token: args
+                .max_watchers_per_token
+                .or(file.max_watchers_per_token)
+                .unwrap_or(defaults.max_watchers_per_token),
+            header_timeout: duration(
+                "header_timeout",
+                &args.header_timeout,
+                &file.header_timeout,
+                defaults.header_timeout,
+            )?,
+            body_timeout: duration(
+                "body_timeout",
+                &args.body_timeout,
+                &file.body_timeout,
+                defaults.body_timeout,
+            )?,
+            // hyper refuses a read buffer under 8 KiB.
+            max_header_bytes: args
+                .max_header_bytes
+                .or(file.max_header_bytes)
+                .unwrap_or(defaults.max_header_bytes)
+                .max(8192),
+        })
     }
 }
 

@@ -6,11 +6,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use crate::http::App;
 
@@ -42,14 +44,43 @@ pub fn init_logging(format: LogFormat, level: &str) {
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Bucket bounds of the durations, in seconds: from a cached GET (tens of
+/// microseconds) to a slow fsync.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds of the requests folded into one commit.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+/// A gauge that nobody sets for this long is dropped: the figures of a
+/// deleted project go away with it. Every gauge is set at each render.
+const GAUGE_IDLE: Duration = Duration::from_secs(300);
+
 /// Installs the process-wide metrics recorder (once; later calls reuse it).
 pub fn init_metrics() {
     METRICS.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("kvs_commit_batch_size".to_owned()),
+                    BATCH_BUCKETS,
+                )
+            })
+            .ok()?
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE));
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok().map(|()| handle)
     });
 }
+
+/// Open watches and connections, counted here and set as gauges at each
+/// render (a gauge moved only up and down could be dropped while idle).
+static WATCHERS: AtomicI64 = AtomicI64::new(0);
+static CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 
 /// The metric handles of one kind of request: its counter and the duration
 /// histogram of its route.
@@ -68,6 +99,9 @@ thread_local! {
 }
 
 pub fn record_request(method: &Method, route: &'static str, status: StatusCode, elapsed: Duration) {
+    if status == StatusCode::UNAUTHORIZED {
+        metrics::counter!("kvs_auth_failures_total").increment(1);
+    }
     let (method, status) = (method_label(method), status_label(status));
     let seconds = elapsed.as_secs_f64();
     let record = |(requests, duration): &RequestMetrics| {
@@ -132,11 +166,13 @@ fn status_label(status: StatusCode) -> &'static str {
         403 => "403",
         404 => "404",
         405 => "405",
+        408 => "408",
         409 => "409",
         410 => "410",
         412 => "412",
         413 => "413",
         415 => "415",
+        431 => "431",
         429 => "429",
         500 => "500",
         503 => "503",
@@ -147,12 +183,22 @@ fn status_label(status: StatusCode) -> &'static str {
 
 /// A watch stream opened.
 pub fn watcher_opened() {
-    metrics::gauge!("kvs_watchers").increment(1.0);
+    WATCHERS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A watch stream ended.
 pub fn watcher_closed() {
-    metrics::gauge!("kvs_watchers").decrement(1.0);
+    WATCHERS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A connection was accepted.
+pub fn connection_opened() {
+    CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connection closed.
+pub fn connection_closed() {
+    CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The Prometheus text of every metric, with the store's figures as gauges.
@@ -162,6 +208,15 @@ pub fn render_metrics(app: &App) -> String {
     metrics::gauge!("kvs_storage_bytes").set(app.store.storage_bytes() as f64);
     metrics::gauge!("kvs_projects").set(catalog.projects().count() as f64);
     metrics::gauge!("kvs_uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    metrics::gauge!("kvs_watchers").set(WATCHERS.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("kvs_connections").set(CONNECTIONS.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("kvs_memory_bytes").set(resident_memory_bytes() as f64);
+    for project in catalog.projects() {
+        let id = project.settings.id.as_str().to_owned();
+        metrics::gauge!("kvs_project_keys", "project" => id.clone())
+            .set(project.stats.keys() as f64);
+        metrics::gauge!("kvs_project_bytes", "project" => id).set(project.stats.bytes() as f64);
+    }
     match METRICS.get() {
         Some(Some(handle)) => handle.render(),
         _ => String::from("# metrics recorder not installed\nkvs_up 1\n"),

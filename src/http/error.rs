@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use crate::domain::KeyError;
 use crate::store::StoreError;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
@@ -119,6 +119,15 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "this route takes a JSON body (Content-Type: application/json; with curl, use --json)",
+        )
+    }
+
+    /// The client did not send its request's body in time.
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (body_timeout)",
         )
     }
 

@@ -13,14 +13,17 @@
 //! no-referrer`; a POST from another site is refused (403). Errors are the v1
 //! error body.
 
+use std::net::IpAddr;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::auth::{Caller, presented_secret};
+use super::auth::presented_secret;
 use super::error::ApiError;
+use super::imported::authenticate_secret;
 use super::kv::latest_answer;
 use super::request::{Query, read_body};
 use super::{App, Ctx};
@@ -34,11 +37,11 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const MAX_PAIRS: usize = 128;
 
 /// Answers `/`.
-pub async fn handle(app: &App, request: Request) -> Response {
+pub async fn handle(app: &App, request: Request, peer: IpAddr) -> Response {
     let answer = match *request.method() {
-        Method::POST => post(app, request).await,
+        Method::POST => post(app, request, peer).await,
         _ if request.uri().query().is_none_or(str::is_empty) => Ok(index()),
-        _ => read(app, request).await,
+        _ => read(app, request, peer).await,
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
     let headers = response.headers_mut();
@@ -52,15 +55,20 @@ pub async fn handle(app: &App, request: Request) -> Response {
 
 /// The caller, from `auth` (if given) or the headers; two different
 /// credentials are refused like a wrong one.
-fn caller<'a>(app: &'a App, headers: &HeaderMap, auth: Option<&str>) -> Result<Ctx<'a>, ApiError> {
+async fn caller<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    auth: Option<&str>,
+    peer: IpAddr,
+) -> Result<Ctx<'a>, ApiError> {
     let from_headers = presented_secret(headers)?;
     let secret = match (auth.map(TokenSecret::presented), from_headers) {
         (Some(a), Some(h)) if a.digest() != h.digest() => return Err(ApiError::unauthorized()),
         (Some(secret), _) | (None, Some(secret)) => secret,
         (None, None) => return Err(ApiError::unauthorized()),
     };
-    let catalog = app.store.catalog();
-    let caller = Caller::with_secret(&secret, &catalog)?;
+    let project = Some(app.settings.default_project.as_str());
+    let (caller, catalog) = authenticate_secret(app, secret, project, peer).await?;
     Ok(Ctx {
         app,
         catalog,
@@ -69,14 +77,14 @@ fn caller<'a>(app: &'a App, headers: &HeaderMap, auth: Option<&str>) -> Result<C
 }
 
 /// `GET /?key=…` and `GET /?keys=…`: `latest` on the default project, as text.
-async fn read(app: &App, request: Request) -> Result<Response, ApiError> {
+async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
     let query = Query::parse(request.uri().query());
     let auth = if app.settings.form_query_auth {
         query.get("auth")
     } else {
         None
     };
-    let ctx = caller(app, request.headers(), auth)?;
+    let ctx = caller(app, request.headers(), auth, peer).await?;
     let head = request.method() == Method::HEAD;
     let project = app.settings.default_project.as_str();
     let mut response = latest_answer(&ctx, project, &query, head).await?;
@@ -87,7 +95,7 @@ async fn read(app: &App, request: Request) -> Result<Response, ApiError> {
 }
 
 /// `POST /`: every pair in one transaction.
-async fn post(app: &App, request: Request) -> Result<Response, ApiError> {
+async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     refuse_cross_site(&parts.headers)?;
     let form = parts
@@ -126,7 +134,7 @@ async fn post(app: &App, request: Request) -> Result<Response, ApiError> {
             fields.push((name, value));
         }
     }
-    let ctx = caller(app, &parts.headers, auth.as_deref())?;
+    let ctx = caller(app, &parts.headers, auth.as_deref(), peer).await?;
     let project = ctx
         .caller
         .project(&ctx.catalog, app.settings.default_project.as_str())?;

@@ -18,6 +18,7 @@
 //! so a client repeating a wrong key costs nothing.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use super::App;
 use super::auth::{Caller, presented_secret};
 use super::error::ApiError;
-use crate::domain::{Digest, ProjectId, Timestamp, TokenId};
+use crate::domain::{Digest, ProjectId, Timestamp, TokenId, TokenSecret};
 use crate::store::{Catalog, CatalogWrite};
 
 /// PBKDF2 verifications a second for one project (or the admin tokens).
@@ -149,23 +150,40 @@ fn too_many_requests() -> ApiError {
     .with_header(header::RETRY_AFTER, "1")
 }
 
-/// The caller of a request and the catalog it was found in. A secret that
-/// matches no token is checked against the imported tokens of the project
-/// the route names (`project`; `None` for a route that names none: the
-/// imported admin tokens).
+/// The caller of a request and the catalog it was found in: every route
+/// authenticates here (see [`authenticate_secret`]).
 pub async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     project: Option<&str>,
+    peer: IpAddr,
+) -> Result<(Caller, Arc<Catalog>), ApiError> {
+    match presented_secret(headers)? {
+        Some(secret) => authenticate_secret(app, secret, project, peer).await,
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The caller presenting `secret`. A secret that matches no token counts
+/// against its address's allowance of failures (429 once spent), then is
+/// checked against the imported tokens of the project the route names
+/// (`project`; `None` for a route that names none: the imported admin
+/// tokens). The caller's token must also be within its request rate.
+pub async fn authenticate_secret(
+    app: &App,
+    secret: TokenSecret,
+    project: Option<&str>,
+    peer: IpAddr,
 ) -> Result<(Caller, Arc<Catalog>), ApiError> {
     let catalog = app.store.catalog();
-    let refusal = match Caller::authenticate(headers, &catalog) {
-        Ok(caller) => return Ok((caller, catalog)),
+    let refusal = match Caller::with_secret(&secret, &catalog) {
+        Ok(caller) => {
+            app.limiter.admit_token(&caller.token.id)?;
+            return Ok((caller, catalog));
+        }
         Err(refusal) => refusal,
     };
-    let Ok(Some(secret)) = presented_secret(headers) else {
-        return Err(refusal);
-    };
+    app.limiter.unknown_credential(peer)?;
     let scope: Scope = match project {
         Some(raw) => match ProjectId::parse(raw) {
             Some(id) => Some(id),
@@ -207,6 +225,7 @@ pub async fn authenticate(
     tracing::info!(token = id.as_str(), "an imported token's key was verified");
     let catalog = app.store.catalog();
     let token = catalog.token(&digest, now).cloned().ok_or(refusal)?;
+    app.limiter.admit_token(&token.id)?;
     Ok((Caller { token }, catalog))
 }
 

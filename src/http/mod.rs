@@ -10,6 +10,7 @@ mod form;
 mod import;
 mod imported;
 mod kv;
+mod limits;
 mod projects;
 mod pykv;
 mod request;
@@ -19,6 +20,8 @@ mod txn;
 mod views;
 mod watch;
 
+use std::future::Future as _;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
 pub use imported::ImportedKeys;
+pub use limits::Limiter;
 pub use projects::DEFAULT_MAX_VALUE_BYTES;
 pub use tokens::mint;
 
@@ -49,6 +53,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The rationing of checks of imported (Simple-PyKV) keys.
     pub imported: ImportedKeys,
+    /// Request rates and open watches per token and per address.
+    pub limiter: Limiter,
 }
 
 /// One authenticated request's view of the server.
@@ -58,9 +64,9 @@ pub struct Ctx<'a> {
     pub caller: Caller,
 }
 
-/// Answers one request: the whole API, for every path. The server calls it
-/// from hyper's connection driver for each request it reads.
-pub async fn dispatch(app: &App, request: Request) -> Response {
+/// Answers one request from `peer`: the whole API, for every path. The
+/// server calls it from hyper's connection driver for each request it reads.
+pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // Whether the request's body is read to its end, for requests that have
@@ -71,6 +77,7 @@ pub async fn dispatch(app: &App, request: Request) -> Response {
             Body::new(Tracked {
                 body,
                 unread: flag.clone(),
+                deadline: Box::pin(tokio::time::sleep(app.settings.limits.body_timeout)),
             })
         }),
         None => request,
@@ -78,7 +85,11 @@ pub async fn dispatch(app: &App, request: Request) -> Response {
     let (route, mut response) = match Endpoint::parse(request.uri().path()) {
         Ok(endpoint) => {
             let route = endpoint.name();
-            (route, handle(app, endpoint, request).await)
+            let response = match app.limiter.admit_address(peer) {
+                Ok(()) => handle(app, endpoint, request, peer).await,
+                Err(error) => error.into_response(),
+            };
+            (route, response)
         }
         Err(error) => ("unknown", error.into_response()),
     };
@@ -93,11 +104,19 @@ pub async fn dispatch(app: &App, request: Request) -> Response {
     response
 }
 
-/// A request body that notes when it has been read to its end.
+/// A request body that notes when it has been read to its end, and fails
+/// with [`BodyTimeout`] when it is not in by its deadline (a client that
+/// sends a byte now and then would otherwise hold its request open forever).
 struct Tracked {
     body: Body,
     unread: Arc<AtomicBool>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
+
+/// The client took longer than `body_timeout` to send its request's body.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimeout;
 
 impl hyper::body::Body for Tracked {
     type Data = bytes::Bytes;
@@ -108,8 +127,12 @@ impl hyper::body::Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            self.unread.store(false, Ordering::Relaxed);
+        match frame {
+            Poll::Ready(None) => self.unread.store(false, Ordering::Relaxed),
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+            }
+            _ => {}
         }
         frame
     }
@@ -130,21 +153,21 @@ fn declares_body(headers: &HeaderMap) -> bool {
     length || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
-async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
+async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -> Response {
     if let Err(error) = endpoint.check_method(request.method()) {
         return error.into_response();
     }
     match endpoint {
         // The compatibility surfaces take their tokens their own way.
-        Endpoint::Index => return Box::pin(form::handle(app, request)).await,
-        Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request)).await,
+        Endpoint::Index => return Box::pin(form::handle(app, request, peer)).await,
+        Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request, peer)).await,
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
-        Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
+        Endpoint::Metrics => return respond(system::metrics(app, request.headers(), peer).await),
         _ => {}
     }
     let (caller, catalog) =
-        match imported::authenticate(app, request.headers(), endpoint.project()).await {
+        match imported::authenticate(app, request.headers(), endpoint.project(), peer).await {
             Ok(found) => found,
             Err(error) => return error.into_response(),
         };

@@ -34,6 +34,8 @@
 
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -85,13 +87,13 @@ struct SettingsChange {
 }
 
 /// Answers one request of the Simple-PyKV surface.
-pub async fn handle(app: &App, route: PykvRoute, request: Request) -> Response {
+pub async fn handle(app: &App, route: PykvRoute, request: Request, peer: IpAddr) -> Response {
     let allowed = allowed(&route);
     if !allowed.contains(&request.method().as_str()) {
         return refused(ApiError::method_not_allowed(allowed));
     }
     let (caller, catalog) =
-        match super::imported::authenticate(app, request.headers(), route.project()).await {
+        match super::imported::authenticate(app, request.headers(), route.project(), peer).await {
             Ok(found) => found,
             Err(error) => return refused(error),
         };

@@ -61,18 +61,21 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     axum::body::to_bytes(body, cap).await.map_err(|error| {
-        if is_length_limit(&error) {
+        if caused_by::<http_body_util::LengthLimitError>(&error) {
             ApiError::payload_too_large(limit)
+        } else if caused_by::<super::BodyTimeout>(&error) {
+            ApiError::request_timeout()
         } else {
             ApiError::bad_request("the request body could not be read")
         }
     })
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
+/// Whether `error` is, or was caused by, an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
+        if error.is::<E>() {
             return true;
         }
         source = error.source();

@@ -1,10 +1,11 @@
 //! Health, readiness, status, metrics and whoami.
 
+use std::net::IpAddr;
+
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::auth::Caller;
 use super::error::ApiError;
 use super::{App, Ctx, json};
 
@@ -26,9 +27,10 @@ pub fn readyz(app: &App) -> Response {
 }
 
 /// `/metrics`: admin only unless the server has `metrics_public = true`.
-pub fn metrics(app: &App, headers: &HeaderMap) -> Result<Response, ApiError> {
+pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Response, ApiError> {
     if !app.settings.metrics_public {
-        Caller::authenticate(headers, &app.store.catalog())?.require_admin()?;
+        let (caller, _) = super::imported::authenticate(app, headers, None, peer).await?;
+        caller.require_admin()?;
     }
     let text = crate::telemetry::render_metrics(app);
     Ok((

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::Ctx;
 use super::error::ApiError;
 use super::kv::listed_prefix;
+use super::limits::WatchSlot;
 use super::request::Query;
 use super::views::encode_value;
 use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
@@ -77,16 +78,25 @@ struct Lifeline {
     catalog: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     expires: Option<Instant>,
+    /// Its place among its token's open watches and blocking reads.
+    _slot: WatchSlot,
 }
 
 impl Lifeline {
-    fn new(ctx: &Ctx<'_>, stats: Arc<ProjectStats>, project: ProjectId, lists: bool) -> Lifeline {
+    /// The lifeline of a long request, if its token may open one more.
+    fn new(
+        ctx: &Ctx<'_>,
+        stats: Arc<ProjectStats>,
+        project: ProjectId,
+        lists: bool,
+    ) -> Result<Lifeline, ApiError> {
         let token = ctx.caller.token.clone();
+        let slot = ctx.app.limiter.open_watch(&token.id)?;
         let expires = token.expires_at.map(|at| {
             let left = at.millis().saturating_sub(Timestamp::now().millis()).max(0);
             Instant::now() + Duration::from_millis(left as u64)
         });
-        Lifeline {
+        Ok(Lifeline {
             store: ctx.app.store.clone(),
             token,
             project,
@@ -95,7 +105,8 @@ impl Lifeline {
             catalog: ctx.app.store.catalog_changes(),
             stopping: ctx.app.stopping.clone(),
             expires,
-        }
+            _slot: slot,
+        })
     }
 
     /// Why the token may no longer make this request on this project, if
@@ -203,7 +214,7 @@ pub async fn wait_for_change(
         }
     }
     cursor = cursor.max(after);
-    let mut lifeline = Lifeline::new(ctx, stats.clone(), project.clone(), false);
+    let mut lifeline = Lifeline::new(ctx, stats.clone(), project.clone(), false)?;
     loop {
         tokio::select! {
             changed = newest.changed() => {
@@ -294,7 +305,7 @@ pub async fn watch(
     let (frames, queue) = mpsc::channel(QUEUED_FRAMES);
     let (last_frame, last) = oneshot::channel();
     let watcher = Watcher {
-        lifeline: Lifeline::new(ctx, stats, id, true),
+        lifeline: Lifeline::new(ctx, stats, id, true)?,
         newest,
         prefix,
         values,

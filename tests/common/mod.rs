@@ -237,9 +237,23 @@ impl TestServer {
         server
     }
 
+    /// A new server with settings changed by `configure`.
+    pub fn start_with(configure: impl FnOnce(&mut kvs::config::Settings)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = kvs::config::Settings::with_data_dir(&dir.path().join("data"));
+        configure(&mut settings);
+        let mut server = TestServer::start_with_settings(settings, &fake_secret());
+        server._dir = Some(dir);
+        server
+    }
+
     /// A server on an existing data directory (for restarts).
     pub fn start_on(data_dir: &Path, admin_token: &str) -> TestServer {
-        let settings = kvs::config::Settings::with_data_dir(data_dir);
+        TestServer::start_with_settings(kvs::config::Settings::with_data_dir(data_dir), admin_token)
+    }
+
+    fn start_with_settings(settings: kvs::config::Settings, admin_token: &str) -> TestServer {
+        let data_dir = settings.data_dir.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
         let secret = admin_token.to_owned();
@@ -263,7 +277,7 @@ impl TestServer {
         let server = TestServer {
             url: format!("http://{address}"),
             admin_token: admin_token.to_owned(),
-            data_dir: data_dir.to_owned(),
+            data_dir,
             _dir: None,
             stop: Some(stop),
             thread: Some(thread),

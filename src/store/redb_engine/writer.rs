@@ -208,7 +208,8 @@ impl Writer {
             Ok(batch) => batch,
             Err(error) => return fail_all(commands, &error),
         };
-        let mut answers = Vec::with_capacity(commands.len());
+        let size = commands.len();
+        let mut answers = Vec::with_capacity(size);
         for command in commands {
             let reply = match command.request {
                 Request::Kv(write) => Reply::Kv(batch.apply_kv(write)),
@@ -231,6 +232,8 @@ impl Writer {
         };
         match outcome {
             Ok(published) => {
+                metrics::counter!("kvs_commits_total").increment(1);
+                metrics::histogram!("kvs_commit_batch_size").record(size as f64);
                 self.revision = published.revision;
                 self.reserved = published.reserved;
                 for (id, record) in published.history {
@@ -244,6 +247,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                metrics::counter!("kvs_commit_failures_total").increment(1);
                 self.recover(&error);
                 for (reply, answer) in answers {
                     let _ = reply.send(failed(answer, &error));
@@ -818,6 +822,7 @@ impl<'a> Batch<'a> {
                     );
                     removed.sort_by(|a, b| a.key.cmp(&b.key));
                     removed.dedup_by(|a, b| a.key == b.key);
+                    metrics::counter!("kvs_expired_keys_total").increment(removed.len() as u64);
                     expired.push((project, self.revision, removed));
                 }
             }
@@ -1110,7 +1115,11 @@ impl<'a> Batch<'a> {
         }
         // Readers switch to a new snapshot before the revision is published.
         if self.disk_dirty {
+            // The disk commit is where the fsync happens: its duration is
+            // what a durable write waits for.
+            let started = Instant::now();
             self.disk.commit().map_err(storage_error)?;
+            metrics::histogram!("kvs_fsync_seconds").record(started.elapsed().as_secs_f64());
             self.shared.disk_reads.invalidate();
         } else {
             self.disk.abort().map_err(storage_error)?;

@@ -1,0 +1,153 @@
+//! `/metrics` from outside: the real binary's Prometheus text parses with a
+//! Prometheus text-format parser, and its figures move as requests are made:
+//! requests by route and status, latency histograms, commits, fsync
+//! latency, group-commit batch sizes, keys and bytes per project, watchers,
+//! expirations and authentication failures. Also who may read it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{ServerProcess, fake_secret, kv};
+use prometheus_parse::{Scrape, Value};
+use serde_json::json;
+
+/// The server's metrics, parsed.
+fn scrape(server: &ServerProcess) -> Scrape {
+    let answer = server.admin().get("/metrics");
+    assert_eq!(answer.status, 200);
+    let content_type = answer.header("content-type").unwrap();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let lines = answer
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_owned()))
+        .collect::<Vec<_>>();
+    Scrape::parse(lines.into_iter()).expect("Prometheus text format")
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when
+/// there is none): a counter's or gauge's value, a histogram's count.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            Value::Summary(_) => panic!("{name} is a summary, not a histogram"),
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("p", json!({}));
+    let before = scrape(&server);
+
+    for n in 0..10 {
+        assert_eq!(
+            admin.put(&kv("p", &format!("k{n}")), b"0123456789").status,
+            201
+        );
+    }
+    for n in 0..7 {
+        assert_eq!(admin.get(&kv("p", &format!("k{n}"))).status, 200);
+    }
+    assert_eq!(admin.get(&kv("p", "missing")).status, 404);
+    let stranger = server.admin().with_token(&fake_secret());
+    for _ in 0..3 {
+        assert_eq!(stranger.get(&kv("p", "k0")).status, 401);
+    }
+    let ttl = admin.send(
+        "PUT",
+        &format!("{}?ttl=1", kv("p", "brief")),
+        Some(b"x"),
+        &[],
+    );
+    assert_eq!(ttl.status, 201);
+    // An open watch, held while the figures are read.
+    let mut watch = TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    let request = format!(
+        "GET /v1/projects/p/watch HTTP/1.1\r\nHost: kvs\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.admin_token
+    );
+    watch.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 256];
+    assert!(watch.read(&mut head).unwrap() > 0);
+    // The brief key is swept once its second is over (the sweep runs every
+    // 250 ms; a read treats it as gone even before).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = scrape(&server);
+        if value(&after, "kvs_expired_keys_total", &[]) > 0.0 {
+            break after;
+        }
+        assert!(Instant::now() < deadline, "the key was not swept");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(admin.get(&kv("p", "brief")).status, 404);
+
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    let kv_200 = [("route", "kv"), ("method", "GET"), ("status", "200")];
+    assert!(moved("kvs_http_requests_total", &kv_200) >= 7.0);
+    let kv_201 = [("route", "kv"), ("method", "PUT"), ("status", "201")];
+    assert_eq!(moved("kvs_http_requests_total", &kv_201), 11.0);
+    assert_eq!(
+        moved(
+            "kvs_http_requests_total",
+            &[("route", "kv"), ("status", "404")]
+        ),
+        1.0
+    );
+    assert_eq!(moved("kvs_auth_failures_total", &[]), 3.0);
+    // Latency is a histogram (buckets), by route.
+    let latency = after
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "kvs_http_request_duration_seconds" && s.labels.get("route") == Some("kv")
+        })
+        .expect("a latency histogram for the kv route");
+    assert!(matches!(&latency.value, Value::Histogram(b) if b.len() > 5));
+    assert!(moved("kvs_http_request_duration_seconds", &[("route", "kv")]) >= 18.0);
+    // Each durable write was committed and fsync'd, in batches.
+    assert!(moved("kvs_commits_total", &[]) >= 11.0);
+    assert!(moved("kvs_fsync_seconds", &[]) >= 11.0);
+    assert!(moved("kvs_commit_batch_size", &[]) >= 11.0);
+    assert_eq!(moved("kvs_expired_keys_total", &[]), 1.0);
+    assert_eq!(value(&after, "kvs_project_keys", &[("project", "p")]), 10.0);
+    assert_eq!(
+        value(&after, "kvs_project_bytes", &[("project", "p")]),
+        100.0
+    );
+    assert_eq!(value(&after, "kvs_watchers", &[]), 1.0);
+    assert!(value(&after, "kvs_connections", &[]) >= 2.0);
+    assert!(value(&after, "kvs_revision", &[]) >= 12.0);
+    drop(watch);
+}
+
+#[test]
+fn metrics_are_for_admins_unless_made_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    let project_token = admin.create_project("p", json!({}));
+    let anonymous = common::Client::new(&server.url, None);
+    assert_eq!(anonymous.get("/metrics").status, 401);
+    let manage = anonymous.with_token(&project_token);
+    assert_eq!(manage.get("/metrics").status, 403);
+    assert_eq!(admin.get("/metrics").status, 200);
+}
