@@ -54,6 +54,9 @@ fn assert_too_many(answer: &Answer) {
 fn a_burst_beyond_a_tokens_rate_gets_429_with_retry_after_and_other_tokens_go_on() {
     let server = TestServer::start_with(|s| s.limits.requests_per_token = 5);
     let admin = server.admin();
+    let limits = &admin.get("/v1/status").json()["limits"];
+    assert_eq!(limits["rate_limit_per_token"], 5);
+    assert_eq!(limits["rate_limit_per_ip"], 0);
     let token = admin.create_project("p", json!({}));
     let busy = server.anonymous().with_token(&token);
     let answers: Vec<Answer> = (0..20).map(|_| busy.get("/v1/whoami")).collect();

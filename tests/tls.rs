@@ -110,7 +110,8 @@ fn the_server_speaks_https_with_its_certificate_and_takes_a_replaced_one_without
             other => panic!("the server did not answer over HTTPS: {other:?}"),
         }
     }
-    let (status, shown) = https_get(port, std::slice::from_ref(&first), "/v1/whoami", &token).unwrap();
+    let (status, shown) =
+        https_get(port, std::slice::from_ref(&first), "/v1/whoami", &token).unwrap();
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(shown, first);
     // Plain HTTP on the HTTPS port gets no HTTP answer.

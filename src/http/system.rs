@@ -48,6 +48,7 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let projects: Vec<_> = ctx.catalog.projects().collect();
     let keys: u64 = projects.iter().map(|p| p.stats.keys()).sum();
     let settings = &ctx.app.settings;
+    let limits = &settings.limits;
     Ok(json(
         StatusCode::OK,
         json!({
@@ -64,6 +65,15 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
                 "max_json_body_bytes": super::request::MAX_JSON_BODY,
                 "max_key_bytes": 1024,
                 "max_list_limit": super::kv::MAX_LIST_LIMIT,
+                "rate_limit_per_token": limits.requests_per_token,
+                "rate_limit_per_ip": limits.requests_per_ip,
+                "auth_failures_per_minute": limits.auth_failures_per_minute,
+                "max_connections": limits.max_connections,
+                "max_connections_per_ip": limits.max_connections_per_ip,
+                "max_watchers_per_token": limits.max_watchers_per_token,
+                "header_timeout_seconds": limits.header_timeout.as_secs(),
+                "body_timeout_seconds": limits.body_timeout.as_secs(),
+                "max_header_bytes": limits.max_header_bytes,
             },
         }),
     ))
