@@ -10,6 +10,7 @@ mod form;
 mod import;
 mod imported;
 mod kv;
+mod openapi;
 mod projects;
 mod pykv;
 mod request;
@@ -141,6 +142,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
         Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
+        Endpoint::OpenApi => return openapi::openapi_json(),
         _ => {}
     }
     let (caller, catalog) =
@@ -199,6 +201,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
             Endpoint::Healthz
             | Endpoint::Readyz
             | Endpoint::Metrics
+            | Endpoint::OpenApi
             | Endpoint::Index
             | Endpoint::Pykv(_),
             _,

@@ -6,12 +6,31 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::{Health, ServerStatus};
+use super::views::TokenView;
 use super::{App, Ctx, json};
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The server answers", body = Health)),
+)]
 pub fn healthz() -> Response {
     json(StatusCode::OK, json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    security(()),
+    responses(
+        (status = 200, description = "Storage is open and writable", body = Health),
+        (status = 503, description = "Storage is not writable", body = super::openapi::ErrorBody),
+    ),
+)]
 pub fn readyz(app: &App) -> Response {
     if app.store.is_writable() {
         json(StatusCode::OK, json!({"status": "ready"}))
@@ -26,6 +45,14 @@ pub fn readyz(app: &App) -> Response {
 }
 
 /// `/metrics`: admin only unless the server has `metrics_public = true`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    description = "Admin, or no token with `metrics_public = true`",
+    security((), ("bearer" = []), ("x_api_key" = []), ("api_key" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+)]
 pub fn metrics(app: &App, headers: &HeaderMap) -> Result<Response, ApiError> {
     if !app.settings.metrics_public {
         Caller::authenticate(headers, &app.store.catalog())?.require_admin()?;
@@ -41,6 +68,13 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Result<Response, ApiError> {
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "system",
+    description = "Admin",
+    responses((status = 200, description = "The server's figures", body = ServerStatus)),
+)]
 pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let projects: Vec<_> = ctx.catalog.projects().collect();
@@ -67,6 +101,13 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "system",
+    description = "Any token",
+    responses((status = 200, description = "The caller's token (no secret)", body = TokenView)),
+)]
 pub fn whoami(ctx: &Ctx<'_>) -> Response {
     json(StatusCode::OK, super::views::token(&ctx.caller.token))
 }
