@@ -19,6 +19,8 @@ pub enum Endpoint {
     Metrics,
     Status,
     Whoami,
+    /// `/v1/openapi.json`: the document that describes this API.
+    OpenApi,
     Projects,
     Project(String),
     ProjectTokens(String),
@@ -131,6 +133,7 @@ impl Endpoint {
             "/metrics" => Endpoint::Metrics,
             "/v1/status" => Endpoint::Status,
             "/v1/whoami" => Endpoint::Whoami,
+            "/v1/openapi.json" => Endpoint::OpenApi,
             "/v1/projects" => Endpoint::Projects,
             "/v1/tokens" => Endpoint::AdminTokens,
             "/" => Endpoint::Index,
@@ -195,7 +198,8 @@ impl Endpoint {
             | Endpoint::Readyz
             | Endpoint::Metrics
             | Endpoint::Status
-            | Endpoint::Whoami => &["GET", "HEAD"],
+            | Endpoint::Whoami
+            | Endpoint::OpenApi => &["GET", "HEAD"],
             Endpoint::Projects | Endpoint::ProjectTokens(_) | Endpoint::AdminTokens => {
                 &["GET", "HEAD", "POST"]
             }
@@ -230,6 +234,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Status => "status",
             Endpoint::Whoami => "whoami",
+            Endpoint::OpenApi => "openapi",
             Endpoint::Projects => "projects",
             Endpoint::Project(_) => "project",
             Endpoint::ProjectTokens(_) => "project_tokens",

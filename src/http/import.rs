@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::openapi::{ErrorBody, ImportRequest, Imported};
 use super::txn::json_object;
 use super::{Ctx, json};
 use crate::domain::{Key, Role, Timestamp};
@@ -31,6 +32,21 @@ const FIELDS: &[&str] = &[
     "size",
 ];
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/import",
+    tag = "txn",
+    description = "Manage or admin: keys written exactly as given, all or none",
+    params(("project" = String, Path, description = "The project id")),
+    request_body = ImportRequest,
+    responses(
+        (status = 200, description = "Imported", body = Imported),
+        (status = 400, description = "Malformed (with `failed_key`)", body = ErrorBody),
+        (status = 413, description = "The body or a value is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn import(
     ctx: &Ctx<'_>,
     raw_project: &str,

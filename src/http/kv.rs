@@ -14,8 +14,10 @@ use bytes::{BufMut, BytesMut};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::{Deleted, ErrorBody, Listing};
 use super::projects::set_location;
 use super::request::{Query, read_body};
+use super::views::KeyMetaView;
 use super::{Ctx, json, views, watch};
 use crate::domain::{Key, Prefix, Role, parse_duration};
 use crate::store::{
@@ -178,6 +180,164 @@ pub(super) fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Res
     response
 }
 
+// The operations of `key` and `listing`, one method each, for the OpenAPI
+// document (`openapi.rs`); `key` and `listing` serve them.
+
+/// A key's raw value (or, with `meta=true`, KeyWithValue as JSON).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/kv/{key}",
+    tag = "keys",
+    description = "Read. `meta=true` answers KeyWithValue (JSON) instead of the raw bytes. \
+                   `wait` (and `after`) make it a blocking read: it answers once the key \
+                   changes above `after`, or when `wait` runs out.",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("key" = String, Path, description = "The key: everything after `/kv/`, percent-decoded once (`/` kept)"),
+        ("meta" = Option<bool>, Query, description = "Answer KeyWithValue as JSON"),
+        ("wait" = Option<String>, Query, description = "Blocking read: how long to wait (a duration, at most 5 minutes)"),
+        ("after" = Option<u64>, Query, description = "Blocking read: answer once the key changes above this revision"),
+        ("If-None-Match" = Option<String>, Header, description = "`*` or a list of entity tags, compared weakly: 304 if one matches"),
+    ),
+    responses(
+        (status = 200, description = "The value as stored, with its content type (or KeyWithValue with `meta=true`)",
+            content_type = "*/*", body = serde_json::Value, headers(
+            ("ETag" = String, description = "`\"<version>\"`"),
+            ("Last-Modified" = String, description = "HTTP-date of `updated_at`"),
+            ("Kvs-Version" = u64, description = "The key's version"),
+            ("Kvs-Created-At" = String, description = "RFC 3339"),
+            ("Kvs-Expires-At" = String, description = "RFC 3339, when the key has an expiry"),
+            ("Kvs-Revision" = u64, description = "The server revision the answer reflects"),
+        )),
+        (status = 304, description = "`If-None-Match` matched", headers(
+            ("ETag" = String), ("Kvs-Version" = u64), ("Kvs-Revision" = u64),
+        )),
+    ),
+)]
+#[allow(dead_code)]
+fn get_key() {}
+
+/// A key's headers, as a GET answers them.
+#[utoipa::path(
+    head,
+    path = "/v1/projects/{project}/kv/{key}",
+    tag = "keys",
+    description = "Read: the headers of a GET (`Last-Modified`, `Kvs-Created-At`, … too), no body",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("key" = String, Path, description = "The key: everything after `/kv/`, percent-decoded once (`/` kept)"),
+        ("If-None-Match" = Option<String>, Header, description = "`*` or a list of entity tags, compared weakly"),
+    ),
+    responses(
+        (status = 200, description = "The key exists", headers(
+            ("ETag" = String, description = "`\"<version>\"`"),
+            ("Kvs-Version" = u64, description = "The key's version"),
+            ("Kvs-Revision" = u64, description = "The server revision the answer reflects"),
+        )),
+        (status = 304, description = "`If-None-Match` matched"),
+    ),
+)]
+#[allow(dead_code)]
+fn head_key() {}
+
+/// Writes a key.
+#[utoipa::path(
+    put,
+    path = "/v1/projects/{project}/kv/{key}",
+    tag = "keys",
+    description = "Write. The body is the value; its `Content-Type` is stored (default `application/octet-stream`).",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("key" = String, Path, description = "The key: everything after `/kv/`, percent-decoded once (`/` kept)"),
+        ("ttl" = Option<String>, Query, description = "Expiry: a duration (`90`, `10m`, `30d`); without it any expiry is removed"),
+        ("If-Match" = Option<String>, Header, description = "`*` or a list of strong entity tags: write only over one of those versions"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if absent"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value"),
+    responses(
+        (status = 200, description = "Replaced", body = KeyMetaView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = KeyMetaView, headers(("ETag" = String), ("Location" = String))),
+        (status = 412, description = "A precondition failed (with the current `ETag`)", body = ErrorBody),
+        (status = 413, description = "The value is over the project's limit", body = ErrorBody),
+        (status = 507, description = "The disk is full; nothing was written", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn put_key() {}
+
+/// Deletes a key.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/kv/{key}",
+    tag = "keys",
+    description = "Write",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("key" = String, Path, description = "The key: everything after `/kv/`, percent-decoded once (`/` kept)"),
+        ("If-Match" = Option<String>, Header, description = "`*` or a list of strong entity tags"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 412, description = "A precondition failed", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn delete_key() {}
+
+/// A page of keys in byte order.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/kv",
+    tag = "keys",
+    description = "Read; 403 `listing_disabled` for read and write tokens when the project has `keys_discoverable = false`",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("prefix" = Option<String>, Query, description = "Only keys that start with it (default: the token's prefix)"),
+        ("limit" = Option<u64>, Query, minimum = 1, description = "Keys per page: default 100, clamped to 1000"),
+        ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page"),
+        ("values" = Option<bool>, Query, description = "Add `value` and `encoding` (pages end near 4 MiB)"),
+    ),
+    responses((status = 200, description = "A page", body = Listing,
+        headers(("Kvs-Revision" = u64)))),
+)]
+#[allow(dead_code)]
+fn list_keys() {}
+
+/// Deletes every key under a prefix, atomically.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/kv",
+    tag = "keys",
+    description = "Write; `prefix=` (empty) clears the project",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("prefix" = String, Query, description = "Required: the keys to delete start with it"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
+#[allow(dead_code)]
+fn delete_prefix() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/latest",
+    tag = "keys",
+    description = "Read: the raw value of whichever listed key was written last, with a GET's headers",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("keys" = Option<String>, Query, description = "Keys, comma-separated"),
+        ("key" = Option<Vec<String>>, Query, explode = true, description = "A key (repeatable; for keys holding commas)"),
+    ),
+    responses((status = 200, description = "The value, as a GET answers it, and which key",
+        content_type = "*/*", body = serde_json::Value, headers(
+            ("Kvs-Key" = String, description = "The key, percent-encoded"),
+            ("Kvs-Revision" = u64, description = "The server revision the answer reflects"),
+        ))),
+)]
 /// `GET /v1/projects/{p}/latest?keys=a,b` (or repeated `key=`): the raw
 /// value of whichever listed key was written last, with `Kvs-Key`. Keys
 /// written by one transaction tie; the first listed wins.

@@ -11,6 +11,7 @@ mod import;
 mod imported;
 mod kv;
 mod limits;
+mod openapi;
 mod projects;
 mod pykv;
 mod request;
@@ -164,6 +165,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
         Endpoint::Metrics => return respond(system::metrics(app, request.headers(), peer).await),
+        Endpoint::OpenApi => return openapi::openapi_json(),
         _ => {}
     }
     let (caller, catalog) =
@@ -222,6 +224,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
             Endpoint::Healthz
             | Endpoint::Readyz
             | Endpoint::Metrics
+            | Endpoint::OpenApi
             | Endpoint::Index
             | Endpoint::Pykv(_),
             _,

@@ -8,9 +8,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::openapi::{CreatedProject, ErrorBody, ProjectList, Storage};
 use super::request::json_body;
+use super::views::ProjectView;
 use super::{Ctx, json, views};
 use crate::domain::{ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenSource};
 use crate::store::{CatalogWrite, Project, ProjectChange};
@@ -18,25 +21,36 @@ use crate::store::{CatalogWrite, Project, ProjectChange};
 /// The default limit on a value of a new project: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1 << 20;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewProject {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     id: String,
+    /// Default `disk`.
+    #[schema(value_type = Option<Storage>)]
     storage: Option<StorageMode>,
+    /// Default true.
     keys_discoverable: Option<bool>,
+    /// Default 1 MiB; at most the server's ceiling.
     max_value_bytes: Option<u64>,
+    /// Default null: unlimited.
     max_keys: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Patch {
     /// Present only to refuse it with a clear message.
+    #[schema(ignore)]
     id: Option<serde_json::Value>,
+    /// Admin only: moves the data live.
+    #[schema(value_type = Option<Storage>)]
     storage: Option<StorageMode>,
     keys_discoverable: Option<bool>,
     max_value_bytes: Option<u64>,
+    /// `null`: unlimited.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
     max_keys: Option<Option<u64>>,
 }
 
@@ -45,6 +59,16 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Er
     Option::<u64>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    tag = "projects",
+    description = "Any token: every project for admin, its own for a project token",
+    responses(
+        (status = 200, description = "The projects", body = ProjectList),
+        (status = 403, description = "`listing_disabled` (admin, with `projects_discoverable = false`)", body = ErrorBody),
+    ),
+)]
 pub fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let projects: Vec<_> = if ctx.caller.is_admin() {
         if !ctx.app.settings.projects_discoverable {
@@ -76,6 +100,21 @@ pub fn new_project_id(text: &str) -> Result<ProjectId, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    tag = "projects",
+    description = "Admin",
+    request_body = NewProject,
+    responses(
+        (status = 201, description = "Created, with its first (manage) token", body = CreatedProject,
+            headers(("Location" = String, description = "The project's URL"))),
+        (status = 400, description = "Invalid id, unknown field, limit above the ceiling", body = ErrorBody),
+        (status = 409, description = "The project exists", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+    ),
+)]
 pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let request: NewProject = json_body(headers, body).await?;
@@ -115,11 +154,33 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}",
+    tag = "projects",
+    description = "Admin, or any token of the project",
+    params(("project" = String, Path, description = "The project id")),
+    responses((status = 200, description = "The project", body = ProjectView)),
+)]
 pub fn get(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;
     Ok(json(StatusCode::OK, views::project(&project)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{project}",
+    tag = "projects",
+    description = "Admin; a manage token without prefix for `keys_discoverable` and lowering limits",
+    params(("project" = String, Path, description = "The project id")),
+    request_body = Patch,
+    responses(
+        (status = 200, description = "The project as it now is", body = ProjectView),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn patch(
     ctx: &Ctx<'_>,
     raw_id: &str,
@@ -188,6 +249,14 @@ pub async fn update(
         .ok_or_else(ApiError::project_not_found)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}",
+    tag = "projects",
+    description = "Admin: the project, its keys and tokens are gone",
+    params(("project" = String, Path, description = "The project id")),
+    responses((status = 204, description = "Deleted")),
+)]
 pub async fn delete(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;

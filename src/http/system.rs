@@ -7,12 +7,31 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::{Health, ServerStatus};
+use super::views::TokenView;
 use super::{App, Ctx, json};
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The server answers", body = Health)),
+)]
 pub fn healthz() -> Response {
     json(StatusCode::OK, json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    security(()),
+    responses(
+        (status = 200, description = "Storage is open and writable", body = Health),
+        (status = 503, description = "Storage is not writable", body = super::openapi::ErrorBody),
+    ),
+)]
 pub fn readyz(app: &App) -> Response {
     if app.store.is_writable() {
         json(StatusCode::OK, json!({"status": "ready"}))
@@ -27,6 +46,14 @@ pub fn readyz(app: &App) -> Response {
 }
 
 /// `/metrics`: admin only unless the server has `metrics_public = true`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    description = "Admin, or no token with `metrics_public = true`",
+    security((), ("bearer" = []), ("x_api_key" = []), ("api_key" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Response, ApiError> {
     if !app.settings.metrics_public {
         let (caller, _) = super::imported::authenticate(app, headers, None, peer).await?;
@@ -43,6 +70,13 @@ pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Res
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "system",
+    description = "Admin",
+    responses((status = 200, description = "The server's figures", body = ServerStatus)),
+)]
 pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let projects: Vec<_> = ctx.catalog.projects().collect();
@@ -79,6 +113,13 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "system",
+    description = "Any token",
+    responses((status = 200, description = "The caller's token (no secret)", body = TokenView)),
+)]
 pub fn whoami(ctx: &Ctx<'_>) -> Response {
     json(StatusCode::OK, super::views::token(&ctx.caller.token))
 }

@@ -7,8 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::openapi::{Duration, ErrorBody, MintedToken, Role as RoleName, TokenList};
 use super::projects::set_location;
 use super::request::json_body;
 use super::{Ctx, json, views};
@@ -18,22 +20,27 @@ use crate::domain::{
 };
 use crate::store::{CatalogWrite, TokenScope};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewProjectToken {
+    #[schema(value_type = RoleName)]
     role: Role,
+    /// Keys the token covers: those that start with it (bytes).
     prefix: Option<String>,
     name: Option<String>,
+    #[schema(value_type = Option<Duration>)]
     expires_in: Option<serde_json::Value>,
     /// A key's digest from another server: the token is imported.
     imported_digest: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAdminToken {
     name: Option<String>,
+    #[schema(value_type = Option<Duration>)]
     expires_in: Option<serde_json::Value>,
+    /// A key's digest from another server: `pbkdf2_sha256$<iterations>$<salt>$<hash>`.
     imported_digest: Option<String>,
 }
 
@@ -115,6 +122,21 @@ fn created(record: &TokenRecord, secret: &TokenSecret, location: String) -> Resp
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/tokens",
+    tag = "tokens",
+    description = "Admin or manage; a manage token mints no token wider than itself",
+    params(("project" = String, Path, description = "The project id")),
+    request_body = NewProjectToken,
+    responses(
+        (status = 201, description = "The new token, its secret shown once", body = MintedToken,
+            headers(("Location" = String, description = "The token's URL"))),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn create_for_project(
     ctx: &Ctx<'_>,
     raw_id: &str,
@@ -166,6 +188,14 @@ pub async fn create_for_project(
     Ok(created(&record, &secret, location))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/tokens",
+    tag = "tokens",
+    description = "Admin or manage (those no wider than the caller)",
+    params(("project" = String, Path, description = "The project id")),
+    responses((status = 200, description = "The project's tokens", body = TokenList)),
+)]
 pub fn list_for_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;
     ctx.caller.require_role(Role::Manage)?;
@@ -180,6 +210,14 @@ pub fn list_for_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
     Ok(json(StatusCode::OK, json!({"tokens": tokens})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}/tokens/{id}",
+    tag = "tokens",
+    description = "Admin or manage",
+    params(("project" = String, Path, description = "The project id"), ("id" = String, Path, description = "The token id")),
+    responses((status = 204, description = "Revoked")),
+)]
 pub async fn delete_for_project(
     ctx: &Ctx<'_>,
     raw_id: &str,
@@ -203,6 +241,21 @@ pub async fn delete_for_project(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    description = "Admin",
+    request_body = NewAdminToken,
+    responses(
+        (status = 201, description = "The new admin token, its secret shown once", body = MintedToken,
+            headers(("Location" = String, description = "The token's URL"))),
+        (status = 400, description = "Malformed input", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn create_admin(
     ctx: &Ctx<'_>,
     headers: &HeaderMap,
@@ -231,6 +284,13 @@ pub async fn create_admin(
     Ok(created(&record, &secret, location))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    description = "Admin",
+    responses((status = 200, description = "The admin tokens", body = TokenList)),
+)]
 pub fn list_admin(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let tokens: Vec<_> = ctx
@@ -243,6 +303,17 @@ pub fn list_admin(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, json!({"tokens": tokens})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    description = "Admin; addresses admin tokens only",
+    params(("id" = String, Path, description = "The token id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 409, description = "The last admin token", body = ErrorBody),
+    ),
+)]
 pub async fn delete_admin(ctx: &Ctx<'_>, token_id: &str) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let id = TokenId::from_path(token_id);

@@ -17,8 +17,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::openapi::{ErrorBody, TxnAnswer, TxnRequest};
 use super::request::{Query, read_body};
-use super::views::{is_json_type, key_meta, key_with_value};
+use super::views::CounterView;
+use super::views::{counter, is_json_type, key_meta, key_with_value};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, parse_duration_json};
 use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project};
@@ -27,6 +29,23 @@ use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project};
 pub const MAX_TXN_ITEMS: usize = 128;
 
 /// `POST /v1/projects/{p}/txn`.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/txn",
+    tag = "txn",
+    description = "Write (read when every op is a `get`): all checks hold and every op applies, at one revision, or nothing does",
+    params(("project" = String, Path, description = "The project id")),
+    request_body = TxnRequest,
+    responses(
+        (status = 200, description = "Applied", body = TxnAnswer),
+        (status = 400, description = "Malformed (with `failed_op` for an op)", body = ErrorBody),
+        (status = 409, description = "An op cannot apply (`failed_op`)", body = ErrorBody),
+        (status = 412, description = "Checks failed (`failed_checks`)", body = ErrorBody),
+        (status = 413, description = "The body or a value is too large", body = ErrorBody),
+        (status = 415, description = "Not a JSON body", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Read)?;
@@ -69,6 +88,22 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
 }
 
 /// `POST /v1/projects/{p}/incr/{key}?by=<int>`.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/incr/{key}",
+    tag = "keys",
+    description = "Write: adds `by` to a decimal counter (a missing key counts from 0)",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("key" = String, Path, description = "The key: everything after `/incr/`, percent-decoded once"),
+        ("by" = Option<i64>, Query, description = "Default 1; may be negative"),
+    ),
+    responses(
+        (status = 200, description = "The counter", body = CounterView),
+        (status = 409, description = "Not a 64-bit integer, or the result overflows", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ),
+)]
 pub async fn incr(
     ctx: &Ctx<'_>,
     raw_project: &str,
@@ -275,10 +310,6 @@ fn result_view(result: &OpResult) -> Value {
         OpResult::DeletePrefix { deleted } => json!({"deleted": deleted}),
         OpResult::Get(None) => Value::Null,
         OpResult::Get(Some(entry)) => key_with_value(&entry.meta, &entry.value),
-        OpResult::Incr { meta, value } => {
-            let mut view = key_meta(meta);
-            view["value"] = json!(value);
-            view
-        }
+        OpResult::Incr { meta, value } => counter(meta, *value),
     }
 }

@@ -6,65 +6,172 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use super::openapi;
 use crate::domain::{TokenRecord, TokenSecret};
 use crate::store::{KeyMeta, Project};
 
+/// A Project as answers show it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Project)]
+pub struct ProjectView<'a> {
+    id: &'a str,
+    #[schema(value_type = openapi::Storage)]
+    storage: &'a str,
+    keys_discoverable: bool,
+    max_value_bytes: u64,
+    /// `null`: no limit.
+    #[schema(required = true)]
+    max_keys: Option<u64>,
+    #[schema(value_type = openapi::Time)]
+    created_at: String,
+    /// The last revision that wrote in the project.
+    revision: u64,
+    keys: u64,
+    bytes: u64,
+}
+
 pub fn project(project: &Project) -> Value {
     let settings = &project.settings;
-    json!({
-        "id": settings.id.as_str(),
-        "storage": settings.storage.as_str(),
-        "keys_discoverable": settings.keys_discoverable,
-        "max_value_bytes": settings.max_value_bytes,
-        "max_keys": settings.max_keys,
-        "created_at": settings.created_at.rfc3339(),
-        "revision": project.stats.revision(),
-        "keys": project.stats.keys(),
-        "bytes": project.stats.bytes(),
+    json!(ProjectView {
+        id: settings.id.as_str(),
+        storage: settings.storage.as_str(),
+        keys_discoverable: settings.keys_discoverable,
+        max_value_bytes: settings.max_value_bytes,
+        max_keys: settings.max_keys,
+        created_at: settings.created_at.rfc3339(),
+        revision: project.stats.revision(),
+        keys: project.stats.keys(),
+        bytes: project.stats.bytes(),
     })
 }
 
 /// A Token: never the secret.
-pub fn token(token: &TokenRecord) -> Value {
-    json!({
-        "id": token.id.as_str(),
-        "role": token.role.as_str(),
-        "project": token.project.as_ref().map(|p| p.as_str()),
-        "prefix": token.prefix,
-        "name": token.name,
-        "created_at": token.created_at.rfc3339(),
-        "expires_at": token.expires_at.map(|t| t.rfc3339()),
-        "source": token.source.as_str(),
-    })
+#[derive(Serialize, ToSchema)]
+#[schema(as = Token)]
+pub struct TokenView<'a> {
+    id: &'a str,
+    #[schema(value_type = openapi::Role)]
+    role: &'a str,
+    /// `null` for an admin token.
+    #[schema(required = true)]
+    project: Option<&'a str>,
+    #[schema(required = true)]
+    prefix: Option<&'a str>,
+    #[schema(required = true)]
+    name: Option<&'a str>,
+    #[schema(value_type = openapi::Time)]
+    created_at: String,
+    #[schema(value_type = Option<openapi::Time>, required = true)]
+    expires_at: Option<String>,
+    #[schema(value_type = openapi::TokenSource)]
+    source: &'a str,
 }
 
 /// A NewToken: the Token plus its secret, shown this once.
-pub fn new_token(record: &TokenRecord, secret: &TokenSecret) -> Value {
-    let mut view = token(record);
-    view["secret"] = Value::String(secret.expose().to_owned());
-    view
+#[derive(Serialize, ToSchema)]
+#[schema(as = NewToken)]
+pub struct NewTokenView<'a> {
+    #[serde(flatten)]
+    token: TokenView<'a>,
+    /// `kvs_` and 43 base64url characters.
+    secret: &'a str,
 }
 
-pub fn key_meta(meta: &KeyMeta) -> Value {
-    json!({
-        "key": meta.key.as_str(),
-        "version": meta.version,
-        "created_at": meta.created_at.rfc3339(),
-        "updated_at": meta.updated_at.rfc3339(),
-        "expires_at": meta.expires_at.map(|t| t.rfc3339()),
-        "size": meta.size,
-        "content_type": meta.content_type,
+fn token_view(token: &TokenRecord) -> TokenView<'_> {
+    TokenView {
+        id: token.id.as_str(),
+        role: token.role.as_str(),
+        project: token.project.as_ref().map(|p| p.as_str()),
+        prefix: token.prefix.as_deref(),
+        name: token.name.as_deref(),
+        created_at: token.created_at.rfc3339(),
+        expires_at: token.expires_at.map(|t| t.rfc3339()),
+        source: token.source.as_str(),
+    }
+}
+
+pub fn token(token: &TokenRecord) -> Value {
+    json!(token_view(token))
+}
+
+pub fn new_token(record: &TokenRecord, secret: &TokenSecret) -> Value {
+    json!(NewTokenView {
+        token: token_view(record),
+        secret: secret.expose(),
     })
 }
 
-/// KeyMeta plus `value` and `encoding`.
+/// KeyMeta: what is known of a key besides its value.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyMeta)]
+pub struct KeyMetaView<'a> {
+    key: &'a str,
+    /// The revision that last wrote the key (its ETag is `"<version>"`).
+    version: u64,
+    #[schema(value_type = openapi::Time)]
+    created_at: String,
+    #[schema(value_type = openapi::Time)]
+    updated_at: String,
+    #[schema(value_type = Option<openapi::Time>, required = true)]
+    expires_at: Option<String>,
+    /// The value's length in bytes.
+    size: u64,
+    content_type: &'a str,
+}
+
+fn meta_view(meta: &KeyMeta) -> KeyMetaView<'_> {
+    KeyMetaView {
+        key: meta.key.as_str(),
+        version: meta.version,
+        created_at: meta.created_at.rfc3339(),
+        updated_at: meta.updated_at.rfc3339(),
+        expires_at: meta.expires_at.map(|t| t.rfc3339()),
+        size: meta.size,
+        content_type: &meta.content_type,
+    }
+}
+
+pub fn key_meta(meta: &KeyMeta) -> Value {
+    json!(meta_view(meta))
+}
+
+/// KeyMeta plus the value, encoded as `encoding` says.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyWithValue)]
+pub struct KeyWithValueView<'a> {
+    #[serde(flatten)]
+    meta: KeyMetaView<'a>,
+    /// The value inline for `json`, a string for `utf8` and `base64`.
+    value: Value,
+    #[schema(value_type = openapi::Encoding)]
+    encoding: &'static str,
+}
+
 pub fn key_with_value(meta: &KeyMeta, value: &[u8]) -> Value {
-    let mut view = key_meta(meta);
     let (value, encoding) = encode_value(value, &meta.content_type);
-    view["value"] = value;
-    view["encoding"] = Value::String(encoding.to_owned());
-    view
+    json!(KeyWithValueView {
+        meta: meta_view(meta),
+        value,
+        encoding,
+    })
+}
+
+/// KeyMeta plus a counter's value (incr's answer).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Counter)]
+pub struct CounterView<'a> {
+    #[serde(flatten)]
+    meta: KeyMetaView<'a>,
+    value: i64,
+}
+
+pub fn counter(meta: &KeyMeta, value: i64) -> Value {
+    json!(CounterView {
+        meta: meta_view(meta),
+        value,
+    })
 }
 
 /// `json` when the content type is JSON and the bytes are strict JSON,

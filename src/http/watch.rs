@@ -274,6 +274,24 @@ async fn touches(
 // ======================================================= watch
 
 /// `GET /v1/projects/{p}/watch?prefix=&since=&values=`.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/watch",
+    tag = "watch",
+    description = "Read: server-sent events (`put`, `delete`, `sync`, `error`); see docs/API.md",
+    params(
+        ("project" = String, Path, description = "The project id"),
+        ("prefix" = Option<String>, Query, description = "Only keys that start with it"),
+        ("since" = Option<u64>, Query, description = "Replay the retained changes after this revision"),
+        ("values" = Option<bool>, Query, description = "Add `value` and `encoding` to put events"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "As `since` (and wins over it)"),
+    ),
+    responses(
+        (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
+        (status = 410, description = "`since` is older than the retained history (`compact_revision`)",
+            body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn watch(
     ctx: &Ctx<'_>,
     raw_project: &str,

@@ -162,3 +162,20 @@ fn every_refusal_is_a_json_error_and_never_plain_text() {
         "the refusals above cover every kind"
     );
 }
+
+#[test]
+fn the_openapi_document_answers_without_a_token_and_names_every_v1_route() {
+    let setup = Setup::new("p", json!({}));
+    let answer = setup.anonymous().get("/v1/openapi.json");
+    expect_status(&answer, 200);
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let document = answer.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/projects/{project}/kv/{key}"));
+    assert!(!paths.keys().any(|p| p.starts_with("/api/")));
+    let allowed = setup
+        .anonymous()
+        .send("POST", "/v1/openapi.json", None, &[]);
+    expect_error(&allowed, 405, "method_not_allowed");
+}
