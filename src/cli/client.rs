@@ -21,8 +21,9 @@ use std::convert::Infallible;
 use std::fmt;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
-use api::{Api, ClientError};
+use api::{Api, CaCerts, ClientError};
 
 /// Shown at the end of every client command's `--help`: the top-level help
 /// belongs to `cli/mod.rs`, and a script author reads the command's help.
@@ -144,6 +145,11 @@ pub struct Common {
     /// token is in `<data_dir>/admin-token`.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
     token: Option<Secret>,
+    /// Trust an `https://` server whose certificate chains to one in this
+    /// PEM file (a private CA, or the server's self-signed certificate),
+    /// instead of the public CAs.
+    #[arg(long, value_name = "FILE", env = "KVS_CA_CERT", value_parser = CaCerts::read, global = true)]
+    ca_cert: Option<CaCerts>,
     /// Print the server's JSON answer instead of text, for scripts (nothing
     /// for answers without a body, such as a delete).
     #[arg(long, global = true)]
@@ -152,7 +158,12 @@ pub struct Common {
 
 impl Common {
     fn api(&self) -> Api {
-        Api::new(&self.url, self.token.clone())
+        self.api_with_idle_timeout(None)
+    }
+
+    /// A client whose connections are given up after `idle` of silence.
+    fn api_with_idle_timeout(&self, idle: Option<Duration>) -> Api {
+        Api::with_idle_timeout(&self.url, self.token.clone(), idle, self.ca_cert.as_ref())
     }
 }
 

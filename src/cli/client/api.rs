@@ -80,6 +80,29 @@ pub struct Payload<'a> {
     pub content_type: &'a str,
 }
 
+/// The certificates of `--ca-cert`: the CAs an `https://` server may chain to.
+#[derive(Clone, Debug)]
+pub struct CaCerts(Vec<ureq::tls::Certificate<'static>>);
+
+impl CaCerts {
+    /// Every certificate of a PEM file (for clap: an unreadable file is a
+    /// usage error).
+    pub fn read(path: &str) -> Result<CaCerts, String> {
+        let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(error) => Some(Err(format!("{path} is not valid PEM: {error}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        if certs.is_empty() {
+            return Err(format!("{path} holds no certificate"));
+        }
+        Ok(CaCerts(certs))
+    }
+}
+
 /// A client of one server, as one caller.
 pub struct Api {
     agent: ureq::Agent,
@@ -88,15 +111,26 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: &str, token: Option<Secret>) -> Api {
-        Api::with_idle_timeout(base, token, None)
-    }
-
-    /// A client for long-lived answers (a watch): a connection that stays
-    /// silent for `idle` (no answer, or no bytes of its body) is given up as
-    /// unreachable. There is no limit on an answer's whole duration.
-    pub fn with_idle_timeout(base: &str, token: Option<Secret>, idle: Option<Duration>) -> Api {
+    /// A client for long-lived answers (a watch) when `idle` is given: a
+    /// connection that stays silent that long (no answer, or no bytes of its
+    /// body) is given up as unreachable; there is no limit on an answer's
+    /// whole duration. With `roots`, an `https://` server's certificate must
+    /// chain to one of them (a private CA, a self-signed certificate);
+    /// without, to the public CAs (webpki-roots).
+    pub fn with_idle_timeout(
+        base: &str,
+        token: Option<Secret>,
+        idle: Option<Duration>,
+        roots: Option<&CaCerts>,
+    ) -> Api {
+        let tls = match roots {
+            Some(CaCerts(certs)) => ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(certs))
+                .build(),
+            None => ureq::tls::TlsConfig::default(),
+        };
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             // Error answers carry the contract's body, which we want to read.
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))

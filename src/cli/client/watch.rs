@@ -140,7 +140,7 @@ struct Source {
 impl Source {
     fn new(args: &Watch) -> Source {
         Source {
-            api: Api::with_idle_timeout(&args.common.url, args.common.token.clone(), Some(IDLE)),
+            api: args.common.api_with_idle_timeout(Some(IDLE)),
             path: format!("/v1/projects/{}/watch", segment(&args.project.project)),
             prefix: args.prefix.clone(),
             values: args.values,
