@@ -16,6 +16,7 @@ mod request;
 mod system;
 mod tokens;
 mod txn;
+mod ui;
 mod views;
 mod watch;
 
@@ -138,6 +139,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
         // The compatibility surfaces take their tokens their own way.
         Endpoint::Index => return Box::pin(form::handle(app, request)).await,
         Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request)).await,
+        Endpoint::Ui(asset) => return ui::handle(&asset, request.method(), request.headers()),
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
         Endpoint::Metrics => return respond(system::metrics(app, request.headers())),
@@ -200,6 +202,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request) -> Response {
             | Endpoint::Readyz
             | Endpoint::Metrics
             | Endpoint::Index
+            | Endpoint::Ui(_)
             | Endpoint::Pykv(_),
             _,
         ) => Err(ApiError::not_found()),
