@@ -171,6 +171,29 @@ try {
     await page.locator('#value').filter({ hasText: 'changed elsewhere' }).waitFor();
   });
 
+  await step('page through a prefix holding more keys than a page', async () => {
+    for (let i = 0; i < 23; i += 1) {
+      await api('PUT', `/v1/projects/default/kv/${encodeURIComponent(`${prefix}page/${String(i).padStart(2, '0')}`)}`, `value ${i}`);
+    }
+    await page.fill('#prefix', `${prefix}page/`);
+    await page.click('#prefix-form button[type=submit]');
+    await page.locator(`#key-rows button[data-key="${prefix}page/00"]`).waitFor();
+    assert.equal(await page.locator('#key-rows tr').count(), 20);
+    assert.equal(await page.locator('#prev-page').isDisabled(), true);
+    await page.click('#next-page');
+    await page.locator(`#key-rows button[data-key="${prefix}page/20"]`).waitFor();
+    const second = await page.locator('#key-rows button.key').allTextContents();
+    assert.deepEqual(second, [20, 21, 22].map((i) => `${prefix}page/${i}`));
+    assert.equal(await page.locator('#next-page').isDisabled(), true);
+    assert.equal(await page.locator('#page-label').textContent(), '21–23');
+    await page.click('#prev-page');
+    await page.locator(`#key-rows button[data-key="${prefix}page/00"]`).waitFor();
+    await api('DELETE', `/v1/projects/default/kv?prefix=${encodeURIComponent(`${prefix}page/`)}`);
+    await page.fill('#prefix', prefix);
+    await page.click('#prefix-form button[type=submit]');
+    await page.locator(`#key-rows button[data-key="${prefix}page/00"]`).waitFor({ state: 'detached' });
+  });
+
   await step('a stored script shows as text and runs nothing', async () => {
     await page.click(`#key-rows button[data-key="${prefix}xss"]`);
     await page.locator('#open-key').filter({ hasText: `${prefix}xss` }).waitFor();
@@ -229,6 +252,22 @@ try {
     assert.equal(await page.evaluate(() => sessionStorage.getItem('kvs.token')), null);
     assert.equal(await page.locator('#app-view').isVisible(), false);
     assert.ok(!(await page.locator('body').innerText()).includes('config/app.json'));
+  });
+
+  await step('a read token sees its own project, no tokens and no server status', async () => {
+    const minted = await (await api('POST', '/v1/projects/default/tokens',
+      JSON.stringify({ role: 'read', prefix: 'config/', name: 'reader' }),
+      { 'Content-Type': 'application/json' })).json();
+    await page.fill('#token', minted.secret);
+    await page.click('#sign-in-form button[type=submit]');
+    await page.locator('#key-rows button[data-key="config/app.json"]').waitFor();
+    const keys = await page.locator('#key-rows button.key').allTextContents();
+    assert.deepEqual(keys, ['config/app.json', 'config/feature-flags']);
+    assert.equal(await page.locator('#tab-tokens').count(), 0);
+    assert.equal(await page.locator('#server-link').isVisible(), false);
+    assert.match(await page.locator('#who').innerText(), /read on default/);
+    await page.click('#sign-out');
+    await page.locator('#sign-in-form').waitFor();
   });
 
   await step('no dialog fired and the page logged no error', async () => {
