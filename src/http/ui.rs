@@ -149,6 +149,11 @@ mod tests {
         }
         assert!(!PAGE.contains("<script>"), "an inline script in the page");
         assert!(!PAGE.contains("style="), "an inline style in the page");
-        assert!(!PAGE.contains("http://") && !PAGE.contains("https://"));
+        for attribute in ["src=\"", "href=\""] {
+            for (at, _) in PAGE.match_indices(attribute) {
+                let target = &PAGE[at + attribute.len()..];
+                assert!(target.starts_with("/ui/"), "{attribute}{target:.40}");
+            }
+        }
     }
 }
