@@ -192,8 +192,13 @@ async function loadProjects() {
     projects = (await (await api('GET', '/v1/projects')).json()).projects;
   } catch (error) {
     if (error.code !== 'listing_disabled') return fail(error);
-    note.textContent = 'This server does not list its projects.';
+    note.textContent = 'This server does not list its projects; open one by its id:';
     note.hidden = false;
+    list.append(el('li', {}, el('form', { id: 'open-project', onsubmit: (e) => {
+      e.preventDefault();
+      const id = e.target.querySelector('input').value.trim();
+      if (id) openProject(id);
+    } }, el('input', { placeholder: 'project id', 'aria-label': 'Project id', spellcheck: 'false' }))));
   }
   for (const p of projects) {
     list.append(el('li', {}, el('button', {
@@ -229,14 +234,27 @@ async function openProject(id) {
   view.replaceChildren(
     el('h1', {}, id), summary, tabs,
     keysPane(), manages && el('div', { id: 'tokens-pane', hidden: true }));
-  try {
-    const p = await (await api('GET', projectPath(id))).json();
-    summary.textContent = `${p.keys} keys · ${bytes(p.bytes)} · ${p.storage} storage · values up to ${bytes(p.max_value_bytes)}`
-      + (p.max_keys ? ` · at most ${p.max_keys} keys` : '');
-  } catch (error) {
-    if (error.status === 401) return fail(error);
-  }
+  await refreshProject();
   await loadKeys();
+}
+
+/** The project's summary line and its count in the side bar, read again. */
+async function refreshProject() {
+  const id = state.project;
+  let p;
+  try {
+    p = await (await api('GET', projectPath(id))).json();
+  } catch (error) {
+    if (error.status === 401) fail(error);
+    return;
+  }
+  const summary = $('project-summary');
+  if (!summary || id !== state.project) return;
+  summary.textContent = `${p.keys} keys · ${bytes(p.bytes)} · ${p.storage} storage · values up to ${bytes(p.max_value_bytes)}`
+    + (p.max_keys ? ` · at most ${p.max_keys} keys` : '');
+  for (const count of document.querySelectorAll('.side button[data-project] .count')) {
+    if (count.parentElement.dataset.project === id) count.textContent = String(p.keys);
+  }
 }
 
 function tab(name) {
@@ -430,6 +448,7 @@ async function save(entry, error) {
   }
   await loadKeys();
   await openKey(key);
+  refreshProject();
   notify(entry ? `Saved “${key}”.` : `Created “${key}”.`);
 }
 
@@ -447,6 +466,7 @@ async function deleteKey(entry) {
   state.shown += 1;
   $('detail').replaceChildren(el('p', { class: 'muted' }, 'Choose a key to see its value, or create one.'));
   await loadKeys();
+  refreshProject();
   notify(`Deleted “${entry.key}”.`);
 }
 

@@ -213,6 +213,9 @@ try {
     const gone = await fetch(`${url}/v1/projects/default/kv/${encodeURIComponent(`${prefix}hello`)}`,
       { headers: { Authorization: `Bearer ${admin}` } });
     assert.equal(gone.status, 404);
+    const keys = String((await (await api('GET', '/v1/projects/default')).json()).keys);
+    await page.waitForFunction((n) => document.querySelector('button[data-project="default"] .count').textContent === n
+      && document.querySelector('#project-summary').textContent.startsWith(`${n} keys`), keys);
   });
 
   await step('screenshot of a key with its metadata', async () => {
