@@ -26,7 +26,7 @@ enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     #[command(flatten)]
-    Client(client::Command),
+    Client(Box<client::Command>),
 }
 
 pub fn main() -> ExitCode {
@@ -39,7 +39,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Client(command) => client::run(command),
+        Command::Client(command) => client::run(*command),
     }
 }
 

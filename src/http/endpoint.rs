@@ -37,6 +37,8 @@ pub enum Endpoint {
     Import(String),
     /// `/`: the original kvs's form interface and index page.
     Index,
+    /// `/ui` (the web view's page, with an empty name) and `/ui/<asset>`.
+    Ui(String),
     /// `/status` and `/api/v1/projects…`: Simple-PyKV's routes, which answer
     /// in its envelope (methods included).
     Pykv(PykvRoute),
@@ -137,12 +139,16 @@ impl Endpoint {
             "/v1/projects" => Endpoint::Projects,
             "/v1/tokens" => Endpoint::AdminTokens,
             "/" => Endpoint::Index,
+            "/ui" | "/ui/" => Endpoint::Ui(String::new()),
             "/status" => Endpoint::Pykv(PykvRoute::Status),
             _ => {
                 if let Some(rest) = path.strip_prefix("/api/v1/projects") {
                     return PykvRoute::parse(rest)
                         .map(Endpoint::Pykv)
                         .ok_or_else(ApiError::not_found);
+                }
+                if let Some(asset) = path.strip_prefix("/ui/") {
+                    return Ok(Endpoint::Ui(asset.to_owned()));
                 }
                 if let Some(id) = path.strip_prefix("/v1/tokens/") {
                     if id.is_empty() || id.contains('/') {
@@ -200,6 +206,7 @@ impl Endpoint {
             | Endpoint::Status
             | Endpoint::Whoami
             | Endpoint::OpenApi => &["GET", "HEAD"],
+            Endpoint::Ui(_) => &["GET", "HEAD"],
             Endpoint::Projects | Endpoint::ProjectTokens(_) | Endpoint::AdminTokens => {
                 &["GET", "HEAD", "POST"]
             }
@@ -249,6 +256,7 @@ impl Endpoint {
             Endpoint::Watch(_) => "watch",
             Endpoint::Import(_) => "import",
             Endpoint::Index => "index",
+            Endpoint::Ui(_) => "ui",
             Endpoint::Pykv(route) => route.name(),
         }
     }

@@ -4,7 +4,8 @@
 //!   repeated `key=`) the value of whichever was written last, as `latest`.
 //! - `POST /` with `k1=v1&k2=v2&auth=<token>` (form-encoded) stores every
 //!   pair in one transaction, all or none, and answers `OK`.
-//! - `GET /` alone is the index page: a sign-in form, nothing about keys.
+//! - `GET /` alone is the index page: the web view's page ([`super::ui`]),
+//!   which shows a sign-in form and nothing about keys until given a token.
 //!
 //! The token comes as `auth=` (in the query for reads, unless
 //! `form_query_auth = false`; in the body for a POST) or in any of the three
@@ -40,7 +41,9 @@ const MAX_PAIRS: usize = 128;
 pub async fn handle(app: &App, request: Request, peer: IpAddr) -> Response {
     let answer = match *request.method() {
         Method::POST => post(app, request, peer).await,
-        _ if request.uri().query().is_none_or(str::is_empty) => Ok(index()),
+        _ if request.uri().query().is_none_or(str::is_empty) => {
+            Ok(super::ui::page(request.method() == Method::HEAD))
+        }
         _ => read(app, request, peer).await,
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
@@ -199,60 +202,3 @@ fn refuse_cross_site(headers: &HeaderMap) -> Result<(), ApiError> {
         _ => Err(refused()),
     }
 }
-
-/// The index page: how to read and write, and a form to read one key with a
-/// token. Nothing about projects or keys is shown.
-fn index() -> Response {
-    let mut response = Response::new(Body::from(INDEX));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
-}
-
-const INDEX: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>kvs</title>
-<style>
-body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; color: #222; }
-label { display: block; margin: .8rem 0 .2rem; }
-input { width: 100%; padding: .4rem; box-sizing: border-box; font: inherit; }
-button { margin-top: 1rem; padding: .4rem 1.2rem; font: inherit; }
-code, pre { background: #f3f3f3; padding: .1rem .3rem; }
-pre { padding: .6rem; overflow-x: auto; }
-</style>
-</head>
-<body>
-<h1>kvs</h1>
-<p>Sign in with a token to read a key of the default project.</p>
-<form method="get" action="/">
-<label for="key">Key</label>
-<input id="key" name="key" required autocomplete="off">
-<label for="auth">Token</label>
-<input id="auth" name="auth" type="password" required autocomplete="off">
-<button type="submit">Read</button>
-</form>
-<h2>From the command line</h2>
-<pre>curl --data 'greeting=hello&amp;auth=$TOKEN' http://this-server/
-curl -H "Authorization: Bearer $TOKEN" 'http://this-server/?key=greeting'
-curl -H "Authorization: Bearer $TOKEN" 'http://this-server/?keys=a,b,c'</pre>
-<p>The full API is <code>/v1/…</code>; see docs/API.md.</p>
-</body>
-</html>
-"#;

@@ -18,6 +18,7 @@ mod request;
 mod system;
 mod tokens;
 mod txn;
+mod ui;
 mod views;
 mod watch;
 
@@ -162,6 +163,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         // The compatibility surfaces take their tokens their own way.
         Endpoint::Index => return Box::pin(form::handle(app, request, peer)).await,
         Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request, peer)).await,
+        Endpoint::Ui(asset) => return ui::handle(&asset, request.method(), request.headers()),
         Endpoint::Healthz => return system::healthz(),
         Endpoint::Readyz => return system::readyz(app),
         Endpoint::Metrics => return respond(system::metrics(app, request.headers(), peer).await),
@@ -226,6 +228,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
             | Endpoint::Metrics
             | Endpoint::OpenApi
             | Endpoint::Index
+            | Endpoint::Ui(_)
             | Endpoint::Pykv(_),
             _,
         ) => Err(ApiError::not_found()),

@@ -662,6 +662,7 @@ mod tests {
             "/v1/projects/demo/import",
             "/",
             "/api/v1/projects",
+            "/ui",
         ];
         let mut seen = BTreeSet::new();
         for sample in samples {
@@ -687,8 +688,9 @@ mod tests {
                 Endpoint::Watch(_) => Some("/v1/projects/{project}/watch"),
                 Endpoint::Import(_) => Some("/v1/projects/{project}/import"),
                 // The compatibility surfaces keep other programs' shapes
-                // and are not described (docs/API.md says so).
-                Endpoint::Index | Endpoint::Pykv(_) => None,
+                // and are not described (docs/API.md says so); the web
+                // view's page and assets are not API.
+                Endpoint::Index | Endpoint::Pykv(_) | Endpoint::Ui(_) => None,
             };
             seen.insert(endpoint.name());
             let Some(template) = template else { continue };

@@ -18,7 +18,9 @@
 //! - `watch`: who may watch and wait for changes, and what ends them;
 //! - `form`: the original kvs's form interface on the default project;
 //! - `pykv`: the Simple-PyKV surface: its envelope, its 401s, its keys, and
-//!   the storage it shares with v1.
+//!   the storage it shares with v1;
+//! - `ui`: the web view's page and assets: their headers, and no data on
+//!   the page itself.
 //!
 //! `support` holds what these tests need beyond `tests/common`: contract
 //! assertions, a raw HTTP exchange for requests a client library would
@@ -36,6 +38,7 @@ mod persistence;
 mod pykv;
 mod roles;
 mod tokens;
+mod ui;
 mod validation;
 mod values;
 mod watch;
