@@ -18,6 +18,8 @@ pub enum Endpoint {
     Readyz,
     Metrics,
     Status,
+    /// `/v1/backup`: the whole server at one revision.
+    Backup,
     Whoami,
     Projects,
     Project(String),
@@ -130,6 +132,7 @@ impl Endpoint {
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
             "/v1/status" => Endpoint::Status,
+            "/v1/backup" => Endpoint::Backup,
             "/v1/whoami" => Endpoint::Whoami,
             "/v1/projects" => Endpoint::Projects,
             "/v1/tokens" => Endpoint::AdminTokens,
@@ -195,6 +198,7 @@ impl Endpoint {
             | Endpoint::Readyz
             | Endpoint::Metrics
             | Endpoint::Status
+            | Endpoint::Backup
             | Endpoint::Whoami => &["GET", "HEAD"],
             Endpoint::Projects | Endpoint::ProjectTokens(_) | Endpoint::AdminTokens => {
                 &["GET", "HEAD", "POST"]
@@ -229,6 +233,7 @@ impl Endpoint {
             Endpoint::Readyz => "readyz",
             Endpoint::Metrics => "metrics",
             Endpoint::Status => "status",
+            Endpoint::Backup => "backup",
             Endpoint::Whoami => "whoami",
             Endpoint::Projects => "projects",
             Endpoint::Project(_) => "project",
