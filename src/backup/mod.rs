@@ -338,6 +338,7 @@ impl Reader {
             }
             Line::Project(line) => {
                 self.summary.projects += 1;
+                self.no_later_than(line.revision)?;
                 Record::Project(project_dump(line)?)
             }
             Line::Token(line) => {
@@ -346,12 +347,25 @@ impl Reader {
             }
             Line::Key(line) => {
                 self.summary.keys += 1;
+                self.no_later_than(line.version)?;
                 let (project, entry) = entry(line)?;
                 Record::Key(project, entry)
             }
         };
         self.hash.update(bytes);
         Ok(Some(record))
+    }
+
+    /// A revision in a record after the header's would let a restored server
+    /// issue it again.
+    fn no_later_than(&self, revision: u64) -> anyhow::Result<()> {
+        if revision > self.summary.revision {
+            bail!(
+                "revision {revision} is after the backup's revision {}",
+                self.summary.revision
+            );
+        }
+        Ok(())
     }
 
     /// Called at the end of the input: an error unless the trailer came.
