@@ -272,6 +272,11 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
         .flatten()
         .map(|(r, _)| *r)
         .collect();
+    println!(
+        "{} acknowledged writes, {} up to the backup's revision {revision}",
+        writes.len(),
+        writes.iter().filter(|r| **r <= revision).count()
+    );
     assert!(
         writes.iter().any(|r| *r > revision),
         "no write after the backup"
