@@ -40,6 +40,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `warn,kvs=debug`.
     pub log_level: String,
+    /// How often the server writes a backup of itself; `None`: never.
+    pub backup_interval: Option<std::time::Duration>,
+    /// How many scheduled backups to keep (the oldest go first).
+    pub backup_keep: usize,
+    /// Where scheduled backups go.
+    pub backup_dir: PathBuf,
     /// What one client may ask of the server.
     pub limits: Limits,
     /// Browser origins allowed to call the API (CORS); empty: none.
@@ -185,6 +191,16 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", env = "KVS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Write a backup of the whole server this often (`30m`, `6h`, `1d`)
+    /// [default: off].
+    #[arg(long, value_name = "DURATION", env = "KVS_BACKUP_INTERVAL")]
+    pub backup_interval: Option<String>,
+    /// Keep this many scheduled backups [default: 7].
+    #[arg(long, value_name = "N", env = "KVS_BACKUP_KEEP")]
+    pub backup_keep: Option<usize>,
+    /// Directory of scheduled backups [default: <data_dir>/backups].
+    #[arg(long, value_name = "DIR", env = "KVS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The same settings in the TOML file.
@@ -215,6 +231,9 @@ struct FileSettings {
     cors_origins: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    backup_interval: Option<String>,
+    backup_keep: Option<usize>,
+    backup_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -251,6 +270,18 @@ impl Settings {
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key go together: give both or neither"),
         };
+        let backup_interval = match args.backup_interval.or(file.backup_interval) {
+            Some(text) if text == "off" || text.is_empty() => None,
+            Some(text) => Some(std::time::Duration::from_secs(
+                parse_duration(&text)
+                    .map_err(|error| anyhow::anyhow!("backup_interval {text:?}: {error}"))?,
+            )),
+            None => None,
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let settings = Settings {
             limits,
             tls,
@@ -259,10 +290,13 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses")),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            backup_dir: args
+                .backup_dir
+                .or(file.backup_dir)
+                .unwrap_or_else(|| data_dir.join("backups")),
+            backup_keep: args.backup_keep.or(file.backup_keep).unwrap_or(7).max(1),
+            backup_interval,
+            data_dir,
             max_value_bytes: args
                 .max_value_bytes
                 .or(file.max_value_bytes)
@@ -400,6 +434,9 @@ mod tests {
         assert_eq!(settings.max_value_bytes, 64 << 20);
         assert_eq!(settings.watch_history.max_age_seconds, 600);
         assert_eq!(settings.watch_history.max_changes, 100_000);
+        assert_eq!(settings.backup_interval, None);
+        assert_eq!(settings.backup_keep, 7);
+        assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));
     }
 
     #[test]

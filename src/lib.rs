@@ -3,9 +3,11 @@
 //! The layers, from the outside in: [`cli`] (the one binary's commands),
 //! [`server`] (start, bootstrap, shutdown), [`http`] (routing, auth and
 //! handlers), [`store`] (the storage trait and its embedded engine), and
-//! [`domain`] (the parsed types everything shares). Dependencies point
+//! [`domain`] (the parsed types everything shares); [`backup`] is the
+//! backup format, which the server writes and `kvs restore` reads. Dependencies point
 //! inwards only: `store` knows nothing of HTTP, `domain` nothing of either.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -63,9 +63,20 @@ pub async fn run(
         stopping: stop,
         imported: Default::default(),
     });
+    let backups = crate::backup::schedule(
+        store.clone(),
+        app.settings.backup_interval,
+        app.settings.backup_dir.clone(),
+        app.settings.backup_keep,
+        app.stopping.clone(),
+    );
     let address = listener.local_addr()?;
     tracing::info!(%address, "kvs is listening");
     serve(listener, app, shutdown, stopping).await?;
+    if let Some(backups) = backups {
+        // A scheduled backup under way is finished before the store closes.
+        let _ = backups.await;
+    }
     tracing::info!("stopping: requests in flight are done; closing the store");
     store.close().await;
     Ok(())

@@ -1030,3 +1030,72 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
         });
     }
 }
+
+/// Every key of a project as a snapshot holds it: (key, version, value).
+fn snapshot_keys(
+    snapshot: &dyn kvs::store::StoreSnapshot,
+    project: &str,
+) -> Vec<(String, u64, String)> {
+    let mut keys = Vec::new();
+    snapshot
+        .keys(&id(project), &mut |entry| {
+            keys.push((
+                entry.meta.key.as_str().to_owned(),
+                entry.meta.version,
+                String::from_utf8(entry.value.to_vec()).unwrap(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    keys
+}
+
+#[test]
+fn a_snapshot_holds_both_databases_at_one_revision_while_writes_go_on() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "d", StorageMode::Disk).await;
+        create(store.as_ref(), "m", StorageMode::Memory).await;
+        write(store.as_ref(), "d", vec![put("a", "1")])
+            .await
+            .unwrap();
+        let large = "L".repeat(5000);
+        write(store.as_ref(), "m", vec![put("b", &large)])
+            .await
+            .unwrap();
+        let snapshot = store.snapshot().await.unwrap();
+        let revision = snapshot.revision();
+        assert_eq!(revision, store.revision());
+
+        // Later writes, a new project and a deletion are not in it.
+        write(store.as_ref(), "d", vec![put("a", "2"), put("c", "3")])
+            .await
+            .unwrap();
+        write(store.as_ref(), "m", vec![put("b", "short")])
+            .await
+            .unwrap();
+        create(store.as_ref(), "later", StorageMode::Disk).await;
+        delete_prefix(store.as_ref(), "m", "").await;
+
+        let projects: Vec<_> = snapshot
+            .projects()
+            .into_iter()
+            .map(|p| (p.settings.id.as_str().to_owned(), p.keys, p.revision))
+            .collect();
+        assert_eq!(
+            projects,
+            [
+                ("d".to_owned(), 1, revision - 1),
+                ("m".to_owned(), 1, revision)
+            ]
+        );
+        assert_eq!(
+            snapshot_keys(snapshot.as_ref(), "d"),
+            [("a".to_owned(), revision - 1, "1".to_owned())]
+        );
+        assert_eq!(
+            snapshot_keys(snapshot.as_ref(), "m"),
+            [("b".to_owned(), revision, large)]
+        );
+        assert!(store.revision() > revision);
+    });
+}

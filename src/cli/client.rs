@@ -8,6 +8,7 @@
 //! stdout.
 
 mod api;
+mod backup;
 mod import;
 mod keys;
 mod output;
@@ -119,6 +120,15 @@ pub enum Command {
     /// instead (admin): its projects, keys and API keys.
     #[command(after_long_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Import(transfer::Import),
+    /// Write a backup of the whole server to FILE (admin): every project,
+    /// token digest and key, at one revision, taken while writes go on.
+    ///
+    /// The backup is JSON Lines ending with a trailer that holds counts and
+    /// a SHA-256 checksum; it is checked as it downloads, written to
+    /// FILE.tmp, fsync'd and renamed, so FILE is always a whole backup.
+    /// `-` writes to stdout. Restore it with `kvs restore`.
+    #[command(after_long_help = EXIT_CODES)]
+    Backup(backup::Backup),
     /// Create, list, show and delete projects (admin).
     #[command(after_long_help = EXIT_CODES)]
     Project(projects::Args),
@@ -233,6 +243,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Watch(args) => watch::watch(args),
         Command::Export(args) => transfer::export(args),
         Command::Import(args) => transfer::import(args),
+        Command::Backup(args) => backup::backup(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
     };

@@ -25,6 +25,17 @@ pub struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Write a new data directory from a backup (`kvs backup`), offline: a
+    /// server started on it answers as the backed-up one did at the
+    /// backup's revision (keys, versions, times, projects and tokens).
+    ///
+    /// Refuses a directory that is not empty, unless --force (then the store
+    /// in it is replaced: stop its server first). The backup is checked
+    /// whole (counts and checksum) before anything becomes live; a truncated
+    /// or damaged file leaves no store behind. The watch history is not in a
+    /// backup: watches resume only from after each project's last write.
+    /// Exit codes: 0 restored, 1 refused or failed, 2 usage error.
+    Restore(RestoreArgs),
     #[command(flatten)]
     Client(Box<client::Command>),
 }
@@ -39,8 +50,48 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Restore(args) => match restore(&args) {
+            Ok(summary) => {
+                println!(
+                    "restored revision {} ({} projects, {} tokens, {} keys) into {}",
+                    summary.revision,
+                    summary.projects,
+                    summary.tokens,
+                    summary.keys,
+                    args.data_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("kvs restore: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Client(command) => client::run(*command),
     }
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// The backup to restore; `-` for stdin.
+    file: String,
+    /// The data directory to write (new or empty).
+    #[arg(long, value_name = "DIR")]
+    data_dir: std::path::PathBuf,
+    /// Replace the store in a directory that is not empty.
+    #[arg(long)]
+    force: bool,
+}
+
+fn restore(args: &RestoreArgs) -> anyhow::Result<crate::backup::Summary> {
+    use anyhow::Context as _;
+    if args.file == "-" {
+        return crate::backup::restore(std::io::stdin().lock(), &args.data_dir, args.force);
+    }
+    let file =
+        std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file))?;
+    crate::backup::restore(file, &args.data_dir, args.force)
+        .with_context(|| format!("{} was not restored", args.file))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

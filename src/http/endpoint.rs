@@ -18,6 +18,8 @@ pub enum Endpoint {
     Readyz,
     Metrics,
     Status,
+    /// `/v1/backup`: the whole server at one revision.
+    Backup,
     Whoami,
     /// `/v1/openapi.json`: the document that describes this API.
     OpenApi,
@@ -134,6 +136,7 @@ impl Endpoint {
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
             "/v1/status" => Endpoint::Status,
+            "/v1/backup" => Endpoint::Backup,
             "/v1/whoami" => Endpoint::Whoami,
             "/v1/openapi.json" => Endpoint::OpenApi,
             "/v1/projects" => Endpoint::Projects,
@@ -204,6 +207,7 @@ impl Endpoint {
             | Endpoint::Readyz
             | Endpoint::Metrics
             | Endpoint::Status
+            | Endpoint::Backup
             | Endpoint::Whoami
             | Endpoint::OpenApi => &["GET", "HEAD"],
             Endpoint::Ui(_) => &["GET", "HEAD"],
@@ -240,6 +244,7 @@ impl Endpoint {
             Endpoint::Readyz => "readyz",
             Endpoint::Metrics => "metrics",
             Endpoint::Status => "status",
+            Endpoint::Backup => "backup",
             Endpoint::Whoami => "whoami",
             Endpoint::OpenApi => "openapi",
             Endpoint::Projects => "projects",

@@ -4,6 +4,7 @@
 //! names a storage engine, only the [`Store`] trait.
 
 mod auth;
+mod backup;
 mod endpoint;
 mod error;
 mod form;
@@ -196,6 +197,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
             return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, request)).await);
         }
         (Endpoint::Status, _) => system::status(&ctx),
+        (Endpoint::Backup, _) => backup::backup(&ctx).await,
         (Endpoint::Whoami, _) => Ok(system::whoami(&ctx)),
         (Endpoint::Projects, Method::POST) => {
             let (parts, body) = request.into_parts();

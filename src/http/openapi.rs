@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use super::views::{
     CounterView, KeyMetaView, KeyWithValueView, NewTokenView, ProjectView, TokenView,
 };
-use super::{import, kv, projects, system, tokens, txn, watch};
+use super::{backup, import, kv, projects, system, tokens, txn, watch};
 
 /// The document, collected from every v1 handler.
 #[derive(OpenApi)]
@@ -66,9 +66,7 @@ use super::{import, kv, projects, system, tokens, txn, watch};
         txn::incr,
         watch::watch,
         import::import,
-        // GET /v1/backup (admin, JSON Lines) is added on its own branch: its
-        // handler's #[utoipa::path] is listed here, and its Endpoint variant
-        // gets a sample path in the test below.
+        backup::backup,
     ),
     components(schemas(
         ErrorBody, Storage, Role, TokenSource, Encoding, Time, Duration, KeyMetaView, KeyWithValueView,
@@ -663,6 +661,7 @@ mod tests {
             "/",
             "/api/v1/projects",
             "/ui",
+            "/v1/backup",
         ];
         let mut seen = BTreeSet::new();
         for sample in samples {
@@ -687,6 +686,7 @@ mod tests {
                 Endpoint::Latest(_) => Some("/v1/projects/{project}/latest"),
                 Endpoint::Watch(_) => Some("/v1/projects/{project}/watch"),
                 Endpoint::Import(_) => Some("/v1/projects/{project}/import"),
+                Endpoint::Backup => Some("/v1/backup"),
                 // The compatibility surfaces keep other programs' shapes
                 // and are not described (docs/API.md says so); the web
                 // view's page and assets are not API.

@@ -122,6 +122,12 @@ impl Catalog {
             .collect()
     }
 
+    /// The digest another server kept of an imported token's key, while the
+    /// key has not been presented.
+    pub fn imported_digest(&self, id: &TokenId) -> Option<&ImportedDigest> {
+        self.imported.get(id).map(|digest| digest.as_ref())
+    }
+
     /// Whether the token is imported and still waits for its key.
     pub fn is_imported(&self, id: &TokenId) -> bool {
         self.imported.contains_key(id)

@@ -24,7 +24,10 @@ pub use catalog::{Catalog, Project, ProjectStats};
 pub use error::StoreError;
 pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
 
-use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp, TokenId, TokenRecord};
+use crate::domain::{
+    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
+    TokenRecord,
+};
 
 /// A stored key's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +289,49 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// A project as a [`StoreSnapshot`] saw it: its settings and live figures.
+#[derive(Clone, Debug)]
+pub struct ProjectDump {
+    pub settings: ProjectSettings,
+    /// The last revision that wrote in the project.
+    pub revision: u64,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// A token as a [`StoreSnapshot`] saw it: its record (with its SHA-256
+/// digest, never a secret) and, for an imported token whose key has not
+/// been presented yet, the digest the other server kept.
+#[derive(Clone, Debug)]
+pub struct TokenDump {
+    pub record: TokenRecord,
+    pub imported: Option<ImportedDigest>,
+}
+
+/// The whole store at one revision, for a backup: taken while writes go on,
+/// without holding them up. Its reads block (call them off the async
+/// runtime); dropping it lets go of what it pins.
+pub trait StoreSnapshot: Send + Sync {
+    /// The server revision the snapshot holds: every write up to it, none
+    /// after.
+    fn revision(&self) -> u64;
+
+    /// Every project, by id.
+    fn projects(&self) -> Vec<ProjectDump>;
+
+    /// Every token, by creation time.
+    fn tokens(&self) -> Vec<TokenDump>;
+
+    /// Calls `each` with every stored key of the project in key order, with
+    /// its value and all its metadata (a key whose expiry has come but that
+    /// the sweep has not removed yet too: it is part of the state).
+    fn keys(
+        &self,
+        project: &ProjectId,
+        each: &mut dyn FnMut(Entry) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
 /// The storage interface. Implementations issue revisions, apply each write
 /// atomically, make a write to a `disk` project durable before they return,
 /// and publish the catalog after every change to it.
@@ -335,6 +381,10 @@ pub trait Store: Send + Sync + 'static {
     /// A receiver told of every change to the catalog (projects, settings,
     /// tokens): open watches and blocking reads check their token again.
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A consistent snapshot of everything the store holds, at one revision
+    /// (see [`StoreSnapshot`]).
+    async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
 
     /// Finishes the writes in flight and closes the store.
     async fn close(&self);

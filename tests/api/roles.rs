@@ -630,3 +630,48 @@ fn two_different_credentials_in_one_request_are_refused() {
         assert_eq!(raw.status, 200, "{header}");
     }
 }
+
+#[test]
+fn only_the_admin_token_may_take_a_backup() {
+    let setup = Setup::new("p", json!({}));
+    put(&setup.manage, &setup.kv("k"), b"v");
+
+    let answer = setup.admin.get("/v1/backup");
+    expect_status(&answer, 200);
+    let revision = answer
+        .header("kvs-revision")
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let header: Value = serde_json::from_str(answer.text().lines().next().unwrap()).unwrap();
+    assert_eq!(header["kvs_backup"], json!(1));
+    assert_eq!(header["revision"], json!(revision));
+    // The backup holds digests, never a secret.
+    assert!(
+        !answer
+            .text()
+            .contains(setup.admin.token.as_deref().unwrap())
+    );
+    assert!(
+        !answer
+            .text()
+            .contains(setup.manage.token.as_deref().unwrap())
+    );
+
+    let scoped = setup.token(json!({"role": "manage", "prefix": "app/"})).0;
+    for client in [
+        setup.manage.clone(),
+        scoped,
+        setup.client("write"),
+        setup.client("read"),
+    ] {
+        expect_error(&client.get("/v1/backup"), 403, "forbidden");
+    }
+    expect_unauthorized(&setup.anonymous().get("/v1/backup"));
+    expect_unauthorized(&setup.anonymous().with_token("kvs_nope").get("/v1/backup"));
+    expect_error(
+        &setup.admin.send("POST", "/v1/backup", None, &[]),
+        405,
+        "method_not_allowed",
+    );
+}

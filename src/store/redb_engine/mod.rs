@@ -12,6 +12,7 @@
 //! answer is that a redb commit is durable and visible in the same step, so
 //! no reader can see a write that a crash could still take back.
 
+mod backup;
 mod codec;
 mod snapshot;
 mod writer;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableTable, backends::InMemoryBackend};
+use redb::{Database, ReadableDatabase, ReadableTable, backends::InMemoryBackend};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
@@ -32,8 +33,9 @@ use crate::domain::{
 };
 use crate::store::{
     Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite, ListPage,
-    ListRequest, Project, ProjectStats, Read, Store, StoreError,
+    ListRequest, Project, ProjectStats, Read, Store, StoreError, StoreSnapshot,
 };
+pub use backup::{RESTORED_MEMORY, Restorer};
 use codec::{HistoryRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error};
 use snapshot::{ReadCache, Snapshot};
 use writer::{Command, Reply, Request, Writer};
@@ -89,7 +91,8 @@ impl RedbStore {
         let memory = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .map_err(storage_error)?;
-        let (catalog, revision, reserved, history) = load(&disk)?;
+        backup::adopt_restored_memory(data_dir, &memory)?;
+        let (catalog, revision, reserved, history) = load(&disk, &memory)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
@@ -198,14 +201,21 @@ impl Store for RedbStore {
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError> {
         match self.send(Request::Kv(write)).await? {
             Reply::Kv(result) => result,
-            Reply::Catalog(_) => Err(StoreError::Internal("mismatched reply".to_owned())),
+            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
         }
     }
 
     async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
         match self.send(Request::Catalog(write)).await? {
             Reply::Catalog(result) => result,
-            Reply::Kv(_) => Err(StoreError::Internal("mismatched reply".to_owned())),
+            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
+        match self.send(Request::Snapshot).await? {
+            Reply::Snapshot(result) => Ok(result?),
+            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
         }
     }
 
@@ -415,10 +425,24 @@ fn read_page(
 }
 
 /// Reads the catalog and the server counters at start. Keys of memory
-/// projects are gone (their database is new), so their figures start empty.
+/// projects are gone (their database is new), so their figures start empty,
+/// unless a restore has just put them back (`memory` then has their figures).
 type Loaded = (Catalog, u64, u64, HashMap<ProjectId, HistoryRecord>);
 
-fn load(disk: &Database) -> Result<Loaded, StoreError> {
+fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
+    let restored = memory.begin_read().map_err(storage_error)?;
+    let restored_record = |table: redb::TableDefinition<&str, &[u8]>,
+                           id: &ProjectId|
+     -> Result<Option<Vec<u8>>, StoreError> {
+        match restored.open_table(table) {
+            Ok(table) => Ok(table
+                .get(id.as_str())
+                .map_err(storage_error)?
+                .map(|record| record.value().to_vec())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(error) => Err(storage_error(error)),
+        }
+    };
     let txn = disk.begin_write().map_err(storage_error)?;
     let mut catalog = Catalog::default();
     let mut histories = HashMap::new();
@@ -457,9 +481,12 @@ fn load(disk: &Database) -> Result<Loaded, StoreError> {
                 // that moment's, past every version it ever handed out.
                 StorageMode::Memory => {
                     orphans.push(settings.id.clone());
-                    StatsRecord {
-                        revision: revision.max(reserved),
-                        ..StatsRecord::default()
+                    match restored_record(codec::STATS, &settings.id)? {
+                        Some(record) => decode::<StatsRecord>(&record)?,
+                        None => StatsRecord {
+                            revision: revision.max(reserved),
+                            ..StatsRecord::default()
+                        },
                     }
                 }
             };
@@ -474,9 +501,12 @@ fn load(disk: &Database) -> Result<Loaded, StoreError> {
                         None => HistoryRecord::default(),
                     }
                 }
-                StorageMode::Memory => HistoryRecord {
-                    compacted: revision,
-                    ..HistoryRecord::default()
+                StorageMode::Memory => match restored_record(codec::HISTORY, &settings.id)? {
+                    Some(record) => decode::<HistoryRecord>(&record)?,
+                    None => HistoryRecord {
+                        compacted: revision,
+                        ..HistoryRecord::default()
+                    },
                 },
             };
             stats.feed.raise_compacted(record.compacted);

@@ -54,11 +54,15 @@ pub enum Request {
     Expire,
     /// Finish what is queued before this, then stop.
     Close,
+    /// Finish what is queued before this, then take a snapshot of both
+    /// databases at the revision of that moment (for a backup).
+    Snapshot,
 }
 
 pub enum Reply {
     Kv(Result<KvCommit, StoreError>),
     Catalog(Result<(), StoreError>),
+    Snapshot(Result<Box<super::backup::RedbSnapshot>, StoreError>),
 }
 
 pub struct Command {
@@ -119,6 +123,13 @@ impl Writer {
                     self.commit(std::mem::take(&mut pending));
                     let _ = command.reply.send(Reply::Catalog(Ok(())));
                     return true;
+                }
+                // Between two commits, so that both databases hold exactly
+                // the writes up to `self.revision`.
+                Request::Snapshot => {
+                    self.commit(std::mem::take(&mut pending));
+                    let snapshot = super::backup::take(&self.shared, self.revision).map(Box::new);
+                    let _ = command.reply.send(Reply::Snapshot(snapshot));
                 }
                 Request::Catalog(CatalogWrite::UpdateProject { id, change })
                     if self.is_move(id, change) =>
@@ -216,6 +227,9 @@ impl Writer {
                 Request::Catalog(write) => Reply::Catalog(batch.apply_catalog(write)),
                 Request::Expire => Reply::Catalog(batch.apply_expiry()),
                 Request::Close => Reply::Catalog(Ok(())),
+                Request::Snapshot => {
+                    Reply::Snapshot(Err(StoreError::internal("a snapshot inside a batch")))
+                }
             };
             answers.push((command.reply, reply));
         }
@@ -419,6 +433,7 @@ fn fail_all(commands: Vec<Command>, error: &StoreError) {
     for command in commands {
         let reply = match command.request {
             Request::Kv(_) => Reply::Kv(Err(error.clone())),
+            Request::Snapshot => Reply::Snapshot(Err(error.clone())),
             Request::Catalog(_) | Request::Expire | Request::Close => {
                 Reply::Catalog(Err(error.clone()))
             }
@@ -1481,7 +1496,7 @@ fn changed(settings: &ProjectSettings, change: &ProjectChange) -> ProjectSetting
     next
 }
 
-fn put_record<T: serde::Serialize>(
+pub(super) fn put_record<T: serde::Serialize>(
     txn: &WriteTransaction,
     table: redb::TableDefinition<&str, &[u8]>,
     key: &str,
@@ -1578,7 +1593,7 @@ fn trim(
 }
 
 /// Copies every row of a table from a snapshot into a write transaction.
-fn copy_table<K: redb::Key + 'static>(
+pub(super) fn copy_table<K: redb::Key + 'static>(
     source: &redb::ReadTransaction,
     target: &WriteTransaction,
     table: redb::TableDefinition<K, &[u8]>,

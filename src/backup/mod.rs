@@ -1,0 +1,500 @@
+//! The backup format, and the one writer and one reader of it.
+//!
+//! A backup is JSON Lines: a header line `{"kvs_backup": 1, "revision",
+//! "created_at", "server_version"}`; then one line per project
+//! (`{"project": {…}}`), per token (`{"token": {…}}`, SHA-256 digests only,
+//! never a secret) and per key (`{"key": {…}}`, the keys of each project in
+//! key order after all projects and tokens); and last a trailer
+//! `{"end": {"projects", "tokens", "keys", "sha256"}}` whose `sha256` is the
+//! hex SHA-256 of every byte before the trailer line. A file without its
+//! trailer, or whose counts or checksum do not match, is refused whole, so
+//! a truncated or damaged backup is never restored in part.
+//!
+//! Everything in it is one revision of the whole server ([`StoreSnapshot`]).
+//! The change log (watch history) is not included: a restored server
+//! answers a watch from before a project's last write with 410
+//! `history_compacted`.
+//!
+//! [`write`] serves `GET /v1/backup` and the scheduled backups alike;
+//! [`Reader`] serves `kvs backup` (which checks what it downloads) and
+//! [`restore`] (`kvs restore`).
+
+mod schedule;
+
+pub use schedule::{backup_file_name, schedule, write_file};
+
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::domain::{
+    Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenId,
+    TokenRecord, TokenSource,
+};
+use crate::store::{Entry, KeyMeta, ProjectDump, StoreError, StoreSnapshot, TokenDump};
+
+/// The format's version, the header's `kvs_backup`.
+pub const FORMAT: u64 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    kvs_backup: u64,
+    revision: u64,
+    created_at: String,
+    server_version: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectLine {
+    id: ProjectId,
+    storage: StorageMode,
+    keys_discoverable: bool,
+    max_value_bytes: u64,
+    max_keys: Option<u64>,
+    created_at: String,
+    created_revision: u64,
+    /// The last revision that wrote in the project.
+    revision: u64,
+    keys: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenLine {
+    id: String,
+    /// Hex SHA-256 of the secret.
+    sha256: String,
+    role: Role,
+    project: Option<ProjectId>,
+    prefix: Option<String>,
+    name: Option<String>,
+    created_at: String,
+    expires_at: Option<String>,
+    source: TokenSource,
+    /// An imported token's PBKDF2 digest, until its key is first presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported_digest: Option<String>,
+}
+
+/// A key: its value as text when the bytes are UTF-8, else base64 (as
+/// `kvs export` writes it).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyLine {
+    project: ProjectId,
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    content_type: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trailer {
+    projects: u64,
+    tokens: u64,
+    keys: u64,
+    sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum Line {
+    Project(ProjectLine),
+    Token(TokenLine),
+    Key(KeyLine),
+    End(Trailer),
+}
+
+/// What a backup holds, as the trailer counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub revision: u64,
+    pub projects: u64,
+    pub tokens: u64,
+    pub keys: u64,
+    /// Bytes of the whole file, trailer included.
+    pub bytes: u64,
+}
+
+/// Hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn line(&mut self, line: &impl Serialize) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(line)?;
+        bytes.push(b'\n');
+        self.hash.update(&bytes);
+        self.bytes += bytes.len() as u64;
+        self.inner.write_all(&bytes)
+    }
+}
+
+/// Writes the whole snapshot to `out` in the backup format, streaming key by
+/// key (blocking: run it off the async runtime).
+pub fn write(snapshot: &dyn StoreSnapshot, out: impl Write) -> io::Result<Summary> {
+    let mut out = Hashing {
+        inner: io::BufWriter::with_capacity(64 << 10, out),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let mut summary = Summary {
+        revision: snapshot.revision(),
+        ..Summary::default()
+    };
+    out.line(&Header {
+        kvs_backup: FORMAT,
+        revision: summary.revision,
+        created_at: Timestamp::now().rfc3339(),
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })?;
+    let projects = snapshot.projects();
+    for project in &projects {
+        out.line(&Line::Project(project_line(project)))?;
+        summary.projects += 1;
+    }
+    for token in snapshot.tokens() {
+        out.line(&Line::Token(token_line(&token)))?;
+        summary.tokens += 1;
+    }
+    for project in &projects {
+        let id = &project.settings.id;
+        let mut failed = None;
+        let result = snapshot.keys(id, &mut |entry| {
+            out.line(&Line::Key(key_line(id, entry))).map_err(|error| {
+                let store = StoreError::internal(&error);
+                failed = Some(error);
+                store
+            })?;
+            summary.keys += 1;
+            Ok(())
+        });
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        result.map_err(io::Error::other)?;
+    }
+    let sha256 = hex::encode(out.hash.clone().finalize());
+    let trailer = Line::End(Trailer {
+        projects: summary.projects,
+        tokens: summary.tokens,
+        keys: summary.keys,
+        sha256,
+    });
+    out.line(&trailer)?;
+    out.inner.flush()?;
+    summary.bytes = out.bytes;
+    Ok(summary)
+}
+
+fn project_line(project: &ProjectDump) -> ProjectLine {
+    let settings = &project.settings;
+    ProjectLine {
+        id: settings.id.clone(),
+        storage: settings.storage,
+        keys_discoverable: settings.keys_discoverable,
+        max_value_bytes: settings.max_value_bytes,
+        max_keys: settings.max_keys,
+        created_at: settings.created_at.rfc3339(),
+        created_revision: settings.created_revision,
+        revision: project.revision,
+        keys: project.keys,
+        bytes: project.bytes,
+    }
+}
+
+fn token_line(token: &TokenDump) -> TokenLine {
+    let record = &token.record;
+    TokenLine {
+        id: record.id.as_str().to_owned(),
+        sha256: hex::encode(record.digest.0),
+        role: record.role,
+        project: record.project.clone(),
+        prefix: record.prefix.clone(),
+        name: record.name.clone(),
+        created_at: record.created_at.rfc3339(),
+        expires_at: record.expires_at.map(Timestamp::rfc3339),
+        source: record.source,
+        imported_digest: token.imported.as_ref().map(|d| d.as_str().to_owned()),
+    }
+}
+
+fn key_line(project: &ProjectId, entry: Entry) -> KeyLine {
+    let meta = entry.meta;
+    let (value, value_base64) = match String::from_utf8(entry.value.to_vec()) {
+        Ok(text) => (Some(text), None),
+        Err(bytes) => (None, Some(BASE64.encode(bytes.as_bytes()))),
+    };
+    KeyLine {
+        project: project.clone(),
+        key: meta.key.as_str().to_owned(),
+        value,
+        value_base64,
+        content_type: meta.content_type,
+        version: meta.version,
+        created_at: meta.created_at.rfc3339(),
+        updated_at: meta.updated_at.rfc3339(),
+        expires_at: meta.expires_at.map(Timestamp::rfc3339),
+    }
+}
+
+/// One record of a backup, as read back.
+pub enum Record {
+    Project(ProjectDump),
+    Token(TokenDump),
+    Key(ProjectId, Entry),
+    /// The trailer, checked: the backup is whole.
+    End(Summary),
+}
+
+/// Reads a backup line by line and checks it as it goes: the header first,
+/// then every line parsed and hashed, and the trailer's counts and checksum
+/// last. Only an `End` record says the backup is whole.
+#[derive(Default)]
+pub struct Reader {
+    hash: Sha256,
+    summary: Summary,
+    started: bool,
+    ended: bool,
+    /// Number of the line read last, for messages.
+    line: u64,
+}
+
+impl Reader {
+    /// The header's revision, once it has been read.
+    pub fn revision(&self) -> Option<u64> {
+        self.started.then_some(self.summary.revision)
+    }
+
+    /// Takes the next line (with or without its `\n`); `None` for the
+    /// header.
+    pub fn line(&mut self, bytes: &[u8]) -> anyhow::Result<Option<Record>> {
+        self.line += 1;
+        let number = self.line;
+        let result = self.parse(bytes);
+        self.summary.bytes += bytes.len() as u64;
+        result.with_context(|| format!("line {number}"))
+    }
+
+    fn parse(&mut self, bytes: &[u8]) -> anyhow::Result<Option<Record>> {
+        if self.ended {
+            bail!("data after the trailer");
+        }
+        if !bytes.ends_with(b"\n") {
+            bail!("the backup is truncated (its last line is incomplete)");
+        }
+        if !self.started {
+            let header: Header = serde_json::from_slice(bytes)
+                .map_err(|_| anyhow!("not a kvs backup (no kvs_backup header)"))?;
+            if header.kvs_backup != FORMAT {
+                bail!(
+                    "a kvs backup of format {}, which this kvs does not read (it reads {FORMAT})",
+                    header.kvs_backup
+                );
+            }
+            self.hash.update(bytes);
+            self.started = true;
+            self.summary.revision = header.revision;
+            return Ok(None);
+        }
+        let line: Line = serde_json::from_slice(bytes).context("not a backup record")?;
+        let record = match line {
+            Line::End(trailer) => {
+                let sha256 = hex::encode(self.hash.clone().finalize());
+                let counted = (
+                    self.summary.projects,
+                    self.summary.tokens,
+                    self.summary.keys,
+                );
+                if (trailer.projects, trailer.tokens, trailer.keys) != counted {
+                    bail!("the trailer's counts do not match the records: the backup is damaged");
+                }
+                if trailer.sha256 != sha256 {
+                    bail!("the checksum does not match: the backup is damaged");
+                }
+                self.ended = true;
+                let mut summary = self.summary;
+                summary.bytes += bytes.len() as u64;
+                return Ok(Some(Record::End(summary)));
+            }
+            Line::Project(line) => {
+                self.summary.projects += 1;
+                self.no_later_than(line.revision)?;
+                Record::Project(project_dump(line)?)
+            }
+            Line::Token(line) => {
+                self.summary.tokens += 1;
+                Record::Token(token_dump(line)?)
+            }
+            Line::Key(line) => {
+                self.summary.keys += 1;
+                self.no_later_than(line.version)?;
+                let (project, entry) = entry(line)?;
+                Record::Key(project, entry)
+            }
+        };
+        self.hash.update(bytes);
+        Ok(Some(record))
+    }
+
+    /// A revision in a record after the header's would let a restored server
+    /// issue it again.
+    fn no_later_than(&self, revision: u64) -> anyhow::Result<()> {
+        if revision > self.summary.revision {
+            bail!(
+                "revision {revision} is after the backup's revision {}",
+                self.summary.revision
+            );
+        }
+        Ok(())
+    }
+
+    /// Called at the end of the input: an error unless the trailer came.
+    pub fn finish(&self) -> anyhow::Result<Summary> {
+        if !self.started {
+            bail!("the file is empty: not a kvs backup");
+        }
+        if !self.ended {
+            bail!("the backup is truncated: it ends without its trailer");
+        }
+        Ok(self.summary)
+    }
+}
+
+fn time(text: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse_rfc3339(text).ok_or_else(|| anyhow!("{text:?} is not an RFC 3339 time"))
+}
+
+fn project_dump(line: ProjectLine) -> anyhow::Result<ProjectDump> {
+    Ok(ProjectDump {
+        settings: ProjectSettings {
+            id: line.id,
+            storage: line.storage,
+            keys_discoverable: line.keys_discoverable,
+            max_value_bytes: line.max_value_bytes,
+            max_keys: line.max_keys,
+            created_at: time(&line.created_at)?,
+            created_revision: line.created_revision,
+        },
+        revision: line.revision,
+        keys: line.keys,
+        bytes: line.bytes,
+    })
+}
+
+fn token_dump(line: TokenLine) -> anyhow::Result<TokenDump> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(&line.sha256, &mut digest)
+        .map_err(|_| anyhow!("a token's sha256 is not 64 hex digits"))?;
+    let imported = line
+        .imported_digest
+        .map(|text| ImportedDigest::parse(&text))
+        .transpose()
+        .map_err(|error| anyhow!("a token's imported digest: {error}"))?;
+    Ok(TokenDump {
+        record: TokenRecord {
+            id: TokenId::from_path(&line.id),
+            digest: Digest(digest),
+            role: line.role,
+            project: line.project,
+            prefix: line.prefix,
+            name: line.name,
+            created_at: time(&line.created_at)?,
+            expires_at: line.expires_at.as_deref().map(time).transpose()?,
+            source: line.source,
+        },
+        imported,
+    })
+}
+
+fn entry(line: KeyLine) -> anyhow::Result<(ProjectId, Entry)> {
+    let value = match (line.value, line.value_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(encoded)) => Bytes::from(
+            BASE64
+                .decode(encoded)
+                .map_err(|_| anyhow!("value_base64 is not base64"))?,
+        ),
+        _ => bail!("a key has either value or value_base64"),
+    };
+    let key = Key::parse(line.key.as_str()).map_err(|error| anyhow!("{error}"))?;
+    let meta = KeyMeta {
+        key,
+        version: line.version,
+        created_at: time(&line.created_at)?,
+        updated_at: time(&line.updated_at)?,
+        expires_at: line.expires_at.as_deref().map(time).transpose()?,
+        size: value.len() as u64,
+        content_type: line.content_type,
+    };
+    Ok((line.project, Entry { meta, value }))
+}
+
+/// Reads lines of any length, each with its `\n` if it had one; `None` at
+/// the end.
+pub fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    Ok(input.read_until(b'\n', line)? > 0)
+}
+
+/// `kvs restore`: reads a backup and writes a new data directory that a
+/// server started on it answers as the backed-up server did at the backup's
+/// revision. Refuses a directory that holds anything unless `force` (then
+/// the store in it is replaced). Nothing is live unless the whole backup
+/// was read and verified.
+pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<Summary> {
+    let occupied = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+        Err(error) => return Err(anyhow!("cannot read {}: {error}", dir.display())),
+    };
+    if occupied && !force {
+        bail!(
+            "{} is not empty; restore into a new directory (or pass --force to replace the store \
+             in it, with its server stopped)",
+            dir.display()
+        );
+    }
+    let mut restorer = crate::store::redb_engine::Restorer::create(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut reader = Reader::default();
+    let mut input = io::BufReader::with_capacity(256 << 10, input);
+    let mut line = Vec::new();
+    let mut summary = None;
+    while next_line(&mut input, &mut line).context("cannot read the backup")? {
+        let record = reader.line(&line)?;
+        match record {
+            None => {}
+            Some(Record::Project(project)) => restorer.project(&project)?,
+            Some(Record::Token(token)) => restorer.token(&token.record, token.imported.as_ref())?,
+            Some(Record::Key(project, entry)) => restorer.key(&project, &entry)?,
+            Some(Record::End(whole)) => summary = Some(whole),
+        }
+    }
+    let summary = match summary {
+        Some(summary) => summary,
+        None => reader.finish()?,
+    };
+    reader.finish()?;
+    restorer.finish(summary.revision)?;
+    Ok(summary)
+}

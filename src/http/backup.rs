@@ -1,0 +1,131 @@
+//! `GET /v1/backup` (admin): the whole server at one revision, streamed in
+//! the backup format ([`crate::backup`]) as it is read, so that a large
+//! store is never held in memory. Writes go on meanwhile.
+//!
+//! The status and `Kvs-Revision` are sent before the body, so a failure
+//! while streaming cannot become an error answer: the stream then breaks off
+//! without its trailer, which every reader of the format refuses.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::Ctx;
+use super::error::ApiError;
+
+/// Chunks of about this size go to the connection.
+const CHUNK: usize = 256 << 10;
+/// Chunks queued ahead of a slow client.
+const QUEUED: usize = 8;
+
+#[utoipa::path(
+    get,
+    path = "/v1/backup",
+    tag = "system",
+    description = "Admin only. The whole server (projects, token digests, keys with their \
+        metadata) at one revision, as JSON Lines: a header line, one line per project, token \
+        and key, and a trailer with counts and a SHA-256 of everything before it. A stream \
+        that breaks off lacks its trailer. See docs/API.md for the format.",
+    responses((
+        status = 200,
+        description = "The backup, streamed",
+        content_type = "application/jsonl",
+        body = String,
+        headers(("Kvs-Revision" = u64, description = "The revision the backup holds")),
+    )),
+)]
+pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let snapshot = ctx.app.store.snapshot().await?;
+    let revision = snapshot.revision();
+    let (sender, queue) = mpsc::channel(QUEUED);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        let written = crate::backup::write(snapshot.as_ref(), &mut out).and_then(|_| out.send());
+        if let Err(error) = written {
+            // A client that went away is not worth a warning.
+            if error.kind() != io::ErrorKind::BrokenPipe {
+                tracing::error!(%error, "a backup stream failed");
+            }
+            let _ = out.sender.blocking_send(Err(error));
+        }
+    });
+    let mut response = Response::new(Body::new(Stream { queue }));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jsonl"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("kvs-revision", HeaderValue::from(revision));
+    let name = crate::backup::backup_file_name(revision, crate::domain::Timestamp::now());
+    if let Ok(value) = HeaderValue::try_from(format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// The writer's side: bytes gathered into chunks for the body.
+struct Chunks {
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The body: chunks as the writer sends them; an error breaks the
+/// connection off, so the client sees an incomplete answer, not an end.
+struct Stream {
+    queue: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl hyper::body::Body for Stream {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        self.get_mut()
+            .queue
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(hyper::body::Frame::data)))
+    }
+}

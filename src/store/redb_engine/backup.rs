@@ -1,0 +1,438 @@
+//! Backups and restores at the engine's level: a consistent snapshot of both
+//! databases for a backup, and the offline writer of a new data directory
+//! from one.
+//!
+//! A snapshot must hold one revision across two databases (the disk one and
+//! the in-memory one of `memory` projects), and each redb read transaction
+//! sees one database only. So the writer thread takes it: between two
+//! batches, when nothing is half-committed in either database, it begins a
+//! read transaction on each and notes the revision and the catalog. That
+//! costs two transaction begins on the writer's thread and blocks no write;
+//! the snapshot then pins the pages it sees (the disk file may grow while a
+//! long backup runs) until it is dropped.
+//!
+//! A restore writes a new data directory offline, into files beside the
+//! final ones, and makes them live with one rename once the whole backup
+//! has been read and verified. The keys of memory projects cannot go into a
+//! database that exists only while a server runs, so they go to
+//! `restored-memory.redb` (the in-memory database's layout), which the next
+//! start copies into its in-memory database and then removes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    WriteTransaction,
+};
+
+use super::codec::{
+    self, HistoryRecord, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry,
+    encode_entry, expiry_key, storage_error,
+};
+use super::writer::{copy_table, put_record};
+use super::{Shared, StorageMode};
+use crate::domain::{ImportedDigest, Key, ProjectId, TokenRecord};
+use crate::store::{Catalog, Entry, ProjectDump, StoreError, StoreSnapshot, TokenDump};
+
+/// The file a restore leaves for the next start: memory projects' keys.
+pub const RESTORED_MEMORY: &str = "restored-memory.redb";
+
+/// Memory projects whose keys a [`RESTORED_MEMORY`] file holds.
+const RESTORED_PROJECTS: TableDefinition<&str, ()> = TableDefinition::new("restored/projects");
+
+/// Both databases, the catalog and every project's figures at one revision.
+pub struct RedbSnapshot {
+    revision: u64,
+    catalog: Arc<Catalog>,
+    projects: Vec<ProjectDump>,
+    disk: ReadTransaction,
+    memory: ReadTransaction,
+}
+
+/// Called by the writer between batches: nothing is half-committed, and the
+/// catalog, the figures and the revision are those of the last commit.
+pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, StoreError> {
+    let disk = shared.database(StorageMode::Disk)?;
+    let catalog = shared.catalog.load_full();
+    let projects = catalog
+        .projects()
+        .map(|project| ProjectDump {
+            settings: project.settings.clone(),
+            revision: project.stats.revision(),
+            keys: project.stats.keys(),
+            bytes: project.stats.bytes(),
+        })
+        .collect();
+    Ok(RedbSnapshot {
+        revision,
+        catalog,
+        projects,
+        disk: disk.begin_read().map_err(storage_error)?,
+        memory: shared.memory.begin_read().map_err(storage_error)?,
+    })
+}
+
+impl StoreSnapshot for RedbSnapshot {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn projects(&self) -> Vec<ProjectDump> {
+        self.projects.clone()
+    }
+
+    fn tokens(&self) -> Vec<TokenDump> {
+        self.catalog
+            .tokens()
+            .into_iter()
+            .map(|record| TokenDump {
+                record: (**record).clone(),
+                imported: self.catalog.imported_digest(&record.id).cloned(),
+            })
+            .collect()
+    }
+
+    fn keys(
+        &self,
+        project: &ProjectId,
+        each: &mut dyn FnMut(Entry) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(dump) = self.projects.iter().find(|p| &p.settings.id == project) else {
+            return Err(StoreError::ProjectNotFound);
+        };
+        let txn = match dump.settings.storage {
+            StorageMode::Disk => &self.disk,
+            StorageMode::Memory => &self.memory,
+        };
+        let tables = KeyTables::of(project.as_str());
+        let keys = match txn.open_table(tables.keys()) {
+            Ok(keys) => keys,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(error) => return Err(storage_error(error)),
+        };
+        let values = match txn.open_table(tables.values()) {
+            Ok(values) => Some(values),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(storage_error(error)),
+        };
+        for item in keys.iter().map_err(storage_error)? {
+            let (key, entry) = item.map_err(storage_error)?;
+            let key = key.value();
+            let (record, inline) = decode_entry(entry.value())?;
+            let value = if record.inline {
+                Bytes::copy_from_slice(inline)
+            } else {
+                let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+                let stored = values.as_ref().ok_or_else(missing)?;
+                let stored = stored
+                    .get(key)
+                    .map_err(storage_error)?
+                    .ok_or_else(missing)?;
+                Bytes::copy_from_slice(stored.value())
+            };
+            each(Entry {
+                meta: record.into_meta(Key::from_stored(key)),
+                value,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a new data directory from a backup, record by record. Nothing is
+/// live until [`Restorer::finish`]; dropped before, it removes what it wrote.
+pub struct Restorer {
+    dir: PathBuf,
+    disk: Option<(Database, WriteTransaction)>,
+    memory: Option<(Database, WriteTransaction)>,
+    /// Every project so far, with its figures.
+    projects: HashMap<ProjectId, (StorageMode, StatsRecord)>,
+    /// Keys written since the last intermediate commit.
+    pending: usize,
+}
+
+/// Keys per intermediate commit: bounds the memory a restore takes. The
+/// files are not live yet, so these commits need not be durable.
+const KEYS_PER_COMMIT: usize = 20_000;
+
+const DISK_TMP: &str = "kvs.redb.restoring";
+const MEMORY_TMP: &str = "restored-memory.redb.restoring";
+
+fn begin(path: &Path) -> Result<(Database, WriteTransaction), StoreError> {
+    let db = Database::create(path).map_err(storage_error)?;
+    let mut txn = db.begin_write().map_err(storage_error)?;
+    txn.set_durability(redb::Durability::None)
+        .map_err(storage_error)?;
+    Ok((db, txn))
+}
+
+impl Restorer {
+    /// Starts a restore into `dir` (created if missing). The caller has
+    /// checked that `dir` holds no store, or wants it replaced.
+    pub fn create(dir: &Path) -> Result<Restorer, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::internal)?;
+        for name in [DISK_TMP, MEMORY_TMP] {
+            remove_if_present(&dir.join(name))?;
+        }
+        Ok(Restorer {
+            dir: dir.to_owned(),
+            disk: Some(begin(&dir.join(DISK_TMP))?),
+            memory: None,
+            projects: HashMap::new(),
+            pending: 0,
+        })
+    }
+
+    fn txn(&mut self, storage: StorageMode) -> Result<&WriteTransaction, StoreError> {
+        let slot = match storage {
+            StorageMode::Disk => &mut self.disk,
+            StorageMode::Memory => &mut self.memory,
+        };
+        if slot.is_none() {
+            *slot = Some(begin(&self.dir.join(MEMORY_TMP))?);
+        }
+        slot.as_ref()
+            .map(|(_, txn)| txn)
+            .ok_or_else(|| StoreError::internal("the restore is finished"))
+    }
+
+    /// A project's settings; its keys follow with [`Restorer::key`].
+    pub fn project(&mut self, dump: &ProjectDump) -> Result<(), StoreError> {
+        let id = dump.settings.id.clone();
+        let disk = self.txn(StorageMode::Disk)?;
+        put_record(disk, codec::PROJECTS, id.as_str(), &dump.settings)?;
+        let storage = dump.settings.storage;
+        if storage == StorageMode::Memory {
+            let memory = self.txn(StorageMode::Memory)?;
+            let mut restored = memory
+                .open_table(RESTORED_PROJECTS)
+                .map_err(storage_error)?;
+            restored.insert(id.as_str(), ()).map_err(storage_error)?;
+        }
+        let figures = StatsRecord {
+            keys: 0,
+            bytes: 0,
+            revision: dump.revision,
+        };
+        if self.projects.insert(id, (storage, figures)).is_some() {
+            return Err(StoreError::ProjectExists);
+        }
+        Ok(())
+    }
+
+    /// A token, with the imported digest it still waits on, if any.
+    pub fn token(
+        &mut self,
+        record: &TokenRecord,
+        imported: Option<&ImportedDigest>,
+    ) -> Result<(), StoreError> {
+        let disk = self.txn(StorageMode::Disk)?;
+        put_record(disk, codec::TOKENS, record.id.as_str(), record)?;
+        if let Some(digest) = imported {
+            let mut table = disk.open_table(codec::IMPORTED).map_err(storage_error)?;
+            table
+                .insert(record.id.as_str(), digest.as_str())
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// A key of a project given before, with its exact version and times.
+    pub fn key(&mut self, project: &ProjectId, entry: &Entry) -> Result<(), StoreError> {
+        let Some(&(storage, _)) = self.projects.get(project) else {
+            return Err(StoreError::internal(format!(
+                "a key of {project} comes before its project"
+            )));
+        };
+        let tables = KeyTables::of(project.as_str());
+        let meta = &entry.meta;
+        let record = KeyRecord {
+            version: meta.version,
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
+            expires_at: meta.expires_at,
+            size: entry.value.len() as u64,
+            content_type: meta.content_type.clone(),
+            inline: entry.value.len() <= INLINE_LIMIT,
+        };
+        let key = meta.key.as_str();
+        let txn = self.txn(storage)?;
+        {
+            let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+            keys.insert(key, encode_entry(&record, &entry.value)?.as_slice())
+                .map_err(storage_error)?;
+        }
+        if !record.inline {
+            let mut values = txn.open_table(tables.values()).map_err(storage_error)?;
+            values
+                .insert(key, entry.value.as_ref())
+                .map_err(storage_error)?;
+        }
+        if let Some(at) = record.expires_at {
+            let mut expiry = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+            expiry
+                .insert(expiry_key(at, project.as_str(), key).as_slice(), ())
+                .map_err(storage_error)?;
+        }
+        if let Some((_, figures)) = self.projects.get_mut(project) {
+            figures.keys += 1;
+            figures.bytes += record.size;
+        }
+        self.pending += 1;
+        if self.pending >= KEYS_PER_COMMIT {
+            self.pending = 0;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what is written so far (not durably: nothing is live yet)
+    /// and begins new transactions.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for slot in [&mut self.disk, &mut self.memory] {
+            if let Some((db, txn)) = slot.take() {
+                txn.commit().map_err(storage_error)?;
+                let mut txn = db.begin_write().map_err(storage_error)?;
+                txn.set_durability(redb::Durability::None)
+                    .map_err(storage_error)?;
+                *slot = Some((db, txn));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every project's figures, counted from its keys. The change log is
+    /// not in the backup: it starts empty, compacted up to the project's
+    /// last revision, so a watch from before that is told (410), never
+    /// shown a gap.
+    fn write_figures(&mut self) -> Result<(), StoreError> {
+        for (id, (storage, figures)) in std::mem::take(&mut self.projects) {
+            let txn = self.txn(storage)?;
+            put_record(txn, codec::STATS, id.as_str(), &figures)?;
+            let history = HistoryRecord {
+                compacted: figures.revision,
+                ..HistoryRecord::default()
+            };
+            put_record(txn, codec::HISTORY, id.as_str(), &history)?;
+        }
+        Ok(())
+    }
+
+    /// Records the server revision, commits durably and makes the data
+    /// directory live: the memory file first, then `kvs.redb` with one
+    /// rename, which is the moment the restore happens.
+    pub fn finish(mut self, revision: u64) -> Result<(), StoreError> {
+        self.write_figures()?;
+        {
+            let disk = self.txn(StorageMode::Disk)?;
+            let mut server = disk.open_table(codec::SERVER).map_err(storage_error)?;
+            server
+                .insert(codec::REVISION, revision)
+                .map_err(storage_error)?;
+            server
+                .insert(codec::RESERVED, revision)
+                .map_err(storage_error)?;
+        }
+        for slot in [&mut self.memory, &mut self.disk] {
+            if let Some((db, mut txn)) = slot.take() {
+                txn.set_durability(redb::Durability::Immediate)
+                    .map_err(storage_error)?;
+                txn.commit().map_err(storage_error)?;
+                drop(db);
+            }
+        }
+        let memory = self.dir.join(MEMORY_TMP);
+        let live_memory = self.dir.join(RESTORED_MEMORY);
+        remove_if_present(&live_memory)?;
+        if memory.exists() {
+            std::fs::rename(&memory, &live_memory).map_err(StoreError::internal)?;
+        }
+        std::fs::rename(self.dir.join(DISK_TMP), self.dir.join("kvs.redb"))
+            .map_err(StoreError::internal)?;
+        sync_dir(&self.dir)
+    }
+}
+
+impl Drop for Restorer {
+    /// A restore that did not finish leaves no store behind.
+    fn drop(&mut self) {
+        self.disk = None;
+        self.memory = None;
+        for name in [DISK_TMP, MEMORY_TMP] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::internal(format!(
+            "cannot remove {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+/// Makes renames in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::internal)
+}
+
+/// At start, before the catalog is loaded: copies the memory projects' keys
+/// that a restore left in [`RESTORED_MEMORY`] into the in-memory database,
+/// then removes the file. A crash before the removal only means the next
+/// start copies them again: no request has been served meanwhile.
+pub(super) fn adopt_restored_memory(dir: &Path, memory: &Database) -> Result<(), StoreError> {
+    let path = dir.join(RESTORED_MEMORY);
+    if !path.exists() {
+        return Ok(());
+    }
+    {
+        let restored = Database::open(&path).map_err(storage_error)?;
+        let source = restored.begin_read().map_err(storage_error)?;
+        let target = memory.begin_write().map_err(storage_error)?;
+        let projects = match source.open_table(RESTORED_PROJECTS) {
+            Ok(table) => table
+                .iter()
+                .map_err(storage_error)?
+                .map(|item| item.map(|(id, _)| id.value().to_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage_error)?,
+            Err(TableError::TableDoesNotExist(_)) => Vec::new(),
+            Err(error) => return Err(storage_error(error)),
+        };
+        for id in &projects {
+            let tables = KeyTables::of(id);
+            copy_table(&source, &target, tables.keys())?;
+            copy_table(&source, &target, tables.values())?;
+        }
+        copy_table(&source, &target, codec::STATS)?;
+        copy_table(&source, &target, codec::HISTORY)?;
+        copy_expiry(&source, &target)?;
+        target.commit().map_err(storage_error)?;
+    }
+    std::fs::remove_file(&path).map_err(StoreError::internal)?;
+    sync_dir(dir)
+}
+
+/// The expiry index, whose values are `()` (so [`copy_table`] cannot).
+fn copy_expiry(source: &ReadTransaction, target: &WriteTransaction) -> Result<(), StoreError> {
+    let rows = match source.open_table(codec::EXPIRY) {
+        Ok(rows) => rows,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut copy = target.open_table(codec::EXPIRY).map_err(storage_error)?;
+    for item in rows.iter().map_err(storage_error)? {
+        let (key, _) = item.map_err(storage_error)?;
+        copy.insert(key.value(), ()).map_err(storage_error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,531 @@
+//! Backup and restore, end to end with the real binary: a backup taken under
+//! a concurrent write load restores to exactly the state at its revision
+//! (derived from the writes the load saw acknowledged), on disk and memory
+//! projects, with versions, times, settings and tokens; damaged backups and
+//! occupied directories are refused; scheduled backups appear and are pruned.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Client, Run, ServerProcess, fake_secret, kv, run};
+
+/// Runs `kvs` with these arguments, talking to `url` as `token`.
+fn kvs(url: &str, token: &str, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
+        .args(args)
+        .env("KVS_URL", url)
+        .env("KVS_TOKEN", token);
+    run(command, b"")
+}
+
+/// `kvs restore FILE --data-dir DIR`.
+fn restore(file: &Path, dir: &Path) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.arg("restore").arg(file).arg("--data-dir").arg(dir);
+    run(command, b"")
+}
+
+/// A key's state as an acknowledged write left it.
+#[derive(Clone, Debug, PartialEq)]
+struct Stored {
+    value: Vec<u8>,
+    content_type: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+    expires_at: Value,
+}
+
+/// Every acknowledged write: (project, key) → [(revision, state after)].
+type Log = Arc<Mutex<HashMap<(String, String), Vec<(u64, Option<Stored>)>>>>;
+
+fn record(log: &Log, project: &str, key: &str, revision: u64, state: Option<Stored>) {
+    log.lock()
+        .unwrap()
+        .entry((project.to_owned(), key.to_owned()))
+        .or_default()
+        .push((revision, state));
+}
+
+fn stored(meta: &Value, value: Vec<u8>) -> Stored {
+    Stored {
+        value,
+        content_type: meta["content_type"].as_str().unwrap().to_owned(),
+        version: meta["version"].as_u64().unwrap(),
+        created_at: meta["created_at"].as_str().unwrap().to_owned(),
+        updated_at: meta["updated_at"].as_str().unwrap().to_owned(),
+        expires_at: meta["expires_at"].clone(),
+    }
+}
+
+/// A small deterministic random source per thread.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// One writer of the load: puts (text, binary, large), transactions of two
+/// puts and a delete, and incrs, on both projects, until `stop`.
+fn load(client: Client, log: Log, seed: u64, stop: Arc<AtomicBool>) {
+    let mut random = Lcg(seed);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let project = ["disk1", "mem1"][random.next(2) as usize];
+        let key = format!("k{:02}", random.next(16));
+        match random.next(4) {
+            0 => {
+                let (value, content_type) = match random.next(3) {
+                    0 => (format!("{seed}-{n}").into_bytes(), "text/plain"),
+                    1 => (vec![0xff, 0x00, seed as u8, n as u8], "image/x-test"),
+                    _ => (vec![b'L'; 3000 + n as usize % 50], "application/x-large"),
+                };
+                let answer = client.send(
+                    "PUT",
+                    &kv(project, &key),
+                    Some(&value),
+                    &[("Content-Type", content_type)],
+                );
+                assert!(matches!(answer.status, 200 | 201), "{}", answer.text());
+                let meta = answer.json();
+                let revision = meta["version"].as_u64().unwrap();
+                record(&log, project, &key, revision, Some(stored(&meta, value)));
+            }
+            1 => {
+                let other = format!("k{:02}", random.next(16));
+                let gone = format!("k{:02}", random.next(16));
+                let body = json!({"ops": [
+                    {"op": "put", "key": key, "value": format!("t{seed}-{n}")},
+                    {"op": "put", "key": other, "value": format!("u{seed}-{n}")},
+                    {"op": "delete", "key": gone},
+                ]});
+                let answer = client.post_json(&format!("/v1/projects/{project}/txn"), &body);
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                let answer = answer.json();
+                let revision = answer["revision"].as_u64().unwrap();
+                // Ops on one key fold: the last op on a key decides its state.
+                let mut states: BTreeMap<String, Option<Stored>> = BTreeMap::new();
+                for (index, op) in body["ops"].as_array().unwrap().iter().enumerate() {
+                    let name = op["key"].as_str().unwrap().to_owned();
+                    let state = match op["op"].as_str().unwrap() {
+                        "put" => {
+                            let value = op["value"].as_str().unwrap().as_bytes().to_vec();
+                            Some(stored(&answer["results"][index], value))
+                        }
+                        _ => None,
+                    };
+                    states.insert(name, state);
+                }
+                for (name, state) in states {
+                    record(&log, project, &name, revision, state);
+                }
+            }
+            2 => {
+                let answer = client.post_json(
+                    &format!("/v1/projects/{project}/txn"),
+                    &json!({"ops": [{"op": "delete", "key": key}]}),
+                );
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                let revision = answer.json()["revision"].as_u64().unwrap();
+                record(&log, project, &key, revision, None);
+            }
+            _ => {
+                let counter = format!("n{}", random.next(3));
+                let answer = client.send(
+                    "POST",
+                    &format!("/v1/projects/{project}/incr/{counter}?by=3"),
+                    None,
+                    &[],
+                );
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                let meta = answer.json();
+                let value = meta["value"].as_i64().unwrap().to_string().into_bytes();
+                let revision = meta["version"].as_u64().unwrap();
+                record(
+                    &log,
+                    project,
+                    &counter,
+                    revision,
+                    Some(stored(&meta, value)),
+                );
+            }
+        }
+    }
+}
+
+/// The state at `revision`: each key's last acknowledged write up to it.
+fn state_at(log: &Log, revision: u64) -> BTreeMap<(String, String), Stored> {
+    let mut state = BTreeMap::new();
+    for (key, writes) in log.lock().unwrap().iter() {
+        let last = writes
+            .iter()
+            .filter(|(r, _)| *r <= revision)
+            .max_by_key(|(r, _)| *r);
+        if let Some((_, Some(value))) = last {
+            state.insert(key.clone(), value.clone());
+        }
+    }
+    state
+}
+
+/// What a server holds now, read through the API.
+fn state_of(client: &Client, projects: &[&str]) -> BTreeMap<(String, String), Stored> {
+    let mut state = BTreeMap::new();
+    for project in projects {
+        let listing = client.get(&format!("/v1/projects/{project}/kv?limit=1000"));
+        assert_eq!(listing.status, 200, "{}", listing.text());
+        let listing = listing.json();
+        assert!(listing["cursor"].is_null());
+        for meta in listing["keys"].as_array().unwrap() {
+            let key = meta["key"].as_str().unwrap();
+            let raw = client.get(&kv(project, key));
+            assert_eq!(raw.status, 200);
+            let version = meta["version"].as_u64().unwrap();
+            assert_eq!(raw.header("etag"), Some(format!("\"{version}\"").as_str()));
+            assert_eq!(raw.header("content-type"), meta["content_type"].as_str());
+            state.insert(
+                (project.to_string(), key.to_owned()),
+                stored(meta, raw.body.clone()),
+            );
+        }
+    }
+    state
+}
+
+#[test]
+fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_secret = fake_secret();
+    let mut server = ServerProcess::start(&dir.path().join("original"), &admin_secret);
+    let admin = server.admin();
+    admin.create_project(
+        "disk1",
+        json!({"keys_discoverable": false, "max_keys": 100000}),
+    );
+    admin.create_project(
+        "mem1",
+        json!({"storage": "memory", "max_value_bytes": 8192}),
+    );
+    let second_admin = admin.post_json("/v1/tokens", &json!({"name": "second"}));
+    let second_admin = second_admin.json()["secret"].as_str().unwrap().to_owned();
+    let writer = admin.mint("disk1", json!({"role": "write", "prefix": "k"}));
+    let reader = admin.mint("mem1", json!({"role": "read"}));
+
+    let log: Log = Arc::default();
+    // A key that expires in an hour, with its expiry to restore.
+    let answer = admin.put(&format!("{}?ttl=3600", kv("disk1", "ttl")), b"soon");
+    let meta = answer.json();
+    record(
+        &log,
+        "disk1",
+        "ttl",
+        meta["version"].as_u64().unwrap(),
+        Some(stored(&meta, b"soon".to_vec())),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..6)
+        .map(|seed| {
+            let (client, log, stop) = (admin.clone(), log.clone(), stop.clone());
+            std::thread::spawn(move || load(client, log, seed + 1, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let file = dir.path().join("backup.jsonl");
+    let started = Instant::now();
+    let backup = kvs(
+        &server.url,
+        &admin_secret,
+        &["backup", file.to_str().unwrap()],
+    );
+    println!("kvs backup under load: {:?}", started.elapsed());
+    assert!(backup.ok().starts_with("backed up revision"));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(!dir.path().join("backup.jsonl.tmp").exists());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let revision = header["revision"].as_u64().unwrap();
+    let writes: Vec<u64> = log
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .map(|(r, _)| *r)
+        .collect();
+    println!(
+        "{} acknowledged writes, {} up to the backup's revision {revision}",
+        writes.len(),
+        writes.iter().filter(|r| **r <= revision).count()
+    );
+    assert!(
+        writes.iter().any(|r| *r > revision),
+        "no write after the backup"
+    );
+    assert!(
+        writes.iter().filter(|r| **r <= revision).count() > 50,
+        "too few writes before the backup"
+    );
+    assert!(!text.contains(&admin_secret) && !text.contains(&writer));
+
+    let original_projects: Vec<Value> = ["disk1", "mem1"]
+        .iter()
+        .map(|p| admin.get(&format!("/v1/projects/{p}")).json())
+        .collect();
+    // A token minted after the backup is not in it.
+    let later = admin.mint("disk1", json!({"role": "read"}));
+    server.terminate();
+    let restored_dir = dir.path().join("restored");
+    let restored = restore(&file, &restored_dir);
+    assert!(
+        restored
+            .ok()
+            .starts_with(&format!("restored revision {revision}"))
+    );
+    let restored = ServerProcess::start(&restored_dir, &admin_secret);
+    let admin = restored.admin();
+
+    let status = admin.get("/v1/status").json();
+    assert_eq!(status["revision"], json!(revision));
+    let expected = state_at(&log, revision);
+    assert!(expected.keys().any(|(p, _)| p == "mem1"));
+    assert!(expected.keys().any(|(p, _)| p == "disk1"));
+    let found = state_of(&admin, &["disk1", "mem1"]);
+    assert_eq!(found.len(), expected.len());
+    for (key, value) in &expected {
+        assert_eq!(found.get(key), Some(value), "{key:?}");
+    }
+    assert_ne!(
+        expected[&("disk1".to_owned(), "ttl".to_owned())].expires_at,
+        Value::Null
+    );
+
+    // Projects: the same settings, and the figures of that revision.
+    for original in &original_projects {
+        let id = original["id"].as_str().unwrap();
+        let project = admin.get(&format!("/v1/projects/{id}")).json();
+        for field in [
+            "storage",
+            "keys_discoverable",
+            "max_value_bytes",
+            "max_keys",
+            "created_at",
+        ] {
+            assert_eq!(project[field], original[field], "{id} {field}");
+        }
+        let mine = |(p, _): &&(String, String)| p == id;
+        let last_write = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| mine(key))
+            .flat_map(|(_, writes)| writes.iter().map(|(r, _)| *r))
+            .filter(|r| *r <= revision)
+            .max()
+            .unwrap();
+        assert_eq!(project["revision"], json!(last_write), "{id}");
+        let keys: Vec<_> = expected.iter().filter(|(k, _)| mine(k)).collect();
+        assert_eq!(project["keys"], json!(keys.len()), "{id}");
+        let bytes: usize = keys.iter().map(|(_, v)| v.value.len()).sum();
+        assert_eq!(project["bytes"], json!(bytes), "{id}");
+    }
+
+    // Tokens work with the same secrets; a new write comes after the backup.
+    let second = admin.with_token(&second_admin);
+    assert_eq!(second.get("/v1/status").status, 200);
+    assert_eq!(
+        admin.with_token(&later).get(&kv("disk1", "k01")).status,
+        401
+    );
+    let reader = admin.with_token(&reader);
+    let n0 = expected.contains_key(&("mem1".to_owned(), "n0".to_owned()));
+    let status = reader.get(&kv("mem1", "n0")).status;
+    assert_eq!(status, if n0 { 200 } else { 404 });
+    assert_eq!(reader.put(&kv("mem1", "x"), b"v").status, 403);
+    let writer = admin.with_token(&writer);
+    let answer = writer.put(&kv("disk1", "knew"), b"after");
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert!(answer.json()["version"].as_u64().unwrap() > revision);
+    // The change log is not in a backup: a watch from before is told so.
+    let watch = admin.get("/v1/projects/disk1/watch?since=1");
+    assert_eq!(watch.status, 410, "{}", watch.text());
+}
+
+#[test]
+fn restore_refuses_damaged_backups_and_occupied_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = fake_secret();
+    let server = ServerProcess::start(&dir.path().join("original"), &secret);
+    let admin = server.admin();
+    for n in 0..50 {
+        assert_eq!(
+            admin.put(&kv("default", &format!("k{n}")), b"v").status,
+            201
+        );
+    }
+    let file = dir.path().join("whole.jsonl");
+    kvs(&server.url, &secret, &["backup", file.to_str().unwrap()]).ok();
+    let whole = std::fs::read(&file).unwrap();
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("truncated", whole[..whole.len() / 2].to_vec(), "truncated"),
+        (
+            "no-trailer",
+            whole[..whole.len()
+                - 1
+                - whole[..whole.len() - 1]
+                    .iter()
+                    .rev()
+                    .position(|b| *b == b'\n')
+                    .unwrap()]
+                .to_vec(),
+            "truncated",
+        ),
+        (
+            "changed",
+            String::from_utf8(whole.clone())
+                .unwrap()
+                .replacen("\"k1\"", "\"kX\"", 1)
+                .into_bytes(),
+            "checksum",
+        ),
+        ("empty", Vec::new(), "empty"),
+    ];
+    for (name, bytes, message) in cases {
+        let damaged = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&damaged, bytes).unwrap();
+        let target = dir.path().join(name);
+        let answer = restore(&damaged, &target);
+        assert_eq!(answer.code, 1, "{name}: {}", answer.stderr);
+        assert!(answer.stderr.contains(message), "{name}: {}", answer.stderr);
+        // Nothing is left that a server would open as a store.
+        let left: Vec<_> = std::fs::read_dir(&target)
+            .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{name} left {left:?}");
+    }
+
+    // A directory that holds anything is refused, the server's own first.
+    let answer = restore(&file, &server.data_dir);
+    assert_eq!(answer.code, 1);
+    assert!(answer.stderr.contains("not empty"), "{}", answer.stderr);
+    let target = dir.path().join("once");
+    restore(&file, &target).ok();
+    let answer = restore(&file, &target);
+    assert_eq!(answer.code, 1);
+    assert!(answer.stderr.contains("not empty"), "{}", answer.stderr);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
+        .arg("restore")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&target)
+        .arg("--force");
+    run(command, b"").ok();
+}
+
+#[test]
+fn scheduled_backups_appear_and_only_the_newest_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let backups = dir.path().join("backups");
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let secret = fake_secret();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .args([
+            "--backup-interval",
+            "1s",
+            "--backup-keep",
+            "2",
+            "--backup-dir",
+        ])
+        .arg(&backups)
+        .env("KVS_ADMIN_TOKEN", &secret)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::wait_ready(&url);
+    let admin = Client::new(&url, Some(&secret));
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&backups)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    // A write between backups, so that each has its own revision.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 4 && Instant::now() < deadline {
+        admin.put(&kv("default", "tick"), b"x");
+        seen.extend(names().into_iter().filter(|n| n.ends_with(".jsonl")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.len() >= 4, "backups seen: {seen:?}");
+    let kept = names();
+    let kept: Vec<_> = kept.iter().filter(|n| n.ends_with(".jsonl")).collect();
+    assert!(kept.len() <= 3, "kept {kept:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let kept: Vec<_> = names()
+        .into_iter()
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    assert_eq!(kept.len(), 2, "kept {kept:?}");
+    // The newest are kept, and each is a whole backup.
+    let revision = |name: &String| -> u64 {
+        name.trim_start_matches("kvs-backup-")
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut all: Vec<u64> = seen.iter().map(revision).collect();
+    all.sort();
+    let mut kept_revisions: Vec<u64> = kept.iter().map(revision).collect();
+    kept_revisions.sort();
+    assert_eq!(kept_revisions, all[all.len() - 2..].to_vec());
+    for name in &kept {
+        assert!(name.starts_with("kvs-backup-"), "{name}");
+        let text = std::fs::read(backups.join(name)).unwrap();
+        let mut reader = kvs::backup::Reader::default();
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            reader.line(line).unwrap();
+        }
+        reader.finish().unwrap();
+    }
+}
