@@ -1,8 +1,10 @@
 //! The command line: `kvs serve` runs the server; every other command is a
-//! client of a running server ([`client`]). `main` maps the outcome to an
-//! exit code; nothing here holds server logic.
+//! client of a running server ([`client`]); `kvs completions` and `kvs man`
+//! describe the command line itself ([`generate`]). `main` maps the outcome
+//! to an exit code; nothing here holds server logic.
 
 mod client;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,11 @@ pub struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Print a shell completion script (bash, elvish, fish, powershell, zsh).
+    Completions(generate::Completions),
+    /// Print the manual page (roff), or write one page per command into
+    /// a directory.
+    Man(generate::Man),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -39,7 +46,21 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completions(args) => generated(generate::completions(args)),
+        Command::Man(args) => generated(generate::man(args)),
         Command::Client(command) => client::run(command),
+    }
+}
+
+/// The exit code of `kvs completions` or `kvs man`; `| head` is no failure.
+fn generated(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
