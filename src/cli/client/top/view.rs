@@ -1,6 +1,7 @@
 //! How `kvs top` looks: a header, the last poll's failure if any, the
-//! request figures beside the server's, then the routes and the busiest
-//! projects. It only draws a [`Screen`]; nothing here fetches or computes
+//! request figures beside the server's, then the busiest projects and the
+//! routes (side by side on a wide terminal, one above the other on 80
+//! columns). It only draws a [`Screen`]; nothing here fetches or computes
 //! a rate. A figure that needs two polls shows `-` until there are two.
 
 use std::time::Instant;
@@ -18,7 +19,7 @@ pub fn draw(frame: &mut Frame<'_>, screen: &Screen) {
     let [header, problem, boxes, tables, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(7),
+        Constraint::Length(6),
         Constraint::Min(4),
         Constraint::Length(1),
     ])
@@ -38,8 +39,13 @@ pub fn draw(frame: &mut Frame<'_>, screen: &Screen) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(boxes);
     frame.render_widget(requests_box(screen), requests);
     frame.render_widget(server_box(screen), server);
-    let [routes, projects] =
-        Layout::horizontal([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(tables);
+    // Side by side where there is room; on a narrower terminal the project
+    // table needs the whole width for its id column.
+    let [projects, routes] = if tables.width >= 100 {
+        Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(tables)
+    } else {
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(tables)
+    };
     draw_routes(frame, screen, routes);
     draw_projects(frame, screen, projects);
     frame.render_widget(
@@ -71,48 +77,58 @@ fn requests_box(screen: &Screen) -> Paragraph<'static> {
     let rate = |pick: fn(&Figures) -> f64| figures.map_or("-".to_owned(), |f| per_second(pick(f)));
     let latency =
         |pick: fn(&Figures) -> Option<f64>| figures.map_or("-".to_owned(), |f| duration(pick(f)));
-    let lines = vec![
-        format!("requests/s  {}", rate(|f| f.requests_per_second)),
-        format!(
-            "4xx/s       {:<10} 5xx/s  {}",
-            rate(|f| f.client_errors_per_second),
-            rate(|f| f.server_errors_per_second)
-        ),
-        format!(
-            "latency p50 {:<10} p99    {}",
-            latency(|f| f.p50),
-            latency(|f| f.p99)
-        ),
-        format!(
-            "commits/s   {:<10} fsync p99  {}",
-            rate(|f| f.commits_per_second),
-            latency(|f| f.fsync_p99)
-        ),
-    ];
-    Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).block(
-        Block::bordered()
-            .title(" Requests ")
-            .padding(Padding::horizontal(1)),
+    boxed(
+        " Requests ",
+        vec![
+            format!("requests/s {}", rate(|f| f.requests_per_second)),
+            pair(
+                format!("4xx/s {}", rate(|f| f.client_errors_per_second)),
+                format!("5xx/s {}", rate(|f| f.server_errors_per_second)),
+            ),
+            pair(
+                format!("p50 {}", latency(|f| f.p50)),
+                format!("p99 {}", latency(|f| f.p99)),
+            ),
+            pair(
+                format!("commits/s {}", rate(|f| f.commits_per_second)),
+                format!("fsync p99 {}", latency(|f| f.fsync_p99)),
+            ),
+        ],
     )
 }
 
 fn server_box(screen: &Screen) -> Paragraph<'static> {
     let lines = match &screen.latest {
         Some(s) => vec![
-            format!("keys        {:<10} projects  {}", s.keys, s.projects_count),
-            format!(
-                "storage     {:<10} memory    {}",
-                bytes(s.storage_bytes),
-                bytes(s.memory_bytes)
+            pair(
+                format!("keys {}", s.keys),
+                format!("projects {}", s.projects_count),
             ),
-            format!("connections {:<10} watchers  {}", s.connections, s.watchers),
-            format!("revision    {}", s.revision),
+            pair(
+                format!("storage {}", bytes(s.storage_bytes)),
+                format!("memory {}", bytes(s.memory_bytes)),
+            ),
+            pair(
+                format!("connections {}", s.connections),
+                format!("watchers {}", s.watchers),
+            ),
+            format!("revision {}", s.revision),
         ],
         None => Vec::new(),
     };
+    boxed(" Server ", lines)
+}
+
+/// Two figures on a line, the second in a column of its own: 19 + 17
+/// characters fit the box of an 80-column terminal.
+fn pair(first: String, second: String) -> String {
+    format!("{first:<19}{second}")
+}
+
+fn boxed(title: &'static str, lines: Vec<String>) -> Paragraph<'static> {
     Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).block(
         Block::bordered()
-            .title(" Server ")
+            .title(title)
             .padding(Padding::horizontal(1)),
     )
 }
