@@ -622,3 +622,26 @@ fn put_if_version_succeeds_with_the_current_version_and_fails_with_a_stale_one()
         .ok();
     kvs.run(&["get", "k"]).fails(3, "key_not_found");
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_command_line() {
+    let kvs = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command.args(args);
+        run(command, b"")
+    };
+    let bash = kvs(&["completions", "bash"]).ok();
+    assert!(
+        bash.contains("serve") && bash.contains("complete"),
+        "{bash}"
+    );
+    let zsh = kvs(&["completions", "zsh"]).ok();
+    assert!(zsh.starts_with("#compdef kvs"), "{zsh}");
+    let page = kvs(&["man"]).ok();
+    assert!(
+        page.lines().any(|line| line.starts_with(".TH kvs ")),
+        "{page}"
+    );
+    assert!(page.contains("serve") && page.contains("top"), "{page}");
+    assert_eq!(kvs(&["completions", "cmd.exe"]).code, 2);
+}

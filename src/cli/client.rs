@@ -4,8 +4,8 @@
 //! exit code a script can test. [`api`] owns HTTP and errors; [`keys`],
 //! [`projects`] and [`tokens`] own one resource each, [`txn`] transactions,
 //! [`transfer`] export and import,
-//! [`watch`] the stream of changes; [`output`] owns how answers look on
-//! stdout.
+//! [`watch`] the stream of changes, [`top`] the live console view;
+//! [`output`] owns how answers look on stdout.
 
 mod api;
 mod backup;
@@ -14,6 +14,7 @@ mod keys;
 mod output;
 mod projects;
 mod tokens;
+mod top;
 mod transfer;
 mod txn;
 mod watch;
@@ -135,6 +136,19 @@ pub enum Command {
     /// Create, list and revoke tokens.
     #[command(after_long_help = EXIT_CODES)]
     Token(tokens::Args),
+    /// Show the server's live figures in the terminal until `q`, `Esc` or
+    /// Ctrl-C (admin): requests/s by route, errors, latency, commits, keys,
+    /// storage, memory and the busiest projects.
+    ///
+    /// Rates are the increase of the server's counters between two polls;
+    /// latency percentiles are estimated from its histogram buckets. The
+    /// server counts requests by route, not by project, so the busiest
+    /// projects are those whose revision moved lately (they were written),
+    /// then those with the most keys; `keys/s` is the net change of a
+    /// project's key count. A server that cannot be reached is shown as
+    /// such, and polled again until it answers.
+    #[command(after_long_help = EXIT_CODES)]
+    Top(top::Top),
 }
 
 /// Options that every client command takes after its name (`kvs get --url …`;
@@ -246,6 +260,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup(args) => backup::backup(args),
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
+        Command::Top(args) => top::top(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

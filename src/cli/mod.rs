@@ -1,8 +1,10 @@
 //! The command line: `kvs serve` runs the server; every other command is a
-//! client of a running server ([`client`]). `main` maps the outcome to an
-//! exit code; nothing here holds server logic.
+//! client of a running server ([`client`]); `kvs completions` and `kvs man`
+//! describe the command line itself ([`generate`]). `main` maps the outcome
+//! to an exit code; nothing here holds server logic.
 
 mod client;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,11 @@ enum Command {
     /// backup: watches resume only from after each project's last write.
     /// Exit codes: 0 restored, 1 refused or failed, 2 usage error.
     Restore(RestoreArgs),
+    /// Print a shell completion script (bash, elvish, fish, powershell, zsh).
+    Completions(generate::Completions),
+    /// Print the manual page (roff), or write one page per command into
+    /// a directory.
+    Man(generate::Man),
     #[command(flatten)]
     Client(Box<client::Command>),
 }
@@ -67,6 +74,8 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completions(args) => generated(generate::completions(args)),
+        Command::Man(args) => generated(generate::man(args)),
         Command::Client(command) => client::run(*command),
     }
 }
@@ -92,6 +101,18 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<crate::backup::Summary> {
         std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file))?;
     crate::backup::restore(file, &args.data_dir, args.force)
         .with_context(|| format!("{} was not restored", args.file))
+}
+
+/// The exit code of `kvs completions` or `kvs man`; `| head` is no failure.
+fn generated(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
