@@ -377,7 +377,8 @@ impl Limits {
             max_watchers_per_token: args
                 .max_watchers_per_token
                 .or(file.max_watchers_per_token)
-                .unwrap_or(defaults.max_watchers_per_token),
+                .unwrap_or(defaults.max_watchers_per_token)
+                .max(1),
             header_timeout: duration(
                 "header_timeout",
                 &args.header_timeout,

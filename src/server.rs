@@ -49,6 +49,14 @@ pub async fn run(
     admin_secret: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Settings that can be wrong only now (files to read) are checked
+    // before anything else starts.
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    let cors = cors_layer(&settings.cors_origins)?;
     let store: Arc<dyn Store> = Arc::new(
         RedbStore::open_with(&settings.data_dir, settings.watch_history)
             .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
@@ -72,7 +80,7 @@ pub async fn run(
     );
     let address = listener.local_addr()?;
     tracing::info!(%address, "kvs is listening");
-    serve(listener, app, shutdown, stopping).await?;
+    serve(listener, app, (tls, cors), shutdown, stopping).await;
     if let Some(backups) = backups {
         // A scheduled backup under way is finished before the store closes.
         let _ = backups.await;
@@ -101,17 +109,11 @@ const FORGET_IDLE: Duration = Duration::from_secs(60);
 async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    (tls, cors): (Option<TlsAcceptor>, Option<CorsLayer>),
     shutdown: impl Future<Output = ()>,
     stopping: tokio::sync::watch::Sender<bool>,
-) -> anyhow::Result<()> {
+) {
     let limits = app.settings.limits.clone();
-    let tls = app
-        .settings
-        .tls
-        .as_ref()
-        .map(crate::tls::acceptor)
-        .transpose()?;
-    let cors = cors_layer(&app.settings.cors_origins)?;
     let mut http = http1::Builder::new();
     // One flattened buffer per answer: fewer iovecs than headers + body,
     // measured a few percent faster on small GETs. Without a bound on the
@@ -169,7 +171,6 @@ async fn serve(
     {
         tracing::warn!("some connections were still open after {SHUTDOWN_GRACE:?}; closing anyway");
     }
-    Ok(())
 }
 
 /// What serving a connection takes.

@@ -304,8 +304,11 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
     let restored = ServerProcess::start(&restored_dir, &admin_secret);
     let admin = restored.admin();
 
+    // The server resumes well past the backup's revision: the original may
+    // have handed out revisions after it, and none is handed out twice.
+    let resumed = revision + kvs::store::redb_engine::RESTORE_REVISION_BUMP;
     let status = admin.get("/v1/status").json();
-    assert_eq!(status["revision"], json!(revision));
+    assert_eq!(status["revision"], json!(resumed));
     let expected = state_at(&log, revision);
     assert!(expected.keys().any(|(p, _)| p == "mem1"));
     assert!(expected.keys().any(|(p, _)| p == "disk1"));
@@ -364,10 +367,14 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
     let writer = admin.with_token(&writer);
     let answer = writer.put(&kv("disk1", "knew"), b"after");
     assert_eq!(answer.status, 201, "{}", answer.text());
-    assert!(answer.json()["version"].as_u64().unwrap() > revision);
-    // The change log is not in a backup: a watch from before is told so.
-    let watch = admin.get("/v1/projects/disk1/watch?since=1");
-    assert_eq!(watch.status, 410, "{}", watch.text());
+    assert!(answer.json()["version"].as_u64().unwrap() > resumed);
+    // The change log is not in a backup: a watch from before the restore,
+    // even from past the backup's revision, is told so.
+    for since in [1, revision, revision + 10] {
+        let watch = admin.get(&format!("/v1/projects/disk1/watch?since={since}"));
+        assert_eq!(watch.status, 410, "{}", watch.text());
+        assert_eq!(watch.json()["compact_revision"], json!(resumed));
+    }
 }
 
 #[test]
@@ -433,14 +440,33 @@ fn restore_refuses_damaged_backups_and_occupied_directories() {
     let answer = restore(&file, &target);
     assert_eq!(answer.code, 1);
     assert!(answer.stderr.contains("not empty"), "{}", answer.stderr);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
-    command
-        .arg("restore")
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&target)
-        .arg("--force");
-    run(command, b"").ok();
+    let force = |dir: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command
+            .arg("restore")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--force");
+        run(command, b"")
+    };
+    force(&target).ok();
+    // --force replaces a stopped store, and the restored one opens.
+    let restored = ServerProcess::start(&target, &server.admin_token);
+    assert_eq!(restored.admin().get(&kv("default", "k1")).status, 200);
+    drop(restored);
+    // Not the store of a running server: its later writes would be lost.
+    let answer = force(&server.data_dir);
+    assert_eq!(answer.code, 1);
+    assert!(
+        answer.stderr.contains("a server is running"),
+        "{}",
+        answer.stderr
+    );
+    assert_eq!(
+        server.admin().put(&kv("default", "after"), b"v").status,
+        201
+    );
 }
 
 #[test]
@@ -498,7 +524,10 @@ fn scheduled_backups_appear_and_only_the_newest_are_kept() {
     let kept = names();
     let kept: Vec<_> = kept.iter().filter(|n| n.ends_with(".jsonl")).collect();
     assert!(kept.len() <= 3, "kept {kept:?}");
-    let _ = child.kill();
+    // SIGTERM: a backup under way is finished (and pruned) before exit.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let kept: Vec<_> = names()
         .into_iter()

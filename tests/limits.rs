@@ -60,10 +60,12 @@ fn a_burst_beyond_a_tokens_rate_gets_429_with_retry_after_and_other_tokens_go_on
     let token = admin.create_project("p", json!({}));
     let busy = server.anonymous().with_token(&token);
     let answers: Vec<Answer> = (0..20).map(|_| busy.get("/v1/whoami")).collect();
-    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
-    assert!(refused.len() >= 10, "{} of 20 refused", refused.len());
-    assert_too_many(refused[0]);
+    // The burst is the token's 5; after it, cells come back one per 200 ms,
+    // far slower than these requests (20 of them do not take 3 s).
     assert!(answers[..5].iter().all(|a| a.status == 200));
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(!refused.is_empty(), "none of 20 refused");
+    assert_too_many(refused[0]);
     // The limit is the token's: another token is not held up.
     assert_eq!(admin.get("/v1/whoami").status, 200);
     // Once the wait is over, the token is admitted again.
@@ -73,14 +75,19 @@ fn a_burst_beyond_a_tokens_rate_gets_429_with_retry_after_and_other_tokens_go_on
 
 #[test]
 fn a_burst_from_one_address_gets_429_on_every_route() {
-    let server = TestServer::start_with(|s| s.limits.requests_per_ip = 5);
+    let server = TestServer::start_with(|s| s.limits.requests_per_ip = 1);
     let anonymous = server.anonymous();
-    let answers: Vec<Answer> = (0..20).map(|_| anonymous.get("/healthz")).collect();
-    let refused = answers.iter().filter(|a| a.status == 429).count();
-    assert!(refused >= 10, "{refused} of 20 refused");
-    assert_too_many(answers.last().unwrap());
-    // Tokens do not lift the address's limit.
-    assert_eq!(server.admin().get("/v1/whoami").status, 429);
+    // The readiness check took this second's cell; wait for the next one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while anonymous.get("/healthz").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never admitted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next cell comes back in a second: these come sooner.
+    assert_too_many(&anonymous.get("/healthz"));
+    // Tokens do not lift the address's limit, and unknown paths count too.
+    assert_too_many(&server.admin().get("/v1/whoami"));
+    assert_too_many(&anonymous.get("/no/such/route"));
 }
 
 #[test]

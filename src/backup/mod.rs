@@ -19,7 +19,7 @@
 //! [`Reader`] serves `kvs backup` (which checks what it downloads) and
 //! [`restore`] (`kvs restore`).
 
-mod schedule;
+pub mod schedule;
 
 pub use schedule::{backup_file_name, schedule, write_file};
 

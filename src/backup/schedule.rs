@@ -5,6 +5,7 @@
 //! The file is what `GET /v1/backup` answers, written by the same
 //! [`super::write`].
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,13 +38,16 @@ pub async fn write_file(store: &dyn Store, dir: &Path) -> anyhow::Result<(PathBu
     let snapshot = store.snapshot().await.context("cannot take a snapshot")?;
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let name = backup_file_name(snapshot.revision(), crate::domain::Timestamp::now());
         let path = dir.join(&name);
         let tmp = dir.join(format!("{name}.tmp"));
         let written = (|| {
-            let file = std::fs::File::create(&tmp)?;
+            let file = private_file(&tmp)?;
             let summary = super::write(snapshot.as_ref(), &file)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -62,15 +66,29 @@ pub async fn write_file(store: &dyn Store, dir: &Path) -> anyhow::Result<(PathBu
     .context("the backup task failed")?
 }
 
-/// Removes the oldest backups in `dir` (by revision, then time) beyond
-/// `keep`; answers how many it removed.
+/// A new file that only its owner may read: a backup holds every value and
+/// every token's digest.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Removes the oldest backups in `dir` (by the time in their name) beyond
+/// `keep`; answers how many it removed. Not by revision: after a restore
+/// the server's revisions start again from the backup's, and the newest
+/// backups would sort first.
 pub fn prune(dir: &Path, keep: usize) -> std::io::Result<usize> {
-    let mut backups: Vec<(u64, String)> = std::fs::read_dir(dir)?
+    let mut backups: Vec<(String, String)> = std::fs::read_dir(dir)?
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
             let stem = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-            let revision = stem.split('-').next()?.parse().ok()?;
-            Some((revision, name))
+            // `<revision>-<UTC time>`: the time sorts as text.
+            let (_, time) = stem.split_once('-')?;
+            Some((time.to_owned(), name))
         })
         .collect();
     backups.sort();

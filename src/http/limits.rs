@@ -10,10 +10,11 @@
 //!
 //! Failed authentication: a request that presents a credential the server
 //! does not know takes one cell of its address's allowance; once the
-//! allowance is spent, such requests get 429 without their credential being
-//! looked at (no PBKDF2 check of an imported key either) until cells come
-//! back. Valid tokens from the same address are not slowed: a client with a
-//! revoked token in a loop does not lock its neighbours out.
+//! allowance is spent, such requests get 429 instead of 401, and no PBKDF2
+//! check of an imported key is made, until cells come back. Valid tokens
+//! from the same address are not slowed (a client with a revoked token in a
+//! loop does not lock its neighbours out), so this bounds the cost of
+//! failures, not guessing as such: a `kvs_` secret has 256 random bits.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

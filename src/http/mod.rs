@@ -85,14 +85,14 @@ pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
         }),
         None => request,
     };
-    let (route, mut response) = match Endpoint::parse(request.uri().path()) {
+    let (route, mut response) = match app
+        .limiter
+        .admit_address(peer)
+        .and_then(|()| Endpoint::parse(request.uri().path()))
+    {
         Ok(endpoint) => {
             let route = endpoint.name();
-            let response = match app.limiter.admit_address(peer) {
-                Ok(()) => handle(app, endpoint, request, peer).await,
-                Err(error) => error.into_response(),
-            };
-            (route, response)
+            (route, handle(app, endpoint, request, peer).await)
         }
         Err(error) => ("unknown", error.into_response()),
     };

@@ -35,8 +35,8 @@ pub fn backup(args: Backup) -> Outcome {
     let path = PathBuf::from(&args.file);
     let tmp = PathBuf::from(format!("{}.tmp", args.file));
     let written = (|| {
-        let file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = crate::backup::schedule::private_file(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut out = io::BufWriter::with_capacity(256 << 10, &file);
         let summary = copy_checked(body, &mut out)?;
         out.flush()?;

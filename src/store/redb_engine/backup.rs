@@ -169,11 +169,31 @@ fn begin(path: &Path) -> Result<(Database, WriteTransaction), StoreError> {
     Ok((db, txn))
 }
 
+/// How far past a backup's revision a restored server resumes.
+pub const RESTORE_REVISION_BUMP: u64 = 1_000_000_000;
+
 impl Restorer {
     /// Starts a restore into `dir` (created if missing). The caller has
     /// checked that `dir` holds no store, or wants it replaced.
     pub fn create(dir: &Path) -> Result<Restorer, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::internal)?;
+        // A server still running on the store would go on writing to the
+        // file that the restore renames away, and lose every write it
+        // acknowledges from then on. redb's file lock tells.
+        let live = dir.join("kvs.redb");
+        if live.exists() {
+            match Database::open(&live) {
+                Ok(db) => drop(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::internal(format!(
+                        "a server is running on {}: stop it first",
+                        dir.display()
+                    )));
+                }
+                // A damaged store is what --force replaces.
+                Err(_) => {}
+            }
+        }
         for name in [DISK_TMP, MEMORY_TMP] {
             remove_if_present(&dir.join(name))?;
         }
@@ -308,12 +328,12 @@ impl Restorer {
     /// not in the backup: it starts empty, compacted up to the project's
     /// last revision, so a watch from before that is told (410), never
     /// shown a gap.
-    fn write_figures(&mut self) -> Result<(), StoreError> {
+    fn write_figures(&mut self, compacted: u64) -> Result<(), StoreError> {
         for (id, (storage, figures)) in std::mem::take(&mut self.projects) {
             let txn = self.txn(storage)?;
             put_record(txn, codec::STATS, id.as_str(), &figures)?;
             let history = HistoryRecord {
-                compacted: figures.revision,
+                compacted,
                 ..HistoryRecord::default()
             };
             put_record(txn, codec::HISTORY, id.as_str(), &history)?;
@@ -324,16 +344,24 @@ impl Restorer {
     /// Records the server revision, commits durably and makes the data
     /// directory live: the memory file first, then `kvs.redb` with one
     /// rename, which is the moment the restore happens.
+    ///
+    /// The server revision resumes [`RESTORE_REVISION_BUMP`] past the
+    /// backup's (as etcd's `--bump-revision`): the backed-up server may
+    /// have handed out revisions after its backup, and none may be handed
+    /// out again with another meaning (an ETag matching another value, a
+    /// watch resuming past changes it never saw). Each project's history is
+    /// compacted up to there, so a watch from before the restore gets 410.
     pub fn finish(mut self, revision: u64) -> Result<(), StoreError> {
-        self.write_figures()?;
+        let resumed = revision.saturating_add(RESTORE_REVISION_BUMP);
+        self.write_figures(resumed)?;
         {
             let disk = self.txn(StorageMode::Disk)?;
             let mut server = disk.open_table(codec::SERVER).map_err(storage_error)?;
             server
-                .insert(codec::REVISION, revision)
+                .insert(codec::REVISION, resumed)
                 .map_err(storage_error)?;
             server
-                .insert(codec::RESERVED, revision)
+                .insert(codec::RESERVED, resumed)
                 .map_err(storage_error)?;
         }
         for slot in [&mut self.memory, &mut self.disk] {

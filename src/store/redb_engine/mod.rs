@@ -35,7 +35,7 @@ use crate::store::{
     Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite, ListPage,
     ListRequest, Project, ProjectStats, Read, Store, StoreError, StoreSnapshot,
 };
-pub use backup::{RESTORED_MEMORY, Restorer};
+pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
 use codec::{HistoryRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error};
 use snapshot::{ReadCache, Snapshot};
 use writer::{Command, Reply, Request, Writer};
