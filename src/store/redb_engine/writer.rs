@@ -470,6 +470,8 @@ struct Batch<'a> {
     limits: HistoryLimits,
     /// Change sets to publish after the commit, in revision order.
     sets: Vec<(ProjectId, Arc<ProjectStats>, ChangeSet)>,
+    /// Keys this batch removed by their expiry, counted once it is published.
+    expired: u64,
 }
 
 impl<'a> Batch<'a> {
@@ -485,6 +487,7 @@ impl<'a> Batch<'a> {
             history: HashMap::new(),
             limits,
             sets: Vec::new(),
+            expired: 0,
             shared,
             disk: shared
                 .database(StorageMode::Disk)?
@@ -837,7 +840,7 @@ impl<'a> Batch<'a> {
                     );
                     removed.sort_by(|a, b| a.key.cmp(&b.key));
                     removed.dedup_by(|a, b| a.key == b.key);
-                    metrics::counter!("kvs_expired_keys_total").increment(removed.len() as u64);
+                    self.expired += removed.len() as u64;
                     expired.push((project, self.revision, removed));
                 }
             }
@@ -1167,6 +1170,9 @@ impl<'a> Batch<'a> {
         self.shared.revision.store(self.revision, Ordering::Release);
         if catalog_changed {
             self.shared.catalog_changed();
+        }
+        if self.expired > 0 {
+            metrics::counter!("kvs_expired_keys_total").increment(self.expired);
         }
         Ok(Published {
             revision: self.revision,
