@@ -45,12 +45,6 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, ApiE
 }
 
 impl Caller {
-    /// The caller of a request, or 401.
-    pub fn authenticate(headers: &HeaderMap, catalog: &Catalog) -> Result<Caller, ApiError> {
-        let secret = presented_secret(headers)?.ok_or_else(ApiError::unauthorized)?;
-        Caller::with_secret(&secret, catalog)
-    }
-
     /// The caller presenting `secret`, or 401.
     pub fn with_secret(secret: &TokenSecret, catalog: &Catalog) -> Result<Caller, ApiError> {
         let token = catalog

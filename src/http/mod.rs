@@ -80,7 +80,8 @@ pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
             Body::new(Tracked {
                 body,
                 unread: flag.clone(),
-                deadline: Box::pin(tokio::time::sleep(app.settings.limits.body_timeout)),
+                deadline: tokio::time::Instant::now() + app.settings.limits.body_timeout,
+                timer: None,
             })
         }),
         None => request,
@@ -113,7 +114,10 @@ pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
 struct Tracked {
     body: Body,
     unread: Arc<AtomicBool>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    /// Armed only when the body is not all there at once: most bodies
+    /// arrive with their headers, and a timer per request would be pure cost.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The client took longer than `body_timeout` to send its request's body.
@@ -132,8 +136,14 @@ impl hyper::body::Body for Tracked {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match frame {
             Poll::Ready(None) => self.unread.store(false, Ordering::Relaxed),
-            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
-                return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+            Poll::Pending => {
+                let deadline = self.deadline;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+                }
             }
             _ => {}
         }
