@@ -9,19 +9,18 @@
 //! Router's matching, extensions and boxed services were pure cost on each
 //! request (about a tenth of the server's CPU per GET when profiled).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -34,9 +33,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::Layer as _;
 use tower_http::cors::CorsLayer;
 
-use crate::config::{Limits, Settings};
+use crate::config::Settings;
 use crate::domain::{ProjectSettings, Role, StorageMode, Timestamp, TokenSecret, TokenSource};
-use crate::http::{ApiError, App, Limiter, dispatch, mint};
+use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
 use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
@@ -131,7 +130,6 @@ async fn serve(
         cors,
         tls,
         graceful: GracefulShutdown::new(),
-        open: Arc::new(OpenConnections::new(&limits)),
     };
     let forget = tokio::spawn({
         let app = app.clone();
@@ -180,7 +178,6 @@ struct Connections {
     cors: Option<CorsLayer>,
     tls: Option<TlsAcceptor>,
     graceful: GracefulShutdown,
-    open: Arc<OpenConnections>,
 }
 
 impl Connections {
@@ -190,7 +187,7 @@ impl Connections {
     fn start(&self, stream: TcpStream, peer: IpAddr) {
         // Answers are small and written at once: no Nagle delay on them.
         let _ = stream.set_nodelay(true);
-        let slot = self.open.take(peer);
+        let slot = self.app.limiter.open_connection(peer);
         let (http, watcher) = (self.http.clone(), self.graceful.watcher());
         let (app, cors, tls) = (self.app.clone(), self.cors.clone(), self.tls.clone());
         let handshake_timeout = self.app.settings.limits.header_timeout;
@@ -228,7 +225,7 @@ async fn serve_connection<I>(
     app: Arc<App>,
     cors: Option<CorsLayer>,
     peer: IpAddr,
-    slot: Result<ConnectionSlot, ApiError>,
+    slot: Result<Place<IpAddr>, ApiError>,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -265,75 +262,6 @@ where
     };
     drop(slot);
     served
-}
-
-/// The connections open, in all and by address.
-struct OpenConnections {
-    max: usize,
-    max_per_ip: usize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One open connection's place; dropping it frees the place.
-struct ConnectionSlot {
-    open: Arc<OpenConnections>,
-    peer: IpAddr,
-}
-
-impl OpenConnections {
-    fn new(limits: &Limits) -> OpenConnections {
-        OpenConnections {
-            max: limits.max_connections,
-            max_per_ip: limits.max_connections_per_ip,
-            by_ip: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A place for one more connection from `peer`, or the refusal to
-    /// answer it with: 503 when the server is full, 429 when the peer is.
-    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<ConnectionSlot, ApiError> {
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = by_ip.values().sum();
-        if total >= self.max {
-            metrics::counter!("kvs_rate_limited_total", "limit" => "connections").increment(1);
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the server has as many connections open as it may (max_connections)",
-            )
-            .with_header(header::RETRY_AFTER, "1"));
-        }
-        let count = by_ip.entry(peer).or_insert(0);
-        if *count >= self.max_per_ip {
-            metrics::counter!("kvs_rate_limited_total", "limit" => "connections_per_ip")
-                .increment(1);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "this address has as many connections open as it may (max_connections_per_ip)",
-            )
-            .with_header(header::RETRY_AFTER, "1"));
-        }
-        *count += 1;
-        crate::telemetry::connection_opened();
-        Ok(ConnectionSlot {
-            open: self.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut by_ip = self.open.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = by_ip.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                by_ip.remove(&self.peer);
-            }
-        }
-        crate::telemetry::connection_closed();
-    }
 }
 
 /// The CORS layer for `origins` (`*`: any), or none when the list is empty:

@@ -77,10 +77,9 @@ pub fn init_metrics() {
     });
 }
 
-/// Open watches and connections, counted here and set as gauges at each
-/// render (a gauge moved only up and down could be dropped while idle).
+/// Open watches, counted here and set as a gauge at each render (a gauge
+/// moved only up and down could be dropped while idle).
 static WATCHERS: AtomicI64 = AtomicI64::new(0);
-static CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 
 /// The metric handles of one kind of request: its counter and the duration
 /// histogram of its route.
@@ -191,16 +190,6 @@ pub fn watcher_closed() {
     WATCHERS.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// A connection was accepted.
-pub fn connection_opened() {
-    CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A connection closed.
-pub fn connection_closed() {
-    CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-}
-
 /// The Prometheus text of every metric, with the store's figures as gauges.
 pub fn render_metrics(app: &App) -> String {
     let catalog = app.store.catalog();
@@ -209,7 +198,7 @@ pub fn render_metrics(app: &App) -> String {
     metrics::gauge!("kvs_projects").set(catalog.projects().count() as f64);
     metrics::gauge!("kvs_uptime_seconds").set(app.started.elapsed().as_secs_f64());
     metrics::gauge!("kvs_watchers").set(WATCHERS.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("kvs_connections").set(CONNECTIONS.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("kvs_connections").set(app.limiter.open_connections() as f64);
     metrics::gauge!("kvs_memory_bytes").set(resident_memory_bytes() as f64);
     for project in catalog.projects() {
         let id = project.settings.id.as_str().to_owned();

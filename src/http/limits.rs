@@ -17,6 +17,7 @@
 //! failures, not guessing as such: a `kvs_` secret has 256 random bits.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -35,9 +36,10 @@ pub struct Limiter {
     per_token: Option<DefaultKeyedRateLimiter<TokenId>>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     auth_failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    max_watchers: usize,
     /// Open watches and blocking reads, by token.
-    watchers: Arc<Mutex<HashMap<TokenId, usize>>>,
+    watchers: Places<TokenId>,
+    /// Open connections, by address and in all.
+    connections: Places<IpAddr>,
 }
 
 impl Limiter {
@@ -48,8 +50,8 @@ impl Limiter {
             per_ip: per_second(limits.requests_per_ip).map(RateLimiter::keyed),
             auth_failures: NonZeroU32::new(limits.auth_failures_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            max_watchers: limits.max_watchers_per_token,
-            watchers: Arc::default(),
+            watchers: Places::new(limits.max_watchers_per_token, usize::MAX),
+            connections: Places::new(limits.max_connections_per_ip, limits.max_connections),
         }
     }
 
@@ -92,25 +94,48 @@ impl Limiter {
     }
 
     /// A place for one more open watch or blocking read of token `id`,
-    /// held until the returned slot is dropped.
-    pub fn open_watch(&self, id: &TokenId) -> Result<WatchSlot, ApiError> {
-        let mut open = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(id.clone()).or_insert(0);
-        if *count >= self.max_watchers {
+    /// held until the returned place is dropped.
+    pub fn open_watch(&self, id: &TokenId) -> Result<Place<TokenId>, ApiError> {
+        self.watchers.take(id).map_err(|_| {
             metrics::counter!("kvs_rate_limited_total", "limit" => "watchers").increment(1);
-            return Err(too_many(
+            too_many(
                 format!(
                     "this token already has {} open watches and blocking reads",
-                    self.max_watchers
+                    self.watchers.max_per_key
                 ),
                 Duration::from_secs(1),
-            ));
-        }
-        *count += 1;
-        Ok(WatchSlot {
-            watchers: self.watchers.clone(),
-            id: id.clone(),
+            )
         })
+    }
+
+    /// A place for one more connection from `peer`, or the refusal to
+    /// answer it with: 503 when the server is full, 429 when the peer is.
+    pub fn open_connection(&self, peer: IpAddr) -> Result<Place<IpAddr>, ApiError> {
+        self.connections.take(&peer).map_err(|full| match full {
+            Full::Total => {
+                metrics::counter!("kvs_rate_limited_total", "limit" => "connections").increment(1);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server has as many connections open as it may (max_connections)",
+                )
+                .with_header(header::RETRY_AFTER, "1")
+            }
+            Full::Key => {
+                metrics::counter!("kvs_rate_limited_total", "limit" => "connections_per_ip")
+                    .increment(1);
+                too_many(
+                    "this address has as many connections open as it may \
+                     (max_connections_per_ip)",
+                    Duration::from_secs(1),
+                )
+            }
+        })
+    }
+
+    /// The connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.total()
     }
 
     /// Forgets the keys whose cells are full again, so that the limiters'
@@ -125,20 +150,75 @@ impl Limiter {
     }
 }
 
-/// One open watch or blocking read; dropping it frees its place.
-pub struct WatchSlot {
-    watchers: Arc<Mutex<HashMap<TokenId, usize>>>,
-    id: TokenId,
+/// Places counted by key, with a cap per key and one in all. A place is
+/// held by its [`Place`] and freed when that is dropped.
+struct Places<K: Hash + Eq> {
+    max_per_key: usize,
+    max_total: usize,
+    open: Arc<Mutex<Open<K>>>,
 }
 
-impl Drop for WatchSlot {
+/// The places taken: in all, and by key (keys with none are removed).
+struct Open<K> {
+    total: usize,
+    by_key: HashMap<K, usize>,
+}
+
+/// Which cap a refused place hit.
+enum Full {
+    Total,
+    Key,
+}
+
+impl<K: Hash + Eq + Clone> Places<K> {
+    fn new(max_per_key: usize, max_total: usize) -> Places<K> {
+        Places {
+            max_per_key,
+            max_total,
+            open: Arc::new(Mutex::new(Open {
+                total: 0,
+                by_key: HashMap::new(),
+            })),
+        }
+    }
+
+    fn take(&self, key: &K) -> Result<Place<K>, Full> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= self.max_total {
+            return Err(Full::Total);
+        }
+        let count = open.by_key.entry(key.clone()).or_insert(0);
+        if *count >= self.max_per_key {
+            return Err(Full::Key);
+        }
+        *count += 1;
+        open.total += 1;
+        Ok(Place {
+            open: self.open.clone(),
+            key: key.clone(),
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// One place taken (an open watch, a connection); dropping it frees it.
+pub struct Place<K: Hash + Eq> {
+    open: Arc<Mutex<Open<K>>>,
+    key: K,
+}
+
+impl<K: Hash + Eq> Drop for Place<K> {
     fn drop(&mut self) {
-        let mut open = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.id) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.by_key.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.id);
+                open.by_key.remove(&self.key);
             }
+            open.total -= 1;
         }
     }
 }
@@ -208,6 +288,27 @@ mod tests {
         assert!(limiter.open_watch(&TokenId::from_path("tok_2")).is_ok());
         drop(first);
         assert!(limiter.open_watch(&token).is_ok());
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_in_all() {
+        let limiter = Limiter::new(&Limits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        });
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let first = limiter.open_connection(a).unwrap();
+        let _second = limiter.open_connection(a).unwrap();
+        let refused = limiter.open_connection(a).err().unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let _third = limiter.open_connection(b).unwrap();
+        let full = limiter.open_connection(b).err().unwrap();
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(limiter.open_connections(), 3);
+        drop(first);
+        assert_eq!(limiter.open_connections(), 2);
+        assert!(limiter.open_connection(a).is_ok());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
 pub use imported::ImportedKeys;
-pub use limits::Limiter;
+pub use limits::{Limiter, Place};
 pub use projects::DEFAULT_MAX_VALUE_BYTES;
 pub use tokens::mint;
 

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::Ctx;
 use super::error::ApiError;
 use super::kv::listed_prefix;
-use super::limits::WatchSlot;
+use super::limits::Place;
 use super::request::Query;
 use super::views::encode_value;
 use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
@@ -79,7 +79,7 @@ struct Lifeline {
     stopping: watch::Receiver<bool>,
     expires: Option<Instant>,
     /// Its place among its token's open watches and blocking reads.
-    _slot: WatchSlot,
+    _slot: Place<crate::domain::TokenId>,
 }
 
 impl Lifeline {
