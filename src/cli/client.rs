@@ -187,7 +187,7 @@ impl Common {
 
     /// A client whose connections are given up after `idle` of silence.
     fn api_with_idle_timeout(&self, idle: Option<Duration>) -> Api {
-        Api::with_idle_timeout(&self.url, self.token.clone(), idle, self.ca_cert.as_ref())
+        Api::new(&self.url, self.token.clone(), idle, self.ca_cert.as_ref())
     }
 }
 

@@ -111,13 +111,13 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for long-lived answers (a watch) when `idle` is given: a
+    /// A client of `base`. With `idle` (for long-lived answers: a watch), a
     /// connection that stays silent that long (no answer, or no bytes of its
     /// body) is given up as unreachable; there is no limit on an answer's
     /// whole duration. With `roots`, an `https://` server's certificate must
     /// chain to one of them (a private CA, a self-signed certificate);
     /// without, to the public CAs (webpki-roots).
-    pub fn with_idle_timeout(
+    pub fn new(
         base: &str,
         token: Option<Secret>,
         idle: Option<Duration>,
