@@ -389,10 +389,14 @@ async fn prepare(
         })
         .await
         .context("cannot record the KVS_ADMIN_TOKEN token")?;
-    if store.catalog().live_admin_tokens(Timestamp::now()) == 0 {
+    if store.catalog()?.live_admin_tokens(Timestamp::now()) == 0 {
         bootstrap_admin(store, &settings.data_dir).await?;
     }
-    if store.catalog().project(&settings.default_project).is_none() {
+    if store
+        .catalog()?
+        .project(&settings.default_project)
+        .is_none()
+    {
         let project = ProjectSettings {
             id: settings.default_project.clone(),
             storage: StorageMode::Disk,

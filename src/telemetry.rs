@@ -192,7 +192,8 @@ pub fn watcher_closed() {
 
 /// The Prometheus text of every metric, with the store's figures as gauges.
 pub fn render_metrics(app: &App) -> String {
-    let catalog = app.store.catalog();
+    // A store that cannot vouch for its catalog shows no projects.
+    let catalog = app.store.catalog().unwrap_or_default();
     metrics::gauge!("kvs_revision").set(app.store.revision() as f64);
     metrics::gauge!("kvs_storage_bytes").set(app.store.storage_bytes() as f64);
     metrics::gauge!("kvs_projects").set(catalog.projects().count() as f64);

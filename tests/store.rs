@@ -194,7 +194,7 @@ fn a_write_with_several_ops_applies_all_or_nothing() {
             Some("2"),
             "later ops see earlier ones"
         );
-        let project = store.catalog().project(&id("p")).unwrap().clone();
+        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
         assert_eq!(
             (project.stats.keys(), project.stats.revision()),
             (2, commit.revision)
@@ -313,14 +313,19 @@ fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
             );
             assert_eq!(value(store.as_ref(), "mem", "k").await, None);
             assert!(
-                store.catalog().project(&id("mem")).is_some(),
+                store.catalog().unwrap().project(&id("mem")).is_some(),
                 "a memory project itself is kept"
             );
             assert!(
                 store.revision() >= last,
                 "the revision went back after reopening"
             );
-            let mem = store.catalog().project(&id("mem")).unwrap().clone();
+            let mem = store
+                .catalog()
+                .unwrap()
+                .project(&id("mem"))
+                .unwrap()
+                .clone();
             assert!(
                 mem.stats.revision() >= last,
                 "a memory project's revision went back"
@@ -348,7 +353,13 @@ fn moving_a_project_between_storages_keeps_every_key() {
         for storage in [StorageMode::Memory, StorageMode::Disk, StorageMode::Memory] {
             move_to(store.as_ref(), "p", storage).await;
             assert_eq!(
-                store.catalog().project(&id("p")).unwrap().settings.storage,
+                store
+                    .catalog()
+                    .unwrap()
+                    .project(&id("p"))
+                    .unwrap()
+                    .settings
+                    .storage,
                 storage
             );
             assert_eq!(
@@ -385,7 +396,13 @@ fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
         assert_eq!(value(store.as_ref(), "p", "k").await, None);
         let error = store
             .write_catalog(CatalogWrite::CreateProject {
-                settings: store.catalog().project(&id("p")).unwrap().settings.clone(),
+                settings: store
+                    .catalog()
+                    .unwrap()
+                    .project(&id("p"))
+                    .unwrap()
+                    .settings
+                    .clone(),
                 token: None,
             })
             .await
@@ -446,7 +463,7 @@ fn concurrent_writers_are_all_applied_and_share_commits() {
         for task in tasks {
             task.await.unwrap();
         }
-        let project = store.catalog().project(&id("p")).unwrap().clone();
+        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
         assert_eq!(project.stats.keys(), 64 * 20);
         assert_eq!(
             value(store.as_ref(), "p", "w63/19").await.as_deref(),
@@ -529,7 +546,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
         .await
         .unwrap();
         assert_eq!(value(store.as_ref(), "p", "k").await, None);
-        let project = store.catalog().project(&id("p")).unwrap().clone();
+        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
         assert_eq!((project.stats.keys(), project.stats.bytes()), (0, 0));
     });
 }
@@ -576,6 +593,7 @@ fn an_expired_key_is_gone_at_once_and_its_removal_takes_a_revision() {
             assert!(read.value.unwrap().meta.expires_at.is_some());
             let stats = store
                 .catalog()
+                .unwrap()
                 .project(&id(&project))
                 .unwrap()
                 .stats
@@ -625,7 +643,13 @@ fn a_put_without_ttl_removes_the_expiry_and_a_new_put_revives_an_expired_key() {
             value(store.as_ref(), "p", "gone").await.as_deref(),
             Some("again")
         );
-        let stats = store.catalog().project(&id("p")).unwrap().stats.clone();
+        let stats = store
+            .catalog()
+            .unwrap()
+            .project(&id("p"))
+            .unwrap()
+            .stats
+            .clone();
         assert_eq!(stats.keys(), 2);
     });
 }
@@ -655,7 +679,13 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
                 None,
                 "an expired key was read"
             );
-            let stats = store.catalog().project(&id("p")).unwrap().stats.clone();
+            let stats = store
+                .catalog()
+                .unwrap()
+                .project(&id("p"))
+                .unwrap()
+                .stats
+                .clone();
             assert!(
                 eventually(|| stats.keys() == 1).await,
                 "the expiry was not swept after opening"
@@ -786,13 +816,7 @@ fn expiries_are_logged_as_expired_deletes_at_their_own_revision() {
                 .await
                 .unwrap()
                 .revision;
-            let mut newest = store
-                .catalog()
-                .project(&id(&project))
-                .unwrap()
-                .stats
-                .feed
-                .subscribe();
+            let mut newest = store.subscribe(&id(&project)).unwrap().feed.subscribe();
             tokio::time::timeout(std::time::Duration::from_secs(5), newest.changed())
                 .await
                 .expect("no expiry was published within 5 s")
@@ -855,13 +879,7 @@ fn history_beyond_its_limits_is_compacted_and_reported() {
                 .await
                 .unwrap()
                 .revision;
-            let feed = &store
-                .catalog()
-                .project(&id("p"))
-                .unwrap()
-                .stats
-                .clone()
-                .feed;
+            let feed = store.subscribe(&id("p")).unwrap().feed;
             assert!(
                 eventually(|| feed.compacted() == last).await,
                 "the history was not compacted by age (compacted at {})",
@@ -871,7 +889,13 @@ fn history_beyond_its_limits_is_compacted_and_reported() {
         });
         runtime.block_on(async {
             let store = open(dir.path(), by_age);
-            let last = store.catalog().project(&id("p")).unwrap().stats.revision();
+            let last = store
+                .catalog()
+                .unwrap()
+                .project(&id("p"))
+                .unwrap()
+                .stats
+                .revision();
             assert!(matches!(
                 history(store.as_ref(), "p", last - 1).await,
                 Err(StoreError::HistoryCompacted { .. })
@@ -916,6 +940,7 @@ fn history_follows_its_project_through_moves_restarts_and_deletion() {
             // A memory project's log went with its keys: history starts now.
             let revision = store
                 .catalog()
+                .unwrap()
                 .project(&id("mem"))
                 .unwrap()
                 .stats
@@ -996,7 +1021,7 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
         });
         let now = Timestamp::now();
         reopen(&|store| {
-            let catalog = store.catalog();
+            let catalog = store.catalog().unwrap();
             let waiting = catalog.imported(Some(&id("p")), now);
             assert_eq!(waiting.len(), 1);
             assert_eq!(waiting[0].0.id, first.id);
@@ -1021,7 +1046,7 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
             store.close().await;
         });
         reopen(&|store| {
-            let catalog = store.catalog();
+            let catalog = store.catalog().unwrap();
             assert!(catalog.imported(Some(&id("p")), now).is_empty());
             assert!(catalog.imported(Some(&id("q")), now).is_empty());
             let token = catalog.token(&presented, now).expect("the verified token");

@@ -474,7 +474,7 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
             dir.display()
         );
     }
-    let mut restorer = crate::store::redb_engine::Restorer::create(dir)
+    let mut restorer = crate::store::restore_into(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut reader = Reader::default();
     let mut input = io::BufReader::with_capacity(256 << 10, input);

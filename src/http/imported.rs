@@ -175,7 +175,7 @@ pub async fn authenticate_secret(
     project: Option<&str>,
     peer: IpAddr,
 ) -> Result<(Caller, Arc<Catalog>), ApiError> {
-    let catalog = app.store.catalog();
+    let catalog = app.store.catalog()?;
     let refusal = match Caller::with_secret(&secret, &catalog) {
         Ok(caller) => {
             app.limiter.admit_token(&caller.token.id)?;
@@ -223,7 +223,7 @@ pub async fn authenticate_secret(
         })
         .await?;
     tracing::info!(token = id.as_str(), "an imported token's key was verified");
-    let catalog = app.store.catalog();
+    let catalog = app.store.catalog()?;
     let token = catalog.token(&digest, now).cloned().ok_or(refusal)?;
     app.limiter.admit_token(&token.id)?;
     Ok((Caller { token }, catalog))

@@ -94,15 +94,7 @@ async fn read(
     if let Some((wait, after)) = watch::blocking(query)? {
         // Boxed, so that plain GETs do not carry this future's size.
         let id = &project.settings.id;
-        seen = Box::pin(watch::wait_for_change(
-            ctx,
-            &project.stats,
-            id,
-            &key,
-            wait,
-            after,
-        ))
-        .await?;
+        seen = Box::pin(watch::wait_for_change(ctx, id, &key, wait, after)).await?;
     }
     let mut read = ctx
         .app

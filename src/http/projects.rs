@@ -100,6 +100,18 @@ pub fn new_project_id(text: &str) -> Result<ProjectId, ApiError> {
     })
 }
 
+/// The storage mode, if this server's engine offers it (400 if not).
+pub fn supported(ctx: &Ctx<'_>, storage: StorageMode) -> Result<StorageMode, ApiError> {
+    if ctx.app.store.capabilities().supports(storage) {
+        Ok(storage)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "this server's storage engine does not offer {} projects",
+            storage.as_str()
+        )))
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/v1/projects",
@@ -123,7 +135,7 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
     check_value_limit(ctx, max_value_bytes)?;
     let settings = ProjectSettings {
         id: id.clone(),
-        storage: request.storage.unwrap_or(StorageMode::Disk),
+        storage: supported(ctx, request.storage.unwrap_or(StorageMode::Disk))?,
         keys_discoverable: request.keys_discoverable.unwrap_or(true),
         max_value_bytes,
         max_keys: request.max_keys,
@@ -145,7 +157,7 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
             token: Some(token.clone()),
         })
         .await?;
-    let catalog = ctx.app.store.catalog();
+    let catalog = ctx.app.store.catalog()?;
     let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
     let body =
         json!({"project": views::project(project), "token": views::new_token(&token, &secret)});
@@ -219,7 +231,7 @@ pub async fn patch(
         check_value_limit(ctx, max)?;
     }
     let change = ProjectChange {
-        storage: patch.storage,
+        storage: patch.storage.map(|s| supported(ctx, s)).transpose()?,
         keys_discoverable: patch.keys_discoverable,
         max_value_bytes: patch.max_value_bytes,
         max_keys: patch.max_keys,
@@ -243,7 +255,7 @@ pub async fn update(
         .await?;
     ctx.app
         .store
-        .catalog()
+        .catalog()?
         .project(&id)
         .cloned()
         .ok_or_else(ApiError::project_not_found)

@@ -324,7 +324,7 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
     let id = new_project_id(&request.id)?;
     let settings = ProjectSettings {
         id: id.clone(),
-        storage: storage_of(request.on_disk.unwrap_or(true)),
+        storage: super::projects::supported(ctx, storage_of(request.on_disk.unwrap_or(true)))?,
         keys_discoverable: request.keys_and_values_discoverable.unwrap_or(true),
         max_value_bytes: DEFAULT_MAX_VALUE_BYTES.min(ctx.app.settings.max_value_bytes),
         max_keys: None,
@@ -348,7 +348,7 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
             }
             other => other.into(),
         })?;
-    let catalog = ctx.app.store.catalog();
+    let catalog = ctx.app.store.catalog()?;
     let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
     let mut data = project_view(ctx, project);
     data["new_api_key"] = json!(secret.expose());
@@ -397,7 +397,9 @@ async fn update_project(
         }
     }
     let change = ProjectChange {
-        storage,
+        storage: storage
+            .map(|s| super::projects::supported(ctx, s))
+            .transpose()?,
         keys_discoverable: change.keys_and_values_discoverable,
         ..ProjectChange::default()
     };

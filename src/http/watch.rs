@@ -33,7 +33,7 @@ use super::limits::Place;
 use super::request::Query;
 use super::views::encode_value;
 use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
-use crate::store::{ChangeKind, ChangeSet, ProjectStats, Store, StoreError};
+use crate::store::{ChangeKind, ChangeSet, Store, StoreError, Subscription};
 
 /// How long a client waits before it reconnects, sent first on every watch.
 const RETRY_MS: &str = "2000";
@@ -64,6 +64,8 @@ enum Ended {
     ProjectGone,
     /// The server is stopping.
     Stopping,
+    /// The store cannot vouch for its catalog (a cluster node cut off).
+    Unavailable,
 }
 
 /// What keeps a long request alive: its token, its project, and the server.
@@ -71,7 +73,8 @@ struct Lifeline {
     store: Arc<dyn Store>,
     token: Arc<TokenRecord>,
     project: ProjectId,
-    stats: Arc<ProjectStats>,
+    /// The project's feed, and which incarnation of the project it is.
+    subscription: Subscription,
     /// Whether the request lists keys (a watch), which `keys_discoverable`
     /// may forbid to read and write tokens.
     lists: bool,
@@ -86,7 +89,7 @@ impl Lifeline {
     /// The lifeline of a long request, if its token may open one more.
     fn new(
         ctx: &Ctx<'_>,
-        stats: Arc<ProjectStats>,
+        subscription: Subscription,
         project: ProjectId,
         lists: bool,
     ) -> Result<Lifeline, ApiError> {
@@ -100,7 +103,7 @@ impl Lifeline {
             store: ctx.app.store.clone(),
             token,
             project,
-            stats,
+            subscription,
             lists,
             catalog: ctx.app.store.catalog_changes(),
             stopping: ctx.app.stopping.clone(),
@@ -112,7 +115,9 @@ impl Lifeline {
     /// Why the token may no longer make this request on this project, if
     /// it may not.
     fn refused(&self) -> Option<Ended> {
-        let catalog = self.store.catalog();
+        let Ok(catalog) = self.store.catalog() else {
+            return Some(Ended::Unavailable);
+        };
         let token = catalog
             .token(&self.token.digest, Timestamp::now())
             .is_some_and(|t| t.id == self.token.id);
@@ -120,7 +125,7 @@ impl Lifeline {
             return Some(Ended::Revoked);
         }
         match catalog.project(&self.project) {
-            Some(p) if Arc::ptr_eq(&p.stats, &self.stats) => {
+            Some(p) if p.incarnation == self.subscription.incarnation => {
                 let lists =
                     !self.lists || p.settings.keys_discoverable || self.token.role >= Role::Manage;
                 (!lists).then_some(Ended::Revoked)
@@ -187,7 +192,6 @@ pub fn blocking(query: &Query) -> Result<Option<(Duration, Option<u64>)>, ApiErr
 /// reflect at least that.
 pub async fn wait_for_change(
     ctx: &Ctx<'_>,
-    stats: &Arc<ProjectStats>,
     project: &ProjectId,
     key: &Key,
     wait: Duration,
@@ -196,7 +200,8 @@ pub async fn wait_for_change(
     let deadline = Instant::now() + wait;
     let store = &ctx.app.store;
     // Subscribed before anything is read: no change can slip in between.
-    let mut newest = stats.feed.subscribe();
+    let subscription = store.subscribe(project)?;
+    let mut newest = subscription.feed.subscribe();
     let mut cursor = store.revision();
     let after = after.unwrap_or(cursor);
     let current = store.get(project, key, false).await?;
@@ -207,14 +212,14 @@ pub async fn wait_for_change(
         // Absent: was it deleted above `after`? The log tells, as far as it
         // reaches.
         None => {
-            let from = after.max(stats.feed.compacted());
+            let from = after.max(subscription.feed.compacted());
             if from < cursor && touches(store.as_ref(), project, key, from, cursor).await? {
                 return Ok(0);
             }
         }
     }
     cursor = cursor.max(after);
-    let mut lifeline = Lifeline::new(ctx, stats.clone(), project.clone(), false)?;
+    let mut lifeline = Lifeline::new(ctx, subscription, project.clone(), false)?;
     loop {
         tokio::select! {
             changed = newest.changed() => {
@@ -235,6 +240,7 @@ pub async fn wait_for_change(
                     Ended::Revoked => Err(ApiError::unauthorized()),
                     Ended::ProjectGone => Err(ApiError::project_not_found()),
                     Ended::Stopping => Ok(0),
+                    Ended::Unavailable => Err(StoreError::Unavailable.into()),
                 };
             }
         }
@@ -302,15 +308,15 @@ pub async fn watch(
     let prefix = listed_prefix(ctx, &project, &query)?;
     let values = query.flag("values")?;
     let since = since(&query, request.headers())?;
-    let stats = project.stats.clone();
     let id = project.settings.id.clone();
+    let subscription = ctx.app.store.subscribe(&id)?;
 
     // Subscribed before the revision is read: every change after it is
     // announced, and every change up to it is in the feed or the log.
-    let newest = stats.feed.subscribe();
+    let newest = subscription.feed.subscribe();
     let current = ctx.app.store.revision();
     if let Some(since) = since {
-        let compacted = stats.feed.compacted();
+        let compacted = subscription.feed.compacted();
         if since < compacted {
             return Err(StoreError::HistoryCompacted {
                 compact_revision: compacted,
@@ -323,7 +329,7 @@ pub async fn watch(
     let (frames, queue) = mpsc::channel(QUEUED_FRAMES);
     let (last_frame, last) = oneshot::channel();
     let watcher = Watcher {
-        lifeline: Lifeline::new(ctx, stats, id, true)?,
+        lifeline: Lifeline::new(ctx, subscription, id, true)?,
         newest,
         prefix,
         values,
@@ -521,7 +527,7 @@ impl Watcher {
                     };
                 }
                 () = tokio::time::sleep(SLOW_CHECK) => {
-                    let lag = self.lifeline.stats.feed.published().saturating_sub(self.delivered);
+                    let lag = self.lifeline.subscription.feed.published().saturating_sub(self.delivered);
                     let too_many = self.delivered != 0 && lag > SLOW_CHANGES;
                     let too_late =
                         Timestamp::now().millis() - behind_since.millis() > SLOW_SECONDS * 1000;

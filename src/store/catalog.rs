@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Feed;
+use super::{CatalogDelta, Feed};
 use crate::domain::{
     Digest, ImportedDigest, ProjectId, ProjectSettings, Role, Timestamp, TokenId, TokenRecord,
 };
@@ -22,7 +22,7 @@ pub struct ProjectStats {
     /// The last revision that wrote in the project.
     pub revision: AtomicU64,
     /// The project's recent changes, for watches and blocking reads.
-    pub feed: Feed,
+    pub feed: Arc<Feed>,
 }
 
 impl ProjectStats {
@@ -33,7 +33,7 @@ impl ProjectStats {
             keys: AtomicU64::new(keys),
             bytes: AtomicU64::new(bytes),
             revision: AtomicU64::new(revision),
-            feed: Feed::new(revision, 0),
+            feed: Arc::new(Feed::new(revision, 0)),
         }
     }
 
@@ -55,6 +55,11 @@ impl ProjectStats {
 pub struct Project {
     pub settings: ProjectSettings,
     pub stats: Arc<ProjectStats>,
+    /// Which life of the project id this is: a project deleted and created
+    /// again under the same id is another incarnation, so a watch of the
+    /// old one ends. Unique among the projects an engine has served: the
+    /// embedded engine numbers them as it loads or creates them.
+    pub incarnation: u64,
 }
 
 /// One snapshot of projects and tokens.
@@ -144,6 +149,52 @@ impl Catalog {
         token.digest = digest;
         self.insert_token(token);
         Some(())
+    }
+
+    /// Applies a judged catalog write (see [`super::plan`]): a created
+    /// project takes `incarnation` and empty figures; a changed one keeps
+    /// its figures and incarnation.
+    pub fn apply(&mut self, delta: &CatalogDelta, incarnation: u64) {
+        if let Some(id) = &delta.removed {
+            self.remove_project(id);
+        }
+        for settings in &delta.projects {
+            let (stats, incarnation) = match self.projects.get(&settings.id) {
+                Some(old) if delta.created.as_ref() != Some(&settings.id) => {
+                    (old.stats.clone(), old.incarnation)
+                }
+                _ => (
+                    Arc::new(ProjectStats::new(0, 0, settings.created_revision)),
+                    incarnation,
+                ),
+            };
+            self.insert_project(Project {
+                settings: settings.clone(),
+                stats,
+                incarnation,
+            });
+        }
+        for id in &delta.revoked {
+            self.remove_token(id);
+        }
+        for (id, digest) in &delta.verified {
+            self.verify_imported(id, *digest);
+        }
+        for token in &delta.tokens {
+            if delta.verified.iter().all(|(id, _)| id != &token.id) {
+                self.insert_token(token.clone());
+            }
+        }
+        for (id, digest) in &delta.imported {
+            self.insert_imported(id.clone(), digest.clone());
+        }
+    }
+
+    /// Whether `id` names the project of this incarnation.
+    pub fn is_current(&self, id: &ProjectId, incarnation: u64) -> bool {
+        self.projects
+            .get(id)
+            .is_some_and(|p| p.incarnation == incarnation)
     }
 
     pub fn insert_project(&mut self, project: Project) {

@@ -7,12 +7,20 @@
 //! revisions, keeps per-key metadata, and publishes the [`Catalog`] that the
 //! HTTP layer reads on every request to authenticate without touching disk.
 //!
-//! The trait is narrow on purpose, so that another backend (an etcd cluster,
-//! PostgreSQL) can stand behind it; [`redb_engine`] is the embedded one.
+//! The product's rules live here, above any engine: [`kv`] judges key/value
+//! writes (preconditions, expiry, quotas, value limits, `incr`), [`plan`]
+//! judges catalog writes (ids taken once, token scopes, the last admin
+//! token), and [`publish`] is the one step that makes a commit visible. An
+//! engine stores what they decided, issues revisions and serves reads;
+//! [`redb_engine`] is the embedded one. `tests/store/` holds the suite every
+//! engine must pass.
 
 mod catalog;
 mod error;
 mod feed;
+pub mod kv;
+pub mod plan;
+pub mod publish;
 pub mod redb_engine;
 
 use std::sync::Arc;
@@ -23,6 +31,8 @@ use bytes::Bytes;
 pub use catalog::{Catalog, Project, ProjectStats};
 pub use error::StoreError;
 pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
+pub use kv::Figures;
+pub use plan::CatalogDelta;
 
 use crate::domain::{
     ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
@@ -332,13 +342,71 @@ pub trait StoreSnapshot: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// A project's change feed, for a watch or a blocking read: subscribe to
+/// its notifier before reading the state, so that no change slips in
+/// between.
+#[derive(Clone)]
+pub struct Subscription {
+    /// The incarnation of the project subscribed to: the watch ends when the
+    /// catalog no longer holds it ([`Catalog::is_current`]).
+    pub incarnation: u64,
+    pub feed: Arc<Feed>,
+}
+
+/// What an engine can do; the API refuses the rest with a 4xx.
+#[derive(Clone, Copy, Debug)]
+pub struct Capabilities {
+    /// The storage modes a project may have on this engine.
+    pub storage_modes: &'static [StorageMode],
+}
+
+impl Capabilities {
+    pub fn supports(&self, storage: StorageMode) -> bool {
+        self.storage_modes.contains(&storage)
+    }
+}
+
+/// Writes a new store from a backup, record by record, offline (`kvs
+/// restore`). Nothing is live until [`Restore::finish`]; dropped before, it
+/// removes what it wrote.
+pub trait Restore {
+    /// A project's settings; its keys follow with [`Restore::key`].
+    fn project(&mut self, dump: &ProjectDump) -> Result<(), StoreError>;
+
+    /// A token, with the imported digest it still waits on, if any.
+    fn token(
+        &mut self,
+        record: &TokenRecord,
+        imported: Option<&ImportedDigest>,
+    ) -> Result<(), StoreError>;
+
+    /// A key of a project given before.
+    fn key(&mut self, project: &ProjectId, entry: &Entry) -> Result<(), StoreError>;
+
+    /// Makes the restored store live, resuming past `revision`.
+    fn finish(self: Box<Self>, revision: u64) -> Result<(), StoreError>;
+}
+
+/// A restore into the embedded engine's data directory `dir`.
+pub fn restore_into(dir: &std::path::Path) -> Result<Box<dyn Restore>, StoreError> {
+    Ok(Box::new(redb_engine::Restorer::create(dir)?))
+}
+
 /// The storage interface. Implementations issue revisions, apply each write
 /// atomically, make a write to a `disk` project durable before they return,
-/// and publish the catalog after every change to it.
+/// and publish every commit through [`publish::View::publish`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Projects and tokens as last committed.
-    fn catalog(&self) -> Arc<Catalog>;
+    /// Projects and tokens as last committed. `Unavailable` when the engine
+    /// cannot vouch that its view is fresh (a cluster node cut off from its
+    /// cluster): the caller answers 503, never a stale yes.
+    fn catalog(&self) -> Result<Arc<Catalog>, StoreError>;
+
+    /// What this engine supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The change feed of a project, for watches and blocking reads.
+    fn subscribe(&self, project: &ProjectId) -> Result<Subscription, StoreError>;
 
     /// The newest revision whose write has been acknowledged.
     fn revision(&self) -> u64;
@@ -370,7 +438,7 @@ pub trait Store: Send + Sync + 'static {
     /// The project's change sets after revision `after`, oldest first, whole
     /// sets up to about `max_changes` changes (empty when there is nothing
     /// newer). `HistoryCompacted` when changes after `after` are no longer
-    /// kept. Live changes are announced by the project's [`Feed`].
+    /// kept. Live changes are announced through [`Store::subscribe`].
     async fn changes(
         &self,
         project: &ProjectId,

@@ -56,7 +56,7 @@ pub struct RedbSnapshot {
 /// catalog, the figures and the revision are those of the last commit.
 pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, StoreError> {
     let disk = shared.database(StorageMode::Disk)?;
-    let catalog = shared.catalog.load_full();
+    let catalog = shared.view.catalog();
     let projects = catalog
         .projects()
         .map(|project| ProjectDump {
@@ -381,6 +381,28 @@ impl Restorer {
         std::fs::rename(self.dir.join(DISK_TMP), self.dir.join("kvs.redb"))
             .map_err(StoreError::internal)?;
         sync_dir(&self.dir)
+    }
+}
+
+impl crate::store::Restore for Restorer {
+    fn project(&mut self, dump: &ProjectDump) -> Result<(), StoreError> {
+        Restorer::project(self, dump)
+    }
+
+    fn token(
+        &mut self,
+        record: &TokenRecord,
+        imported: Option<&ImportedDigest>,
+    ) -> Result<(), StoreError> {
+        Restorer::token(self, record, imported)
+    }
+
+    fn key(&mut self, project: &ProjectId, entry: &Entry) -> Result<(), StoreError> {
+        Restorer::key(self, project, entry)
+    }
+
+    fn finish(self: Box<Self>, revision: u64) -> Result<(), StoreError> {
+        Restorer::finish(*self, revision)
     }
 }
 

@@ -106,6 +106,19 @@ impl KeyRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// The record of a key with this metadata, its value inline or not.
+    pub fn from_meta(meta: &KeyMeta, inline: bool) -> KeyRecord {
+        KeyRecord {
+            version: meta.version,
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
+            expires_at: meta.expires_at,
+            size: meta.size,
+            content_type: meta.content_type.clone(),
+            inline,
+        }
+    }
+
     pub fn into_meta(self, key: Key) -> KeyMeta {
         KeyMeta {
             key,

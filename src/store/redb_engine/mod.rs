@@ -20,9 +20,9 @@ mod writer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, backends::InMemoryBackend};
@@ -31,14 +31,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{
     ImportedDigest, Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId, TokenRecord,
 };
+use crate::store::publish::View;
 use crate::store::{
-    Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite, ListPage,
-    ListRequest, Project, ProjectStats, Read, Store, StoreError, StoreSnapshot,
+    Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite,
+    ListPage, ListRequest, Project, ProjectStats, Read, Store, StoreError, StoreSnapshot,
+    Subscription,
 };
 pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
 use codec::{HistoryRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error};
 use snapshot::{ReadCache, Snapshot};
-use writer::{Command, Reply, Request, Writer};
+use writer::{Command, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 8192;
@@ -58,14 +60,11 @@ struct Shared {
     /// The shared read snapshot of each database.
     disk_reads: ReadCache,
     memory_reads: ReadCache,
-    catalog: ArcSwap<Catalog>,
-    /// The newest revision whose write has been committed and published.
-    revision: AtomicU64,
+    /// The catalog, figures and revision as last published.
+    view: View,
     /// False once a commit failed for lack of space or an I/O error.
     writable: AtomicBool,
     path: PathBuf,
-    /// Bumped after each change to the catalog.
-    catalog_generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// The redb-backed [`Store`].
@@ -98,11 +97,9 @@ impl RedbStore {
             memory: Arc::new(memory),
             disk_reads: ReadCache::default(),
             memory_reads: ReadCache::default(),
-            catalog: ArcSwap::from_pointee(catalog),
-            revision: AtomicU64::new(revision),
+            view: View::new(catalog, revision),
             writable: AtomicBool::new(true),
             path,
-            catalog_generation: tokio::sync::watch::Sender::new(0),
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer::new(shared.clone(), revision, reserved, history, limits);
@@ -119,11 +116,7 @@ impl RedbStore {
                 loop {
                     std::thread::sleep(EXPIRY_TICK);
                     let (reply, _) = oneshot::channel();
-                    let tick = Command {
-                        request: Request::Expire,
-                        reply,
-                    };
-                    if ticker.blocking_send(tick).is_err() {
+                    if ticker.blocking_send(Command::Expire(reply)).is_err() {
                         break;
                     }
                 }
@@ -136,20 +129,24 @@ impl RedbStore {
         })
     }
 
-    async fn send(&self, request: Request) -> Result<Reply, StoreError> {
+    /// Sends a command made with a reply channel and waits for its answer.
+    async fn send<T>(
+        &self,
+        command: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Command { request, reply })
+            .send(command(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The project as the current catalog has it.
     fn project(&self, id: &ProjectId) -> Result<Arc<Project>, StoreError> {
         self.shared
-            .catalog
-            .load()
+            .view
+            .catalog()
             .project(id)
             .cloned()
             .ok_or(StoreError::ProjectNotFound)
@@ -180,12 +177,26 @@ impl RedbStore {
 
 #[async_trait]
 impl Store for RedbStore {
-    fn catalog(&self) -> Arc<Catalog> {
-        self.shared.catalog.load_full()
+    fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
+        Ok(self.shared.view.catalog())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            storage_modes: &[StorageMode::Disk, StorageMode::Memory],
+        }
+    }
+
+    fn subscribe(&self, project: &ProjectId) -> Result<Subscription, StoreError> {
+        let project = self.project(project)?;
+        Ok(Subscription {
+            incarnation: project.incarnation,
+            feed: project.stats.feed.clone(),
+        })
     }
 
     fn revision(&self) -> u64 {
-        self.shared.revision.load(Ordering::Acquire)
+        self.shared.view.revision()
     }
 
     fn storage_bytes(&self) -> u64 {
@@ -199,24 +210,15 @@ impl Store for RedbStore {
     }
 
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError> {
-        match self.send(Request::Kv(write)).await? {
-            Reply::Kv(result) => result,
-            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
-        }
+        self.send(|reply| Command::Kv(write, reply)).await
     }
 
     async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
-        match self.send(Request::Catalog(write)).await? {
-            Reply::Catalog(result) => result,
-            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
-        }
+        self.send(|reply| Command::Catalog(write, reply)).await
     }
 
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
-        match self.send(Request::Snapshot).await? {
-            Reply::Snapshot(result) => Ok(result?),
-            _ => Err(StoreError::Internal("mismatched reply".to_owned())),
-        }
+        Ok(self.send(Command::Snapshot).await?)
     }
 
     async fn get(
@@ -283,11 +285,11 @@ impl Store for RedbStore {
     }
 
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.catalog_generation.subscribe()
+        self.shared.view.catalog_changes()
     }
 
     async fn close(&self) {
-        let _ = self.send(Request::Close).await;
+        let _ = self.send(Command::Close).await;
         let thread = self
             .writer_thread
             .lock()
@@ -300,12 +302,6 @@ impl Store for RedbStore {
 }
 
 impl Shared {
-    /// Tells open watches and blocking reads that the catalog changed.
-    fn catalog_changed(&self) {
-        self.catalog_generation
-            .send_modify(|generation| *generation += 1);
-    }
-
     /// Runs `f` on the shared read snapshot of a storage mode's database;
     /// 503 while the disk database is being reopened.
     fn with_snapshot<T>(
@@ -514,6 +510,7 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
             catalog.insert_project(Project {
                 settings,
                 stats: Arc::new(stats),
+                incarnation: writer::next_incarnation(),
             });
         }
         drop((stats, history));

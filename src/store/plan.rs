@@ -1,0 +1,272 @@
+//! The catalog's rules, apart from any engine: a [`CatalogWrite`] judged
+//! against the catalog as it stands becomes a [`CatalogDelta`], the plain
+//! list of records to put and remove. An engine persists the delta and
+//! hands it back to [`Catalog::apply`]; it decides nothing itself.
+//!
+//! The rules: a project id is taken once; a token belongs to a project that
+//! exists; a revocation reaches only the tokens in its scope; the last live
+//! admin token stays; named tokens follow their source; an imported token
+//! keeps the other server's digest until its key is first presented.
+
+use super::{Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
+use crate::domain::{
+    Digest, ImportedDigest, ProjectId, ProjectSettings, Timestamp, TokenId, TokenRecord,
+};
+
+/// What a catalog write changes, record by record.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogDelta {
+    /// A project created by this write (its settings are in `projects`).
+    pub created: Option<ProjectId>,
+    /// A project removed with its keys and tokens.
+    pub removed: Option<ProjectId>,
+    /// Project settings to store (new or changed).
+    pub projects: Vec<ProjectSettings>,
+    /// Token records to store (new or changed).
+    pub tokens: Vec<TokenRecord>,
+    /// Tokens to remove (with their imported digest, if any).
+    pub revoked: Vec<TokenId>,
+    /// Imported digests to keep beside their token.
+    pub imported: Vec<(TokenId, ImportedDigest)>,
+    /// Imported tokens whose key was presented: their imported digest goes.
+    pub verified: Vec<(TokenId, Digest)>,
+}
+
+impl CatalogDelta {
+    /// Whether the write changes nothing (a replacement by the same token,
+    /// a verification already made).
+    pub fn is_empty(&self) -> bool {
+        self.created.is_none()
+            && self.removed.is_none()
+            && self.projects.is_empty()
+            && self.tokens.is_empty()
+            && self.revoked.is_empty()
+            && self.imported.is_empty()
+            && self.verified.is_empty()
+    }
+}
+
+/// Judges `write` against `catalog` at server revision `revision` (a new
+/// project's `created_revision`) and `now`.
+pub fn plan(
+    catalog: &Catalog,
+    write: CatalogWrite,
+    revision: u64,
+    now: Timestamp,
+) -> Result<CatalogDelta, StoreError> {
+    let mut delta = CatalogDelta::default();
+    match write {
+        CatalogWrite::CreateProject {
+            mut settings,
+            token,
+        } => {
+            if catalog.project(&settings.id).is_some() {
+                return Err(StoreError::ProjectExists);
+            }
+            settings.created_revision = revision;
+            delta.created = Some(settings.id.clone());
+            delta.tokens.extend(token);
+            delta.projects.push(settings);
+        }
+        CatalogWrite::UpdateProject { id, change } => {
+            let project = catalog.project(&id).ok_or(StoreError::ProjectNotFound)?;
+            delta.projects.push(change.apply_to(&project.settings));
+        }
+        CatalogWrite::DeleteProject { id } => {
+            catalog.project(&id).ok_or(StoreError::ProjectNotFound)?;
+            delta.revoked = catalog
+                .tokens()
+                .into_iter()
+                .filter(|t| t.project.as_ref() == Some(&id))
+                .map(|t| t.id.clone())
+                .collect();
+            delta.removed = Some(id);
+        }
+        CatalogWrite::CreateToken(token) => {
+            require_project(catalog, &token)?;
+            delta.tokens.push(token);
+        }
+        CatalogWrite::ImportToken { token, digest } => {
+            require_project(catalog, &token)?;
+            delta.imported.push((token.id.clone(), digest));
+            delta.tokens.push(token);
+        }
+        CatalogWrite::VerifyImportedToken { id, digest } => {
+            let token = catalog.token_by_id(&id).ok_or(StoreError::TokenNotFound)?;
+            if !catalog.is_imported(&id) {
+                // Verified meanwhile by another request with the same key.
+                return if token.digest == digest {
+                    Ok(delta)
+                } else {
+                    Err(StoreError::TokenNotFound)
+                };
+            }
+            delta.tokens.push(TokenRecord {
+                digest,
+                ..(**token).clone()
+            });
+            delta.verified.push((id, digest));
+        }
+        CatalogWrite::DeleteToken { id, scope } => {
+            let token = catalog.token_by_id(&id).ok_or(StoreError::TokenNotFound)?;
+            let in_scope = match &scope {
+                TokenScope::Admin => token.project.is_none(),
+                TokenScope::Project(project) => token.project.as_ref() == Some(project),
+            };
+            if !in_scope {
+                return Err(StoreError::TokenNotFound);
+            }
+            if token.project.is_none()
+                && !token.is_expired(now)
+                && catalog.live_admin_tokens(now) <= 1
+            {
+                return Err(StoreError::LastAdminToken);
+            }
+            delta.revoked.push(id);
+        }
+        CatalogWrite::ReplaceNamedTokens {
+            source,
+            name,
+            token,
+        } => {
+            let old: Vec<_> = catalog
+                .tokens()
+                .into_iter()
+                .filter(|t| t.source == source && t.name.as_deref() == Some(name.as_str()))
+                .collect();
+            let keep = token
+                .as_ref()
+                .is_some_and(|new| old.iter().any(|o| o.digest == new.digest));
+            if keep {
+                return Ok(delta);
+            }
+            delta.revoked = old.into_iter().map(|t| t.id.clone()).collect();
+            delta.tokens.extend(token);
+        }
+        CatalogWrite::ReplaceProjectTokens {
+            project,
+            source,
+            token,
+        } => {
+            if catalog.project(&project).is_none() {
+                return Err(StoreError::ProjectNotFound);
+            }
+            if token.project.as_ref() != Some(&project) {
+                return Err(StoreError::internal(
+                    "a replacement token of another project",
+                ));
+            }
+            delta.revoked = catalog
+                .tokens()
+                .into_iter()
+                .filter(|t| t.source == source && t.project.as_ref() == Some(&project))
+                .map(|t| t.id.clone())
+                .collect();
+            delta.tokens.push(token);
+        }
+    }
+    Ok(delta)
+}
+
+fn require_project(catalog: &Catalog, token: &TokenRecord) -> Result<(), StoreError> {
+    match &token.project {
+        Some(project) if catalog.project(project).is_none() => Err(StoreError::ProjectNotFound),
+        _ => Ok(()),
+    }
+}
+
+impl ProjectChange {
+    /// The settings after this change.
+    pub fn apply_to(&self, settings: &ProjectSettings) -> ProjectSettings {
+        let mut next = settings.clone();
+        if let Some(storage) = self.storage {
+            next.storage = storage;
+        }
+        if let Some(discoverable) = self.keys_discoverable {
+            next.keys_discoverable = discoverable;
+        }
+        if let Some(max) = self.max_value_bytes {
+            next.max_value_bytes = max;
+        }
+        if let Some(max) = self.max_keys {
+            next.max_keys = max;
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Role, StorageMode, TokenSecret, TokenSource};
+
+    fn admin(name: &str) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::generate().unwrap(),
+            digest: TokenSecret::generate().unwrap().digest(),
+            role: Role::Admin,
+            project: None,
+            prefix: None,
+            name: Some(name.to_owned()),
+            created_at: Timestamp::now(),
+            expires_at: None,
+            source: TokenSource::V1,
+        }
+    }
+
+    #[test]
+    fn the_last_live_admin_token_cannot_be_revoked_and_scopes_hold() {
+        let mut catalog = Catalog::default();
+        let only = admin("a");
+        catalog.insert_token(only.clone());
+        let now = Timestamp::now();
+        let revoke = |id: &TokenId, scope| CatalogWrite::DeleteToken {
+            id: id.clone(),
+            scope,
+        };
+        assert_eq!(
+            plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap_err(),
+            StoreError::LastAdminToken
+        );
+        let project = ProjectId::parse("p").unwrap();
+        assert_eq!(
+            plan(
+                &catalog,
+                revoke(&only.id, TokenScope::Project(project)),
+                0,
+                now
+            )
+            .unwrap_err(),
+            StoreError::TokenNotFound
+        );
+        let second = admin("b");
+        catalog.insert_token(second);
+        let delta = plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap();
+        assert_eq!(delta.revoked, vec![only.id]);
+    }
+
+    #[test]
+    fn a_new_project_takes_the_revision_of_its_moment_and_an_id_once() {
+        let settings = ProjectSettings {
+            id: ProjectId::parse("p").unwrap(),
+            storage: StorageMode::Memory,
+            keys_discoverable: true,
+            max_value_bytes: 1,
+            max_keys: None,
+            created_at: Timestamp::now(),
+            created_revision: 0,
+        };
+        let create = || CatalogWrite::CreateProject {
+            settings: settings.clone(),
+            token: None,
+        };
+        let mut catalog = Catalog::default();
+        let delta = plan(&catalog, create(), 42, Timestamp::now()).unwrap();
+        assert_eq!(delta.projects[0].created_revision, 42);
+        catalog.apply(&delta, 1);
+        assert_eq!(
+            plan(&catalog, create(), 43, Timestamp::now()).unwrap_err(),
+            StoreError::ProjectExists
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! One batch: the write transaction of each database, begun when first
+//! needed, what the batch's requests changed so far, and its commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use redb::WriteTransaction;
+
+use super::super::Shared;
+use super::super::codec::{self, HistoryRecord, StatsRecord, storage_error};
+use super::tables::{open_txn, put_record};
+use crate::domain::{ProjectId, StorageMode};
+use crate::store::publish::{ProjectFigures, Publication};
+use crate::store::{Catalog, ChangeSet, Figures, HistoryLimits, Project, StoreError};
+
+/// What a committed batch leaves for the next one.
+pub(super) struct Committed {
+    pub revision: u64,
+    pub reserved: u64,
+    /// Change-log figures the batch changed (`None`: the project is gone).
+    pub history: HashMap<ProjectId, Option<HistoryRecord>>,
+}
+
+/// A project's figures as the batch has left them, with the incarnation
+/// they belong to and the database that holds them.
+#[derive(Clone, Copy)]
+pub(super) struct Written {
+    pub incarnation: u64,
+    pub record: StatsRecord,
+    pub storage: StorageMode,
+}
+
+pub(super) struct Batch<'a> {
+    pub shared: &'a Shared,
+    pub disk: WriteTransaction,
+    pub memory: Option<WriteTransaction>,
+    base: Arc<Catalog>,
+    /// The catalog as this batch changed it, if it did.
+    catalog: Option<Catalog>,
+    /// Figures of the projects this batch wrote in.
+    pub stats: HashMap<ProjectId, Written>,
+    pub revision: u64,
+    pub reserved: u64,
+    pub disk_dirty: bool,
+    pub memory_dirty: bool,
+    /// Change-log figures as committed, and as this batch changed them.
+    pub base_history: &'a HashMap<ProjectId, HistoryRecord>,
+    pub history: HashMap<ProjectId, Option<HistoryRecord>>,
+    pub limits: HistoryLimits,
+    /// Change sets to publish after the commit, in revision order, with the
+    /// incarnation of the project they were written in.
+    pub sets: Vec<(ProjectId, u64, ChangeSet)>,
+    /// Keys this batch removed by their expiry, counted once it is published.
+    pub expired: u64,
+}
+
+impl<'a> Batch<'a> {
+    pub fn begin(
+        shared: &'a Shared,
+        revision: u64,
+        reserved: u64,
+        base_history: &'a HashMap<ProjectId, HistoryRecord>,
+        limits: HistoryLimits,
+    ) -> Result<Batch<'a>, StoreError> {
+        Ok(Batch {
+            base_history,
+            history: HashMap::new(),
+            limits,
+            sets: Vec::new(),
+            expired: 0,
+            shared,
+            disk: shared
+                .database(StorageMode::Disk)?
+                .begin_write()
+                .map_err(storage_error)?,
+            memory: None,
+            base: shared.view.catalog(),
+            catalog: None,
+            stats: HashMap::new(),
+            revision,
+            reserved,
+            disk_dirty: false,
+            memory_dirty: false,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        self.catalog.as_ref().unwrap_or(&self.base)
+    }
+
+    pub fn catalog_mut(&mut self) -> &mut Catalog {
+        self.disk_dirty = true;
+        self.catalog.get_or_insert_with(|| (*self.base).clone())
+    }
+
+    /// The batch's transaction of a database, begun when first needed.
+    pub fn txn(&mut self, storage: StorageMode) -> Result<&WriteTransaction, StoreError> {
+        if storage == StorageMode::Memory && self.memory.is_none() {
+            self.memory = Some(self.shared.memory.begin_write().map_err(storage_error)?);
+        }
+        open_txn(&self.disk, &self.memory, storage)
+    }
+
+    /// Marks a database as changed by this batch.
+    pub fn dirty(&mut self, storage: StorageMode) {
+        match storage {
+            StorageMode::Disk => self.disk_dirty = true,
+            StorageMode::Memory => self.memory_dirty = true,
+        }
+    }
+
+    /// Takes the next revision for a write in a project of `storage`; a
+    /// memory project's revision is reserved on disk first.
+    pub fn next_revision(&mut self, storage: StorageMode) -> u64 {
+        self.revision += 1;
+        if storage == StorageMode::Memory && self.revision > self.reserved {
+            self.reserved = self.revision + super::RESERVE_STEP;
+            self.disk_dirty = true;
+        }
+        self.dirty(storage);
+        self.revision
+    }
+
+    /// The project's figures as this batch has left them.
+    pub fn figures(&self, project: &Project) -> StatsRecord {
+        match self.stats.get(&project.settings.id) {
+            Some(written) if written.incarnation == project.incarnation => written.record,
+            _ => StatsRecord {
+                keys: project.stats.keys(),
+                bytes: project.stats.bytes(),
+                revision: project.stats.revision(),
+            },
+        }
+    }
+
+    /// Records the project's figures after a write.
+    pub fn set_figures(&mut self, project: &Project, figures: Figures, revision: u64) {
+        let record = StatsRecord {
+            keys: figures.keys,
+            bytes: figures.bytes,
+            revision,
+        };
+        let written = Written {
+            incarnation: project.incarnation,
+            record,
+            storage: project.settings.storage,
+        };
+        self.stats.insert(project.settings.id.clone(), written);
+    }
+
+    /// Writes the figures, commits both databases (disk first: it holds the
+    /// revision reservation that memory writes rely on) and publishes.
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
+        self.write_logs()?;
+        let live: Vec<(ProjectId, Written)> = self
+            .stats
+            .iter()
+            .filter(|(id, written)| self.catalog().is_current(id, written.incarnation))
+            .map(|(id, written)| (id.clone(), *written))
+            .collect();
+        for (id, written) in &live {
+            put_record(
+                self.txn(written.storage)?,
+                codec::STATS,
+                id.as_str(),
+                &written.record,
+            )?;
+        }
+        if self.disk_dirty {
+            let mut server = self.disk.open_table(codec::SERVER).map_err(storage_error)?;
+            server
+                .insert(codec::REVISION, self.revision)
+                .map_err(storage_error)?;
+            server
+                .insert(codec::RESERVED, self.reserved)
+                .map_err(storage_error)?;
+        }
+        // Readers switch to a new snapshot before the revision is published.
+        if self.disk_dirty {
+            // The disk commit is where the fsync happens: its duration is
+            // what a durable write waits for.
+            let started = Instant::now();
+            self.disk.commit().map_err(storage_error)?;
+            metrics::histogram!("kvs_fsync_seconds").record(started.elapsed().as_secs_f64());
+            self.shared.disk_reads.invalidate();
+        } else {
+            self.disk.abort().map_err(storage_error)?;
+        }
+        if let Some(memory) = self.memory {
+            memory.commit().map_err(storage_error)?;
+            self.shared.memory_reads.invalidate();
+        }
+        let figures = live
+            .into_iter()
+            .map(|(id, written)| {
+                let figures = ProjectFigures {
+                    figures: Figures {
+                        keys: written.record.keys,
+                        bytes: written.record.bytes,
+                    },
+                    revision: written.record.revision,
+                };
+                (id, written.incarnation, figures)
+            })
+            .collect();
+        self.shared.view.publish(Publication {
+            catalog: self.catalog,
+            figures,
+            sets: self.sets,
+            revision: self.revision,
+        });
+        if self.expired > 0 {
+            metrics::counter!("kvs_expired_keys_total").increment(self.expired);
+        }
+        Ok(Committed {
+            revision: self.revision,
+            reserved: self.reserved,
+            history: self.history,
+        })
+    }
+}

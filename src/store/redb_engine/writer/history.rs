@@ -1,0 +1,186 @@
+//! The change log: each revision's changes, written to the project's
+//! `changes/{id}` table in the commit that makes them, and trimmed to the
+//! history limits (count and age).
+
+use std::sync::Arc;
+
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+use super::super::codec::{
+    self, HistoryRecord, KeyTables, decode_set_head, encode_changes, storage_error,
+};
+use super::Writer;
+use super::batch::Batch;
+use super::tables::{open_txn, put_record};
+use crate::domain::{ProjectId, Timestamp};
+use crate::store::{Change, ChangeSet, Feed, HistoryLimits, Project, StoreError};
+
+impl Writer {
+    /// Whether some project keeps changes older than the history's age.
+    pub(super) fn history_due(&self) -> bool {
+        let cutoff = history_cutoff(&self.limits);
+        self.history
+            .values()
+            .any(|record| record.oldest.is_some_and(|at| at < cutoff))
+    }
+}
+
+impl Batch<'_> {
+    /// The project's change-log figures as this batch has left them.
+    pub fn history_of(&self, id: &ProjectId) -> HistoryRecord {
+        match self.history.get(id) {
+            Some(record) => record.unwrap_or_default(),
+            None => self.base_history.get(id).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Queues a revision's changes for the project's change log (written
+    /// at commit, see [`Batch::write_logs`]) and for its feed.
+    pub fn log(&mut self, project: &Project, revision: u64, at: Timestamp, changes: Vec<Change>) {
+        let id = &project.settings.id;
+        let mut record = self.history_of(id);
+        record.changes += changes.len() as u64;
+        record.oldest.get_or_insert(at);
+        self.history.insert(id.clone(), Some(record));
+        self.sets.push((
+            id.clone(),
+            project.incarnation,
+            ChangeSet::new(revision, at, changes),
+        ));
+    }
+
+    /// Writes the batch's change sets to their projects' logs: each log's
+    /// table is opened once per batch (an open costs more than an insert),
+    /// then trimmed to the history limits. Sets of a project deleted later in
+    /// the batch are left out, as its tables are gone.
+    pub fn write_logs(&mut self) -> Result<(), StoreError> {
+        let mut projects: Vec<(Arc<Project>, Vec<usize>)> = Vec::new();
+        for (index, (id, incarnation, _)) in self.sets.iter().enumerate() {
+            let Some(project) = self
+                .catalog()
+                .project(id)
+                .filter(|p| p.incarnation == *incarnation)
+            else {
+                continue;
+            };
+            match projects.iter_mut().find(|(p, _)| &p.settings.id == id) {
+                Some((_, indices)) => indices.push(index),
+                None => projects.push((project.clone(), vec![index])),
+            }
+        }
+        let limits = self.limits;
+        for (project, indices) in projects {
+            let id = project.settings.id.clone();
+            let Some(mut record) = self.history.get(&id).copied().flatten() else {
+                continue;
+            };
+            let tables = KeyTables::of(id.as_str());
+            let storage = project.settings.storage;
+            self.txn(storage)?;
+            let txn = open_txn(&self.disk, &self.memory, storage)?;
+            {
+                let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+                for index in indices {
+                    let set = &self.sets[index].2;
+                    log.insert(
+                        set.revision,
+                        encode_changes(set.at, &set.changes)?.as_slice(),
+                    )
+                    .map_err(storage_error)?;
+                }
+            }
+            trim(txn, &tables, &mut record, &limits, &project.stats.feed)?;
+            put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+            self.history.insert(id, Some(record));
+        }
+        Ok(())
+    }
+
+    /// Drops, from every project's change log, the changes older than the
+    /// history keeps (a project nobody writes to is trimmed here; the others
+    /// are trimmed as they are written).
+    pub fn trim_aged(&mut self) -> Result<(), StoreError> {
+        let cutoff = history_cutoff(&self.limits);
+        let due: std::collections::BTreeSet<ProjectId> = self
+            .base_history
+            .keys()
+            .chain(self.history.keys())
+            .filter(|id| self.history_of(id).oldest.is_some_and(|at| at < cutoff))
+            .cloned()
+            .collect();
+        for id in due {
+            let Some(project) = self.catalog().project(&id).cloned() else {
+                continue;
+            };
+            let mut record = self.history_of(&id);
+            let storage = project.settings.storage;
+            let limits = self.limits;
+            let txn = self.txn(storage)?;
+            trim(
+                txn,
+                &KeyTables::of(id.as_str()),
+                &mut record,
+                &limits,
+                &project.stats.feed,
+            )?;
+            put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+            self.history.insert(id, Some(record));
+            self.dirty(storage);
+        }
+        Ok(())
+    }
+}
+
+/// The time before which the history keeps no change.
+pub fn history_cutoff(limits: &HistoryLimits) -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_millis(now.millis().saturating_sub(
+        (limits.max_age_seconds.min(i64::MAX as u64 / 1000) as i64).saturating_mul(1000),
+    ))
+}
+
+/// Once a project's log holds more changes than the limit, drops its oldest
+/// change sets down to 1/16 below the limit (always keeping the newest set);
+/// and drops sets older than the history's age. The feed learns the new
+/// compaction point before the commit, so that a reader never finds changes
+/// missing without a 410.
+fn trim(
+    txn: &WriteTransaction,
+    tables: &KeyTables,
+    record: &mut HistoryRecord,
+    limits: &HistoryLimits,
+    feed: &Feed,
+) -> Result<(), StoreError> {
+    let cutoff = history_cutoff(limits);
+    let due = |r: &HistoryRecord| {
+        r.changes > limits.max_changes || r.oldest.is_some_and(|at| at < cutoff)
+    };
+    if !due(record) {
+        return Ok(());
+    }
+    let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+    loop {
+        let first = log.first().map_err(storage_error)?;
+        let Some((revision, head)) = first
+            .map(|(revision, entry)| Ok((revision.value(), decode_set_head(entry.value())?)))
+            .transpose()?
+        else {
+            record.changes = 0;
+            record.oldest = None;
+            return Ok(());
+        };
+        // Past the limit, trim to 1/16 below it: a log at its limit then
+        // loses sets once in a while rather than on every write (which
+        // dirtied its first pages in every commit).
+        let floor = limits.max_changes - limits.max_changes / 16;
+        let too_many = record.changes > floor && log.len().map_err(storage_error)? > 1;
+        if !too_many && head.at >= cutoff {
+            record.oldest = Some(head.at);
+            return Ok(());
+        }
+        feed.raise_compacted(revision);
+        log.remove(revision).map_err(storage_error)?;
+        record.changes = record.changes.saturating_sub(u64::from(head.count));
+        record.compacted = revision;
+    }
+}

@@ -1,0 +1,205 @@
+//! Key/value writes: the project's keys table seen through
+//! [`KeySource`] while [`crate::store::kv::evaluate`] judges the write, then
+//! what it decided stored in the keys and values tables and the expiry
+//! index.
+
+use bytes::Bytes;
+use redb::{ReadableTable, WriteTransaction};
+
+use super::super::codec::{
+    self, INLINE_LIMIT, KeyRecord, KeyTables, decode_entry, encode_entry, expiry_key, storage_error,
+};
+use super::batch::Batch;
+use super::tables::open_txn;
+use crate::domain::{Key, Prefix, Timestamp};
+use crate::store::kv::{self, KeySource};
+use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, StoreError};
+
+pub type KeysTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// A project's committed keys, as the write transaction has them.
+struct TableSource<'a, 't> {
+    txn: &'t WriteTransaction,
+    tables: &'a KeyTables<'a>,
+    keys: &'a KeysTable<'t>,
+    /// The values table, opened when a large value is first read.
+    values: Option<KeysTable<'t>>,
+}
+
+impl KeySource for TableSource<'_, '_> {
+    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
+        Ok(stored(self.keys, key)?.map(|record| record.into_meta(Key::from_stored(key))))
+    }
+
+    fn value(&mut self, meta: &KeyMeta) -> Result<Bytes, StoreError> {
+        let key = meta.key.as_str();
+        let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+        let entry = self
+            .keys
+            .get(key)
+            .map_err(storage_error)?
+            .ok_or_else(missing)?;
+        let (record, inline) = decode_entry(entry.value())?;
+        if record.inline {
+            return Ok(Bytes::copy_from_slice(inline));
+        }
+        if self.values.is_none() {
+            self.values = Some(
+                self.txn
+                    .open_table(self.tables.values())
+                    .map_err(storage_error)?,
+            );
+        }
+        let stored = match self.values.as_ref() {
+            Some(table) => table.get(key).map_err(storage_error)?,
+            None => None,
+        };
+        stored
+            .map(|v| Bytes::copy_from_slice(v.value()))
+            .ok_or_else(missing)
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &Prefix,
+        each: &mut dyn FnMut(KeyMeta) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for item in self.keys.range(prefix.as_str()..).map_err(storage_error)? {
+            let (key, entry) = item.map_err(storage_error)?;
+            let key = key.value();
+            if !prefix.covers(key) {
+                break;
+            }
+            let record = decode_entry(entry.value())?.0;
+            each(record.into_meta(Key::from_stored(key)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A key's record as committed before this write.
+pub fn stored(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    match keys.get(key).map_err(storage_error)? {
+        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Whether a value of `size` bytes is kept inline, after its key's record.
+fn is_inline(size: u64) -> bool {
+    size <= INLINE_LIMIT as u64
+}
+
+impl Batch<'_> {
+    pub fn apply_kv(&mut self, write: KvWrite) -> Result<KvCommit, StoreError> {
+        let project = self
+            .catalog()
+            .project(&write.project)
+            .cloned()
+            .ok_or(StoreError::ProjectNotFound)?;
+        let storage = project.settings.storage;
+        let tables = KeyTables::of(write.project.as_str());
+        let record = self.figures(&project);
+        let figures = Figures {
+            keys: record.keys,
+            bytes: record.bytes,
+        };
+        let revision = self.revision + 1;
+        let now = Timestamp::now();
+        self.txn(storage)?;
+        let txn = open_txn(&self.disk, &self.memory, storage)?;
+        let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+        let mut source = TableSource {
+            txn,
+            tables: &tables,
+            keys: &keys,
+            values: None,
+        };
+        let staged = kv::evaluate(
+            &mut source,
+            &project.settings,
+            figures,
+            &write.checks,
+            write.ops,
+            revision,
+            now,
+        )?;
+        let mut values = source.values.take();
+        drop(source);
+        if staged.changes.is_empty() {
+            return Ok(KvCommit {
+                revision: self.revision,
+                results: staged.results,
+            });
+        }
+
+        // Store. Large values live in the values table; a key whose value
+        // was there and is no longer (replaced inline, or deleted) is removed
+        // from it.
+        let was_external = |old: &Option<KeyMeta>| old.as_ref().is_some_and(|m| !is_inline(m.size));
+        let external = staged.changes.values().any(|c| {
+            was_external(&c.old) || c.new.as_ref().is_some_and(|(m, _)| !is_inline(m.size))
+        });
+        if external && values.is_none() {
+            values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
+        }
+        for (key, change) in &staged.changes {
+            match &change.new {
+                Some((meta, value)) => {
+                    let record = KeyRecord::from_meta(meta, is_inline(meta.size));
+                    keys.insert(key.as_str(), encode_entry(&record, value)?.as_slice())
+                        .map_err(storage_error)?;
+                }
+                None => {
+                    keys.remove(key.as_str()).map_err(storage_error)?;
+                }
+            }
+            if let (true, Some(values)) = (external, values.as_mut()) {
+                match &change.new {
+                    Some((meta, value)) if !is_inline(meta.size) => {
+                        values
+                            .insert(key.as_str(), value.as_ref())
+                            .map_err(storage_error)?;
+                    }
+                    _ if was_external(&change.old) => {
+                        values.remove(key.as_str()).map_err(storage_error)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop((keys, values));
+        let old_expiry = |old: &Option<KeyMeta>| old.as_ref().and_then(|m| m.expires_at);
+        let expiring = staged.changes.values().any(|c| {
+            old_expiry(&c.old).is_some()
+                || c.new.as_ref().is_some_and(|(m, _)| m.expires_at.is_some())
+        });
+        if expiring {
+            let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+            let id = write.project.as_str();
+            for (key, change) in &staged.changes {
+                if let Some(at) = old_expiry(&change.old) {
+                    index
+                        .remove(expiry_key(at, id, key).as_slice())
+                        .map_err(storage_error)?;
+                }
+                if let Some(at) = change.new.as_ref().and_then(|(m, _)| m.expires_at) {
+                    index
+                        .insert(expiry_key(at, id, key).as_slice(), ())
+                        .map_err(storage_error)?;
+                }
+            }
+        }
+        let revision = self.next_revision(storage);
+        self.set_figures(&project, staged.figures, revision);
+        let logged = staged.log();
+        self.log(&project, revision, now, logged);
+        Ok(KvCommit {
+            revision,
+            results: staged.results,
+        })
+    }
+}

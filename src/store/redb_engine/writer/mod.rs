@@ -1,0 +1,335 @@
+//! The writer: one thread that applies every write, in arrival order.
+//!
+//! It takes all the requests waiting in its queue (up to [`MAX_BATCH`]),
+//! applies them in one redb write transaction per database, commits the disk
+//! database once (one fsync for the whole batch: group commit), then
+//! publishes the commit (catalog, figures, change sets, revision: see
+//! [`crate::store::publish`]), and only then answers. So an answer is sent
+//! only for a durable write, and a reader never sees a write that is not
+//! committed.
+//!
+//! The rules that decide what a write does are not here: key/value writes
+//! are judged by [`crate::store::kv`] and catalog writes by
+//! [`crate::store::plan`]; the writer stores what they decided. Each
+//! request is judged against the state left by the requests before it, so
+//! a refused request leaves the batch as it was. A storage failure while
+//! changing or committing fails the batch.
+//!
+//! The seams: this file is the thread loop and the replies; [`batch`] one
+//! batch's transactions and its commit; [`kv`] key/value writes; [`catalog`]
+//! catalog writes; [`expiry`] the sweep; [`history`] the change log;
+//! [`moves`] a project's move between databases; [`tables`] the table
+//! helpers they share.
+//!
+//! Revisions: the writer alone issues them. A disk commit records the last
+//! one. Memory projects change nothing on disk, so for them the writer
+//! reserves revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk
+//! commit before it hands them out; after a restart the counter resumes past
+//! the reservation, and no revision is ever issued twice.
+
+mod batch;
+mod catalog;
+mod expiry;
+mod history;
+mod kv;
+mod moves;
+mod tables;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redb::Database;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::codec::HistoryRecord;
+use crate::domain::ProjectId;
+use crate::store::{CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
+use batch::Batch;
+pub(super) use catalog::next_incarnation;
+pub(super) use moves::copy_table;
+pub(super) use tables::put_record;
+
+/// The most requests folded into one commit.
+const MAX_BATCH: usize = 1024;
+/// How many revisions one reservation for memory projects covers.
+const RESERVE_STEP: u64 = 1000;
+
+/// Where the answer to a request goes.
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request to the writer, with its typed reply.
+pub enum Command {
+    Kv(KvWrite, Reply<KvCommit>),
+    Catalog(CatalogWrite, Reply<()>),
+    /// Remove the keys whose expiry has come; each project with such keys
+    /// takes one revision.
+    Expire(Reply<()>),
+    /// Finish what is queued before this, then stop.
+    Close(Reply<()>),
+    /// Finish what is queued before this, then take a snapshot of both
+    /// databases at the revision of that moment (for a backup).
+    Snapshot(Reply<Box<super::backup::RedbSnapshot>>),
+}
+
+/// A request's outcome in a batch, held until the batch has committed.
+enum Answer {
+    Kv(Reply<KvCommit>, Result<KvCommit, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+}
+
+impl Answer {
+    /// The storage failure this outcome reports, if it is one.
+    fn fatal(&self) -> Option<&StoreError> {
+        match self {
+            Answer::Kv(_, Err(error)) | Answer::Unit(_, Err(error)) => {
+                is_fatal(error).then_some(error)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends the outcome; after a failed commit, a success (or a storage
+    /// failure of its own) becomes the batch's failure, and refusals stand.
+    fn send(self, failure: Option<&StoreError>) {
+        fn outcome<T>(
+            result: Result<T, StoreError>,
+            failure: Option<&StoreError>,
+        ) -> Result<T, StoreError> {
+            match (failure, result) {
+                (Some(failure), Ok(_)) => Err(failure.clone()),
+                (Some(failure), Err(error)) if is_fatal(&error) => Err(failure.clone()),
+                (_, result) => result,
+            }
+        }
+        match self {
+            Answer::Kv(reply, result) => {
+                let _ = reply.send(outcome(result, failure));
+            }
+            Answer::Unit(reply, result) => {
+                let _ = reply.send(outcome(result, failure));
+            }
+        }
+    }
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    /// The last revision issued.
+    revision: u64,
+    /// The highest revision reserved on disk for memory projects.
+    reserved: u64,
+    /// Each project's change-log figures, as committed.
+    history: HashMap<ProjectId, HistoryRecord>,
+    limits: HistoryLimits,
+}
+
+impl Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        revision: u64,
+        reserved: u64,
+        history: HashMap<ProjectId, HistoryRecord>,
+        limits: HistoryLimits,
+    ) -> Writer {
+        Writer {
+            shared,
+            revision,
+            reserved,
+            history,
+            limits,
+        }
+    }
+
+    pub fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if self.process(batch) {
+                break;
+            }
+        }
+    }
+
+    /// Applies a batch; true when a `Close` was among it. A change of a
+    /// project's storage runs on its own, between the batches around it.
+    fn process(&mut self, batch: Vec<Command>) -> bool {
+        let mut pending = Vec::new();
+        for command in batch {
+            match command {
+                Command::Close(reply) => {
+                    self.commit(std::mem::take(&mut pending));
+                    let _ = reply.send(Ok(()));
+                    return true;
+                }
+                // Between two commits, so that both databases hold exactly
+                // the writes up to `self.revision`.
+                Command::Snapshot(reply) => {
+                    self.commit(std::mem::take(&mut pending));
+                    let snapshot = super::backup::take(&self.shared, self.revision).map(Box::new);
+                    let _ = reply.send(snapshot);
+                }
+                Command::Catalog(CatalogWrite::UpdateProject { id, change }, reply)
+                    if self.is_move(&id, &change) =>
+                {
+                    self.commit(std::mem::take(&mut pending));
+                    let _ = reply.send(self.move_project(&id, &change));
+                }
+                // The timer's sweep, when nothing is due: answered at once,
+                // without a write transaction (and without dropping the
+                // readers' shared snapshot).
+                Command::Expire(reply) if !self.expiry_due() && !self.history_due() => {
+                    let _ = reply.send(Ok(()));
+                }
+                command => pending.push(command),
+            }
+        }
+        self.commit(pending);
+        false
+    }
+
+    /// Applies the commands in one transaction per database and answers them.
+    fn commit(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
+        self.reopen();
+        // A shared snapshot keeps redb from reusing the pages that the last
+        // commit freed; dropped now, it pins nothing while this batch
+        // commits (readers that come meanwhile take a new one, as any
+        // short-lived read would).
+        self.shared.disk_reads.invalidate();
+        self.shared.memory_reads.invalidate();
+        let begun = Batch::begin(
+            &self.shared,
+            self.revision,
+            self.reserved,
+            &self.history,
+            self.limits,
+        );
+        let mut batch = match begun {
+            Ok(batch) => batch,
+            Err(error) => return fail_all(commands, &error),
+        };
+        let size = commands.len();
+        let mut answers = Vec::with_capacity(size);
+        for command in commands {
+            answers.push(match command {
+                Command::Kv(write, reply) => Answer::Kv(reply, batch.apply_kv(write)),
+                Command::Catalog(write, reply) => Answer::Unit(reply, batch.apply_catalog(write)),
+                Command::Expire(reply) => Answer::Unit(reply, batch.apply_expiry()),
+                Command::Close(reply) => Answer::Unit(reply, Ok(())),
+                Command::Snapshot(reply) => {
+                    let _ = reply.send(Err(StoreError::internal("a snapshot inside a batch")));
+                    continue;
+                }
+            });
+        }
+        let fatal = answers.iter().find_map(|answer| answer.fatal().cloned());
+        let outcome = match fatal {
+            Some(error) => {
+                drop(batch);
+                Err(error)
+            }
+            None => batch.commit(),
+        };
+        match outcome {
+            Ok(committed) => {
+                metrics::counter!("kvs_commits_total").increment(1);
+                metrics::histogram!("kvs_commit_batch_size").record(size as f64);
+                self.revision = committed.revision;
+                self.reserved = committed.reserved;
+                for (id, record) in committed.history {
+                    match record {
+                        Some(record) => self.history.insert(id, record),
+                        None => self.history.remove(&id),
+                    };
+                }
+                for answer in answers {
+                    answer.send(None);
+                }
+            }
+            Err(error) => {
+                metrics::counter!("kvs_commit_failures_total").increment(1);
+                self.recover(&error);
+                for answer in answers {
+                    answer.send(Some(&error));
+                }
+            }
+        }
+    }
+
+    /// After a failed commit: nothing of the batch was applied, but redb
+    /// refuses every later write until the database is reopened. The writer
+    /// takes the database out of service (readers answer 503 meanwhile),
+    /// waits for readers to let go of it, and opens it again.
+    fn recover(&self, error: &StoreError) {
+        tracing::error!(%error, "a commit failed; its writes were not applied");
+        if !is_fatal(error) {
+            return;
+        }
+        self.shared.writable.store(false, Ordering::Release);
+        // The shared snapshot holds the old database open too.
+        self.shared.disk_reads.invalidate();
+        if let Some(old) = self.shared.disk.swap(None) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(old);
+        }
+        self.reopen();
+    }
+
+    /// Opens the disk database if it is out of service.
+    fn reopen(&self) {
+        if self.shared.disk.load().is_some() {
+            return;
+        }
+        // A reader that still had the old database may have left a snapshot
+        // of it, which would keep its file locked.
+        self.shared.disk_reads.invalidate();
+        match Database::create(&self.shared.path) {
+            Ok(db) => {
+                self.shared.disk.store(Some(Arc::new(db)));
+                self.shared.writable.store(true, Ordering::Release);
+                tracing::warn!("reopened the database after a failed commit");
+            }
+            Err(error) => tracing::error!(%error, "cannot reopen the database; will retry"),
+        }
+    }
+}
+
+/// A storage failure, as opposed to a refusal that changed nothing.
+fn is_fatal(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::StorageFull
+            | StoreError::Internal(_)
+            | StoreError::Closed
+            | StoreError::Unavailable
+    )
+}
+
+fn fail_all(commands: Vec<Command>, error: &StoreError) {
+    for command in commands {
+        match command {
+            Command::Kv(_, reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Catalog(_, reply) | Command::Expire(reply) | Command::Close(reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

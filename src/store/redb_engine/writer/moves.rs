@@ -1,0 +1,128 @@
+//! A project's move between the disk and the memory database, run by the
+//! writer on its own, between the batches around it.
+
+use redb::{ReadableDatabase, ReadableTable, TableError, WriteTransaction};
+
+use super::super::codec::{self, KeyTables, StatsRecord, storage_error};
+use super::Writer;
+use super::tables::{drop_key_tables, put_record};
+use crate::domain::{ProjectId, StorageMode};
+use crate::store::publish::Publication;
+use crate::store::{Project, ProjectChange, StoreError};
+
+impl Writer {
+    pub(super) fn is_move(&self, id: &ProjectId, change: &ProjectChange) -> bool {
+        let catalog = self.shared.view.catalog();
+        match (catalog.project(id), change.storage) {
+            (Some(project), Some(storage)) => project.settings.storage != storage,
+            _ => false,
+        }
+    }
+
+    /// Moves a project's keys to the other database: copy and commit at the
+    /// destination (with the new settings), publish, then remove them from
+    /// the source. Readers find the keys in one place or the other
+    /// throughout; a crash before the removal leaves disk tables of a memory
+    /// project, which the next start removes.
+    pub(super) fn move_project(
+        &mut self,
+        id: &ProjectId,
+        change: &ProjectChange,
+    ) -> Result<(), StoreError> {
+        let catalog = self.shared.view.catalog();
+        let project = catalog.project(id).ok_or(StoreError::ProjectNotFound)?;
+        let from = project.settings.storage;
+        let settings = change.apply_to(&project.settings);
+        let tables = KeyTables::of(id.as_str());
+        let figures = StatsRecord {
+            keys: project.stats.keys(),
+            bytes: project.stats.bytes(),
+            revision: project.stats.revision(),
+        };
+        let result = (|| {
+            let source = self
+                .shared
+                .database(from)?
+                .begin_read()
+                .map_err(storage_error)?;
+            let target = self
+                .shared
+                .database(settings.storage)?
+                .begin_write()
+                .map_err(storage_error)?;
+            copy_table(&source, &target, tables.keys())?;
+            copy_table(&source, &target, tables.values())?;
+            copy_table(&source, &target, tables.changes())?;
+            put_record(&target, codec::STATS, id.as_str(), &figures)?;
+            let history = self.history.get(id).copied().unwrap_or_default();
+            put_record(&target, codec::HISTORY, id.as_str(), &history)?;
+            if settings.storage == StorageMode::Disk {
+                put_record(&target, codec::PROJECTS, id.as_str(), &settings)?;
+                target.commit().map_err(storage_error)?;
+                self.shared.disk_reads.invalidate();
+            } else {
+                target.commit().map_err(storage_error)?;
+                self.shared.memory_reads.invalidate();
+                let disk = self
+                    .shared
+                    .database(StorageMode::Disk)?
+                    .begin_write()
+                    .map_err(storage_error)?;
+                put_record(&disk, codec::PROJECTS, id.as_str(), &settings)?;
+                disk.commit().map_err(storage_error)?;
+                self.shared.disk_reads.invalidate();
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            self.recover(&error);
+            return Err(error);
+        }
+        let mut next = (*catalog).clone();
+        next.insert_project(Project {
+            settings,
+            stats: project.stats.clone(),
+            incarnation: project.incarnation,
+        });
+        self.shared.view.publish(Publication {
+            catalog: Some(next),
+            revision: self.revision,
+            ..Publication::default()
+        });
+        let cleanup = (|| {
+            let source = self
+                .shared
+                .database(from)?
+                .begin_write()
+                .map_err(storage_error)?;
+            drop_key_tables(&source, &tables, id)?;
+            source.commit().map_err(storage_error)?;
+            self.shared.reads(from).invalidate();
+            Ok::<(), StoreError>(())
+        })();
+        if let Err(error) = cleanup {
+            tracing::warn!(%error, project = %id, "keys left behind after a storage move");
+        }
+        Ok(())
+    }
+}
+
+/// Copies every row of a table from a snapshot into a write transaction.
+pub(in crate::store::redb_engine) fn copy_table<K: redb::Key + 'static>(
+    source: &redb::ReadTransaction,
+    target: &WriteTransaction,
+    table: redb::TableDefinition<K, &[u8]>,
+) -> Result<(), StoreError> {
+    let rows = match source.open_table(table) {
+        Ok(rows) => rows,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut copy = target.open_table(table).map_err(storage_error)?;
+    for item in rows.iter().map_err(storage_error)? {
+        let (key, value) = item.map_err(storage_error)?;
+        copy.insert(key.value(), value.value())
+            .map_err(storage_error)?;
+    }
+    Ok(())
+}
