@@ -1,140 +1,6 @@
-//! The storage test suite: what every `Store` engine must do, checked through
-//! the trait alone. Each check runs against every engine in [`ENGINES`]; a
-//! new backend (etcd, PostgreSQL) joins by adding a line there.
+//! The rules every `Store` engine must keep, run against each of them.
 
-use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use kvs::domain::{
-    Digest, ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Role, StorageMode, Timestamp,
-    TokenId, TokenRecord, TokenSecret, TokenSource,
-};
-use kvs::store::redb_engine::RedbStore;
-use kvs::store::{
-    CatalogWrite, ChangeKind, ChangeSets, HistoryLimits, KvOp, KvWrite, ListRequest, OpResult,
-    Precondition, ProjectChange, Store, StoreError,
-};
-
-type Open = fn(&Path, HistoryLimits) -> Arc<dyn Store>;
-
-/// Every engine, by name, with a function that opens it on a directory.
-const ENGINES: &[(&str, Open)] = &[("redb", |dir, limits| {
-    Arc::new(RedbStore::open_with(dir, limits).unwrap())
-})];
-
-/// Runs `check` against a fresh store of every engine.
-fn for_each_engine<F, Fut>(check: F)
-where
-    F: Fn(Arc<dyn Store>, std::path::PathBuf) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for (name, open) in ENGINES {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        eprintln!("engine {name}");
-        let store = open(dir.path(), HistoryLimits::default());
-        runtime.block_on(check(store, dir.path().to_owned()));
-    }
-}
-
-fn id(text: &str) -> ProjectId {
-    ProjectId::parse(text).unwrap()
-}
-
-fn key(text: &str) -> Key {
-    Key::parse(text).unwrap()
-}
-
-async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
-    let settings = ProjectSettings {
-        id: id(project),
-        storage,
-        keys_discoverable: true,
-        max_value_bytes: 1 << 20,
-        max_keys: None,
-        created_at: Timestamp::now(),
-        created_revision: 0,
-    };
-    store
-        .write_catalog(CatalogWrite::CreateProject {
-            settings,
-            token: None,
-        })
-        .await
-        .unwrap();
-}
-
-/// Applies a change to a project's settings.
-async fn update(store: &dyn Store, project: &str, change: ProjectChange) {
-    let id = id(project);
-    store
-        .write_catalog(CatalogWrite::UpdateProject { id, change })
-        .await
-        .unwrap();
-}
-
-/// Moves a project's keys to `storage`.
-async fn move_to(store: &dyn Store, project: &str, storage: StorageMode) {
-    let change = ProjectChange {
-        storage: Some(storage),
-        ..ProjectChange::default()
-    };
-    update(store, project, change).await;
-}
-
-fn put(k: &str, value: &str) -> KvOp {
-    KvOp::Put {
-        key: key(k),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        content_type: "text/plain".to_owned(),
-        ttl: None,
-        precondition: None,
-    }
-}
-
-async fn write(
-    store: &dyn Store,
-    project: &str,
-    ops: Vec<KvOp>,
-) -> Result<kvs::store::KvCommit, StoreError> {
-    store
-        .write_kv(KvWrite {
-            project: id(project),
-            checks: Vec::new(),
-            ops,
-        })
-        .await
-}
-
-async fn delete_prefix(store: &dyn Store, project: &str, prefix: &str) -> kvs::store::KvCommit {
-    let prefix = Prefix::parse(prefix).unwrap();
-    write(store, project, vec![KvOp::DeletePrefix { prefix }])
-        .await
-        .unwrap()
-}
-
-async fn value(store: &dyn Store, project: &str, k: &str) -> Option<String> {
-    let read = store.get(&id(project), &key(k), true).await.unwrap();
-    read.value
-        .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
-}
-
-async fn keys(store: &dyn Store, project: &str, prefix: &str) -> Vec<String> {
-    let request = ListRequest {
-        prefix: Prefix::parse(prefix).unwrap(),
-        after: None,
-        limit: 1000,
-        with_values: false,
-        value_budget: u64::MAX,
-    };
-    let page = store.list(&id(project), request).await.unwrap().value;
-    page.entries
-        .into_iter()
-        .map(|(m, _)| m.key.as_str().to_owned())
-        .collect()
-}
+use super::*;
 
 #[test]
 fn every_write_takes_the_next_revision_and_versions_follow_it() {
@@ -287,95 +153,6 @@ fn listings_are_in_byte_order_and_delete_by_prefix_is_one_revision() {
 }
 
 #[test]
-fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
-    for (_, open) in ENGINES {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let last = runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            create(store.as_ref(), "disk", StorageMode::Disk).await;
-            create(store.as_ref(), "mem", StorageMode::Memory).await;
-            write(store.as_ref(), "disk", vec![put("k", "kept")])
-                .await
-                .unwrap();
-            let last = write(store.as_ref(), "mem", vec![put("k", "lost")])
-                .await
-                .unwrap()
-                .revision;
-            store.close().await;
-            last
-        });
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            assert_eq!(
-                value(store.as_ref(), "disk", "k").await.as_deref(),
-                Some("kept")
-            );
-            assert_eq!(value(store.as_ref(), "mem", "k").await, None);
-            assert!(
-                store.catalog().unwrap().project(&id("mem")).is_some(),
-                "a memory project itself is kept"
-            );
-            assert!(
-                store.revision() >= last,
-                "the revision went back after reopening"
-            );
-            let mem = store
-                .catalog()
-                .unwrap()
-                .project(&id("mem"))
-                .unwrap()
-                .clone();
-            assert!(
-                mem.stats.revision() >= last,
-                "a memory project's revision went back"
-            );
-            let next = write(store.as_ref(), "mem", vec![put("k", "new")])
-                .await
-                .unwrap()
-                .revision;
-            assert!(
-                next > last,
-                "revision {next} reused after reopening (had {last})"
-            );
-            store.close().await;
-        });
-    }
-}
-
-#[test]
-fn moving_a_project_between_storages_keeps_every_key() {
-    for_each_engine(|store, _| async move {
-        create(store.as_ref(), "p", StorageMode::Disk).await;
-        write(store.as_ref(), "p", vec![put("a", "1"), put("b/c", "2")])
-            .await
-            .unwrap();
-        for storage in [StorageMode::Memory, StorageMode::Disk, StorageMode::Memory] {
-            move_to(store.as_ref(), "p", storage).await;
-            assert_eq!(
-                store
-                    .catalog()
-                    .unwrap()
-                    .project(&id("p"))
-                    .unwrap()
-                    .settings
-                    .storage,
-                storage
-            );
-            assert_eq!(
-                keys(store.as_ref(), "p", "").await,
-                ["a", "b/c"],
-                "after moving to {storage:?}"
-            );
-            assert_eq!(
-                value(store.as_ref(), "p", "b/c").await.as_deref(),
-                Some("2")
-            );
-        }
-    });
-}
-
-#[test]
 fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
     for_each_engine(|store, _| async move {
         create(store.as_ref(), "p", StorageMode::Disk).await;
@@ -473,106 +250,6 @@ fn concurrent_writers_are_all_applied_and_share_commits() {
 }
 
 #[test]
-fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
-    for_each_engine(|store, _| async move {
-        create(store.as_ref(), "p", StorageMode::Disk).await;
-        let sizes = [0usize, 1, 2047, 2048, 2049, 70_000, 5];
-        let put_bytes = |k: &str, size: usize| KvOp::Put {
-            key: key(k),
-            value: Bytes::from(vec![(size % 251) as u8; size]),
-            content_type: "application/octet-stream".to_owned(),
-            ttl: None,
-            precondition: None,
-        };
-        // One key goes through every size, small to large and back.
-        for size in sizes {
-            write(store.as_ref(), "p", vec![put_bytes("k", size)])
-                .await
-                .unwrap();
-            let read = store
-                .get(&id("p"), &key("k"), true)
-                .await
-                .unwrap()
-                .value
-                .unwrap();
-            assert_eq!(read.value.len(), size);
-            assert!(read.value.iter().all(|b| *b == (size % 251) as u8));
-            assert_eq!(read.meta.size, size as u64);
-        }
-        let ops = sizes
-            .iter()
-            .map(|s| put_bytes(&format!("all/{s:06}"), *s))
-            .collect();
-        write(store.as_ref(), "p", ops).await.unwrap();
-        for storage in [StorageMode::Memory, StorageMode::Disk] {
-            move_to(store.as_ref(), "p", storage).await;
-            let request = ListRequest {
-                prefix: Prefix::parse("all/").unwrap(),
-                after: None,
-                limit: 100,
-                with_values: true,
-                value_budget: u64::MAX,
-            };
-            let page = store.list(&id("p"), request).await.unwrap().value;
-            let mut expected: Vec<usize> = sizes.to_vec();
-            expected.sort();
-            let listed: Vec<usize> = page
-                .entries
-                .iter()
-                .map(|(_, v)| v.as_ref().unwrap().len())
-                .collect();
-            assert_eq!(
-                listed, expected,
-                "values listed after moving to {storage:?}"
-            );
-        }
-        let commit = delete_prefix(store.as_ref(), "p", "all/").await;
-        assert!(matches!(
-            commit.results[0],
-            OpResult::DeletePrefix { deleted: 7 }
-        ));
-        write(store.as_ref(), "p", vec![put_bytes("k", 70_000)])
-            .await
-            .unwrap();
-        write(
-            store.as_ref(),
-            "p",
-            vec![KvOp::Delete {
-                key: key("k"),
-                precondition: None,
-                must_exist: true,
-            }],
-        )
-        .await
-        .unwrap();
-        assert_eq!(value(store.as_ref(), "p", "k").await, None);
-        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
-        assert_eq!((project.stats.keys(), project.stats.bytes()), (0, 0));
-    });
-}
-
-fn put_ttl(k: &str, value: &str, ttl: Option<u64>) -> KvOp {
-    KvOp::Put {
-        key: key(k),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        content_type: "text/plain".to_owned(),
-        ttl,
-        precondition: None,
-    }
-}
-
-/// Waits (at most 5 s) until `done` holds.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    done()
-}
-
-#[test]
 fn an_expired_key_is_gone_at_once_and_its_removal_takes_a_revision() {
     for_each_engine(|store, _| async move {
         for storage in [StorageMode::Disk, StorageMode::Memory] {
@@ -652,75 +329,6 @@ fn a_put_without_ttl_removes_the_expiry_and_a_new_put_revives_an_expired_key() {
             .clone();
         assert_eq!(stats.keys(), 2);
     });
-}
-
-#[test]
-fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
-    for (_, open) in ENGINES {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            create(store.as_ref(), "p", StorageMode::Disk).await;
-            write(
-                store.as_ref(),
-                "p",
-                vec![put_ttl("k", "v", Some(1)), put_ttl("stays", "v", None)],
-            )
-            .await
-            .unwrap();
-            store.close().await;
-        });
-        std::thread::sleep(std::time::Duration::from_millis(1200));
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            assert_eq!(
-                value(store.as_ref(), "p", "k").await,
-                None,
-                "an expired key was read"
-            );
-            let stats = store
-                .catalog()
-                .unwrap()
-                .project(&id("p"))
-                .unwrap()
-                .stats
-                .clone();
-            assert!(
-                eventually(|| stats.keys() == 1).await,
-                "the expiry was not swept after opening"
-            );
-            store.close().await;
-        });
-    }
-}
-
-// ======================================================= the change log
-
-/// A project's change sets after `after`, as (revision, [(kind, key)]).
-async fn history(
-    store: &dyn Store,
-    project: &str,
-    after: u64,
-) -> Result<Vec<(u64, Vec<(ChangeKind, String)>)>, StoreError> {
-    let sets: ChangeSets = store.changes(&id(project), after, 100_000).await?;
-    Ok(sets
-        .iter()
-        .map(|set| {
-            let changes = set
-                .changes
-                .iter()
-                .map(|c| (c.kind, c.key.as_str().to_owned()))
-                .collect();
-            (set.revision, changes)
-        })
-        .collect())
-}
-
-fn changes(list: &[(ChangeKind, &str)]) -> Vec<(ChangeKind, String)> {
-    list.iter()
-        .map(|(k, key)| (*k, (*key).to_owned()))
-        .collect()
 }
 
 #[test]
@@ -907,93 +515,6 @@ fn history_beyond_its_limits_is_compacted_and_reported() {
 }
 
 #[test]
-fn history_follows_its_project_through_moves_restarts_and_deletion() {
-    for (_, open) in ENGINES {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let (start, written) = runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            let store = store.as_ref();
-            create(store, "moved", StorageMode::Memory).await;
-            create(store, "mem", StorageMode::Memory).await;
-            let start = store.revision();
-            let mut written = Vec::new();
-            for k in ["a", "b"] {
-                written.push(
-                    write(store, "moved", vec![put(k, "v")])
-                        .await
-                        .unwrap()
-                        .revision,
-                );
-            }
-            write(store, "mem", vec![put("k", "v")]).await.unwrap();
-            move_to(store, "moved", StorageMode::Disk).await;
-            store.close().await;
-            (start, written)
-        });
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            let store = store.as_ref();
-            // Moved to disk: its log moved with it and survived the restart.
-            let logged = history(store, "moved", start).await.unwrap();
-            assert_eq!(logged.iter().map(|s| s.0).collect::<Vec<_>>(), written);
-            // A memory project's log went with its keys: history starts now.
-            let revision = store
-                .catalog()
-                .unwrap()
-                .project(&id("mem"))
-                .unwrap()
-                .stats
-                .revision();
-            assert_eq!(
-                history(store, "mem", 0).await,
-                Err(StoreError::HistoryCompacted {
-                    compact_revision: revision
-                })
-            );
-            // A project deleted and created again has none of the old log.
-            store
-                .write_catalog(CatalogWrite::DeleteProject { id: id("moved") })
-                .await
-                .unwrap();
-            create(store, "moved", StorageMode::Disk).await;
-            assert!(history(store, "moved", 0).await.unwrap().is_empty());
-            store.close().await;
-        });
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            assert!(
-                history(store.as_ref(), "moved", 0)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
-            store.close().await;
-        });
-    }
-}
-
-/// An imported token as the HTTP layer makes it: a random digest, and the
-/// other server's digest of its key (here of "password", one round).
-fn imported_token(project: &str) -> (TokenRecord, ImportedDigest) {
-    let record = TokenRecord {
-        id: TokenId::generate().unwrap(),
-        digest: Digest::random().unwrap(),
-        role: Role::Manage,
-        project: Some(id(project)),
-        prefix: None,
-        name: None,
-        created_at: Timestamp::now(),
-        expires_at: None,
-        source: TokenSource::Import,
-    };
-    let digest =
-        ImportedDigest::parse("pbkdf2_sha256$1$c2FsdA$Eg-2z_z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs")
-            .unwrap();
-    (record, digest)
-}
-
-#[test]
 fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project() {
     for (_, open) in ENGINES {
         let dir = tempfile::tempdir().unwrap();
@@ -1056,71 +577,190 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
     }
 }
 
-/// Every key of a project as a snapshot holds it: (key, version, value).
-fn snapshot_keys(
-    snapshot: &dyn kvs::store::StoreSnapshot,
-    project: &str,
-) -> Vec<(String, u64, String)> {
-    let mut keys = Vec::new();
-    snapshot
-        .keys(&id(project), &mut |entry| {
-            keys.push((
-                entry.meta.key.as_str().to_owned(),
-                entry.meta.version,
-                String::from_utf8(entry.value.to_vec()).unwrap(),
-            ));
-            Ok(())
-        })
-        .unwrap();
-    keys
+fn token(
+    role: Role,
+    project: Option<&str>,
+    name: Option<&str>,
+    source: TokenSource,
+) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::generate().unwrap(),
+        digest: TokenSecret::generate().unwrap().digest(),
+        role,
+        project: project.map(id),
+        prefix: None,
+        name: name.map(str::to_owned),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        source,
+    }
 }
 
 #[test]
-fn a_snapshot_holds_both_databases_at_one_revision_while_writes_go_on() {
+fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
     for_each_engine(|store, _| async move {
-        create(store.as_ref(), "d", StorageMode::Disk).await;
-        create(store.as_ref(), "m", StorageMode::Memory).await;
-        write(store.as_ref(), "d", vec![put("a", "1")])
+        let store = store.as_ref();
+        let now = Timestamp::now();
+        let admin = token(Role::Admin, None, None, TokenSource::V1);
+        store
+            .write_catalog(CatalogWrite::CreateToken(admin.clone()))
             .await
             .unwrap();
-        let large = "L".repeat(5000);
-        write(store.as_ref(), "m", vec![put("b", &large)])
-            .await
-            .unwrap();
-        let snapshot = store.snapshot().await.unwrap();
-        let revision = snapshot.revision();
-        assert_eq!(revision, store.revision());
+        // The last live admin token stays; a project scope does not reach it.
+        let revoke = |id: &TokenId, scope| CatalogWrite::DeleteToken {
+            id: id.clone(),
+            scope,
+        };
+        assert_eq!(
+            store
+                .write_catalog(revoke(&admin.id, TokenScope::Admin))
+                .await,
+            Err(StoreError::LastAdminToken)
+        );
+        create(store, "p", StorageMode::Disk).await;
+        assert_eq!(
+            store
+                .write_catalog(revoke(&admin.id, TokenScope::Project(id("p"))))
+                .await,
+            Err(StoreError::TokenNotFound)
+        );
+        // A token of a project that does not exist is refused.
+        let orphan = token(Role::Read, Some("nope"), None, TokenSource::V1);
+        assert_eq!(
+            store.write_catalog(CatalogWrite::CreateToken(orphan)).await,
+            Err(StoreError::ProjectNotFound)
+        );
+        // A project id is taken once.
+        let again = CatalogWrite::CreateProject {
+            settings: store
+                .catalog()
+                .unwrap()
+                .project(&id("p"))
+                .unwrap()
+                .settings
+                .clone(),
+            token: None,
+        };
+        assert_eq!(
+            store.write_catalog(again).await,
+            Err(StoreError::ProjectExists)
+        );
 
-        // Later writes, a new project and a deletion are not in it.
-        write(store.as_ref(), "d", vec![put("a", "2"), put("c", "3")])
+        // Named tokens follow their source: the same secret is kept, another
+        // replaces every token of that name, none removes them.
+        let named = token(Role::Admin, None, Some("ENV"), TokenSource::Env);
+        let replace = |token: Option<TokenRecord>| CatalogWrite::ReplaceNamedTokens {
+            source: TokenSource::Env,
+            name: "ENV".to_owned(),
+            token,
+        };
+        store
+            .write_catalog(replace(Some(named.clone())))
             .await
             .unwrap();
-        write(store.as_ref(), "m", vec![put("b", "short")])
+        let same = TokenRecord {
+            id: TokenId::generate().unwrap(),
+            ..named.clone()
+        };
+        store.write_catalog(replace(Some(same))).await.unwrap();
+        assert!(store.catalog().unwrap().token_by_id(&named.id).is_some());
+        let next = token(Role::Admin, None, Some("ENV"), TokenSource::Env);
+        store
+            .write_catalog(replace(Some(next.clone())))
             .await
             .unwrap();
-        create(store.as_ref(), "later", StorageMode::Disk).await;
-        delete_prefix(store.as_ref(), "m", "").await;
+        let catalog = store.catalog().unwrap();
+        assert!(catalog.token_by_id(&named.id).is_none());
+        assert!(catalog.token(&next.digest, now).is_some());
+        store.write_catalog(replace(None)).await.unwrap();
+        assert!(store.catalog().unwrap().token_by_id(&next.id).is_none());
 
-        let projects: Vec<_> = snapshot
-            .projects()
-            .into_iter()
-            .map(|p| (p.settings.id.as_str().to_owned(), p.keys, p.revision))
-            .collect();
-        assert_eq!(
-            projects,
-            [
-                ("d".to_owned(), 1, revision - 1),
-                ("m".to_owned(), 1, revision)
-            ]
+        // A project's tokens of one source are replaced, and only those.
+        let pykv = token(Role::Manage, Some("p"), None, TokenSource::SimplePykv);
+        let v1 = token(Role::Write, Some("p"), None, TokenSource::V1);
+        for t in [&pykv, &v1] {
+            store
+                .write_catalog(CatalogWrite::CreateToken(t.clone()))
+                .await
+                .unwrap();
+        }
+        let fresh = token(Role::Manage, Some("p"), None, TokenSource::SimplePykv);
+        store
+            .write_catalog(CatalogWrite::ReplaceProjectTokens {
+                project: id("p"),
+                source: TokenSource::SimplePykv,
+                token: fresh.clone(),
+            })
+            .await
+            .unwrap();
+        let catalog = store.catalog().unwrap();
+        assert!(catalog.token_by_id(&pykv.id).is_none());
+        assert!(catalog.token_by_id(&v1.id).is_some());
+        assert!(catalog.token_by_id(&fresh.id).is_some());
+        // Deleting the project takes its tokens.
+        store
+            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .await
+            .unwrap();
+        let catalog = store.catalog().unwrap();
+        assert!(catalog.token_by_id(&v1.id).is_none());
+        assert!(catalog.token_by_id(&fresh.id).is_none());
+        assert!(catalog.token_by_id(&admin.id).is_some());
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_project_created_again_is_another_incarnation_with_its_own_feed() {
+    for_each_engine(|store, _| async move {
+        let store = store.as_ref();
+        create(store, "p", StorageMode::Disk).await;
+        let old = store.subscribe(&id("p")).unwrap();
+        assert!(
+            store
+                .catalog()
+                .unwrap()
+                .is_current(&id("p"), old.incarnation)
         );
+        let old_news = old.feed.subscribe();
+        store
+            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .await
+            .unwrap();
         assert_eq!(
-            snapshot_keys(snapshot.as_ref(), "d"),
-            [("a".to_owned(), revision - 1, "1".to_owned())]
+            store.subscribe(&id("p")).err(),
+            Some(StoreError::ProjectNotFound)
         );
-        assert_eq!(
-            snapshot_keys(snapshot.as_ref(), "m"),
-            [("b".to_owned(), revision, large)]
-        );
-        assert!(store.revision() > revision);
+        create(store, "p", StorageMode::Disk).await;
+        let new = store.subscribe(&id("p")).unwrap();
+        assert_ne!(new.incarnation, old.incarnation);
+        let catalog = store.catalog().unwrap();
+        assert!(!catalog.is_current(&id("p"), old.incarnation));
+        assert!(catalog.is_current(&id("p"), new.incarnation));
+        let mut new_news = new.feed.subscribe();
+        let revision = write(store, "p", vec![put("k", "v")])
+            .await
+            .unwrap()
+            .revision;
+        assert!(new_news.has_changed().unwrap());
+        assert_eq!(*new_news.borrow_and_update(), revision);
+        assert!(!old_news.has_changed().unwrap_or(false));
+        store.close().await;
+    });
+}
+
+#[test]
+fn every_engine_offers_the_storage_modes_it_declares() {
+    for_each_engine(|store, _| async move {
+        let store = store.as_ref();
+        let offered = store.capabilities().storage_modes;
+        assert!(!offered.is_empty());
+        for (index, storage) in offered.iter().enumerate() {
+            let project = format!("p{index}");
+            create(store, &project, *storage).await;
+            write(store, &project, vec![put("k", "v")]).await.unwrap();
+            assert_eq!(value(store, &project, "k").await.as_deref(), Some("v"));
+        }
+        store.close().await;
     });
 }
