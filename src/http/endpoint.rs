@@ -58,13 +58,15 @@ pub enum PykvRoute {
     Store(String),
     StoreKey(String, Vec<u8>),
     StoreValue(String, Vec<u8>),
+    /// Any other path under `/api/v1/`: 404 in the envelope.
+    Unknown,
 }
 
 impl PykvRoute {
     /// The project the route names, if any.
     pub fn project(&self) -> Option<&str> {
         match self {
-            PykvRoute::Status | PykvRoute::Projects => None,
+            PykvRoute::Status | PykvRoute::Projects | PykvRoute::Unknown => None,
             PykvRoute::Project(id)
             | PykvRoute::RegenerateKey(id)
             | PykvRoute::Store(id)
@@ -105,6 +107,7 @@ impl PykvRoute {
             PykvRoute::Store(_) => "pykv_store",
             PykvRoute::StoreKey(..) => "pykv_store_key",
             PykvRoute::StoreValue(..) => "pykv_store_value",
+            PykvRoute::Unknown => "pykv_unknown",
         }
     }
 }
@@ -146,9 +149,13 @@ impl Endpoint {
             "/status" => Endpoint::Pykv(PykvRoute::Status),
             _ => {
                 if let Some(rest) = path.strip_prefix("/api/v1/projects") {
-                    return PykvRoute::parse(rest)
-                        .map(Endpoint::Pykv)
-                        .ok_or_else(ApiError::not_found);
+                    let route = PykvRoute::parse(rest).unwrap_or(PykvRoute::Unknown);
+                    return Ok(Endpoint::Pykv(route));
+                }
+                // Simple-PyKV's clients read every answer under its prefix
+                // in its envelope, a missing route's too.
+                if path == "/api/v1" || path.starts_with("/api/v1/") {
+                    return Ok(Endpoint::Pykv(PykvRoute::Unknown));
                 }
                 if let Some(asset) = path.strip_prefix("/ui/") {
                     return Ok(Endpoint::Ui(asset.to_owned()));

@@ -1,7 +1,8 @@
 //! `/`: the original kvs's interface, on the configured default project.
 //!
-//! - `GET /?key=K` answers the value as text; `GET /?keys=a,b,c` (or
-//!   repeated `key=`) the value of whichever was written last, as `latest`.
+//! - `GET /?k=K` (the original's own form) and `GET /?key=K` answer the
+//!   value as text; `GET /?k=a,b,c`, `GET /?keys=a,b,c` (or repeated `key=`)
+//!   the value of whichever was written last, as `latest`.
 //! - `POST /` with `k1=v1&k2=v2&auth=<token>` (form-encoded) stores every
 //!   pair in one transaction, all or none, and answers `OK`.
 //! - `GET /` alone is the index page: the web view's page ([`super::ui`]),
@@ -79,7 +80,8 @@ async fn caller<'a>(
     })
 }
 
-/// `GET /?key=…` and `GET /?keys=…`: `latest` on the default project, as text.
+/// `GET /?k=…`, `GET /?key=…` and `GET /?keys=…`: `latest` on the default
+/// project, as text.
 async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
     let query = Query::parse(request.uri().query());
     let auth = if app.settings.form_query_auth {
@@ -90,7 +92,7 @@ async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
     let ctx = caller(app, request.headers(), auth, peer).await?;
     let head = request.method() == Method::HEAD;
     let project = app.settings.default_project.as_str();
-    let mut response = latest_answer(&ctx, project, &query, head).await?;
+    let mut response = latest_answer(&ctx, project, &query, head, true).await?;
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));

@@ -337,15 +337,17 @@ pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Respo
     let query = Query::parse(request.uri().query());
     let head = request.method() == Method::HEAD;
     drop(request);
-    about_keys(latest_answer(ctx, raw_project, &query, head).await)
+    about_keys(latest_answer(ctx, raw_project, &query, head, false).await)
 }
 
-/// The answer of `latest` (also the form interface's reads).
+/// The answer of `latest` (also the form interface's reads, which also take
+/// the original kvs's own `k=a,b,c`: `original`).
 pub(super) async fn latest_answer(
     ctx: &Ctx<'_>,
     raw_project: &str,
     query: &Query,
     head: bool,
+    original: bool,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Read)?;
@@ -353,6 +355,7 @@ pub(super) async fn latest_answer(
     for (name, value) in query.pairs() {
         match name {
             "keys" => keys.extend(value.split(',').map(str::to_owned)),
+            "k" if original => keys.extend(value.split(',').map(str::to_owned)),
             "key" => keys.push(value.to_owned()),
             _ => {}
         }

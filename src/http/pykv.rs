@@ -48,7 +48,7 @@ use super::endpoint::PykvRoute;
 use super::error::ApiError;
 use super::kv::{MAX_LIST_LIMIT, about_keys, raw_answer, write_one};
 use super::projects::{DEFAULT_MAX_VALUE_BYTES, new_project_id, set_location, update};
-use super::request::{json_body, read_body};
+use super::request::read_body;
 use super::views::{self, Encoded};
 use super::{App, Ctx, mint};
 use crate::domain::{
@@ -62,7 +62,10 @@ use crate::store::{
 /// A listing reads values in pages that end at about this many bytes.
 const PAGE_VALUE_BYTES: u64 = 4 << 20;
 
-/// A new project: its id and, optionally, Simple-PyKV's settings.
+/// A new project: its id and, optionally, Simple-PyKV's settings, nested as
+/// its routes.md shows them (`storage.on_disk`,
+/// `security.keys_and_values_discoverable`, `authentication.enabled`) or
+/// flat, as earlier kvs releases took them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewProject {
@@ -72,9 +75,13 @@ struct NewProject {
     /// Accepted and ignored: kvs lists projects by a server-wide setting.
     #[allow(dead_code)]
     project_discoverable: Option<bool>,
+    storage: Option<StorageSection>,
+    security: Option<SecuritySection>,
+    authentication: Option<Authentication>,
 }
 
-/// A change of settings; `id` may be sent back, but not changed.
+/// A change of settings; `id` may be sent back, but not changed, and
+/// `authentication` is changed only by regenerating the key.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsChange {
@@ -84,10 +91,83 @@ struct SettingsChange {
     /// Accepted and ignored, as on creation.
     #[allow(dead_code)]
     project_discoverable: Option<bool>,
+    storage: Option<StorageSection>,
+    security: Option<SecuritySection>,
+    authentication: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    on_disk: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecuritySection {
+    keys_and_values_discoverable: Option<bool>,
+    /// Accepted and ignored, as the flat one.
+    #[allow(dead_code)]
+    project_discoverable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Authentication {
+    enabled: Option<bool>,
+    /// Accepted and ignored: kvs never keeps a key in plain text; a new key
+    /// is shown once, in `new_api_key`.
+    #[allow(dead_code)]
+    save_api_key_to_config: Option<bool>,
+}
+
+/// `on_disk` and `keys_and_values_discoverable`, flat or nested; the same
+/// setting given twice with different values is a 400.
+fn resolve(
+    on_disk: Option<bool>,
+    discoverable: Option<bool>,
+    storage: &Option<StorageSection>,
+    security: &Option<SecuritySection>,
+) -> Result<(Option<bool>, Option<bool>), ApiError> {
+    let one = |name: &str, flat: Option<bool>, nested: Option<bool>| match (flat, nested) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(format!(
+            "{name} is given twice, with different values"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    };
+    let on_disk = one("on_disk", on_disk, storage.as_ref().and_then(|s| s.on_disk))?;
+    let discoverable = one(
+        "keys_and_values_discoverable",
+        discoverable,
+        security
+            .as_ref()
+            .and_then(|s| s.keys_and_values_discoverable),
+    )?;
+    Ok((on_disk, discoverable))
+}
+
+/// A JSON body of this surface: Simple-PyKV reads create and update bodies
+/// as JSON whatever their `Content-Type` says, or without one (curl's
+/// `-d` sends `application/x-www-form-urlencoded`).
+async fn lenient_json<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, super::request::MAX_JSON_BODY as u64).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
 }
 
 /// Answers one request of the Simple-PyKV surface.
 pub async fn handle(app: &App, route: PykvRoute, request: Request, peer: IpAddr) -> Response {
+    if route == PykvRoute::Unknown {
+        return refused(ApiError::not_found());
+    }
     let allowed = allowed(&route);
     if !allowed.contains(&request.method().as_str()) {
         return refused(ApiError::method_not_allowed(allowed));
@@ -126,6 +206,7 @@ pub async fn handle(app: &App, route: PykvRoute, request: Request, peer: IpAddr)
         }
         PykvRoute::StoreKey(id, key) => delete_key(&ctx, &id, key).await,
         PykvRoute::StoreValue(id, key) => raw_value(&ctx, &id, key).await,
+        PykvRoute::Unknown => Err(ApiError::not_found()),
     };
     let response = result.unwrap_or_else(refused);
     if about_keys_route {
@@ -143,16 +224,26 @@ pub fn envelope(status: StatusCode, data: Value, message: &str) -> Response {
 /// The envelope around any serialisable `data`, written straight to bytes
 /// (no `Value` tree in between: the GET of a key is on the hot path).
 fn envelope_of<T: Serialize>(status: StatusCode, data: &T, message: &str) -> Response {
+    envelope_with(status, None::<&()>, data, message)
+}
+
+/// The envelope with a `System` block (`null` when `None`).
+fn envelope_with<S: Serialize, T: Serialize>(
+    status: StatusCode,
+    system: Option<&S>,
+    data: &T,
+    message: &str,
+) -> Response {
     #[derive(Serialize)]
-    struct Envelope<'a, T> {
+    struct Envelope<'a, S, T> {
         #[serde(rename = "System")]
-        system: Option<()>,
+        system: Option<&'a S>,
         data: &'a T,
         message: &'a str,
         status_code: u16,
     }
     let envelope = Envelope {
-        system: None,
+        system,
         data,
         message,
         status_code: status.as_u16(),
@@ -190,6 +281,7 @@ fn allowed(route: &PykvRoute) -> &'static [&'static str] {
         PykvRoute::Project(_) | PykvRoute::StoreKey(..) => &["GET", "HEAD", "PUT", "DELETE"],
         PykvRoute::RegenerateKey(_) => &["POST"],
         PykvRoute::Store(_) => &["GET", "HEAD", "DELETE"],
+        PykvRoute::Unknown => &[],
     }
 }
 
@@ -240,6 +332,9 @@ fn project_view(ctx: &Ctx<'_>, project: &Project) -> Value {
     view["keys_and_values_discoverable"] = json!(settings.keys_discoverable);
     view["project_discoverable"] = json!(ctx.app.settings.projects_discoverable);
     view["size_bytes"] = json!(project.stats.bytes());
+    view["storage"] = json!({"on_disk": settings.storage == StorageMode::Disk});
+    view["security"] = json!({"keys_and_values_discoverable": settings.keys_discoverable});
+    view["authentication"] = json!({"enabled": true, "save_api_key_to_config": false});
     view
 }
 
@@ -286,18 +381,32 @@ fn ok(data: Value, message: &str) -> Result<Response, ApiError> {
     Ok(envelope(StatusCode::OK, data, message))
 }
 
+/// `/status`: Simple-PyKV's `System` block, with `data: null`.
 fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     require_admin(ctx)?;
-    let keys: u64 = ctx.catalog.projects().map(|p| p.stats.keys()).sum();
-    let data = json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": ctx.app.started.elapsed().as_secs(),
-        "revision": ctx.app.store.revision(),
-        "projects": ctx.catalog.projects().count(),
-        "keys": keys,
-    });
-    ok(data, "the server is running")
+    let system = System {
+        memory_usage_bytes: crate::telemetry::resident_memory_bytes(),
+        number_of_projects: ctx.catalog.projects().count(),
+        storage_usage_bytes: ctx.app.store.storage_bytes(),
+        uptime: ctx.app.started.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    Ok(envelope_with(
+        StatusCode::OK,
+        Some(&system),
+        &Value::Null,
+        "kvs is fully operational.",
+    ))
+}
+
+/// The server figures Simple-PyKV's `/status` answers in `System`.
+#[derive(Serialize)]
+struct System {
+    memory_usage_bytes: u64,
+    number_of_projects: usize,
+    storage_usage_bytes: u64,
+    uptime: u64,
+    version: &'static str,
 }
 
 fn list_projects(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
@@ -314,18 +423,37 @@ fn list_projects(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         .projects()
         .map(|p| (p.settings.id.as_str().to_owned(), project_view(ctx, p)))
         .collect();
-    ok(Value::Object(projects), "projects")
+    ok(
+        Value::Object(projects),
+        "Project listing fetched successfully",
+    )
 }
 
 async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, ApiError> {
     require_admin(ctx)?;
     let (parts, body) = request.into_parts();
-    let request: NewProject = json_body(&parts.headers, body).await?;
+    let request: NewProject = lenient_json(&parts.headers, body).await?;
     let id = new_project_id(&request.id)?;
+    let (on_disk, discoverable) = resolve(
+        request.on_disk,
+        request.keys_and_values_discoverable,
+        &request.storage,
+        &request.security,
+    )?;
+    if request
+        .authentication
+        .as_ref()
+        .is_some_and(|a| a.enabled == Some(false))
+    {
+        return Err(ApiError::bad_request(
+            "authentication.enabled = false is not offered on this server: \
+             every project needs its key",
+        ));
+    }
     let settings = ProjectSettings {
         id: id.clone(),
-        storage: super::projects::supported(ctx, storage_of(request.on_disk.unwrap_or(true)))?,
-        keys_discoverable: request.keys_and_values_discoverable.unwrap_or(true),
+        storage: super::projects::supported(ctx, storage_of(on_disk.unwrap_or(true)))?,
+        keys_discoverable: discoverable.unwrap_or(true),
         max_value_bytes: DEFAULT_MAX_VALUE_BYTES.min(ctx.app.settings.max_value_bytes),
         max_keys: None,
         created_at: Timestamp::now(),
@@ -353,18 +481,28 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
     let mut data = project_view(ctx, project);
     data["new_api_key"] = json!(secret.expose());
     data["api_key_id"] = json!(token_id.as_str());
-    let mut response = envelope(StatusCode::CREATED, data, "project created");
+    let mut response = envelope(
+        StatusCode::CREATED,
+        data,
+        "Project created successfully. Store the returned API key securely as it may not be \
+         shown again.",
+    );
     set_location(&mut response, &format!("/api/v1/projects/{id}"));
     Ok(response)
 }
 
 fn project_details(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     let project = project(ctx, raw_id)?;
-    ok(project_view(ctx, &project), "project")
+    let message = format!(
+        "Project '{}' details fetched successfully",
+        project.settings.id
+    );
+    ok(project_view(ctx, &project), &message)
 }
 
-/// PUT of a project: kvs's PATCH under Simple-PyKV's names, with v1's rules
-/// (admin, or a manage token without a prefix; moving storage: admin only).
+/// PUT of a project: kvs's PATCH under Simple-PyKV's names (admin, or a
+/// manage token without a prefix: the project's own key, which may move its
+/// storage here, as in Simple-PyKV).
 async fn update_project(
     ctx: &Ctx<'_>,
     raw_id: &str,
@@ -373,38 +511,49 @@ async fn update_project(
     let project = project(ctx, raw_id)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let change: SettingsChange = json_body(&parts.headers, body).await?;
+    let change: SettingsChange = lenient_json(&parts.headers, body).await?;
     let current = &project.settings;
     if change.id.is_some_and(|id| id != current.id.as_str()) {
-        return Err(ApiError::bad_request("a project's id cannot change"));
+        return Err(ApiError::bad_request(
+            "Updating project ID via this route is not allowed.",
+        ));
     }
+    if change.authentication.is_some() {
+        return Err(ApiError::bad_request(
+            "Updating authentication settings via this route is not allowed. \
+             Use the regenerate API key route instead.",
+        ));
+    }
+    let (on_disk, discoverable) = resolve(
+        change.on_disk,
+        change.keys_and_values_discoverable,
+        &change.storage,
+        &change.security,
+    )?;
     // Sending a setting back unchanged is not a change (clients often PUT
     // the whole object they read).
-    let storage = change
-        .on_disk
+    let storage = on_disk
         .map(storage_of)
         .filter(|storage| *storage != current.storage);
-    if !ctx.caller.is_admin() {
-        if ctx.caller.token.prefix.is_some() {
-            return Err(ApiError::forbidden(
-                "only a manage token without a prefix may change a project's settings",
-            ));
-        }
-        if storage.is_some() {
-            return Err(ApiError::forbidden(
-                "moving a project between disk and memory needs an admin token",
-            ));
-        }
+    // Simple-PyKV lets the project's own key change `on_disk`: a manage
+    // token without a prefix may, here (v1's PATCH keeps moves for admins).
+    if !ctx.caller.is_admin() && ctx.caller.token.prefix.is_some() {
+        return Err(ApiError::forbidden(
+            "only a manage token without a prefix may change a project's settings",
+        ));
     }
     let change = ProjectChange {
         storage: storage
             .map(|s| super::projects::supported(ctx, s))
             .transpose()?,
-        keys_discoverable: change.keys_and_values_discoverable,
+        keys_discoverable: discoverable,
         ..ProjectChange::default()
     };
     let project = update(ctx, current.id.clone(), change).await?;
-    ok(project_view(ctx, &project), "project updated")
+    // Simple-PyKV answers an update with `data: null`; the project as it
+    // now stands is one GET away.
+    let message = format!("Project '{}' updated successfully", project.settings.id);
+    ok(Value::Null, &message)
 }
 
 async fn delete_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
@@ -415,7 +564,7 @@ async fn delete_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
         .store
         .write_catalog(CatalogWrite::DeleteProject { id: id.clone() })
         .await?;
-    ok(json!({"id": id.as_str()}), "project deleted")
+    ok(Value::Null, &format!("Project '{id}' deleted successfully"))
 }
 
 /// A `new_api_key`: a manage token of the project, of source `simple-pykv`.
@@ -498,7 +647,7 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
             _ => break,
         }
     }
-    ok(Value::Object(data), "keys and values")
+    ok(Value::Object(data), "")
 }
 
 /// Deletes every key the caller may reach (all of them, for a token without
@@ -511,7 +660,12 @@ async fn clear_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> 
     let OpResult::DeletePrefix { deleted } = result else {
         return Err(ApiError::internal());
     };
-    ok(json!({"deleted": deleted}), "store cleared")
+    let id = &project.settings.id;
+    tracing::debug!(project = %id, deleted, "store cleared");
+    ok(
+        Value::Null,
+        &format!("All key-value pairs deleted successfully from project '{id}' store"),
+    )
 }
 
 /// The project, after checking the caller's role and the key's form and
@@ -534,7 +688,11 @@ async fn get_key(ctx: &Ctx<'_>, raw_id: &str, raw_key: Vec<u8>) -> Result<Respon
     let read = ctx.app.store.get(&project.settings.id, &key, true).await?;
     let entry = read.value.ok_or_else(ApiError::key_not_found)?;
     let view = Entry::of(&entry.meta, Some(&entry.value));
-    Ok(envelope_of(StatusCode::OK, &view, "key found"))
+    let message = format!(
+        "Key '{}' fetched successfully from project '{}' store",
+        entry.meta.key, project.settings.id
+    );
+    Ok(envelope_of(StatusCode::OK, &view, &message))
 }
 
 /// PUT of a value: a body that parses as JSON is stored as JSON, other text
@@ -552,6 +710,11 @@ async fn put_key(
         .max_value_bytes
         .min(ctx.app.settings.max_value_bytes);
     let value = read_body(&parts.headers, body, limit).await?;
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty: send the value to store (JSON or text)",
+        ));
+    }
     let content_type = if serde_json::from_slice::<IgnoredAny>(&value).is_ok() {
         "application/json"
     } else if std::str::from_utf8(&value).is_ok() {
@@ -566,31 +729,29 @@ async fn put_key(
         ttl: None,
         precondition: None,
     };
-    let OpResult::Put { meta, created } = write_one(ctx, &project, op).await?.1 else {
+    let OpResult::Put { meta, .. } = write_one(ctx, &project, op).await?.1 else {
         return Err(ApiError::internal());
     };
-    let mut data = entry_view(&meta, None);
-    data["created"] = json!(created);
-    ok(
-        data,
-        if created {
-            "key created"
-        } else {
-            "key updated"
-        },
-    )
+    let message = format!(
+        "Key '{}' set successfully in project '{}' store",
+        meta.key, project.settings.id
+    );
+    ok(Value::Null, &message)
 }
 
 async fn delete_key(ctx: &Ctx<'_>, raw_id: &str, raw_key: Vec<u8>) -> Result<Response, ApiError> {
     let (project, key) = key_of(ctx, raw_id, raw_key, Role::Write)?;
-    let data = json!({"key": key.as_str(), "deleted": true});
+    let message = format!(
+        "Key '{key}' deleted successfully from project '{}' store",
+        project.settings.id
+    );
     let op = KvOp::Delete {
         key,
         precondition: None,
         must_exist: true,
     };
     write_one(ctx, &project, op).await?;
-    ok(data, "key deleted")
+    ok(Value::Null, &message)
 }
 
 /// The raw value, with its stored content type and no envelope (errors keep
