@@ -599,7 +599,7 @@ impl<'a> Batch<'a> {
                     let set = &self.sets[index].2;
                     log.insert(
                         set.revision,
-                        encode_changes(set.at, &set.changes)?.as_slice(),
+                        encode_changes(id.as_str(), set.revision, set.at, &set.changes)?.as_slice(),
                     )
                     .map_err(storage_error)?;
                 }
@@ -630,7 +630,7 @@ impl<'a> Batch<'a> {
         // Every check, against the state before the write.
         let mut failed = Vec::new();
         for (index, check) in write.checks.iter().enumerate() {
-            let version = stored(&keys, check.key.as_str())?
+            let version = stored(&tables, &keys, check.key.as_str())?
                 .filter(|r| !r.is_expired(now))
                 .map(|r| r.version);
             let holds = match check.expect {
@@ -687,7 +687,8 @@ impl<'a> Batch<'a> {
         for (key, change) in &changes {
             match &change.new {
                 Some((record, value)) => {
-                    keys.insert(key.as_str(), encode_entry(record, value)?.as_slice())
+                    let entry = encode_entry(tables.project, key.as_str(), record, value)?;
+                    keys.insert(key.as_str(), entry.as_slice())
                         .map_err(storage_error)?;
                 }
                 None => {
@@ -802,7 +803,7 @@ impl<'a> Batch<'a> {
                 let mut values = None;
                 let mut removed = Vec::new();
                 for (at, key, _) in items {
-                    let Some(record) = stored(&keys, &key)? else {
+                    let Some(record) = stored(&tables, &keys, &key)? else {
                         continue;
                     };
                     if record.expires_at != Some(at) {
@@ -1210,7 +1211,7 @@ impl<'t> Ops<'_, 't> {
                 ttl,
                 precondition,
             } => {
-                let old = current(keys, &self.changes, key.as_str())?;
+                let old = current(self.tables, keys, &self.changes, key.as_str())?;
                 let live = old.as_ref().filter(|r| !r.is_expired(self.now));
                 check(&precondition, live.map(|r| r.version))?;
                 let expires_at = ttl.map(|seconds| self.now.plus_seconds(seconds));
@@ -1225,7 +1226,7 @@ impl<'t> Ops<'_, 't> {
                 precondition,
                 must_exist,
             } => {
-                let old = current(keys, &self.changes, key.as_str())?;
+                let old = current(self.tables, keys, &self.changes, key.as_str())?;
                 let Some(old) = old.filter(|r| !r.is_expired(self.now)) else {
                     return if must_exist {
                         Err(StoreError::KeyNotFound)
@@ -1247,7 +1248,7 @@ impl<'t> Ops<'_, 't> {
                     if !prefix.covers(key) {
                         break;
                     }
-                    let record = decode_entry(entry.value())?.0;
+                    let record = decode_entry(self.tables.project, key, entry.value())?.0;
                     // An expired key is already gone for readers; the sweep
                     // takes it out.
                     if !self.changes.contains_key(key) && !record.is_expired(self.now) {
@@ -1276,7 +1277,7 @@ impl<'t> Ops<'_, 't> {
                 updated_at,
                 expires_at,
             } => {
-                let old = current(keys, &self.changes, key.as_str())?;
+                let old = current(self.tables, keys, &self.changes, key.as_str())?;
                 let times = Some((created_at, updated_at));
                 let (meta, created) =
                     self.put(&key, old, value, content_type, expires_at, times)?;
@@ -1361,6 +1362,7 @@ impl<'t> Ops<'_, 't> {
             size,
             content_type,
             inline: value.len() <= INLINE_LIMIT,
+            value_crc: 0,
         };
         let meta = record.clone().into_meta(key.clone());
         change(
@@ -1385,7 +1387,7 @@ impl<'t> Ops<'_, 't> {
         let Some(entry) = keys.get(key).map_err(storage_error)? else {
             return Ok(None);
         };
-        let (record, inline) = decode_entry(entry.value())?;
+        let (record, inline) = decode_entry(self.tables.project, key, entry.value())?;
         if record.inline {
             return Ok(Some((record, Bytes::copy_from_slice(inline))));
         }
@@ -1402,7 +1404,8 @@ impl<'t> Ops<'_, 't> {
         };
         let value = stored
             .map(|v| Bytes::copy_from_slice(v.value()))
-            .ok_or_else(|| StoreError::Internal(format!("the value of {key:?} is missing")))?;
+            .ok_or_else(|| codec::corrupted(&["values/", self.tables.project], key.as_bytes()))?;
+        codec::check_value(self.tables.project, key, &record, &value)?;
         Ok(Some((record, value)))
     }
 }
@@ -1412,11 +1415,12 @@ const COUNTER_TYPE: &str = "text/plain; charset=utf-8";
 
 /// A key's record as committed before this write.
 fn stored(
+    tables: &KeyTables,
     keys: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<KeyRecord>, StoreError> {
     match keys.get(key).map_err(storage_error)? {
-        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
+        Some(entry) => Ok(Some(decode_entry(tables.project, key, entry.value())?.0)),
         None => Ok(None),
     }
 }
@@ -1434,6 +1438,7 @@ struct KeyChange {
 
 /// A key's record as the write has left it so far.
 fn current(
+    tables: &KeyTables,
     keys: &impl ReadableTable<&'static str, &'static [u8]>,
     changes: &BTreeMap<String, KeyChange>,
     key: &str,
@@ -1441,7 +1446,7 @@ fn current(
     if let Some(change) = changes.get(key) {
         return Ok(change.new.as_ref().map(|(record, _)| record.clone()));
     }
-    stored(keys, key)
+    stored(tables, keys, key)
 }
 
 /// Records a key's new state. `old` is the key's record as the caller read
@@ -1502,16 +1507,15 @@ fn changed(settings: &ProjectSettings, change: &ProjectChange) -> ProjectSetting
     next
 }
 
-pub(super) fn put_record<T: serde::Serialize>(
+pub(super) fn put_record<T: codec::Record>(
     txn: &WriteTransaction,
     table: redb::TableDefinition<&str, &[u8]>,
     key: &str,
     record: &T,
 ) -> Result<(), StoreError> {
+    let bytes = encode(redb::TableHandle::name(&table), key, record)?;
     let mut table = txn.open_table(table).map_err(storage_error)?;
-    table
-        .insert(key, encode(record)?.as_slice())
-        .map_err(storage_error)?;
+    table.insert(key, bytes.as_slice()).map_err(storage_error)?;
     Ok(())
 }
 
@@ -1575,7 +1579,13 @@ fn trim(
     loop {
         let first = log.first().map_err(storage_error)?;
         let Some((revision, head)) = first
-            .map(|(revision, entry)| Ok((revision.value(), decode_set_head(entry.value())?)))
+            .map(|(revision, entry)| {
+                let revision = revision.value();
+                Ok((
+                    revision,
+                    decode_set_head(tables.project, revision, entry.value())?,
+                ))
+            })
             .transpose()?
         else {
             record.changes = 0;
