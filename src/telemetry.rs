@@ -73,7 +73,11 @@ pub fn init_metrics() {
             .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE));
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        metrics::set_global_recorder(recorder).ok()?;
+        // Shown from the start, so that an alert on any rise needs no
+        // earlier sample.
+        metrics::counter!("kvs_data_corrupted_total").absolute(0);
+        Some(handle)
     });
 }
 

@@ -300,8 +300,13 @@ mod tests {
             pykv("/api/v1/projects/p/store/value"),
             Some(PykvRoute::StoreKey("p".into(), b"value".to_vec()))
         );
-        assert_eq!(pykv("/api/v1/projects/p/store/a/b"), None);
-        assert_eq!(pykv("/api/v1/projectsx"), None);
+        // Anything else under /api/v1 is a route of this surface that does
+        // not exist: 404 in its envelope.
+        let unknown = Some(PykvRoute::Unknown);
+        assert_eq!(pykv("/api/v1/projects/p/store/a/b"), unknown);
+        assert_eq!(pykv("/api/v1/projectsx"), unknown);
+        assert_eq!(pykv("/api/v1/nothing"), unknown);
+        assert_eq!(pykv("/api/v2/projects"), None);
         assert_eq!(pykv("/status"), Some(PykvRoute::Status));
     }
 

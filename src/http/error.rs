@@ -220,6 +220,12 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()
             }
+            // Logged (with project and key) and counted where it was found.
+            StoreError::DataCorrupted(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "data_corrupted",
+                "a stored record is damaged; it was not served",
+            ),
         }
     }
 }

@@ -44,6 +44,11 @@ pub enum StoreError {
     Unavailable,
     #[error("storage failure: {0}")]
     Internal(String),
+    /// A stored record or value failed its checksum (or cannot be read as
+    /// one): nothing of it is used. The text names the table and key, for
+    /// logs and `kvs verify`; the HTTP answer does not show it.
+    #[error("damaged record: {0}")]
+    DataCorrupted(String),
 }
 
 impl StoreError {

@@ -121,16 +121,17 @@ impl StoreSnapshot for RedbSnapshot {
         for item in keys.iter().map_err(storage_error)? {
             let (key, entry) = item.map_err(storage_error)?;
             let key = key.value();
-            let (record, inline) = decode_entry(entry.value())?;
+            let (record, inline) = decode_entry(tables.project, key, entry.value())?;
             let value = if record.inline {
                 Bytes::copy_from_slice(inline)
             } else {
-                let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+                let missing = || codec::corrupted(&["values/", tables.project], key.as_bytes());
                 let stored = values.as_ref().ok_or_else(missing)?;
                 let stored = stored
                     .get(key)
                     .map_err(storage_error)?
                     .ok_or_else(missing)?;
+                codec::check_value(tables.project, key, &record, stored.value())?;
                 Bytes::copy_from_slice(stored.value())
             };
             each(Entry {
@@ -277,13 +278,14 @@ impl Restorer {
             size: entry.value.len() as u64,
             content_type: meta.content_type.clone(),
             inline: entry.value.len() <= INLINE_LIMIT,
+            value_crc: 0,
         };
         let key = meta.key.as_str();
         let txn = self.txn(storage)?;
         {
             let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
-            keys.insert(key, encode_entry(&record, &entry.value)?.as_slice())
-                .map_err(storage_error)?;
+            let stored = encode_entry(tables.project, key, &record, &entry.value)?;
+            keys.insert(key, stored.as_slice()).map_err(storage_error)?;
         }
         if !record.inline {
             let mut values = txn.open_table(tables.values()).map_err(storage_error)?;

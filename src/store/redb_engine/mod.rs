@@ -38,7 +38,9 @@ use crate::store::{
     Subscription,
 };
 pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
-use codec::{HistoryRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error};
+use codec::{
+    HistoryRecord, KeyRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error,
+};
 use snapshot::{ReadCache, Snapshot};
 use writer::{Command, Writer};
 
@@ -91,6 +93,11 @@ impl RedbStore {
             .create_with_backend(InMemoryBackend::new())
             .map_err(storage_error)?;
         backup::adopt_restored_memory(data_dir, &memory)?;
+        {
+            let txn = memory.begin_write().map_err(storage_error)?;
+            codec::migrate::migrate(&txn, "memory")?;
+            txn.commit().map_err(storage_error)?;
+        }
         let (catalog, revision, reserved, history) = load(&disk, &memory)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
@@ -348,14 +355,14 @@ fn read_entry(
     let Some(entry) = keys.get(key.as_str()).map_err(storage_error)? else {
         return Ok(None);
     };
-    let (record, inline) = decode_entry(entry.value())?;
+    let (record, inline) = decode_entry(tables.project, key.as_str(), entry.value())?;
     if record.is_expired(Timestamp::now()) {
         return Ok(None);
     }
     let value = match (with_value, record.inline) {
         (false, _) => Bytes::new(),
         (true, true) => Bytes::copy_from_slice(inline),
-        (true, false) => external_value(snapshot, tables, key.as_str())?,
+        (true, false) => external_value(snapshot, tables, key.as_str(), &record)?,
     };
     Ok(Some(Entry {
         meta: record.into_meta(key.clone()),
@@ -363,14 +370,22 @@ fn read_entry(
     }))
 }
 
-/// A value kept in the values table (too large to be inline).
-fn external_value(snapshot: &Snapshot, tables: &KeyTables, key: &str) -> Result<Bytes, StoreError> {
-    let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+/// A value kept in the values table (too large to be inline), checked
+/// against its key's record.
+fn external_value(
+    snapshot: &Snapshot,
+    tables: &KeyTables,
+    key: &str,
+    record: &KeyRecord,
+) -> Result<Bytes, StoreError> {
+    let missing = || codec::corrupted(&["values/", tables.project], key.as_bytes());
     let values = snapshot.values(tables)?.ok_or_else(missing)?;
-    let guard = values.get(key).map_err(storage_error)?;
-    guard
-        .map(|v| Bytes::copy_from_slice(v.value()))
-        .ok_or_else(missing)
+    let guard = values
+        .get(key)
+        .map_err(storage_error)?
+        .ok_or_else(missing)?;
+    codec::check_value(tables.project, key, record, guard.value())?;
+    Ok(Bytes::copy_from_slice(guard.value()))
 }
 
 fn read_page(
@@ -399,7 +414,7 @@ fn read_page(
         if request.after.as_deref() == Some(key) {
             continue;
         }
-        let (record, inline) = decode_entry(entry.value())?;
+        let (record, inline) = decode_entry(tables.project, key, entry.value())?;
         if record.is_expired(now) {
             continue;
         }
@@ -412,7 +427,7 @@ fn read_page(
         let value = match (request.with_values, record.inline) {
             (false, _) => None,
             (true, true) => Some(Bytes::copy_from_slice(inline)),
-            (true, false) => Some(external_value(snapshot, tables, key)?),
+            (true, false) => Some(external_value(snapshot, tables, key, &record)?),
         };
         budget_used += value.as_ref().map_or(0, |v| v.len() as u64);
         entries.push((record.into_meta(Key::from_stored(key)), value));
@@ -424,6 +439,11 @@ fn read_page(
 /// projects are gone (their database is new), so their figures start empty,
 /// unless a restore has just put them back (`memory` then has their figures).
 type Loaded = (Catalog, u64, u64, HashMap<ProjectId, HistoryRecord>);
+
+const PROJECTS_NAME: &str = "catalog/projects";
+const TOKENS_NAME: &str = "catalog/tokens";
+const STATS_NAME: &str = "stats";
+const HISTORY_NAME: &str = "history";
 
 fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
     let restored = memory.begin_read().map_err(storage_error)?;
@@ -440,6 +460,7 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
         }
     };
     let txn = disk.begin_write().map_err(storage_error)?;
+    codec::migrate::migrate(&txn, "disk")?;
     let mut catalog = Catalog::default();
     let mut histories = HashMap::new();
     let (mut revision, reserved);
@@ -459,17 +480,21 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
         // Every project's figures record its last revision too; the newest
         // of all is a floor for the counter, whatever a crash left.
         for item in stats.iter().map_err(storage_error)? {
-            let (_, record) = item.map_err(storage_error)?;
-            revision = revision.max(decode::<StatsRecord>(record.value())?.revision);
+            let (id, record) = item.map_err(storage_error)?;
+            let record: StatsRecord = decode(STATS_NAME, id.value(), record.value())?;
+            revision = revision.max(record.revision);
         }
         let mut orphans = Vec::new();
         for item in projects.iter().map_err(storage_error)? {
-            let (_, record) = item.map_err(storage_error)?;
-            let settings: ProjectSettings = decode(record.value())?;
+            let (id, record) = item.map_err(storage_error)?;
+            let settings: ProjectSettings = decode(PROJECTS_NAME, id.value(), record.value())?;
+            if settings.id.as_str() != id.value() {
+                return Err(codec::corrupted(&[PROJECTS_NAME], id.value().as_bytes()));
+            }
             let figures = match settings.storage {
                 StorageMode::Disk => {
                     match stats.get(settings.id.as_str()).map_err(storage_error)? {
-                        Some(record) => decode::<StatsRecord>(record.value())?,
+                        Some(record) => decode(STATS_NAME, settings.id.as_str(), record.value())?,
                         None => StatsRecord::default(),
                     }
                 }
@@ -478,7 +503,7 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
                 StorageMode::Memory => {
                     orphans.push(settings.id.clone());
                     match restored_record(codec::STATS, &settings.id)? {
-                        Some(record) => decode::<StatsRecord>(&record)?,
+                        Some(record) => decode(STATS_NAME, settings.id.as_str(), &record)?,
                         None => StatsRecord {
                             revision: revision.max(reserved),
                             ..StatsRecord::default()
@@ -493,12 +518,12 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
             let record = match settings.storage {
                 StorageMode::Disk => {
                     match history.get(settings.id.as_str()).map_err(storage_error)? {
-                        Some(record) => decode::<HistoryRecord>(record.value())?,
+                        Some(record) => decode(HISTORY_NAME, settings.id.as_str(), record.value())?,
                         None => HistoryRecord::default(),
                     }
                 }
                 StorageMode::Memory => match restored_record(codec::HISTORY, &settings.id)? {
-                    Some(record) => decode::<HistoryRecord>(&record)?,
+                    Some(record) => decode(HISTORY_NAME, settings.id.as_str(), &record)?,
                     None => HistoryRecord {
                         compacted: revision,
                         ..HistoryRecord::default()
@@ -528,8 +553,9 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
         }
         let tokens = txn.open_table(codec::TOKENS).map_err(storage_error)?;
         for item in tokens.iter().map_err(storage_error)? {
-            let (_, record) = item.map_err(storage_error)?;
-            catalog.insert_token(decode::<TokenRecord>(record.value())?);
+            let (id, record) = item.map_err(storage_error)?;
+            let token: TokenRecord = decode(TOKENS_NAME, id.value(), record.value())?;
+            catalog.insert_token(token);
         }
         let imported = txn.open_table(codec::IMPORTED).map_err(storage_error)?;
         for item in imported.iter().map_err(storage_error)? {

@@ -112,7 +112,7 @@ impl Snapshot {
                 break;
             }
             let (revision, entry) = item.map_err(storage_error)?;
-            let set = decode_changes(revision.value(), entry.value())?;
+            let set = decode_changes(tables.project, revision.value(), entry.value())?;
             taken += set.changes.len();
             sets.push(set);
         }

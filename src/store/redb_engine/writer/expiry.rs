@@ -92,7 +92,7 @@ impl Batch<'_> {
                 let mut values = None;
                 let mut removed = Vec::new();
                 for (at, key, _) in items {
-                    let Some(record) = stored(&keys, &key)? else {
+                    let Some(record) = stored(&tables, &keys, &key)? else {
                         continue;
                     };
                     if record.expires_at != Some(at) {

@@ -84,7 +84,7 @@ impl Batch<'_> {
                     let set = &self.sets[index].2;
                     log.insert(
                         set.revision,
-                        encode_changes(set.at, &set.changes)?.as_slice(),
+                        encode_changes(id.as_str(), set.revision, set.at, &set.changes)?.as_slice(),
                     )
                     .map_err(storage_error)?;
                 }
@@ -162,7 +162,13 @@ fn trim(
     loop {
         let first = log.first().map_err(storage_error)?;
         let Some((revision, head)) = first
-            .map(|(revision, entry)| Ok((revision.value(), decode_set_head(entry.value())?)))
+            .map(|(revision, entry)| {
+                let revision = revision.value();
+                Ok((
+                    revision,
+                    decode_set_head(tables.project, revision, entry.value())?,
+                ))
+            })
             .transpose()?
         else {
             record.changes = 0;

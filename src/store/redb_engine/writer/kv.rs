@@ -28,18 +28,20 @@ struct TableSource<'a, 't> {
 
 impl KeySource for TableSource<'_, '_> {
     fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
-        Ok(stored(self.keys, key)?.map(|record| record.into_meta(Key::from_stored(key))))
+        let record = stored(self.tables, self.keys, key)?;
+        Ok(record.map(|record| record.into_meta(Key::from_stored(key))))
     }
 
     fn value(&mut self, meta: &KeyMeta) -> Result<Bytes, StoreError> {
         let key = meta.key.as_str();
-        let missing = || StoreError::Internal(format!("the value of {key:?} is missing"));
+        let project = self.tables.project;
+        let missing = || codec::corrupted(&["keys/", project], key.as_bytes());
         let entry = self
             .keys
             .get(key)
             .map_err(storage_error)?
             .ok_or_else(missing)?;
-        let (record, inline) = decode_entry(entry.value())?;
+        let (record, inline) = decode_entry(project, key, entry.value())?;
         if record.inline {
             return Ok(Bytes::copy_from_slice(inline));
         }
@@ -54,9 +56,11 @@ impl KeySource for TableSource<'_, '_> {
             Some(table) => table.get(key).map_err(storage_error)?,
             None => None,
         };
-        stored
+        let value = stored
             .map(|v| Bytes::copy_from_slice(v.value()))
-            .ok_or_else(missing)
+            .ok_or_else(|| codec::corrupted(&["values/", project], key.as_bytes()))?;
+        codec::check_value(project, key, &record, &value)?;
+        Ok(value)
     }
 
     fn scan(
@@ -70,7 +74,7 @@ impl KeySource for TableSource<'_, '_> {
             if !prefix.covers(key) {
                 break;
             }
-            let record = decode_entry(entry.value())?.0;
+            let record = decode_entry(self.tables.project, key, entry.value())?.0;
             each(record.into_meta(Key::from_stored(key)))?;
         }
         Ok(())
@@ -79,11 +83,12 @@ impl KeySource for TableSource<'_, '_> {
 
 /// A key's record as committed before this write.
 pub fn stored(
+    tables: &KeyTables,
     keys: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<KeyRecord>, StoreError> {
     match keys.get(key).map_err(storage_error)? {
-        Some(entry) => Ok(Some(decode_entry(entry.value())?.0)),
+        Some(entry) => Ok(Some(decode_entry(tables.project, key, entry.value())?.0)),
         None => Ok(None),
     }
 }
@@ -150,7 +155,8 @@ impl Batch<'_> {
             match &change.new {
                 Some((meta, value)) => {
                     let record = KeyRecord::from_meta(meta, is_inline(meta.size));
-                    keys.insert(key.as_str(), encode_entry(&record, value)?.as_slice())
+                    let entry = encode_entry(tables.project, key.as_str(), &record, value)?;
+                    keys.insert(key.as_str(), entry.as_slice())
                         .map_err(storage_error)?;
                 }
                 None => {

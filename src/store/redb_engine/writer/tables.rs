@@ -22,16 +22,15 @@ pub fn open_txn<'a>(
     }
 }
 
-pub(in crate::store::redb_engine) fn put_record<T: serde::Serialize>(
+pub(in crate::store::redb_engine) fn put_record<T: codec::Record>(
     txn: &WriteTransaction,
     table: redb::TableDefinition<&str, &[u8]>,
     key: &str,
     record: &T,
 ) -> Result<(), StoreError> {
+    let bytes = encode(redb::TableHandle::name(&table), key, record)?;
     let mut table = txn.open_table(table).map_err(storage_error)?;
-    table
-        .insert(key, encode(record)?.as_slice())
-        .map_err(storage_error)?;
+    table.insert(key, bytes.as_slice()).map_err(storage_error)?;
     Ok(())
 }
 

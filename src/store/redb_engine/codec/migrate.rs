@@ -1,0 +1,173 @@
+//! The migration at open: every record still in an older format is
+//! rewritten in the current one, in the caller's write transaction (so a
+//! crash leaves either the old file or the migrated one), and the `meta`
+//! table records each table kind's format version.
+//!
+//! Records are told apart by their tag, not by `meta` alone: a file written
+//! by `kvs restore` (current records, no `meta` yet) needs no rewrite, and a
+//! migration that a crash interrupted is simply done again.
+
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+
+use super::{
+    HISTORY, KeyTables, META, PROJECTS, Record, STATS, TOKENS, decode_v1_changes, decode_v1_entry,
+    encode, encode_changes, encode_entry, storage_error, v1,
+};
+use crate::domain::{ProjectSettings, TokenRecord};
+use crate::store::StoreError;
+
+use super::{HistoryRecord, StatsRecord};
+
+/// The current version of each kind of table.
+pub const VERSIONS: [(&str, u64); 6] = [
+    ("projects", 2),
+    ("tokens", 2),
+    ("stats", 2),
+    ("history", 2),
+    ("keys", 2),
+    ("changes", 2),
+];
+
+/// How many records a migration rewrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub records: u64,
+    pub keys: u64,
+    pub change_sets: u64,
+}
+
+/// Brings every table of the database to the current format; `database`
+/// names it in the log.
+pub fn migrate(txn: &WriteTransaction, database: &str) -> Result<Migrated, StoreError> {
+    {
+        let meta = txn.open_table(META).map_err(storage_error)?;
+        let mut current = true;
+        for (kind, version) in VERSIONS {
+            let stored = meta.get(kind).map_err(storage_error)?.map(|v| v.value());
+            current &= stored == Some(version);
+        }
+        if current {
+            return Ok(Migrated::default());
+        }
+    }
+    let mut done = Migrated::default();
+    done.records += records::<ProjectSettings>(txn, PROJECTS)?;
+    done.records += records::<TokenRecord>(txn, TOKENS)?;
+    done.records += records::<StatsRecord>(txn, STATS)?;
+    done.records += records::<HistoryRecord>(txn, HISTORY)?;
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(storage_error)?
+        .map(|table| table.name().to_owned())
+        .collect();
+    for name in &names {
+        if let Some(project) = name.strip_prefix("keys/") {
+            done.keys += keys(txn, project)?;
+        } else if let Some(project) = name.strip_prefix("changes/") {
+            done.change_sets += changes(txn, project)?;
+        }
+    }
+    let mut meta = txn.open_table(META).map_err(storage_error)?;
+    for (kind, version) in VERSIONS {
+        meta.insert(kind, version).map_err(storage_error)?;
+    }
+    if done != Migrated::default() {
+        tracing::info!(
+            database,
+            records = done.records,
+            keys = done.keys,
+            change_sets = done.change_sets,
+            "migrated the store from the v1 format"
+        );
+    }
+    Ok(done)
+}
+
+/// Rewrites the v1 records of one catalog or figures table.
+fn records<T: Record>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<u64, StoreError> {
+    let name = table.name().to_owned();
+    let mut table = txn.open_table(table).map_err(storage_error)?;
+    let mut rewritten = Vec::new();
+    for item in table.iter().map_err(storage_error)? {
+        let (key, bytes) = item.map_err(storage_error)?;
+        if bytes.value().first() == Some(&v1::TAG) {
+            let record =
+                T::read_v1(bytes.value()).map_err(|error| v1_error(&name, key.value(), error))?;
+            rewritten.push((key.value().to_owned(), encode(&name, key.value(), &record)?));
+        }
+    }
+    for (key, bytes) in &rewritten {
+        table
+            .insert(key.as_str(), bytes.as_slice())
+            .map_err(storage_error)?;
+    }
+    Ok(rewritten.len() as u64)
+}
+
+/// Rewrites a project's v1 key entries, with the CRC of each large value.
+fn keys(txn: &WriteTransaction, project: &str) -> Result<u64, StoreError> {
+    let tables = KeyTables::of(project);
+    let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+    let values = txn.open_table(tables.values()).map_err(storage_error)?;
+    let mut rewritten = Vec::new();
+    for item in keys.iter().map_err(storage_error)? {
+        let (key, bytes) = item.map_err(storage_error)?;
+        let (key, bytes) = (key.value(), bytes.value());
+        if bytes.first() != Some(&v1::TAG) {
+            continue;
+        }
+        let (record, inline) =
+            decode_v1_entry(bytes).map_err(|error| v1_error(tables.keys().name(), key, error))?;
+        let entry = if record.inline {
+            encode_entry(project, key, &record, inline)?
+        } else {
+            let value = values.get(key).map_err(storage_error)?;
+            let value = value.as_ref().map_or(&[][..], |v| v.value());
+            encode_entry(project, key, &record, value)?
+        };
+        rewritten.push((key.to_owned(), entry));
+    }
+    for (key, entry) in &rewritten {
+        keys.insert(key.as_str(), entry.as_slice())
+            .map_err(storage_error)?;
+    }
+    // A large value missing stays so (its CRC is that of no bytes): reads
+    // and `kvs verify` report it.
+    Ok(rewritten.len() as u64)
+}
+
+/// Rewrites a project's v1 change sets.
+fn changes(txn: &WriteTransaction, project: &str) -> Result<u64, StoreError> {
+    let tables = KeyTables::of(project);
+    let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
+    let mut rewritten = Vec::new();
+    for item in log.iter().map_err(storage_error)? {
+        let (revision, bytes) = item.map_err(storage_error)?;
+        let (revision, bytes) = (revision.value(), bytes.value());
+        if bytes.first() != Some(&v1::TAG) {
+            continue;
+        }
+        let set = decode_v1_changes(revision, bytes)
+            .map_err(|error| v1_error(tables.changes().name(), &revision.to_string(), error))?;
+        rewritten.push((
+            revision,
+            encode_changes(project, revision, set.at, &set.changes)?,
+        ));
+    }
+    for (revision, bytes) in &rewritten {
+        log.insert(*revision, bytes.as_slice())
+            .map_err(storage_error)?;
+    }
+    Ok(rewritten.len() as u64)
+}
+
+/// A v1 record that cannot be read stops the migration (and the start),
+/// naming it: nothing is rewritten half-way.
+fn v1_error(table: &str, key: &str, error: StoreError) -> StoreError {
+    StoreError::DataCorrupted(format!(
+        "the v1 record {key:?} of {table} cannot be read ({error}); nothing was migrated"
+    ))
+}
