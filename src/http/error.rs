@@ -114,6 +114,20 @@ impl ApiError {
         )
     }
 
+    /// A `since`, `after` or `Last-Event-ID` beyond the revision the server
+    /// has reached: a client from another server (or a restore) that would
+    /// otherwise wait in silence for a revision that may never come.
+    pub fn revision_in_future(name: &str, asked: u64, reached: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "revision_in_future",
+            format!(
+                "{name} {asked} is beyond the server's current revision {reached}; \
+                 resume from a revision this server gave, or read the current state and watch again"
+            ),
+        )
+    }
+
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
