@@ -549,7 +549,7 @@ async fn put_key(
         .settings
         .max_value_bytes
         .min(ctx.app.settings.max_value_bytes);
-    let value = read_body(&parts.headers, body, limit).await?;
+    let value = read_body(&parts.headers, body, limit, super::error::RAISE_VALUE).await?;
     let content_type = if serde_json::from_slice::<IgnoredAny>(&value).is_ok() {
         "application/json"
     } else if std::str::from_utf8(&value).is_ok() {

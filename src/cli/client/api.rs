@@ -74,6 +74,15 @@ impl ClientError {
     }
 }
 
+/// Whether a transport error is the connection breaking under a request
+/// that was being sent (not a connection that could not be made).
+fn breaks_while_sending(error: &ureq::Error) -> bool {
+    matches!(error, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    ))
+}
+
 /// A request body and its content type.
 pub struct Payload<'a> {
     pub bytes: &'a [u8],
@@ -187,10 +196,23 @@ impl Api {
         let request = request
             .body(bytes)
             .map_err(|error| anyhow!("cannot make a request to {url}: {error}"))?;
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|error| self.failed(error))?;
+        let sent = bytes.len();
+        let mut response = self.agent.run(request).map_err(|error| {
+            if sent > 0 && breaks_while_sending(&error) {
+                // The server took the connection, then closed it before it
+                // had read the whole body: a refusal whose answer could not
+                // be read (the server reads and discards up to 64 MiB of a
+                // refused body, so this takes a body far over a limit).
+                return anyhow!(
+                    "the server at {} closed the connection while the {sent}-byte body \
+                     was being sent ({error}); it refuses a body over a limit this way \
+                     (a project's max_value_bytes: see `kvs project show`)",
+                    self.base
+                )
+                .into();
+            }
+            self.failed(error)
+        })?;
         if response.status().is_success() {
             Ok(response)
         } else {
