@@ -278,7 +278,7 @@ impl IntoResponse for ApiError {
         for (name, value) in self.fields {
             body[name] = value;
         }
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = super::json(self.status, body);
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);

@@ -301,6 +301,18 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 }
 
 /// A JSON answer.
+/// A JSON answer, ending with a newline (so that `curl` output and the next
+/// prompt or command output do not run together).
 pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
+    let mut bytes = body.to_string().into_bytes();
+    bytes.push(b'\n');
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
 }

@@ -74,6 +74,25 @@ impl ClientError {
     }
 }
 
+/// A `project_not_found` that names the project (from the request's path)
+/// and the ways out: another project, or creating this one.
+fn project_hint(code: &str, message: &str, path: &str) -> String {
+    let project = path
+        .strip_prefix("/v1/projects/")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
+        .map(|id| percent_decode_str(id).decode_utf8_lossy().into_owned());
+    match project {
+        Some(project) => format!(
+            "{code}: {message}: {project:?} does not exist, or this token has no rights on it. \
+             Choose the project with -p/--project or KVS_PROJECT (without either, it is \
+             \"default\"); `kvs project list` shows the projects the token sees; an admin \
+             creates this one with `kvs project create {project}` (import and restore into \
+             a project need it created first)"
+        ),
+        None => format!("{code}: {message}"),
+    }
+}
+
 /// Whether a transport error is the connection breaking under a request
 /// that was being sent (not a connection that could not be made).
 fn breaks_while_sending(error: &ureq::Error) -> bool {
@@ -216,7 +235,7 @@ impl Api {
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(self.refusal(&mut response))
+            Err(self.refusal(&mut response, path))
         }
     }
 
@@ -264,7 +283,7 @@ impl Api {
     /// An error answer: `code: message` from the contract's body, or the
     /// status when something else (a proxy, another server) answered. A 412
     /// that carries the key's current `ETag` names that version too.
-    fn refusal(&self, response: &mut Response<ureq::Body>) -> ClientError {
+    fn refusal(&self, response: &mut Response<ureq::Body>, path: &str) -> ClientError {
         let status = response.status();
         let current = response
             .headers()
@@ -284,6 +303,9 @@ impl Api {
         {
             Some((code, message)) if status == StatusCode::UNAUTHORIZED && self.token.is_none() => {
                 format!("{code}: {message}; no token was given: pass --token or set KVS_TOKEN")
+            }
+            Some((code, message)) if code == "project_not_found" => {
+                project_hint(code, message, path)
             }
             Some((code, message)) => format!("{code}: {message}"),
             None => format!("the server at {} answered {status}", self.base),
