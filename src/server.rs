@@ -56,10 +56,26 @@ pub async fn run(
         .map(crate::tls::acceptor)
         .transpose()?;
     let cors = cors_layer(&settings.cors_origins)?;
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open_with(&settings.data_dir, settings.watch_history)
-            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
-    );
+    let dir = settings.data_dir.display();
+    if settings.data_dir.exists() && !settings.data_dir.is_dir() {
+        anyhow::bail!(
+            "the data directory {dir} is a file, not a directory: give --data-dir (or \
+             KVS_DATA_DIR) a directory, a new one or one that kvs made"
+        );
+    }
+    let opened = RedbStore::open_with(&settings.data_dir, settings.watch_history);
+    let store: Arc<dyn Store> = Arc::new(opened.map_err(|error| {
+        let text = format!("{error:#}");
+        if text.contains("already open") || text.contains("acquire lock") {
+            anyhow::anyhow!(
+                "the store in {dir} is in use by another kvs server (its file is locked): \
+                 stop that server first, or give this one another --data-dir (and --listen \
+                 address)"
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("cannot open the store in {dir}"))
+        }
+    })?);
     prepare(store.as_ref(), &settings, admin_secret).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
 
 use crate::http::App;
 
@@ -35,6 +34,8 @@ pub fn init_logging(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -54,9 +55,77 @@ const SECONDS_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
-/// A gauge that nobody sets for this long is dropped: the figures of a
-/// deleted project go away with it. Every gauge is set at each render.
-const GAUGE_IDLE: Duration = Duration::from_secs(300);
+/// Counters and histograms recorded through the `metrics` crate, with their
+/// `# HELP` text. Each is registered at start, so that it is present at 0
+/// before its first event (alerts and `rate()` see it from the first scrape).
+const RECORDED: &[(&str, Kind, &str)] = &[
+    (
+        "kvs_http_requests_total",
+        Kind::Counter,
+        "Answered HTTP requests, by route, method and status",
+    ),
+    (
+        "kvs_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer a request (for a watch: to open it), by route",
+    ),
+    (
+        "kvs_auth_failures_total",
+        Kind::Counter,
+        "Requests answered 401 (missing, unknown, expired or revoked token)",
+    ),
+    (
+        "kvs_rate_limited_total",
+        Kind::Counter,
+        "Requests refused by a limit, by limit",
+    ),
+    (
+        "kvs_commits_total",
+        Kind::Counter,
+        "Group commits of the storage writer",
+    ),
+    (
+        "kvs_commit_failures_total",
+        Kind::Counter,
+        "Group commits that failed (their requests were answered with an error)",
+    ),
+    (
+        "kvs_data_corrupted_total",
+        Kind::Counter,
+        "Stored records or values that failed their checksum (never served)",
+    ),
+    (
+        "kvs_commit_batch_size",
+        Kind::Histogram,
+        "Write requests folded into one commit",
+    ),
+    (
+        "kvs_fsync_seconds",
+        Kind::Histogram,
+        "Time of each durable commit (the fsync a disk write waits for)",
+    ),
+    (
+        "kvs_expired_keys_total",
+        Kind::Counter,
+        "Keys removed because their TTL ran out",
+    ),
+];
+
+/// The values of `kvs_rate_limited_total`'s `limit` label.
+const RATE_LIMITS: &[&str] = &[
+    "token",
+    "ip",
+    "auth_failures",
+    "watchers",
+    "connections",
+    "connections_per_ip",
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Histogram,
+}
 
 /// Installs the process-wide metrics recorder (once; later calls reuse it).
 pub fn init_metrics() {
@@ -69,16 +138,39 @@ pub fn init_metrics() {
                     BATCH_BUCKETS,
                 )
             })
-            .ok()?
-            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE));
+            .ok()?;
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
-        // Shown from the start, so that an alert on any rise needs no
-        // earlier sample.
-        metrics::counter!("kvs_data_corrupted_total").absolute(0);
+        register_families();
         Some(handle)
     });
+}
+
+/// Describes every recorded family and registers those without labels (and
+/// each `limit` of `kvs_rate_limited_total`) at 0.
+fn register_families() {
+    for &(name, kind, help) in RECORDED {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    for name in [
+        "kvs_auth_failures_total",
+        "kvs_commits_total",
+        "kvs_commit_failures_total",
+        "kvs_expired_keys_total",
+        "kvs_data_corrupted_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for &limit in RATE_LIMITS {
+        metrics::counter!("kvs_rate_limited_total", "limit" => limit).increment(0);
+    }
+    // A histogram is shown, with empty buckets, once it has a handle.
+    drop(metrics::histogram!("kvs_commit_batch_size"));
+    drop(metrics::histogram!("kvs_fsync_seconds"));
 }
 
 /// Open watches, counted here and set as a gauge at each render (a gauge
@@ -194,27 +286,89 @@ pub fn watcher_closed() {
     WATCHERS.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The Prometheus text of every metric, with the store's figures as gauges.
+/// The Prometheus text of every metric: the recorded counters and
+/// histograms, then the figures of the moment as gauges, read at each
+/// scrape (so a deleted project's series are gone at the next one).
 pub fn render_metrics(app: &App) -> String {
+    let mut out = match METRICS.get() {
+        Some(Some(handle)) => handle.render(),
+        _ => String::new(),
+    };
     // A store that cannot vouch for its catalog shows no projects.
     let catalog = app.store.catalog().unwrap_or_default();
-    metrics::gauge!("kvs_revision").set(app.store.revision() as f64);
-    metrics::gauge!("kvs_storage_bytes").set(app.store.storage_bytes() as f64);
-    metrics::gauge!("kvs_projects").set(catalog.projects().count() as f64);
-    metrics::gauge!("kvs_uptime_seconds").set(app.started.elapsed().as_secs_f64());
-    metrics::gauge!("kvs_watchers").set(WATCHERS.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("kvs_connections").set(app.limiter.open_connections() as f64);
-    metrics::gauge!("kvs_memory_bytes").set(resident_memory_bytes() as f64);
-    for project in catalog.projects() {
-        let id = project.settings.id.as_str().to_owned();
-        metrics::gauge!("kvs_project_keys", "project" => id.clone())
-            .set(project.stats.keys() as f64);
-        metrics::gauge!("kvs_project_bytes", "project" => id).set(project.stats.bytes() as f64);
-    }
-    match METRICS.get() {
-        Some(Some(handle)) => handle.render(),
-        _ => String::from("# metrics recorder not installed\nkvs_up 1\n"),
-    }
+    let mut gauge =
+        |name: &str, help: &str, samples: &mut dyn Iterator<Item = (Option<&str>, f64)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (project, value) in samples {
+                match project {
+                    Some(id) => out.push_str(&format!(
+                        "{name}{{project=\"{}\"}} {value}\n",
+                        label_value(id)
+                    )),
+                    None => out.push_str(&format!("{name} {value}\n")),
+                }
+            }
+            out.push('\n');
+        };
+    let one = |value: f64| [(None, value)].into_iter();
+    gauge(
+        "kvs_revision",
+        "The server's revision: the last acknowledged write",
+        &mut one(app.store.revision() as f64),
+    );
+    gauge(
+        "kvs_storage_bytes",
+        "Size of the database file",
+        &mut one(app.store.storage_bytes() as f64),
+    );
+    gauge(
+        "kvs_projects",
+        "Projects on the server",
+        &mut one(catalog.projects().count() as f64),
+    );
+    gauge(
+        "kvs_uptime_seconds",
+        "Time since the server started",
+        &mut one(app.started.elapsed().as_secs_f64()),
+    );
+    gauge(
+        "kvs_watchers",
+        "Open watch streams",
+        &mut one(WATCHERS.load(Ordering::Relaxed) as f64),
+    );
+    gauge(
+        "kvs_connections",
+        "Open client connections",
+        &mut one(app.limiter.open_connections() as f64),
+    );
+    gauge(
+        "kvs_memory_bytes",
+        "Resident memory of the server process",
+        &mut one(resident_memory_bytes() as f64),
+    );
+    gauge(
+        "kvs_project_keys",
+        "Keys stored in a project",
+        &mut catalog
+            .projects()
+            .map(|p| (Some(p.settings.id.as_str()), p.stats.keys() as f64)),
+    );
+    gauge(
+        "kvs_project_bytes",
+        "Value bytes stored in a project",
+        &mut catalog
+            .projects()
+            .map(|p| (Some(p.settings.id.as_str()), p.stats.bytes() as f64)),
+    );
+    out
+}
+
+/// A label value as the text format writes it (project ids have no quote,
+/// backslash or newline, but nothing here relies on that).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The process's resident memory, from `/proc/self/statm` (0 elsewhere).

@@ -645,3 +645,80 @@ fn completions_and_the_man_page_are_generated_from_the_command_line() {
     assert!(page.contains("serve") && page.contains("top"), "{page}");
     assert_eq!(kvs(&["completions", "cmd.exe"]).code, 2);
 }
+
+#[test]
+fn a_value_starting_with_at_that_is_no_file_says_how_to_store_the_text() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    let run = admin.run(&["put", "k", "@jack"]);
+    run.fails(1, "cannot read jack");
+    assert!(run.stderr.contains("write @@jack"), "{}", run.stderr);
+    admin.run(&["put", "k", "@@jack"]).ok();
+    assert_eq!(admin.run(&["get", "k"]).text(), "@jack");
+}
+
+#[test]
+fn an_unknown_project_is_named_with_the_ways_out() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    let run = admin.in_project("copy").run(&["get", "greeting"]);
+    run.fails(3, "project_not_found");
+    for hint in [
+        "\"copy\"",
+        "-p/--project",
+        "KVS_PROJECT",
+        "kvs project create copy",
+    ] {
+        assert!(run.stderr.contains(hint), "{hint}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn project_create_print_secret_prints_only_a_usable_secret() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    let secret = admin
+        .run(&["project", "create", "demo", "--print-secret"])
+        .ok();
+    let secret = secret.trim_end_matches('\n');
+    assert!(
+        secret.starts_with("kvs_") && !secret.contains(char::is_whitespace),
+        "{secret:?}"
+    );
+    let demo = admin.with_token(secret).in_project("demo");
+    demo.run(&["put", "greeting", "hi"]).ok();
+    assert_eq!(demo.run(&["get", "greeting"]).text(), "hi");
+}
+
+#[test]
+fn serve_on_a_file_or_on_a_store_in_use_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let serve = |data_dir: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        run(command, b"")
+    };
+    let on_file = serve(&file);
+    assert_ne!(on_file.code, 0);
+    assert!(
+        on_file.stderr.contains("is a file, not a directory")
+            && on_file.stderr.contains("--data-dir"),
+        "{}",
+        on_file.stderr
+    );
+    let data = dir.path().join("data");
+    let running = common::ServerProcess::start(&data, &common::fake_secret());
+    let second = serve(&data);
+    assert_ne!(second.code, 0);
+    assert!(
+        second.stderr.contains("in use by another kvs server")
+            && second.stderr.contains("--data-dir"),
+        "{}",
+        second.stderr
+    );
+    drop(running);
+}

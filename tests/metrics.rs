@@ -151,3 +151,113 @@ fn metrics_are_for_admins_unless_made_public() {
     assert_eq!(manage.get("/metrics").status, 403);
     assert_eq!(admin.get("/metrics").status, 200);
 }
+
+/// The metric families the metrics table of docs/API.md documents.
+fn documented_families() -> Vec<String> {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap();
+    let table = docs
+        .split("### Metrics")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a Metrics section with a table");
+    let mut families: Vec<String> = table
+        .lines()
+        .filter(|line| line.starts_with("| `kvs_"))
+        .filter_map(|line| line.split('|').nth(1))
+        .flat_map(|cell| cell.split('`'))
+        .filter(|word| word.starts_with("kvs_"))
+        .map(|word| word.split('{').next().unwrap_or(word).to_owned())
+        .collect();
+    families.sort();
+    families.dedup();
+    families
+}
+
+/// `# HELP` and `# TYPE` lines of a scrape, by family.
+fn described(text: &str, kind: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&format!("# {kind} ")))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_projects_series_go_at_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    // The first scrape, before anything happened: the counters of rare
+    // events are there, at 0.
+    let first = scrape(&server);
+    for name in [
+        "kvs_auth_failures_total",
+        "kvs_commit_failures_total",
+        "kvs_expired_keys_total",
+    ] {
+        assert!(
+            first.samples.iter().any(|s| s.metric == name),
+            "{name} is missing before its first event"
+        );
+        assert_eq!(value(&first, name, &[]), 0.0, "{name}");
+    }
+    for limit in [
+        "token",
+        "ip",
+        "auth_failures",
+        "watchers",
+        "connections",
+        "connections_per_ip",
+    ] {
+        let labels = [("limit", limit)];
+        assert!(
+            first
+                .samples
+                .iter()
+                .any(|s| s.metric == "kvs_rate_limited_total"
+                    && s.labels.get("limit") == Some(limit)),
+            "kvs_rate_limited_total{{limit={limit:?}}} is missing before its first event"
+        );
+        assert_eq!(value(&first, "kvs_rate_limited_total", &labels), 0.0);
+    }
+
+    admin.create_project("gone", json!({}));
+    assert_eq!(admin.put(&kv("gone", "k"), b"12345").status, 201);
+    let text = admin.get("/metrics").text();
+    // Every family has its help and type, and every documented one is
+    // there (after a request, for the per-route families).
+    let helped = described(&text, "HELP");
+    let typed = described(&text, "TYPE");
+    assert_eq!(helped, typed, "families with help vs with a type");
+    for family in documented_families() {
+        assert!(helped.contains(&family), "{family} has no # HELP:\n{text}");
+    }
+    for sample in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = sample.split(['{', ' ']).next().unwrap_or("");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| helped.iter().any(|h| h == base))
+            })
+            .unwrap_or(name);
+        assert!(helped.iter().any(|h| h == family), "{family} has no # HELP");
+    }
+    let during = scrape(&server);
+    assert_eq!(
+        value(&during, "kvs_project_keys", &[("project", "gone")]),
+        1.0
+    );
+
+    assert_eq!(admin.delete("/v1/projects/gone").status, 204);
+    let text = admin.get("/metrics").text();
+    assert!(
+        !text.contains("project=\"gone\""),
+        "the deleted project's series are still there:\n{text}"
+    );
+}

@@ -20,6 +20,35 @@ pub struct ApiError {
     fields: Vec<(&'static str, serde_json::Value)>,
 }
 
+/// How to raise a value's limit (a project's `max_value_bytes`).
+pub const RAISE_VALUE: &str = "a project's limit is its max_value_bytes (a manage token raises it: \
+     PATCH /v1/projects/{id} {\"max_value_bytes\": N}), \
+     up to the server's max_value_bytes (kvs serve --max-value-bytes, default 64 MiB)";
+/// How to raise the limit of a transaction or form body.
+pub const RAISE_TXN: &str =
+    "the server's max_txn_bytes raises it (kvs serve --max-txn-bytes, default 4 MiB)";
+/// The management routes' JSON bodies have a fixed limit.
+pub const RAISE_NONE: &str = "this route's bodies have a fixed limit";
+/// How to raise the limit of an import body.
+pub const RAISE_IMPORT: &str = "the server's max_txn_bytes and max_value_bytes raise it \
+     (kvs import sends a large export in several requests)";
+
+/// `1048576` as `1 MiB`, for messages.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if bytes.is_multiple_of(size) {
+                format!("{} {unit}", bytes / size)
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -106,11 +135,30 @@ impl ApiError {
         .with_header(header::ALLOW, allowed.join(", "))
     }
 
-    pub fn payload_too_large(limit: u64) -> ApiError {
+    /// A body or value over `limit` bytes; `raise` says which setting
+    /// raises that limit (one of the `RAISE_*` texts).
+    pub fn payload_too_large(limit: u64, raise: &str) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the body is larger than the limit of {limit} bytes"),
+            format!(
+                "the body is larger than the limit of {limit} bytes ({}); {raise}",
+                human_bytes(limit)
+            ),
+        )
+    }
+
+    /// A `since`, `after` or `Last-Event-ID` beyond the revision the server
+    /// has reached: a client from another server (or a restore) that would
+    /// otherwise wait in silence for a revision that may never come.
+    pub fn revision_in_future(name: &str, asked: u64, reached: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "revision_in_future",
+            format!(
+                "{name} {asked} is beyond the server's current revision {reached}; \
+                 resume from a revision this server gave, or read the current state and watch again"
+            ),
         )
     }
 
@@ -190,7 +238,7 @@ impl From<StoreError> for ApiError {
                 "quota_exceeded",
                 format!("the project holds its maximum of {max_keys} keys"),
             ),
-            StoreError::ValueTooLarge { max } => ApiError::payload_too_large(max),
+            StoreError::ValueTooLarge { max } => ApiError::payload_too_large(max, RAISE_VALUE),
             StoreError::HistoryCompacted { compact_revision } => ApiError::new(
                 StatusCode::GONE,
                 "history_compacted",
@@ -236,7 +284,7 @@ impl IntoResponse for ApiError {
         for (name, value) in self.fields {
             body[name] = value;
         }
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = super::json(self.status, body);
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);

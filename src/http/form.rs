@@ -119,7 +119,13 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
             "POST / takes application/x-www-form-urlencoded pairs (curl --data 'k=v&auth=…')",
         ));
     }
-    let body = read_body(&parts.headers, body, app.settings.max_txn_bytes).await?;
+    let body = read_body(
+        &parts.headers,
+        body,
+        app.settings.max_txn_bytes,
+        super::error::RAISE_TXN,
+    )
+    .await?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();

@@ -55,7 +55,13 @@ pub async fn import(
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let mut body = json_object(&parts.headers, body, body_limit(&ctx.app.settings)).await?;
+    let mut body = json_object(
+        &parts.headers,
+        body,
+        body_limit(&ctx.app.settings),
+        super::error::RAISE_IMPORT,
+    )
+    .await?;
     let Some(Value::Array(keys)) = body.remove("keys") else {
         return Err(ApiError::bad_request(
             "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \"content_type\", \

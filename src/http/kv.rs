@@ -434,7 +434,7 @@ async fn put(
         .settings
         .max_value_bytes
         .min(ctx.app.settings.max_value_bytes);
-    let value = read_body(headers, body, limit).await?;
+    let value = read_body(headers, body, limit, super::error::RAISE_VALUE).await?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => "application/octet-stream".to_owned(),
         Some(value) => value

@@ -75,6 +75,10 @@ pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
     // Whether the request's body is read to its end, for requests that have
     // one: hyper cannot reuse a connection whose request body was left unread.
     let unread = declares_body(request.headers()).then(|| Arc::new(AtomicBool::new(true)));
+    let awaits_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let request = match &unread {
         Some(flag) => request.map(|body| {
             Body::new(Tracked {
@@ -82,6 +86,7 @@ pub async fn dispatch(app: &App, request: Request, peer: IpAddr) -> Response {
                 unread: flag.clone(),
                 deadline: tokio::time::Instant::now() + app.settings.limits.body_timeout,
                 timer: None,
+                awaits_continue,
             })
         }),
         None => request,
@@ -118,6 +123,10 @@ struct Tracked {
     /// Armed only when the body is not all there at once: most bodies
     /// arrive with their headers, and a timer per request would be pure cost.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client sent `Expect: 100-continue` and waits for hyper's `100`,
+    /// which the first read of the body sends: a body refused before that
+    /// is not drained (the client is told not to send it at all).
+    awaits_continue: bool,
 }
 
 /// The client took longer than `body_timeout` to send its request's body.
@@ -133,6 +142,7 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.awaits_continue = false;
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match frame {
             Poll::Ready(None) => self.unread.store(false, Ordering::Relaxed),
@@ -157,6 +167,44 @@ impl hyper::body::Body for Tracked {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// How much of a body left unread (refused with 413, 401, …) the server
+/// still reads and discards, and for how long, before it closes the
+/// connection. Closing while the client is still sending resets the
+/// connection, and most clients (curl, `requests`, Node's `fetch`, kvs's
+/// own) then report the reset, not the answer that was already sent.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.awaits_continue || !self.unread.load(Ordering::Relaxed) {
+            return;
+        }
+        let body = std::mem::replace(&mut self.body, Body::empty());
+        let until = self.deadline.min(tokio::time::Instant::now() + DRAIN_TIME);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(body, until));
+        }
+    }
+}
+
+/// Reads and discards `body` until its end, [`DRAIN_BYTES`] or `until`;
+/// hyper closes the connection once the body is dropped unfinished.
+async fn drain(mut body: Body, until: tokio::time::Instant) {
+    use http_body_util::BodyExt as _;
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout_at(until, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let size = frame.data_ref().map_or(0, |data| data.len() as u64);
+            if size >= left {
+                return;
+            }
+            left -= size;
+        }
+    })
+    .await;
 }
 
 fn declares_body(headers: &HeaderMap) -> bool {
@@ -253,6 +301,18 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 }
 
 /// A JSON answer.
+/// A JSON answer, ending with a newline (so that `curl` output and the next
+/// prompt or command output do not run together).
 pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
+    let mut bytes = body.to_string().into_bytes();
+    bytes.push(b'\n');
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
 }

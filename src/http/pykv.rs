@@ -153,7 +153,8 @@ async fn lenient_json<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(headers, body, super::request::MAX_JSON_BODY as u64).await?;
+    let limit = super::request::MAX_JSON_BODY as u64;
+    let bytes = read_body(headers, body, limit, super::error::RAISE_NONE).await?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -709,7 +710,7 @@ async fn put_key(
         .settings
         .max_value_bytes
         .min(ctx.app.settings.max_value_bytes);
-    let value = read_body(&parts.headers, body, limit).await?;
+    let value = read_body(&parts.headers, body, limit, super::error::RAISE_VALUE).await?;
     if value.is_empty() {
         return Err(ApiError::bad_request(
             "the body is empty: send the value to store (JSON or text)",

@@ -51,18 +51,24 @@ impl Query {
 
 /// The body, refused with 413 beyond `limit` bytes (early, from
 /// `Content-Length`, when the client sent one).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+/// `raise` says how to raise the limit (an `error::RAISE_*` text).
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    raise: &str,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(ApiError::payload_too_large(limit));
+        return Err(ApiError::payload_too_large(limit, raise));
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     axum::body::to_bytes(body, cap).await.map_err(|error| {
         if caused_by::<http_body_util::LengthLimitError>(&error) {
-            ApiError::payload_too_large(limit)
+            ApiError::payload_too_large(limit, raise)
         } else if caused_by::<super::BodyTimeout>(&error) {
             ApiError::request_timeout()
         } else {
@@ -94,7 +100,13 @@ pub async fn json_body<T: DeserializeOwned>(
             return Err(ApiError::unsupported_media_type());
         }
     }
-    let bytes = read_body(headers, body, MAX_JSON_BODY as u64).await?;
+    let bytes = read_body(
+        headers,
+        body,
+        MAX_JSON_BODY as u64,
+        super::error::RAISE_NONE,
+    )
+    .await?;
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
     } else {

@@ -50,7 +50,13 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Read)?;
     let (parts, body) = request.into_parts();
-    let body = json_object(&parts.headers, body, ctx.app.settings.max_txn_bytes).await?;
+    let body = json_object(
+        &parts.headers,
+        body,
+        ctx.app.settings.max_txn_bytes,
+        super::error::RAISE_TXN,
+    )
+    .await?;
     let (checks, ops) = split_body(body)?;
     if checks.len() + ops.len() > MAX_TXN_ITEMS {
         return Err(ApiError::bad_request(format!(
@@ -131,13 +137,14 @@ pub(super) async fn json_object(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+    raise: &str,
 ) -> Result<Map<String, Value>, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE)
         && !is_json_type(content_type.to_str().unwrap_or(""))
     {
         return Err(ApiError::unsupported_media_type());
     }
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(headers, body, limit, raise).await?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(ApiError::bad_request(
@@ -262,7 +269,10 @@ fn parse_op(ctx: &Ctx<'_>, project: &Project, value: Value) -> Result<KvOp, ApiE
                 .max_value_bytes
                 .min(ctx.app.settings.max_value_bytes);
             if value.len() as u64 > limit {
-                return Err(ApiError::payload_too_large(limit));
+                return Err(ApiError::payload_too_large(
+                    limit,
+                    super::error::RAISE_VALUE,
+                ));
             }
             Ok(KvOp::Put {
                 key,

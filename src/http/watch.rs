@@ -202,7 +202,10 @@ pub async fn wait_for_change(
     // Subscribed before anything is read: no change can slip in between.
     let subscription = store.subscribe(project)?;
     let mut newest = subscription.feed.subscribe();
-    let mut cursor = store.revision();
+    let mut cursor = store.revision().max(*newest.borrow());
+    if let Some(after) = after.filter(|&after| after > cursor) {
+        return Err(ApiError::revision_in_future("after", after, cursor));
+    }
     let after = after.unwrap_or(cursor);
     let current = store.get(project, key, false).await?;
     match current.value {
@@ -290,10 +293,12 @@ async fn touches(
         ("prefix" = Option<String>, Query, description = "Only keys that start with it"),
         ("since" = Option<u64>, Query, description = "Replay the retained changes after this revision"),
         ("values" = Option<bool>, Query, description = "Add `value` and `encoding` to put events"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "As `since` (and wins over it)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "A revision, as `since` (and wins over it)"),
     ),
     responses(
         (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`revision_in_future`: `since` or `Last-Event-ID` is beyond the current revision",
+            body = super::openapi::ErrorBody),
         (status = 410, description = "`since` is older than the retained history (`compact_revision`)",
             body = super::openapi::ErrorBody),
     ),
@@ -314,7 +319,13 @@ pub async fn watch(
     // Subscribed before the revision is read: every change after it is
     // announced, and every change up to it is in the feed or the log.
     let newest = subscription.feed.subscribe();
-    let current = ctx.app.store.revision();
+    // A change is published to the feed a moment before the store
+    // acknowledges its revision: either says the revision was reached.
+    let current = ctx.app.store.revision().max(*newest.borrow());
+    if let Some((name, since)) = since.filter(|&(_, since)| since > current) {
+        return Err(ApiError::revision_in_future(name, since, current));
+    }
+    let since = since.map(|(_, since)| since);
     if let Some(since) = since {
         let compacted = subscription.feed.compacted();
         if since < compacted {
@@ -336,6 +347,7 @@ pub async fn watch(
         cursor: since.unwrap_or(sync),
         delivered: 0,
         frames,
+        retry_sent: false,
     };
     tokio::spawn(watcher.run(sync, last_frame));
     crate::telemetry::watcher_opened();
@@ -362,16 +374,18 @@ pub async fn watch(
 /// The revision to resume after: `Last-Event-ID`, else `since`. A browser's
 /// `EventSource` reconnects to the URL it was opened with (`?since=` and
 /// all) and adds `Last-Event-ID`, which is then the newer of the two.
-fn since(query: &Query, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// Named, for the error that refuses one beyond the current revision.
+fn since(query: &Query, headers: &HeaderMap) -> Result<Option<(&'static str, u64)>, ApiError> {
     if let Some(value) = headers.get("last-event-id") {
         let text = value
             .to_str()
             .map_err(|_| ApiError::bad_request("Last-Event-ID must be a revision"))?;
-        return parse_revision("Last-Event-ID", text.trim()).map(Some);
+        return parse_revision("Last-Event-ID", text.trim())
+            .map(|since| Some(("Last-Event-ID", since)));
     }
     query
         .get("since")
-        .map(|text| parse_revision("since", text))
+        .map(|text| parse_revision("since", text).map(|since| ("since", since)))
         .transpose()
 }
 
@@ -404,6 +418,8 @@ struct Watcher {
     /// connection (0 while replaying from the log).
     delivered: u64,
     frames: mpsc::Sender<Bytes>,
+    /// Whether the first frame, which carries `retry:`, has been sent.
+    retry_sent: bool,
 }
 
 impl Watcher {
@@ -417,8 +433,6 @@ impl Watcher {
     }
 
     async fn stream(&mut self, sync: u64) -> Result<(), Stop> {
-        self.send(Bytes::from(format!("retry: {RETRY_MS}\n\n")), None)
-            .await?;
         self.catch_up(Some(sync)).await?;
         self.cursor = self.cursor.max(sync);
         let frame = format!("event: sync\nid: {sync}\ndata: {{\"revision\":{sync}}}\n\n");
@@ -506,6 +520,19 @@ impl Watcher {
     /// it, checks every [`SLOW_CHECK`] whether this watcher has fallen too
     /// far behind, and whether its token still holds.
     async fn send(&mut self, frame: Bytes, set: Option<&ChangeSet>) -> Result<(), Stop> {
+        // `retry:` travels in the first event's block: a block of its own
+        // is an empty message to some SSE libraries (httpx-sse).
+        let frame = if self.retry_sent {
+            frame
+        } else {
+            self.retry_sent = true;
+            let mut first = BytesMut::with_capacity(frame.len() + 16);
+            first.put_slice(b"retry: ");
+            first.put_slice(RETRY_MS.as_bytes());
+            first.put_slice(b"\n");
+            first.put_slice(&frame);
+            first.freeze()
+        };
         let frame = match self.frames.try_send(frame) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Quiet),

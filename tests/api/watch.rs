@@ -317,3 +317,102 @@ impl Later {
         handle.join().ok()
     }
 }
+
+/// The blocks of a chunked event stream received so far (the chunk framing
+/// taken off), each block's lines without their trailing blank line.
+fn blocks(received: &str) -> Vec<Vec<String>> {
+    let mut body = String::new();
+    let mut rest = received;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || tail.len() < size + 2 {
+            break;
+        }
+        body.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    body.split("\n\n")
+        .filter(|block| !block.is_empty())
+        .map(|block| block.lines().map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn retry_travels_in_the_first_events_block_and_never_in_a_block_of_its_own() {
+    let setup = Setup::new("p", json!({}));
+    // A fresh watch: the first block is its `sync`.
+    let mut fresh = Open::get(&setup.manage, &watch_path(&setup, ""));
+    assert!(fresh.wait_for("event: sync", 5), "{}", fresh.received);
+    let first = &blocks(&fresh.received)[0];
+    assert_eq!(first[0], "retry: 2000", "{first:?}");
+    assert!(first.contains(&"event: sync".to_owned()), "{first:?}");
+
+    // A replay: the first block is the first replayed change.
+    expect_status(&setup.manage.put(&kv("p", "a"), b"v"), 201);
+    expect_status(&setup.manage.put(&kv("p", "b"), b"v"), 201);
+    let mut replay = Open::get(&setup.manage, &watch_path(&setup, "?since=0"));
+    assert!(replay.wait_for("event: sync", 5), "{}", replay.received);
+    let all = blocks(&replay.received);
+    assert_eq!(all[0][0], "retry: 2000", "{all:?}");
+    assert!(all[0].contains(&"event: put".to_owned()), "{all:?}");
+    for block in &all {
+        // Every block is an event with data (none that an SSE library
+        // would hand over as an empty message).
+        assert!(
+            block.iter().any(|line| line.starts_with("data: {")),
+            "a block without data: {block:?}"
+        );
+        let retries = block.iter().filter(|l| l.starts_with("retry:")).count();
+        assert!(retries <= 1, "{block:?}");
+    }
+    let retries = all
+        .iter()
+        .flatten()
+        .filter(|l| l.starts_with("retry:"))
+        .count();
+    assert_eq!(retries, 1, "{all:?}");
+}
+
+#[test]
+fn a_since_last_event_id_or_after_beyond_the_current_revision_is_400_revision_in_future() {
+    let setup = Setup::new("p", json!({}));
+    let version = setup.manage.put(&kv("p", "k"), b"v").json()["version"]
+        .as_u64()
+        .unwrap();
+    let ahead = version + 1000;
+    let answer = setup
+        .manage
+        .get(&watch_path(&setup, &format!("?since={ahead}")));
+    let message = expect_error(&answer, 400, "revision_in_future");
+    assert!(message.contains("since"), "{message}");
+    assert!(
+        message.contains(&format!("revision {version}")),
+        "{message}"
+    );
+
+    let header = format!("Last-Event-ID: {ahead}\r\n");
+    let mut open = Open::get_with(&setup.manage, &watch_path(&setup, "?since=0"), &header);
+    assert_eq!(open.status, 400, "{}", open.received);
+    assert!(open.wait_for("revision_in_future", 5), "{}", open.received);
+
+    let answer = setup
+        .manage
+        .get(&format!("{}?wait=30s&after={ahead}", kv("p", "k")));
+    let message = expect_error(&answer, 400, "revision_in_future");
+    assert!(message.contains("after"), "{message}");
+
+    // The current revision itself is fine: a watch resumes from it, and a
+    // blocking read waits past it.
+    let mut current = Open::get(
+        &setup.manage,
+        &watch_path(&setup, &format!("?since={version}")),
+    );
+    assert_eq!(current.status, 200);
+    assert!(current.wait_for("event: sync", 5), "{}", current.received);
+    let answer = setup
+        .manage
+        .get(&format!("{}?wait=1s&after={version}", kv("p", "k")));
+    expect_status(&answer, 200);
+}

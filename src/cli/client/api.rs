@@ -74,6 +74,34 @@ impl ClientError {
     }
 }
 
+/// A `project_not_found` that names the project (from the request's path)
+/// and the ways out: another project, or creating this one.
+fn project_hint(code: &str, message: &str, path: &str) -> String {
+    let project = path
+        .strip_prefix("/v1/projects/")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
+        .map(|id| percent_decode_str(id).decode_utf8_lossy().into_owned());
+    match project {
+        Some(project) => format!(
+            "{code}: {message}: {project:?} does not exist, or this token has no rights on it. \
+             Choose the project with -p/--project or KVS_PROJECT (without either, it is \
+             \"default\"); `kvs project list` shows the projects the token sees; an admin \
+             creates this one with `kvs project create {project}` (import and restore into \
+             a project need it created first)"
+        ),
+        None => format!("{code}: {message}"),
+    }
+}
+
+/// Whether a transport error is the connection breaking under a request
+/// that was being sent (not a connection that could not be made).
+fn breaks_while_sending(error: &ureq::Error) -> bool {
+    matches!(error, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    ))
+}
+
 /// A request body and its content type.
 pub struct Payload<'a> {
     pub bytes: &'a [u8],
@@ -187,14 +215,27 @@ impl Api {
         let request = request
             .body(bytes)
             .map_err(|error| anyhow!("cannot make a request to {url}: {error}"))?;
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|error| self.failed(error))?;
+        let sent = bytes.len();
+        let mut response = self.agent.run(request).map_err(|error| {
+            if sent > 0 && breaks_while_sending(&error) {
+                // The server took the connection, then closed it before it
+                // had read the whole body: a refusal whose answer could not
+                // be read (the server reads and discards up to 64 MiB of a
+                // refused body, so this takes a body far over a limit).
+                return anyhow!(
+                    "the server at {} closed the connection while the {sent}-byte body \
+                     was being sent ({error}); it refuses a body over a limit this way \
+                     (a project's max_value_bytes: see `kvs project show`)",
+                    self.base
+                )
+                .into();
+            }
+            self.failed(error)
+        })?;
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(self.refusal(&mut response))
+            Err(self.refusal(&mut response, path))
         }
     }
 
@@ -242,7 +283,7 @@ impl Api {
     /// An error answer: `code: message` from the contract's body, or the
     /// status when something else (a proxy, another server) answered. A 412
     /// that carries the key's current `ETag` names that version too.
-    fn refusal(&self, response: &mut Response<ureq::Body>) -> ClientError {
+    fn refusal(&self, response: &mut Response<ureq::Body>, path: &str) -> ClientError {
         let status = response.status();
         let current = response
             .headers()
@@ -262,6 +303,9 @@ impl Api {
         {
             Some((code, message)) if status == StatusCode::UNAUTHORIZED && self.token.is_none() => {
                 format!("{code}: {message}; no token was given: pass --token or set KVS_TOKEN")
+            }
+            Some((code, message)) if code == "project_not_found" => {
+                project_hint(code, message, path)
             }
             Some((code, message)) => format!("{code}: {message}"),
             None => format!("the server at {} answered {status}", self.base),

@@ -45,7 +45,7 @@ pub struct Put {
     /// The key.
     key: String,
     /// The value: the text itself, `@FILE` for a file's bytes, or `-` (or
-    /// nothing) for stdin. A value that starts with `@` can come on stdin.
+    /// nothing) for stdin. `@@TEXT` is the text `@TEXT` (or pass it on stdin).
     value: Option<String>,
     /// The content type to store [default: text/plain; charset=utf-8 for a
     /// value given as text, application/octet-stream for @FILE or stdin].
@@ -147,11 +147,15 @@ pub fn get(args: Get) -> Outcome {
 
 /// Copies a raw value to stdout. Streamed, so that a large value is never
 /// held twice; read errors and write errors are told apart because only the
-/// latter may be a closed pipe.
+/// latter may be a closed pipe. On a terminal, a value that does not end
+/// with a newline gets one, so that the prompt does not run on after it; in
+/// a pipe or a file, the bytes are exactly the value's.
 fn write_value(response: &mut Response<ureq::Body>) -> Outcome {
     let mut reader = response.body_mut().as_reader();
+    let terminal = io::stdout().is_terminal();
     let mut out = io::stdout().lock();
     let mut buffer = vec![0; 64 * 1024];
+    let mut last = b'\n';
     loop {
         let read = reader
             .read(&mut buffer)
@@ -160,6 +164,10 @@ fn write_value(response: &mut Response<ureq::Body>) -> Outcome {
             break;
         }
         out.write_all(&buffer[..read])?;
+        last = buffer[read - 1];
+    }
+    if terminal && last != b'\n' {
+        out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
@@ -178,8 +186,17 @@ pub fn put(args: Put) -> Outcome {
             (bytes, "application/octet-stream")
         }
         Some(text) => match text.strip_prefix('@') {
+            // `@@text` is the literal `@text`.
+            Some(literal) if literal.starts_with('@') => {
+                (literal.as_bytes().to_vec(), "text/plain; charset=utf-8")
+            }
             Some(file) => {
-                let bytes = fs::read(file).with_context(|| format!("cannot read {file}"))?;
+                let bytes = fs::read(file).with_context(|| {
+                    format!(
+                        "cannot read {file} (a value that starts with @ names a file to \
+                         read; for the text {text:?} itself, write @{text} or pass it on stdin)"
+                    )
+                })?;
                 (bytes, "application/octet-stream")
             }
             None => (text.as_bytes().to_vec(), "text/plain; charset=utf-8"),

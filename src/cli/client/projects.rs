@@ -71,6 +71,10 @@ struct Create {
     /// (`keys_discoverable = false`); manage tokens can still list.
     #[arg(long)]
     no_list_keys: bool,
+    /// Print only the manage token's secret, on one line, for a shell
+    /// variable: `TOKEN=$(kvs project create demo --print-secret)`.
+    #[arg(long, conflicts_with = "json")]
+    print_secret: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -108,6 +112,9 @@ pub fn run(args: Args) -> Outcome {
                 return output::json(&answer);
             }
             let (project, token) = (&answer["project"], &answer["token"]);
+            if create.print_secret {
+                return output::lines([output::text(&token["secret"])]);
+            }
             output::lines([
                 format!(
                     "created project {} ({} storage)",
