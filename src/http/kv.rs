@@ -237,11 +237,12 @@ fn head_key() {}
     put,
     path = "/v1/projects/{project}/kv/{key}",
     tag = "keys",
-    description = "Write. The body is the value; its `Content-Type` is stored (default `application/octet-stream`).",
+    description = "Write. The body is the value; its `Content-Type` is stored (default `application/octet-stream`), or the `content_type` query parameter when given.",
     params(
         ("project" = String, Path, description = "The project id"),
         ("key" = String, Path, description = "The key: everything after `/kv/`, percent-decoded once (`/` kept)"),
         ("ttl" = Option<String>, Query, description = "Expiry: a duration (`90`, `10m`, `30d`); without it any expiry is removed"),
+        ("content_type" = Option<String>, Query, description = "The content type to store (wins over the `Content-Type` header): for clients that cannot choose the header, such as generated ones"),
         ("If-Match" = Option<String>, Header, description = "`*` or a list of strong entity tags: write only over one of those versions"),
         ("If-None-Match" = Option<String>, Header, description = "`*`: write only if absent"),
     ),
@@ -435,9 +436,19 @@ async fn put(
         .max_value_bytes
         .min(ctx.app.settings.max_value_bytes);
     let value = read_body(headers, body, limit, super::error::RAISE_VALUE).await?;
-    let content_type = match headers.get(header::CONTENT_TYPE) {
-        None => "application/octet-stream".to_owned(),
-        Some(value) => value
+    // `?content_type=` wins over the header: a client whose generator fixes
+    // the request's Content-Type to the declared one still chooses it.
+    let content_type = match (query.get("content_type"), headers.get(header::CONTENT_TYPE)) {
+        (Some(text), _) => {
+            if text.is_empty() || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                return Err(ApiError::bad_request(
+                    "content_type must be a media type in visible ASCII",
+                ));
+            }
+            text.to_owned()
+        }
+        (None, None) => "application/octet-stream".to_owned(),
+        (None, Some(value)) => value
             .to_str()
             .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?
             .to_owned(),

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Type};
@@ -92,12 +92,154 @@ pub fn document() -> Bytes {
         .get_or_init(|| {
             // Serialising a document of plain maps and strings cannot fail;
             // if it ever did, an empty object still answers JSON.
-            let text = ApiDoc::openapi()
-                .to_json()
-                .unwrap_or_else(|_| "{}".to_owned());
-            Bytes::from(text)
+            let mut document =
+                serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+            finish(&mut document);
+            Bytes::from(document.to_string())
         })
         .clone()
+}
+
+/// What generators need and the derives do not say: a `servers` entry (the
+/// server itself), a summary on every operation (the first sentence of its
+/// description), header parameters typed as strings (HTTP headers are
+/// text), and raw bodies as `string`/`binary` rather than arrays of bytes.
+fn finish(document: &mut Value) {
+    if document.get("servers").is_none() {
+        document["servers"] = json!([{"url": "/", "description": "This server"}]);
+    }
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in item.iter_mut() {
+            let Some(operation) = operation.as_object_mut() else {
+                continue;
+            };
+            let description = operation
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let summary = SUMMARIES
+                .iter()
+                .find(|(m, p, _)| m.eq_ignore_ascii_case(method) && p == path)
+                .map_or_else(
+                    || summary(method, path, description),
+                    |(_, _, s)| (*s).to_owned(),
+                );
+            operation.insert("summary".into(), json!(summary));
+            for parameter in operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if parameter["in"] == "header" {
+                    parameter["schema"] = json!({"type": "string"});
+                }
+            }
+            binary_bodies(operation.get_mut("requestBody"));
+        }
+    }
+}
+
+/// Operations' summaries (the doc comments' first lines name roles, or
+/// wrap): what each does, in a few words.
+const SUMMARIES: &[(&str, &str, &str)] = &[
+    ("get", "/healthz", "Liveness"),
+    ("get", "/readyz", "Readiness"),
+    ("get", "/metrics", "Prometheus metrics"),
+    ("get", "/v1/backup", "Back up the whole server"),
+    ("get", "/v1/openapi.json", "This OpenAPI document"),
+    ("get", "/v1/projects", "List projects"),
+    ("post", "/v1/projects", "Create a project"),
+    ("get", "/v1/projects/{project}", "Show a project"),
+    (
+        "patch",
+        "/v1/projects/{project}",
+        "Change a project's settings",
+    ),
+    ("delete", "/v1/projects/{project}", "Delete a project"),
+    ("post", "/v1/projects/{project}/import", "Import keys"),
+    (
+        "post",
+        "/v1/projects/{project}/incr/{key}",
+        "Add to a counter",
+    ),
+    ("get", "/v1/projects/{project}/kv", "List keys"),
+    (
+        "delete",
+        "/v1/projects/{project}/kv",
+        "Delete keys by prefix",
+    ),
+    ("get", "/v1/projects/{project}/kv/{key}", "Read a value"),
+    (
+        "head",
+        "/v1/projects/{project}/kv/{key}",
+        "Read a value's headers",
+    ),
+    ("put", "/v1/projects/{project}/kv/{key}", "Write a value"),
+    ("delete", "/v1/projects/{project}/kv/{key}", "Delete a key"),
+    (
+        "get",
+        "/v1/projects/{project}/latest",
+        "Read the latest written of some keys",
+    ),
+    (
+        "get",
+        "/v1/projects/{project}/tokens",
+        "List a project's tokens",
+    ),
+    (
+        "post",
+        "/v1/projects/{project}/tokens",
+        "Create a project token",
+    ),
+    (
+        "delete",
+        "/v1/projects/{project}/tokens/{id}",
+        "Revoke a project token",
+    ),
+    ("post", "/v1/projects/{project}/txn", "Run a transaction"),
+    (
+        "get",
+        "/v1/projects/{project}/watch",
+        "Watch changes (server-sent events)",
+    ),
+    ("get", "/v1/status", "Server status"),
+    ("get", "/v1/tokens", "List admin tokens"),
+    ("post", "/v1/tokens", "Create an admin token"),
+    ("delete", "/v1/tokens/{id}", "Revoke an admin token"),
+    ("get", "/v1/whoami", "The calling token"),
+];
+
+/// An operation's summary: its description's first sentence, short.
+fn summary(method: &str, path: &str, description: &str) -> String {
+    let first = description
+        .split(['.', ':', ';'])
+        .next()
+        .unwrap_or("")
+        .trim();
+    if first.is_empty() {
+        format!("{} {path}", method.to_ascii_uppercase())
+    } else if first.chars().count() > 80 {
+        first.chars().take(77).collect::<String>() + "…"
+    } else {
+        first.to_owned()
+    }
+}
+
+/// `application/octet-stream` content as `string`/`binary`.
+fn binary_bodies(body: Option<&mut Value>) {
+    if let Some(media) = body
+        .and_then(|body| body.get_mut("content"))
+        .and_then(|content| content.get_mut("application/octet-stream"))
+    {
+        media["schema"] = json!({"type": "string", "format": "binary"});
+    }
 }
 
 /// Serves the document. It describes the API, not data, so it needs no token.
@@ -611,6 +753,40 @@ mod tests {
             .replace("{project}", "demo")
             .replace("{key}", "dir/a")
             .replace("{id}", "tok_1")
+    }
+
+    #[test]
+    fn the_document_has_servers_a_summary_everywhere_string_headers_and_binary_bodies() {
+        let document: Value = serde_json::from_slice(&document()).unwrap();
+        assert_eq!(document["servers"][0]["url"], "/");
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let summary = operation["summary"].as_str().unwrap_or("");
+                assert!(
+                    !summary.is_empty() && !summary.contains('\n') && summary.len() <= 80,
+                    "{method} {path}: summary {summary:?}"
+                );
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["in"] == "header" {
+                        assert_eq!(parameter["schema"], json!({"type": "string"}), "{path}");
+                    }
+                }
+                if let Some(media) =
+                    operation["requestBody"]["content"].get("application/octet-stream")
+                {
+                    assert_eq!(media["schema"]["format"], "binary", "{method} {path}");
+                }
+            }
+        }
+        let put = &document["paths"]["/v1/projects/{project}/kv/{key}"]["put"];
+        assert!(
+            put["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "content_type" && p["in"] == "query"),
+            "PUT has a content_type query parameter"
+        );
     }
 
     #[test]

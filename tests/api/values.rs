@@ -444,3 +444,22 @@ fn a_key_is_taken_literally_from_the_path_decoded_once() {
     expected.sort();
     assert_eq!(crate::support::list_all(&setup.manage, "p", ""), expected);
 }
+
+#[test]
+fn a_content_type_query_parameter_chooses_the_stored_type_over_the_header() {
+    let setup = Setup::new("p", json!({}));
+    let path = format!("{}?content_type=application%2Fjson", setup.kv("j"));
+    let answer = setup.manage.send(
+        "PUT",
+        &path,
+        Some(br#"{"a":1}"#),
+        &[("Content-Type", "application/octet-stream")],
+    );
+    expect_status(&answer, 201);
+    assert_eq!(answer.json()["content_type"], "application/json");
+    let read = setup.manage.get(&setup.kv("j"));
+    assert_eq!(read.header("content-type"), Some("application/json"));
+    let bad = format!("{}?content_type=", setup.kv("j"));
+    let answer = setup.manage.send("PUT", &bad, Some(b"x"), &[]);
+    expect_error(&answer, 400, "bad_request");
+}
