@@ -14,6 +14,7 @@ mod catalog;
 mod error;
 mod feed;
 pub mod redb_engine;
+mod verify;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use bytes::Bytes;
 pub use catalog::{Catalog, Project, ProjectStats};
 pub use error::StoreError;
 pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
+pub use verify::{Damage, Report};
 
 use crate::domain::{
     ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
@@ -385,6 +387,10 @@ pub trait Store: Send + Sync + 'static {
     /// A consistent snapshot of everything the store holds, at one revision
     /// (see [`StoreSnapshot`]).
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
+
+    /// Checks every stored record and value over a read snapshot, off the
+    /// async runtime, and reports what is damaged (`kvs verify`).
+    async fn verify(&self) -> Result<Report, StoreError>;
 
     /// Finishes the writes in flight and closes the store.
     async fn close(&self);
