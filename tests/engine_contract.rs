@@ -19,7 +19,7 @@ use kvs::http::{App, dispatch};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
     Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, KvCommit, KvWrite, ListPage,
-    ListRequest, Read, Store, StoreError, StoreSnapshot, Subscription,
+    ListRequest, Read, Report, Store, StoreError, StoreSnapshot, Subscription,
 };
 
 /// The embedded engine, with a switch that cuts it off from its catalog and
@@ -100,6 +100,10 @@ impl Store for Wrapped {
 
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
         self.inner.snapshot().await
+    }
+
+    async fn verify(&self) -> Result<Report, StoreError> {
+        self.inner.verify().await
     }
 
     async fn close(&self) {

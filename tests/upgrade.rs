@@ -161,6 +161,16 @@ fn the_v1_fixture_opens_with_every_project_token_key_and_value_intact() {
     assert_eq!(put.status, 201, "{}", put.text());
     assert!(put.json()["version"].as_u64().unwrap() > old);
 
+    // The migrated store verifies clean, online (admin only).
+    let report = admin.send("POST", "/v1/verify", None, &[]);
+    assert_eq!(report.status, 200, "{}", report.text());
+    assert_eq!(report.json()["damage"], serde_json::json!([]));
+    assert!(report.json()["keys"].as_u64().unwrap() >= 13);
+    let reader = tokens.iter().find(|t| t["role"] == "read").unwrap();
+    let refused =
+        Client::new(&server.url, reader["secret"].as_str()).send("POST", "/v1/verify", None, &[]);
+    assert_eq!(refused.status, 403);
+
     // Everything is still there after a restart of the upgraded store.
     let server = server.restart();
     let answer = server.admin().get(&kv("disk-main", "text/hello"));

@@ -17,6 +17,7 @@ mod tokens;
 mod top;
 mod transfer;
 mod txn;
+mod verify;
 mod watch;
 
 use std::convert::Infallible;
@@ -149,6 +150,15 @@ pub enum Command {
     /// such, and polled again until it answers.
     #[command(after_long_help = EXIT_CODES)]
     Top(top::Top),
+    /// Check every stored record and value: checksums, large values present
+    /// and matching, no orphans. Prints one line per damaged item and a
+    /// summary; exits 0 when nothing is damaged, 1 when something is.
+    ///
+    /// With --data-dir it reads a stopped store (a running server holds the
+    /// file's lock: then it says so); without, it asks the server at --url
+    /// (admin), which checks a read snapshot while it goes on serving.
+    #[command(after_long_help = EXIT_CODES)]
+    Verify(verify::Verify),
 }
 
 /// Options that every client command takes after its name (`kvs get --url …`;
@@ -261,6 +271,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Project(args) => projects::run(args),
         Command::Token(args) => tokens::run(args),
         Command::Top(args) => top::top(args),
+        Command::Verify(args) => verify::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,9 +57,10 @@ impl StorageMode {
     }
 }
 
-/// A project's stored settings (its live figures, keys/bytes/revision, are
-/// kept by the store beside them).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A project's settings (its live figures, keys/bytes/revision, are kept by
+/// the store beside them). Not written to disk as it is: the engine's codec
+/// has its own versioned record for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectSettings {
     pub id: ProjectId,
     pub storage: StorageMode,

@@ -246,8 +246,9 @@ impl TokenId {
     }
 }
 
-/// Everything the server keeps about a token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything the server keeps about a token (on disk as the engine's codec's
+/// own versioned record, not as this struct).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRecord {
     pub id: TokenId,
     pub digest: Digest,

@@ -129,3 +129,50 @@ impl hyper::body::Body for Stream {
             .map(|chunk| chunk.map(|chunk| chunk.map(hyper::body::Frame::data)))
     }
 }
+
+/// What `POST /v1/verify` found (the JSON of [`crate::store::Report`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the answer for the OpenAPI document
+pub struct VerifyReport {
+    /// Catalog and figures records checked.
+    records: u64,
+    /// Keys checked (their records and inline values).
+    keys: u64,
+    /// Large values checked against their key's record.
+    values: u64,
+    change_sets: u64,
+    /// One entry per damaged item; empty when nothing is.
+    damage: Vec<DamageView>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DamageView {
+    /// Table, project, key or record.
+    place: String,
+    /// What is wrong with it.
+    problem: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/verify",
+    tag = "system",
+    description = "Admin only. Checks every stored record and value (checksums, large values \
+        present and matching, no orphans) over a read snapshot, while the server goes on, and \
+        answers what is damaged. `kvs verify` without --data-dir calls it.",
+    responses((status = 200, description = "The report", body = VerifyReport)),
+)]
+pub async fn verify(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    ctx.caller.require_admin()?;
+    let report = ctx.app.store.verify().await?;
+    if !report.damage.is_empty() {
+        tracing::error!(
+            damaged = report.damage.len(),
+            "verify found damaged records"
+        );
+    }
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        report,
+    )))
+}

@@ -20,6 +20,8 @@ pub enum Endpoint {
     Status,
     /// `/v1/backup`: the whole server at one revision.
     Backup,
+    /// `/v1/verify`: check every stored record and value.
+    Verify,
     Whoami,
     /// `/v1/openapi.json`: the document that describes this API.
     OpenApi,
@@ -140,6 +142,7 @@ impl Endpoint {
             "/metrics" => Endpoint::Metrics,
             "/v1/status" => Endpoint::Status,
             "/v1/backup" => Endpoint::Backup,
+            "/v1/verify" => Endpoint::Verify,
             "/v1/whoami" => Endpoint::Whoami,
             "/v1/openapi.json" => Endpoint::OpenApi,
             "/v1/projects" => Endpoint::Projects,
@@ -225,7 +228,9 @@ impl Endpoint {
             Endpoint::ProjectToken(..) | Endpoint::AdminToken(_) => &["DELETE"],
             Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
-            Endpoint::Txn(_) | Endpoint::Incr(..) | Endpoint::Import(_) => &["POST"],
+            Endpoint::Txn(_) | Endpoint::Incr(..) | Endpoint::Import(_) | Endpoint::Verify => {
+                &["POST"]
+            }
             Endpoint::Latest(_) | Endpoint::Watch(_) => &["GET", "HEAD"],
             Endpoint::Index => &["GET", "HEAD", "POST"],
             // Simple-PyKV's routes check their methods themselves, so that a
@@ -252,6 +257,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Status => "status",
             Endpoint::Backup => "backup",
+            Endpoint::Verify => "verify",
             Endpoint::Whoami => "whoami",
             Endpoint::OpenApi => "openapi",
             Endpoint::Projects => "projects",

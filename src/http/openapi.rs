@@ -67,6 +67,7 @@ use super::{backup, import, kv, projects, system, tokens, txn, watch};
         watch::watch,
         import::import,
         backup::backup,
+        backup::verify,
     ),
     components(schemas(
         ErrorBody, Storage, Role, TokenSource, Encoding, Time, Duration, KeyMetaView, KeyWithValueView,
@@ -838,6 +839,7 @@ mod tests {
             "/api/v1/projects",
             "/ui",
             "/v1/backup",
+            "/v1/verify",
         ];
         let mut seen = BTreeSet::new();
         for sample in samples {
@@ -863,6 +865,7 @@ mod tests {
                 Endpoint::Watch(_) => Some("/v1/projects/{project}/watch"),
                 Endpoint::Import(_) => Some("/v1/projects/{project}/import"),
                 Endpoint::Backup => Some("/v1/backup"),
+                Endpoint::Verify => Some("/v1/verify"),
                 // The compatibility surfaces keep other programs' shapes
                 // and are not described (docs/API.md says so); the web
                 // view's page and assets are not API.

@@ -22,6 +22,7 @@ pub mod kv;
 pub mod plan;
 pub mod publish;
 pub mod redb_engine;
+mod verify;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use error::StoreError;
 pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
 pub use kv::Figures;
 pub use plan::CatalogDelta;
+pub use verify::{Damage, Report};
 
 use crate::domain::{
     ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
@@ -453,6 +455,10 @@ pub trait Store: Send + Sync + 'static {
     /// A consistent snapshot of everything the store holds, at one revision
     /// (see [`StoreSnapshot`]).
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
+
+    /// Checks every stored record and value over a read snapshot, off the
+    /// async runtime, and reports what is damaged (`kvs verify`).
+    async fn verify(&self) -> Result<Report, StoreError>;
 
     /// Finishes the writes in flight and closes the store.
     async fn close(&self);

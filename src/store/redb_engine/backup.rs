@@ -52,6 +52,13 @@ pub struct RedbSnapshot {
     memory: ReadTransaction,
 }
 
+impl RedbSnapshot {
+    /// The read transactions of the disk and the memory database.
+    pub(super) fn transactions(&self) -> (&ReadTransaction, &ReadTransaction) {
+        (&self.disk, &self.memory)
+    }
+}
+
 /// Called by the writer between batches: nothing is half-committed, and the
 /// catalog, the figures and the revision are those of the last commit.
 pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, StoreError> {

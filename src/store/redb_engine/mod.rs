@@ -15,6 +15,7 @@
 mod backup;
 mod codec;
 mod snapshot;
+mod verify;
 mod writer;
 
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ use crate::domain::{
 use crate::store::publish::View;
 use crate::store::{
     Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite,
-    ListPage, ListRequest, Project, ProjectStats, Read, Store, StoreError, StoreSnapshot,
+    ListPage, ListRequest, Project, ProjectStats, Read, Report, Store, StoreError, StoreSnapshot,
     Subscription,
 };
 pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
@@ -42,6 +43,7 @@ use codec::{
     HistoryRecord, KeyRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error,
 };
 use snapshot::{ReadCache, Snapshot};
+pub use verify::{VerifyError, verify_dir};
 use writer::{Command, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
@@ -98,7 +100,16 @@ impl RedbStore {
             codec::migrate::migrate(&txn, "memory")?;
             txn.commit().map_err(storage_error)?;
         }
-        let (catalog, revision, reserved, history) = load(&disk, &memory)?;
+        // redb has no page checksums and may panic on a damaged page: the
+        // start then refuses with a clear message rather than a panic.
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&disk, &memory)));
+        let (catalog, revision, reserved, history) = loaded.map_err(|_| {
+            StoreError::DataCorrupted(format!(
+                "{} is damaged: its tables cannot be read (run `kvs verify --data-dir`)",
+                path.display()
+            ))
+        })??;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
@@ -110,9 +121,22 @@ impl RedbStore {
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer::new(shared.clone(), revision, reserved, history, limits);
+        let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                // A panic (a damaged page, in redb) must not end the writer
+                // unseen: every write then fails, /readyz answers 503, and
+                // the log says why.
+                let run = std::panic::AssertUnwindSafe(|| writer.run(receiver));
+                if std::panic::catch_unwind(run).is_err() {
+                    watched.writable.store(false, Ordering::Release);
+                    tracing::error!(
+                        "the writer stopped after a panic (a damaged page?); no write is \
+                         accepted until a restart; run `kvs verify`"
+                    );
+                }
+            })
             .map_err(StoreError::internal)?;
         // The sweep is a write like any other, sent on a timer; the thread
         // ends when the writer has stopped and its queue is gone.
@@ -291,6 +315,21 @@ impl Store for RedbStore {
         Ok(sets.into_iter().map(Arc::new).collect())
     }
 
+    async fn verify(&self) -> Result<Report, StoreError> {
+        // Both databases at one revision, as a backup takes them.
+        let snapshot = self.send(Command::Snapshot).await?;
+        tokio::task::spawn_blocking(move || {
+            let (disk, memory) = snapshot.transactions();
+            let mut report = Report::default();
+            let projects = verify::walk_catalog(disk, &mut report);
+            verify::walk_keys(disk, &projects, StorageMode::Disk, &mut report);
+            verify::walk_keys(memory, &projects, StorageMode::Memory, &mut report);
+            report
+        })
+        .await
+        .map_err(StoreError::internal)
+    }
+
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.view.catalog_changes()
     }
@@ -323,7 +362,17 @@ impl Shared {
             },
             StorageMode::Memory => self.memory_reads.snapshot(&self.memory)?,
         };
-        f(&snapshot)
+        // redb may panic on a damaged page: that read fails, not the server.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&snapshot))).unwrap_or_else(
+            |_| {
+                tracing::error!(
+                    storage = storage.as_str(),
+                    "a read panicked (a damaged page?)"
+                );
+                metrics::counter!(codec::CORRUPTED_METRIC).increment(1);
+                Err(StoreError::DataCorrupted("a damaged page".to_owned()))
+            },
+        )
     }
 
     /// The read cache of a storage mode's database.

@@ -1,0 +1,398 @@
+//! `kvs verify`: a walk over every table of a database that checks every
+//! record, every value, that each large value is present and matches its
+//! key's record, and that nothing is orphaned. It runs offline on a stopped
+//! store ([`verify_dir`]) or online over a read snapshot of a running one
+//! (`RedbStore::verify`), the same walk either way.
+//!
+//! redb keeps no page checksums and may panic on a damaged page: each table
+//! is walked under `catch_unwind`, and a panic is reported as damage there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError,
+    TableHandle,
+};
+
+use super::codec::{
+    self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
+    check_value, decode, decode_changes, decode_entry, parse_expiry_key,
+};
+use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
+use crate::store::{Report, StoreError};
+
+/// Why a stopped store could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0} holds no kvs.redb")]
+    Missing(String),
+    #[error(
+        "the store in {0} is in use by a running server; stop it first, or run \
+         `kvs verify` without --data-dir to check the running server"
+    )]
+    InUse(String),
+    #[error(
+        "the store in {0} is in the v1 format, which has no checksums to verify; \
+         `kvs serve` migrates it at start"
+    )]
+    OldFormat(String),
+    #[error("{path} cannot be opened: {reason}")]
+    Unreadable { path: String, reason: String },
+}
+
+/// Checks the stopped store in `dir` (its `kvs.redb`).
+pub fn verify_dir(dir: &Path) -> Result<Report, VerifyError> {
+    let path = dir.join("kvs.redb");
+    let shown = path.display().to_string();
+    if !path.exists() {
+        return Err(VerifyError::Missing(dir.display().to_string()));
+    }
+    let opened = catch_unwind(|| Database::open(&path));
+    let database = match opened {
+        Ok(Ok(database)) => database,
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(VerifyError::InUse(dir.display().to_string()));
+        }
+        Ok(Err(error)) => {
+            return Err(VerifyError::Unreadable {
+                path: shown,
+                reason: error.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(VerifyError::Unreadable {
+                path: shown,
+                reason: "the file is damaged (its structure cannot be read)".to_owned(),
+            });
+        }
+    };
+    let txn = database
+        .begin_read()
+        .map_err(|error| VerifyError::Unreadable {
+            path: shown,
+            reason: error.to_string(),
+        })?;
+    if is_v1(&txn) {
+        return Err(VerifyError::OldFormat(dir.display().to_string()));
+    }
+    let mut report = Report::default();
+    let projects = walk_catalog(&txn, &mut report);
+    walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
+    Ok(report)
+}
+
+/// Whether the database was last written by a release before checksums:
+/// no format versions, and a v1 project record.
+fn is_v1(txn: &ReadTransaction) -> bool {
+    let versioned = matches!(txn.open_table(codec::META), Ok(meta) if meta.len().unwrap_or(0) > 0);
+    let old_record = txn.open_table(PROJECTS).is_ok_and(|projects| {
+        matches!(projects.first(), Ok(Some((_, record))) if record.value().first() == Some(&codec::v1::TAG))
+    });
+    !versioned && old_record
+}
+
+/// Runs `walk` on one table, reporting a panic (a damaged page) as damage.
+fn guarded(report: &mut Report, place: &str, walk: impl FnOnce(&mut Report)) {
+    if catch_unwind(AssertUnwindSafe(|| walk(report))).is_err() {
+        report.damaged(place, "the table cannot be read (a damaged page)");
+    }
+}
+
+fn problem(error: &StoreError) -> String {
+    match error {
+        StoreError::DataCorrupted(_) => "failed its checksum or cannot be read".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a `&str → &[u8]` table if it exists, calling `each` per row; a
+/// failed read of the table itself is damage.
+fn each_row(
+    txn: &ReadTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    report: &mut Report,
+    mut each: impl FnMut(&str, &[u8], &mut Report),
+) {
+    let name = table.name().to_owned();
+    guarded(report, &name.clone(), |report| {
+        let table = match txn.open_table(table) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return,
+            Err(error) => return report.damaged(&name, error),
+        };
+        let rows = match table.iter() {
+            Ok(rows) => rows,
+            Err(error) => return report.damaged(&name, error),
+        };
+        for row in rows {
+            match row {
+                Ok((key, value)) => each(key.value(), value.value(), report),
+                Err(error) => return report.damaged(&name, error),
+            }
+        }
+    });
+}
+
+/// The catalog (disk database) and every figures record; answers the
+/// projects and where each keeps its keys.
+pub fn walk_catalog(txn: &ReadTransaction, report: &mut Report) -> BTreeMap<String, StorageMode> {
+    let mut projects = BTreeMap::new();
+    each_row(txn, PROJECTS, report, |id, bytes, report| {
+        report.records += 1;
+        match decode::<ProjectSettings>(PROJECTS.name(), id, bytes) {
+            Ok(settings) if settings.id.as_str() == id => {
+                projects.insert(id.to_owned(), settings.storage);
+            }
+            Ok(_) => report.damaged(format!("project {id}"), "its record names another project"),
+            Err(error) => report.damaged(format!("project {id}"), problem(&error)),
+        }
+    });
+    let mut tokens = BTreeSet::new();
+    each_row(txn, TOKENS, report, |id, bytes, report| {
+        report.records += 1;
+        match decode::<TokenRecord>(TOKENS.name(), id, bytes) {
+            Ok(token) => {
+                let orphan = token
+                    .project
+                    .as_ref()
+                    .is_some_and(|p| !projects.contains_key(p.as_str()));
+                if orphan {
+                    report.damaged(format!("token {id}"), "its project does not exist");
+                }
+                tokens.insert(id.to_owned());
+            }
+            Err(error) => report.damaged(format!("token {id}"), problem(&error)),
+        }
+    });
+    guarded(report, IMPORTED.name(), |report| {
+        let Ok(table) = txn.open_table(IMPORTED) else {
+            return;
+        };
+        let Ok(rows) = table.iter() else {
+            return report.damaged(IMPORTED.name(), "the table cannot be read");
+        };
+        for row in rows {
+            let Ok((id, digest)) = row else {
+                return report.damaged(IMPORTED.name(), "the table cannot be read");
+            };
+            report.records += 1;
+            let id = id.value();
+            if ImportedDigest::parse(digest.value()).is_err() {
+                report.damaged(
+                    format!("imported digest of token {id}"),
+                    "it cannot be read",
+                );
+            } else if !tokens.contains(id) {
+                report.damaged(format!("imported digest of token {id}"), "no such token");
+            }
+        }
+    });
+    projects
+}
+
+/// The stats and history records of one database.
+fn walk_figures(
+    txn: &ReadTransaction,
+    projects: &BTreeMap<String, StorageMode>,
+    storage: StorageMode,
+    report: &mut Report,
+) -> BTreeMap<String, StatsRecord> {
+    let mut figures = BTreeMap::new();
+    let mut report_figures = |id: &str, stats: StatsRecord| {
+        figures.insert(id.to_owned(), stats);
+    };
+    for table in [STATS, HISTORY] {
+        let name = table.name().to_owned();
+        each_row(txn, table, report, |id, bytes, report| {
+            report.records += 1;
+            let read = if name == STATS.name() {
+                decode::<StatsRecord>(&name, id, bytes).map(|stats| {
+                    report_figures(id, stats);
+                })
+            } else {
+                decode::<HistoryRecord>(&name, id, bytes).map(|_| ())
+            };
+            if let Err(error) = read {
+                report.damaged(format!("{name} of project {id}"), problem(&error));
+            } else if projects.get(id) != Some(&storage) {
+                report.damaged(format!("{name} of project {id}"), "no such project here");
+            }
+        });
+    }
+    figures
+}
+
+/// Every key table, value table and change log of one database, and its
+/// expiry index.
+pub fn walk_keys(
+    txn: &ReadTransaction,
+    projects: &BTreeMap<String, StorageMode>,
+    storage: StorageMode,
+    report: &mut Report,
+) {
+    let figures = walk_figures(txn, projects, storage, report);
+    let names: Vec<String> = match catch_unwind(AssertUnwindSafe(|| {
+        txn.list_tables()
+            .map(|tables| tables.map(|t| t.name().to_owned()).collect())
+    })) {
+        Ok(Ok(names)) => names,
+        _ => {
+            report.damaged("the table directory", "it cannot be read");
+            return;
+        }
+    };
+    for name in &names {
+        if let Some(project) = name.strip_prefix("keys/") {
+            guarded(report, name, |report| {
+                let (count, bytes) = keys(txn, project, report);
+                // The figures are kept in the same commits as the keys: a
+                // difference means keys lost or found (a damaged page).
+                if let Some(stats) = figures.get(project)
+                    && (stats.keys, stats.bytes) != (count, bytes)
+                {
+                    report.damaged(
+                        format!("project {project}"),
+                        format!(
+                            "its figures say {} keys of {} bytes, its table holds {count} of {bytes}",
+                            stats.keys, stats.bytes
+                        ),
+                    );
+                }
+            });
+        } else if let Some(project) = name.strip_prefix("values/") {
+            guarded(report, name, |report| orphan_values(txn, project, report));
+        } else if let Some(project) = name.strip_prefix("changes/") {
+            guarded(report, name, |report| changes(txn, project, report));
+        } else {
+            continue;
+        }
+        let project = name.split_once('/').map_or("", |(_, p)| p);
+        if projects.get(project) != Some(&storage) {
+            report.damaged(name.as_str(), "a table of no project kept here");
+        }
+    }
+    guarded(report, codec::EXPIRY.name(), |report| {
+        let Ok(index) = txn.open_table(codec::EXPIRY) else {
+            return;
+        };
+        let Ok(rows) = index.iter() else {
+            return report.damaged(codec::EXPIRY.name(), "the table cannot be read");
+        };
+        for row in rows {
+            match row {
+                Ok((key, _)) if parse_expiry_key(key.value()).is_some() => {}
+                _ => report.damaged(codec::EXPIRY.name(), "an index entry cannot be read"),
+            }
+        }
+    });
+}
+
+/// Answers how many keys the table holds and the sum of their sizes.
+fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64) {
+    let tables = KeyTables::of(project);
+    let place = |key: &str| format!("project {project} key {key:?}");
+    let values = txn.open_table(tables.values()).ok();
+    let (mut count, mut bytes) = (0, 0);
+    let keys = match txn.open_table(tables.keys()) {
+        Ok(keys) => keys,
+        Err(error) => {
+            report.damaged(format!("keys/{project}"), error);
+            return (count, bytes);
+        }
+    };
+    let rows = match keys.iter() {
+        Ok(rows) => rows,
+        Err(error) => {
+            report.damaged(format!("keys/{project}"), error);
+            return (count, bytes);
+        }
+    };
+    for row in rows {
+        let (key, entry) = match row {
+            Ok(row) => row,
+            Err(error) => {
+                report.damaged(format!("keys/{project}"), error);
+                return (count, bytes);
+            }
+        };
+        let key = key.value();
+        report.keys += 1;
+        count += 1;
+        let record = match decode_entry(project, key, entry.value()) {
+            Ok((record, _)) => record,
+            Err(error) => {
+                report.damaged(place(key), format!("record: {}", problem(&error)));
+                continue;
+            }
+        };
+        bytes += record.size;
+        if record.inline {
+            continue;
+        }
+        report.values += 1;
+        let stored = values.as_ref().map(|v| v.get(key));
+        match stored {
+            Some(Ok(Some(value))) => {
+                if check_value(project, key, &record, value.value()).is_err() {
+                    report.damaged(place(key), "value: failed its checksum");
+                }
+            }
+            Some(Err(error)) => report.damaged(place(key), format!("value: {error}")),
+            _ => report.damaged(place(key), "value: missing"),
+        }
+    }
+    (count, bytes)
+}
+
+/// Values whose key has no record that points at them.
+fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
+    let tables = KeyTables::of(project);
+    let Ok(values) = txn.open_table(tables.values()) else {
+        return report.damaged(format!("values/{project}"), "the table cannot be read");
+    };
+    let keys = txn.open_table(tables.keys()).ok();
+    let Ok(rows) = values.iter() else {
+        return report.damaged(format!("values/{project}"), "the table cannot be read");
+    };
+    for row in rows {
+        let Ok((key, _)) = row else {
+            return report.damaged(format!("values/{project}"), "the table cannot be read");
+        };
+        let key = key.value();
+        let entry = keys.as_ref().and_then(|k| k.get(key).ok().flatten());
+        let points_here = entry.is_some_and(|e| {
+            decode_entry(project, key, e.value()).is_ok_and(|(record, _)| !record.inline)
+        });
+        if !points_here {
+            report.damaged(
+                format!("project {project} key {key:?}"),
+                "an orphan large value (no record points at it)",
+            );
+        }
+    }
+}
+
+fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) {
+    let tables = KeyTables::of(project);
+    let Ok(log) = txn.open_table(tables.changes()) else {
+        return report.damaged(format!("changes/{project}"), "the table cannot be read");
+    };
+    let Ok(rows) = log.iter() else {
+        return report.damaged(format!("changes/{project}"), "the table cannot be read");
+    };
+    for row in rows {
+        let Ok((revision, bytes)) = row else {
+            return report.damaged(format!("changes/{project}"), "the table cannot be read");
+        };
+        report.change_sets += 1;
+        let revision = revision.value();
+        if let Err(error) = decode_changes(project, revision, bytes.value()) {
+            report.damaged(
+                format!("project {project} change set {revision}"),
+                problem(&error),
+            );
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What a check of the whole store found (`kvs verify`, `POST /v1/verify`).
+
+/// One damaged item: where (table, project, key or record) and what is
+/// wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Damage {
+    pub place: String,
+    pub problem: String,
+}
+
+/// What a walk checked and what it found damaged.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Catalog and figures records (projects, tokens, digests, stats,
+    /// histories).
+    pub records: u64,
+    pub keys: u64,
+    /// Large values, kept apart from their key's record.
+    pub values: u64,
+    pub change_sets: u64,
+    pub damage: Vec<Damage>,
+}
+
+impl Report {
+    /// Notes a damaged item.
+    pub fn damaged(&mut self, place: impl Into<String>, problem: impl std::fmt::Display) {
+        self.damage.push(Damage {
+            place: place.into(),
+            problem: problem.to_string(),
+        });
+    }
+
+    /// One line per damaged item, then a summary.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .damage
+            .iter()
+            .map(|d| format!("damaged: {}: {}", d.place, d.problem))
+            .collect();
+        lines.push(format!(
+            "checked {} records, {} keys, {} large values, {} change sets: {}",
+            self.records,
+            self.keys,
+            self.values,
+            self.change_sets,
+            match self.damage.len() {
+                0 => "no damage".to_owned(),
+                1 => "1 damaged item".to_owned(),
+                n => format!("{n} damaged items"),
+            }
+        ));
+        lines
+    }
+}

@@ -1,0 +1,222 @@
+//! Damage: values written through the API, the server stopped, and bytes
+//! flipped at many places of a fresh copy of `kvs.redb` each time (inside
+//! values, inside key records, and spread over the whole file, so over
+//! index pages too). The server started on the damaged copy answers every
+//! key with its exact bytes or an error status, never other bytes with
+//! 2xx, or refuses to start with a message; and `kvs verify` reports damage
+//! whenever a read found some.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, ServerProcess, fake_secret, free_port, kv};
+
+/// A value unique to its key, of `size` bytes, so that it can be found in
+/// the file.
+fn value(key: &str, size: usize) -> Vec<u8> {
+    let pattern = format!("<{key}:value>");
+    pattern.bytes().cycle().take(size).collect()
+}
+
+fn keys() -> Vec<(String, Vec<u8>)> {
+    let mut keys = Vec::new();
+    for i in 0..40 {
+        let key = format!("inline/{i:02}");
+        let size = 30 + i * 47;
+        keys.push((key.clone(), value(&key, size)));
+    }
+    for i in 0..8 {
+        let key = format!("large/{i}");
+        let size = 3000 + i * 9000;
+        keys.push((key.clone(), value(&key, size)));
+    }
+    keys
+}
+
+/// Where `needle` occurs in `haystack` (each start).
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect()
+}
+
+/// A server on a data directory that may refuse to start; `None` then,
+/// with what it printed.
+struct Started {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, admin: &str) -> Result<Started, String> {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let log = data.with_extension("log");
+    let output = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(["serve", "--listen", url.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("KVS_ADMIN_TOKEN", admin)
+        .env("KVS_LOG_LEVEL", "error")
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .unwrap();
+    let mut started = Started { child, url };
+    let client = Client::new(&started.url, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = started.child.try_wait() {
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if let Ok(answer) = client.request("GET", "/healthz", None, &[])
+            && answer.status == 200
+        {
+            return Ok(started);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the server on a damaged copy neither started nor stopped");
+}
+
+#[test]
+fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = fake_secret();
+    let mut server = ServerProcess::start(&data, &admin);
+    let client = server.admin();
+    let keys = keys();
+    for (key, bytes) in &keys {
+        let put = client.put(&kv("default", key), bytes);
+        assert!(put.status < 300, "{key}: {}", put.text());
+    }
+    // The damage counter is shown from the start, at 0.
+    let metrics = client.get("/metrics").text();
+    assert!(metrics.contains("kvs_data_corrupted_total 0"), "{metrics}");
+    assert_eq!(server.terminate(), Some(0));
+    let file = std::fs::read(data.join("kvs.redb")).unwrap();
+
+    // Where to damage: inside each value's bytes and each key's record (at
+    // every place the file holds them), and at places spread evenly over
+    // the whole file (index pages, free pages, the header).
+    let mut offsets = Vec::new();
+    for (i, (key, bytes)) in keys.iter().enumerate() {
+        // The value's first bytes, where each copy of it starts (a value
+        // repeats its pattern: only starts that the pattern's period does
+        // not explain).
+        let starts = find_all(&file, &bytes[..24]);
+        let period = format!("<{key}:value>").len();
+        let copies = starts
+            .iter()
+            .filter(|at| !starts.contains(&at.wrapping_sub(period)));
+        offsets.extend(copies.map(|at| at + 12 + i % 7));
+        if i % 4 == 0 {
+            offsets.extend(find_all(&file, key.as_bytes()).first().copied());
+        }
+    }
+    let spread = 40;
+    offsets.extend((0..spread).map(|i| i * (file.len() - 16) / spread + 5));
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert!(offsets.len() < 400, "{} offsets", offsets.len());
+
+    let (mut refused, mut damaged_reads, mut clean) = (0, 0, 0);
+    for (round, at) in offsets.iter().enumerate() {
+        let copy = dir.path().join(format!("copy-{round}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        let mut bytes = file.clone();
+        for b in &mut bytes[*at..(*at + 8).min(file.len())] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(copy.join("kvs.redb"), &bytes).unwrap();
+
+        let found_damage = match start(&copy, &admin) {
+            Err(log) => {
+                assert!(
+                    !log.trim().is_empty(),
+                    "offset {at}: refused without a word"
+                );
+                refused += 1;
+                continue;
+            }
+            Ok(started) => {
+                let client = Client::new(&started.url, Some(&admin));
+                let (mut found, mut corrupted) = (false, false);
+                for (key, expected) in &keys {
+                    let Ok(answer) = client.request("GET", &kv("default", key), None, &[]) else {
+                        found = true;
+                        continue;
+                    };
+                    if answer.status < 300 {
+                        assert_eq!(
+                            &answer.body, expected,
+                            "offset {at}: {key} answered other bytes with {}",
+                            answer.status
+                        );
+                    } else {
+                        assert!(
+                            answer.status >= 400,
+                            "offset {at}: {key}: {}",
+                            answer.status
+                        );
+                        found = true;
+                        corrupted |= answer.status == 500 && answer.code() == "data_corrupted";
+                    }
+                }
+                // A damaged record that a read found is counted.
+                if corrupted {
+                    let metrics = client.get("/metrics").text();
+                    let counted = metrics
+                        .lines()
+                        .find_map(|l| l.strip_prefix("kvs_data_corrupted_total "))
+                        .and_then(|v| v.trim().parse::<f64>().ok());
+                    assert!(
+                        counted.is_some_and(|n| n >= 1.0),
+                        "offset {at}: {counted:?}"
+                    );
+                }
+                found
+            }
+        };
+        if found_damage {
+            damaged_reads += 1;
+        } else {
+            clean += 1;
+        }
+        let verify = Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .args(["verify", "--data-dir"])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        if found_damage {
+            assert_ne!(
+                verify.status.code(),
+                Some(0),
+                "offset {at}: reads found damage, kvs verify did not: {}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+        }
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    eprintln!(
+        "{} offsets: {refused} refused to start, {damaged_reads} with damaged reads, {clean} read clean",
+        offsets.len()
+    );
+    // The damage reached the data often enough for the test to mean
+    // something.
+    assert!(damaged_reads >= keys.len() / 2, "{damaged_reads}");
+}
