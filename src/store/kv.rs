@@ -28,8 +28,9 @@ pub trait KeySource {
     /// The key's metadata, if it has a record.
     fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError>;
 
-    /// The value of a key that [`KeySource::meta`] found.
-    fn value(&mut self, meta: &KeyMeta) -> Result<Bytes, StoreError>;
+    /// The key's metadata and value, if it has a record (one lookup: an
+    /// `incr` or a transaction's `get` needs both).
+    fn entry(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError>;
 
     /// Calls `each` with every key that starts with `prefix`, in key order.
     fn scan(
@@ -290,11 +291,7 @@ impl Judge<'_> {
         if let Some(change) = self.staged.changes.get(key) {
             return Ok(change.new.clone());
         }
-        let Some(meta) = self.source.meta(key)? else {
-            return Ok(None);
-        };
-        let value = self.source.value(&meta)?;
-        Ok(Some((meta, value)))
+        self.source.entry(key)
     }
 
     /// Records a put of `value` over `old`: the new metadata, and whether
@@ -410,8 +407,8 @@ mod tests {
             Ok(self.0.get(key).map(|(meta, _)| meta.clone()))
         }
 
-        fn value(&mut self, meta: &KeyMeta) -> Result<Bytes, StoreError> {
-            Ok(self.0[meta.key.as_str()].1.clone())
+        fn entry(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
+            Ok(self.0.get(key).cloned())
         }
 
         fn scan(

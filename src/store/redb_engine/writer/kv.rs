@@ -32,18 +32,15 @@ impl KeySource for TableSource<'_, '_> {
         Ok(record.map(|record| record.into_meta(Key::from_stored(key))))
     }
 
-    fn value(&mut self, meta: &KeyMeta) -> Result<Bytes, StoreError> {
-        let key = meta.key.as_str();
+    fn entry(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
         let project = self.tables.project;
-        let missing = || codec::corrupted(&["keys/", project], key.as_bytes());
-        let entry = self
-            .keys
-            .get(key)
-            .map_err(storage_error)?
-            .ok_or_else(missing)?;
+        let Some(entry) = self.keys.get(key).map_err(storage_error)? else {
+            return Ok(None);
+        };
         let (record, inline) = decode_entry(project, key, entry.value())?;
         if record.inline {
-            return Ok(Bytes::copy_from_slice(inline));
+            let value = Bytes::copy_from_slice(inline);
+            return Ok(Some((record.into_meta(Key::from_stored(key)), value)));
         }
         if self.values.is_none() {
             self.values = Some(
@@ -60,7 +57,7 @@ impl KeySource for TableSource<'_, '_> {
             .map(|v| Bytes::copy_from_slice(v.value()))
             .ok_or_else(|| codec::corrupted(&["values/", project], key.as_bytes()))?;
         codec::check_value(project, key, &record, &value)?;
-        Ok(value)
+        Ok(Some((record.into_meta(Key::from_stored(key)), value)))
     }
 
     fn scan(
