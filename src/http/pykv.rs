@@ -48,7 +48,7 @@ use super::endpoint::PykvRoute;
 use super::error::ApiError;
 use super::kv::{MAX_LIST_LIMIT, about_keys, raw_answer, write_one};
 use super::projects::{DEFAULT_MAX_VALUE_BYTES, new_project_id, set_location, update};
-use super::request::read_body;
+use super::request::{json_of_any_type, read_body};
 use super::views::{self, Encoded};
 use super::{App, Ctx, mint};
 use crate::domain::{
@@ -144,24 +144,6 @@ fn resolve(
             .and_then(|s| s.keys_and_values_discoverable),
     )?;
     Ok((on_disk, discoverable))
-}
-
-/// A JSON body of this surface: Simple-PyKV reads create and update bodies
-/// as JSON whatever their `Content-Type` says, or without one (curl's
-/// `-d` sends `application/x-www-form-urlencoded`).
-async fn lenient_json<T: serde::de::DeserializeOwned>(
-    headers: &axum::http::HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    let limit = super::request::MAX_JSON_BODY as u64;
-    let bytes = read_body(headers, body, limit, super::error::RAISE_NONE).await?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    serde_json::from_slice(bytes)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
 }
 
 /// Answers one request of the Simple-PyKV surface.
@@ -433,7 +415,7 @@ fn list_projects(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
 async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, ApiError> {
     require_admin(ctx)?;
     let (parts, body) = request.into_parts();
-    let request: NewProject = lenient_json(&parts.headers, body).await?;
+    let request: NewProject = json_of_any_type(&parts.headers, body).await?;
     let id = new_project_id(&request.id)?;
     let (on_disk, discoverable) = resolve(
         request.on_disk,
@@ -512,7 +494,7 @@ async fn update_project(
     let project = project(ctx, raw_id)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let change: SettingsChange = lenient_json(&parts.headers, body).await?;
+    let change: SettingsChange = json_of_any_type(&parts.headers, body).await?;
     let current = &project.settings;
     if change.id.is_some_and(|id| id != current.id.as_str()) {
         return Err(ApiError::bad_request(

@@ -100,6 +100,16 @@ pub async fn json_body<T: DeserializeOwned>(
             return Err(ApiError::unsupported_media_type());
         }
     }
+    json_of_any_type(headers, body).await
+}
+
+/// A JSON body whatever its `Content-Type` says, or without one: how
+/// Simple-PyKV's routes read theirs (curl's `-d` sends
+/// `application/x-www-form-urlencoded`). An empty body is `{}`.
+pub async fn json_of_any_type<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
     let bytes = read_body(
         headers,
         body,
