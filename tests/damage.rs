@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Client, ServerProcess, fake_secret, free_port, kv};
@@ -49,15 +49,8 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
 /// A server on a data directory that may refuse to start; `None` then,
 /// with what it printed.
 struct Started {
-    child: Child,
+    child: common::KillOnDrop,
     url: String,
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(data: &Path, admin: &str) -> Result<Started, String> {
@@ -75,11 +68,14 @@ fn start(data: &Path, admin: &str) -> Result<Started, String> {
         .stderr(output)
         .spawn()
         .unwrap();
-    let mut started = Started { child, url };
+    let mut started = Started {
+        child: common::KillOnDrop(child),
+        url,
+    };
     let client = Client::new(&started.url, None);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = started.child.try_wait() {
+        if let Ok(Some(_)) = started.child.0.try_wait() {
             return Err(std::fs::read_to_string(&log).unwrap_or_default());
         }
         if let Ok(answer) = client.request("GET", "/healthz", None, &[])

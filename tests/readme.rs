@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{free_port, wait_ready};
 
@@ -30,16 +30,6 @@ fn walkthrough() -> Vec<String> {
         .filter_map(|block| block.split("```").next())
         .map(str::to_owned)
         .collect()
-}
-
-/// The server of the first block, stopped when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -65,7 +55,7 @@ fn the_readme_walkthrough_runs_as_written() {
         1,
         "the first block starts the server: {serve:?}"
     );
-    let _server = Server(
+    let _server = common::KillOnDrop(
         Command::new("bash")
             .args(["-c", &format!("exec {}", serve[0])])
             .current_dir(clone.path())

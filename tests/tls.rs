@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,22 +72,13 @@ fn https_get(
     Ok((answer.lines().next().unwrap_or("").to_owned(), shown))
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_server_speaks_https_with_its_certificate_and_takes_a_replaced_one_without_restarting() {
     let dir = tempfile::tempdir().unwrap();
     let first = write_certificate(dir.path());
     let port = common::free_port();
     let token = common::fake_secret();
-    let _server = Server(
+    let _server = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kvs"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")

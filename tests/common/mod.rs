@@ -415,6 +415,17 @@ impl ServerProcess {
     }
 }
 
+/// A child process killed (and reaped) when this is dropped: a server a
+/// test started by hand.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
