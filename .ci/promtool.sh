@@ -11,25 +11,8 @@ if ! command -v promtool >/dev/null; then
     apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
 fi
 
-work=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ]; then
-        kill "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-"$BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do
-    curl -fs "$url/readyz" >/dev/null && break
-    sleep 0.1
-done
+. .ci/serve.sh
+serve
 admin=$(cat "$work/data/admin-token")
 auth=(-H "Authorization: Bearer $admin")
 

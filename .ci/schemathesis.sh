@@ -19,35 +19,14 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VE
     "$VENV/bin/python" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-work=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ]; then
-        kill "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+. .ci/serve.sh
 admin=kvs_$(python3 -c 'import base64, secrets; print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))')
-url=http://127.0.0.1:$port
-KVS_ADMIN_TOKEN=$admin "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/server.log" 2>&1 &
-server=$!
+KVS_ADMIN_TOKEN=$admin serve
 
-# Ready when /readyz answers; then the project that the hooks point at.
+# The project that the hooks point at.
 python3 - "$url" "$admin" <<'PY'
-import json, sys, time, urllib.request
+import json, sys, urllib.request
 url, admin = sys.argv[1], sys.argv[2]
-for _ in range(100):
-    try:
-        urllib.request.urlopen(url + "/readyz", timeout=1)
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit("kvs did not become ready")
 request = urllib.request.Request(
     url + "/v1/projects",
     data=json.dumps({"id": "demo"}).encode(),
