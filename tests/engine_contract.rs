@@ -27,6 +27,15 @@ use kvs::store::{
 struct Wrapped {
     inner: RedbStore,
     cut_off: AtomicBool,
+    /// Ticked when the engine is cut off, as the trait asks.
+    lost: tokio::sync::watch::Sender<u64>,
+}
+
+impl Wrapped {
+    fn cut_off(&self) {
+        self.cut_off.store(true, Ordering::Release);
+        self.lost.send_modify(|n| *n += 1);
+    }
 }
 
 #[async_trait]
@@ -95,7 +104,7 @@ impl Store for Wrapped {
     }
 
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.catalog_changes()
+        self.lost.subscribe()
     }
 
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
@@ -115,6 +124,8 @@ struct Harness {
     app: App,
     store: Arc<Wrapped>,
     admin: String,
+    /// Kept so that the server does not look stopped to long requests.
+    _stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
@@ -125,6 +136,7 @@ impl Harness {
         let store = Arc::new(Wrapped {
             inner,
             cut_off: AtomicBool::new(false),
+            lost: tokio::sync::watch::Sender::new(0),
         });
         let secret = TokenSecret::generate().unwrap();
         let admin = TokenRecord {
@@ -143,7 +155,7 @@ impl Harness {
             .await
             .unwrap();
         let settings = kvs::config::Settings::with_data_dir(&dir.path().join("data"));
-        let (_, stopping) = tokio::sync::watch::channel(false);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let app = App {
             store: store.clone(),
             limiter: kvs::http::Limiter::new(&settings.limits),
@@ -156,29 +168,42 @@ impl Harness {
             app,
             store,
             admin: secret.expose().to_owned(),
+            _stop: stop,
             _dir: dir,
         }
     }
 
     /// Sends a request with the admin token; the status and the error code.
     async fn send(&self, method: &str, path: &str, body: &str) -> (StatusCode, String) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", self.admin))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap();
-        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let response = dispatch(&self.app, request, peer).await;
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let code = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|body| Some(body["error"]["code"].as_str()?.to_owned()))
-            .unwrap_or_default();
-        (status, code)
+        send(&self.app, &self.admin, method, path, body).await
     }
+}
+
+/// Sends a request with `token` through `dispatch`; the status and the
+/// error code.
+async fn send(
+    app: &App,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let response = dispatch(app, request, peer).await;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|body| Some(body["error"]["code"].as_str()?.to_owned()))
+        .unwrap_or_default();
+    (status, code)
 }
 
 #[tokio::test]
@@ -190,7 +215,7 @@ async fn a_store_that_cannot_vouch_for_its_catalog_is_answered_503_never_a_stale
         harness.send("PUT", "/v1/projects/p/kv/k", "v").await.0,
         StatusCode::CREATED
     );
-    harness.store.cut_off.store(true, Ordering::Release);
+    harness.store.cut_off();
     for (method, path) in [
         ("GET", "/v1/projects/p/kv/k"),
         ("PUT", "/v1/projects/p/kv/k"),
@@ -225,5 +250,25 @@ async fn a_storage_mode_the_engine_does_not_offer_is_refused_with_400() {
             .send("PATCH", "/v1/projects/d", r#"{"storage":"memory"}"#)
             .await,
         (StatusCode::BAD_REQUEST, "bad_request".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_open_blocking_read_ends_with_503_when_the_store_loses_its_catalog() {
+    let harness = Harness::start().await;
+    harness.send("POST", "/v1/projects", r#"{"id":"p"}"#).await;
+    harness.send("PUT", "/v1/projects/p/kv/k", "v").await;
+    let waiting = harness.send("GET", "/v1/projects/p/kv/k?wait=60s", "");
+    let cutting = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        harness.store.cut_off();
+    };
+    let both = async { tokio::join!(waiting, cutting) };
+    let (answer, ()) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+        .await
+        .expect("the blocking read did not end within 10 s of the cut");
+    assert_eq!(
+        answer,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".to_owned())
     );
 }

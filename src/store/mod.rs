@@ -401,7 +401,9 @@ pub fn restore_into(dir: &std::path::Path) -> Result<Box<dyn Restore>, StoreErro
 pub trait Store: Send + Sync + 'static {
     /// Projects and tokens as last committed. `Unavailable` when the engine
     /// cannot vouch that its view is fresh (a cluster node cut off from its
-    /// cluster): the caller answers 503, never a stale yes.
+    /// cluster): the caller answers 503, never a stale yes. An engine that
+    /// loses its view also ticks [`Store::catalog_changes`], so that open
+    /// watches and blocking reads look again and end.
     fn catalog(&self) -> Result<Arc<Catalog>, StoreError>;
 
     /// What this engine supports.
