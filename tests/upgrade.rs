@@ -1,7 +1,8 @@
-//! Upgrades: the data directory in `tests/fixtures/v1`, written by the
-//! release before versioned records (see `tests/fixtures/make-v1.sh`), is
-//! opened by this build, and everything `manifest.json` lists is found
-//! again: projects, tokens (each old secret still works, with its role and
+//! Upgrades: each data directory in `tests/fixtures/` was written by an
+//! earlier release (see `tests/fixtures/make-fixture.sh`: `v1` before
+//! versioned records, `v2` before the `public` setting), is opened by this
+//! build, and everything its `manifest.json` lists is found again:
+//! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is
 //! kept for every change of the storage format.
 
@@ -13,19 +14,19 @@ use common::{Client, TestServer, kv};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const ADMIN: &str = "kvs_fixtureAdminTokenForTheV1StorageFormat00000";
 
-fn manifest() -> Value {
-    let text = std::fs::read_to_string(Path::new(FIXTURE).join("manifest.json")).unwrap();
+fn manifest(fixture: &Path) -> Value {
+    let text = std::fs::read_to_string(fixture.join("manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 /// A copy of the fixture's data directory (never the fixture itself: the
 /// server migrates what it opens).
-fn copy_fixture(to: &Path) {
+fn copy_fixture(fixture: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(FIXTURE).unwrap() {
+    for entry in std::fs::read_dir(fixture).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != "manifest.json" {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
@@ -48,10 +49,20 @@ fn same_fields(expected: &Value, actual: &Value, skip: &[&str], what: &str) {
 
 #[test]
 fn the_v1_fixture_opens_with_every_project_token_key_and_value_intact() {
-    let manifest = manifest();
+    opens_intact("v1");
+}
+
+#[test]
+fn the_v2_fixture_opens_with_every_project_token_key_and_value_intact() {
+    opens_intact("v2");
+}
+
+fn opens_intact(name: &str) {
+    let fixture = Path::new(FIXTURES).join(name);
+    let manifest = manifest(&fixture);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    copy_fixture(&data);
+    copy_fixture(&fixture, &data);
     let server = TestServer::start_on(&data, ADMIN);
     let admin = server.admin();
 
