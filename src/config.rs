@@ -33,6 +33,11 @@ pub struct Settings {
     pub default_project: ProjectId,
     /// Whether the form interface takes `auth=` in the query string.
     pub form_query_auth: bool,
+    /// Whether Simple-PyKV's admin routes (`/status`, creating, listing,
+    /// changing and deleting projects, regenerating keys) answer requests
+    /// without any credential as an admin's, as a Simple-PyKV server whose
+    /// config turns `system.authentication` off does. Never on by default.
+    pub simple_pykv_open_admin: bool,
     /// The largest transaction body.
     pub max_txn_bytes: u64,
     /// How much change history each project keeps for watches to resume.
@@ -130,6 +135,12 @@ pub struct ServeArgs {
     /// Accept auth= in the form interface's query string [default: true].
     #[arg(long, value_name = "BOOL", env = "KVS_FORM_QUERY_AUTH")]
     pub form_query_auth: Option<bool>,
+    /// Serve Simple-PyKV's admin routes (/status, /api/v1/projects…) to
+    /// requests without any key, as admin, like a Simple-PyKV server with
+    /// system.authentication disabled: anyone who reaches the server may
+    /// then create, change and delete projects there [default: false].
+    #[arg(long, value_name = "BOOL", env = "KVS_SIMPLE_PYKV_OPEN_ADMIN")]
+    pub simple_pykv_open_admin: Option<bool>,
     /// Largest transaction body, in bytes [default: 4 MiB].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_TXN_BYTES")]
     pub max_txn_bytes: Option<u64>,
@@ -214,6 +225,7 @@ struct FileSettings {
     metrics_public: Option<bool>,
     default_project: Option<String>,
     form_query_auth: Option<bool>,
+    simple_pykv_open_admin: Option<bool>,
     max_txn_bytes: Option<u64>,
     watch_history: Option<String>,
     watch_history_changes: Option<u64>,
@@ -313,6 +325,10 @@ impl Settings {
                 .form_query_auth
                 .or(file.form_query_auth)
                 .unwrap_or(true),
+            simple_pykv_open_admin: args
+                .simple_pykv_open_admin
+                .or(file.simple_pykv_open_admin)
+                .unwrap_or(false),
             max_txn_bytes: args.max_txn_bytes.or(file.max_txn_bytes).unwrap_or(4 << 20),
             watch_history,
             log_format: args

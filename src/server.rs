@@ -34,7 +34,9 @@ use tower::Layer as _;
 use tower_http::cors::CorsLayer;
 
 use crate::config::Settings;
-use crate::domain::{ProjectSettings, Role, StorageMode, Timestamp, TokenSecret, TokenSource};
+use crate::domain::{
+    ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
+};
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
 use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
 
@@ -94,6 +96,7 @@ pub async fn run(
         app.stopping.clone(),
     );
     let address = listener.local_addr()?;
+    warn_of_open_access(store.as_ref(), &app.settings)?;
     tracing::info!(%address, "kvs is listening");
     serve(listener, app, (tls, cors), shutdown, stopping).await;
     if let Some(backups) = backups {
@@ -369,6 +372,29 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Says at start, in the log, what requests without credential may do
+/// here: each `public` project, and Simple-PyKV's admin routes if open.
+fn warn_of_open_access(store: &dyn Store, settings: &Settings) -> anyhow::Result<()> {
+    for project in store.catalog()?.projects() {
+        let access = project.settings.public;
+        if access != Public::None {
+            tracing::warn!(
+                project = project.settings.id.as_str(),
+                public = access.as_str(),
+                "this project's keys are open to requests without a token"
+            );
+        }
+    }
+    if settings.simple_pykv_open_admin {
+        tracing::warn!(
+            "simple_pykv_open_admin is on: /status and /api/v1/projects answer requests \
+             without a token as an admin's (anyone who reaches this server may create, change \
+             and delete projects there)"
+        );
+    }
+    Ok(())
+}
+
 /// Admin token and default project, as the contract wants them at start.
 async fn prepare(
     store: &dyn Store,
@@ -419,6 +445,7 @@ async fn prepare(
             keys_discoverable: true,
             max_value_bytes: crate::http::DEFAULT_MAX_VALUE_BYTES,
             max_keys: None,
+            public: Public::None,
             created_at: Timestamp::now(),
             created_revision: 0,
         };

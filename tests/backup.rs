@@ -226,7 +226,7 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
     );
     admin.create_project(
         "mem1",
-        json!({"storage": "memory", "max_value_bytes": 8192}),
+        json!({"storage": "memory", "max_value_bytes": 8192, "public": "read"}),
     );
     let second_admin = admin.post_json("/v1/tokens", &json!({"name": "second"}));
     let second_admin = second_admin.json()["secret"].as_str().unwrap().to_owned();
@@ -337,6 +337,7 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
             "keys_discoverable",
             "max_value_bytes",
             "max_keys",
+            "public",
             "created_at",
         ] {
             assert_eq!(project[field], original[field], "{id} {field}");

@@ -287,6 +287,71 @@ fn a_bad_url_is_a_usage_error() {
 }
 
 #[test]
+fn project_set_opens_a_project_and_show_and_list_say_so_plainly() {
+    let server = TestServer::start();
+    let admin = Kvs::admin(&server);
+    admin.run(&["project", "create", "shop"]).ok();
+    let shown = admin.run(&["project", "show", "shop"]).ok();
+    assert!(!shown.contains("PUBLIC"), "{shown}");
+    let set = admin
+        .run(&[
+            "project",
+            "set",
+            "shop",
+            "--public",
+            "read",
+            "--max-keys",
+            "9",
+        ])
+        .ok();
+    assert!(
+        set.contains("PUBLIC: anyone who reaches this server may read the keys of shop"),
+        "{set}"
+    );
+    let shown = admin.run(&["project", "show", "shop", "--json"]).json();
+    assert_eq!(
+        (&shown["public"], &shown["max_keys"]),
+        (&json!("read"), &json!(9))
+    );
+    let listed = admin.run(&["project", "list"]).lines();
+    assert!(listed[0].contains("PUBLIC"), "{listed:?}");
+    let row = listed
+        .iter()
+        .find(|line| line.starts_with("shop "))
+        .unwrap();
+    assert!(row.contains(" read "), "{row}");
+    admin
+        .run(&[
+            "project",
+            "set",
+            "shop",
+            "--max-keys",
+            "none",
+            "--public",
+            "none",
+        ])
+        .ok();
+    let shown = admin.run(&["project", "show", "shop", "--json"]).json();
+    assert_eq!(
+        (&shown["public"], &shown["max_keys"]),
+        (&json!("none"), &Value::Null)
+    );
+    let nothing = admin.run(&["project", "set", "shop"]);
+    assert_eq!(nothing.code, 2, "{}", nothing.stderr);
+    assert!(nothing.stderr.contains("--public"), "{}", nothing.stderr);
+    let wrong = admin.run(&["project", "set", "shop", "--public", "everyone"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("everyone"), "{}", wrong.stderr);
+    let created = admin
+        .run(&["project", "create", "open", "--public", "write"])
+        .ok();
+    assert!(
+        created.contains("read and write the keys of open"),
+        "{created}"
+    );
+}
+
+#[test]
 fn projects_are_created_listed_shown_and_deleted() {
     let server = TestServer::start();
     let admin = Kvs::admin(&server);

@@ -329,3 +329,53 @@ fn a_simple_pykv_data_set_keeps_its_values_times_and_api_keys() {
     );
     assert_eq!(right.status, 404, "{}", right.text());
 }
+
+#[test]
+fn a_project_with_authentication_disabled_is_imported_public_and_a_disabled_system_key_is_only_reported()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let pykv = dir.path().join("pykv");
+    std::fs::create_dir_all(pykv.join("storage_data")).unwrap();
+    let config = json!({
+        "system": {
+            "storage": {"persistent_file_path": "storage_data"},
+            "authentication": {"enabled": false, "save_api_key_to_config": false},
+        },
+        "projects": [
+            {
+                "id": "open_project",
+                "storage": {"on_disk": true},
+                "authentication": {"enabled": false, "save_api_key_to_config": false},
+                "security": {"keys_and_values_discoverable": true},
+            },
+        ],
+    });
+    let store = json!({"greeting": {"created_at": 1_600_000_000, "updated_at": 1_600_000_000,
+        "size_bytes": 5, "value": "hello"}});
+    std::fs::write(
+        pykv.join("storage_data/open_project_store.json"),
+        serde_json::to_vec(&store).unwrap(),
+    )
+    .unwrap();
+    let path = pykv.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let server = ServerProcess::start(&dir.path().join("kvs"), &fake_secret());
+
+    let (code, stdout, stderr) = import(&server, &path);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("public \"write\""), "{stdout}");
+    assert!(stdout.contains("--simple-pykv-open-admin"), "{stdout}");
+    let project = server.admin().get("/v1/projects/open_project").json();
+    assert_eq!(project["public"], "write", "{project}");
+
+    // Its clients go on without a key, on both surfaces.
+    let anonymous = Client::new(&server.url, None);
+    let read = anonymous.get("/api/v1/projects/open_project/store/greeting");
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["data"]["value"], "hello");
+    let write = anonymous.put("/v1/projects/open_project/kv/new", b"x");
+    assert_eq!(write.status, 201, "{}", write.text());
+    // The server's own routes still need the admin's token: the import
+    // only says how to open them.
+    assert_eq!(anonymous.get("/status").status, 401);
+}

@@ -107,6 +107,38 @@ fn routes_md() -> Vec<Example> {
             shows: Shows::Null,
         },
         Example {
+            source: "routes.md, POST /api/v1/projects, example successful response (201) — no \
+                     key returned (authentication for this project disabled)",
+            method: "POST",
+            path: "/api/v1/projects",
+            headers: &[JSON, SYSTEM_BEARER],
+            body: Some(
+                r#"{"id":"open_project","authentication":{"enabled":false,"save_api_key_to_config":false}}"#,
+            ),
+            status: 201,
+            shows: Shows::Null,
+        },
+        Example {
+            source: "routes.md, PUT /api/v1/projects/<project_id>/store/<key>: requires the \
+                     project API key when project authentication is enabled (here it is not)",
+            method: "PUT",
+            path: "/api/v1/projects/open_project/store/example_key3",
+            headers: &[],
+            body: Some("test"),
+            status: 200,
+            shows: Shows::Null,
+        },
+        Example {
+            source: "routes.md, GET /api/v1/projects/<project_id>/store/<key>, without a key on \
+                     a project whose authentication is disabled",
+            method: "GET",
+            path: "/api/v1/projects/open_project/store/example_key3",
+            headers: &[],
+            body: None,
+            status: 200,
+            shows: Shows::Data(json!({"value": "test", "size_bytes": 4})),
+        },
+        Example {
             source: "routes.md, GET /api/v1/projects, example request and response",
             method: "GET",
             path: "/api/v1/projects",
@@ -444,7 +476,7 @@ fn original_readme() -> Vec<Original> {
         Original {
             source: "README, send a key to get a value: /?k=1GM35N000010",
             method: "GET",
-            path: "/?k=1GM35N000010&auth=<PASSCODE>",
+            path: "/?k=1GM35N000010",
             body: None,
             status: 200,
             text: "first",
@@ -452,7 +484,7 @@ fn original_readme() -> Vec<Original> {
         Original {
             source: "README, the value of the most recently updated key of a list: /?k=K1,K2",
             method: "GET",
-            path: "/?k=1GM35N000010,1GU44N010910&auth=<PASSCODE>",
+            path: "/?k=1GM35N000010,1GU44N010910",
             body: None,
             status: 200,
             text: "second",
@@ -465,6 +497,13 @@ fn the_original_kvs_readme_forms_answer_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let admin = fake_secret();
     let server = ServerProcess::start(&dir.path().join("data"), &admin);
+    // The operator's one step: the form interface's project is made
+    // readable without a credential, as the original's reads were; writes
+    // still need the passcode (a write token).
+    let opened = server
+        .admin()
+        .patch_json("/v1/projects/default", &json!({"public": "read"}));
+    assert_eq!(opened.status, 200, "{}", opened.text());
     let passcode = server.admin().mint("default", json!({"role": "write"}));
     let client = Client::new(&server.url, None);
     for example in original_readme() {

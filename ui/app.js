@@ -203,11 +203,23 @@ async function loadProjects() {
   for (const p of projects) {
     list.append(el('li', {}, el('button', {
       type: 'button', class: 'link project', 'data-project': p.id, onclick: () => openProject(p.id),
-    }, p.id, el('span', { class: 'count' }, String(p.keys)))));
+    }, p.id, publicBadge(p), el('span', { class: 'count' }, String(p.keys)))));
   }
   if (!admin && state.me.project) return openProject(state.me.project);
   if (admin) return openServer();
   if (projects.length) return openProject(projects[0].id);
+}
+
+/** A badge for a project open to requests without a token; nothing otherwise. */
+function publicBadge(p) {
+  if (!p.public || p.public === 'none') return null;
+  return el('span', { class: 'badge public', title: publicText(p) }, 'public ' + p.public);
+}
+
+function publicText(p) {
+  return p.public === 'write'
+    ? 'Public: anyone who reaches this server can read and write these keys without a token.'
+    : 'Public: anyone who reaches this server can read these keys without a token.';
 }
 
 function highlight(selector) {
@@ -232,7 +244,7 @@ async function openProject(id) {
     el('button', { type: 'button', role: 'tab', id: 'tab-keys', 'aria-selected': 'true', onclick: () => tab('keys') }, 'Keys'),
     manages && el('button', { type: 'button', role: 'tab', id: 'tab-tokens', 'aria-selected': 'false', onclick: () => tab('tokens') }, 'Tokens'));
   view.replaceChildren(
-    el('h1', {}, id), summary, tabs,
+    el('h1', {}, id), el('p', { class: 'warning', id: 'project-public', hidden: true }), summary, tabs,
     keysPane(), manages && el('div', { id: 'tokens-pane', hidden: true }));
   await refreshProject();
   await loadKeys();
@@ -250,6 +262,9 @@ async function refreshProject() {
   }
   const summary = $('project-summary');
   if (!summary || id !== state.project) return;
+  const open = $('project-public');
+  open.hidden = !p.public || p.public === 'none';
+  open.textContent = open.hidden ? '' : publicText(p);
   summary.textContent = `${p.keys} keys · ${bytes(p.bytes)} · ${p.storage} storage · values up to ${bytes(p.max_value_bytes)}`
     + (p.max_keys ? ` · at most ${p.max_keys} keys` : '');
   for (const count of document.querySelectorAll('.side button[data-project] .count')) {
@@ -563,6 +578,9 @@ async function openServer() {
     const s = await (await api('GET', '/v1/status')).json();
     const rows = [['Version', s.version], ['Uptime', duration(s.uptime_seconds)], ['Revision', s.revision],
       ['Projects', s.projects], ['Keys', s.keys], ['Storage', bytes(s.storage_bytes)], ['Memory', bytes(s.memory_bytes)]];
+    const open = Object.entries(s.public_projects || {}).map(([id, access]) => `${id} (${access})`);
+    rows.push(['Public projects', open.length ? open.join(', ') : 'none']);
+    if (s.simple_pykv_open_admin) rows.push(['Simple-PyKV admin routes', 'open to requests without a token']);
     for (const [name, value] of Object.entries(s.limits || {})) rows.push([name.replaceAll('_', ' '), String(value)]);
     facts.replaceChildren(...rows.flatMap(([name, value]) => [el('dt', {}, name), el('dd', {}, String(value))]));
   } catch (error) {

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::domain::{
-    Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenId,
-    TokenRecord, TokenSource,
+    Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
+    TokenId, TokenRecord, TokenSource,
 };
 use crate::store::{Entry, KeyMeta, ProjectDump, StoreError, StoreSnapshot, TokenDump};
 
@@ -59,6 +59,10 @@ struct ProjectLine {
     keys_discoverable: bool,
     max_value_bytes: u64,
     max_keys: Option<u64>,
+    /// Written only when not `none`, so that a backup of a server without
+    /// public projects reads as it did before the setting existed.
+    #[serde(default, skip_serializing_if = "is_private")]
+    public: Public,
     created_at: String,
     created_revision: u64,
     /// The last revision that wrote in the project.
@@ -206,6 +210,10 @@ pub fn write(snapshot: &dyn StoreSnapshot, out: impl Write) -> io::Result<Summar
     Ok(summary)
 }
 
+fn is_private(public: &Public) -> bool {
+    *public == Public::None
+}
+
 fn project_line(project: &ProjectDump) -> ProjectLine {
     let settings = &project.settings;
     ProjectLine {
@@ -214,6 +222,7 @@ fn project_line(project: &ProjectDump) -> ProjectLine {
         keys_discoverable: settings.keys_discoverable,
         max_value_bytes: settings.max_value_bytes,
         max_keys: settings.max_keys,
+        public: settings.public,
         created_at: settings.created_at.rfc3339(),
         created_revision: settings.created_revision,
         revision: project.revision,
@@ -392,6 +401,7 @@ fn project_dump(line: ProjectLine) -> anyhow::Result<ProjectDump> {
             keys_discoverable: line.keys_discoverable,
             max_value_bytes: line.max_value_bytes,
             max_keys: line.max_keys,
+            public: line.public,
             created_at: time(&line.created_at)?,
             created_revision: line.created_revision,
         },

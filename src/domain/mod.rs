@@ -10,7 +10,7 @@ mod token;
 
 pub use duration::{MAX_DURATION_SECS, parse_duration, parse_duration_json};
 pub use key::{Key, KeyError, Prefix};
-pub use project::{ProjectId, ProjectSettings, StorageMode};
+pub use project::{ProjectId, ProjectSettings, Public, StorageMode};
 pub use time::Timestamp;
 pub use token::{
     Digest, ImportedDigest, ImportedDigestError, Role, TokenId, TokenRecord, TokenSecret,

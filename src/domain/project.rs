@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::Timestamp;
+use super::{Role, Timestamp};
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,6 +57,47 @@ impl StorageMode {
     }
 }
 
+/// Who may use a project's keys without any credential: nobody (the
+/// default), anyone for reading, or anyone for reading and writing. Only an
+/// admin opens a project; a request that presents a credential is judged by
+/// it alone, never as anonymous.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Public {
+    #[default]
+    None,
+    Read,
+    Write,
+}
+
+impl Public {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Public::None => "none",
+            Public::Read => "read",
+            Public::Write => "write",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Public> {
+        match text {
+            "none" => Some(Public::None),
+            "read" => Some(Public::Read),
+            "write" => Some(Public::Write),
+            _ => None,
+        }
+    }
+
+    /// The role a request without credential has on the project, if any.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Public::None => None,
+            Public::Read => Some(Role::Read),
+            Public::Write => Some(Role::Write),
+        }
+    }
+}
+
 /// A project's settings (its live figures, keys/bytes/revision, are kept by
 /// the store beside them). Not written to disk as it is: the engine's codec
 /// has its own versioned record for it.
@@ -67,6 +108,8 @@ pub struct ProjectSettings {
     pub keys_discoverable: bool,
     pub max_value_bytes: u64,
     pub max_keys: Option<u64>,
+    /// What requests without a credential may do.
+    pub public: Public,
     pub created_at: Timestamp,
     /// The server revision when the project was created.
     pub created_revision: u64,

@@ -3,19 +3,49 @@
 //! the refusals then come in the contract's order: 401, 403 for an admin-only
 //! route, 404 for a project the token has no rights on (exactly as for a
 //! missing one), 403 for role or scope.
+//!
+//! A request without any credential is anonymous: let in only where the
+//! route allows it ([`Open`]) and an admin opened the project (`public`),
+//! with the rights of a token of that role, without prefix, on that one
+//! project. A request that presents a credential is judged by it alone.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
 use super::error::ApiError;
-use crate::domain::{Prefix, ProjectId, Role, Timestamp, TokenRecord, TokenSecret};
+use crate::domain::{Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret};
 use crate::store::{Catalog, Project};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub token: Arc<TokenRecord>,
+pub enum Caller {
+    /// A request that presented this token.
+    Token(Arc<TokenRecord>),
+    /// A request without credential: on the keys of a `public` project
+    /// (`project` set, `role` read or write), or on Simple-PyKV's admin
+    /// routes of a server started with `simple_pykv_open_admin` (`project`
+    /// none, `role` admin). `id` names it for rate limits and watch caps:
+    /// one per address.
+    Anonymous {
+        project: Option<ProjectId>,
+        role: Role,
+        id: TokenId,
+    },
+}
+
+/// Which requests without credential a route may let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// None: tokens, settings, listings and admin routes.
+    Never,
+    /// The keys of the project the route names, if it is `public`.
+    ProjectKeys,
+    /// Simple-PyKV's admin routes, if the server was started with
+    /// `simple_pykv_open_admin` (as a Simple-PyKV server whose config turns
+    /// `system.authentication` off).
+    PykvAdmin,
 }
 
 /// The credential a request presents, from any of the three headers. Two
@@ -50,13 +80,90 @@ impl Caller {
         let token = catalog
             .token(&secret.digest(), Timestamp::now())
             .ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller {
-            token: token.clone(),
+        Ok(Caller::Token(token.clone()))
+    }
+
+    /// The caller of a request from `peer` without credential on a route
+    /// that is `open` and names `project`, or 401.
+    pub fn anonymous(
+        open: Open,
+        project: Option<&str>,
+        catalog: &Catalog,
+        open_pykv_admin: bool,
+        peer: IpAddr,
+    ) -> Result<Caller, ApiError> {
+        let (project, role) = match open {
+            Open::ProjectKeys => {
+                let id = project.and_then(ProjectId::parse);
+                let role = id
+                    .as_ref()
+                    .and_then(|id| catalog.project(id))
+                    .and_then(|project| project.settings.public.role());
+                match (id, role) {
+                    (Some(id), Some(role)) => (Some(id), role),
+                    _ => return Err(ApiError::unauthorized()),
+                }
+            }
+            Open::PykvAdmin if open_pykv_admin => (None, Role::Admin),
+            Open::PykvAdmin | Open::Never => return Err(ApiError::unauthorized()),
+        };
+        Ok(Caller::Anonymous {
+            project,
+            role,
+            id: TokenId::from_path(&format!("anonymous@{peer}")),
         })
     }
 
+    /// The token the caller presented; `None` for an anonymous caller.
+    pub fn token(&self) -> Option<&Arc<TokenRecord>> {
+        match self {
+            Caller::Token(token) => Some(token),
+            Caller::Anonymous { .. } => None,
+        }
+    }
+
+    /// What rate limits and watch caps count the caller's requests by.
+    pub fn id(&self) -> &TokenId {
+        match self {
+            Caller::Token(token) => &token.id,
+            Caller::Anonymous { id, .. } => id,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::Token(token) => token.role,
+            Caller::Anonymous { role, .. } => *role,
+        }
+    }
+
+    /// Whether the caller may see and revoke `token`, or mint one like it:
+    /// an admin any; a token one no wider than itself; anonymous none.
+    pub fn reaches(&self, token: &TokenRecord) -> bool {
+        match self {
+            _ if self.is_admin() => true,
+            Caller::Token(own) => !token.is_wider_than(own),
+            Caller::Anonymous { .. } => false,
+        }
+    }
+
+    /// The project of the caller's token (or of its anonymous access).
+    pub fn own_project(&self) -> Option<&ProjectId> {
+        match self {
+            Caller::Token(token) => token.project.as_ref(),
+            Caller::Anonymous { project, .. } => project.as_ref(),
+        }
+    }
+
+    fn prefix_text(&self) -> Option<&str> {
+        match self {
+            Caller::Token(token) => token.prefix.as_deref(),
+            Caller::Anonymous { .. } => None,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
-        self.token.role == Role::Admin
+        self.role() == Role::Admin
     }
 
     /// 403 unless the caller is an admin.
@@ -72,7 +179,7 @@ impl Caller {
     /// 404, whether or not it exists.
     pub fn project(&self, catalog: &Catalog, raw_id: &str) -> Result<Arc<Project>, ApiError> {
         let id = ProjectId::parse(raw_id).ok_or_else(ApiError::project_not_found)?;
-        let own = self.is_admin() || self.token.project.as_ref() == Some(&id);
+        let own = self.is_admin() || self.own_project() == Some(&id);
         match catalog.project(&id) {
             Some(project) if own => Ok(project.clone()),
             _ => Err(ApiError::project_not_found()),
@@ -81,25 +188,41 @@ impl Caller {
 
     /// 403 unless the caller's role is at least `role`.
     pub fn require_role(&self, role: Role) -> Result<(), ApiError> {
-        if self.token.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
+        match self {
+            _ if self.role() >= role => Ok(()),
+            Caller::Token(token) => Err(ApiError::forbidden(format!(
                 "this needs a {} token; this one is {}",
                 role.as_str(),
-                self.token.role.as_str()
-            )))
+                token.role.as_str()
+            ))),
+            Caller::Anonymous { role: open, .. } => Err(ApiError::forbidden(format!(
+                "this needs a {} token; without one, this project's keys may only be {}",
+                role.as_str(),
+                if *open == Role::Read {
+                    "read"
+                } else {
+                    "read and written"
+                }
+            ))),
         }
     }
 
     /// The caller's key prefix (empty for none).
     pub fn prefix(&self) -> Prefix {
-        self.token.prefix()
+        match self {
+            Caller::Token(token) => token.prefix(),
+            Caller::Anonymous { .. } => Prefix::default(),
+        }
+    }
+
+    /// Whether the caller's keys are limited to a prefix.
+    pub fn has_prefix(&self) -> bool {
+        self.prefix_text().is_some()
     }
 
     /// 403 unless the key or prefix lies inside the caller's prefix.
     pub fn require_scope(&self, key_or_prefix: &str) -> Result<(), ApiError> {
-        let inside = match &self.token.prefix {
+        let inside = match self.prefix_text() {
             None => true,
             Some(prefix) => key_or_prefix.as_bytes().starts_with(prefix.as_bytes()),
         };

@@ -7,6 +7,7 @@
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
 
+use super::auth::Open;
 use super::error::ApiError;
 
 /// A route of the v1 API, with its path parameters still raw (decoded but
@@ -77,6 +78,22 @@ impl PykvRoute {
         }
     }
 
+    /// Which requests without credential the route may let in: its store
+    /// routes as v1's key routes; the others are admin routes, open only
+    /// on a server started with `simple_pykv_open_admin`.
+    pub fn open(&self) -> Open {
+        match self {
+            PykvRoute::Store(_) | PykvRoute::StoreKey(..) | PykvRoute::StoreValue(..) => {
+                Open::ProjectKeys
+            }
+            PykvRoute::Status
+            | PykvRoute::Projects
+            | PykvRoute::Project(_)
+            | PykvRoute::RegenerateKey(_) => Open::PykvAdmin,
+            PykvRoute::Unknown => Open::Never,
+        }
+    }
+
     /// The route for a path under `/api/v1/projects`, or `None` for none.
     fn parse(rest: &str) -> Option<PykvRoute> {
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
@@ -130,6 +147,21 @@ impl Endpoint {
             | Endpoint::Import(id) => Some(id),
             Endpoint::Pykv(route) => route.project(),
             _ => None,
+        }
+    }
+
+    /// Which requests without credential the route may let in: only those
+    /// that read or write a project's keys (a `public` project's).
+    pub fn open(&self) -> Open {
+        match self {
+            Endpoint::KvList(_)
+            | Endpoint::Kv(..)
+            | Endpoint::Txn(_)
+            | Endpoint::Incr(..)
+            | Endpoint::Latest(_)
+            | Endpoint::Watch(_) => Open::ProjectKeys,
+            Endpoint::Pykv(route) => route.open(),
+            _ => Open::Never,
         }
     }
 

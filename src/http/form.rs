@@ -23,9 +23,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::auth::presented_secret;
+use super::auth::{Open, presented_secret};
 use super::error::ApiError;
-use super::imported::authenticate_secret;
+use super::imported::{anonymous, authenticate_secret};
 use super::kv::latest_answer;
 use super::request::{Query, read_body};
 use super::{App, Ctx};
@@ -66,13 +66,14 @@ async fn caller<'a>(
     peer: IpAddr,
 ) -> Result<Ctx<'a>, ApiError> {
     let from_headers = presented_secret(headers)?;
-    let secret = match (auth.map(TokenSecret::presented), from_headers) {
-        (Some(a), Some(h)) if a.digest() != h.digest() => return Err(ApiError::unauthorized()),
-        (Some(secret), _) | (None, Some(secret)) => secret,
-        (None, None) => return Err(ApiError::unauthorized()),
-    };
     let project = Some(app.settings.default_project.as_str());
-    let (caller, catalog) = authenticate_secret(app, secret, project, peer).await?;
+    let (caller, catalog) = match (auth.map(TokenSecret::presented), from_headers) {
+        (Some(a), Some(h)) if a.digest() != h.digest() => return Err(ApiError::unauthorized()),
+        (Some(secret), _) | (None, Some(secret)) => {
+            authenticate_secret(app, secret, project, peer).await?
+        }
+        (None, None) => anonymous(app, project, Open::ProjectKeys, peer)?,
+    };
     Ok(Ctx {
         app,
         catalog,

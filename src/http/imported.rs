@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::App;
-use super::auth::{Caller, presented_secret};
+use super::auth::{Caller, Open, presented_secret};
 use super::error::ApiError;
 use crate::domain::{Digest, ProjectId, Timestamp, TokenId, TokenSecret};
 use crate::store::{Catalog, CatalogWrite};
@@ -151,17 +151,40 @@ fn too_many_requests() -> ApiError {
 }
 
 /// The caller of a request and the catalog it was found in: every route
-/// authenticates here (see [`authenticate_secret`]).
+/// authenticates here (see [`authenticate_secret`]). A request without
+/// credential is let in only as [`Caller::anonymous`] allows on a route
+/// that is `open`.
 pub async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     project: Option<&str>,
+    open: Open,
     peer: IpAddr,
 ) -> Result<(Caller, Arc<Catalog>), ApiError> {
     match presented_secret(headers)? {
         Some(secret) => authenticate_secret(app, secret, project, peer).await,
-        None => Err(ApiError::unauthorized()),
+        None => anonymous(app, project, open, peer),
     }
+}
+
+/// The anonymous caller of a request from `peer` on a route that is
+/// `open`, or 401; within the address's request rate.
+pub fn anonymous(
+    app: &App,
+    project: Option<&str>,
+    open: Open,
+    peer: IpAddr,
+) -> Result<(Caller, Arc<Catalog>), ApiError> {
+    let catalog = app.store.catalog()?;
+    let caller = Caller::anonymous(
+        open,
+        project,
+        &catalog,
+        app.settings.simple_pykv_open_admin,
+        peer,
+    )?;
+    app.limiter.admit_token(caller.id())?;
+    Ok((caller, catalog))
 }
 
 /// The caller presenting `secret`. A secret that matches no token counts
@@ -178,7 +201,7 @@ pub async fn authenticate_secret(
     let catalog = app.store.catalog()?;
     let refusal = match Caller::with_secret(&secret, &catalog) {
         Ok(caller) => {
-            app.limiter.admit_token(&caller.token.id)?;
+            app.limiter.admit_token(caller.id())?;
             return Ok((caller, catalog));
         }
         Err(refusal) => refusal,
@@ -226,7 +249,7 @@ pub async fn authenticate_secret(
     let catalog = app.store.catalog()?;
     let token = catalog.token(&digest, now).cloned().ok_or(refusal)?;
     app.limiter.admit_token(&token.id)?;
-    Ok((Caller { token }, catalog))
+    Ok((Caller::Token(token), catalog))
 }
 
 #[cfg(test)]

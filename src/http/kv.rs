@@ -520,7 +520,7 @@ pub(super) async fn write_one(
 /// `prefix` asked for, inside the token's (no prefix: the token's).
 pub fn listed_prefix(ctx: &Ctx<'_>, project: &Project, query: &Query) -> Result<Prefix, ApiError> {
     ctx.caller.require_role(Role::Read)?;
-    if !project.settings.keys_discoverable && ctx.caller.token.role < Role::Manage {
+    if !project.settings.keys_discoverable && ctx.caller.role() < Role::Manage {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "listing_disabled",

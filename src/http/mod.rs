@@ -229,11 +229,18 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         Endpoint::OpenApi => return openapi::openapi_json(),
         _ => {}
     }
-    let (caller, catalog) =
-        match imported::authenticate(app, request.headers(), endpoint.project(), peer).await {
-            Ok(found) => found,
-            Err(error) => return error.into_response(),
-        };
+    let (caller, catalog) = match imported::authenticate(
+        app,
+        request.headers(),
+        endpoint.project(),
+        endpoint.open(),
+        peer,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
     let ctx = Ctx {
         app,
         catalog,
@@ -257,7 +264,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Backup, _) => backup::backup(&ctx).await,
         (Endpoint::Verify, _) => backup::verify(&ctx).await,
-        (Endpoint::Whoami, _) => Ok(system::whoami(&ctx)),
+        (Endpoint::Whoami, _) => system::whoami(&ctx),
         (Endpoint::Projects, Method::POST) => {
             let (parts, body) = request.into_parts();
             projects::create(&ctx, &parts.headers, body).await

@@ -70,7 +70,7 @@ use super::{backup, import, kv, projects, system, tokens, txn, watch};
         backup::verify,
     ),
     components(schemas(
-        ErrorBody, Storage, Role, TokenSource, Encoding, Time, Duration, KeyMetaView, KeyWithValueView,
+        ErrorBody, Storage, Public, Role, TokenSource, Encoding, Time, Duration, KeyMetaView, KeyWithValueView,
         CounterView, DeletedOne, ListedKey, TxnResult,
     )),
     modifiers(&Security, &CommonErrors),
@@ -299,6 +299,18 @@ pub enum Storage {
     Memory,
 }
 
+/// What requests without any credential may do with a project's keys:
+/// nothing, read them (as a `read` token), or read and write them (as a
+/// `write` token). Set by an admin only.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Public {
+    None,
+    Read,
+    Write,
+}
+
 /// A token's role.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
@@ -401,6 +413,10 @@ pub struct ServerStatus {
     keys: u64,
     storage_bytes: u64,
     memory_bytes: u64,
+    /// Projects open to requests without credential: id → `read` or `write`.
+    public_projects: std::collections::BTreeMap<String, Public>,
+    /// Whether Simple-PyKV's admin routes answer requests without credential.
+    simple_pykv_open_admin: bool,
     limits: Limits,
 }
 

@@ -11,11 +11,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::openapi::{CreatedProject, ErrorBody, ProjectList, Storage};
+use super::openapi::{self, CreatedProject, ErrorBody, ProjectList, Storage};
 use super::request::json_body;
 use super::views::ProjectView;
 use super::{Ctx, json, views};
-use crate::domain::{ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenSource};
+use crate::domain::{
+    ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSource,
+};
 use crate::store::{CatalogWrite, Project, ProjectChange};
 
 /// The default limit on a value of a new project: 1 MiB.
@@ -35,6 +37,10 @@ struct NewProject {
     max_value_bytes: Option<u64>,
     /// Default null: unlimited.
     max_keys: Option<u64>,
+    /// Default `none`: what requests without any credential may do with
+    /// the project's keys.
+    #[schema(value_type = Option<openapi::Public>)]
+    public: Option<Public>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -52,6 +58,9 @@ struct Patch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u64>)]
     max_keys: Option<Option<u64>>,
+    /// Admin only: opens the project to requests without credential at once.
+    #[schema(value_type = Option<openapi::Public>)]
+    public: Option<Public>,
 }
 
 /// Tells a field given as `null` (Some(None)) from an absent one (None).
@@ -82,7 +91,7 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     } else {
         ctx.catalog
             .projects()
-            .filter(|p| ctx.caller.token.project.as_ref() == Some(&p.settings.id))
+            .filter(|p| ctx.caller.own_project() == Some(&p.settings.id))
             .map(|p| views::project(p))
             .collect()
     };
@@ -139,6 +148,7 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
         keys_discoverable: request.keys_discoverable.unwrap_or(true),
         max_value_bytes,
         max_keys: request.max_keys,
+        public: request.public.unwrap_or_default(),
         created_at: Timestamp::now(),
         created_revision: 0,
     };
@@ -183,7 +193,7 @@ pub fn get(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     patch,
     path = "/v1/projects/{project}",
     tag = "projects",
-    description = "Admin; a manage token without prefix for `keys_discoverable` and lowering limits",
+    description = "Admin; a manage token without prefix for `keys_discoverable` and lowering limits (never `storage` or `public`)",
     params(("project" = String, Path, description = "The project id")),
     request_body = Patch,
     responses(
@@ -207,7 +217,7 @@ pub async fn patch(
     }
     let current = &project.settings;
     if !ctx.caller.is_admin() {
-        if ctx.caller.token.prefix.is_some() {
+        if ctx.caller.has_prefix() {
             return Err(ApiError::forbidden(
                 "only a manage token without a prefix may change a project's settings",
             ));
@@ -220,10 +230,10 @@ pub async fn patch(
             (Some(Some(new)), Some(old)) => new > old,
             _ => false,
         };
-        if patch.storage.is_some() || raises_values || raises_keys {
+        if patch.storage.is_some() || patch.public.is_some() || raises_values || raises_keys {
             return Err(ApiError::forbidden(
                 "a manage token may only lower limits and switch keys_discoverable; \
-                 changing storage or raising a limit needs an admin token",
+                 changing storage or public, or raising a limit, needs an admin token",
             ));
         }
     }
@@ -235,6 +245,7 @@ pub async fn patch(
         keys_discoverable: patch.keys_discoverable,
         max_value_bytes: patch.max_value_bytes,
         max_keys: patch.max_keys,
+        public: patch.public,
     };
     let project = update(ctx, current.id.clone(), change).await?;
     Ok(json(StatusCode::OK, views::project(&project)))

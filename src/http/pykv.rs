@@ -52,8 +52,8 @@ use super::request::{json_of_any_type, read_body};
 use super::views::{self, Encoded};
 use super::{App, Ctx, mint};
 use crate::domain::{
-    Key, ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenRecord, TokenSecret,
-    TokenSource,
+    Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp, TokenRecord,
+    TokenSecret, TokenSource,
 };
 use crate::store::{
     CatalogWrite, KeyMeta, KvOp, ListRequest, OpResult, Project, ProjectChange, StoreError,
@@ -155,11 +155,18 @@ pub async fn handle(app: &App, route: PykvRoute, request: Request, peer: IpAddr)
     if !allowed.contains(&request.method().as_str()) {
         return refused(ApiError::method_not_allowed(allowed));
     }
-    let (caller, catalog) =
-        match super::imported::authenticate(app, request.headers(), route.project(), peer).await {
-            Ok(found) => found,
-            Err(error) => return refused(error),
-        };
+    let (caller, catalog) = match super::imported::authenticate(
+        app,
+        request.headers(),
+        route.project(),
+        route.open(),
+        peer,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(error) => return refused(error),
+    };
     let ctx = Ctx {
         app,
         catalog,
@@ -317,7 +324,9 @@ fn project_view(ctx: &Ctx<'_>, project: &Project) -> Value {
     view["size_bytes"] = json!(project.stats.bytes());
     view["storage"] = json!({"on_disk": settings.storage == StorageMode::Disk});
     view["security"] = json!({"keys_and_values_discoverable": settings.keys_discoverable});
-    view["authentication"] = json!({"enabled": true, "save_api_key_to_config": false});
+    // Disabled, in Simple-PyKV's sense, when anyone may read and write.
+    let enabled = settings.public != Public::Write;
+    view["authentication"] = json!({"enabled": enabled, "save_api_key_to_config": false});
     view
 }
 
@@ -423,30 +432,26 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
         &request.storage,
         &request.security,
     )?;
-    if request
+    // Authentication disabled, as Simple-PyKV has it: anyone may read and
+    // write the project's keys without a key, and none is made.
+    let open = request
         .authentication
         .as_ref()
-        .is_some_and(|a| a.enabled == Some(false))
-    {
-        return Err(ApiError::bad_request(
-            "authentication.enabled = false is not offered on this server: \
-             every project needs its key",
-        ));
-    }
+        .is_some_and(|a| a.enabled == Some(false));
     let settings = ProjectSettings {
         id: id.clone(),
         storage: super::projects::supported(ctx, storage_of(on_disk.unwrap_or(true)))?,
         keys_discoverable: discoverable.unwrap_or(true),
         max_value_bytes: DEFAULT_MAX_VALUE_BYTES.min(ctx.app.settings.max_value_bytes),
         max_keys: None,
+        public: if open { Public::Write } else { Public::None },
         created_at: Timestamp::now(),
         created_revision: 0,
     };
-    let (token, secret) = new_api_key(&id)?;
-    let token_id = token.id.clone();
+    let key = if open { None } else { Some(new_api_key(&id)?) };
     let write = CatalogWrite::CreateProject {
         settings,
-        token: Some(token),
+        token: key.as_ref().map(|(token, _)| token.clone()),
     };
     ctx.app
         .store
@@ -459,17 +464,27 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
             }
             other => other.into(),
         })?;
-    let catalog = ctx.app.store.catalog()?;
-    let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
-    let mut data = project_view(ctx, project);
-    data["new_api_key"] = json!(secret.expose());
-    data["api_key_id"] = json!(token_id.as_str());
-    let mut response = envelope(
-        StatusCode::CREATED,
-        data,
-        "Project created successfully. Store the returned API key securely as it may not be \
-         shown again.",
-    );
+    let mut response = match key {
+        Some((token, secret)) => {
+            let catalog = ctx.app.store.catalog()?;
+            let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
+            let mut data = project_view(ctx, project);
+            data["new_api_key"] = json!(secret.expose());
+            data["api_key_id"] = json!(token.id.as_str());
+            envelope(
+                StatusCode::CREATED,
+                data,
+                "Project created successfully. Store the returned API key securely as it may \
+                 not be shown again.",
+            )
+        }
+        None => envelope(
+            StatusCode::CREATED,
+            Value::Null,
+            "Project created successfully. No API key generated (authentication for this \
+             project may be disabled).",
+        ),
+    };
     set_location(&mut response, &format!("/api/v1/projects/{id}"));
     Ok(response)
 }
@@ -520,7 +535,7 @@ async fn update_project(
         .filter(|storage| *storage != current.storage);
     // Simple-PyKV lets the project's own key change `on_disk`: a manage
     // token without a prefix may, here (v1's PATCH keeps moves for admins).
-    if !ctx.caller.is_admin() && ctx.caller.token.prefix.is_some() {
+    if !ctx.caller.is_admin() && ctx.caller.has_prefix() {
         return Err(ApiError::forbidden(
             "only a manage token without a prefix may change a project's settings",
         ));

@@ -6,10 +6,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::auth::Open;
 use super::error::ApiError;
 use super::openapi::{Health, ServerStatus};
 use super::views::TokenView;
 use super::{App, Ctx, json};
+use crate::domain::Public;
 
 #[utoipa::path(
     get,
@@ -56,7 +58,8 @@ pub fn readyz(app: &App) -> Response {
 )]
 pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Response, ApiError> {
     if !app.settings.metrics_public {
-        let (caller, _) = super::imported::authenticate(app, headers, None, peer).await?;
+        let (caller, _) =
+            super::imported::authenticate(app, headers, None, Open::Never, peer).await?;
         caller.require_admin()?;
     }
     let text = crate::telemetry::render_metrics(app);
@@ -81,6 +84,12 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let projects: Vec<_> = ctx.catalog.projects().collect();
     let keys: u64 = projects.iter().map(|p| p.stats.keys()).sum();
+    // Open to requests without credential: said plainly, beside the figures.
+    let public: serde_json::Map<String, serde_json::Value> = projects
+        .iter()
+        .filter(|p| p.settings.public != Public::None)
+        .map(|p| (p.settings.id.to_string(), json!(p.settings.public.as_str())))
+        .collect();
     let settings = &ctx.app.settings;
     let limits = &settings.limits;
     Ok(json(
@@ -93,6 +102,8 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             "keys": keys,
             "storage_bytes": ctx.app.store.storage_bytes(),
             "memory_bytes": crate::telemetry::resident_memory_bytes(),
+            "public_projects": public,
+            "simple_pykv_open_admin": settings.simple_pykv_open_admin,
             "limits": {
                 "max_value_bytes": settings.max_value_bytes,
                 "max_txn_bytes": settings.max_txn_bytes,
@@ -120,6 +131,7 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     description = "Any token",
     responses((status = 200, description = "The caller's token (no secret)", body = TokenView)),
 )]
-pub fn whoami(ctx: &Ctx<'_>) -> Response {
-    json(StatusCode::OK, super::views::token(&ctx.caller.token))
+pub fn whoami(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let token = ctx.caller.token().ok_or_else(ApiError::unauthorized)?;
+    Ok(json(StatusCode::OK, super::views::token(token)))
 }

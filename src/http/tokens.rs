@@ -171,7 +171,7 @@ pub async fn create_for_project(
         expires,
         TokenSource::V1,
     )?;
-    if !ctx.caller.is_admin() && record.is_wider_than(&ctx.caller.token) {
+    if !ctx.caller.reaches(&record) {
         return Err(ApiError::forbidden(
             "a manage token cannot mint a token wider than itself \
              (a higher role, a wider prefix or a later expiry)",
@@ -204,7 +204,7 @@ pub fn list_for_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
         .tokens()
         .into_iter()
         .filter(|t| t.project.as_ref() == Some(&project.settings.id))
-        .filter(|t| ctx.caller.is_admin() || !t.is_wider_than(&ctx.caller.token))
+        .filter(|t| ctx.caller.reaches(t))
         .map(|t| views::token(t))
         .collect();
     Ok(json(StatusCode::OK, json!({"tokens": tokens})))
@@ -226,10 +226,10 @@ pub async fn delete_for_project(
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;
     ctx.caller.require_role(Role::Manage)?;
     let id = TokenId::from_path(token_id);
-    let visible = ctx.catalog.token_by_id(&id).is_some_and(|t| {
-        t.project.as_ref() == Some(&project.settings.id)
-            && (ctx.caller.is_admin() || !t.is_wider_than(&ctx.caller.token))
-    });
+    let visible = ctx
+        .catalog
+        .token_by_id(&id)
+        .is_some_and(|t| t.project.as_ref() == Some(&project.settings.id) && ctx.caller.reaches(t));
     if !visible {
         return Err(ApiError::token_not_found());
     }

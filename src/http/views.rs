@@ -24,6 +24,9 @@ pub struct ProjectView<'a> {
     /// `null`: no limit.
     #[schema(required = true)]
     max_keys: Option<u64>,
+    /// What requests without any credential may do with its keys.
+    #[schema(value_type = openapi::Public)]
+    public: &'a str,
     #[schema(value_type = openapi::Time)]
     created_at: String,
     /// The last revision that wrote in the project.
@@ -40,6 +43,7 @@ pub fn project(project: &Project) -> Value {
         keys_discoverable: settings.keys_discoverable,
         max_value_bytes: settings.max_value_bytes,
         max_keys: settings.max_keys,
+        public: settings.public.as_str(),
         created_at: settings.created_at.rfc3339(),
         revision: project.stats.revision(),
         keys: project.stats.keys(),

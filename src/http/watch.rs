@@ -27,12 +27,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Ctx;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::kv::listed_prefix;
 use super::limits::Place;
 use super::request::Query;
 use super::views::encode_value;
-use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp, TokenRecord};
+use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp};
 use crate::store::{ChangeKind, ChangeSet, Store, StoreError, Subscription};
 
 /// How long a client waits before it reconnects, sent first on every watch.
@@ -68,10 +69,11 @@ enum Ended {
     Unavailable,
 }
 
-/// What keeps a long request alive: its token, its project, and the server.
+/// What keeps a long request alive: its token (or its project's `public`
+/// setting, for an anonymous caller), its project, and the server.
 struct Lifeline {
     store: Arc<dyn Store>,
-    token: Arc<TokenRecord>,
+    caller: Caller,
     project: ProjectId,
     /// The project's feed, and which incarnation of the project it is.
     subscription: Subscription,
@@ -93,15 +95,14 @@ impl Lifeline {
         project: ProjectId,
         lists: bool,
     ) -> Result<Lifeline, ApiError> {
-        let token = ctx.caller.token.clone();
-        let slot = ctx.app.limiter.open_watch(&token.id)?;
-        let expires = token.expires_at.map(|at| {
+        let slot = ctx.app.limiter.open_watch(ctx.caller.id())?;
+        let expires = ctx.caller.token().and_then(|t| t.expires_at).map(|at| {
             let left = at.millis().saturating_sub(Timestamp::now().millis()).max(0);
             Instant::now() + Duration::from_millis(left as u64)
         });
         Ok(Lifeline {
             store: ctx.app.store.clone(),
-            token,
+            caller: ctx.caller.clone(),
             project,
             subscription,
             lists,
@@ -118,17 +119,26 @@ impl Lifeline {
         let Ok(catalog) = self.store.catalog() else {
             return Some(Ended::Unavailable);
         };
-        let token = catalog
-            .token(&self.token.digest, Timestamp::now())
-            .is_some_and(|t| t.id == self.token.id);
-        if !token {
-            return Some(Ended::Revoked);
+        if let Caller::Token(token) = &self.caller {
+            let held = catalog
+                .token(&token.digest, Timestamp::now())
+                .is_some_and(|t| t.id == token.id);
+            if !held {
+                return Some(Ended::Revoked);
+            }
         }
         match catalog.project(&self.project) {
             Some(p) if p.incarnation == self.subscription.incarnation => {
-                let lists =
-                    !self.lists || p.settings.keys_discoverable || self.token.role >= Role::Manage;
-                (!lists).then_some(Ended::Revoked)
+                let open = match &self.caller {
+                    Caller::Anonymous {
+                        project: Some(_), ..
+                    } => p.settings.public.role().is_some(),
+                    _ => true,
+                };
+                let lists = !self.lists
+                    || p.settings.keys_discoverable
+                    || self.caller.role() >= Role::Manage;
+                (!open || !lists).then_some(Ended::Revoked)
             }
             _ => Some(Ended::ProjectGone),
         }

@@ -432,6 +432,7 @@ mod tests {
             keys_discoverable: true,
             max_value_bytes: 8,
             max_keys,
+            public: crate::domain::Public::None,
             created_at: Timestamp::from_millis(0),
             created_revision: 0,
         }

@@ -37,8 +37,8 @@ pub use plan::CatalogDelta;
 pub use verify::{Damage, Report};
 
 use crate::domain::{
-    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
-    TokenRecord,
+    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Public, StorageMode, Timestamp,
+    TokenId, TokenRecord,
 };
 
 /// A stored key's metadata.
@@ -197,6 +197,7 @@ pub struct ProjectChange {
     pub keys_discoverable: Option<bool>,
     pub max_value_bytes: Option<u64>,
     pub max_keys: Option<Option<u64>>,
+    pub public: Option<Public>,
 }
 
 /// Which tokens a revocation may address.

@@ -191,6 +191,9 @@ impl ProjectChange {
         if let Some(max) = self.max_keys {
             next.max_keys = max;
         }
+        if let Some(public) = self.public {
+            next.public = public;
+        }
         next
     }
 }
@@ -253,6 +256,7 @@ mod tests {
             keys_discoverable: true,
             max_value_bytes: 1,
             max_keys: None,
+            public: crate::domain::Public::None,
             created_at: Timestamp::now(),
             created_revision: 0,
         };

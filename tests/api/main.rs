@@ -8,6 +8,8 @@
 //!
 //! - `roles`: what each kind of token may and may not do, and the order in
 //!   which refusals come;
+//! - `public`: requests without any credential, refused everywhere but on
+//!   the keys of a project an admin made `public`;
 //! - `tokens`: minting, listing, revoking and expiring tokens;
 //! - `validation`: every input the server refuses, and with which code;
 //! - `errors`: unknown routes, wrong methods and the shape of every error;
@@ -35,6 +37,7 @@ mod form;
 mod import;
 mod listing;
 mod persistence;
+mod public;
 mod pykv;
 mod roles;
 mod tokens;

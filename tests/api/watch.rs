@@ -35,10 +35,12 @@ impl Open {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let token = api.token.as_deref().unwrap_or("");
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n{headers}\r\n"
-        );
+        let authorization = match api.token.as_deref() {
+            Some(token) => format!("Authorization: Bearer {token}\r\n"),
+            None => String::new(),
+        };
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}{headers}\r\n");
         stream.write_all(request.as_bytes()).unwrap();
         let mut open = Open {
             stream,
@@ -415,4 +417,33 @@ fn a_since_last_event_id_or_after_beyond_the_current_revision_is_400_revision_in
         .manage
         .get(&format!("{}?wait=1s&after={version}", kv("p", "k")));
     expect_status(&answer, 200);
+}
+
+#[test]
+fn an_anonymous_watch_of_a_public_project_ends_when_an_admin_closes_the_project() {
+    let setup = Setup::new("p", json!({"public": "read"}));
+    let anonymous = setup.anonymous();
+    let mut watch = Open::get(&anonymous, &watch_path(&setup, ""));
+    assert_eq!(watch.status, 200, "{}", watch.received);
+    assert!(watch.wait_for("event: sync", 5), "{}", watch.received);
+    let version = crate::support::put(&setup.manage, &kv("p", "later"), b"v");
+    let blocking_path = format!("{}?wait=30s&after={version}", kv("p", "later"));
+    let mut blocking = Open::get_later(&anonymous, &blocking_path);
+    expect_status(&setup.manage.put(&kv("p", "a"), b"v"), 201);
+    assert!(watch.wait_for("\"key\":\"a\"", 5), "{}", watch.received);
+
+    let closed = setup
+        .admin
+        .patch_json(&setup.path(""), &json!({"public": "none"}));
+    expect_status(&closed, 200);
+    let took = watch
+        .wait_end(5)
+        .expect("the anonymous watch is still open");
+    assert!(took < Duration::from_millis(1500), "ended after {took:?}");
+    assert_eq!(
+        blocking.status(5),
+        Some(401),
+        "the anonymous blocking read ends as a revoked token's"
+    );
+    assert_eq!(Open::get(&anonymous, &watch_path(&setup, "")).status, 401);
 }

@@ -5,7 +5,8 @@
 // sign-in form; after signing in, a key is created, found by prefix, edited
 // (and an edit that lost a race is refused with a clear message), deleted;
 // a stored `<script>alert(1)</script>` shows as text and fires no dialog; a
-// token is created and revoked; sign-out forgets the token. It saves
+// token is created and revoked; sign-out forgets the token; a public
+// project is marked. It saves
 // screenshots in $SCREENSHOT_DIR.
 //
 // Environment: KVS_URL, KVS_ADMIN_TOKEN, SCREENSHOT_DIR, CHROMIUM (default
@@ -269,6 +270,26 @@ try {
     assert.equal(await page.locator('#tab-tokens').count(), 0);
     assert.equal(await page.locator('#server-link').isVisible(), false);
     assert.match(await page.locator('#who').innerText(), /read on default/);
+    await page.click('#sign-out');
+    await page.locator('#sign-in-form').waitFor();
+  });
+
+  await step('a public project is marked in the side bar, in its view and in the server status', async () => {
+    await api('POST', '/v1/projects', JSON.stringify({ id: 'open', public: 'read' }),
+      { 'Content-Type': 'application/json' });
+    await page.fill('#token', admin);
+    await page.click('#sign-in-form button[type=submit]');
+    await page.locator('#status dd').first().waitFor();
+    assert.match(await page.locator('#status').innerText(), /open \(read\)/);
+    assert.equal(await page.locator('button[data-project="open"] .badge').innerText(), 'public read');
+    assert.equal(await page.locator('button[data-project="default"] .badge').count(), 0);
+    await page.click('button[data-project="open"]');
+    await page.locator('#project-public').waitFor();
+    assert.match(await page.locator('#project-public').innerText(), /can read these keys without a token/);
+    await page.screenshot({ path: join(shots, 'public-project.png') });
+    await page.click('button[data-project="default"]');
+    await page.locator('#project-summary').waitFor();
+    assert.equal(await page.locator('#project-public').isVisible(), false);
     await page.click('#sign-out');
     await page.locator('#sign-in-form').waitFor();
   });

@@ -63,6 +63,7 @@ async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
         keys_discoverable: true,
         max_value_bytes: 1 << 20,
         max_keys: None,
+        public: kvs::domain::Public::None,
         created_at: Timestamp::now(),
         created_revision: 0,
     };

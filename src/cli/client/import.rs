@@ -58,6 +58,9 @@ struct PykvProject {
     id: String,
     on_disk: bool,
     discoverable: bool,
+    /// `authentication.enabled: false`: its keys need no key, so the
+    /// project is made `public: "write"`.
+    open: bool,
     key_digest: Option<String>,
     /// Import entries (`POST /v1/projects/{p}/import`), in key order.
     keys: Vec<Value>,
@@ -77,6 +80,7 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
             .unwrap_or("storage_data"),
     );
     let system_digest = key_digest(config.pointer("/system/authentication"))?;
+    let system_open = config.pointer("/system/authentication/enabled") == Some(&Value::Bool(false));
     let mut projects = Vec::new();
     let mut seen = BTreeSet::new();
     for project in config["projects"].as_array().into_iter().flatten() {
@@ -112,12 +116,18 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
         keys += count;
         tokens += usize::from(token.is_some());
         lines.push(format!(
-            "project {}: {} storage, {count} keys, {}",
+            "project {}: {} storage, {count} keys, {}{}",
             project.id,
             if project.on_disk { "disk" } else { "memory" },
             match &token {
                 Some(id) => format!("API key kept as token {id}"),
                 None => "no API key (the project had none)".to_owned(),
+            },
+            if project.open {
+                "; authentication disabled: public \"write\", anyone may read and write its \
+                 keys without a key"
+            } else {
+                ""
             }
         ));
     }
@@ -135,6 +145,15 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
             ));
         }
         None => lines.push("no system API key in the config".to_owned()),
+    }
+    if system_open {
+        lines.push(
+            "the config turns the system key off (system.authentication.enabled = false): \
+             kvs still asks for an admin token on /status and /api/v1/projects; to answer \
+             them without one, as Simple-PyKV did, start `kvs serve --simple-pykv-open-admin \
+             true` (anyone who reaches the server may then create and delete projects)"
+                .to_owned(),
+        );
     }
     lines.push(format!(
         "imported {} projects, {keys} keys, {tokens} tokens",
@@ -154,6 +173,9 @@ fn import_project(
         "storage": if project.on_disk { "disk" } else { "memory" },
         "keys_discoverable": project.discoverable,
     });
+    if project.open {
+        body["public"] = json!("write");
+    }
     if project.largest_value > DEFAULT_MAX_VALUE_BYTES {
         body["max_value_bytes"] = json!(project.largest_value);
     }
@@ -209,6 +231,7 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
         .unwrap_or(false);
     let key_digest =
         key_digest(project.get("authentication")).with_context(|| format!("project {id:?}"))?;
+    let open = project.pointer("/authentication/enabled") == Some(&Value::Bool(false));
     let mut keys = Vec::new();
     let mut largest_value = 0;
     let file = storage_dir.join(format!("{id}_store.json"));
@@ -228,6 +251,7 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
         id,
         on_disk,
         discoverable,
+        open,
         key_digest,
         keys,
         largest_value,
@@ -263,7 +287,7 @@ fn import_entry(key: &str, entry: &Value) -> anyhow::Result<(Value, u64)> {
 
 /// The digest of an `authentication` section's key: its `api_key_hash`, or
 /// one made here from an `api_key` kept in clear. `None` when it has
-/// neither (or authentication is off: kvs always asks for a token).
+/// neither.
 fn key_digest(authentication: Option<&Value>) -> anyhow::Result<Option<String>> {
     let Some(authentication) = authentication else {
         return Ok(None);

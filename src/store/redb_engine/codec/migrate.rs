@@ -18,9 +18,11 @@ use crate::store::StoreError;
 
 use super::{HistoryRecord, StatsRecord};
 
-/// The current version of each kind of table.
+/// The current version of each kind of table. `projects` 3: a project's
+/// record may be `ProjectBody::V2` (with `public`); its older bodies are
+/// read as they are, so going to 3 rewrites nothing.
 pub const VERSIONS: [(&str, u64); 6] = [
-    ("projects", 2),
+    ("projects", 3),
     ("tokens", 2),
     ("stats", 2),
     ("history", 2),
@@ -44,6 +46,12 @@ pub fn migrate(txn: &WriteTransaction, database: &str) -> Result<Migrated, Store
         let mut current = true;
         for (kind, version) in VERSIONS {
             let stored = meta.get(kind).map_err(storage_error)?.map(|v| v.value());
+            if let Some(stored) = stored.filter(|stored| *stored > version) {
+                return Err(StoreError::Internal(format!(
+                    "{database}: its {kind} are in format {stored}, written by a newer release of \
+                     kvs; this release reads up to format {version}: run the newer release"
+                )));
+            }
             current &= stored == Some(version);
         }
         if current {
@@ -170,4 +178,37 @@ fn v1_error(table: &str, key: &str, error: StoreError) -> StoreError {
     StoreError::DataCorrupted(format!(
         "the v1 record {key:?} of {table} cannot be read ({error}); nothing was migrated"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+
+    fn database() -> redb::Database {
+        redb::Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_database_is_brought_to_the_current_versions_and_one_from_a_newer_release_is_refused() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        migrate(&txn, "test").unwrap();
+        {
+            let meta = txn.open_table(META).unwrap();
+            for (kind, version) in VERSIONS {
+                assert_eq!(meta.get(kind).unwrap().map(|v| v.value()), Some(version));
+            }
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("projects", 99)
+            .unwrap();
+        let refused = migrate(&txn, "test").unwrap_err().to_string();
+        assert!(refused.contains("newer release"), "{refused}");
+        assert!(refused.contains("format 99"), "{refused}");
+    }
 }

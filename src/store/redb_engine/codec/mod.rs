@@ -25,7 +25,7 @@ pub mod v1;
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Key, ProjectSettings, Timestamp, TokenRecord};
+use crate::domain::{Key, ProjectSettings, Public, Timestamp, TokenRecord};
 use crate::store::{Change, ChangeKind, ChangeSet, KeyMeta, StoreError};
 use bytes::Bytes;
 
@@ -298,7 +298,17 @@ fn read_postcard<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T
 /// The versions of a project's settings.
 #[derive(Serialize, Deserialize)]
 enum ProjectBody {
+    /// Read as `public: none`.
     V1(v1::Project),
+    V2(ProjectV2),
+}
+
+/// A project's settings, second version: the first's fields and `public`.
+#[derive(Serialize, Deserialize)]
+struct ProjectV2 {
+    settings: v1::Project,
+    /// 0 none, 1 read, 2 write.
+    public: u8,
 }
 
 /// The versions of a token.
@@ -320,11 +330,29 @@ enum HistoryBody {
 impl Record for ProjectSettings {
     const WHAT: &'static str = "project";
     fn write_body(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
-        write_postcard(&ProjectBody::V1(v1::Project::from_settings(self)), out)
+        let public = match self.public {
+            Public::None => 0,
+            Public::Read => 1,
+            Public::Write => 2,
+        };
+        let body = ProjectV2 {
+            settings: v1::Project::from_settings(self),
+            public,
+        };
+        write_postcard(&ProjectBody::V2(body), out)
     }
     fn read_body(body: &[u8]) -> Result<Self, StoreError> {
         match read_postcard(body, Self::WHAT)? {
             ProjectBody::V1(project) => project.into_settings(),
+            ProjectBody::V2(ProjectV2 { settings, public }) => Ok(ProjectSettings {
+                public: match public {
+                    0 => Public::None,
+                    1 => Public::Read,
+                    2 => Public::Write,
+                    _ => return Err(unknown_version(Self::WHAT)),
+                },
+                ..settings.into_settings()?
+            }),
         }
     }
     fn read_v1(bytes: &[u8]) -> Result<Self, StoreError> {
@@ -657,6 +685,7 @@ mod tests {
             keys_discoverable: false,
             max_value_bytes: 4096,
             max_keys: Some(9),
+            public: Public::Read,
             created_at: Timestamp::from_millis(5),
             created_revision: 11,
         }
@@ -825,7 +854,20 @@ mod tests {
     fn v1_records_decode() {
         let mut project = vec![v1::TAG];
         project.extend(postcard::to_allocvec(&v1::Project::from_settings(&settings())).unwrap());
-        assert_eq!(ProjectSettings::read_v1(&project).unwrap(), settings());
+        // The v1 format had no `public`: such a project is not public.
+        let private = ProjectSettings {
+            public: Public::None,
+            ..settings()
+        };
+        assert_eq!(ProjectSettings::read_v1(&project).unwrap(), private);
+        // Nor is one whose body is still the first version.
+        let mut body = Vec::new();
+        write_postcard(
+            &ProjectBody::V1(v1::Project::from_settings(&settings())),
+            &mut body,
+        )
+        .unwrap();
+        assert_eq!(ProjectSettings::read_body(&body).unwrap(), private);
         let mut stored = vec![v1::TAG];
         stored.extend(postcard::to_allocvec(&v1::Token::from_record(&token())).unwrap());
         assert_eq!(TokenRecord::read_v1(&stored).unwrap(), token());

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use crate::domain::{
-    Digest, ProjectId, ProjectSettings, Role, StorageMode, Timestamp, TokenId, TokenRecord,
+    Digest, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp, TokenId, TokenRecord,
     TokenSource,
 };
 use crate::store::StoreError;
@@ -109,6 +109,7 @@ impl Project {
             keys_discoverable: self.keys_discoverable,
             max_value_bytes: self.max_value_bytes,
             max_keys: self.max_keys,
+            public: Public::None,
             created_at: Timestamp::from_millis(self.created_at),
             created_revision: self.created_revision,
         })
