@@ -26,7 +26,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::views::{AnyValue, Duration, Encoding, Role, Storage, Time, TokenSource};
+use super::views::{Duration, Encoding, Role, Storage, Time, TokenSource};
 use super::{backup, import, kv, projects, system, tokens, txn, watch};
 
 /// The document, collected from every v1 handler.
@@ -68,7 +68,7 @@ use super::{backup, import, kv, projects, system, tokens, txn, watch};
         backup::backup,
         backup::verify,
     ),
-    components(schemas(ErrorBody, Storage, Role, TokenSource, Encoding, Time, Duration, AnyValue)),
+    components(schemas(ErrorBody, Storage, Role, TokenSource, Encoding, Time, Duration)),
     modifiers(&Security, &CommonErrors),
     security(("bearer" = []), ("x_api_key" = []), ("api_key" = [])),
     tags(

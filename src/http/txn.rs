@@ -23,8 +23,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::request::{Query, read_body};
 use super::views::{
-    AnyValue, CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter,
-    is_json_type, txn_result,
+    CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter, is_json_type,
+    txn_result,
 };
 use super::{Ctx, json};
 use crate::domain::{Key, Role, parse_duration_json};
@@ -198,7 +198,7 @@ pub struct TxnPut {
     /// Any JSON: a string is stored as text (`text/plain; charset=utf-8`),
     /// anything else as the JSON text sent (`application/json`).
     #[serde(default, deserialize_with = "present_raw")]
-    #[schema(value_type = AnyValue, required = false)]
+    #[schema(value_type = Value, required = false)]
     value: Option<Box<RawValue>>,
     /// Bytes, base64-encoded (`application/octet-stream` by default).
     value_base64: Option<String>,

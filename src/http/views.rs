@@ -114,25 +114,6 @@ impl ToSchema for Duration {
     }
 }
 
-/// Any JSON value: a stored JSON value inlined as it was stored.
-pub struct AnyValue;
-
-impl PartialSchema for AnyValue {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .description(Some(
-                "Any JSON for `json` (the stored text as it was stored), a string for `utf8` and `base64`",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for AnyValue {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("AnyValue")
-    }
-}
-
 // ============================================================ system
 
 /// `/healthz` and `/readyz`.
@@ -349,7 +330,7 @@ pub struct KeyWithValueView<'a> {
     meta: KeyMetaView<'a>,
     /// The value inline for `json` (its stored text), a string for `utf8`
     /// and `base64`.
-    #[schema(value_type = AnyValue)]
+    #[schema(value_type = Value)]
     value: Encoded<'a>,
     #[schema(value_type = Encoding)]
     encoding: &'static str,
@@ -373,7 +354,7 @@ pub struct ListedKeyView<'a> {
     meta: KeyMetaView<'a>,
     /// With `values=true`: as in KeyWithValue.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = AnyValue, required = false)]
+    #[schema(value_type = Value, required = false)]
     value: Option<Encoded<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Encoding, required = false)]
