@@ -165,7 +165,6 @@ pub struct TxnRequest {
 #[serde(deny_unknown_fields)]
 pub struct TxnCheck {
     key: String,
-    #[schema(minimum = 1)]
     version: Option<u64>,
     exists: Option<bool>,
 }
