@@ -27,6 +27,7 @@ const QUEUED: usize = 8;
 #[utoipa::path(
     get,
     path = "/v1/backup",
+    summary = "Back up the whole server",
     tag = "system",
     description = "Admin only. The whole server (projects, token digests, keys with their \
         metadata) at one revision, as JSON Lines: a header line, one line per project, token \
@@ -34,9 +35,11 @@ const QUEUED: usize = 8;
         that breaks off lacks its trailer. See docs/API.md for the format.",
     responses((
         status = 200,
-        description = "The backup, streamed",
-        content_type = "application/jsonl",
-        body = String,
+        description = "The backup, streamed as application/jsonl (declared as binary too, which generated clients read as bytes)",
+        content(
+            (Vec<u8> = "application/jsonl"),
+            (Vec<u8> = "application/octet-stream"),
+        ),
         headers(("Kvs-Revision" = u64, description = "The revision the backup holds")),
     )),
 )]
@@ -130,10 +133,10 @@ impl hyper::body::Body for Stream {
     }
 }
 
-/// What `POST /v1/verify` found (the JSON of [`crate::store::Report`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the answer for the OpenAPI document
-pub struct VerifyReport {
+/// What `POST /v1/verify` found: [`crate::store::Report`] as the answer
+/// shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct VerifyReport<'a> {
     /// Catalog and figures records checked.
     records: u64,
     /// Keys checked (their records and inline values).
@@ -142,21 +145,40 @@ pub struct VerifyReport {
     values: u64,
     change_sets: u64,
     /// One entry per damaged item; empty when nothing is.
-    damage: Vec<DamageView>,
+    damage: Vec<DamageView<'a>>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct DamageView {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DamageView<'a> {
     /// Table, project, key or record.
-    place: String,
+    place: &'a str,
     /// What is wrong with it.
-    problem: String,
+    problem: &'a str,
+}
+
+impl<'a> VerifyReport<'a> {
+    fn of(report: &'a crate::store::Report) -> VerifyReport<'a> {
+        VerifyReport {
+            records: report.records,
+            keys: report.keys,
+            values: report.values,
+            change_sets: report.change_sets,
+            damage: report
+                .damage
+                .iter()
+                .map(|damage| DamageView {
+                    place: &damage.place,
+                    problem: &damage.problem,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[utoipa::path(
     post,
     path = "/v1/verify",
+    summary = "Check every stored record",
     tag = "system",
     description = "Admin only. Checks every stored record and value (checksums, large values \
         present and matching, no orphans) over a read snapshot, while the server goes on, and \
@@ -172,7 +194,8 @@ pub async fn verify(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             "verify found damaged records"
         );
     }
-    Ok(axum::response::IntoResponse::into_response(axum::Json(
-        report,
-    )))
+    Ok(super::json(
+        axum::http::StatusCode::OK,
+        VerifyReport::of(&report),
+    ))
 }

@@ -5,6 +5,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::KeyError;
 use crate::store::StoreError;
@@ -16,8 +18,43 @@ pub struct ApiError {
     message: String,
     /// Extra headers the answer must carry (`Allow`, `ETag`, …).
     headers: Vec<(header::HeaderName, String)>,
-    /// Top-level fields beside `error` (`failed_op`, `failed_checks`).
-    fields: Vec<(&'static str, serde_json::Value)>,
+    /// Top-level fields beside `error` (`failed_op`, `failed_checks`, …).
+    /// Boxed: errors travel in every `Result`, and these fields are rare.
+    extra: Box<ErrorExtra>,
+}
+
+/// The error body of every error: this is what [`ApiError`] answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+    #[serde(flatten)]
+    extra: &'a ErrorExtra,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable snake_case code: `bad_request`, `invalid_key`, `unauthorized`, …
+    code: &'a str,
+    /// Text for people; it never shows internals.
+    message: &'a str,
+}
+
+/// The fields an error may carry beside `error`.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct ErrorExtra {
+    /// A transaction's op that failed (its index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_op: Option<usize>,
+    /// Every failing check of a transaction (412).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_checks: Option<Vec<usize>>,
+    /// The index of the key an import refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_key: Option<usize>,
+    /// With `history_compacted` (410): the oldest revision still kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compact_revision: Option<u64>,
 }
 
 /// How to raise a value's limit (a project's `max_value_bytes`).
@@ -56,13 +93,29 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
-            fields: Vec::new(),
+            extra: Box::default(),
         }
     }
 
-    /// Adds a top-level field to the error body.
-    pub fn with_field(mut self, name: &'static str, value: serde_json::Value) -> ApiError {
-        self.fields.push((name, value));
+    /// The index of a transaction's op that failed, in the body.
+    pub fn failed_op(mut self, index: usize) -> ApiError {
+        self.extra.failed_op = Some(index);
+        self
+    }
+
+    fn failed_checks(mut self, indices: Vec<usize>) -> ApiError {
+        self.extra.failed_checks = Some(indices);
+        self
+    }
+
+    fn compact_revision(mut self, revision: u64) -> ApiError {
+        self.extra.compact_revision = Some(revision);
+        self
+    }
+
+    /// The index of an imported key that was refused, in the body.
+    pub fn failed_key(mut self, index: usize) -> ApiError {
+        self.extra.failed_key = Some(index);
         self
     }
 
@@ -226,10 +279,8 @@ impl From<StoreError> for ApiError {
                 "precondition_failed",
                 "checks of the transaction do not hold; nothing was applied",
             )
-            .with_field("failed_checks", serde_json::json!(indices)),
-            StoreError::FailedOp { index, error } => {
-                ApiError::from(*error).with_field("failed_op", serde_json::json!(index))
-            }
+            .failed_checks(indices),
+            StoreError::FailedOp { index, error } => ApiError::from(*error).failed_op(index),
             StoreError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
@@ -247,7 +298,7 @@ impl From<StoreError> for ApiError {
                      resume from {compact_revision} or later, or read the current state"
                 ),
             )
-            .with_field("compact_revision", serde_json::json!(compact_revision)),
+            .compact_revision(compact_revision),
             StoreError::StorageFull => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage_full",
@@ -280,10 +331,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        for (name, value) in self.fields {
-            body[name] = value;
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+            extra: &self.extra,
+        };
         let mut response = super::json(self.status, body);
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {

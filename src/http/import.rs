@@ -9,32 +9,60 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::openapi::{ErrorBody, ImportRequest, Imported};
-use super::txn::json_object;
+use super::error::{ApiError, ErrorBody};
+use super::txn::json_body_of;
+use super::views::{Imported, Time};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, Timestamp};
 use crate::store::{KvOp, KvWrite};
 
-/// The fields an imported key may have (`version` is what an export
-/// records; the import takes a new revision, as every write does).
-const FIELDS: &[&str] = &[
-    "key",
-    "value",
-    "value_base64",
-    "content_type",
-    "created_at",
-    "updated_at",
-    "expires_at",
-    "version",
-    "size",
-];
+/// Keys to write exactly as given (what `kvs export` wrote). Each key is
+/// kept as its JSON text until it is read, so that a refusal names its
+/// index (`failed_key`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    #[schema(value_type = Vec<ImportedKey>)]
+    keys: Vec<Box<RawValue>>,
+}
+
+/// One imported key: `value` (text) or `value_base64`. `version` is what
+/// an export records; the import takes a new revision, as every write does.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedKey {
+    key: String,
+    /// Text, stored as its UTF-8 bytes.
+    value: Option<String>,
+    value_base64: Option<String>,
+    /// Default `text/plain; charset=utf-8` for `value`,
+    /// `application/octet-stream` for `value_base64`.
+    content_type: Option<String>,
+    #[schema(value_type = Option<Time>)]
+    created_at: Option<String>,
+    #[schema(value_type = Option<Time>)]
+    updated_at: Option<String>,
+    #[schema(value_type = Option<Time>)]
+    expires_at: Option<String>,
+    /// Accepted and ignored.
+    #[schema(value_type = Option<u64>)]
+    #[allow(dead_code)]
+    version: Option<IgnoredAny>,
+    /// Accepted and ignored.
+    #[schema(value_type = Option<u64>)]
+    #[allow(dead_code)]
+    size: Option<IgnoredAny>,
+}
 
 #[utoipa::path(
     post,
     path = "/v1/projects/{project}/import",
+    summary = "Import keys",
     tag = "txn",
     description = "Manage or admin: keys written exactly as given, all or none",
     params(("project" = String, Path, description = "The project id")),
@@ -55,31 +83,23 @@ pub async fn import(
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let mut body = json_object(
+    let body: ImportRequest = json_body_of(
         &parts.headers,
         body,
         body_limit(&ctx.app.settings),
         super::error::RAISE_IMPORT,
+        "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \"content_type\", \
+         \"created_at\", \"updated_at\", \"expires_at\"}, …]}",
     )
     .await?;
-    let Some(Value::Array(keys)) = body.remove("keys") else {
-        return Err(ApiError::bad_request(
-            "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \"content_type\", \
-             \"created_at\", \"updated_at\", \"expires_at\"}, …]}",
-        ));
-    };
-    if let Some(other) = body.keys().next() {
-        return Err(ApiError::bad_request(format!("unknown field {other:?}")));
-    }
     let now = Timestamp::now();
-    let ops = keys
-        .into_iter()
+    let ops = body
+        .keys
+        .iter()
         .enumerate()
-        .map(|(index, entry)| {
-            restore(ctx, entry, now).map_err(|e| e.with_field("failed_key", json!(index)))
-        })
+        .map(|(index, entry)| restore(ctx, entry, now).map_err(|e| e.failed_key(index)))
         .collect::<Result<Vec<_>, _>>()?;
-    let imported = ops.len();
+    let imported = ops.len() as u64;
     let write = KvWrite {
         project: project.settings.id.clone(),
         checks: Vec::new(),
@@ -88,7 +108,10 @@ pub async fn import(
     let commit = ctx.app.store.write_kv(write).await?;
     Ok(json(
         StatusCode::OK,
-        json!({"imported": imported, "revision": commit.revision}),
+        Imported {
+            imported,
+            revision: commit.revision,
+        },
     ))
 }
 
@@ -100,23 +123,14 @@ pub fn body_limit(settings: &crate::config::Settings) -> u64 {
 }
 
 /// One imported key as a `Restore` op.
-fn restore(ctx: &Ctx<'_>, entry: Value, now: Timestamp) -> Result<KvOp, ApiError> {
-    let Value::Object(entry) = entry else {
-        return Err(ApiError::bad_request("each imported key is a JSON object"));
-    };
-    if let Some(other) = entry.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!("unknown field {other:?}")));
-    }
-    let key = match entry.get("key") {
-        Some(Value::String(key)) => Key::parse(key.as_str())?,
-        _ => return Err(ApiError::bad_request("\"key\" must be a string")),
-    };
+fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiError> {
+    let entry: ImportedKey = serde_json::from_str(entry.get())
+        .map_err(|error| ApiError::bad_request(format!("an imported key: {error}")))?;
+    let key = Key::parse(entry.key.as_str())?;
     ctx.caller.require_scope(key.as_str())?;
-    let (value, default_type) = match (entry.get("value"), entry.get("value_base64")) {
-        (Some(Value::String(text)), None) => {
-            (Bytes::from(text.clone()), "text/plain; charset=utf-8")
-        }
-        (None, Some(Value::String(encoded))) => {
+    let (value, default_type) = match (entry.value, entry.value_base64) {
+        (Some(text), None) => (Bytes::from(text), "text/plain; charset=utf-8"),
+        (None, Some(encoded)) => {
             let bytes = BASE64
                 .decode(encoded)
                 .map_err(|_| ApiError::bad_request("value_base64 is not valid base64"))?;
@@ -128,32 +142,27 @@ fn restore(ctx: &Ctx<'_>, entry: Value, now: Timestamp) -> Result<KvOp, ApiError
             ));
         }
     };
-    let content_type = match entry.get("content_type") {
-        None | Some(Value::Null) => default_type.to_owned(),
-        Some(Value::String(text)) => text.clone(),
-        Some(_) => return Err(ApiError::bad_request("\"content_type\" must be a string")),
-    };
-    let created_at = time(&entry, "created_at")?.unwrap_or(now);
-    let updated_at = time(&entry, "updated_at")?.unwrap_or(created_at);
+    let content_type = entry
+        .content_type
+        .unwrap_or_else(|| default_type.to_owned());
+    let created_at = time(entry.created_at, "created_at")?.unwrap_or(now);
+    let updated_at = time(entry.updated_at, "updated_at")?.unwrap_or(created_at);
     Ok(KvOp::Restore {
         key,
         value,
         content_type,
         created_at,
         updated_at,
-        expires_at: time(&entry, "expires_at")?,
+        expires_at: time(entry.expires_at, "expires_at")?,
     })
 }
 
 /// An RFC 3339 time field, if present and not null.
-fn time(entry: &Map<String, Value>, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    match entry.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
+fn time(text: Option<String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|text| {
+        Timestamp::parse_rfc3339(&text).ok_or_else(|| {
             ApiError::bad_request(format!("{name} must be an RFC 3339 time, not {text:?}"))
-        }),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "{name} must be an RFC 3339 time"
-        ))),
-    }
+        })
+    })
+    .transpose()
 }

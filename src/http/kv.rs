@@ -11,13 +11,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, BytesMut};
-use serde_json::json;
 
-use super::error::ApiError;
-use super::openapi::{Deleted, ErrorBody, Listing};
+use super::error::{ApiError, ErrorBody};
 use super::projects::set_location;
 use super::request::{Query, read_body};
-use super::views::KeyMetaView;
+use super::views::{Deleted, KeyMetaView, Listing};
 use super::{Ctx, json, views, watch};
 use crate::domain::{Key, Prefix, Role, parse_duration};
 use crate::store::{
@@ -179,6 +177,7 @@ pub(super) fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Res
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}/kv/{key}",
+    summary = "Read a value",
     tag = "keys",
     description = "Read. `meta=true` answers KeyWithValue (JSON) instead of the raw bytes. \
                    `wait` (and `after`) make it a blocking read: it answers once the key \
@@ -192,8 +191,11 @@ pub(super) fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Res
         ("If-None-Match" = Option<String>, Header, description = "`*` or a list of entity tags, compared weakly: 304 if one matches"),
     ),
     responses(
-        (status = 200, description = "The value as stored, with its content type (or KeyWithValue with `meta=true`)",
-            content_type = "*/*", body = serde_json::Value, headers(
+        (status = 200, description = "The value's bytes as stored, with its content type (declared as binary, which generated clients read as bytes); with `meta=true`, KeyWithValue as application/json",
+            content(
+                (Vec<u8> = "application/octet-stream"),
+                (Vec<u8> = "*/*"),
+            ), headers(
             ("ETag" = String, description = "`\"<version>\"`"),
             ("Last-Modified" = String, description = "HTTP-date of `updated_at`"),
             ("Kvs-Version" = u64, description = "The key's version"),
@@ -213,6 +215,7 @@ fn get_key() {}
 #[utoipa::path(
     head,
     path = "/v1/projects/{project}/kv/{key}",
+    summary = "Read a value's headers",
     tag = "keys",
     description = "Read: the headers of a GET (`Last-Modified`, `Kvs-Created-At`, … too), no body",
     params(
@@ -236,6 +239,7 @@ fn head_key() {}
 #[utoipa::path(
     put,
     path = "/v1/projects/{project}/kv/{key}",
+    summary = "Write a value",
     tag = "keys",
     description = "Write. The body is the value; its `Content-Type` is stored (default `application/octet-stream`), or the `content_type` query parameter when given.",
     params(
@@ -262,6 +266,7 @@ fn put_key() {}
 #[utoipa::path(
     delete,
     path = "/v1/projects/{project}/kv/{key}",
+    summary = "Delete a key",
     tag = "keys",
     description = "Write",
     params(
@@ -282,6 +287,7 @@ fn delete_key() {}
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}/kv",
+    summary = "List keys",
     tag = "keys",
     description = "Read; 403 `listing_disabled` for read and write tokens when the project has `keys_discoverable = false`",
     params(
@@ -301,6 +307,7 @@ fn list_keys() {}
 #[utoipa::path(
     delete,
     path = "/v1/projects/{project}/kv",
+    summary = "Delete keys by prefix",
     tag = "keys",
     description = "Write; `prefix=` (empty) clears the project",
     params(
@@ -318,6 +325,7 @@ fn delete_prefix() {}
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}/latest",
+    summary = "Read the latest written of some keys",
     tag = "keys",
     description = "Read: the raw value of whichever listed key was written last, with a GET's headers",
     params(
@@ -325,8 +333,11 @@ fn delete_prefix() {}
         ("keys" = Option<String>, Query, description = "Keys, comma-separated"),
         ("key" = Option<Vec<String>>, Query, explode = true, description = "A key (repeatable; for keys holding commas)"),
     ),
-    responses((status = 200, description = "The value, as a GET answers it, and which key",
-        content_type = "*/*", body = serde_json::Value, headers(
+    responses((status = 200, description = "The value's bytes as stored, with its content type, as a GET answers them, and which key",
+        content(
+            (Vec<u8> = "application/octet-stream"),
+            (Vec<u8> = "*/*"),
+        ), headers(
             ("Kvs-Key" = String, description = "The key, percent-encoded"),
             ("Kvs-Revision" = u64, description = "The server revision the answer reflects"),
         ))),
@@ -561,10 +572,7 @@ async fn listing_inner(
         let OpResult::DeletePrefix { deleted } = result else {
             return Err(ApiError::internal());
         };
-        return Ok(json(
-            StatusCode::OK,
-            json!({"deleted": deleted, "revision": revision}),
-        ));
+        return Ok(json(StatusCode::OK, Deleted { deleted, revision }));
     }
 
     let prefix = listed_prefix(ctx, &project, &query)?;
@@ -595,15 +603,14 @@ async fn listing_inner(
     let keys: Vec<_> = page
         .entries
         .iter()
-        .map(|(meta, value)| match value {
-            Some(value) => views::key_with_value(meta, value),
-            None => views::key_meta(meta),
-        })
+        .map(|(meta, value)| views::listed_key(meta, value.as_deref()))
         .collect();
-    let mut response = json(
-        StatusCode::OK,
-        json!({"keys": keys, "cursor": cursor, "revision": read.revision}),
-    );
+    let listing = Listing {
+        keys,
+        cursor,
+        revision: read.revision,
+    };
+    let mut response = json(StatusCode::OK, listing);
     response
         .headers_mut()
         .insert(KVS_REVISION.clone(), HeaderValue::from(read.revision));

@@ -308,11 +308,14 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// A JSON answer.
 /// A JSON answer, ending with a newline (so that `curl` output and the next
 /// prompt or command output do not run together).
-pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    let mut bytes = body.to_string().into_bytes();
+/// The body is serialised as it is (not through a `serde_json::Value`), so
+/// stored JSON that a view carries as raw text is written byte for byte.
+pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    // Views are plain structs of strings and numbers (and raw JSON already
+    // checked): serialising them cannot fail.
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
     (
         status,

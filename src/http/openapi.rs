@@ -6,11 +6,11 @@
 //! compatibility surfaces (Simple-PyKV's `/api/v1/…` and `/status`, the
 //! form interface at `/`) are left out: they keep other programs' shapes.
 //!
-//! The schemas here describe bodies that handlers build with small `json!`
-//! literals or parse by hand (transactions, imports); the views' own schemas
-//! are derived on the structs they serialise (`views.rs`).
+//! Every schema is derived on the type a handler sends (`views.rs`, the
+//! error body in `error.rs`) or parses (the request types beside their
+//! handlers), and every summary is in its handler's annotation: this module
+//! keeps only the document, its modifiers and its tests.
 
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,15 +19,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
-use super::views::{
-    CounterView, KeyMetaView, KeyWithValueView, NewTokenView, ProjectView, TokenView,
-};
+use super::error::ErrorBody;
+use super::views::{Duration, Encoding, Public, Role, Storage, Time, TokenSource};
 use super::{backup, import, kv, projects, system, tokens, txn, watch};
 
 /// The document, collected from every v1 handler.
@@ -69,10 +68,7 @@ use super::{backup, import, kv, projects, system, tokens, txn, watch};
         backup::backup,
         backup::verify,
     ),
-    components(schemas(
-        ErrorBody, Storage, Public, Role, TokenSource, Encoding, Time, Duration, KeyMetaView, KeyWithValueView,
-        CounterView, DeletedOne, ListedKey, TxnResult,
-    )),
+    components(schemas(ErrorBody, Storage, Public, Role, TokenSource, Encoding, Time, Duration)),
     modifiers(&Security, &CommonErrors),
     security(("bearer" = []), ("x_api_key" = []), ("api_key" = [])),
     tags(
@@ -102,9 +98,9 @@ pub fn document() -> Bytes {
 }
 
 /// What generators need and the derives do not say: a `servers` entry (the
-/// server itself), a summary on every operation (the first sentence of its
-/// description), header parameters typed as strings (HTTP headers are
-/// text), and raw bodies as `string`/`binary` rather than arrays of bytes.
+/// server itself), header parameters typed as strings (HTTP headers are
+/// text; an optional one is otherwise `string | null`), and raw bodies and
+/// answers as `string`/`binary` rather than arrays of bytes.
 fn finish(document: &mut Value) {
     if document.get("servers").is_none() {
         document["servers"] = json!([{"url": "/", "description": "This server"}]);
@@ -112,26 +108,14 @@ fn finish(document: &mut Value) {
     let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
-    for (path, item) in paths.iter_mut() {
+    for item in paths.values_mut() {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        for (method, operation) in item.iter_mut() {
+        for operation in item.values_mut() {
             let Some(operation) = operation.as_object_mut() else {
                 continue;
             };
-            let description = operation
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let summary = SUMMARIES
-                .iter()
-                .find(|(m, p, _)| m.eq_ignore_ascii_case(method) && p == path)
-                .map_or_else(
-                    || summary(method, path, description),
-                    |(_, _, s)| (*s).to_owned(),
-                );
-            operation.insert("summary".into(), json!(summary));
             for parameter in operation
                 .get_mut("parameters")
                 .and_then(Value::as_array_mut)
@@ -142,104 +126,32 @@ fn finish(document: &mut Value) {
                     parameter["schema"] = json!({"type": "string"});
                 }
             }
-            binary_bodies(operation.get_mut("requestBody"));
+            binary(operation.get_mut("requestBody"));
+            for response in operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+                .into_iter()
+                .flat_map(|responses| responses.values_mut())
+            {
+                binary(Some(response));
+            }
         }
     }
 }
 
-/// Operations' summaries (the doc comments' first lines name roles, or
-/// wrap): what each does, in a few words.
-const SUMMARIES: &[(&str, &str, &str)] = &[
-    ("get", "/healthz", "Liveness"),
-    ("get", "/readyz", "Readiness"),
-    ("get", "/metrics", "Prometheus metrics"),
-    ("get", "/v1/backup", "Back up the whole server"),
-    ("get", "/v1/openapi.json", "This OpenAPI document"),
-    ("get", "/v1/projects", "List projects"),
-    ("post", "/v1/projects", "Create a project"),
-    ("get", "/v1/projects/{project}", "Show a project"),
-    (
-        "patch",
-        "/v1/projects/{project}",
-        "Change a project's settings",
-    ),
-    ("delete", "/v1/projects/{project}", "Delete a project"),
-    ("post", "/v1/projects/{project}/import", "Import keys"),
-    (
-        "post",
-        "/v1/projects/{project}/incr/{key}",
-        "Add to a counter",
-    ),
-    ("get", "/v1/projects/{project}/kv", "List keys"),
-    (
-        "delete",
-        "/v1/projects/{project}/kv",
-        "Delete keys by prefix",
-    ),
-    ("get", "/v1/projects/{project}/kv/{key}", "Read a value"),
-    (
-        "head",
-        "/v1/projects/{project}/kv/{key}",
-        "Read a value's headers",
-    ),
-    ("put", "/v1/projects/{project}/kv/{key}", "Write a value"),
-    ("delete", "/v1/projects/{project}/kv/{key}", "Delete a key"),
-    (
-        "get",
-        "/v1/projects/{project}/latest",
-        "Read the latest written of some keys",
-    ),
-    (
-        "get",
-        "/v1/projects/{project}/tokens",
-        "List a project's tokens",
-    ),
-    (
-        "post",
-        "/v1/projects/{project}/tokens",
-        "Create a project token",
-    ),
-    (
-        "delete",
-        "/v1/projects/{project}/tokens/{id}",
-        "Revoke a project token",
-    ),
-    ("post", "/v1/projects/{project}/txn", "Run a transaction"),
-    (
-        "get",
-        "/v1/projects/{project}/watch",
-        "Watch changes (server-sent events)",
-    ),
-    ("get", "/v1/status", "Server status"),
-    ("get", "/v1/tokens", "List admin tokens"),
-    ("post", "/v1/tokens", "Create an admin token"),
-    ("delete", "/v1/tokens/{id}", "Revoke an admin token"),
-    ("get", "/v1/whoami", "The calling token"),
-];
-
-/// An operation's summary: its description's first sentence, short.
-fn summary(method: &str, path: &str, description: &str) -> String {
-    let first = description
-        .split(['.', ':', ';'])
-        .next()
-        .unwrap_or("")
-        .trim();
-    if first.is_empty() {
-        format!("{} {path}", method.to_ascii_uppercase())
-    } else if first.chars().count() > 80 {
-        first.chars().take(77).collect::<String>() + "…"
-    } else {
-        first.to_owned()
-    }
-}
-
-/// `application/octet-stream` content as `string`/`binary`.
-fn binary_bodies(body: Option<&mut Value>) {
-    if let Some(media) = body
+/// A body's raw content (`application/octet-stream`, `*/*`, a backup's
+/// `application/jsonl`) as `string`/`binary`.
+fn binary(body: Option<&mut Value>) {
+    let Some(content) = body
         .and_then(|body| body.get_mut("content"))
-        .and_then(|content| content.get_mut("application/octet-stream"))
-    {
-        media["schema"] = json!({"type": "string", "format": "binary"});
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (media_type, media) in content.iter_mut() {
+        if ["application/octet-stream", "*/*", "application/jsonl"].contains(&media_type.as_str()) {
+            media["schema"] = json!({"type": "string", "format": "binary"});
+        }
     }
 }
 
@@ -247,6 +159,7 @@ fn binary_bodies(body: Option<&mut Value>) {
 #[utoipa::path(
     get,
     path = "/v1/openapi.json",
+    summary = "This OpenAPI document",
     tag = "system",
     security(()),
     responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
@@ -261,360 +174,6 @@ pub fn openapi_json() -> Response {
         document(),
     )
         .into_response()
-}
-
-// ================================================================ schemas
-
-/// The error body of every error.
-#[derive(ToSchema)]
-#[schema(as = Error)]
-#[allow(dead_code)] // describes bodies that error.rs builds
-pub struct ErrorBody {
-    error: ErrorDetail,
-    /// A transaction's op (or import's key) that failed.
-    failed_op: Option<u64>,
-    /// Every failing check of a transaction (412).
-    failed_checks: Option<Vec<u64>>,
-    /// The index of the key an import refused.
-    failed_key: Option<u64>,
-    /// With `history_compacted` (410): the oldest revision still kept.
-    compact_revision: Option<u64>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorDetail {
-    /// A stable snake_case code: `bad_request`, `invalid_key`, `unauthorized`, …
-    code: String,
-    /// Text for people; it never shows internals.
-    message: String,
-}
-
-/// Where a project keeps its keys.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum Storage {
-    Disk,
-    Memory,
-}
-
-/// What requests without any credential may do with a project's keys:
-/// nothing, read them (as a `read` token), or read and write them (as a
-/// `write` token). Set by an admin only.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum Public {
-    None,
-    Read,
-    Write,
-}
-
-/// A token's role.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum Role {
-    Read,
-    Write,
-    Manage,
-    Admin,
-}
-
-/// How a token came to be.
-#[derive(ToSchema)]
-#[schema(rename_all = "kebab-case")]
-#[allow(dead_code)]
-pub enum TokenSource {
-    V1,
-    SimplePykv,
-    Import,
-    Env,
-    Bootstrap,
-}
-
-/// How a value is written in a JSON answer.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum Encoding {
-    Json,
-    Utf8,
-    Base64,
-}
-
-/// An RFC 3339 UTC time with milliseconds, `2026-11-21T10:00:00.123Z`.
-pub struct Time;
-
-impl PartialSchema for Time {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::DateTime,
-            )))
-            .into()
-    }
-}
-
-impl ToSchema for Time {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Time")
-    }
-}
-
-/// A duration: whole seconds, or a number with a unit `s`, `m`, `h`, `d`.
-pub struct Duration;
-
-impl PartialSchema for Duration {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(1)),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+[smhd]?$")),
-            )
-            .description(Some(
-                "Whole seconds, or a number with a unit s, m, h, d: 90, \"90s\", \"10m\", \"30d\"; \
-                 at most 3650 days",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for Duration {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Duration")
-    }
-}
-
-/// `/healthz` and `/readyz`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Health {
-    /// `ok` or `ready`.
-    status: String,
-}
-
-/// `/v1/status`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ServerStatus {
-    version: String,
-    uptime_seconds: f64,
-    revision: u64,
-    projects: u64,
-    keys: u64,
-    storage_bytes: u64,
-    memory_bytes: u64,
-    /// Projects open to requests without credential: id → `read` or `write`.
-    public_projects: std::collections::BTreeMap<String, Public>,
-    /// Whether Simple-PyKV's admin routes answer requests without credential.
-    simple_pykv_open_admin: bool,
-    limits: Limits,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Limits {
-    max_value_bytes: u64,
-    max_txn_bytes: u64,
-    max_json_body_bytes: u64,
-    max_key_bytes: u64,
-    max_list_limit: u64,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ProjectList<'a> {
-    projects: Vec<ProjectView<'a>>,
-}
-
-/// A new project and its first token (`manage`, without prefix, shown once).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct CreatedProject<'a> {
-    project: ProjectView<'a>,
-    token: NewTokenView<'a>,
-}
-
-/// A minted token: a NewToken; for an imported one (`imported_digest`),
-/// the Token without `secret`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct MintedToken<'a> {
-    #[serde(flatten)]
-    token: TokenView<'a>,
-    /// `kvs_` and 43 base64url characters, shown this once.
-    secret: Option<String>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TokenList<'a> {
-    tokens: Vec<TokenView<'a>>,
-}
-
-/// A listing page: KeyMeta, or KeyWithValue with `values=true`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Listing {
-    keys: Vec<ListedKey>,
-    /// Pass to `cursor` for the next page; `null` on the last.
-    #[schema(required = true)]
-    cursor: Option<String>,
-    revision: u64,
-}
-
-/// KeyWithValue (with `values=true`) or KeyMeta. Written by hand as
-/// `anyOf`: every KeyWithValue is also a KeyMeta, so `oneOf` would refuse it.
-pub struct ListedKey;
-
-impl PartialSchema for ListedKey {
-    fn schema() -> RefOr<Schema> {
-        any_of(&["KeyWithValue", "KeyMeta"], false)
-    }
-}
-
-impl ToSchema for ListedKey {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("ListedKey")
-    }
-}
-
-/// `anyOf` the named component schemas (and `null`, if `nullable`).
-fn any_of(names: &[&str], nullable: bool) -> RefOr<Schema> {
-    let mut any = AnyOfBuilder::new();
-    for name in names {
-        any = any.item(Ref::from_schema_name(*name));
-    }
-    if nullable {
-        any = any.item(ObjectBuilder::new().schema_type(Type::Null));
-    }
-    any.into()
-}
-
-/// What a delete by prefix removed, at which revision.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Deleted {
-    deleted: u64,
-    revision: u64,
-}
-
-/// A transaction: checks that must all hold, and ops applied together.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TxnRequest {
-    #[schema(default = json!([]))]
-    checks: Option<Vec<TxnCheck>>,
-    ops: Vec<TxnOp>,
-}
-
-/// `version` (the key's current version) or `exists`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TxnCheck {
-    key: String,
-    version: Option<u64>,
-    exists: Option<bool>,
-}
-
-/// One op: `put` (with `value` or `value_base64`), `delete`, `get` or `incr`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TxnOp {
-    op: TxnOpName,
-    key: String,
-    /// Any JSON: a string is stored as text, anything else as JSON.
-    value: Option<Value>,
-    value_base64: Option<String>,
-    content_type: Option<String>,
-    #[schema(value_type = Option<Duration>)]
-    ttl: Option<Value>,
-    /// For `incr`: default 1.
-    by: Option<i64>,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum TxnOpName {
-    Put,
-    Delete,
-    Get,
-    Incr,
-}
-
-/// One entry per op: KeyMeta (put), `{"deleted"}` (delete), KeyWithValue or
-/// null (get), Counter (incr).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TxnAnswer {
-    revision: u64,
-    results: Vec<TxnResult>,
-}
-
-/// An op's result: Counter, KeyWithValue or KeyMeta (each a KeyMeta),
-/// `{"deleted"}`, or null (a `get` of an absent key).
-pub struct TxnResult;
-
-impl PartialSchema for TxnResult {
-    fn schema() -> RefOr<Schema> {
-        any_of(&["Counter", "KeyWithValue", "KeyMeta", "DeletedOne"], true)
-    }
-}
-
-impl ToSchema for TxnResult {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("TxnResult")
-    }
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct DeletedOne {
-    deleted: bool,
-}
-
-/// Keys to write exactly as given (what `kvs export` wrote).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ImportRequest {
-    keys: Vec<ImportedKey>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ImportedKey {
-    key: String,
-    /// Text, stored as its UTF-8 bytes.
-    value: Option<String>,
-    value_base64: Option<String>,
-    content_type: Option<String>,
-    #[schema(value_type = Option<Time>)]
-    created_at: Option<String>,
-    #[schema(value_type = Option<Time>)]
-    updated_at: Option<String>,
-    #[schema(value_type = Option<Time>)]
-    expires_at: Option<String>,
-    /// Accepted and ignored.
-    version: Option<u64>,
-    /// Accepted and ignored.
-    size: Option<u64>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Imported {
-    imported: u64,
-    revision: u64,
 }
 
 // ============================================================== modifiers
@@ -770,6 +329,36 @@ mod tests {
             .replace("{project}", "demo")
             .replace("{key}", "dir/a")
             .replace("{id}", "tok_1")
+    }
+
+    #[test]
+    fn every_success_declares_a_media_type_that_generators_read() {
+        let document: Value = serde_json::from_slice(&document()).unwrap();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let Some(content) = response["content"].as_object() else {
+                        continue;
+                    };
+                    if !status.starts_with('2') {
+                        continue;
+                    }
+                    // Metrics and watches are read as text and as events.
+                    let read = content.contains_key("application/json")
+                        || content.contains_key("application/octet-stream")
+                        || content.contains_key("text/event-stream")
+                        || path == "/metrics";
+                    assert!(read, "{method} {path} {status}: {content:?}");
+                    if let Some(media) = content.get("application/octet-stream") {
+                        assert_eq!(
+                            media["schema"],
+                            json!({"type": "string", "format": "binary"}),
+                            "{method} {path}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,13 +7,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::openapi::{self, CreatedProject, ErrorBody, ProjectList, Storage};
+use super::error::{ApiError, ErrorBody};
 use super::request::json_body;
-use super::views::ProjectView;
+use super::views::{CreatedProject, ProjectList, ProjectView, Storage};
 use super::{Ctx, json, views};
 use crate::domain::{
     ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSource,
@@ -39,7 +37,7 @@ struct NewProject {
     max_keys: Option<u64>,
     /// Default `none`: what requests without any credential may do with
     /// the project's keys.
-    #[schema(value_type = Option<openapi::Public>)]
+    #[schema(value_type = Option<views::Public>)]
     public: Option<Public>,
 }
 
@@ -59,7 +57,7 @@ struct Patch {
     #[schema(value_type = Option<u64>)]
     max_keys: Option<Option<u64>>,
     /// Admin only: opens the project to requests without credential at once.
-    #[schema(value_type = Option<openapi::Public>)]
+    #[schema(value_type = Option<views::Public>)]
     public: Option<Public>,
 }
 
@@ -71,6 +69,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Er
 #[utoipa::path(
     get,
     path = "/v1/projects",
+    summary = "List projects",
     tag = "projects",
     description = "Any token: every project for admin, its own for a project token",
     responses(
@@ -87,15 +86,18 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
                 "this server does not list its projects (projects_discoverable = false)",
             ));
         }
-        ctx.catalog.projects().map(|p| views::project(p)).collect()
+        ctx.catalog
+            .projects()
+            .map(|p| views::project_view(p))
+            .collect()
     } else {
         ctx.catalog
             .projects()
             .filter(|p| ctx.caller.own_project() == Some(&p.settings.id))
-            .map(|p| views::project(p))
+            .map(|p| views::project_view(p))
             .collect()
     };
-    Ok(json(StatusCode::OK, json!({"projects": projects})))
+    Ok(json(StatusCode::OK, ProjectList { projects }))
 }
 
 /// The id of a project to create, or 400 `invalid_project_id`.
@@ -124,6 +126,7 @@ pub fn supported(ctx: &Ctx<'_>, storage: StorageMode) -> Result<StorageMode, Api
 #[utoipa::path(
     post,
     path = "/v1/projects",
+    summary = "Create a project",
     tag = "projects",
     description = "Admin",
     request_body = NewProject,
@@ -169,8 +172,10 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
         .await?;
     let catalog = ctx.app.store.catalog()?;
     let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
-    let body =
-        json!({"project": views::project(project), "token": views::new_token(&token, &secret)});
+    let body = CreatedProject {
+        project: views::project_view(project),
+        token: views::new_token(&token, &secret),
+    };
     let mut response = json(StatusCode::CREATED, body);
     set_location(&mut response, &format!("/v1/projects/{id}"));
     Ok(response)
@@ -179,6 +184,7 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}",
+    summary = "Show a project",
     tag = "projects",
     description = "Admin, or any token of the project",
     params(("project" = String, Path, description = "The project id")),
@@ -186,12 +192,13 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
 )]
 pub fn get(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;
-    Ok(json(StatusCode::OK, views::project(&project)))
+    Ok(json(StatusCode::OK, views::project_view(&project)))
 }
 
 #[utoipa::path(
     patch,
     path = "/v1/projects/{project}",
+    summary = "Change a project's settings",
     tag = "projects",
     description = "Admin; a manage token without prefix for `keys_discoverable` and lowering limits (never `storage` or `public`)",
     params(("project" = String, Path, description = "The project id")),
@@ -248,7 +255,7 @@ pub async fn patch(
         public: patch.public,
     };
     let project = update(ctx, current.id.clone(), change).await?;
-    Ok(json(StatusCode::OK, views::project(&project)))
+    Ok(json(StatusCode::OK, views::project_view(&project)))
 }
 
 /// Applies a change to a project's settings; the project as it then is.
@@ -275,6 +282,7 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/v1/projects/{project}",
+    summary = "Delete a project",
     tag = "projects",
     description = "Admin: the project, its keys and tokens are gone",
     params(("project" = String, Path, description = "The project id")),

@@ -6,13 +6,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::openapi::{Duration, ErrorBody, MintedToken, Role as RoleName, TokenList};
+use super::error::{ApiError, ErrorBody};
 use super::projects::set_location;
 use super::request::json_body;
+use super::views::{Duration, MintedToken, Role as RoleName, TokenList};
 use super::{Ctx, json, views};
 use crate::domain::{
     Digest, ImportedDigest, Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret,
@@ -74,7 +73,7 @@ async fn import(
             digest,
         })
         .await?;
-    let mut response = json(StatusCode::CREATED, views::token(&record));
+    let mut response = json(StatusCode::CREATED, views::minted(&record, None));
     set_location(&mut response, &location);
     Ok(response)
 }
@@ -117,7 +116,7 @@ fn expires_in(value: Option<&serde_json::Value>) -> Result<Option<u64>, ApiError
 }
 
 fn created(record: &TokenRecord, secret: &TokenSecret, location: String) -> Response {
-    let mut response = json(StatusCode::CREATED, views::new_token(record, secret));
+    let mut response = json(StatusCode::CREATED, views::minted(record, Some(secret)));
     set_location(&mut response, &location);
     response
 }
@@ -125,6 +124,7 @@ fn created(record: &TokenRecord, secret: &TokenSecret, location: String) -> Resp
 #[utoipa::path(
     post,
     path = "/v1/projects/{project}/tokens",
+    summary = "Create a project token",
     tag = "tokens",
     description = "Admin or manage; a manage token mints no token wider than itself",
     params(("project" = String, Path, description = "The project id")),
@@ -191,6 +191,7 @@ pub async fn create_for_project(
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}/tokens",
+    summary = "List a project's tokens",
     tag = "tokens",
     description = "Admin or manage (those no wider than the caller)",
     params(("project" = String, Path, description = "The project id")),
@@ -207,12 +208,13 @@ pub fn list_for_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
         .filter(|t| ctx.caller.reaches(t))
         .map(|t| views::token(t))
         .collect();
-    Ok(json(StatusCode::OK, json!({"tokens": tokens})))
+    Ok(json(StatusCode::OK, TokenList { tokens }))
 }
 
 #[utoipa::path(
     delete,
     path = "/v1/projects/{project}/tokens/{id}",
+    summary = "Revoke a project token",
     tag = "tokens",
     description = "Admin or manage",
     params(("project" = String, Path, description = "The project id"), ("id" = String, Path, description = "The token id")),
@@ -244,6 +246,7 @@ pub async fn delete_for_project(
 #[utoipa::path(
     post,
     path = "/v1/tokens",
+    summary = "Create an admin token",
     tag = "tokens",
     description = "Admin",
     request_body = NewAdminToken,
@@ -287,6 +290,7 @@ pub async fn create_admin(
 #[utoipa::path(
     get,
     path = "/v1/tokens",
+    summary = "List admin tokens",
     tag = "tokens",
     description = "Admin",
     responses((status = 200, description = "The admin tokens", body = TokenList)),
@@ -300,12 +304,13 @@ pub fn list_admin(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         .filter(|t| t.role == Role::Admin)
         .map(|t| views::token(t))
         .collect();
-    Ok(json(StatusCode::OK, json!({"tokens": tokens})))
+    Ok(json(StatusCode::OK, TokenList { tokens }))
 }
 
 #[utoipa::path(
     delete,
     path = "/v1/tokens/{id}",
+    summary = "Revoke an admin token",
     tag = "tokens",
     description = "Admin; addresses admin tokens only",
     params(("id" = String, Path, description = "The token id")),

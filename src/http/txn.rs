@@ -14,13 +14,18 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::openapi::{ErrorBody, TxnAnswer, TxnRequest};
+use super::error::{ApiError, ErrorBody};
 use super::request::{Query, read_body};
-use super::views::CounterView;
-use super::views::{counter, is_json_type, key_meta, key_with_value};
+use super::views::{
+    CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter, is_json_type,
+    txn_result,
+};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, parse_duration_json};
 use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project};
@@ -32,6 +37,7 @@ pub const MAX_TXN_ITEMS: usize = 128;
 #[utoipa::path(
     post,
     path = "/v1/projects/{project}/txn",
+    summary = "Run a transaction",
     tag = "txn",
     description = "Write (read when every op is a `get`): all checks hold and every op applies, at one revision, or nothing does",
     params(("project" = String, Path, description = "The project id")),
@@ -50,35 +56,36 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Read)?;
     let (parts, body) = request.into_parts();
-    let body = json_object(
+    let body: TxnRequest = json_body_of(
         &parts.headers,
         body,
         ctx.app.settings.max_txn_bytes,
         super::error::RAISE_TXN,
+        "a transaction is a JSON object with \"ops\" (and \"checks\")",
     )
     .await?;
-    let (checks, ops) = split_body(body)?;
-    if checks.len() + ops.len() > MAX_TXN_ITEMS {
+    if body.checks.len() + body.ops.len() > MAX_TXN_ITEMS {
         return Err(ApiError::bad_request(format!(
             "a transaction holds at most {MAX_TXN_ITEMS} checks and ops together"
         )));
     }
-    let writes = ops
+    let writes = body
+        .ops
         .iter()
-        .any(|op| op.get("op").and_then(Value::as_str) != Some("get"));
+        .any(|op| op_name(op).as_deref() != Some("get"));
     if writes {
         ctx.caller.require_role(Role::Write)?;
     }
-    let checks = checks
-        .into_iter()
+    let checks = body
+        .checks
+        .iter()
         .map(|check| parse_check(ctx, check))
         .collect::<Result<Vec<_>, _>>()?;
-    let ops = ops
-        .into_iter()
+    let ops = body
+        .ops
+        .iter()
         .enumerate()
-        .map(|(index, op)| {
-            parse_op(ctx, &project, op).map_err(|error| error.with_field("failed_op", json!(index)))
-        })
+        .map(|(index, op)| parse_op(ctx, &project, op).map_err(|error| error.failed_op(index)))
         .collect::<Result<Vec<_>, _>>()?;
     let write = KvWrite {
         project: project.settings.id.clone(),
@@ -86,17 +93,18 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
         ops,
     };
     let commit = ctx.app.store.write_kv(write).await?;
-    let results: Vec<Value> = commit.results.iter().map(result_view).collect();
-    Ok(json(
-        StatusCode::OK,
-        json!({"revision": commit.revision, "results": results}),
-    ))
+    let answer = TxnAnswer {
+        revision: commit.revision,
+        results: commit.results.iter().map(txn_result).collect(),
+    };
+    Ok(json(StatusCode::OK, answer))
 }
 
 /// `POST /v1/projects/{p}/incr/{key}?by=<int>`.
 #[utoipa::path(
     post,
     path = "/v1/projects/{project}/incr/{key}",
+    summary = "Add to a counter",
     tag = "keys",
     description = "Write: adds `by` to a decimal counter (a missing key counts from 0)",
     params(
@@ -128,90 +136,163 @@ pub async fn incr(
         })?,
     };
     let (_, result) = super::kv::write_one(ctx, &project, KvOp::Incr { key, by }).await?;
-    let view = result_view(&result);
-    Ok(json(StatusCode::OK, view))
+    let OpResult::Incr { meta, value } = result else {
+        return Err(ApiError::internal());
+    };
+    Ok(json(StatusCode::OK, counter(&meta, value)))
 }
 
-/// The JSON object of a body, under the transaction size limit.
-pub(super) async fn json_object(
+// =========================================================== request
+
+/// A transaction: checks that must all hold, and ops applied together.
+/// Checks and ops are kept as their JSON text until the count and the
+/// caller's role are judged, then parsed one by one (an op's error names
+/// its index); a put's `value` stays the text the client sent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnRequest {
+    #[serde(default)]
+    #[schema(value_type = Vec<TxnCheck>, default = json!([]))]
+    checks: Vec<Box<RawValue>>,
+    #[serde(default)]
+    #[schema(value_type = Vec<TxnOp>)]
+    ops: Vec<Box<RawValue>>,
+}
+
+/// A check: the key's current `version` is this one, or the key `exists`
+/// (or not). Exactly one of the two.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnCheck {
+    key: String,
+    version: Option<u64>,
+    exists: Option<bool>,
+}
+
+/// One op, told apart by `op`.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "op", mapping(
+    ("put" = "#/components/schemas/TxnPut"),
+    ("delete" = "#/components/schemas/TxnDelete"),
+    ("get" = "#/components/schemas/TxnGet"),
+    ("incr" = "#/components/schemas/TxnIncr"),
+)))]
+#[allow(dead_code)] // the schema of the ops; parse_op reads each variant
+pub enum TxnOp {
+    Put(TxnPut),
+    Delete(TxnDelete),
+    Get(TxnGet),
+    Incr(TxnIncr),
+}
+
+/// Writes a key: `value` (a JSON string is stored as text, any other JSON
+/// as its JSON text, exactly as sent) or `value_base64`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnPut {
+    #[allow(dead_code)] // checked as it is read: it names the variant
+    op: PutOp,
+    key: String,
+    /// Any JSON: a string is stored as text (`text/plain; charset=utf-8`),
+    /// anything else as the JSON text sent (`application/json`).
+    #[serde(default, deserialize_with = "present_raw")]
+    #[schema(value_type = Value, required = false)]
+    value: Option<Box<RawValue>>,
+    /// Bytes, base64-encoded (`application/octet-stream` by default).
+    value_base64: Option<String>,
+    /// The content type to store, instead of the default.
+    content_type: Option<String>,
+    #[schema(value_type = Option<Duration>)]
+    ttl: Option<Value>,
+}
+
+/// Deletes a key (absent or not).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnDelete {
+    #[allow(dead_code)] // checked as it is read: it names the variant
+    op: DeleteOp,
+    key: String,
+}
+
+/// Reads a key as the ops before it leave it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnGet {
+    #[allow(dead_code)] // checked as it is read: it names the variant
+    op: GetOp,
+    key: String,
+}
+
+/// Adds `by` (default 1) to a decimal counter.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnIncr {
+    #[allow(dead_code)] // checked as it is read: it names the variant
+    op: IncrOp,
+    key: String,
+    /// Default 1; may be negative.
+    by: Option<i64>,
+}
+
+/// A field given as `null` is `Some` (the JSON text `null`), not absent.
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// An op's `op`, if it is an object with a string there.
+fn op_name(op: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        op: Option<String>,
+    }
+    serde_json::from_str::<Peek>(op.get()).ok()?.op
+}
+
+/// `T` from a check's or op's JSON text; a mismatch is a 400 naming `what`.
+fn parse_as<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(raw.get())
+        .map_err(|error| ApiError::bad_request(format!("{what}: {error}")))
+}
+
+/// A body of JSON type, under `limit`, as `T` (`shape` says what it should
+/// look like when it does not parse).
+pub(super) async fn json_body_of<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
     raise: &str,
-) -> Result<Map<String, Value>, ApiError> {
+    shape: &str,
+) -> Result<T, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE)
         && !is_json_type(content_type.to_str().unwrap_or(""))
     {
         return Err(ApiError::unsupported_media_type());
     }
     let bytes = read_body(headers, body, limit, raise).await?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::bad_request(
-            "a transaction is a JSON object with \"ops\"",
-        )),
-        Err(error) => Err(ApiError::bad_request(format!(
-            "the JSON body is not valid: {error}"
-        ))),
-    }
+    serde_json::from_slice(&bytes).map_err(|error| {
+        if error.is_syntax() || error.is_eof() {
+            ApiError::bad_request(format!("the JSON body is not valid: {error}"))
+        } else {
+            ApiError::bad_request(format!("{shape}: {error}"))
+        }
+    })
 }
 
-fn split_body(mut body: Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
-    let list = |value: Option<Value>, name: &str| match value {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be an array"))),
-    };
-    let checks = list(body.remove("checks"), "checks")?;
-    let ops = list(body.remove("ops"), "ops")?;
-    if let Some(name) = body.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "unknown field {name:?} (a transaction has checks and ops)"
-        )));
-    }
-    Ok((checks, ops))
-}
-
-/// The fields of a check or op object, refusing any not in `allowed`.
-fn fields(value: Value, what: &str, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(object) = value else {
-        return Err(ApiError::bad_request(format!(
-            "each {what} is a JSON object"
-        )));
-    };
-    if let Some(name) = object.keys().find(|name| !allowed.contains(&name.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown field {name:?} in a {what}"
-        )));
-    }
-    Ok(object)
-}
-
-/// The `key` of a check or op, valid and inside the caller's scope.
-fn key_of(ctx: &Ctx<'_>, object: &Map<String, Value>) -> Result<Key, ApiError> {
-    let text = object
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("\"key\" must be a string"))?;
+/// A key, valid and inside the caller's scope.
+fn scoped_key(ctx: &Ctx<'_>, text: &str) -> Result<Key, ApiError> {
     let key = Key::parse(text)?;
     ctx.caller.require_scope(key.as_str())?;
     Ok(key)
 }
 
-fn parse_check(ctx: &Ctx<'_>, value: Value) -> Result<Check, ApiError> {
-    let object = fields(value, "check", &["key", "version", "exists"])?;
-    let key = key_of(ctx, &object)?;
-    let expect = match (object.get("version"), object.get("exists")) {
-        (Some(version), None) => Expect::Version(
-            version
-                .as_u64()
-                .ok_or_else(|| ApiError::bad_request("a check's version is a positive integer"))?,
-        ),
-        (None, Some(exists)) => Expect::Exists(
-            exists
-                .as_bool()
-                .ok_or_else(|| ApiError::bad_request("a check's exists is true or false"))?,
-        ),
+fn parse_check(ctx: &Ctx<'_>, raw: &RawValue) -> Result<Check, ApiError> {
+    let check: TxnCheck = parse_as(raw, "a check")?;
+    let key = scoped_key(ctx, &check.key)?;
+    let expect = match (check.version, check.exists) {
+        (Some(version), None) => Expect::Version(version),
+        (None, Some(exists)) => Expect::Exists(exists),
         _ => {
             return Err(ApiError::bad_request(
                 "a check has either \"version\" or \"exists\"",
@@ -221,105 +302,83 @@ fn parse_check(ctx: &Ctx<'_>, value: Value) -> Result<Check, ApiError> {
     Ok(Check { key, expect })
 }
 
-fn parse_op(ctx: &Ctx<'_>, project: &Project, value: Value) -> Result<KvOp, ApiError> {
-    let kind = value
-        .get("op")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    match kind.as_str() {
-        "put" => {
-            let object = fields(
-                value,
-                "put",
-                &["op", "key", "value", "value_base64", "content_type", "ttl"],
-            )?;
-            let key = key_of(ctx, &object)?;
-            let ttl = object
-                .get("ttl")
-                .map(|ttl| {
-                    parse_duration_json(ttl).map_err(|e| ApiError::bad_request(format!("ttl: {e}")))
-                })
-                .transpose()?;
-            let content_type = match object.get("content_type") {
-                None => None,
-                Some(Value::String(text)) => Some(text.clone()),
-                Some(_) => return Err(ApiError::bad_request("content_type must be a string")),
-            };
-            let (value, default_type) =
-                match (object.get("value"), object.get("value_base64")) {
-                    (Some(Value::String(text)), None) => {
-                        (Bytes::from(text.clone()), "text/plain; charset=utf-8")
-                    }
-                    (Some(value), None) => (Bytes::from(value.to_string()), "application/json"),
-                    (None, Some(Value::String(encoded))) => (
-                        Bytes::from(STANDARD.decode(encoded).map_err(|_| {
-                            ApiError::bad_request("value_base64 is not valid base64")
-                        })?),
-                        "application/octet-stream",
-                    ),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "a put has either \"value\" (any JSON) or \"value_base64\" (a string)",
-                        ));
-                    }
-                };
-            let limit = project
-                .settings
-                .max_value_bytes
-                .min(ctx.app.settings.max_value_bytes);
-            if value.len() as u64 > limit {
-                return Err(ApiError::payload_too_large(
-                    limit,
-                    super::error::RAISE_VALUE,
-                ));
-            }
-            Ok(KvOp::Put {
-                key,
-                value,
-                content_type: content_type.unwrap_or_else(|| default_type.to_owned()),
-                ttl,
-                precondition: None,
-            })
-        }
-        "delete" => {
-            let object = fields(value, "delete", &["op", "key"])?;
+fn parse_op(ctx: &Ctx<'_>, project: &Project, raw: &RawValue) -> Result<KvOp, ApiError> {
+    match op_name(raw).as_deref() {
+        Some("put") => parse_put(ctx, project, parse_as(raw, "a put")?),
+        Some("delete") => {
+            let op: TxnDelete = parse_as(raw, "a delete")?;
             Ok(KvOp::Delete {
-                key: key_of(ctx, &object)?,
+                key: scoped_key(ctx, &op.key)?,
                 precondition: None,
                 must_exist: false,
             })
         }
-        "get" => {
-            let object = fields(value, "get", &["op", "key"])?;
+        Some("get") => {
+            let op: TxnGet = parse_as(raw, "a get")?;
             Ok(KvOp::Get {
-                key: key_of(ctx, &object)?,
+                key: scoped_key(ctx, &op.key)?,
             })
         }
-        "incr" => {
-            let object = fields(value, "incr", &["op", "key", "by"])?;
-            let key = key_of(ctx, &object)?;
-            let by = match object.get("by") {
-                None => 1,
-                Some(by) => by
-                    .as_i64()
-                    .ok_or_else(|| ApiError::bad_request("by must be a 64-bit integer"))?,
-            };
-            Ok(KvOp::Incr { key, by })
+        Some("incr") => {
+            let op: TxnIncr = parse_as(raw, "an incr")?;
+            Ok(KvOp::Incr {
+                key: scoped_key(ctx, &op.key)?,
+                by: op.by.unwrap_or(1),
+            })
         }
         other => Err(ApiError::bad_request(format!(
-            "unknown op {other:?} (put, delete, get or incr)"
+            "unknown op {:?} (each op is an object whose \"op\" is put, delete, get or incr)",
+            other.unwrap_or("")
         ))),
     }
 }
 
-fn result_view(result: &OpResult) -> Value {
-    match result {
-        OpResult::Put { meta, .. } => key_meta(meta),
-        OpResult::Delete { deleted } => json!({"deleted": deleted}),
-        OpResult::DeletePrefix { deleted } => json!({"deleted": deleted}),
-        OpResult::Get(None) => Value::Null,
-        OpResult::Get(Some(entry)) => key_with_value(&entry.meta, &entry.value),
-        OpResult::Incr { meta, value } => counter(meta, *value),
+fn parse_put(ctx: &Ctx<'_>, project: &Project, put: TxnPut) -> Result<KvOp, ApiError> {
+    let key = scoped_key(ctx, &put.key)?;
+    let ttl = put
+        .ttl
+        .as_ref()
+        .map(|ttl| parse_duration_json(ttl).map_err(|e| ApiError::bad_request(format!("ttl: {e}"))))
+        .transpose()?;
+    let (value, default_type) = match (put.value, put.value_base64) {
+        (Some(raw), None) => match serde_json::from_str::<String>(raw.get()) {
+            // A JSON string is stored as its text.
+            Ok(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+            // Any other JSON as the text the client sent.
+            Err(_) => (
+                Bytes::from(String::from(Box::<str>::from(raw))),
+                "application/json",
+            ),
+        },
+        (None, Some(encoded)) => (
+            Bytes::from(
+                STANDARD
+                    .decode(encoded)
+                    .map_err(|_| ApiError::bad_request("value_base64 is not valid base64"))?,
+            ),
+            "application/octet-stream",
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "a put has either \"value\" (any JSON) or \"value_base64\" (a string)",
+            ));
+        }
+    };
+    let limit = project
+        .settings
+        .max_value_bytes
+        .min(ctx.app.settings.max_value_bytes);
+    if value.len() as u64 > limit {
+        return Err(ApiError::payload_too_large(
+            limit,
+            super::error::RAISE_VALUE,
+        ));
     }
+    Ok(KvOp::Put {
+        key,
+        value,
+        content_type: put.content_type.unwrap_or_else(|| default_type.to_owned()),
+        ttl,
+        precondition: None,
+    })
 }

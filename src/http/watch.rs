@@ -22,7 +22,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -32,7 +32,7 @@ use super::error::ApiError;
 use super::kv::listed_prefix;
 use super::limits::Place;
 use super::request::Query;
-use super::views::encode_value;
+use super::views::Encoded;
 use crate::domain::{Key, Prefix, ProjectId, Role, Timestamp};
 use crate::store::{ChangeKind, ChangeSet, Store, StoreError, Subscription};
 
@@ -296,6 +296,7 @@ async fn touches(
 #[utoipa::path(
     get,
     path = "/v1/projects/{project}/watch",
+    summary = "Watch changes (server-sent events)",
     tag = "watch",
     description = "Read: server-sent events (`put`, `delete`, `sync`, `error`); see docs/API.md",
     params(
@@ -308,9 +309,9 @@ async fn touches(
     responses(
         (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "`revision_in_future`: `since` or `Last-Event-ID` is beyond the current revision",
-            body = super::openapi::ErrorBody),
+            body = super::error::ErrorBody),
         (status = 410, description = "`since` is older than the retained history (`compact_revision`)",
-            body = super::openapi::ErrorBody),
+            body = super::error::ErrorBody),
     ),
 )]
 pub async fn watch(
@@ -590,6 +591,21 @@ fn error_message(code: &str) -> &'static str {
     }
 }
 
+/// A put or delete event's data. A value is inlined as `Encoded` writes it
+/// (stored JSON as its stored text).
+#[derive(serde::Serialize)]
+struct EventData<'a> {
+    key: &'a str,
+    version: u64,
+    revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Encoded<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+}
+
 /// A set's events under `prefix`, in key order; only the last carries
 /// `id: <revision>`.
 fn render(set: &ChangeSet, prefix: &Prefix, values: bool) -> Bytes {
@@ -600,36 +616,62 @@ fn render(set: &ChangeSet, prefix: &Prefix, values: bool) -> Bytes {
         .collect();
     let mut out = BytesMut::with_capacity(changes.len() * 96);
     for (index, change) in changes.iter().enumerate() {
-        let mut data = serde_json::Map::new();
-        data.insert("key".into(), Value::String(change.key.as_str().to_owned()));
-        data.insert("version".into(), json!(set.revision));
-        data.insert("revision".into(), json!(set.revision));
-        let event = match change.kind {
-            ChangeKind::Put => "put",
-            ChangeKind::Delete => "delete",
-            ChangeKind::Expired => {
-                data.insert("reason".into(), Value::String("expired".into()));
-                "delete"
-            }
+        let (event, reason) = match change.kind {
+            ChangeKind::Put => ("put", None),
+            ChangeKind::Delete => ("delete", None),
+            ChangeKind::Expired => ("delete", Some("expired")),
         };
-        if values && change.kind == ChangeKind::Put {
-            let (value, encoding) = encode_value(&change.value, &change.content_type);
-            data.insert("value".into(), value);
-            data.insert("encoding".into(), Value::String(encoding.into()));
-        }
+        let value = (values && change.kind == ChangeKind::Put)
+            .then(|| Encoded::of(&change.value, &change.content_type));
+        let data = EventData {
+            key: change.key.as_str(),
+            version: set.revision,
+            revision: set.revision,
+            reason,
+            encoding: value.as_ref().map(Encoded::name),
+            value,
+        };
         out.put_slice(b"event: ");
         out.put_slice(event.as_bytes());
         out.put_slice(b"\n");
         if index + 1 == changes.len() {
             out.put_slice(format!("id: {}\n", set.revision).as_bytes());
         }
-        out.put_slice(b"data: ");
-        // A JSON object of strings and numbers: serialising cannot fail,
-        // and serde_json escapes every newline, so it stays one data line.
-        let _ = serde_json::to_writer((&mut out).writer(), &Value::Object(data));
-        out.put_slice(b"\n\n");
+        // A JSON object of strings, numbers and checked JSON text:
+        // serialising cannot fail. Strings have their newlines escaped, but
+        // a stored JSON value's text may hold line breaks between tokens:
+        // each line goes in a `data:` line of its own, which SSE clients
+        // join with `\n`, so the data is the same JSON.
+        let mut text = Vec::with_capacity(96);
+        let _ = serde_json::to_writer(&mut text, &data);
+        data_lines(&mut out, &text);
+        out.put_slice(b"\n");
     }
     out.freeze()
+}
+
+/// `text` as `data:` lines, each ended by `\n`: split at every line break
+/// SSE knows (`\r\n`, `\r`, `\n`).
+fn data_lines(out: &mut BytesMut, text: &[u8]) {
+    let mut rest = text;
+    loop {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(rest.len());
+        out.put_slice(b"data: ");
+        out.put_slice(&rest[..end]);
+        out.put_slice(b"\n");
+        if end == rest.len() {
+            return;
+        }
+        let skip = if rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
 }
 
 /// The response body of a watch: the frames its watcher queues, then, if

@@ -21,6 +21,10 @@
 //! - `form`: the original kvs's form interface on the default project;
 //! - `pykv`: the Simple-PyKV surface: its envelope, its 401s, its keys, and
 //!   the storage it shares with v1;
+//! - `json_text`: JSON values kept as sent, in and out: the stored text is
+//!   the text a transaction sent, and every answer that inlines a JSON
+//!   value writes the stored text as it is;
+//! - `openapi`: the OpenAPI document against what the server sends;
 //! - `ui`: the web view's page and assets: their headers, and no data on
 //!   the page itself.
 //!
@@ -35,7 +39,9 @@ mod support;
 mod errors;
 mod form;
 mod import;
+mod json_text;
 mod listing;
+mod openapi;
 mod persistence;
 mod public;
 mod pykv;

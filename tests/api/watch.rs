@@ -15,16 +15,16 @@ use crate::support::{Api, Setup, expect_error, expect_status};
 
 /// An HTTP/1.1 exchange kept open: the answer's status line and whatever
 /// body has arrived so far.
-struct Open {
+pub(crate) struct Open {
     stream: TcpStream,
-    status: u16,
-    received: String,
+    pub(crate) status: u16,
+    pub(crate) received: String,
     ended: bool,
 }
 
 impl Open {
     /// Sends `GET path` with the client's token and reads the answer's head.
-    fn get(api: &Api, path: &str) -> Open {
+    pub(crate) fn get(api: &Api, path: &str) -> Open {
         Open::get_with(api, path, "")
     }
 
@@ -78,7 +78,7 @@ impl Open {
 
     /// Reads until the body holds `text`; false if it does not within
     /// `seconds`.
-    fn wait_for(&mut self, text: &str, seconds: u64) -> bool {
+    pub(crate) fn wait_for(&mut self, text: &str, seconds: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         while !self.received.contains(text) {
             if self.ended || Instant::now() > deadline {
