@@ -27,7 +27,7 @@ use super::auth::presented_secret;
 use super::error::ApiError;
 use super::imported::authenticate_secret;
 use super::kv::latest_answer;
-use super::request::{Query, read_body};
+use super::request::{Query, decode_pairs, read_body};
 use super::{App, Ctx};
 use crate::domain::{Key, Role, TokenSecret};
 use crate::store::{KvOp, KvWrite};
@@ -83,7 +83,7 @@ async fn caller<'a>(
 /// `GET /?k=…`, `GET /?key=…` and `GET /?keys=…`: `latest` on the default
 /// project, as text.
 async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
-    let query = Query::parse(request.uri().query());
+    let query = Query::parse(request.uri().query())?;
     let auth = if app.settings.form_query_auth {
         query.get("auth")
     } else {
@@ -126,9 +126,7 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
         super::error::RAISE_TXN,
     )
     .await?;
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let pairs = decode_pairs(&body, "form field")?;
     let mut auth = None;
     let mut fields = Vec::new();
     for (name, value) in pairs {

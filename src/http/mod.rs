@@ -218,6 +218,14 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
     if let Err(error) = endpoint.check_method(request.method()) {
         return error.into_response();
     }
+    // Every route refuses a query that does not decode, whether it reads
+    // one or not: the same bytes mean the same thing everywhere.
+    if let Err(error) = request::Query::parse(request.uri().query()) {
+        return match endpoint {
+            Endpoint::Pykv(_) => pykv::refused(error),
+            _ => error.into_response(),
+        };
+    }
     match endpoint {
         // The compatibility surfaces take their tokens their own way.
         Endpoint::Index => return Box::pin(form::handle(app, request, peer)).await,

@@ -247,7 +247,7 @@ fn envelope_with<S: Serialize, T: Serialize>(
 
 /// An error in the envelope, with the headers it must carry (`Allow`,
 /// `WWW-Authenticate`, `Retry-After`).
-fn refused(error: ApiError) -> Response {
+pub fn refused(error: ApiError) -> Response {
     let mut response = envelope(error.status(), Value::Null, error.message());
     for (name, value) in error.headers() {
         if let Ok(value) = HeaderValue::from_str(value) {

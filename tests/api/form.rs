@@ -187,3 +187,32 @@ impl Version for Answer {
         self.header("kvs-version").unwrap().to_owned()
     }
 }
+
+#[test]
+fn form_pairs_and_queries_that_do_not_decode_to_utf8_are_refused() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    for body in [
+        format!("%FF%FE=v1&auth={secret}"),
+        format!("good=1&k%80x=v2&auth={secret}"),
+        format!("good=%C3&auth={secret}"),
+    ] {
+        expect_error(&post(&anon, &body, &[]), 400, "bad_request");
+    }
+    let stored = setup.admin.get("/v1/projects/default/kv?prefix=");
+    expect_status(&stored, 200);
+    assert_eq!(
+        stored.json()["keys"],
+        json!([]),
+        "a refused post stored keys"
+    );
+    expect_error(
+        &anon.get(&format!("/?key=%FF&auth={secret}")),
+        400,
+        "bad_request",
+    );
+    // A valid encoding of the same shape still reads.
+    let ok = post(&anon, &format!("%C3%BC=v&auth={secret}"), &[]);
+    expect_status(&ok, 200);
+    expect_status(&anon.get(&format!("/?key=%C3%BC&auth={secret}")), 200);
+}
