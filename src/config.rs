@@ -50,6 +50,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Browser origins allowed to call the API (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// The origins (`scheme://host[:port]`) under which browsers reach this
+    /// server, normalised by [`normalise_origin`]: a form posted to `/` from
+    /// a page of any other origin is refused. The server adds the loopback
+    /// origins of the address it listens on when it starts.
+    pub origins: Vec<String>,
     /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -184,6 +189,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Option<Vec<String>>,
+    /// The origins browsers reach this server under, comma-separated
+    /// (`https://kvs.example`); form posts from other pages are refused
+    /// [default: the listen address's loopback origins].
+    #[arg(
+        long,
+        value_name = "ORIGINS",
+        env = "KVS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub origins: Option<Vec<String>>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); the
     /// files are read again when they change.
     #[arg(long, value_name = "FILE", env = "KVS_TLS_CERT", requires = "tls_key")]
@@ -229,6 +244,7 @@ struct FileSettings {
     body_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     cors_origins: Option<Vec<String>>,
+    origins: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     backup_interval: Option<String>,
@@ -282,8 +298,19 @@ impl Settings {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let origins = args
+            .origins
+            .or(file.origins)
+            .unwrap_or_default()
+            .iter()
+            .map(|origin| {
+                normalise_origin(origin)
+                    .ok_or_else(|| anyhow::anyhow!("origins: {origin:?} is not an origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let settings = Settings {
             limits,
+            origins,
             tls,
             cors_origins: args.cors_origins.or(file.cors_origins).unwrap_or_default(),
             listen: args
@@ -401,6 +428,51 @@ impl Limits {
     }
 }
 
+/// An origin as browsers send it in `Origin`, in one spelling:
+/// `http://` or `https://`, the host lower-cased, the scheme's default port
+/// left out, no path. `None` for anything else (`null`, a path, no scheme).
+pub fn normalise_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-.:[]_".contains(c);
+    if authority.is_empty() || !authority.chars().all(valid) {
+        return None;
+    }
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// The origins of a server listening on `address`, with TLS or not, as a
+/// browser on the same machine names them: the loopback names when it
+/// listens on a loopback or every address, and the address itself.
+pub fn listen_origins(address: SocketAddr, tls: bool) -> Vec<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let port = address.port();
+    let ip = address.ip();
+    let mut hosts = Vec::new();
+    if ip.is_loopback() || ip.is_unspecified() {
+        hosts.extend([
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+        ]);
+    }
+    match ip {
+        _ if ip.is_unspecified() => {}
+        std::net::IpAddr::V4(ip) => hosts.push(ip.to_string()),
+        std::net::IpAddr::V6(ip) => hosts.push(format!("[{ip}]")),
+    }
+    hosts
+        .iter()
+        .filter_map(|host| normalise_origin(&format!("{scheme}://{host}:{port}")))
+        .collect()
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -438,6 +510,34 @@ mod tests {
         assert_eq!(settings.backup_interval, None);
         assert_eq!(settings.backup_keep, 7);
         assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));
+    }
+
+    #[test]
+    fn origins_are_compared_in_one_spelling() {
+        assert_eq!(
+            normalise_origin("HTTPS://KVS.example:443/").as_deref(),
+            Some("https://kvs.example")
+        );
+        assert_eq!(
+            normalise_origin("http://kvs.example:8080").as_deref(),
+            Some("http://kvs.example:8080")
+        );
+        for bad in [
+            "null",
+            "kvs.example",
+            "ftp://kvs.example",
+            "http://a/b",
+            "http://",
+        ] {
+            assert_eq!(normalise_origin(bad), None, "{bad}");
+        }
+        let loopback = listen_origins("127.0.0.1:23849".parse().unwrap(), false);
+        assert!(loopback.contains(&"http://localhost:23849".to_owned()));
+        assert!(loopback.contains(&"http://127.0.0.1:23849".to_owned()));
+        let v6 = listen_origins("[::1]:443".parse().unwrap(), true);
+        assert!(v6.contains(&"https://[::1]".to_owned()), "{v6:?}");
+        let own = listen_origins("10.0.0.5:80".parse().unwrap(), false);
+        assert_eq!(own, ["http://10.0.0.5"]);
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub async fn run(
     })?);
     prepare(store.as_ref(), &settings, admin_secret).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut settings = settings;
+    for origin in crate::config::listen_origins(listener.local_addr()?, tls.is_some()) {
+        if !settings.origins.contains(&origin) {
+            settings.origins.push(origin);
+        }
+    }
     let app = Arc::new(App {
         store: store.clone(),
         limiter: Limiter::new(&settings.limits),
