@@ -146,6 +146,14 @@ pub struct ServeArgs {
     /// [default: 100000].
     #[arg(long, value_name = "N", env = "KVS_WATCH_HISTORY_CHANGES")]
     pub watch_history_changes: Option<u64>,
+    /// Keep at most this many bytes of changes (keys and values) per
+    /// project for watches to resume [default: 256 MiB].
+    #[arg(long, value_name = "BYTES", env = "KVS_WATCH_HISTORY_BYTES")]
+    pub watch_history_bytes: Option<u64>,
+    /// Keep at most this many bytes of changes for all projects together;
+    /// the largest histories lose their oldest changes first [default: 1 GiB].
+    #[arg(long, value_name = "BYTES", env = "KVS_WATCH_HISTORY_TOTAL_BYTES")]
+    pub watch_history_total_bytes: Option<u64>,
     /// Log format [default: text].
     #[arg(long, value_enum, env = "KVS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -232,6 +240,8 @@ struct FileSettings {
     max_txn_bytes: Option<u64>,
     watch_history: Option<String>,
     watch_history_changes: Option<u64>,
+    watch_history_bytes: Option<u64>,
+    watch_history_total_bytes: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     rate_limit_per_token: Option<u32>,
@@ -277,6 +287,14 @@ impl Settings {
                 .or(file.watch_history_changes)
                 .unwrap_or(defaults.max_changes)
                 .max(1),
+            max_bytes: args
+                .watch_history_bytes
+                .or(file.watch_history_bytes)
+                .unwrap_or(defaults.max_bytes),
+            max_total_bytes: args
+                .watch_history_total_bytes
+                .or(file.watch_history_total_bytes)
+                .unwrap_or(defaults.max_total_bytes),
         };
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -491,7 +509,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\nmetrics_public = true\n\
-             watch_history = \"10m\"\n",
+             watch_history = \"10m\"\nwatch_history_bytes = 1000\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -507,6 +525,8 @@ mod tests {
         assert_eq!(settings.max_value_bytes, 64 << 20);
         assert_eq!(settings.watch_history.max_age_seconds, 600);
         assert_eq!(settings.watch_history.max_changes, 100_000);
+        assert_eq!(settings.watch_history.max_bytes, 1000);
+        assert_eq!(settings.watch_history.max_total_bytes, 1 << 30);
         assert_eq!(settings.backup_interval, None);
         assert_eq!(settings.backup_keep, 7);
         assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));

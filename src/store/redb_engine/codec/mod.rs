@@ -177,8 +177,8 @@ pub struct StatsRecord {
 }
 
 /// A project's change log as stored: how far it has been compacted, how
-/// many changes it keeps, and the time of its oldest change set (the body
-/// of version 1: frozen, as [`StatsRecord`]).
+/// many changes and bytes it keeps, and the time of its oldest change set
+/// (the body of version 2: frozen, as [`StatsRecord`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRecord {
     /// The newest revision whose changes were dropped.
@@ -187,6 +187,29 @@ pub struct HistoryRecord {
     pub changes: u64,
     /// When the oldest kept change set was written.
     pub oldest: Option<Timestamp>,
+    /// The stored size of the change sets kept (their encoded entries).
+    pub bytes: u64,
+}
+
+/// Version 1 of [`HistoryRecord`], without `bytes` (frozen). A log read
+/// through it counts 0 bytes for the sets written before the upgrade, until
+/// they are trimmed by count or age.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct HistoryV1 {
+    compacted: u64,
+    changes: u64,
+    oldest: Option<Timestamp>,
+}
+
+impl From<HistoryV1> for HistoryRecord {
+    fn from(v1: HistoryV1) -> HistoryRecord {
+        HistoryRecord {
+            compacted: v1.compacted,
+            changes: v1.changes,
+            oldest: v1.oldest,
+            bytes: 0,
+        }
+    }
 }
 
 /// The head of a change set's entry; each change follows as a
@@ -314,7 +337,8 @@ enum StatsBody {
 
 #[derive(Serialize, Deserialize)]
 enum HistoryBody {
-    V1(HistoryRecord),
+    V1(HistoryV1),
+    V2(HistoryRecord),
 }
 
 impl Record for ProjectSettings {
@@ -365,15 +389,16 @@ impl Record for StatsRecord {
 impl Record for HistoryRecord {
     const WHAT: &'static str = "history";
     fn write_body(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
-        write_postcard(&HistoryBody::V1(*self), out)
+        write_postcard(&HistoryBody::V2(*self), out)
     }
     fn read_body(body: &[u8]) -> Result<Self, StoreError> {
         match read_postcard(body, Self::WHAT)? {
-            HistoryBody::V1(history) => Ok(history),
+            HistoryBody::V1(history) => Ok(history.into()),
+            HistoryBody::V2(history) => Ok(history),
         }
     }
     fn read_v1(bytes: &[u8]) -> Result<Self, StoreError> {
-        v1::decode(bytes, Self::WHAT)
+        v1::decode::<HistoryV1>(bytes, Self::WHAT).map(HistoryRecord::from)
     }
 }
 
@@ -733,11 +758,28 @@ mod tests {
             compacted: 4,
             changes: 5,
             oldest: Some(Timestamp::from_millis(6)),
+            bytes: 7,
         };
         let stored = encode("history", "p", &history).unwrap();
         assert_eq!(
             decode::<HistoryRecord>("history", "p", &stored).unwrap(),
             history
+        );
+        // A version 1 body (before the byte count) still reads, with 0 bytes.
+        let mut old = frame();
+        let v1 = HistoryV1 {
+            compacted: 4,
+            changes: 5,
+            oldest: Some(Timestamp::from_millis(6)),
+        };
+        write_postcard(&HistoryBody::V1(v1), &mut old).unwrap();
+        let old = seal(&["history"], b"p", old);
+        assert_eq!(
+            decode::<HistoryRecord>("history", "p", &old).unwrap(),
+            HistoryRecord {
+                bytes: 0,
+                ..history
+            }
         );
 
         let at = Timestamp::from_millis(9);
