@@ -81,6 +81,9 @@ pub struct Limits {
     /// How long a client may take to send a request's body, once its
     /// headers are in.
     pub body_timeout: Duration,
+    /// How long a write to a client may wait for it to take bytes before
+    /// the connection is closed (a watcher that stops reading included).
+    pub write_timeout: Duration,
     /// The largest request head (request line and headers).
     pub max_header_bytes: usize,
 }
@@ -96,6 +99,7 @@ impl Default for Limits {
             max_watchers_per_token: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
         }
     }
@@ -185,6 +189,10 @@ pub struct ServeArgs {
     /// Time a client has to send a request's body [default: 60s].
     #[arg(long, value_name = "DURATION", env = "KVS_BODY_TIMEOUT")]
     pub body_timeout: Option<String>,
+    /// Time a client may take nothing of an answer (a watch included)
+    /// before its connection is closed [default: 30s].
+    #[arg(long, value_name = "DURATION", env = "KVS_WRITE_TIMEOUT")]
+    pub write_timeout: Option<String>,
     /// Largest request line and headers, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -252,6 +260,7 @@ struct FileSettings {
     max_watchers_per_token: Option<usize>,
     header_timeout: Option<String>,
     body_timeout: Option<String>,
+    write_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     cors_origins: Option<Vec<String>>,
     origins: Option<Vec<String>>,
@@ -435,6 +444,12 @@ impl Limits {
                 &args.body_timeout,
                 &file.body_timeout,
                 defaults.body_timeout,
+            )?,
+            write_timeout: duration(
+                "write_timeout",
+                &args.write_timeout,
+                &file.write_timeout,
+                defaults.write_timeout,
             )?,
             // hyper refuses a read buffer under 8 KiB.
             max_header_bytes: args

@@ -9,6 +9,8 @@
 //! Router's matching, extensions and boxed services were pure cost on each
 //! request (about a tenth of the server's CPU per GET when profiled).
 
+mod write_timeout;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
@@ -209,6 +211,8 @@ impl Connections {
     fn start(&self, stream: TcpStream, peer: IpAddr) {
         // Answers are small and written at once: no Nagle delay on them.
         let _ = stream.set_nodelay(true);
+        let stream =
+            write_timeout::WriteTimeout::new(stream, self.app.settings.limits.write_timeout);
         let slot = self.app.limiter.open_connection(peer);
         let (http, watcher) = (self.http.clone(), self.graceful.watcher());
         let (app, cors, tls) = (self.app.clone(), self.cors.clone(), self.tls.clone());
