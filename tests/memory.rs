@@ -64,3 +64,40 @@ fn an_80_mib_import_of_zeros_is_refused_without_taking_gigabytes() {
         mib(after - before)
     );
 }
+
+#[test]
+fn a_simple_pykv_store_listing_is_streamed_not_built_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("p", json!({}));
+    let keys = 300_000;
+    for chunk in 0..keys / 50_000 {
+        let entries: Vec<_> = (chunk * 50_000..(chunk + 1) * 50_000)
+            .map(|n| json!({"key": format!("key/{n:07}"), "value": "v"}))
+            .collect();
+        let answer = admin.post_json("/v1/projects/p/import", &json!({ "keys": entries }));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let before = peak_resident(server.pid());
+    let answer = admin.get("/api/v1/projects/p/store");
+    assert_eq!(answer.status, 200);
+    let listed = answer.json();
+    let data = listed["data"].as_object().expect("data is an object");
+    assert_eq!(data.len(), keys);
+    assert_eq!(listed["status_code"], 200);
+    assert_eq!(data["key/0000007"]["value"], "v", "{}", data["key/0000007"]);
+    let after = peak_resident(server.pid());
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "peak resident memory: {:.0} MiB before, {:.0} MiB after a {:.0} MiB listing of {keys} keys",
+        mib(before),
+        mib(after),
+        mib(answer.body.len() as u64)
+    );
+    assert!(
+        after.saturating_sub(before) < 32 << 20,
+        "the listing took {:.0} MiB more",
+        mib(after - before)
+    );
+}
