@@ -14,6 +14,8 @@ mod kv;
 mod limits;
 mod openapi;
 mod projects;
+#[cfg(test)]
+mod proptests;
 mod pykv;
 mod request;
 mod system;

@@ -894,4 +894,25 @@ mod tests {
         assert_eq!(read.changes[0].value, Bytes::from_static(b"hi"));
         assert!(decode_v1_entry(&[2, 0]).is_err());
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes under every record type: read or refused with a
+        /// typed error, never a panic.
+        #[test]
+        fn records_of_arbitrary_bytes_are_refused_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = decode_entry("p", "k", &bytes);
+            let _ = decode::<ProjectSettings>("catalog/projects", "p", &bytes);
+            let _ = decode::<TokenRecord>("catalog/tokens", "t", &bytes);
+            let _ = decode::<StatsRecord>("stats", "p", &bytes);
+            let _ = decode::<HistoryRecord>("history", "p", &bytes);
+            let _ = decode_changes("p", 1, &bytes);
+            let _ = decode_set_head("p", 1, &bytes);
+            let sealed = seal(&["keys/", "p"], b"k", [frame(), bytes.clone()].concat());
+            let _ = decode_entry("p", "k", &sealed);
+            let sealed = seal(&["history"], b"p", [frame(), bytes].concat());
+            let _ = decode::<HistoryRecord>("history", "p", &sealed);
+        }
+    }
 }
