@@ -55,6 +55,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Browser origins allowed to call the API (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// The origins (`scheme://host[:port]`) under which browsers reach this
+    /// server, normalised by [`normalise_origin`]: a form posted to `/` from
+    /// a page of any other origin is refused. The server adds the loopback
+    /// origins of the address it listens on when it starts.
+    pub origins: Vec<String>,
     /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -81,6 +86,9 @@ pub struct Limits {
     /// How long a client may take to send a request's body, once its
     /// headers are in.
     pub body_timeout: Duration,
+    /// How long a write to a client may wait for it to take bytes before
+    /// the connection is closed (a watcher that stops reading included).
+    pub write_timeout: Duration,
     /// The largest request head (request line and headers).
     pub max_header_bytes: usize,
 }
@@ -96,6 +104,7 @@ impl Default for Limits {
             max_watchers_per_token: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
         }
     }
@@ -152,6 +161,14 @@ pub struct ServeArgs {
     /// [default: 100000].
     #[arg(long, value_name = "N", env = "KVS_WATCH_HISTORY_CHANGES")]
     pub watch_history_changes: Option<u64>,
+    /// Keep at most this many bytes of changes (keys and values) per
+    /// project for watches to resume [default: 256 MiB].
+    #[arg(long, value_name = "BYTES", env = "KVS_WATCH_HISTORY_BYTES")]
+    pub watch_history_bytes: Option<u64>,
+    /// Keep at most this many bytes of changes for all projects together;
+    /// the largest histories lose their oldest changes first [default: 1 GiB].
+    #[arg(long, value_name = "BYTES", env = "KVS_WATCH_HISTORY_TOTAL_BYTES")]
+    pub watch_history_total_bytes: Option<u64>,
     /// Log format [default: text].
     #[arg(long, value_enum, env = "KVS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -183,6 +200,10 @@ pub struct ServeArgs {
     /// Time a client has to send a request's body [default: 60s].
     #[arg(long, value_name = "DURATION", env = "KVS_BODY_TIMEOUT")]
     pub body_timeout: Option<String>,
+    /// Time a client may take nothing of an answer (a watch included)
+    /// before its connection is closed [default: 30s].
+    #[arg(long, value_name = "DURATION", env = "KVS_WRITE_TIMEOUT")]
+    pub write_timeout: Option<String>,
     /// Largest request line and headers, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -195,6 +216,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Option<Vec<String>>,
+    /// The origins browsers reach this server under, comma-separated
+    /// (`https://kvs.example`); form posts from other pages are refused
+    /// [default: the listen address's loopback origins].
+    #[arg(
+        long,
+        value_name = "ORIGINS",
+        env = "KVS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub origins: Option<Vec<String>>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); the
     /// files are read again when they change.
     #[arg(long, value_name = "FILE", env = "KVS_TLS_CERT", requires = "tls_key")]
@@ -229,6 +260,8 @@ struct FileSettings {
     max_txn_bytes: Option<u64>,
     watch_history: Option<String>,
     watch_history_changes: Option<u64>,
+    watch_history_bytes: Option<u64>,
+    watch_history_total_bytes: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     rate_limit_per_token: Option<u32>,
@@ -239,8 +272,10 @@ struct FileSettings {
     max_watchers_per_token: Option<usize>,
     header_timeout: Option<String>,
     body_timeout: Option<String>,
+    write_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     cors_origins: Option<Vec<String>>,
+    origins: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     backup_interval: Option<String>,
@@ -273,6 +308,14 @@ impl Settings {
                 .or(file.watch_history_changes)
                 .unwrap_or(defaults.max_changes)
                 .max(1),
+            max_bytes: args
+                .watch_history_bytes
+                .or(file.watch_history_bytes)
+                .unwrap_or(defaults.max_bytes),
+            max_total_bytes: args
+                .watch_history_total_bytes
+                .or(file.watch_history_total_bytes)
+                .unwrap_or(defaults.max_total_bytes),
         };
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -294,8 +337,19 @@ impl Settings {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let origins = args
+            .origins
+            .or(file.origins)
+            .unwrap_or_default()
+            .iter()
+            .map(|origin| {
+                normalise_origin(origin)
+                    .ok_or_else(|| anyhow::anyhow!("origins: {origin:?} is not an origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let settings = Settings {
             limits,
+            origins,
             tls,
             cors_origins: args.cors_origins.or(file.cors_origins).unwrap_or_default(),
             listen: args
@@ -407,6 +461,12 @@ impl Limits {
                 &file.body_timeout,
                 defaults.body_timeout,
             )?,
+            write_timeout: duration(
+                "write_timeout",
+                &args.write_timeout,
+                &file.write_timeout,
+                defaults.write_timeout,
+            )?,
             // hyper refuses a read buffer under 8 KiB.
             max_header_bytes: args
                 .max_header_bytes
@@ -415,6 +475,51 @@ impl Limits {
                 .max(8192),
         })
     }
+}
+
+/// An origin as browsers send it in `Origin`, in one spelling:
+/// `http://` or `https://`, the host lower-cased, the scheme's default port
+/// left out, no path. `None` for anything else (`null`, a path, no scheme).
+pub fn normalise_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-.:[]_".contains(c);
+    if authority.is_empty() || !authority.chars().all(valid) {
+        return None;
+    }
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// The origins of a server listening on `address`, with TLS or not, as a
+/// browser on the same machine names them: the loopback names when it
+/// listens on a loopback or every address, and the address itself.
+pub fn listen_origins(address: SocketAddr, tls: bool) -> Vec<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let port = address.port();
+    let ip = address.ip();
+    let mut hosts = Vec::new();
+    if ip.is_loopback() || ip.is_unspecified() {
+        hosts.extend([
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+        ]);
+    }
+    match ip {
+        _ if ip.is_unspecified() => {}
+        std::net::IpAddr::V4(ip) => hosts.push(ip.to_string()),
+        std::net::IpAddr::V6(ip) => hosts.push(format!("[{ip}]")),
+    }
+    hosts
+        .iter()
+        .filter_map(|host| normalise_origin(&format!("{scheme}://{host}:{port}")))
+        .collect()
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -435,7 +540,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\nmetrics_public = true\n\
-             watch_history = \"10m\"\n",
+             watch_history = \"10m\"\nwatch_history_bytes = 1000\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -451,9 +556,39 @@ mod tests {
         assert_eq!(settings.max_value_bytes, 64 << 20);
         assert_eq!(settings.watch_history.max_age_seconds, 600);
         assert_eq!(settings.watch_history.max_changes, 100_000);
+        assert_eq!(settings.watch_history.max_bytes, 1000);
+        assert_eq!(settings.watch_history.max_total_bytes, 1 << 30);
         assert_eq!(settings.backup_interval, None);
         assert_eq!(settings.backup_keep, 7);
         assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));
+    }
+
+    #[test]
+    fn origins_are_compared_in_one_spelling() {
+        assert_eq!(
+            normalise_origin("HTTPS://KVS.example:443/").as_deref(),
+            Some("https://kvs.example")
+        );
+        assert_eq!(
+            normalise_origin("http://kvs.example:8080").as_deref(),
+            Some("http://kvs.example:8080")
+        );
+        for bad in [
+            "null",
+            "kvs.example",
+            "ftp://kvs.example",
+            "http://a/b",
+            "http://",
+        ] {
+            assert_eq!(normalise_origin(bad), None, "{bad}");
+        }
+        let loopback = listen_origins("127.0.0.1:23849".parse().unwrap(), false);
+        assert!(loopback.contains(&"http://localhost:23849".to_owned()));
+        assert!(loopback.contains(&"http://127.0.0.1:23849".to_owned()));
+        let v6 = listen_origins("[::1]:443".parse().unwrap(), true);
+        assert!(v6.contains(&"https://[::1]".to_owned()), "{v6:?}");
+        let own = listen_origins("10.0.0.5:80".parse().unwrap(), false);
+        assert_eq!(own, ["http://10.0.0.5"]);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! Router's matching, extensions and boxed services were pure cost on each
 //! request (about a tenth of the server's CPU per GET when profiled).
 
+mod write_timeout;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
@@ -80,6 +82,12 @@ pub async fn run(
     })?);
     prepare(store.as_ref(), &settings, admin_secret).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut settings = settings;
+    for origin in crate::config::listen_origins(listener.local_addr()?, tls.is_some()) {
+        if !settings.origins.contains(&origin) {
+            settings.origins.push(origin);
+        }
+    }
     let app = Arc::new(App {
         store: store.clone(),
         limiter: Limiter::new(&settings.limits),
@@ -206,6 +214,8 @@ impl Connections {
     fn start(&self, stream: TcpStream, peer: IpAddr) {
         // Answers are small and written at once: no Nagle delay on them.
         let _ = stream.set_nodelay(true);
+        let stream =
+            write_timeout::WriteTimeout::new(stream, self.app.settings.limits.write_timeout);
         let slot = self.app.limiter.open_connection(peer);
         let (http, watcher) = (self.http.clone(), self.graceful.watcher());
         let (app, cors, tls) = (self.app.clone(), self.cors.clone(), self.tls.clone());

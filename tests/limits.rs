@@ -318,3 +318,69 @@ fn cors_lets_the_configured_origins_call_the_api_and_no_others() {
     );
     assert_eq!(foreign.header("access-control-allow-origin"), None);
 }
+
+/// The server's `kvs_connections` gauge, as the admin reads it.
+fn open_connections(admin: &common::Client) -> u64 {
+    let text = admin.get("/metrics").text();
+    text.lines()
+        .find_map(|line| line.strip_prefix("kvs_connections "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .expect("a kvs_connections line") as u64
+}
+
+#[test]
+fn a_watcher_that_stops_reading_is_disconnected_at_the_write_timeout_and_frees_its_slots() {
+    let server = TestServer::start_with(|s| {
+        s.limits.write_timeout = Duration::from_secs(2);
+        s.limits.max_watchers_per_token = 1;
+    });
+    let admin = server.admin();
+    let token = admin.create_project("p", json!({"storage": "memory"}));
+    // One pooled connection: the admin's own, for writes and metrics.
+    let before = open_connections(&admin);
+    let mut watch = connect(&server);
+    let request = format!(
+        "GET /v1/projects/p/watch?values=true HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: Bearer {token}\r\n\r\n",
+        address(&server)
+    );
+    watch.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 512];
+    let read = watch.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..read])
+    );
+    assert_eq!(open_connections(&admin), before + 1);
+    // The watcher reads nothing more while far more than the socket
+    // buffers and the watch's queue hold is written.
+    let value = vec![b'v'; 900_000];
+    for n in 0..60 {
+        let answer = admin.put(&kv("p", &format!("k{n}")), &value);
+        assert!(answer.status < 300, "{}", answer.text());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open_connections(&admin) > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled watch still holds its connection"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its watcher slot is free too: the token may watch again.
+    let request = format!(
+        "GET /v1/projects/p/watch HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: Bearer {token}\r\n\r\n",
+        address(&server)
+    );
+    let mut second = connect(&server);
+    second.write_all(request.as_bytes()).unwrap();
+    let read = second.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..read])
+    );
+    drop(watch);
+}

@@ -1,6 +1,6 @@
 //! Upgrades: each data directory in `tests/fixtures/` was written by an
 //! earlier release (see `tests/fixtures/make-fixture.sh`: `v1` before
-//! versioned records, `v2` before the `public` setting), is opened by this
+//! versioned records, `v2` before the `public` setting and the history byte count), is opened by this
 //! build, and everything its `manifest.json` lists is found again:
 //! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is

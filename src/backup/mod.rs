@@ -508,3 +508,33 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
     restorer.finish(summary.revision)?;
     Ok(summary)
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::Reader;
+
+    proptest! {
+        /// Any lines, JSON-like or not: every one is read or refused with
+        /// an error, and a backup never ends without its trailer.
+        #[test]
+        fn the_backup_reader_refuses_arbitrary_lines_without_panicking(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    any::<Vec<u8>>(),
+                    "\\{\"[a-z_]{0,12}\":[0-9a-z\"{}:,\\[\\]]{0,40}\\}".prop_map(String::into_bytes),
+                ],
+                0..8,
+            )
+        ) {
+            let mut reader = Reader::default();
+            for line in &lines {
+                if reader.line(line).is_err() {
+                    break;
+                }
+            }
+            let _ = reader.finish();
+        }
+    }
+}

@@ -114,8 +114,9 @@ impl io::Write for Chunks {
 
 /// The body: chunks as the writer sends them; an error breaks the
 /// connection off, so the client sees an incomplete answer, not an end.
-struct Stream {
-    queue: mpsc::Receiver<io::Result<Bytes>>,
+/// (Simple-PyKV's store listing streams through it too.)
+pub(super) struct Stream {
+    pub queue: mpsc::Receiver<io::Result<Bytes>>,
 }
 
 impl hyper::body::Body for Stream {

@@ -27,7 +27,7 @@ use super::auth::{Open, presented_secret};
 use super::error::ApiError;
 use super::imported::{anonymous, authenticate_secret};
 use super::kv::latest_answer;
-use super::request::{Query, read_body};
+use super::request::{Query, decode_pairs, read_body};
 use super::{App, Ctx};
 use crate::domain::{Key, Role, TokenSecret};
 use crate::store::{KvOp, KvWrite};
@@ -84,7 +84,7 @@ async fn caller<'a>(
 /// `GET /?k=…`, `GET /?key=…` and `GET /?keys=…`: `latest` on the default
 /// project, as text.
 async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
-    let query = Query::parse(request.uri().query());
+    let query = Query::parse(request.uri().query())?;
     let auth = if app.settings.form_query_auth {
         query.get("auth")
     } else {
@@ -103,7 +103,7 @@ async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
 /// `POST /`: every pair in one transaction.
 async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    refuse_cross_site(&parts.headers)?;
+    refuse_cross_site(&parts.headers, &app.settings.origins)?;
     let form = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -127,9 +127,7 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
         super::error::RAISE_TXN,
     )
     .await?;
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let pairs = decode_pairs(&body, "form field")?;
     let mut auth = None;
     let mut fields = Vec::new();
     for (name, value) in pairs {
@@ -187,27 +185,35 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
     Ok(response)
 }
 
-/// A form posted from another site is refused: `Sec-Fetch-Site:
-/// cross-site`, or an `Origin` that is not this server (`null` included).
-fn refuse_cross_site(headers: &HeaderMap) -> Result<(), ApiError> {
+/// A form posted from another site is refused: a `Sec-Fetch-Site` other
+/// than `same-origin` or `none`, or an `Origin` that is not in `own`, the
+/// server's own origins (`null` included).
+fn refuse_cross_site(headers: &HeaderMap, own: &[String]) -> Result<(), ApiError> {
     let refused = || ApiError::forbidden("a form posted from another site is refused");
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
-        return Err(refused());
+    // The browser says where the page came from; `same-site` is another
+    // origin (a sibling subdomain) and is refused like any other.
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
+            return Err(refused());
+        }
     }
+    // Without `Origin` the client is no browser (browsers send it with
+    // every POST). With one, it must be one of the server's own origins:
+    // not compared with `Host`, which a DNS-rebinding page controls (and
+    // for which the browser says `same-origin` too).
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin
+    let origin = origin
         .to_str()
         .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, host)| host.trim_end_matches('/'));
-    match (origin_host, host) {
-        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(refused()),
+        .and_then(crate::config::normalise_origin);
+    match origin {
+        Some(origin) if own.contains(&origin) => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "a form posted from a page that is not of this server is refused (the server's \
+             own origins are set with kvs serve --origins)",
+        )),
     }
 }

@@ -3,32 +3,34 @@
 //! what `kvs export` wrote, and how other stores' data (Simple-PyKV's) comes
 //! in with its own timestamps.
 
+use std::cell::RefCell;
+use std::fmt;
+
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::txn::json_body_of;
-use super::views::{Imported, Time};
+use super::request::read_body;
+use super::views::{Imported, Time, is_json_type};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, Timestamp};
 use crate::store::{KvOp, KvWrite};
 
-/// Keys to write exactly as given (what `kvs export` wrote). Each key is
-/// kept as its JSON text until it is read, so that a refusal names its
-/// index (`failed_key`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// Keys to write exactly as given (what `kvs export` wrote). The body's
+/// schema: it is read as a stream by [`parse`], each key an [`ImportedKey`]
+/// turned into its op as soon as it is read, never as a whole.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ImportRequest {
-    #[schema(value_type = Vec<ImportedKey>)]
-    keys: Vec<Box<RawValue>>,
+    keys: Vec<ImportedKey>,
 }
 
 /// One imported key: `value` (text) or `value_base64`. `version` is what
@@ -83,22 +85,19 @@ pub async fn import(
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    let body: ImportRequest = json_body_of(
+    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE)
+        && !is_json_type(content_type.to_str().unwrap_or(""))
+    {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let bytes = read_body(
         &parts.headers,
         body,
         body_limit(&ctx.app.settings),
         super::error::RAISE_IMPORT,
-        "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \"content_type\", \
-         \"created_at\", \"updated_at\", \"expires_at\"}, …]}",
     )
     .await?;
-    let now = Timestamp::now();
-    let ops = body
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| restore(ctx, entry, now).map_err(|e| e.failed_key(index)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ops = parse(ctx, &bytes, Timestamp::now())?;
     let imported = ops.len() as u64;
     let write = KvWrite {
         project: project.settings.id.clone(),
@@ -120,6 +119,172 @@ pub async fn import(
 pub fn body_limit(settings: &crate::config::Settings) -> u64 {
     let one_value = settings.max_value_bytes.saturating_mul(4) / 3 + (1 << 20);
     settings.max_txn_bytes.max(one_value)
+}
+
+/// What an import body that is no import is told.
+const SHAPE: &str = "an import is {\"keys\": [{\"key\", \"value\" or \"value_base64\", \
+                     \"content_type\", \"created_at\", \"updated_at\", \"expires_at\"}, …]}";
+
+/// The body's keys as `Restore` ops, read straight from the bytes: each
+/// key becomes its op as soon as it is read, and the first that cannot
+/// (`{"keys": [0, …]}`) ends the parse. No tree of the whole body is built,
+/// so an import takes about the body's bytes and its values' bytes, never
+/// a multiple of the body for its JSON nodes.
+fn parse(ctx: &Ctx<'_>, bytes: &[u8], now: Timestamp) -> Result<Vec<KvOp>, ApiError> {
+    let failure = RefCell::new(None);
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let parsed = (Body {
+        ctx,
+        now,
+        failure: &failure,
+    })
+    .deserialize(&mut reader)
+    .and_then(|ops| reader.end().map(|()| ops));
+    match (parsed, failure.into_inner()) {
+        (_, Some(error)) => Err(error),
+        (Ok(Some(ops)), None) => Ok(ops),
+        (Ok(None), None) => Err(ApiError::bad_request(SHAPE)),
+        (Err(error), None) => Err(ApiError::bad_request(format!(
+            "the JSON body is not valid: {error}"
+        ))),
+    }
+}
+
+/// The body object; `None` without `keys`. A refusal of ours is left in
+/// `failure` (serde's error then only stops the parse).
+struct Body<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    now: Timestamp,
+    failure: &'a RefCell<Option<ApiError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Body<'_, '_> {
+    type Value = Option<Vec<KvOp>>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Body<'_, '_> {
+    type Value = Option<Vec<KvOp>>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an object with \"keys\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut ops = None;
+        while let Some(field) = map.next_key::<String>()? {
+            if field != "keys" || ops.is_some() {
+                let error = if field == "keys" {
+                    ApiError::bad_request("\"keys\" is given twice")
+                } else {
+                    ApiError::bad_request(format!("unknown field {field:?}"))
+                };
+                *self.failure.borrow_mut() = Some(error);
+                return Err(de::Error::custom("refused"));
+            }
+            ops = Some(map.next_value_seed(Keys {
+                ctx: self.ctx,
+                now: self.now,
+                failure: self.failure,
+            })?);
+        }
+        Ok(ops)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        *self.failure.borrow_mut() = Some(ApiError::bad_request(SHAPE));
+        Err(de::Error::custom("refused"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// The `keys` array: each element read as one small JSON value and turned
+/// into its op at once.
+struct Keys<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    now: Timestamp,
+    failure: &'a RefCell<Option<ApiError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Keys<'_, '_> {
+    type Value = Vec<KvOp>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Keys<'_, '_> {
+    type Value = Vec<KvOp>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an array of keys")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut ops = Vec::new();
+        while let Some(entry) = seq.next_element::<&RawValue>()? {
+            match restore(self.ctx, entry, self.now) {
+                Ok(op) => ops.push(op),
+                Err(error) => {
+                    let error = error.failed_key(ops.len());
+                    *self.failure.borrow_mut() = Some(error);
+                    return Err(de::Error::custom("refused"));
+                }
+            }
+        }
+        Ok(ops)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.refuse()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.refuse()
+    }
+}
+
+impl Keys<'_, '_> {
+    /// `keys` that is no array.
+    fn refuse<T, E: de::Error>(&self) -> Result<T, E> {
+        *self.failure.borrow_mut() = Some(ApiError::bad_request(SHAPE));
+        Err(E::custom("refused"))
+    }
 }
 
 /// One imported key as a `Restore` op.

@@ -55,7 +55,7 @@ async fn key_inner(
         .require_role(if reading { Role::Read } else { Role::Write })?;
     let key = Key::parse_bytes(raw_key)?;
     ctx.caller.require_scope(key.as_str())?;
-    let query = Query::parse(parts.uri.query());
+    let query = Query::parse(parts.uri.query())?;
     match parts.method {
         Method::GET | Method::HEAD => {
             read(ctx, &project, key, &parts.method, &parts.headers, &query).await
@@ -346,7 +346,10 @@ fn delete_prefix() {}
 /// value of whichever listed key was written last, with `Kvs-Key`. Keys
 /// written by one transaction tie; the first listed wins.
 pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
-    let query = Query::parse(request.uri().query());
+    let query = match Query::parse(request.uri().query()) {
+        Ok(query) => query,
+        Err(error) => return about_keys(Err(error)),
+    };
     let head = request.method() == Method::HEAD;
     drop(request);
     about_keys(latest_answer(ctx, raw_project, &query, head, false).await)
@@ -558,7 +561,7 @@ async fn listing_inner(
     request: Request,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
-    let query = Query::parse(request.uri().query());
+    let query = Query::parse(request.uri().query())?;
     if request.method() == Method::DELETE {
         ctx.caller.require_role(Role::Write)?;
         let prefix = query.get("prefix").ok_or_else(|| {

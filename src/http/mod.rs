@@ -14,6 +14,8 @@ mod kv;
 mod limits;
 mod openapi;
 mod projects;
+#[cfg(test)]
+mod proptests;
 mod pykv;
 mod request;
 mod system;
@@ -217,6 +219,14 @@ fn declares_body(headers: &HeaderMap) -> bool {
 async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -> Response {
     if let Err(error) = endpoint.check_method(request.method()) {
         return error.into_response();
+    }
+    // Every route refuses a query that does not decode, whether it reads
+    // one or not: the same bytes mean the same thing everywhere.
+    if let Err(error) = request::Query::parse(request.uri().query()) {
+        return match endpoint {
+            Endpoint::Pykv(_) => pykv::refused(error),
+            _ => error.into_response(),
+        };
     }
     match endpoint {
         // The compatibility surfaces take their tokens their own way.

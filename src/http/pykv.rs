@@ -254,7 +254,7 @@ fn envelope_with<S: Serialize, T: Serialize>(
 
 /// An error in the envelope, with the headers it must carry (`Allow`,
 /// `WWW-Authenticate`, `Retry-After`).
-fn refused(error: ApiError) -> Response {
+pub fn refused(error: ApiError) -> Response {
     let mut response = envelope(error.status(), Value::Null, error.message());
     for (name, value) in error.headers() {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -328,12 +328,6 @@ fn project_view(ctx: &Ctx<'_>, project: &Project) -> Value {
     let enabled = settings.public != Public::Write;
     view["authentication"] = json!({"enabled": enabled, "save_api_key_to_config": false});
     view
-}
-
-/// A key's entry: its value (JSON inline when stored as JSON, else a string)
-/// and metadata, times in epoch seconds.
-fn entry_view(meta: &KeyMeta, value: Option<&[u8]>) -> Value {
-    serde_json::to_value(Entry::of(meta, value)).unwrap_or(Value::Null)
 }
 
 /// A key's entry as Simple-PyKV shows it.
@@ -606,6 +600,12 @@ async fn regenerate_key(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
 
 /// Every key the caller may list, with its value, as one object keyed by
 /// key (following the store's pages).
+/// Pages of a store listing rendered ahead of a client that reads slowly.
+const STORE_QUEUED: usize = 2;
+
+/// `GET /api/v1/projects/{p}/store`: every key with its value, in the
+/// envelope, streamed a page (at most 1000 keys or about 4 MiB of values)
+/// at a time, so that the answer is never whole in memory.
 async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     let project = project(ctx, raw_id)?;
     // Unlike v1, which lets manage tokens list anyway, Simple-PyKV's
@@ -620,32 +620,72 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
         ));
     }
     let prefix = ctx.caller.prefix();
-    let mut data = Map::new();
-    let mut after = None;
-    loop {
-        let request = ListRequest {
-            prefix: prefix.clone(),
-            after: after.take(),
-            limit: MAX_LIST_LIMIT,
-            with_values: true,
-            value_budget: PAGE_VALUE_BYTES,
-        };
-        let page = ctx
-            .app
-            .store
-            .list(&project.settings.id, request)
-            .await?
-            .value;
-        for (meta, value) in &page.entries {
-            let view = entry_view(meta, Some(value.as_deref().unwrap_or_default()));
-            data.insert(meta.key.as_str().to_owned(), view);
+    let page = move |after: Option<String>| ListRequest {
+        prefix: prefix.clone(),
+        after,
+        limit: MAX_LIST_LIMIT,
+        with_values: true,
+        value_budget: PAGE_VALUE_BYTES,
+    };
+    // The first page is read before the answer starts, so that its
+    // failure is still an error answer; the others follow as the client
+    // takes the body (a failure then breaks the body off).
+    let store = ctx.app.store.clone();
+    let id = project.settings.id.clone();
+    let first = store.list(&id, page(None)).await?.value;
+    let (sender, queue) = tokio::sync::mpsc::channel(STORE_QUEUED);
+    tokio::spawn(async move {
+        let mut chunk = b"{\"System\":null,\"data\":{".to_vec();
+        let mut listed = first;
+        let mut comma = false;
+        loop {
+            for (meta, value) in &listed.entries {
+                if comma {
+                    chunk.push(b',');
+                }
+                comma = true;
+                // Written straight from the stored bytes: a JSON value's text
+                // as stored, never through a `Value` (and `f64`).
+                let view = Entry::of(meta, Some(value.as_deref().unwrap_or_default()));
+                let written = serde_json::to_writer(&mut chunk, meta.key.as_str()).and_then(|()| {
+                    chunk.push(b':');
+                    serde_json::to_writer(&mut chunk, &view)
+                });
+                if written.is_err() {
+                    let _ = sender
+                        .send(Err(std::io::Error::other("a key did not render")))
+                        .await;
+                    return;
+                }
+            }
+            let after = match (listed.more, listed.entries.last()) {
+                (true, Some((last, _))) => last.key.as_str().to_owned(),
+                _ => break,
+            };
+            let full = std::mem::take(&mut chunk);
+            if sender.send(Ok(bytes::Bytes::from(full))).await.is_err() {
+                return;
+            }
+            listed = match store.list(&id, page(Some(after))).await {
+                Ok(listed) => listed.value,
+                Err(error) => {
+                    tracing::error!(%error, "a store listing stopped half-way");
+                    let _ = sender
+                        .send(Err(std::io::Error::other("the listing failed")))
+                        .await;
+                    return;
+                }
+            };
         }
-        match (page.more, page.entries.last()) {
-            (true, Some((last, _))) => after = Some(last.key.as_str().to_owned()),
-            _ => break,
-        }
-    }
-    ok(Value::Object(data), "")
+        chunk.extend_from_slice(b"},\"message\":\"\",\"status_code\":200}");
+        let _ = sender.send(Ok(bytes::Bytes::from(chunk))).await;
+    });
+    let mut response = Response::new(Body::new(super::backup::Stream { queue }));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// Deletes every key the caller may reach (all of them, for a token without

@@ -17,12 +17,10 @@ pub const MAX_JSON_BODY: usize = 1 << 20;
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    pub fn parse(query: Option<&str>) -> Query {
-        Query(
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+    /// The parameters of a query string; 400 `bad_request` when one does
+    /// not percent-decode to UTF-8 (as a key in a path gets `invalid_key`).
+    pub fn parse(query: Option<&str>) -> Result<Query, ApiError> {
+        decode_pairs(query.unwrap_or("").as_bytes(), "query parameter").map(Query)
     }
 
     /// Every parameter, in order (names may repeat).
@@ -47,6 +45,38 @@ impl Query {
             ))),
         }
     }
+}
+
+/// The pairs of `application/x-www-form-urlencoded` text (a query string
+/// or a form body), decoded strictly: `+` is a space, and a name or value
+/// whose percent-decoded bytes are not UTF-8 is refused with 400
+/// `bad_request` (never decoded with replacement characters, which would
+/// turn different bytes into the same key). `what` names the pairs in the
+/// message ("query parameter", "form field").
+pub fn decode_pairs(text: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &[u8]| -> Result<String, ApiError> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(bytes).map_err(|_| {
+            ApiError::bad_request(format!(
+                "a {what} does not percent-decode to UTF-8: {}",
+                String::from_utf8_lossy(part)
+            ))
+        })
+    };
+    text.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 /// The body, refused with 413 beyond `limit` bytes (early, from

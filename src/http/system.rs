@@ -118,6 +118,7 @@ pub fn status(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             max_watchers_per_token: limits.max_watchers_per_token as u64,
             header_timeout_seconds: limits.header_timeout.as_secs(),
             body_timeout_seconds: limits.body_timeout.as_secs(),
+            write_timeout_seconds: limits.write_timeout.as_secs(),
             max_header_bytes: limits.max_header_bytes as u64,
         },
     };

@@ -173,6 +173,9 @@ pub struct Limits {
     pub max_watchers_per_token: u64,
     pub header_timeout_seconds: u64,
     pub body_timeout_seconds: u64,
+    /// A write to a client that makes no progress for this long ends its
+    /// connection (`write_timeout`).
+    pub write_timeout_seconds: u64,
     pub max_header_bytes: u64,
 }
 

@@ -320,7 +320,7 @@ pub async fn watch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
-    let query = Query::parse(request.uri().query());
+    let query = Query::parse(request.uri().query())?;
     let prefix = listed_prefix(ctx, &project, &query)?;
     let values = query.flag("values")?;
     let since = since(&query, request.headers())?;

@@ -64,7 +64,22 @@ impl ChangeSet {
             rendered: Default::default(),
         }
     }
+
+    /// What the set takes in memory, about: every change's key, content
+    /// type and value, and a fixed [`CHANGE_OVERHEAD`] for the rest (a set
+    /// of many changes with long keys and empty values is not free).
+    pub fn weight(&self) -> usize {
+        self.changes
+            .iter()
+            .map(|c| c.key.as_str().len() + c.content_type.len() + c.value.len() + CHANGE_OVERHEAD)
+            .sum()
+    }
 }
+
+/// What one change costs in memory beside its key, content type and value
+/// (the `Change` itself, its share of the set): counted so that the
+/// feed's byte bound holds for changes of empty values too.
+const CHANGE_OVERHEAD: usize = 64;
 
 /// How much of the recent history a feed keeps in memory, per project.
 /// Older changes come from the durable log.
@@ -140,14 +155,14 @@ impl Feed {
         let count = set.changes.len() as u64;
         set.serial = self.published.fetch_add(count, Ordering::AcqRel) + count;
         let revision = set.revision;
-        let size: usize = set.changes.iter().map(|c| c.value.len()).sum();
+        let size = set.weight();
         if let Ok(mut tail) = self.tail.write() {
             tail.sets.push_back(Arc::new(set));
             tail.bytes += size;
             while tail.sets.len() > TAIL_SETS || (tail.bytes > TAIL_BYTES && tail.sets.len() > 1) {
                 if let Some(old) = tail.sets.pop_front() {
                     tail.start = old.revision;
-                    tail.bytes -= old.changes.iter().map(|c| c.value.len()).sum::<usize>();
+                    tail.bytes -= old.weight();
                 }
             }
         }
@@ -219,5 +234,25 @@ mod tests {
         }
         assert!(feed.after(12, 100).is_none());
         assert_eq!(feed.after(16, 1).unwrap()[0].revision, 17);
+    }
+
+    #[test]
+    fn the_memory_tail_counts_keys_so_empty_values_do_not_escape_its_bound() {
+        let feed = Feed::new(0, 0);
+        let long = "k".repeat(1000);
+        let keys: Vec<String> = (0..128).map(|i| format!("{long}{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for revision in 1..=200 {
+            let mut set = set(revision, &keys);
+            for change in &mut set.changes {
+                change.value = Bytes::new();
+            }
+            feed.publish(set);
+        }
+        let tail = feed.tail.read().unwrap();
+        let held: usize = tail.sets.iter().map(|s| s.weight()).sum();
+        assert_eq!(held, tail.bytes);
+        assert!(held <= TAIL_BYTES, "{held} bytes held");
+        assert!(tail.sets.len() < 200, "every set was kept");
     }
 }

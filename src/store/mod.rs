@@ -269,7 +269,13 @@ pub enum CatalogWrite {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryLimits {
     pub max_age_seconds: u64,
+    /// Changes kept per project.
     pub max_changes: u64,
+    /// Stored bytes of change sets (keys, values, heads) kept per project.
+    pub max_bytes: u64,
+    /// Stored bytes of change sets kept by all projects together; beyond
+    /// it, the largest logs lose their oldest sets first.
+    pub max_total_bytes: u64,
 }
 
 impl Default for HistoryLimits {
@@ -277,6 +283,8 @@ impl Default for HistoryLimits {
         HistoryLimits {
             max_age_seconds: 3600,
             max_changes: 100_000,
+            max_bytes: 256 << 20,
+            max_total_bytes: 1 << 30,
         }
     }
 }

@@ -4,7 +4,10 @@
 
 use serde_json::json;
 
-use crate::common::{Answer, kv};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::common::{Answer, TestServer, kv};
 use crate::support::{Api, Setup, expect_error, expect_status, mint};
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
@@ -186,4 +189,119 @@ impl Version for Answer {
         expect_status(self, 200);
         self.header("kvs-version").unwrap().to_owned()
     }
+}
+
+#[test]
+fn form_pairs_and_queries_that_do_not_decode_to_utf8_are_refused() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    for body in [
+        format!("%FF%FE=v1&auth={secret}"),
+        format!("good=1&k%80x=v2&auth={secret}"),
+        format!("good=%C3&auth={secret}"),
+    ] {
+        expect_error(&post(&anon, &body, &[]), 400, "bad_request");
+    }
+    let stored = setup.admin.get("/v1/projects/default/kv?prefix=");
+    expect_status(&stored, 200);
+    assert_eq!(
+        stored.json()["keys"],
+        json!([]),
+        "a refused post stored keys"
+    );
+    expect_error(
+        &anon.get(&format!("/?key=%FF&auth={secret}")),
+        400,
+        "bad_request",
+    );
+    // A valid encoding of the same shape still reads.
+    let ok = post(&anon, &format!("%C3%BC=v&auth={secret}"), &[]);
+    expect_status(&ok, 200);
+    expect_status(&anon.get(&format!("/?key=%C3%BC&auth={secret}")), 200);
+}
+
+/// The status of a form `POST /` sent as written, with this `Host` and
+/// these extra header lines: a DNS-rebinding page names its own host.
+fn raw_post(server: &TestServer, host: &str, extra: &str, body: &str) -> u16 {
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn cross_site_posts_are_decided_by_sec_fetch_site_and_the_servers_own_origins() {
+    let setup = Setup::new("p", json!({}));
+    let (anon, secret) = writer(&setup);
+    let body = format!("a=1&auth={secret}");
+    let port = setup.server.url.rsplit(':').next().unwrap().to_owned();
+    let own = setup.server.url.clone();
+    let localhost = format!("http://localhost:{port}");
+    for (headers, status) in [
+        (vec![("sec-fetch-site", "cross-site")], 403),
+        (vec![("sec-fetch-site", "same-site")], 403),
+        (
+            vec![("sec-fetch-site", "same-site"), ("origin", own.as_str())],
+            403,
+        ),
+        (
+            vec![("sec-fetch-site", "same-origin"), ("origin", own.as_str())],
+            200,
+        ),
+        (
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("origin", localhost.as_str()),
+            ],
+            200,
+        ),
+        (vec![("sec-fetch-site", "none")], 200),
+        (vec![("origin", "http://evil.example")], 403),
+        (vec![("origin", "null")], 403),
+        // No browser: curl and scripts send neither header.
+        (vec![], 200),
+    ] {
+        let answer = post(&anon, &body, &headers);
+        assert_eq!(answer.status, status, "{headers:?}: {}", answer.text());
+    }
+    // A DNS-rebinding page is same-origin with itself, and the browser
+    // sends its own host as Host: the origin must be the server's.
+    let rebound = format!("evil.example:{port}");
+    let extra = format!("Sec-Fetch-Site: same-origin\r\nOrigin: http://{rebound}\r\n");
+    assert_eq!(raw_post(&setup.server, &rebound, &extra, &body), 403);
+    let extra = format!("Origin: http://{rebound}\r\n");
+    assert_eq!(raw_post(&setup.server, &rebound, &extra, &body), 403);
+}
+
+#[test]
+fn origins_named_in_the_settings_may_post_forms() {
+    let server = TestServer::start_with(|settings| {
+        settings.origins = vec!["https://kvs.example".to_owned()];
+    });
+    let admin = Api::new(&server.url, Some(&server.admin_token));
+    let (_, minted) = mint(&admin, "default", json!({"role": "write"}));
+    let secret = minted["secret"].as_str().unwrap().to_owned();
+    let anon = Api::new(&server.url, None);
+    let body = format!("a=1&auth={secret}");
+    let named = [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "https://KVS.example:443"),
+    ];
+    expect_status(&post(&anon, &body, &named), 200);
+    let other = [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "https://kvs.example:8443"),
+    ];
+    expect_error(&post(&anon, &body, &other), 403, "forbidden");
+    // The loopback origins of the listen address stay the server's own.
+    let own = server.url.clone();
+    expect_status(&post(&anon, &body, &[("origin", own.as_str())]), 200);
 }

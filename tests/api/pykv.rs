@@ -425,3 +425,20 @@ fn errors_come_in_the_envelope_with_their_status() {
     envelope(&reader.get(&project("p", "/store")), 403);
     assert!(envelope(&admin.get(&project("p", "/store")), 200)["one"].is_object());
 }
+
+#[test]
+fn a_stored_json_value_is_answered_as_its_stored_text_by_the_key_and_the_listing() {
+    let (_server, _admin, key) = start();
+    let stored = r#"{"n":123456789012345678901234567890,"b":1,"a":2,"z":-0,"e":1E2}"#;
+    put_text(
+        &key,
+        &store("p", "exact"),
+        stored.as_bytes(),
+        "application/json",
+    );
+    for path in [store("p", "exact"), project("p", "/store")] {
+        let text = key.get(&path).text();
+        assert!(text.contains(stored), "{path}: {text}");
+    }
+    assert_eq!(key.get(&store("p", "exact/value")).text(), stored);
+}

@@ -505,3 +505,46 @@ fn refused_key_requests_answer_json_errors() {
         assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     }
 }
+
+#[test]
+fn query_parameters_that_do_not_decode_to_utf8_are_refused_on_every_route() {
+    let setup = Setup::new("p", json!({}));
+    // U+FFFD, the character a lossy decoding makes of %FF.
+    let replacement = setup.kv("\u{FFFD}");
+    expect_status(&setup.manage.put(&replacement, b"v"), 201);
+    let refused = [
+        ("DELETE", setup.path("/kv?prefix=%FF")),
+        ("GET", setup.path("/kv?prefix=%FF")),
+        ("GET", setup.path("/kv?prefix=a&cursor=%C3")),
+        ("GET", setup.path("/watch?prefix=%FF")),
+        ("GET", setup.path("/latest?keys=%FF")),
+        ("GET", format!("{replacement}?meta=%FF")),
+        ("PUT", format!("{replacement}?ttl=%80")),
+        ("POST", setup.path("/incr/n?by=%FF")),
+        ("POST", setup.path("/txn?x=%FF")),
+        ("GET", "/v1/projects?%FF=1".to_owned()),
+    ];
+    for (method, path) in &refused {
+        let answer = setup.manage.send(method, path, Some(b"{}"), &[]);
+        expect_error(&answer, 400, "bad_request");
+    }
+    let kept = setup.manage.get(&replacement);
+    expect_status(&kept, 200);
+    assert_eq!(
+        kept.body, b"v",
+        "a refused delete by prefix deleted the key"
+    );
+    // Simple-PyKV's routes refuse it too, in their envelope.
+    let pykv = setup.manage.get("/api/v1/projects/p/store?x=%FF");
+    assert_eq!(pykv.status, 400, "{}", pykv.text());
+    assert_eq!(pykv.json()["status_code"], 400, "{}", pykv.text());
+    // Valid percent-encoded UTF-8 is read as before.
+    let listed = setup.manage.get(&setup.path("/kv?prefix=%EF%BF%BD"));
+    expect_status(&listed, 200);
+    assert_eq!(
+        listed.json()["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.text()
+    );
+}

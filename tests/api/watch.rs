@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::kv;
+use crate::common::{TestServer, kv};
 use crate::support::{Api, Setup, expect_error, expect_status};
 
 /// An HTTP/1.1 exchange kept open: the answer's status line and whatever
@@ -446,4 +446,69 @@ fn an_anonymous_watch_of_a_public_project_ends_when_an_admin_closes_the_project(
         "the anonymous blocking read ends as a revoked token's"
     );
     assert_eq!(Open::get(&anonymous, &watch_path(&setup, "")).status, 401);
+}
+
+/// The bytes of every file under `dir`.
+fn size_of_dir(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                size_of_dir(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn overwriting_large_values_keeps_the_data_directory_within_the_history_byte_limits() {
+    const VALUE: usize = 100_000;
+    const KEYS: usize = 10;
+    let (per_project, total) = (2u64 << 20, 3u64 << 20);
+    let server = TestServer::start_with(|settings| {
+        settings.watch_history.max_bytes = per_project;
+        settings.watch_history.max_total_bytes = total;
+    });
+    let admin = Api::new(&server.url, Some(&server.admin_token));
+    for project in ["a", "b"] {
+        admin.create_project(project, json!({}));
+    }
+    let value = vec![b'v'; VALUE];
+    let empty = size_of_dir(&server.data_dir);
+    let mut first = None;
+    for round in 0..40 {
+        for project in ["a", "b"] {
+            for key in 0..KEYS {
+                let answer = admin.put(&kv(project, &format!("k{key}")), &value);
+                assert!(answer.status < 300, "{}", answer.text());
+                first.get_or_insert(answer.json()["version"].as_u64().unwrap());
+            }
+        }
+        if round == 0 {
+            println!("after one round: {} bytes", size_of_dir(&server.data_dir));
+        }
+    }
+    let live = 2 * (KEYS * VALUE) as u64;
+    let size = size_of_dir(&server.data_dir);
+    // 40 MB written per project, 80 MB in all; the empty store's own size
+    // and 4 MiB for the pages a commit frees only for the next one (and
+    // redb's growth steps) are the slack.
+    let bound = empty + live + total + (4 << 20);
+    println!("data directory: {size} bytes (empty {empty}, live {live}, bound {bound})");
+    assert!(size <= bound, "{size} bytes on disk for {live} live bytes");
+    // A watch from before the trimmed history is told so.
+    let first = first.unwrap();
+    let answer = admin.get(&format!("/v1/projects/a/watch?since={first}"));
+    expect_status(&answer, 410);
+    let body = answer.json();
+    assert_eq!(body["error"]["code"], "history_compacted", "{body}");
+    let compacted = body["compact_revision"].as_u64().unwrap();
+    assert!(compacted > first, "{compacted} <= {first}");
+    let mut resumed = Open::get(&admin, &format!("/v1/projects/a/watch?since={compacted}"));
+    assert_eq!(resumed.status, 200);
+    assert!(resumed.wait_for("event: sync", 5));
 }

@@ -445,6 +445,7 @@ fn history_beyond_its_limits_is_compacted_and_reported() {
         let by_count = HistoryLimits {
             max_age_seconds: 3600,
             max_changes: 5,
+            ..HistoryLimits::default()
         };
         let revisions = runtime.block_on(async {
             let store = open(dir.path(), by_count);
@@ -480,6 +481,7 @@ fn history_beyond_its_limits_is_compacted_and_reported() {
         let by_age = HistoryLimits {
             max_age_seconds: 1,
             max_changes: 100,
+            ..HistoryLimits::default()
         };
         runtime.block_on(async {
             let store = open(dir.path(), by_age);

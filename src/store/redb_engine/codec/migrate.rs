@@ -19,13 +19,14 @@ use crate::store::StoreError;
 use super::{HistoryRecord, StatsRecord};
 
 /// The current version of each kind of table. `projects` 3: a project's
-/// record may be `ProjectBody::V2` (with `public`); its older bodies are
+/// record may be `ProjectBody::V2` (with `public`); `history` 3: a history
+/// record may be `HistoryBody::V2` (with its byte count). Older bodies are
 /// read as they are, so going to 3 rewrites nothing.
 pub const VERSIONS: [(&str, u64); 6] = [
     ("projects", 3),
     ("tokens", 2),
     ("stats", 2),
-    ("history", 2),
+    ("history", 3),
     ("keys", 2),
     ("changes", 2),
 ];

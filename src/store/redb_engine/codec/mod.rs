@@ -177,8 +177,8 @@ pub struct StatsRecord {
 }
 
 /// A project's change log as stored: how far it has been compacted, how
-/// many changes it keeps, and the time of its oldest change set (the body
-/// of version 1: frozen, as [`StatsRecord`]).
+/// many changes and bytes it keeps, and the time of its oldest change set
+/// (the body of version 2: frozen, as [`StatsRecord`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRecord {
     /// The newest revision whose changes were dropped.
@@ -187,6 +187,29 @@ pub struct HistoryRecord {
     pub changes: u64,
     /// When the oldest kept change set was written.
     pub oldest: Option<Timestamp>,
+    /// The stored size of the change sets kept (their encoded entries).
+    pub bytes: u64,
+}
+
+/// Version 1 of [`HistoryRecord`], without `bytes` (frozen). A log read
+/// through it counts 0 bytes for the sets written before the upgrade, until
+/// they are trimmed by count or age.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct HistoryV1 {
+    compacted: u64,
+    changes: u64,
+    oldest: Option<Timestamp>,
+}
+
+impl From<HistoryV1> for HistoryRecord {
+    fn from(v1: HistoryV1) -> HistoryRecord {
+        HistoryRecord {
+            compacted: v1.compacted,
+            changes: v1.changes,
+            oldest: v1.oldest,
+            bytes: 0,
+        }
+    }
 }
 
 /// The head of a change set's entry; each change follows as a
@@ -324,7 +347,8 @@ enum StatsBody {
 
 #[derive(Serialize, Deserialize)]
 enum HistoryBody {
-    V1(HistoryRecord),
+    V1(HistoryV1),
+    V2(HistoryRecord),
 }
 
 impl Record for ProjectSettings {
@@ -393,15 +417,16 @@ impl Record for StatsRecord {
 impl Record for HistoryRecord {
     const WHAT: &'static str = "history";
     fn write_body(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
-        write_postcard(&HistoryBody::V1(*self), out)
+        write_postcard(&HistoryBody::V2(*self), out)
     }
     fn read_body(body: &[u8]) -> Result<Self, StoreError> {
         match read_postcard(body, Self::WHAT)? {
-            HistoryBody::V1(history) => Ok(history),
+            HistoryBody::V1(history) => Ok(history.into()),
+            HistoryBody::V2(history) => Ok(history),
         }
     }
     fn read_v1(bytes: &[u8]) -> Result<Self, StoreError> {
-        v1::decode(bytes, Self::WHAT)
+        v1::decode::<HistoryV1>(bytes, Self::WHAT).map(HistoryRecord::from)
     }
 }
 
@@ -762,11 +787,28 @@ mod tests {
             compacted: 4,
             changes: 5,
             oldest: Some(Timestamp::from_millis(6)),
+            bytes: 7,
         };
         let stored = encode("history", "p", &history).unwrap();
         assert_eq!(
             decode::<HistoryRecord>("history", "p", &stored).unwrap(),
             history
+        );
+        // A version 1 body (before the byte count) still reads, with 0 bytes.
+        let mut old = frame();
+        let v1 = HistoryV1 {
+            compacted: 4,
+            changes: 5,
+            oldest: Some(Timestamp::from_millis(6)),
+        };
+        write_postcard(&HistoryBody::V1(v1), &mut old).unwrap();
+        let old = seal(&["history"], b"p", old);
+        assert_eq!(
+            decode::<HistoryRecord>("history", "p", &old).unwrap(),
+            HistoryRecord {
+                bytes: 0,
+                ..history
+            }
         );
 
         let at = Timestamp::from_millis(9);
@@ -827,25 +869,33 @@ mod tests {
             if round % 2 == 0 && !bytes.is_empty() {
                 bytes[0] = if round % 4 == 0 { v1::TAG } else { FORMAT };
             }
-            let _ = decode_entry("p", "k", &bytes);
-            let _ = decode::<ProjectSettings>("catalog/projects", "p", &bytes);
-            let _ = decode::<TokenRecord>("catalog/tokens", "t", &bytes);
-            let _ = decode::<StatsRecord>("stats", "p", &bytes);
-            let _ = decode::<HistoryRecord>("history", "p", &bytes);
-            let _ = decode_changes("p", 1, &bytes);
-            let _ = decode_set_head("p", 1, &bytes);
-            let _ = decode_v1_entry(&bytes);
-            let _ = decode_v1_changes(1, &bytes);
-            let _ = ProjectSettings::read_v1(&bytes);
-            let _ = TokenRecord::read_v1(&bytes);
-            let _ = StatsRecord::read_v1(&bytes);
-            let _ = HistoryRecord::read_v1(&bytes);
-            // A body whose CRC holds but whose content is arbitrary.
-            let sealed = seal(&["keys/", "p"], b"k", [frame(), bytes.clone()].concat());
-            let _ = decode_entry("p", "k", &sealed);
-            let sealed = seal(&["changes/", "p"], b"1", [frame(), bytes].concat());
-            let _ = decode_changes("p", 1, &sealed);
+            decode_every_way(&bytes);
         }
+    }
+
+    /// `bytes` read as every record type, of every format, and as the body
+    /// of a record whose CRC holds; each read may only refuse.
+    fn decode_every_way(bytes: &[u8]) {
+        let _ = decode_entry("p", "k", bytes);
+        let _ = decode::<ProjectSettings>("catalog/projects", "p", bytes);
+        let _ = decode::<TokenRecord>("catalog/tokens", "t", bytes);
+        let _ = decode::<StatsRecord>("stats", "p", bytes);
+        let _ = decode::<HistoryRecord>("history", "p", bytes);
+        let _ = decode_changes("p", 1, bytes);
+        let _ = decode_set_head("p", 1, bytes);
+        let _ = decode_v1_entry(bytes);
+        let _ = decode_v1_changes(1, bytes);
+        let _ = ProjectSettings::read_v1(bytes);
+        let _ = TokenRecord::read_v1(bytes);
+        let _ = StatsRecord::read_v1(bytes);
+        let _ = HistoryRecord::read_v1(bytes);
+        let body = [frame(), bytes.to_vec()].concat();
+        let sealed = seal(&["keys/", "p"], b"k", body.clone());
+        let _ = decode_entry("p", "k", &sealed);
+        let sealed = seal(&["changes/", "p"], b"1", body.clone());
+        let _ = decode_changes("p", 1, &sealed);
+        let sealed = seal(&["history"], b"p", body);
+        let _ = decode::<HistoryRecord>("history", "p", &sealed);
     }
 
     /// v1 records as the release before checksums wrote them: tag 1 and
@@ -893,5 +943,16 @@ mod tests {
         assert_eq!(read.changes[0].key.as_str(), "a");
         assert_eq!(read.changes[0].value, Bytes::from_static(b"hi"));
         assert!(decode_v1_entry(&[2, 0]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes under every record type: read or refused with a
+        /// typed error, never a panic.
+        #[test]
+        fn records_of_arbitrary_bytes_are_refused_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            decode_every_way(&bytes);
+        }
     }
 }

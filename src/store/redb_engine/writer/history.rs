@@ -1,6 +1,6 @@
 //! The change log: each revision's changes, written to the project's
 //! `changes/{id}` table in the commit that makes them, and trimmed to the
-//! history limits (count and age).
+//! history limits: count, bytes and age per project, and bytes server-wide.
 
 use std::sync::Arc;
 
@@ -82,18 +82,76 @@ impl Batch<'_> {
                 let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
                 for index in indices {
                     let set = &self.sets[index].2;
-                    log.insert(
-                        set.revision,
-                        encode_changes(id.as_str(), set.revision, set.at, &set.changes)?.as_slice(),
-                    )
-                    .map_err(storage_error)?;
+                    let entry = encode_changes(id.as_str(), set.revision, set.at, &set.changes)?;
+                    record.bytes += entry.len() as u64;
+                    log.insert(set.revision, entry.as_slice())
+                        .map_err(storage_error)?;
                 }
             }
             trim(txn, &tables, &mut record, &limits, &project.stats.feed)?;
             put_record(txn, codec::HISTORY, id.as_str(), &record)?;
             self.history.insert(id, Some(record));
         }
+        self.trim_server_wide()
+    }
+
+    /// Once all projects' logs together hold more than `max_total_bytes`,
+    /// drops the oldest sets of the largest logs until they hold 1/16 less
+    /// (each log keeps its newest set). Called after every batch that
+    /// logged changes, so the sum never stays above the limit.
+    fn trim_server_wide(&mut self) -> Result<(), StoreError> {
+        let limit = self.limits.max_total_bytes;
+        let mut logs: Vec<(u64, ProjectId)> = self
+            .base_history
+            .keys()
+            .chain(self.history.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|id| (self.history_of(id).bytes, id.clone()))
+            .collect();
+        let mut total: u64 = logs.iter().map(|(bytes, _)| bytes).sum();
+        if total <= limit {
+            return Ok(());
+        }
+        let floor = limit - limit / 16;
+        logs.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, id) in logs {
+            if total <= floor {
+                break;
+            }
+            let mut limits = self.limits;
+            limits.max_bytes = bytes.saturating_sub(total - floor);
+            if let Some(record) = self.trim_project(id, &limits)? {
+                total = total - bytes + record.bytes;
+            }
+        }
         Ok(())
+    }
+
+    /// Trims one project's change log to `limits` and keeps its figures;
+    /// the project's history record after, or `None` for a project gone.
+    fn trim_project(
+        &mut self,
+        id: ProjectId,
+        limits: &HistoryLimits,
+    ) -> Result<Option<HistoryRecord>, StoreError> {
+        let Some(project) = self.catalog().project(&id).cloned() else {
+            return Ok(None);
+        };
+        let mut record = self.history_of(&id);
+        let storage = project.settings.storage;
+        let txn = self.txn(storage)?;
+        trim(
+            txn,
+            &KeyTables::of(id.as_str()),
+            &mut record,
+            limits,
+            &project.stats.feed,
+        )?;
+        put_record(txn, codec::HISTORY, id.as_str(), &record)?;
+        self.history.insert(id, Some(record));
+        self.dirty(storage);
+        Ok(Some(record))
     }
 
     /// Drops, from every project's change log, the changes older than the
@@ -108,24 +166,9 @@ impl Batch<'_> {
             .filter(|id| self.history_of(id).oldest.is_some_and(|at| at < cutoff))
             .cloned()
             .collect();
+        let limits = self.limits;
         for id in due {
-            let Some(project) = self.catalog().project(&id).cloned() else {
-                continue;
-            };
-            let mut record = self.history_of(&id);
-            let storage = project.settings.storage;
-            let limits = self.limits;
-            let txn = self.txn(storage)?;
-            trim(
-                txn,
-                &KeyTables::of(id.as_str()),
-                &mut record,
-                &limits,
-                &project.stats.feed,
-            )?;
-            put_record(txn, codec::HISTORY, id.as_str(), &record)?;
-            self.history.insert(id, Some(record));
-            self.dirty(storage);
+            self.trim_project(id, &limits)?;
         }
         Ok(())
     }
@@ -139,9 +182,9 @@ pub fn history_cutoff(limits: &HistoryLimits) -> Timestamp {
     ))
 }
 
-/// Once a project's log holds more changes than the limit, drops its oldest
-/// change sets down to 1/16 below the limit (always keeping the newest set);
-/// and drops sets older than the history's age. The feed learns the new
+/// Once a project's log holds more changes or bytes than the limits, drops
+/// its oldest change sets down to 1/16 below them (always keeping the
+/// newest set); and drops sets older than the history's age. The feed learns the new
 /// compaction point before the commit, so that a reader never finds changes
 /// missing without a 410.
 fn trim(
@@ -153,7 +196,9 @@ fn trim(
 ) -> Result<(), StoreError> {
     let cutoff = history_cutoff(limits);
     let due = |r: &HistoryRecord| {
-        r.changes > limits.max_changes || r.oldest.is_some_and(|at| at < cutoff)
+        r.changes > limits.max_changes
+            || r.bytes > limits.max_bytes
+            || r.oldest.is_some_and(|at| at < cutoff)
     };
     if !due(record) {
         return Ok(());
@@ -161,17 +206,19 @@ fn trim(
     let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
     loop {
         let first = log.first().map_err(storage_error)?;
-        let Some((revision, head)) = first
+        let Some((revision, head, size)) = first
             .map(|(revision, entry)| {
                 let revision = revision.value();
                 Ok((
                     revision,
                     decode_set_head(tables.project, revision, entry.value())?,
+                    entry.value().len() as u64,
                 ))
             })
             .transpose()?
         else {
             record.changes = 0;
+            record.bytes = 0;
             record.oldest = None;
             return Ok(());
         };
@@ -179,7 +226,9 @@ fn trim(
         // loses sets once in a while rather than on every write (which
         // dirtied its first pages in every commit).
         let floor = limits.max_changes - limits.max_changes / 16;
-        let too_many = record.changes > floor && log.len().map_err(storage_error)? > 1;
+        let byte_floor = limits.max_bytes - limits.max_bytes / 16;
+        let too_many = (record.changes > floor || record.bytes > byte_floor)
+            && log.len().map_err(storage_error)? > 1;
         if !too_many && head.at >= cutoff {
             record.oldest = Some(head.at);
             return Ok(());
@@ -187,6 +236,7 @@ fn trim(
         feed.raise_compacted(revision);
         log.remove(revision).map_err(storage_error)?;
         record.changes = record.changes.saturating_sub(u64::from(head.count));
+        record.bytes = record.bytes.saturating_sub(size);
         record.compacted = revision;
     }
 }
