@@ -11,6 +11,7 @@
 //! - `public`: requests without any credential, refused everywhere but on
 //!   the keys of a project an admin made `public`;
 //! - `tokens`: minting, listing, revoking and expiring tokens;
+//! - `txn_fuzz`: any transaction body is a 200 or a 4xx, never a 5xx;
 //! - `validation`: every input the server refuses, and with which code;
 //! - `errors`: unknown routes, wrong methods and the shape of every error;
 //! - `values`: reading and writing values: bytes, headers, ETags and
@@ -47,6 +48,7 @@ mod public;
 mod pykv;
 mod roles;
 mod tokens;
+mod txn_fuzz;
 mod ui;
 mod validation;
 mod values;
