@@ -1,7 +1,8 @@
 //! Upgrades: each data directory in `tests/fixtures/` was written by an
 //! earlier release (see `tests/fixtures/make-fixture.sh`: `v1` before
-//! versioned records, `v2` before the `public` setting and the history byte count), is opened by this
-//! build, and everything its `manifest.json` lists is found again:
+//! versioned records, `v2` before the `public` setting and the history
+//! byte count, `v3` before the `sweeps` table of deletes by large prefixes),
+//! is opened by this build, and everything its `manifest.json` lists is found again:
 //! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is
 //! kept for every change of the storage format.
@@ -55,6 +56,11 @@ fn the_v1_fixture_opens_with_every_project_token_key_and_value_intact() {
 #[test]
 fn the_v2_fixture_opens_with_every_project_token_key_and_value_intact() {
     opens_intact("v2");
+}
+
+#[test]
+fn the_v3_fixture_opens_with_every_project_token_key_and_value_intact() {
+    opens_intact("v3");
 }
 
 fn opens_intact(name: &str) {

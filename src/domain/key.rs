@@ -91,6 +91,11 @@ impl Prefix {
         Ok(Prefix(text))
     }
 
+    /// A prefix read back from storage, which only ever holds parsed ones.
+    pub fn from_stored(text: &str) -> Prefix {
+        Prefix(text.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -102,6 +107,22 @@ impl Prefix {
     pub fn covers(&self, key: &str) -> bool {
         key.as_bytes().starts_with(self.0.as_bytes())
     }
+
+    /// The smallest text above every key the prefix covers (keys sort by
+    /// their bytes, as UTF-8 sorts by code point): the prefix with its last
+    /// character that can grow grown by one. `None` for a prefix that
+    /// covers every key from some point on (empty, or all `U+10FFFF`).
+    pub fn upper_bound(&self) -> Option<String> {
+        let mut text = self.0.clone();
+        while let Some(last) = text.pop() {
+            let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+            if let Some(next) = next {
+                text.push(next);
+                return Some(text);
+            }
+        }
+        None
+    }
 }
 
 fn has_control(text: &str) -> bool {
@@ -111,6 +132,24 @@ fn has_control(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_upper_bound_is_above_every_key_it_covers_and_below_every_other() {
+        let bound = |p: &str| Prefix::parse(p).unwrap().upper_bound();
+        assert_eq!(bound("m/").as_deref(), Some("m0"));
+        assert_eq!(bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(bound(""), None);
+        assert_eq!(bound("\u{10FFFF}"), None);
+        let prefix = Prefix::parse("ab").unwrap();
+        let upper = prefix.upper_bound().unwrap();
+        for key in ["ab", "ab\u{10FFFF}\u{10FFFF}", "abz", "ab/"] {
+            assert!(prefix.covers(key) && key < upper.as_str(), "{key}");
+        }
+        for key in ["ac", "b", "ac/x"] {
+            assert!(!prefix.covers(key) && key >= upper.as_str(), "{key}");
+        }
+    }
 
     #[test]
     fn keeps_slashes_spaces_and_reserved_characters() {

@@ -109,6 +109,63 @@ impl Staged {
     }
 }
 
+/// A delete by prefix judged a part at a time, for an engine that reads a
+/// large prefix in chunks: the rule of [`KvOp::DeletePrefix`] in
+/// [`evaluate`] (every live key under the prefix goes; an expired one is
+/// left to the expiry sweep), for a write that is that one op alone.
+#[derive(Debug)]
+pub struct PrefixDelete {
+    now: Timestamp,
+    figures: Figures,
+    /// The deletes so far, in key order.
+    changes: Vec<Change>,
+}
+
+impl PrefixDelete {
+    /// A delete judged at `now`, on a project with these figures.
+    pub fn new(figures: Figures, now: Timestamp) -> PrefixDelete {
+        // Room for every key of the project (up to a bound), so that the
+        // list is not copied whole as it grows: the copy of a large one
+        // stalled the writer for as long as a chunk takes tenfold.
+        let room = figures.keys.min(1 << 20) as usize;
+        PrefixDelete {
+            now,
+            figures,
+            changes: Vec::with_capacity(room),
+        }
+    }
+
+    /// The time liveness is judged at.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Takes the next stored key under the prefix, in key order: whether
+    /// the delete removes it.
+    pub fn take(&mut self, meta: KeyMeta) -> bool {
+        let doomed = is_live(&meta, self.now);
+        if doomed {
+            self.figures.remove(&meta);
+            self.changes.push(Change {
+                kind: ChangeKind::Delete,
+                key: meta.key,
+                content_type: String::new(),
+                value: Bytes::new(),
+            });
+        }
+        doomed
+    }
+
+    /// The write's result, its changes as watchers see them (in key order)
+    /// and the figures after it.
+    pub fn finish(self) -> (OpResult, Vec<Change>, Figures) {
+        let result = OpResult::DeletePrefix {
+            deleted: self.changes.len() as u64,
+        };
+        (result, self.changes, self.figures)
+    }
+}
+
 /// Judges a write of `checks` and `ops` on a project whose settings and
 /// figures are given, at `revision` (the revision it takes if it changes
 /// anything) and `now`.

@@ -328,3 +328,153 @@ fn a_snapshot_holds_both_databases_at_one_revision_while_writes_go_on() {
         assert!(store.revision() > revision);
     });
 }
+
+/// Puts `count` keys `m/00000`… of project `project`, 1,000 a transaction.
+async fn fill(store: &dyn Store, project: &str, count: usize) {
+    for start in (0..count).step_by(1000) {
+        let ops = (start..count.min(start + 1000))
+            .map(|i| put(&format!("m/{i:05}"), "v"))
+            .collect();
+        write(store, project, ops).await.unwrap();
+    }
+}
+
+/// How many keys a listing of `prefix` shows, in one read.
+async fn shown(store: &dyn Store, project: &str, prefix: &str) -> usize {
+    let request = ListRequest {
+        prefix: Prefix::parse(prefix).unwrap(),
+        after: None,
+        limit: 100_000,
+        with_values: false,
+        value_budget: u64::MAX,
+    };
+    let page = store.list(&id(project), request).await.unwrap().value;
+    page.entries.len()
+}
+
+fn project_keys(store: &dyn Store, project: &str) -> u64 {
+    store
+        .catalog()
+        .unwrap()
+        .project(&id(project))
+        .unwrap()
+        .stats
+        .keys()
+}
+
+// A delete of more keys than the writer takes in one batch (4,096) runs in
+// chunks beside other writes: readers see all of the keys or none, the
+// project's own writes sent after it apply after it, and the figures, the
+// change log and `verify` agree at the end.
+#[test]
+fn a_delete_by_a_large_prefix_is_all_or_nothing_for_readers_and_keeps_the_order_of_writes() {
+    let each = ENGINES
+        .iter()
+        .flat_map(|(_, open)| [(open, StorageMode::Disk), (open, StorageMode::Memory)]);
+    for (open, storage) in each {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            create(store, "p", storage).await;
+            create(store, "other", StorageMode::Disk).await;
+            fill(store, "p", 20_000).await;
+            write(store, "p", vec![put("a", "v"), put("z", "v")])
+                .await
+                .unwrap();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let reader = async {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    seen.insert(shown(store, "p", "m/").await);
+                    tokio::task::yield_now().await;
+                }
+                seen
+            };
+            let writes = async {
+                // Sent after the delete, in this order.
+                let delete = delete_prefix(store, "p", "m/");
+                let (deleted, put_after, other) = tokio::join!(
+                    delete,
+                    write(store, "p", vec![put("m/new", "after")]),
+                    write(store, "other", vec![put("k", "v")]),
+                );
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                (deleted, put_after.unwrap(), other.unwrap())
+            };
+            let (seen, (deleted, put_after, other)) = tokio::join!(reader, writes);
+            // 1: `m/new`, after the delete.
+            assert!(
+                seen.iter().all(|n| [20_000, 0, 1].contains(n)),
+                "a reader saw part of the delete: {seen:?}"
+            );
+            assert!(matches!(
+                deleted.results.as_slice(),
+                [kvs::store::OpResult::DeletePrefix { deleted: 20_000 }]
+            ));
+            assert!(
+                put_after.revision > deleted.revision,
+                "a write sent after the delete applied before it"
+            );
+            assert!(other.revision > 0);
+            assert_eq!(keys(store, "p", "m/").await, vec!["m/new"]);
+            assert_eq!(value(store, "p", "a").await.as_deref(), Some("v"));
+            assert_eq!(project_keys(store, "p"), 3);
+            let logged = history(store, "p", deleted.revision - 1).await.unwrap();
+            let (revision, set) = &logged[0];
+            assert_eq!(*revision, deleted.revision);
+            assert_eq!(set.len(), 20_000);
+            assert!(
+                set.iter()
+                    .all(|(kind, k)| *kind == ChangeKind::Delete && k.starts_with("m/"))
+            );
+            let report = store.verify().await.unwrap();
+            assert!(report.damage.is_empty(), "{:?}", report.damage);
+            assert_eq!(report.keys, 3 + 1);
+            store.close().await;
+        });
+    }
+}
+
+// A delete that a stop cuts off while its keys are being removed is
+// finished by the next start; meanwhile no reader sees its keys, and
+// `kvs verify` on the stopped store finds nothing wrong.
+#[test]
+fn a_delete_by_a_large_prefix_cut_off_by_a_stop_is_finished_after_the_next_start() {
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            fill(store.as_ref(), "p", 100_000).await;
+            write(store.as_ref(), "p", vec![put("keep", "v")])
+                .await
+                .unwrap();
+            delete_prefix(store.as_ref(), "p", "m/").await;
+            store.close().await;
+        });
+        let stopped = kvs::store::redb_engine::verify_dir(dir.path()).unwrap();
+        assert!(stopped.damage.is_empty(), "{:?}", stopped.damage);
+        // The stop came a chunk or two into the removal (of 25).
+        assert!(stopped.keys > 1, "the removal was not cut off");
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            assert_eq!(value(store, "p", "m/00000").await, None);
+            assert_eq!(value(store, "p", "m/99999").await, None);
+            assert_eq!(shown(store, "p", "").await, 1);
+            assert_eq!(project_keys(store, "p"), 1);
+            // A write of the project waits for the removal, then applies.
+            write(store, "p", vec![put("m/00001", "new")])
+                .await
+                .unwrap();
+            assert_eq!(keys(store, "p", "").await, vec!["keep", "m/00001"]);
+            let report = store.verify().await.unwrap();
+            assert!(report.damage.is_empty(), "{:?}", report.damage);
+            assert_eq!(report.keys, 2);
+            store.close().await;
+        });
+    }
+}

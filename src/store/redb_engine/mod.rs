@@ -30,7 +30,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, backends::InMemoryBackend}
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
-    ImportedDigest, Key, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId, TokenRecord,
+    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
+    TokenRecord,
 };
 use crate::store::publish::View;
 use crate::store::{
@@ -44,7 +45,7 @@ use codec::{
 };
 use snapshot::{ReadCache, Snapshot};
 pub use verify::{VerifyError, verify_dir};
-use writer::{Command, Writer};
+use writer::{Command, Sweep, Writer};
 
 /// How many requests may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 8192;
@@ -110,6 +111,7 @@ impl RedbStore {
                 path.display()
             ))
         })??;
+        let sweeps = resume_sweeps(&disk, &catalog)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
@@ -120,7 +122,7 @@ impl RedbStore {
             path,
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(shared.clone(), revision, reserved, history, limits);
+        let writer = Writer::new(shared.clone(), revision, reserved, history, limits, sweeps);
         let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
@@ -405,7 +407,8 @@ fn read_entry(
         return Ok(None);
     };
     let (record, inline) = decode_entry(tables.project, key.as_str(), entry.value())?;
-    if record.is_expired(Timestamp::now()) {
+    if record.is_expired(Timestamp::now()) || snapshot.swept(tables.project, key.as_str(), &record)
+    {
         return Ok(None);
     }
     let value = match (with_value, record.inline) {
@@ -454,7 +457,12 @@ fn read_page(
     let mut entries = Vec::new();
     let mut budget_used = 0u64;
     let mut more = false;
-    for item in keys.range(start..).map_err(storage_error)? {
+    // A delete by prefix still being swept: its keys are skipped over by a
+    // seek past them, not read one by one.
+    let sweep = snapshot.sweep(tables.project);
+    let skip_to = sweep.map(|sweep| (sweep, Prefix::from_stored(&sweep.prefix).upper_bound()));
+    let mut range = keys.range(start..).map_err(storage_error)?;
+    while let Some(item) = range.next() {
         let (key, entry) = item.map_err(storage_error)?;
         let key = key.value();
         if !key.as_bytes().starts_with(prefix.as_bytes()) {
@@ -465,6 +473,18 @@ fn read_page(
         }
         let (record, inline) = decode_entry(tables.project, key, entry.value())?;
         if record.is_expired(now) {
+            continue;
+        }
+        if let Some((sweep, upper)) = &skip_to
+            && sweep.covers(key, &record)
+        {
+            match upper {
+                Some(upper) if upper.as_str() > key => {
+                    range = keys.range(upper.as_str()..).map_err(storage_error)?;
+                }
+                Some(_) => {}
+                None => break,
+            }
             continue;
         }
         let full = entries.len() >= request.limit
@@ -482,6 +502,28 @@ fn read_page(
         entries.push((record.into_meta(Key::from_stored(key)), value));
     }
     Ok(ListPage { entries, more })
+}
+
+/// The deletes by prefix that a stopped process left half removed: the
+/// writer finishes them (only disk projects keep keys across a restart).
+fn resume_sweeps(disk: &Database, catalog: &Catalog) -> Result<Vec<Sweep>, StoreError> {
+    let txn = disk.begin_read().map_err(storage_error)?;
+    let mut sweeps = Vec::new();
+    for (id, record) in snapshot::read_sweeps(&txn)? {
+        let project = ProjectId::parse(&id).and_then(|id| catalog.project(&id).cloned());
+        if let Some(project) = project {
+            tracing::info!(project = %id, prefix = record.prefix, "resuming a delete by prefix");
+            let storage = project.settings.storage;
+            let sweep = Sweep::resume(
+                project.settings.id.clone(),
+                project.incarnation,
+                storage,
+                record,
+            );
+            sweeps.push(sweep);
+        }
+    }
+    Ok(sweeps)
 }
 
 /// Reads the catalog and the server counters at start. Keys of memory

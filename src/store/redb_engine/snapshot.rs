@@ -19,11 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition, TableError,
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    TableError,
 };
 
-use super::codec::{KeyTables, decode_changes, storage_error};
+use super::codec::{
+    KeyRecord, KeyTables, SWEEPS, SweepRecord, decode, decode_changes, storage_error,
+};
 use crate::store::{ChangeSet, StoreError};
+
+const SWEEPS_NAME: &str = "sweeps";
 
 /// A table of keys or values as a snapshot sees it.
 pub type KvTable = ReadOnlyTable<&'static str, &'static [u8]>;
@@ -43,6 +48,9 @@ pub struct Snapshot {
     /// Tables opened so far, by project; `None` for one that does not exist.
     keys: ArcSwap<TableMap>,
     values: ArcSwap<TableMap>,
+    /// Deletes by prefix whose keys are still being removed, by project:
+    /// the keys they cover are gone for readers.
+    sweeps: HashMap<String, SweepRecord>,
 }
 
 type TableMap = HashMap<String, Option<Arc<KvTable>>>;
@@ -64,11 +72,14 @@ impl ReadCache {
         {
             return Ok(snapshot);
         }
+        let txn = db.begin_read().map_err(storage_error)?;
+        let sweeps = read_sweeps(&txn)?;
         let snapshot = Arc::new(Snapshot {
             generation,
-            txn: db.begin_read().map_err(storage_error)?,
+            txn,
             keys: ArcSwap::default(),
             values: ArcSwap::default(),
+            sweeps,
         });
         self.snapshot.store(Some(snapshot.clone()));
         Ok(snapshot)
@@ -79,6 +90,18 @@ impl Snapshot {
     /// The project's keys table; `None` when it was never created.
     pub fn keys(&self, tables: &KeyTables) -> Result<Option<Arc<KvTable>>, StoreError> {
         open_shared(&self.txn, &self.keys, tables.project, tables.keys())
+    }
+
+    /// Whether a delete by prefix still being swept took this key.
+    pub fn swept(&self, project: &str, key: &str, record: &KeyRecord) -> bool {
+        self.sweeps
+            .get(project)
+            .is_some_and(|sweep| sweep.covers(key, record))
+    }
+
+    /// The prefix of the project's delete still being swept, if any.
+    pub fn sweep(&self, project: &str) -> Option<&SweepRecord> {
+        self.sweeps.get(project)
     }
 
     /// The project's values table; `None` when it was never created.
@@ -118,6 +141,22 @@ impl Snapshot {
         }
         Ok(sets)
     }
+}
+
+/// The deletes by prefix a database is still sweeping, by project.
+pub fn read_sweeps(txn: &ReadTransaction) -> Result<HashMap<String, SweepRecord>, StoreError> {
+    let table = match txn.open_table(SWEEPS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut sweeps = HashMap::new();
+    for item in table.iter().map_err(storage_error)? {
+        let (project, record) = item.map_err(storage_error)?;
+        let sweep = decode(SWEEPS_NAME, project.value(), record.value())?;
+        sweeps.insert(project.value().to_owned(), sweep);
+    }
+    Ok(sweeps)
 }
 
 /// A table of the snapshot, opened once and then shared.

@@ -20,6 +20,7 @@ use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
     check_value, decode, decode_changes, decode_entry, parse_expiry_key,
 };
+use super::snapshot::read_sweeps;
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
 use crate::store::{Report, StoreError};
 
@@ -293,6 +294,11 @@ pub fn walk_keys(
 fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64) {
     let tables = KeyTables::of(project);
     let place = |key: &str| format!("project {project} key {key:?}");
+    // A delete by prefix still being swept: its figures no longer count the
+    // keys it covers.
+    let sweep = read_sweeps(txn)
+        .ok()
+        .and_then(|mut sweeps| sweeps.remove(project));
     let values = txn.open_table(tables.values()).ok();
     let (mut count, mut bytes) = (0, 0);
     let keys = match txn.open_table(tables.keys()) {
@@ -327,6 +333,13 @@ fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64)
                 continue;
             }
         };
+        if sweep
+            .as_ref()
+            .is_some_and(|sweep| sweep.covers(key, &record))
+        {
+            count -= 1;
+            continue;
+        }
         bytes += record.size;
         if record.inline {
             continue;

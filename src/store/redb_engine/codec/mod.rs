@@ -53,6 +53,12 @@ pub const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 /// that holds its keys.
 pub const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
 
+/// Deletes by prefix whose keys are still being removed (a large prefix is
+/// removed in chunks after its delete commits): project id →
+/// [`SweepRecord`], in the database that holds its keys. Readers treat the
+/// keys it covers as gone.
+pub const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
+
 pub const REVISION: &str = "revision";
 pub const RESERVED: &str = "reserved";
 
@@ -189,6 +195,26 @@ pub struct HistoryRecord {
     pub oldest: Option<Timestamp>,
     /// The stored size of the change sets kept (their encoded entries).
     pub bytes: u64,
+}
+
+/// A committed delete by prefix whose keys are not all removed yet (the
+/// body of version 1: frozen). Every key under `prefix` with a version up
+/// to `revision` that was live at `at` is deleted; the expired ones are
+/// left to the expiry sweep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub prefix: String,
+    pub revision: u64,
+    pub at: Timestamp,
+}
+
+impl SweepRecord {
+    /// Whether the delete took the key with this record.
+    pub fn covers(&self, key: &str, record: &KeyRecord) -> bool {
+        key.as_bytes().starts_with(self.prefix.as_bytes())
+            && record.version <= self.revision
+            && record.expires_at.is_none_or(|at| at > self.at)
+    }
 }
 
 /// Version 1 of [`HistoryRecord`], without `bytes` (frozen). A log read
@@ -346,6 +372,11 @@ enum StatsBody {
 }
 
 #[derive(Serialize, Deserialize)]
+enum SweepBody {
+    V1(SweepRecord),
+}
+
+#[derive(Serialize, Deserialize)]
 enum HistoryBody {
     V1(HistoryV1),
     V2(HistoryRecord),
@@ -427,6 +458,22 @@ impl Record for HistoryRecord {
     }
     fn read_v1(bytes: &[u8]) -> Result<Self, StoreError> {
         v1::decode::<HistoryV1>(bytes, Self::WHAT).map(HistoryRecord::from)
+    }
+}
+
+impl Record for SweepRecord {
+    const WHAT: &'static str = "sweep";
+    fn write_body(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        write_postcard(&SweepBody::V1(self.clone()), out)
+    }
+    fn read_body(body: &[u8]) -> Result<Self, StoreError> {
+        match read_postcard(body, Self::WHAT)? {
+            SweepBody::V1(sweep) => Ok(sweep),
+        }
+    }
+    /// The v1 format had no such record.
+    fn read_v1(_: &[u8]) -> Result<Self, StoreError> {
+        Err(unknown_version(Self::WHAT))
     }
 }
 

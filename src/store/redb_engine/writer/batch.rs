@@ -53,6 +53,9 @@ pub(super) struct Batch<'a> {
     pub sets: Vec<(ProjectId, u64, ChangeSet)>,
     /// Keys this batch removed by their expiry, counted once it is published.
     pub expired: u64,
+    /// Projects being swept (see [`super::sweep`]): the expiry sweep leaves
+    /// their keys alone.
+    pub paused: Vec<ProjectId>,
 }
 
 impl<'a> Batch<'a> {
@@ -69,6 +72,7 @@ impl<'a> Batch<'a> {
             limits,
             sets: Vec::new(),
             expired: 0,
+            paused: Vec::new(),
             shared,
             disk: shared
                 .database(StorageMode::Disk)?

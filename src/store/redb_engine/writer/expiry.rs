@@ -75,6 +75,10 @@ impl Batch<'_> {
             }
             touched.push(storage);
             for (project_id, items) in due {
+                // Left in the index for after the project's sweep.
+                if self.paused.iter().any(|p| p.as_str() == project_id) {
+                    continue;
+                }
                 for (_, _, entry) in &items {
                     index.remove(entry.as_slice()).map_err(storage_error)?;
                 }

@@ -21,6 +21,9 @@
 //! [`moves`] a project's move between databases; [`tables`] the table
 //! helpers they share.
 //!
+//! A delete by a large prefix runs in chunks, one per batch, beside the
+//! other writes ([`sweep`]); the project's own writes wait for it.
+//!
 //! Revisions: the writer alone issues them. A disk commit records the last
 //! one. Memory projects change nothing on disk, so for them the writer
 //! reserves revisions ahead (`reserved`, [`RESERVE_STEP`] at a time) in a disk
@@ -33,9 +36,10 @@ mod expiry;
 mod history;
 mod kv;
 mod moves;
+mod sweep;
 mod tables;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -50,6 +54,8 @@ use crate::store::{CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
 use batch::Batch;
 pub(super) use catalog::next_incarnation;
 pub(super) use moves::copy_table;
+use sweep::Step;
+pub(super) use sweep::Sweep;
 pub(super) use tables::put_record;
 
 /// The most requests folded into one commit.
@@ -124,6 +130,13 @@ pub struct Writer {
     /// Each project's change-log figures, as committed.
     history: HashMap<ProjectId, HistoryRecord>,
     limits: HistoryLimits,
+    /// Deletes by large prefixes in progress, at most one per project.
+    sweeps: Vec<Sweep>,
+    /// Requests for a project being swept, in arrival order, held until its
+    /// sweep is over.
+    held: Vec<Command>,
+    /// Held requests whose sweep is over: the head of the next batch.
+    released: VecDeque<Command>,
 }
 
 impl Writer {
@@ -133,6 +146,7 @@ impl Writer {
         reserved: u64,
         history: HashMap<ProjectId, HistoryRecord>,
         limits: HistoryLimits,
+        sweeps: Vec<Sweep>,
     ) -> Writer {
         Writer {
             shared,
@@ -140,12 +154,31 @@ impl Writer {
             reserved,
             history,
             limits,
+            sweeps,
+            held: Vec::new(),
+            released: VecDeque::new(),
         }
     }
 
     pub fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
-        while let Some(first) = receiver.blocking_recv() {
-            let mut batch = vec![first];
+        loop {
+            // With a sweep going on, the writer does not wait for requests:
+            // each turn of the loop moves the sweep on by a chunk.
+            let idle = self.sweeps.is_empty() && self.released.is_empty();
+            let first = if idle {
+                match receiver.blocking_recv() {
+                    Some(command) => Some(command),
+                    None => break,
+                }
+            } else {
+                match receiver.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            };
+            let mut batch: Vec<Command> = self.released.drain(..).collect();
+            batch.extend(first);
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
                     Ok(command) => batch.push(command),
@@ -158,11 +191,32 @@ impl Writer {
         }
     }
 
+    /// Whether a request must wait for a sweep of its project.
+    fn waits(&self, command: &Command) -> bool {
+        subject(command).is_some_and(|project| self.sweeps.iter().any(|s| &s.project == project))
+    }
+
+    /// Finishes every sweep, and the requests they held.
+    fn settle(&mut self) {
+        while !self.sweeps.is_empty() || !self.released.is_empty() {
+            let released: Vec<Command> = self.released.drain(..).collect();
+            if released.is_empty() {
+                self.commit(Vec::new());
+            } else {
+                self.process(released);
+            }
+        }
+    }
+
     /// Applies a batch; true when a `Close` was among it. A change of a
     /// project's storage runs on its own, between the batches around it.
     fn process(&mut self, batch: Vec<Command>) -> bool {
         let mut pending = Vec::new();
         for command in batch {
+            if self.waits(&command) {
+                self.held.push(command);
+                continue;
+            }
             match command {
                 Command::Close(reply) => {
                     self.commit(std::mem::take(&mut pending));
@@ -173,6 +227,8 @@ impl Writer {
                 // the writes up to `self.revision`.
                 Command::Snapshot(reply) => {
                     self.commit(std::mem::take(&mut pending));
+                    // A backup holds no half-removed prefix.
+                    self.settle();
                     let snapshot = super::backup::take(&self.shared, self.revision).map(Box::new);
                     let _ = reply.send(snapshot);
                 }
@@ -197,7 +253,7 @@ impl Writer {
 
     /// Applies the commands in one transaction per database and answers them.
     fn commit(&mut self, commands: Vec<Command>) {
-        if commands.is_empty() {
+        if commands.is_empty() && self.sweeps.is_empty() {
             return;
         }
         self.reopen();
@@ -218,11 +274,24 @@ impl Writer {
             Ok(batch) => batch,
             Err(error) => return fail_all(commands, &error),
         };
+        batch.paused = self.sweeps.iter().map(|s| s.project.clone()).collect();
         let size = commands.len();
         let mut answers = Vec::with_capacity(size);
         for command in commands {
+            // A request after a sweep of its project began in this batch.
+            if subject(&command).is_some_and(|p| batch.paused.contains(p)) {
+                self.held.push(command);
+                continue;
+            }
             answers.push(match command {
-                Command::Kv(write, reply) => Answer::Kv(reply, batch.apply_kv(write)),
+                Command::Kv(write, reply) => match batch.sweep_for(write, reply) {
+                    Ok(sweep) => {
+                        batch.paused.push(sweep.project.clone());
+                        self.sweeps.push(sweep);
+                        continue;
+                    }
+                    Err((write, reply)) => Answer::Kv(reply, batch.apply_kv(write)),
+                },
                 Command::Catalog(write, reply) => Answer::Unit(reply, batch.apply_catalog(write)),
                 Command::Expire(reply) => Answer::Unit(reply, batch.apply_expiry()),
                 Command::Close(reply) => Answer::Unit(reply, Ok(())),
@@ -232,7 +301,27 @@ impl Writer {
                 }
             });
         }
-        let fatal = answers.iter().find_map(|answer| answer.fatal().cloned());
+        // Each sweep's chunk, in the same commit.
+        let mut checkpoints = Vec::with_capacity(self.sweeps.len());
+        let mut answered = Vec::new();
+        let mut failure = None;
+        for (index, sweep) in self.sweeps.iter_mut().enumerate() {
+            checkpoints.push(sweep.checkpoint());
+            match batch.sweep_step(sweep) {
+                Ok(Step::Going | Step::Done) => {}
+                Ok(Step::Answered(answer)) => {
+                    answered.push(index);
+                    answers.push(answer);
+                }
+                // A storage failure fails the batch; the sweep tries again.
+                Err(error) if is_fatal(&error) => failure = Some(error),
+                Err(error) => {
+                    tracing::error!(%error, project = %sweep.project, "a delete by prefix stopped");
+                    answers.extend(sweep.fail(error));
+                }
+            }
+        }
+        let fatal = failure.or_else(|| answers.iter().find_map(|answer| answer.fatal().cloned()));
         let outcome = match fatal {
             Some(error) => {
                 drop(batch);
@@ -255,6 +344,7 @@ impl Writer {
                 for answer in answers {
                     answer.send(None);
                 }
+                self.end_sweeps(|sweep, _| sweep.is_over());
             }
             Err(error) => {
                 metrics::counter!("kvs_commit_failures_total").increment(1);
@@ -262,6 +352,38 @@ impl Writer {
                 for answer in answers {
                     answer.send(Some(&error));
                 }
+                // A sweep whose delete was answered with the failure is
+                // over; the others go back to where they stood.
+                for (sweep, checkpoint) in self.sweeps.iter_mut().zip(checkpoints) {
+                    sweep.restore(checkpoint);
+                }
+                self.end_sweeps(|sweep, index| sweep.is_over() || answered.contains(&index));
+            }
+        }
+    }
+
+    /// Drops the sweeps that `over` says are over and releases the requests
+    /// they held, in their order.
+    fn end_sweeps(&mut self, over: impl Fn(&Sweep, usize) -> bool) {
+        let mut index = 0;
+        let mut ended = Vec::new();
+        self.sweeps.retain(|sweep| {
+            let keep = !over(sweep, index);
+            index += 1;
+            if !keep {
+                ended.push(sweep.project.clone());
+            }
+            keep
+        });
+        if ended.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        for command in held {
+            if self.waits(&command) {
+                self.held.push(command);
+            } else {
+                self.released.push_back(command);
             }
         }
     }
@@ -304,6 +426,18 @@ impl Writer {
             }
             Err(error) => tracing::error!(%error, "cannot reopen the database; will retry"),
         }
+    }
+}
+
+/// The project whose keys or existence a request changes, if any.
+fn subject(command: &Command) -> Option<&ProjectId> {
+    match command {
+        Command::Kv(write, _) => Some(&write.project),
+        Command::Catalog(
+            CatalogWrite::DeleteProject { id } | CatalogWrite::UpdateProject { id, .. },
+            _,
+        ) => Some(id),
+        _ => None,
     }
 }
 

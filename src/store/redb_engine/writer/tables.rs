@@ -54,5 +54,6 @@ pub fn drop_key_tables(
     txn.delete_table(tables.values()).map_err(storage_error)?;
     txn.delete_table(tables.changes()).map_err(storage_error)?;
     remove_record(txn, codec::HISTORY, id.as_str())?;
+    remove_record(txn, codec::SWEEPS, id.as_str())?;
     remove_record(txn, codec::STATS, id.as_str())
 }

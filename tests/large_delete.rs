@@ -1,0 +1,113 @@
+//! A delete by a prefix of half a million keys, while another project's
+//! writer goes on: the other project's writes are answered while the delete
+//! runs (it is judged and removed in chunks, beside them), not after it.
+//! The latencies are printed (`--nocapture`); the assertion counts writes
+//! answered during the delete, which a delete in one transaction (the whole
+//! writer busy for seconds) leaves at zero or one.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, kv};
+use serde_json::json;
+
+const KEYS: usize = 500_000;
+
+/// Milliseconds of the `share` quantile of sorted `latencies`.
+fn quantile(latencies: &[Duration], share: f64) -> f64 {
+    let index = ((latencies.len() as f64 * share) as usize).min(latencies.len() - 1);
+    latencies[index].as_secs_f64() * 1e3
+}
+
+#[test]
+fn other_projects_writes_are_answered_while_a_prefix_of_500000_keys_is_deleted() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    admin.create_project("big", json!({}));
+    admin.create_project("other", json!({}));
+    let started = Instant::now();
+    for start in (0..KEYS).step_by(40_000) {
+        let keys: Vec<_> = (start..KEYS.min(start + 40_000))
+            .map(|i| json!({"key": format!("m/{i:07}"), "value": "twenty bytes of text"}))
+            .collect();
+        let answer = admin.post_json("/v1/projects/big/import", &json!({ "keys": keys }));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    eprintln!(
+        "preloaded {KEYS} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, client) = (stop.clone(), admin.clone());
+        std::thread::spawn(move || {
+            let mut answered = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let answer = client.put(&kv("other", &format!("k{}", i % 100)), b"v");
+                assert!(
+                    answer.status == 200 || answer.status == 201,
+                    "{}",
+                    answer.text()
+                );
+                answered.push((sent, Instant::now()));
+                i += 1;
+            }
+            answered
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    let answer = admin.delete("/v1/projects/big/kv?prefix=m/");
+    let done = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let answered = writer.join().unwrap();
+
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["deleted"], KEYS);
+    assert_eq!(
+        admin.get("/v1/projects/big/kv?prefix=m/").json()["keys"],
+        json!([])
+    );
+    assert_eq!(admin.get(&kv("big", "m/0000000")).status, 404);
+
+    let during: Vec<_> = answered
+        .iter()
+        .filter(|(s, a)| *s >= sent && *a <= done)
+        .collect();
+    let mut before: Vec<Duration> = answered
+        .iter()
+        .filter(|(s, _)| *s < sent)
+        .map(|(s, a)| *a - *s)
+        .collect();
+    let mut overlapping: Vec<Duration> = answered
+        .iter()
+        .filter(|(s, a)| *a >= sent && *s <= done)
+        .map(|(s, a)| *a - *s)
+        .collect();
+    before.sort();
+    overlapping.sort();
+    eprintln!(
+        "delete of {KEYS} keys: {:.0} ms; other project's PUTs before it: {} (p50 {:.1} ms, \
+         p99 {:.1} ms); overlapping it: {} (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+        (done - sent).as_secs_f64() * 1e3,
+        before.len(),
+        quantile(&before, 0.5),
+        quantile(&before, 0.99),
+        overlapping.len(),
+        quantile(&overlapping, 0.5),
+        quantile(&overlapping, 0.99),
+        quantile(&overlapping, 1.0),
+    );
+    assert!(
+        during.len() >= 10,
+        "only {} writes of another project were answered during the delete",
+        during.len()
+    );
+}
