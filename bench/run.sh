@@ -46,19 +46,10 @@ BENCH_DIR=$ROOT/bench
 # kvs reads KVS_* settings from the environment: none of the caller's apply.
 while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^KVS_' || true)
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# log, die, install_debian_packages, stop_process, free_port, wait_http, start_server
+. "$BENCH_DIR/lib.sh"
 
 # --- tools -------------------------------------------------------------------
-
-install_debian_packages() {
-    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        die "please install: $* (Debian: apt-get install -y $*)"
-    fi
-    log "installing $* from Debian's packages"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
-}
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -88,18 +79,6 @@ REDIS_PID=
 REDIS_AOF_PID=
 ETCD_PID=
 
-stop_process() { # pid: TERM, then KILL after 10 s
-    local pid=$1
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -115,50 +94,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-port_is_free() { ! (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    local port
-    for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 40000))
-        if port_is_free "$port"; then echo "$port"; return 0; fi
-    done
-    die "found no free port"
-}
-
-wait_http() { # url pid what: until the url answers 200, at most 30 s
-    local url=$1 pid=$2 what=$3
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -fs -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    log "$what did not answer $url within 30 s"
-    return 1
-}
-
-# Starts a server on a free port (retrying if the port was taken meanwhile).
-# Sets STARTED_PID and STARTED_PORT.
-start_server() { # what logfile ready-path command...
-    local what=$1 logfile=$2 ready=$3
-    shift 3
-    local attempt port pid
-    for attempt in 1 2 3; do
-        port=$(free_port)
-        "${@//@PORT@/$port}" >"$logfile" 2>&1 &
-        pid=$!
-        if wait_http "http://127.0.0.1:$port$ready" "$pid" "$what"; then
-            STARTED_PID=$pid
-            STARTED_PORT=$port
-            return 0
-        fi
-        stop_process "$pid"
-        log "$what failed to start (attempt $attempt); its log:"
-        tail -n 20 "$logfile" >&2 || true
-    done
-    die "$what did not start"
-}
 
 # A secret of the form kvs_ + 43 base64url characters (256 random bits).
 ADMIN_TOKEN=kvs_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
@@ -420,7 +355,7 @@ run_load() {
         }' >>"$RESULTS"
     if [[ $BENCH_CPU == 1 && $label == kvs* ]]; then
         local seconds
-        seconds=$(tail -n1 "$RESULTS" | awk -F'\t' -v l="$line" 'BEGIN {
+        seconds=$(awk -v l="$line" 'BEGIN {
             match(l, /duration_us=[0-9]+/); print substr(l, RSTART + 12, RLENGTH - 12) / 1e6 }')
         {
             printf '%-9s c%-3s round %s:' "$label" "$conns" "$round"
