@@ -109,7 +109,7 @@ project_field() { # name project field: a number of the project's answer
 }
 
 rss_bytes() { # pid: resident memory
-    awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"
+    awk '/^VmRSS:/ {printf "%.0f\n", $2 * 1024}' "/proc/$1/status"
 }
 
 disk_bytes() { # dir: bytes allocated on disk (du), and apparent bytes
@@ -135,7 +135,7 @@ create_and_preload() {
         wrk -t2 -c2 -d3600s --timeout 60s -s "$BENCH_DIR/import.lua" "${URL[$name]}" >"$TMP/preload-$name.out" 2>&1 &
     LOAD_PID=$!
     local last=0 limit
-    limit=$(awk '/^MemTotal:/ {print $2 * 512}' /proc/meminfo)
+    limit=$(awk '/^MemTotal:/ {printf "%.0f\n", $2 * 512}' /proc/meminfo)
     while :; do
         count=$(project_field "$name" "$project" keys || echo 0)
         ((count >= keys)) && break
