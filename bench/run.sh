@@ -578,7 +578,7 @@ echo "The goals of issue 16 (ratios of the medians above; met when the ratio rea
 awk -v k="$kvs64" -v b="$bare64" -v p="$p99put" -v hb="$p99bare" -v u="$put64" -v t="$txn64" \
     -v rg="$redis_get50" -v rg64="$redis_get64" -v ra="$redis_aof50" -v ra64="$redis_aof64" \
     -v peers="$BENCH_PEERS" 'BEGIN {
-    verdict = "%-54s %11s = %6.2f  (goal %s %s: %s)\n"
+    verdict = "%-54s %11s = %6.3f  (goal %s %s: %s)\n"
     if (peers) {
         r = (ra > 0) ? u / ra : 0
         printf verdict, "durable PUT@64 / Redis SET appendfsync always@50", sprintf("%.0f/%.0f", u, ra), r, ">=", "1", (r >= 1 ? "met" : "NOT met")

@@ -350,7 +350,7 @@ awk -v gs="$(median_of small get 4)" -v gl="$(median_of large get 4)" \
     -v ks="$BENCH_SMALL_KEYS" -v kl="$BENCH_KEYS" -v rl="${RESTART_S[large]}" \
     -v dl="${DISK_RUNS[large]}" -v ll="${LIVE[large]}" \
     -v mb="$MEM_BEFORE" -v ma="$MEM_AFTER" -v ml="$MEM_LIVE" 'BEGIN {
-    verdict = "  %-52s %19s = %6.2f  (goal %s %s: %s)\n"
+    verdict = "  %-52s %19s = %6.3f  (goal %s %s: %s)\n"
     r = (gs > 0) ? gl / gs : 0
     printf verdict, sprintf("GET@64 at %d keys / at %d", kl, ks), sprintf("%.0f/%.0f", gl, gs), r, ">=", "0.9", (r >= 0.9 ? "met" : "NOT met")
     r = (ps > 0) ? pl / ps : 0
