@@ -6,6 +6,11 @@
 --   BENCH_TOKEN        a write token of it         (default none)
 --   BENCH_KEYS         number of keys              (default 10000)
 --   BENCH_VALUE_BYTES  size of each value in bytes (default 100)
+--   BENCH_KEY_DIGITS   digits of the key number    (default 5: bench/k00042;
+--                      size.sh uses 8 for up to 100,000,000 keys)
+--   BENCH_PREBUILT     0 = format each request in request() instead of
+--                      prebuilding one per key in init() (size.sh: 10,000,000
+--                      prebuilt requests would not fit in wrk's memory)
 --
 -- Each script builds all its requests once per wrk thread in init(), so
 -- request() only picks a prebuilt string: the Lua cost per request is the
@@ -21,15 +26,23 @@ M.project = os.getenv("BENCH_PROJECT") or "bench"
 M.token = os.getenv("BENCH_TOKEN") or ""
 M.keys = tonumber(os.getenv("BENCH_KEYS") or "10000")
 M.value_bytes = tonumber(os.getenv("BENCH_VALUE_BYTES") or "100")
+M.key_digits = tonumber(os.getenv("BENCH_KEY_DIGITS") or "5")
+M.prebuilt = os.getenv("BENCH_PREBUILT") ~= "0"
+local number = "%0" .. M.key_digits .. "d"
 
--- Key i (0 <= i < keys) of the benchmark: bench/k00000 .. bench/k09999.
+-- The name of key i (0 <= i < keys): bench/k00000 .. bench/k09999.
+function M.key(i)
+  return string.format("bench/k" .. number, i)
+end
+
+-- Its path.
 function M.path(i)
-  return string.format("/v1/projects/%s/kv/bench/k%05d", M.project, i)
+  return string.format("/v1/projects/%s/kv/%s", M.project, M.key(i))
 end
 
 -- A value of exactly value_bytes bytes that names its key.
 function M.value(i)
-  local head = string.format("value of k%05d ", i)
+  local head = string.format("value of k" .. number .. " ", i)
   if #head >= M.value_bytes then
     return string.sub(head, 1, M.value_bytes)
   end
@@ -45,6 +58,22 @@ function M.put_headers()
     ["Authorization"] = "Bearer " .. M.token,
     ["Content-Type"] = "application/octet-stream",
   }
+end
+
+-- Base64 (RFC 4648, with padding) of a string: etcd's JSON gateway takes
+-- keys and values so.
+local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function M.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d1, d2 = math.floor(n / 262144) % 64, math.floor(n / 4096) % 64
+    local d3, d4 = math.floor(n / 64) % 64, n % 64
+    out[#out + 1] = alphabet:sub(d1 + 1, d1 + 1) .. alphabet:sub(d2 + 1, d2 + 1)
+      .. (b and alphabet:sub(d3 + 1, d3 + 1) or "=") .. (c and alphabet:sub(d4 + 1, d4 + 1) or "=")
+  end
+  return table.concat(out)
 end
 
 -- Seeds this thread's random keys differently from the other threads'.

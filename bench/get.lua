@@ -5,15 +5,22 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local bench = dofile(dir .. "common.lua")
 
 local requests = {}
+local headers
 
 function init(args)
   bench.seed()
-  local headers = bench.get_headers()
-  for i = 0, bench.keys - 1 do
-    requests[i + 1] = wrk.format("GET", bench.path(i), headers)
+  headers = bench.get_headers()
+  if bench.prebuilt then
+    for i = 0, bench.keys - 1 do
+      requests[i + 1] = wrk.format("GET", bench.path(i), headers)
+    end
   end
 end
 
 function request()
-  return requests[math.random(#requests)]
+  if bench.prebuilt then
+    return requests[math.random(#requests)]
+  end
+  local i = math.random(bench.keys) - 1
+  return wrk.format("GET", bench.path(i), headers)
 end

@@ -10,7 +10,7 @@ function init(args)
   bench.seed()
   local headers = { ["X-API-Key"] = bench.token }
   for i = 0, bench.keys - 1 do
-    local path = string.format("/api/v1/projects/%s/store/bench%%2Fk%05d", bench.project, i)
+    local path = string.format("/api/v1/projects/%s/store/%s", bench.project, (bench.key(i):gsub("/", "%%2F")))
     requests[i + 1] = wrk.format("GET", path, headers)
   end
 end

@@ -27,7 +27,7 @@ function init(args)
       if not chosen[i] then
         chosen[i] = true
         -- Keys and values are plain ASCII: nothing to escape.
-        ops[#ops + 1] = string.format('{"op":"put","key":"bench/k%05d","value":"%s"}', i, bench.value(i))
+        ops[#ops + 1] = string.format('{"op":"put","key":"%s","value":"%s"}', bench.key(i), bench.value(i))
       end
     end
     requests[r] = wrk.format("POST", path, headers, '{"ops":[' .. table.concat(ops, ",") .. "]}")
