@@ -47,6 +47,9 @@ use snapshot::{ReadCache, Snapshot};
 pub use verify::{VerifyError, verify_dir};
 use writer::{Command, Sweep, Writer};
 
+/// redb's page cache for the memory database, whose backend is memory.
+const MEMORY_CACHE_BYTES: usize = 4 << 20;
+
 /// How many requests may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 8192;
 
@@ -92,7 +95,10 @@ impl RedbStore {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
         let disk = Database::create(&path).map_err(storage_error)?;
+        // The in-memory backend already holds every page in memory: redb's
+        // page cache on top of it (1 GiB by default) would hold them twice.
         let memory = Database::builder()
+            .set_cache_size(MEMORY_CACHE_BYTES)
             .create_with_backend(InMemoryBackend::new())
             .map_err(storage_error)?;
         backup::adopt_restored_memory(data_dir, &memory)?;
