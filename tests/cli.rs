@@ -508,6 +508,50 @@ fn json_output_parses_as_json() {
     assert_eq!(deleted["deleted"], 1);
 }
 
+/// JSON output without its layout: every whitespace character dropped
+/// (the values these tests print hold none inside their strings).
+fn compact(text: &str) -> String {
+    text.split_whitespace().collect()
+}
+
+#[test]
+fn json_output_prints_json_values_and_answers_as_the_server_sent_them() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    // Beyond 64 bits, keys out of order: a `serde_json::Value` on the way
+    // would print 1.2345678901234568e+29 and sort the keys.
+    let doc = r#"{"n":123456789012345678901234567890,"b":1,"a":2}"#;
+    kvs.run(&["put", "doc", doc, "--content-type", "application/json"])
+        .ok();
+    let got = kvs.run(&["get", "doc", "--json"]).ok();
+    assert!(got.lines().count() > 5, "pretty-printed: {got}");
+    assert!(
+        compact(&got).contains(&format!(r#""value":{doc},"encoding":"json""#)),
+        "{got}"
+    );
+    let latest = compact(&kvs.run(&["latest", "doc", "--json"]).ok());
+    assert!(
+        latest.contains(&format!(r#""value":{doc},"encoding":"json""#)),
+        "{latest}"
+    );
+
+    // A listing's entries in the server's own field order.
+    #[derive(serde::Deserialize)]
+    struct Page {
+        keys: Box<serde_json::value::RawValue>,
+    }
+    let listed = server.admin().get("/v1/projects/default/kv");
+    let page: Page = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(compact(&kvs.run(&["list", "--json"]).ok()), page.keys.get());
+
+    // A transaction is sent as written, and its answer printed as sent.
+    let txn =
+        format!(r#"{{"ops":[{{"op":"put","key":"t","value":{doc}}},{{"op":"get","key":"t"}}]}}"#);
+    let answer = compact(&kvs.run_with_stdin(&["txn", "--json"], txn.as_bytes()).ok());
+    assert!(answer.contains(&format!(r#""value":{doc}"#)), "{answer}");
+    assert_eq!(kvs.run(&["get", "t"]).ok(), doc);
+}
+
 #[test]
 fn txn_from_stdin_applies_puts_and_incr_and_shows_gets() {
     let server = TestServer::start();

@@ -1,8 +1,10 @@
 //! Memory bounded per request, measured from outside: the real `kvs` binary,
 //! its peak resident memory read from `/proc/<pid>/status` (`VmHWM`) before
 //! and after a request built to make a careless parser take many times its
-//! size. The figures are printed (`--nocapture`); the assertions allow a
-//! small multiple of the body, far below what a tree of the body takes.
+//! size, or an answer far larger than what the server may hold of it (a
+//! listing with values, a backup). The figures are printed (`--nocapture`);
+//! the assertions allow a small multiple of the body or of one page, far
+//! below what a tree of the body or the whole answer takes.
 
 mod common;
 
@@ -99,5 +101,166 @@ fn a_simple_pykv_store_listing_is_streamed_not_built_in_memory() {
         after.saturating_sub(before) < 32 << 20,
         "the listing took {:.0} MiB more",
         mib(after - before)
+    );
+}
+
+/// The process's resident memory now, in bytes.
+fn resident(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line"))
+}
+
+/// Resets the process's peak resident memory to what it holds now (Linux:
+/// `5` written to `clear_refs`), so that the next peak is a request's own.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// A server on a fresh directory with project `p` holding `count` values of
+/// `size` pseudo-random bytes (binary: listings and backups carry them in
+/// base64), restarted and then read once whole, so that the database's page
+/// cache holds them all, as it would after any read: the peak that the
+/// tests then measure is the request's own memory, not the cache filling.
+fn server_with_large_values(dir: &std::path::Path, count: usize, size: usize) -> ServerProcess {
+    let mut server = ServerProcess::start(&dir.join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("p", json!({"max_value_bytes": size}));
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let admin = admin.clone();
+            scope.spawn(move || {
+                let mut state = writer as u64 + 1;
+                let mut value = vec![0u8; size];
+                for n in (writer..count).step_by(4) {
+                    for chunk in value.chunks_mut(8) {
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+                    }
+                    let answer = admin.put(&format!("/v1/projects/p/kv/big/{n:05}"), &value);
+                    assert_eq!(answer.status, 201, "{}", answer.text());
+                }
+            });
+        }
+    });
+    server.restart();
+    let admin = server.admin();
+    for n in 0..count {
+        let answer = admin.get(&format!("/v1/projects/p/kv/big/{n:05}"));
+        assert_eq!(answer.body.len(), size);
+    }
+    server
+}
+
+#[test]
+fn listing_large_values_holds_about_one_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (count, size) = (256, 1 << 20);
+    let server = server_with_large_values(dir.path(), count, size);
+    let admin = server.admin();
+    reset_peak(server.pid());
+    let before = resident(server.pid());
+    let (mut listed, mut pages, mut largest) = (0, 0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/projects/p/kv?values=true&limit=1000".to_owned(),
+            Some(c) => format!("/v1/projects/p/kv?values=true&limit=1000&cursor={c}"),
+        };
+        let answer = admin.get(&path);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        largest = largest.max(answer.body.len());
+        let page = answer.json();
+        let keys = page["keys"].as_array().unwrap();
+        assert!(
+            keys.iter()
+                .all(|k| k["encoding"] == "base64" && k["value"].is_string())
+        );
+        listed += keys.len();
+        pages += 1;
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, count);
+    // 4 MiB of raw bytes end a page: 4 values of 1 MiB each.
+    assert_eq!(pages, count / 4, "pages end at 4 MiB of values");
+    let after = peak_resident(server.pid());
+    println!(
+        "resident memory {:.0} MiB before, peak {:.0} MiB while listing {listed} values of \
+         {} KiB ({:.0} MiB) in {pages} pages, the largest answer {:.1} MiB",
+        before as f64 / MIB,
+        after as f64 / MIB,
+        size >> 10,
+        (count * size) as f64 / MIB,
+        largest as f64 / MIB,
+    );
+    assert!(
+        after.saturating_sub(before) < (count * size / 4) as u64,
+        "the listing took {:.0} MiB more",
+        (after - before) as f64 / MIB
+    );
+}
+
+#[test]
+fn a_backup_of_a_large_store_is_streamed_not_built_in_memory() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (count, size) = (256, 1 << 20);
+    let server = server_with_large_values(dir.path(), count, size);
+    reset_peak(server.pid());
+    let before = resident(server.pid());
+    let started = std::time::Instant::now();
+    // Read as a stream, line by line: the backup is larger than the test
+    // client takes whole.
+    let response = ureq::get(format!("{}/v1/backup", server.url))
+        .header("Authorization", format!("Bearer {}", server.admin_token))
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut last = String::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"kvs_backup\""), "{line:.200}");
+    let (mut bytes, mut lines) = (line.len(), 1);
+    line.clear();
+    // A slow reader: a server that wrote on without waiting for the client
+    // (no backpressure) would gather the whole backup meanwhile; one that
+    // waits holds its few queued chunks and the socket's buffers.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    while reader.read_line(&mut line).unwrap() > 0 {
+        bytes += line.len();
+        lines += 1;
+        std::mem::swap(&mut last, &mut line);
+        line.clear();
+    }
+    let took = started.elapsed();
+    let after = peak_resident(server.pid());
+    assert!(last.contains("\"keys\""), "no trailer: {last:.200}");
+    assert!(lines > count, "{lines} lines");
+    println!(
+        "resident memory {:.0} MiB before, peak {:.0} MiB during a {:.0} MiB backup of {:.0} \
+         MiB of values (read in {took:.1?})",
+        before as f64 / MIB,
+        after as f64 / MIB,
+        bytes as f64 / MIB,
+        (count * size) as f64 / MIB,
+    );
+    assert!(
+        after.saturating_sub(before) < (count * size / 4) as u64,
+        "the backup took {:.0} MiB more",
+        (after - before) as f64 / MIB
     );
 }

@@ -185,7 +185,8 @@ pub struct Common {
     #[arg(long, value_name = "FILE", env = "KVS_CA_CERT", value_parser = CaCerts::read, global = true)]
     ca_cert: Option<CaCerts>,
     /// Print the server's JSON answer instead of text, for scripts (nothing
-    /// for answers without a body, such as a delete).
+    /// for answers without a body, such as a delete): indented, but with its
+    /// numbers, strings and key order exactly as the server sent them.
     #[arg(long, global = true)]
     json: bool,
 }

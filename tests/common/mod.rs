@@ -367,6 +367,13 @@ impl ServerProcess {
         self.spawn();
     }
 
+    /// SIGKILL, then the server again on the same port and data directory,
+    /// as a service manager restarts a service that crashed.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Runs `kvs serve` on this server's address and waits until it is ready.
     fn spawn(&mut self) {
         let listen = self.url.trim_start_matches("http://").to_owned();

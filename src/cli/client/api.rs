@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG};
 use ureq::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
@@ -246,12 +248,23 @@ impl Api {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<Json, ClientError> {
         let bytes = body
             .map(serde_json::to_vec)
             .transpose()
             .map_err(anyhow::Error::from)?;
-        let payload = bytes.as_deref().map(|bytes| Payload {
+        self.json_text(method, path, bytes.as_deref())
+    }
+
+    /// The same with a body of JSON text sent as it is (numbers, key order
+    /// and all), such as a transaction a user wrote.
+    pub fn json_text(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Json, ClientError> {
+        let payload = body.map(|bytes| Payload {
             bytes,
             content_type: "application/json",
         });
@@ -323,20 +336,61 @@ impl Api {
     }
 }
 
-/// The JSON of a 2xx answer; `null` when it has no body.
-pub fn read_json(response: &mut Response<ureq::Body>) -> Result<Value, ClientError> {
-    if response.status() == StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
+/// A JSON answer, kept twice: as the text the server sent, which is what
+/// `--json` prints (a `serde_json::Value` would round numbers beyond 64 bits
+/// through `f64` and sort object keys), and parsed, which is what the other
+/// outputs read (through `Deref`, as a `Value`).
+#[derive(Debug)]
+pub struct Json {
+    text: Box<RawValue>,
+    value: Value,
+}
+
+impl Json {
+    /// The answer's text, without the whitespace around it.
+    pub fn text(&self) -> &RawValue {
+        &self.text
     }
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_JSON_ANSWER)
-        .read_to_vec()
-        .map_err(|error| anyhow!("cannot read the answer: {error}"))?;
-    serde_json::from_slice(&body).map_err(|error| {
-        anyhow!("the answer is not JSON ({error}); is the URL a kvs server?").into()
-    })
+
+    /// The parsed answer, for a caller that keeps it.
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+}
+
+impl std::ops::Deref for Json {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// Serialised as the text the server sent.
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.text.serialize(serializer)
+    }
+}
+
+/// The JSON of a 2xx answer; `null` when it has no body.
+pub fn read_json(response: &mut Response<ureq::Body>) -> Result<Json, ClientError> {
+    let body = if response.status() == StatusCode::NO_CONTENT {
+        b"null".to_vec()
+    } else {
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON_ANSWER)
+            .read_to_vec()
+            .map_err(|error| anyhow!("cannot read the answer: {error}"))?
+    };
+    let not_json = |error: serde_json::Error| {
+        anyhow!("the answer is not JSON ({error}); is the URL a kvs server?")
+    };
+    let text: Box<RawValue> = serde_json::from_slice(&body).map_err(not_json)?;
+    let value = serde_json::from_str(text.get()).map_err(not_json)?;
+    Ok(Json { text, value })
 }
 
 /// A path segment (a project or token id), encoded.

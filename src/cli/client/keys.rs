@@ -8,7 +8,9 @@ use std::io::{self, IsTerminal, Read, Write};
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use ureq::http::header::{CONTENT_TYPE, IF_MATCH};
 use ureq::http::{HeaderName, Method, Response, StatusCode};
 
@@ -274,7 +276,7 @@ pub fn list(args: List) -> Outcome {
     let limit = args.limit.map(|limit| limit.to_string());
     // Text is printed page by page, so that `kvs list | head` answers at
     // once; --json (one array) and --long (aligned columns) need every entry.
-    let mut entries = Vec::new();
+    let (mut entries, mut raw_entries) = (Vec::new(), Vec::new());
     let mut cursor: Option<String> = None;
     loop {
         let mut pairs = Vec::new();
@@ -287,12 +289,15 @@ pub fn list(args: List) -> Outcome {
         if let Some(cursor) = &cursor {
             pairs.push(("cursor", cursor.as_str()));
         }
-        let mut page = api.json(Method::GET, &format!("{base}{}", query(&pairs)), None)?;
-        let Value::Array(keys) = page["keys"].take() else {
-            return Err(anyhow!("the listing has no `keys`; is the URL a kvs server?").into());
-        };
-        if args.common.json || args.long {
-            entries.extend(keys);
+        let page = api.json(Method::GET, &format!("{base}{}", query(&pairs)), None)?;
+        let no_keys = || anyhow!("the listing has no `keys`; is the URL a kvs server?");
+        let keys = page["keys"].as_array().ok_or_else(no_keys)?;
+        if args.common.json {
+            // Each entry as the server wrote it.
+            let listed: Listed = serde_json::from_str(page.text().get()).map_err(|_| no_keys())?;
+            raw_entries.extend(listed.keys);
+        } else if args.long {
+            entries.extend(keys.iter().cloned());
         } else {
             output::lines(keys.iter().map(|entry| output::text(&entry["key"])))?;
         }
@@ -302,7 +307,7 @@ pub fn list(args: List) -> Outcome {
         }
     }
     if args.common.json {
-        return output::json(&Value::Array(entries));
+        return output::json(&raw_entries);
     }
     if args.long {
         // The key goes last: it may hold spaces.
@@ -317,6 +322,12 @@ pub fn list(args: List) -> Outcome {
         );
     }
     Ok(())
+}
+
+/// The entries of a listing page, each as its JSON text.
+#[derive(Deserialize)]
+struct Listed {
+    keys: Vec<Box<RawValue>>,
 }
 
 /// `If-Match: "<version>"` for `--if-version`, or no header.
@@ -396,21 +407,41 @@ pub fn latest(args: Latest) -> Outcome {
         .limit(u64::MAX)
         .read_to_vec()
         .map_err(|error| anyhow!("the value was cut off: {error}"))?;
-    let mut answer = Map::new();
-    answer.insert("key".into(), json!(key));
-    if let Some(version) = version.and_then(|version| version.parse::<u64>().ok()) {
-        answer.insert("version".into(), json!(version));
-    }
-    answer.insert("content_type".into(), json!(content_type));
     let (value, encoding) = encode(&bytes, content_type.as_deref().unwrap_or(""));
-    answer.insert("value".into(), value);
-    answer.insert("encoding".into(), json!(encoding));
-    output::json(&Value::Object(answer))
+    output::json(&LatestView {
+        key: &key,
+        version: version.and_then(|version| version.parse::<u64>().ok()),
+        content_type: content_type.as_deref(),
+        value,
+        encoding,
+    })
 }
 
-/// A value as the server's JSON answers carry it: inline JSON for a JSON
-/// content type that parses, a string for UTF-8, base64 otherwise.
-fn encode(bytes: &[u8], content_type: &str) -> (Value, &'static str) {
+/// What `latest --json` prints: the key that won, with its value as the
+/// server's JSON answers carry values.
+#[derive(Serialize)]
+struct LatestView<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    content_type: Option<&'a str>,
+    value: Encoded<'a>,
+    encoding: &'static str,
+}
+
+/// A value in JSON: its own text for JSON, a string, or base64.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Encoded<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+    Base64(String),
+}
+
+/// A value as the server's JSON answers carry it: inline JSON (its bytes as
+/// they are) for a JSON content type that parses, a string for UTF-8,
+/// base64 otherwise.
+fn encode<'a>(bytes: &'a [u8], content_type: &str) -> (Encoded<'a>, &'static str) {
     let essence = content_type
         .split(';')
         .next()
@@ -418,12 +449,12 @@ fn encode(bytes: &[u8], content_type: &str) -> (Value, &'static str) {
         .trim()
         .to_ascii_lowercase();
     if (essence == "application/json" || essence.ends_with("+json"))
-        && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+        && let Ok(value) = serde_json::from_slice::<&RawValue>(bytes)
     {
-        return (value, "json");
+        return (Encoded::Json(value), "json");
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => (json!(text), "utf8"),
-        Err(_) => (json!(BASE64.encode(bytes)), "base64"),
+        Ok(text) => (Encoded::Text(text), "utf8"),
+        Err(_) => (Encoded::Base64(BASE64.encode(bytes)), "base64"),
     }
 }

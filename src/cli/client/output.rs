@@ -5,16 +5,81 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::Outcome;
 
-/// The JSON answer, pretty-printed.
-pub fn json(value: &Value) -> Outcome {
+/// JSON, pretty-printed. An answer read as [`super::api::Json`] (or a
+/// `RawValue` inside a value) prints the server's text token for token.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Outcome {
+    let text = serde_json::to_string(value).map_err(io::Error::from)?;
     let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
-    writeln!(out)?;
+    writeln!(out, "{}", reformat(&text, true))?;
     Ok(())
+}
+
+/// JSON text indented by two spaces (`pretty`, the layout of serde_json's
+/// pretty printer) or with no whitespace at all, changed in nothing else:
+/// strings, numbers and the order of keys stay as they are in `text`, which
+/// must be one valid JSON value. (Going through a `serde_json::Value` to lay
+/// it out would round numbers beyond 64 bits and sort keys.)
+pub fn reformat(text: &str, pretty: bool) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let is_space = |c: &char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    out.push(c);
+                    match c {
+                        '"' if !escaped => break,
+                        '\\' => escaped = !escaped,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.next_if(is_space).is_some() {}
+                if let Some(close) = chars.next_if(|c| matches!(c, '}' | ']')) {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    if pretty {
+                        newline(&mut out, depth);
+                    }
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                if pretty {
+                    newline(&mut out, depth);
+                }
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                if pretty {
+                    newline(&mut out, depth);
+                }
+            }
+            ':' => out.push_str(if pretty { ": " } else { ":" }),
+            c if is_space(&c) => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Lines of text.
@@ -66,5 +131,36 @@ pub fn text(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reformat;
+
+    #[test]
+    fn reformatting_keeps_numbers_key_order_and_strings_as_they_are() {
+        let text = r#" {"n" : 123456789012345678901234567890,"b":1,"a":[ ],"e":{},
+            "s":"x, \"y\": [z]\\","l":[1E2,-0, true,null]}"#;
+        assert_eq!(
+            reformat(text, false),
+            r#"{"n":123456789012345678901234567890,"b":1,"a":[],"e":{},"s":"x, \"y\": [z]\\","l":[1E2,-0,true,null]}"#
+        );
+        assert_eq!(
+            reformat(text, true),
+            "{\n  \"n\": 123456789012345678901234567890,\n  \"b\": 1,\n  \"a\": [],\n  \
+             \"e\": {},\n  \"s\": \"x, \\\"y\\\": [z]\\\\\",\n  \"l\": [\n    1E2,\n    -0,\n    \
+             true,\n    null\n  ]\n}"
+        );
+    }
+
+    #[test]
+    fn pretty_reformatting_lays_out_as_serde_json_does() {
+        let value = serde_json::json!({"a": [1, {"b": [], "c": {}}, "d"], "e": {"f": null}});
+        let compact = serde_json::to_string(&value).unwrap();
+        assert_eq!(
+            reformat(&compact, true),
+            serde_json::to_string_pretty(&value).unwrap()
+        );
     }
 }

@@ -100,7 +100,9 @@ pub fn export(args: Export) -> Outcome {
         if let Some(cursor) = &cursor {
             pairs.push(("cursor", cursor.as_str()));
         }
-        let mut page = api.json(Method::GET, &format!("{base}{}", query(&pairs)), None)?;
+        let mut page = api
+            .json(Method::GET, &format!("{base}{}", query(&pairs)), None)?
+            .into_value();
         let Value::Array(keys) = page["keys"].take() else {
             return Err(anyhow!("the listing has no `keys`; is the URL a kvs server?").into());
         };
@@ -202,7 +204,7 @@ fn raw(api: &Api, project: &str, mut meta: Value) -> Result<Option<(Value, Vec<u
             return Ok(Some((meta, bytes)));
         }
         meta = match api.json(Method::GET, &format!("{path}?meta=true"), None) {
-            Ok(meta) => meta,
+            Ok(meta) => meta.into_value(),
             Err(ClientError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {
                 return Ok(None);
             }

@@ -44,7 +44,7 @@ pub fn txn(args: Txn) -> Outcome {
     let answer = args
         .common
         .api()
-        .json(Method::POST, &path, Some(&body))
+        .json_text(Method::POST, &path, Some(text.as_bytes()))
         .map_err(|error| explain(error, &body))?;
     if args.common.json {
         return output::json(&answer);

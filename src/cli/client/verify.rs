@@ -26,7 +26,7 @@ pub fn verify(args: Verify) -> Outcome {
         Some(dir) => crate::store::redb_engine::verify_dir(dir).map_err(|e| anyhow!("{e}"))?,
         None => {
             let answer = args.common.api().json(Method::POST, "/v1/verify", None)?;
-            serde_json::from_value::<Report>(answer)
+            serde_json::from_value::<Report>(answer.into_value())
                 .map_err(|e| anyhow!("the server's report cannot be read: {e}"))?
         }
     };

@@ -19,11 +19,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use ureq::http::header::{ACCEPT, CONTENT_TYPE};
 use ureq::http::{HeaderName, Method, Response, StatusCode};
 
 use super::api::{Api, ClientError, query, segment};
-use super::{Common, Outcome, ProjectArg};
+use super::{Common, Outcome, ProjectArg, output};
 
 /// A stream that brings nothing for this long, not even the keep-alive
 /// comment that the server sends every 10 s (the contract: at least every
@@ -328,7 +329,9 @@ struct Change {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    value: Option<Value>,
+    /// Kept as the server's text, so that `--json` prints a JSON value
+    /// exactly as it was sent (no `f64` rounding, no sorting of keys).
+    value: Option<Box<RawValue>>,
     /// `utf8`, `json` or `base64`: how `value` holds the bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<String>,
@@ -336,8 +339,8 @@ struct Change {
 
 /// A field that is there, even as `null` (a JSON value `null`), which serde
 /// would otherwise read as absent.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl Change {
@@ -357,9 +360,14 @@ impl Change {
 }
 
 /// A value on one line: text as it is, but with control characters and
-/// backslashes escaped (`\n`, `\\`); JSON compact; other bytes as a note.
-fn shown(value: &Value, encoding: Option<&str>) -> String {
-    match (encoding, value) {
+/// backslashes escaped (`\n`, `\\`); JSON compact (its tokens as sent);
+/// other bytes as a note.
+fn shown(value: &RawValue, encoding: Option<&str>) -> String {
+    let parsed = match encoding {
+        Some("utf8" | "base64") => serde_json::from_str(value.get()).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    match (encoding, &parsed) {
         (Some("utf8"), Value::String(text)) => text
             .chars()
             .map(|c| {
@@ -374,7 +382,7 @@ fn shown(value: &Value, encoding: Option<&str>) -> String {
             Ok(bytes) => format!("<{} bytes, not text>", bytes.len()),
             Err(_) => "<bytes, not text>".to_owned(),
         },
-        (_, value) => value.to_string(),
+        _ => output::reformat(value.get(), false),
     }
 }
 
@@ -493,7 +501,7 @@ mod tests {
             version: 3,
             revision: 3,
             reason: None,
-            value: Some(value),
+            value: serde_json::value::to_raw_value(&value).ok(),
             encoding: Some(encoding.into()),
         };
         assert_eq!(change(json!("x\ny\\"), "utf8").line(), r"put a b 3 x\ny\\");
@@ -504,6 +512,20 @@ mod tests {
         assert_eq!(
             change(json!("AAEC"), "base64").line(),
             "put a b 3 <3 bytes, not text>"
+        );
+        // A JSON value keeps its tokens and key order, made compact.
+        let sent: Change = serde_json::from_str(
+            r#"{"key":"j","version":4,"revision":4,"value":{"n" : 123456789012345678901234567890,
+                "b":1,"a":2},"encoding":"json"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Change {
+                event: "put".into(),
+                ..sent
+            }
+            .line(),
+            r#"put j 4 {"n":123456789012345678901234567890,"b":1,"a":2}"#
         );
         let mut expired: Change =
             serde_json::from_str(r#"{"key":"t","version":9,"revision":9,"reason":"expired"}"#)

@@ -107,7 +107,7 @@ fn poll(api: &Api) -> Result<Sample, ClientError> {
         Err(ClientError::Refused { .. }) => None,
         Err(error) => return Err(error),
     };
-    Sample::read(&metrics, &status, projects.as_ref())
+    Sample::read(&metrics, &status, projects.as_deref())
         .map_err(|error| anyhow!("cannot read /metrics: {error}").into())
 }
 
