@@ -60,6 +60,8 @@ pub(super) use tables::put_record;
 
 /// The most requests folded into one commit.
 const MAX_BATCH: usize = 1024;
+/// How long a sweep waits after a failed commit before it tries again.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How many revisions one reservation for memory projects covers.
 const RESERVE_STEP: u64 = 1000;
 
@@ -137,6 +139,8 @@ pub struct Writer {
     held: Vec<Command>,
     /// Held requests whose sweep is over: the head of the next batch.
     released: VecDeque<Command>,
+    /// Why the last commit failed, if it did.
+    failure: Option<StoreError>,
 }
 
 impl Writer {
@@ -157,6 +161,7 @@ impl Writer {
             sweeps,
             held: Vec::new(),
             released: VecDeque::new(),
+            failure: None,
         }
     }
 
@@ -165,6 +170,11 @@ impl Writer {
             // With a sweep going on, the writer does not wait for requests:
             // each turn of the loop moves the sweep on by a chunk.
             let idle = self.sweeps.is_empty() && self.released.is_empty();
+            if !idle && self.failure.is_some() {
+                // A sweep does not retry a failing commit (a full disk) in
+                // a busy loop.
+                std::thread::sleep(RETRY_PAUSE);
+            }
             let first = if idle {
                 match receiver.blocking_recv() {
                     Some(command) => Some(command),
@@ -196,8 +206,9 @@ impl Writer {
         subject(command).is_some_and(|project| self.sweeps.iter().any(|s| &s.project == project))
     }
 
-    /// Finishes every sweep, and the requests they held.
-    fn settle(&mut self) {
+    /// Finishes every sweep, and the requests they held; stops at the
+    /// first commit that fails.
+    fn settle(&mut self) -> Result<(), StoreError> {
         while !self.sweeps.is_empty() || !self.released.is_empty() {
             let released: Vec<Command> = self.released.drain(..).collect();
             if released.is_empty() {
@@ -205,7 +216,11 @@ impl Writer {
             } else {
                 self.process(released);
             }
+            if let Some(failure) = &self.failure {
+                return Err(failure.clone());
+            }
         }
+        Ok(())
     }
 
     /// Applies a batch; true when a `Close` was among it. A change of a
@@ -228,8 +243,9 @@ impl Writer {
                 Command::Snapshot(reply) => {
                     self.commit(std::mem::take(&mut pending));
                     // A backup holds no half-removed prefix.
-                    self.settle();
-                    let snapshot = super::backup::take(&self.shared, self.revision).map(Box::new);
+                    let snapshot = self.settle().and_then(|()| {
+                        super::backup::take(&self.shared, self.revision).map(Box::new)
+                    });
                     let _ = reply.send(snapshot);
                 }
                 Command::Catalog(CatalogWrite::UpdateProject { id, change }, reply)
@@ -272,7 +288,10 @@ impl Writer {
         );
         let mut batch = match begun {
             Ok(batch) => batch,
-            Err(error) => return fail_all(commands, &error),
+            Err(error) => {
+                self.failure = Some(error.clone());
+                return fail_all(commands, &error);
+            }
         };
         batch.paused = self.sweeps.iter().map(|s| s.project.clone()).collect();
         let size = commands.len();
@@ -331,6 +350,7 @@ impl Writer {
         };
         match outcome {
             Ok(committed) => {
+                self.failure = None;
                 metrics::counter!("kvs_commits_total").increment(1);
                 metrics::histogram!("kvs_commit_batch_size").record(size as f64);
                 self.revision = committed.revision;
@@ -348,6 +368,7 @@ impl Writer {
             }
             Err(error) => {
                 metrics::counter!("kvs_commit_failures_total").increment(1);
+                self.failure = Some(error.clone());
                 self.recover(&error);
                 for answer in answers {
                     answer.send(Some(&error));
