@@ -40,7 +40,7 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
+use crate::store::{CatalogWrite, Store, etcd_engine::EtcdStore, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -67,19 +67,19 @@ pub async fn run(
              KVS_DATA_DIR) a directory, a new one or one that kvs made"
         );
     }
-    let opened = RedbStore::open_with(&settings.data_dir, settings.watch_history);
-    let store: Arc<dyn Store> = Arc::new(opened.map_err(|error| {
-        let text = format!("{error:#}");
-        if text.contains("already open") || text.contains("acquire lock") {
-            anyhow::anyhow!(
-                "the store in {dir} is in use by another kvs server (its file is locked): \
-                 stop that server first, or give this one another --data-dir (and --listen \
-                 address)"
-            )
-        } else {
-            anyhow::Error::new(error).context(format!("cannot open the store in {dir}"))
+    let store: Arc<dyn Store> = match &settings.etcd {
+        Some(etcd) => {
+            let endpoints = etcd.endpoints.join(",");
+            tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
+            let opened = EtcdStore::open(etcd.clone()).await;
+            Arc::new(opened.map_err(|error| {
+                anyhow::Error::new(error).context(format!(
+                    "cannot open the cluster store on etcd at {endpoints}"
+                ))
+            })?)
         }
-    })?);
+        None => open_embedded(&settings)?,
+    };
     prepare(store.as_ref(), &settings, admin_secret).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut settings = settings;
@@ -114,6 +114,24 @@ pub async fn run(
     tracing::info!("stopping: requests in flight are done; closing the store");
     store.close().await;
     Ok(())
+}
+
+/// Opens the embedded store in the data directory.
+fn open_embedded(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = settings.data_dir.display();
+    let opened = RedbStore::open_with(&settings.data_dir, settings.watch_history);
+    Ok(Arc::new(opened.map_err(|error| {
+        let text = format!("{error:#}");
+        if text.contains("already open") || text.contains("acquire lock") {
+            anyhow::anyhow!(
+                "the store in {dir} is in use by another kvs server (its file is locked): \
+                 stop that server first, or give this one another --data-dir (and --listen \
+                 address)"
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("cannot open the store in {dir}"))
+        }
+    })?))
 }
 
 /// How long shutdown waits for requests in flight before it closes the store

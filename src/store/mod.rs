@@ -17,6 +17,7 @@
 
 mod catalog;
 mod error;
+pub mod etcd_engine;
 mod feed;
 pub mod kv;
 pub mod plan;
