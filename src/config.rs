@@ -640,6 +640,36 @@ mod tests {
     }
 
     #[test]
+    fn etcd_settings_come_from_the_file_or_flags_and_are_off_by_default() {
+        assert!(Settings::with_data_dir(Path::new("/d")).etcd.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(
+            &path,
+            "etcd_endpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\n\
+             etcd_prefix = \"team/\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let etcd = Settings::load(args).unwrap().etcd.unwrap();
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!(etcd.prefix, "team/");
+        assert_eq!(etcd.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert!(etcd.user.is_none());
+        let args = ServeArgs {
+            config: Some(path),
+            etcd_endpoints: Some(vec!["http://10.0.0.1:2379".to_owned()]),
+            etcd_user: Some("kvs".to_owned()),
+            ..ServeArgs::default()
+        };
+        let error = Settings::load(args).unwrap_err().to_string();
+        assert!(error.contains("etcd_password"), "{error}");
+    }
+
+    #[test]
     fn origins_are_compared_in_one_spelling() {
         assert_eq!(
             normalise_origin("HTTPS://KVS.example:443/").as_deref(),

@@ -451,14 +451,18 @@ async fn prepare(
         }
         None => None,
     };
-    store
-        .write_catalog(CatalogWrite::ReplaceNamedTokens {
-            source: TokenSource::Env,
-            name: ENV_ADMIN_TOKEN.to_owned(),
-            token: env_token,
-        })
-        .await
-        .context("cannot record the KVS_ADMIN_TOKEN token")?;
+    // A cluster node without KVS_ADMIN_TOKEN leaves the one another node
+    // set alone.
+    if env_token.is_some() || settings.etcd.is_none() {
+        store
+            .write_catalog(CatalogWrite::ReplaceNamedTokens {
+                source: TokenSource::Env,
+                name: ENV_ADMIN_TOKEN.to_owned(),
+                token: env_token,
+            })
+            .await
+            .context("cannot record the KVS_ADMIN_TOKEN token")?;
+    }
     if store.catalog()?.live_admin_tokens(Timestamp::now()) == 0 {
         bootstrap_admin(store, &settings.data_dir).await?;
     }
@@ -477,13 +481,16 @@ async fn prepare(
             created_at: Timestamp::now(),
             created_revision: 0,
         };
-        store
+        let created = store
             .write_catalog(CatalogWrite::CreateProject {
                 settings: project,
                 token: None,
             })
-            .await
-            .context("cannot create the default project")?;
+            .await;
+        // Another cluster node made it first: as good.
+        if created != Err(crate::store::StoreError::ProjectExists) {
+            created.context("cannot create the default project")?;
+        }
     }
     Ok(())
 }
