@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use crate::domain::{ProjectId, parse_duration};
 use crate::store::HistoryLimits;
-use crate::store::etcd_engine::{DEFAULT_MAX_REQUEST_BYTES, EtcdSettings};
 use crate::telemetry::LogFormat;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:23849";
@@ -66,6 +65,34 @@ pub struct Settings {
     /// The etcd cluster this node keeps its state in; `None`: the embedded
     /// store in `data_dir`.
     pub etcd: Option<EtcdSettings>,
+}
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+
+/// How a node reaches its etcd cluster.
+#[derive(Clone, Debug)]
+pub struct EtcdSettings {
+    /// Client URLs of the cluster's members.
+    pub endpoints: Vec<String>,
+    /// Everything kvs keeps is under this key prefix.
+    pub prefix: String,
+    /// etcd user and password, when the cluster has authentication on.
+    pub user: Option<(String, String)>,
+    /// The cluster's `--max-request-bytes`: larger writes are refused with
+    /// 413 before they are sent.
+    pub max_request_bytes: u64,
+}
+
+impl EtcdSettings {
+    pub fn new(endpoints: Vec<String>) -> EtcdSettings {
+        EtcdSettings {
+            endpoints,
+            prefix: "kvs/".to_owned(),
+            user: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
 }
 
 /// The limits that keep one client from taking the server from the others.

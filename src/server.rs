@@ -40,7 +40,8 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::store::{CatalogWrite, Store, etcd_engine::EtcdStore, redb_engine::RedbStore};
+use crate::config::EtcdSettings;
+use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -68,16 +69,7 @@ pub async fn run(
         );
     }
     let store: Arc<dyn Store> = match &settings.etcd {
-        Some(etcd) => {
-            let endpoints = etcd.endpoints.join(",");
-            tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
-            let opened = EtcdStore::open(etcd.clone()).await;
-            Arc::new(opened.map_err(|error| {
-                anyhow::Error::new(error).context(format!(
-                    "cannot open the cluster store on etcd at {endpoints}"
-                ))
-            })?)
-        }
+        Some(etcd) => open_cluster(etcd).await?,
         None => open_embedded(&settings)?,
     };
     prepare(store.as_ref(), &settings, admin_secret).await?;
@@ -114,6 +106,28 @@ pub async fn run(
     tracing::info!("stopping: requests in flight are done; closing the store");
     store.close().await;
     Ok(())
+}
+
+/// Opens the cluster store on etcd.
+#[cfg(feature = "etcd")]
+async fn open_cluster(etcd: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let endpoints = etcd.endpoints.join(",");
+    tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
+    let opened = crate::store::etcd_engine::EtcdStore::open(etcd.clone()).await;
+    Ok(Arc::new(opened.map_err(|error| {
+        anyhow::Error::new(error)
+            .context(format!("cannot open the cluster store on etcd at {endpoints}"))
+    })?))
+}
+
+/// A build without the `etcd` feature cannot be a cluster node.
+#[cfg(not(feature = "etcd"))]
+async fn open_cluster(_: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(
+        "this kvs was built without cluster mode: build it with `cargo build --release \
+         --features etcd` (which needs protoc: apt-get install protobuf-compiler) to use \
+         --etcd-endpoints"
+    )
 }
 
 /// Opens the embedded store in the data directory.

@@ -17,6 +17,7 @@
 
 mod catalog;
 mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd_engine;
 mod feed;
 pub mod kv;

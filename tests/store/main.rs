@@ -8,8 +8,10 @@
 //! embedded engine does: memory projects lost at restart, moves between its
 //! two databases, expiries while closed, snapshots across both databases.
 
+#[cfg(feature = "etcd")]
 mod cluster;
 mod embedded;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod semantics;
 
@@ -22,6 +24,7 @@ use kvs::domain::{
     Digest, ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Role, StorageMode, Timestamp,
     TokenId, TokenRecord, TokenSecret, TokenSource,
 };
+#[cfg(feature = "etcd")]
 use kvs::store::etcd_engine::{EtcdSettings, EtcdStore};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
@@ -32,7 +35,12 @@ use kvs::store::{
 type Open = fn(&Path, HistoryLimits) -> Arc<dyn Store>;
 
 /// Every engine, by name, with a function that opens it on a directory.
-const ENGINES: &[(&str, Open)] = &[("redb", open_redb), ("etcd", open_etcd)];
+/// (etcd only in a build with `--features etcd`.)
+const ENGINES: &[(&str, Open)] = &[
+    ("redb", open_redb),
+    #[cfg(feature = "etcd")]
+    ("etcd", open_etcd),
+];
 
 fn open_redb(dir: &Path, limits: HistoryLimits) -> Arc<dyn Store> {
     Arc::new(RedbStore::open_with(dir, limits).unwrap())
@@ -40,6 +48,7 @@ fn open_redb(dir: &Path, limits: HistoryLimits) -> Arc<dyn Store> {
 
 /// A cluster node over a one-member etcd of its own, with its data in `dir`
 /// (opened again on the same `dir`, the same etcd data).
+#[cfg(feature = "etcd")]
 fn open_etcd(dir: &Path, _: HistoryLimits) -> Arc<dyn Store> {
     let etcd = etcd::start(dir);
     let settings = EtcdSettings::new(vec![etcd.endpoint.clone()]);

@@ -50,8 +50,7 @@ use crate::store::{
 };
 use layout::Layout;
 
-/// etcd's default `--max-request-bytes`: 1.5 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+pub use crate::config::{DEFAULT_MAX_REQUEST_BYTES, EtcdSettings};
 
 /// How long a view stays vouched for after the probe that confirmed it.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -61,31 +60,6 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// How long one request to etcd may take before its outcome is unknown.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a node reaches its etcd cluster.
-#[derive(Clone, Debug)]
-pub struct EtcdSettings {
-    /// Client URLs of the cluster's members.
-    pub endpoints: Vec<String>,
-    /// Everything kvs keeps is under this key prefix.
-    pub prefix: String,
-    /// etcd user and password, when the cluster has authentication on.
-    pub user: Option<(String, String)>,
-    /// The cluster's `--max-request-bytes`: larger writes are refused with
-    /// 413 before they are sent.
-    pub max_request_bytes: u64,
-}
-
-impl EtcdSettings {
-    pub fn new(endpoints: Vec<String>) -> EtcdSettings {
-        EtcdSettings {
-            endpoints,
-            prefix: "kvs/".to_owned(),
-            user: None,
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-        }
-    }
-}
 
 /// The catalog as the watch last published it, with the etcd revisions that
 /// writes compare on, all from one moment.
