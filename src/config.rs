@@ -62,6 +62,37 @@ pub struct Settings {
     pub origins: Vec<String>,
     /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The etcd cluster this node keeps its state in; `None`: the embedded
+    /// store in `data_dir`.
+    pub etcd: Option<EtcdSettings>,
+}
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+
+/// How a node reaches its etcd cluster.
+#[derive(Clone, Debug)]
+pub struct EtcdSettings {
+    /// Client URLs of the cluster's members.
+    pub endpoints: Vec<String>,
+    /// Everything kvs keeps is under this key prefix.
+    pub prefix: String,
+    /// etcd user and password, when the cluster has authentication on.
+    pub user: Option<(String, String)>,
+    /// The cluster's `--max-request-bytes`: larger writes are refused with
+    /// 413 before they are sent.
+    pub max_request_bytes: u64,
+}
+
+impl EtcdSettings {
+    pub fn new(endpoints: Vec<String>) -> EtcdSettings {
+        EtcdSettings {
+            endpoints,
+            prefix: "kvs/".to_owned(),
+            user: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
 }
 
 /// The limits that keep one client from taking the server from the others.
@@ -243,6 +274,37 @@ pub struct ServeArgs {
     /// Directory of scheduled backups [default: <data_dir>/backups].
     #[arg(long, value_name = "DIR", env = "KVS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// Run as a cluster node over these etcd client URLs, comma-separated
+    /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`) [default: none, the
+    /// embedded store].
+    #[arg(
+        long,
+        value_name = "URLS",
+        env = "KVS_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// The key prefix everything lives under in etcd; nodes with the same
+    /// endpoints and prefix serve the same data [default: kvs/].
+    #[arg(long, value_name = "PREFIX", env = "KVS_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd user, when the cluster has authentication on (with
+    /// KVS_ETCD_PASSWORD).
+    #[arg(long, value_name = "NAME", env = "KVS_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password (better in the environment than on the
+    /// command line).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "KVS_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+    /// The etcd cluster's --max-request-bytes: larger writes are refused
+    /// with 413 [default: 1572864, etcd's default].
+    #[arg(long, value_name = "BYTES", env = "KVS_ETCD_MAX_REQUEST_BYTES")]
+    pub etcd_max_request_bytes: Option<u64>,
 }
 
 /// The same settings in the TOML file.
@@ -281,6 +343,11 @@ struct FileSettings {
     backup_interval: Option<String>,
     backup_keep: Option<usize>,
     backup_dir: Option<PathBuf>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_user: Option<String>,
+    etcd_password: Option<String>,
+    etcd_max_request_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -347,7 +414,43 @@ impl Settings {
                     .ok_or_else(|| anyhow::anyhow!("origins: {origin:?} is not an origin"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let etcd = match args.etcd_endpoints.or(file.etcd_endpoints) {
+            None => None,
+            Some(endpoints) => {
+                let endpoints: Vec<String> = endpoints
+                    .iter()
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if endpoints.is_empty() {
+                    anyhow::bail!("etcd_endpoints is empty: give one client URL or more");
+                }
+                let mut etcd = EtcdSettings::new(endpoints);
+                if let Some(prefix) = args.etcd_prefix.or(file.etcd_prefix) {
+                    if prefix.is_empty() {
+                        anyhow::bail!("etcd_prefix is empty: give a prefix such as kvs/");
+                    }
+                    etcd.prefix = prefix;
+                }
+                etcd.user = match (
+                    args.etcd_user.or(file.etcd_user),
+                    args.etcd_password.or(file.etcd_password),
+                ) {
+                    (Some(user), Some(password)) => Some((user, password)),
+                    (None, None) => None,
+                    _ => anyhow::bail!(
+                        "etcd_user and etcd_password go together: give both or neither"
+                    ),
+                };
+                etcd.max_request_bytes = args
+                    .etcd_max_request_bytes
+                    .or(file.etcd_max_request_bytes)
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+                Some(etcd)
+            }
+        };
         let settings = Settings {
+            etcd,
             limits,
             origins,
             tls,
@@ -561,6 +664,36 @@ mod tests {
         assert_eq!(settings.backup_interval, None);
         assert_eq!(settings.backup_keep, 7);
         assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));
+    }
+
+    #[test]
+    fn etcd_settings_come_from_the_file_or_flags_and_are_off_by_default() {
+        assert!(Settings::with_data_dir(Path::new("/d")).etcd.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(
+            &path,
+            "etcd_endpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\n\
+             etcd_prefix = \"team/\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let etcd = Settings::load(args).unwrap().etcd.unwrap();
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!(etcd.prefix, "team/");
+        assert_eq!(etcd.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert!(etcd.user.is_none());
+        let args = ServeArgs {
+            config: Some(path),
+            etcd_endpoints: Some(vec!["http://10.0.0.1:2379".to_owned()]),
+            etcd_user: Some("kvs".to_owned()),
+            ..ServeArgs::default()
+        };
+        let error = Settings::load(args).unwrap_err().to_string();
+        assert!(error.contains("etcd_password"), "{error}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
+use crate::config::EtcdSettings;
 use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
@@ -67,19 +68,10 @@ pub async fn run(
              KVS_DATA_DIR) a directory, a new one or one that kvs made"
         );
     }
-    let opened = RedbStore::open_with(&settings.data_dir, settings.watch_history);
-    let store: Arc<dyn Store> = Arc::new(opened.map_err(|error| {
-        let text = format!("{error:#}");
-        if text.contains("already open") || text.contains("acquire lock") {
-            anyhow::anyhow!(
-                "the store in {dir} is in use by another kvs server (its file is locked): \
-                 stop that server first, or give this one another --data-dir (and --listen \
-                 address)"
-            )
-        } else {
-            anyhow::Error::new(error).context(format!("cannot open the store in {dir}"))
-        }
-    })?);
+    let store: Arc<dyn Store> = match &settings.etcd {
+        Some(etcd) => open_cluster(etcd).await?,
+        None => open_embedded(&settings)?,
+    };
     prepare(store.as_ref(), &settings, admin_secret).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut settings = settings;
@@ -114,6 +106,46 @@ pub async fn run(
     tracing::info!("stopping: requests in flight are done; closing the store");
     store.close().await;
     Ok(())
+}
+
+/// Opens the cluster store on etcd.
+#[cfg(feature = "etcd")]
+async fn open_cluster(etcd: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let endpoints = etcd.endpoints.join(",");
+    tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
+    let opened = crate::store::etcd_engine::EtcdStore::open(etcd.clone()).await;
+    Ok(Arc::new(opened.map_err(|error| {
+        anyhow::Error::new(error)
+            .context(format!("cannot open the cluster store on etcd at {endpoints}"))
+    })?))
+}
+
+/// A build without the `etcd` feature cannot be a cluster node.
+#[cfg(not(feature = "etcd"))]
+async fn open_cluster(_: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(
+        "this kvs was built without cluster mode: build it with `cargo build --release \
+         --features etcd` (which needs protoc: apt-get install protobuf-compiler) to use \
+         --etcd-endpoints"
+    )
+}
+
+/// Opens the embedded store in the data directory.
+fn open_embedded(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = settings.data_dir.display();
+    let opened = RedbStore::open_with(&settings.data_dir, settings.watch_history);
+    Ok(Arc::new(opened.map_err(|error| {
+        let text = format!("{error:#}");
+        if text.contains("already open") || text.contains("acquire lock") {
+            anyhow::anyhow!(
+                "the store in {dir} is in use by another kvs server (its file is locked): \
+                 stop that server first, or give this one another --data-dir (and --listen \
+                 address)"
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("cannot open the store in {dir}"))
+        }
+    })?))
 }
 
 /// How long shutdown waits for requests in flight before it closes the store
@@ -433,14 +465,18 @@ async fn prepare(
         }
         None => None,
     };
-    store
-        .write_catalog(CatalogWrite::ReplaceNamedTokens {
-            source: TokenSource::Env,
-            name: ENV_ADMIN_TOKEN.to_owned(),
-            token: env_token,
-        })
-        .await
-        .context("cannot record the KVS_ADMIN_TOKEN token")?;
+    // A cluster node without KVS_ADMIN_TOKEN leaves the one another node
+    // set alone.
+    if env_token.is_some() || settings.etcd.is_none() {
+        store
+            .write_catalog(CatalogWrite::ReplaceNamedTokens {
+                source: TokenSource::Env,
+                name: ENV_ADMIN_TOKEN.to_owned(),
+                token: env_token,
+            })
+            .await
+            .context("cannot record the KVS_ADMIN_TOKEN token")?;
+    }
     if store.catalog()?.live_admin_tokens(Timestamp::now()) == 0 {
         bootstrap_admin(store, &settings.data_dir).await?;
     }
@@ -459,13 +495,16 @@ async fn prepare(
             created_at: Timestamp::now(),
             created_revision: 0,
         };
-        store
+        let created = store
             .write_catalog(CatalogWrite::CreateProject {
                 settings: project,
                 token: None,
             })
-            .await
-            .context("cannot create the default project")?;
+            .await;
+        // Another cluster node made it first: as good.
+        if created != Err(crate::store::StoreError::ProjectExists) {
+            created.context("cannot create the default project")?;
+        }
     }
     Ok(())
 }

@@ -315,6 +315,23 @@ impl From<StoreError> for ApiError {
                 "storage is recovering from a failed write; try again",
             )
             .with_header(header::RETRY_AFTER, "1"),
+            StoreError::OutcomeUnknown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the write was sent to the cluster and its outcome could not be learned; \
+                 it may or may not have been applied: read the key before trying again",
+            )
+            .with_header(header::RETRY_AFTER, "1"),
+            StoreError::ClusterLimit { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the write is larger than the etcd cluster accepts in one request \
+                     ({limit} bytes, {}: etcd's --max-request-bytes; kvs's \
+                     etcd_max_request_bytes must agree with it)",
+                    human_bytes(limit)
+                ),
+            ),
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()

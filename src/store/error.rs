@@ -42,6 +42,15 @@ pub enum StoreError {
     Closed,
     #[error("storage is reopening after a failure")]
     Unavailable,
+    /// A cluster node sent a write and could not learn whether it was
+    /// applied (the connection to the cluster failed with the write in
+    /// flight): it may or may not have been.
+    #[error("the outcome of the write is unknown")]
+    OutcomeUnknown,
+    /// The write is larger than the cluster accepts in one request (etcd's
+    /// `--max-request-bytes`, `limit` bytes): nothing was applied.
+    #[error("the write is larger than the cluster's limit of {limit} bytes")]
+    ClusterLimit { limit: u64 },
     #[error("storage failure: {0}")]
     Internal(String),
     /// A stored record or value failed its checksum (or cannot be read as

@@ -17,6 +17,8 @@
 
 mod catalog;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd_engine;
 mod feed;
 pub mod kv;
 pub mod plan;

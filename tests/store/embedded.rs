@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
-    for (_, open) in ENGINES {
+    for (_, open) in EMBEDDED {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let last = runtime.block_on(async {
@@ -62,7 +62,7 @@ fn disk_keys_and_the_catalog_survive_reopening_and_memory_keys_do_not() {
 
 #[test]
 fn moving_a_project_between_storages_keeps_every_key() {
-    for_each_engine(|store, _| async move {
+    for_embedded(|store, _| async move {
         create(store.as_ref(), "p", StorageMode::Disk).await;
         write(store.as_ref(), "p", vec![put("a", "1"), put("b/c", "2")])
             .await
@@ -94,7 +94,7 @@ fn moving_a_project_between_storages_keeps_every_key() {
 
 #[test]
 fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
-    for_each_engine(|store, _| async move {
+    for_embedded(|store, _| async move {
         create(store.as_ref(), "p", StorageMode::Disk).await;
         let sizes = [0usize, 1, 2047, 2048, 2049, 70_000, 5];
         let put_bytes = |k: &str, size: usize| KvOp::Put {
@@ -173,7 +173,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
 
 #[test]
 fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
-    for (_, open) in ENGINES {
+    for (_, open) in EMBEDDED {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
@@ -214,7 +214,7 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
 
 #[test]
 fn history_follows_its_project_through_moves_restarts_and_deletion() {
-    for (_, open) in ENGINES {
+    for (_, open) in EMBEDDED {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let (start, written) = runtime.block_on(async {
@@ -281,7 +281,7 @@ fn history_follows_its_project_through_moves_restarts_and_deletion() {
 
 #[test]
 fn a_snapshot_holds_both_databases_at_one_revision_while_writes_go_on() {
-    for_each_engine(|store, _| async move {
+    for_embedded(|store, _| async move {
         create(store.as_ref(), "d", StorageMode::Disk).await;
         create(store.as_ref(), "m", StorageMode::Memory).await;
         write(store.as_ref(), "d", vec![put("a", "1")])

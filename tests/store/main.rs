@@ -8,7 +8,11 @@
 //! embedded engine does: memory projects lost at restart, moves between its
 //! two databases, expiries while closed, snapshots across both databases.
 
+#[cfg(feature = "etcd")]
+mod cluster;
 mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod semantics;
 
 use std::future::Future;
@@ -20,6 +24,8 @@ use kvs::domain::{
     Digest, ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Role, StorageMode, Timestamp,
     TokenId, TokenRecord, TokenSecret, TokenSource,
 };
+#[cfg(feature = "etcd")]
+use kvs::store::etcd_engine::{EtcdSettings, EtcdStore};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
     CatalogWrite, ChangeKind, ChangeSets, HistoryLimits, KvOp, KvWrite, ListRequest, OpResult,
@@ -29,9 +35,30 @@ use kvs::store::{
 type Open = fn(&Path, HistoryLimits) -> Arc<dyn Store>;
 
 /// Every engine, by name, with a function that opens it on a directory.
-const ENGINES: &[(&str, Open)] = &[("redb", |dir, limits| {
+/// (etcd only in a build with `--features etcd`.)
+const ENGINES: &[(&str, Open)] = &[
+    ("redb", open_redb),
+    #[cfg(feature = "etcd")]
+    ("etcd", open_etcd),
+];
+
+fn open_redb(dir: &Path, limits: HistoryLimits) -> Arc<dyn Store> {
     Arc::new(RedbStore::open_with(dir, limits).unwrap())
-})];
+}
+
+/// A cluster node over a one-member etcd of its own, with its data in `dir`
+/// (opened again on the same `dir`, the same etcd data).
+#[cfg(feature = "etcd")]
+fn open_etcd(dir: &Path, _: HistoryLimits) -> Arc<dyn Store> {
+    let etcd = etcd::start(dir);
+    let settings = EtcdSettings::new(vec![etcd.endpoint.clone()]);
+    let store = EtcdStore::open_blocking(settings).unwrap();
+    store.keep(Box::new(etcd));
+    Arc::new(store)
+}
+
+/// The embedded engine alone, for `embedded.rs`.
+const EMBEDDED: &[(&str, Open)] = &[("redb", open_redb)];
 
 /// Runs `check` against a fresh store of every engine.
 fn for_each_engine<F, Fut>(check: F)
@@ -39,7 +66,24 @@ where
     F: Fn(Arc<dyn Store>, std::path::PathBuf) -> Fut,
     Fut: Future<Output = ()>,
 {
-    for (name, open) in ENGINES {
+    run_on(ENGINES, check)
+}
+
+/// Runs `check` against a fresh store of the embedded engine.
+fn for_embedded<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn Store>, std::path::PathBuf) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_on(EMBEDDED, check)
+}
+
+fn run_on<F, Fut>(engines: &[(&str, Open)], check: F)
+where
+    F: Fn(Arc<dyn Store>, std::path::PathBuf) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for (name, open) in engines {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         eprintln!("engine {name}");

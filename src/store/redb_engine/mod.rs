@@ -13,7 +13,7 @@
 //! no reader can see a write that a crash could still take back.
 
 mod backup;
-mod codec;
+pub(crate) mod codec;
 mod snapshot;
 mod verify;
 mod writer;

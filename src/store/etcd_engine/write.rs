@@ -1,0 +1,522 @@
+//! Writes: key/value writes judged by [`kv::evaluate`] over the keys read
+//! from etcd, catalog writes judged by [`plan::plan`] over the mirror, each
+//! committed as one etcd transaction that compares what it read, and the
+//! expiry sweep.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+
+use super::layout::{self, range_end};
+use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY};
+use crate::domain::{Prefix, ProjectId, Timestamp};
+use crate::store::kv::{self, KeySource};
+use crate::store::{
+    CatalogWrite, Check, Entry, Figures, KeyMeta, KvCommit, KvOp, KvWrite, OpResult, StoreError,
+    plan,
+};
+
+/// How many times a write whose compares lost is judged again.
+const ATTEMPTS: u32 = 64;
+
+/// The version staged keys carry until the commit's revision is known.
+const UNCOMMITTED: u64 = u64::MAX;
+
+/// Room for a transaction's framing beside its keys and values.
+const TXN_OVERHEAD: u64 = 64 << 10;
+
+/// The keys one write touches, read at one revision.
+#[derive(Default)]
+struct Fetched {
+    /// Each named key: its metadata and value, or absent.
+    keys: HashMap<String, Option<(KeyMeta, Bytes)>>,
+    /// Each scanned prefix: its keys in order.
+    scans: Vec<(Prefix, Vec<KeyMeta>)>,
+}
+
+impl KeySource for Fetched {
+    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
+        self.entry(key).map(|entry| entry.map(|(meta, _)| meta))
+    }
+
+    fn entry(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
+        match self.keys.get(key) {
+            Some(entry) => Ok(entry.clone()),
+            None => Err(StoreError::internal(format!("{key} was not read first"))),
+        }
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &Prefix,
+        each: &mut dyn FnMut(KeyMeta) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some((_, metas)) = self.scans.iter().find(|(p, _)| p == prefix) else {
+            return Err(StoreError::internal("a prefix was not read first"));
+        };
+        for meta in metas {
+            each(meta.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends a transaction that changes something. An error after it may have
+/// reached the cluster makes its outcome unknown.
+async fn commit(inner: &Inner, txn: Txn) -> Result<TxnResponse, StoreError> {
+    match tokio::time::timeout(RPC_TIMEOUT, inner.client().txn(txn)).await {
+        Err(_) => Err(StoreError::OutcomeUnknown),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(write_error(inner, error)),
+    }
+}
+
+fn write_error(inner: &Inner, error: etcd_client::Error) -> StoreError {
+    let text = error.to_string();
+    if text.contains("request is too large") || text.contains("message larger than max") {
+        return StoreError::ClusterLimit {
+            limit: inner.max_request_bytes,
+        };
+    }
+    match &error {
+        // Refused before it was applied: nothing changed.
+        // gRPC codes: 3 invalid argument, 7 permission denied, 8 resource
+        // exhausted, 9 failed precondition, 16 unauthenticated.
+        etcd_client::Error::GRpcStatus(status)
+            if matches!(status.code() as i32, 3 | 7 | 8 | 9 | 16) =>
+        {
+            tracing::warn!(%error, "etcd refused a write");
+            StoreError::Unavailable
+        }
+        _ => {
+            tracing::warn!(%error, "a write to etcd failed in flight");
+            StoreError::OutcomeUnknown
+        }
+    }
+}
+
+fn revision_of(response: &TxnResponse) -> u64 {
+    response.header().map_or(0, |h| h.revision().max(0) as u64)
+}
+
+/// A short pause before a write is judged again, longer each time.
+async fn back_off(attempt: u32) {
+    let millis = u64::from(attempt.min(20)) * 2 + (Timestamp::now().millis() as u64 % 5);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+/// Applies a key/value write.
+pub async fn kv(inner: &Inner, write: KvWrite) -> Result<KvCommit, StoreError> {
+    for attempt in 0..ATTEMPTS {
+        if let Some(commit) = try_kv(inner, &write).await? {
+            return Ok(commit);
+        }
+        back_off(attempt).await;
+    }
+    tracing::warn!(project = %write.project, "a write lost its compares {ATTEMPTS} times");
+    Err(StoreError::Unavailable)
+}
+
+/// One attempt: `None` when a compare lost (judge again).
+async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, StoreError> {
+    let layout = &inner.layout;
+    let mirror = inner.mirror()?;
+    let id = &write.project;
+    let project = mirror
+        .catalog
+        .project(id)
+        .cloned()
+        .ok_or(StoreError::ProjectNotFound)?;
+    let record_revision = mirror.projects.get(id).copied().unwrap_or(0);
+    let settings = &project.settings;
+    // What the write touches, read in one transaction.
+    let mut names: Vec<String> = write
+        .checks
+        .iter()
+        .map(|c: &Check| c.key.as_str().to_owned())
+        .collect();
+    let mut prefixes = Vec::new();
+    for op in &write.ops {
+        match op {
+            KvOp::Put { key, .. }
+            | KvOp::Delete { key, .. }
+            | KvOp::Restore { key, .. }
+            | KvOp::Get { key }
+            | KvOp::Incr { key, .. } => names.push(key.as_str().to_owned()),
+            KvOp::DeletePrefix { prefix } => prefixes.push(prefix.clone()),
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut reads: Vec<TxnOp> = names
+        .iter()
+        .map(|name| TxnOp::get(layout.key(id.as_str(), name), None))
+        .collect();
+    for prefix in &prefixes {
+        let start = layout.key(id.as_str(), prefix.as_str());
+        let options = GetOptions::new().with_range(range_end(start.as_bytes()));
+        reads.push(TxnOp::get(start, Some(options)));
+    }
+    let counted = settings.max_keys.is_some();
+    if counted {
+        let start = layout.keys(id.as_str());
+        let options = GetOptions::new()
+            .with_range(range_end(start.as_bytes()))
+            .with_count_only();
+        reads.push(TxnOp::get(start, Some(options)));
+    }
+    let response =
+        tokio::time::timeout(RPC_TIMEOUT, inner.client().txn(Txn::new().and_then(reads)))
+            .await
+            .map_err(|_| StoreError::Unavailable)?
+            .map_err(super::read_error)?;
+    let read_at = revision_of(&response);
+    let mut fetched = Fetched::default();
+    let mut answers = response.op_responses().into_iter();
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    for name in &names {
+        let Some(TxnOpResponse::Get(get)) = answers.next() else {
+            return Err(StoreError::internal("etcd answered another read"));
+        };
+        let entry = match get.kvs().first() {
+            Some(kv) => {
+                seen.push((name.clone(), kv.mod_revision()));
+                Some(layout::decode_key(
+                    id.as_str(),
+                    name,
+                    kv.value(),
+                    kv.mod_revision(),
+                )?)
+            }
+            None => {
+                seen.push((name.clone(), 0));
+                None
+            }
+        };
+        fetched.keys.insert(name.clone(), entry);
+    }
+    for prefix in &prefixes {
+        let Some(TxnOpResponse::Get(get)) = answers.next() else {
+            return Err(StoreError::internal("etcd answered another read"));
+        };
+        let metas = decode_all(layout, id, get.kvs())?;
+        fetched.scans.push((prefix.clone(), metas));
+    }
+    let mut figures = Figures {
+        keys: project.stats.keys(),
+        bytes: project.stats.bytes(),
+    };
+    if counted {
+        let Some(TxnOpResponse::Get(get)) = answers.next() else {
+            return Err(StoreError::internal("etcd answered another read"));
+        };
+        figures.keys = get.count().max(0) as u64;
+    }
+    let now = Timestamp::now();
+    let staged = kv::evaluate(
+        &mut fetched,
+        settings,
+        figures,
+        &write.checks,
+        write.ops.clone(),
+        UNCOMMITTED,
+        now,
+    )?;
+    let changes: Vec<_> = staged
+        .changes
+        .iter()
+        .filter(|(_, change)| change.new.is_some() || change.old.is_some())
+        .collect();
+    if changes.is_empty() {
+        // Nothing to write (reads, a delete that matched nothing).
+        inner.reach(read_at, RPC_TIMEOUT).await;
+        return Ok(Some(KvCommit {
+            revision: read_at.max(inner.view.revision()),
+            results: staged.results,
+        }));
+    }
+    // The compares: the project as judged, every key as read, no key
+    // created or changed under a scanned prefix (or, with a key quota, in
+    // the project) since the read.
+    let mut compares = vec![Compare::mod_revision(
+        layout.project(id.as_str()),
+        CompareOp::Equal,
+        record_revision,
+    )];
+    for (name, revision) in &seen {
+        compares.push(Compare::mod_revision(
+            layout.key(id.as_str(), name),
+            CompareOp::Equal,
+            *revision,
+        ));
+    }
+    let newer_than_read = read_at as i64 + 1;
+    for prefix in &prefixes {
+        let start = layout.key(id.as_str(), prefix.as_str());
+        let end = range_end(start.as_bytes());
+        compares
+            .push(Compare::mod_revision(start, CompareOp::Less, newer_than_read).with_range(end));
+    }
+    if counted {
+        let start = layout.keys(id.as_str());
+        let end = range_end(start.as_bytes());
+        compares
+            .push(Compare::mod_revision(start, CompareOp::Less, newer_than_read).with_range(end));
+    }
+    let compared: HashSet<&String> = seen.iter().map(|(name, _)| name).collect();
+    let mut ops = Vec::new();
+    let mut size = TXN_OVERHEAD;
+    for (name, change) in &changes {
+        let stored = layout.key(id.as_str(), name);
+        if !compared.contains(name)
+            && let Some(old) = &change.old
+        {
+            // A key found by a scan: it must be as the scan saw it.
+            compares.push(Compare::mod_revision(
+                stored.clone(),
+                CompareOp::Equal,
+                old.version as i64,
+            ));
+        }
+        let old_expiry = change.old.as_ref().and_then(|meta| meta.expires_at);
+        let new_expiry = change.new.as_ref().and_then(|(meta, _)| meta.expires_at);
+        match &change.new {
+            Some((meta, value)) => {
+                let bytes = layout::encode_key(id.as_str(), meta, value)?;
+                size += (stored.len() + bytes.len()) as u64;
+                ops.push(TxnOp::put(stored, bytes, None));
+            }
+            None => {
+                size += stored.len() as u64;
+                ops.push(TxnOp::delete(stored, None));
+            }
+        }
+        if old_expiry != new_expiry {
+            if let Some(at) = old_expiry {
+                ops.push(TxnOp::delete(layout.expiry(at, id.as_str(), name), None));
+            }
+            if let Some(at) = new_expiry {
+                ops.push(TxnOp::put(layout.expiry(at, id.as_str(), name), "", None));
+            }
+        }
+    }
+    if size > inner.max_request_bytes {
+        return Err(StoreError::ClusterLimit {
+            limit: inner.max_request_bytes,
+        });
+    }
+    let response = commit(inner, Txn::new().when(compares).and_then(ops)).await?;
+    if !response.succeeded() {
+        // Someone wrote first: wait to see it, then judge again.
+        inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+        return Ok(None);
+    }
+    let revision = revision_of(&response);
+    inner.reach(revision, RPC_TIMEOUT).await;
+    let mut results = staged.results;
+    for result in &mut results {
+        let meta = match result {
+            OpResult::Put { meta, .. } | OpResult::Incr { meta, .. } => Some(meta),
+            OpResult::Get(Some(Entry { meta, .. })) => Some(meta),
+            _ => None,
+        };
+        if let Some(meta) = meta
+            && meta.version == UNCOMMITTED
+        {
+            meta.version = revision;
+        }
+    }
+    Ok(Some(KvCommit { revision, results }))
+}
+
+fn decode_all(
+    layout: &layout::Layout,
+    id: &ProjectId,
+    kvs: &[KeyValue],
+) -> Result<Vec<KeyMeta>, StoreError> {
+    let mut metas = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        if let layout::Name::Key { project, key } = layout.parse(kv.key())
+            && project == id.as_str()
+        {
+            metas.push(layout::decode_key(project, key, kv.value(), kv.mod_revision())?.0);
+        }
+    }
+    Ok(metas)
+}
+
+/// Applies a catalog write.
+pub async fn catalog(inner: &Inner, write: CatalogWrite) -> Result<(), StoreError> {
+    for attempt in 0..ATTEMPTS {
+        if try_catalog(inner, write.clone()).await? {
+            return Ok(());
+        }
+        back_off(attempt).await;
+    }
+    Err(StoreError::Unavailable)
+}
+
+/// One attempt: false when the catalog changed meanwhile (judge again).
+async fn try_catalog(inner: &Inner, write: CatalogWrite) -> Result<bool, StoreError> {
+    let layout = &inner.layout;
+    let mirror = inner.mirror()?;
+    let delta = plan::plan(
+        &mirror.catalog,
+        write,
+        inner.view.revision(),
+        Timestamp::now(),
+    )?;
+    if delta.is_empty() {
+        return Ok(true);
+    }
+    let compares = vec![Compare::mod_revision(
+        layout.generation(),
+        CompareOp::Equal,
+        mirror.generation,
+    )];
+    let mut ops = vec![TxnOp::put(layout.generation(), "", None)];
+    let mut named = HashSet::new();
+    let mut push = |name: String, op: TxnOp| {
+        if named.insert(name) {
+            ops.push(op);
+        }
+    };
+    if let Some(id) = &delta.removed {
+        let keys = layout.keys(id.as_str());
+        let end = range_end(keys.as_bytes());
+        push(
+            keys.clone(),
+            TxnOp::delete(keys, Some(DeleteOptions::new().with_range(end))),
+        );
+        let name = layout.project(id.as_str());
+        push(name.clone(), TxnOp::delete(name, None));
+    }
+    for settings in &delta.projects {
+        let name = layout.project(settings.id.as_str());
+        push(
+            name.clone(),
+            TxnOp::put(name, layout::encode_project(settings)?, None),
+        );
+    }
+    for id in &delta.revoked {
+        let name = layout.token(id.as_str());
+        push(name.clone(), TxnOp::delete(name, None));
+        let name = layout.imported(id.as_str());
+        push(name.clone(), TxnOp::delete(name, None));
+    }
+    for token in &delta.tokens {
+        let name = layout.token(token.id.as_str());
+        push(
+            name.clone(),
+            TxnOp::put(name, layout::encode_token(token)?, None),
+        );
+    }
+    for (id, digest) in &delta.imported {
+        let name = layout.imported(id.as_str());
+        push(name.clone(), TxnOp::put(name, digest.as_str(), None));
+    }
+    for (id, _) in &delta.verified {
+        let name = layout.imported(id.as_str());
+        push(name.clone(), TxnOp::delete(name, None));
+    }
+    let response = commit(inner, Txn::new().when(compares).and_then(ops)).await?;
+    inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+    Ok(response.succeeded())
+}
+
+/// Removes expired keys, in one transaction per round, for as long as the
+/// store lives. Every node sweeps; the compares make all but one lose.
+pub async fn sweep(inner: Arc<Inner>) {
+    while !inner.closed.load(Ordering::Acquire) {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        if !inner.is_fresh() {
+            continue;
+        }
+        if let Err(error) = sweep_once(&inner).await {
+            tracing::debug!(%error, "an expiry sweep failed; the next one tries again");
+        }
+    }
+}
+
+async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
+    let layout = &inner.layout;
+    let now = Timestamp::now();
+    let options = GetOptions::new().with_range(layout.due(now)).with_limit(64);
+    let due = inner
+        .client()
+        .get(layout.expiries(), Some(options))
+        .await
+        .map_err(super::read_error)?;
+    if due.kvs().is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for kv in due.kvs() {
+        if let Some((millis, project, key)) = layout.parse_expiry(kv.key()) {
+            entries.push((kv.key().to_vec(), kv.mod_revision(), millis, project, key));
+        }
+    }
+    let reads: Vec<TxnOp> = entries
+        .iter()
+        .map(|(_, _, _, project, key)| TxnOp::get(layout.key(project, key), None))
+        .collect();
+    let response = inner
+        .client()
+        .txn(Txn::new().and_then(reads))
+        .await
+        .map_err(super::read_error)?;
+    let mut compares = Vec::new();
+    let mut ops = Vec::new();
+    let mut expired = false;
+    let mut named = HashSet::new();
+    for ((index, index_revision, millis, project, key), answer) in
+        entries.iter().zip(response.op_responses())
+    {
+        let TxnOpResponse::Get(get) = answer else {
+            continue;
+        };
+        compares.push(Compare::mod_revision(
+            index.clone(),
+            CompareOp::Equal,
+            *index_revision,
+        ));
+        ops.push(TxnOp::delete(index.clone(), None));
+        let stored = layout.key(project, key);
+        let Some(kv) = get.kvs().first() else {
+            continue;
+        };
+        let Ok((meta, _)) = layout::decode_key(project, key, kv.value(), kv.mod_revision()) else {
+            continue;
+        };
+        let due = meta
+            .expires_at
+            .is_some_and(|at| at.millis() == *millis && at <= now);
+        if due && named.insert(stored.clone()) {
+            compares.push(Compare::mod_revision(
+                stored.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            ));
+            ops.push(TxnOp::delete(stored, None));
+            expired = true;
+        }
+    }
+    if expired {
+        ops.push(TxnOp::put(layout.sweep(), now.millis().to_string(), None));
+    }
+    let response = inner
+        .client()
+        .txn(Txn::new().when(compares).and_then(ops))
+        .await
+        .map_err(super::read_error)?;
+    if response.succeeded() {
+        inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+    }
+    Ok(())
+}

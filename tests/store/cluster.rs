@@ -1,0 +1,161 @@
+//! What only the etcd engine does: several nodes over one cluster, a view
+//! that must be vouched for, and etcd's own compaction of the history.
+
+use super::*;
+use std::time::Duration;
+
+/// A node over the etcd at `endpoint`.
+fn node(endpoint: &str) -> Arc<dyn Store> {
+    let settings = EtcdSettings::new(vec![endpoint.to_owned()]);
+    Arc::new(EtcdStore::open_blocking(settings).unwrap())
+}
+
+/// Waits (at most 1 s: the contract's bound) until `done` holds.
+async fn within_a_second(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[test]
+fn two_nodes_over_one_etcd_serve_the_same_keys_tokens_and_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (a, b) = (node(&etcd.endpoint), node(&etcd.endpoint));
+        create(a.as_ref(), "p", StorageMode::Disk).await;
+        assert!(
+            within_a_second(|| b.catalog().unwrap().project(&id("p")).is_some()).await,
+            "a project created through A is unknown to B after 1 s"
+        );
+        let mut news = b.subscribe(&id("p")).unwrap().feed.subscribe();
+        let revision = write(a.as_ref(), "p", vec![put("k", "from a")])
+            .await
+            .unwrap()
+            .revision;
+        // A read through B after A's answer sees A's write.
+        assert_eq!(value(b.as_ref(), "p", "k").await.as_deref(), Some("from a"));
+        tokio::time::timeout(Duration::from_secs(1), news.wait_for(|r| *r >= revision))
+            .await
+            .expect("B's feed did not show A's write within 1 s")
+            .unwrap();
+        let sets = b.changes(&id("p"), revision - 1, 10).await.unwrap();
+        assert_eq!(sets[0].changes[0].value.as_ref(), b"from a");
+        // Writes through both nodes to one key: each applied once.
+        for i in 0..10 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let incr = KvOp::Incr {
+                key: key("n"),
+                by: 1,
+            };
+            write(store.as_ref(), "p", vec![incr]).await.unwrap();
+        }
+        assert_eq!(value(a.as_ref(), "p", "n").await.as_deref(), Some("10"));
+        // A token made and revoked through A: known, then refused, by B
+        // within 1 s.
+        let token = TokenRecord {
+            id: TokenId::generate().unwrap(),
+            digest: TokenSecret::generate().unwrap().digest(),
+            role: Role::Read,
+            project: Some(id("p")),
+            prefix: None,
+            name: None,
+            created_at: Timestamp::now(),
+            expires_at: None,
+            source: TokenSource::V1,
+        };
+        a.write_catalog(CatalogWrite::CreateToken(token.clone()))
+            .await
+            .unwrap();
+        let now = Timestamp::now();
+        assert!(within_a_second(|| b.catalog().unwrap().token(&token.digest, now).is_some()).await);
+        a.write_catalog(CatalogWrite::DeleteToken {
+            id: token.id.clone(),
+            scope: TokenScope::Project(id("p")),
+        })
+        .await
+        .unwrap();
+        assert!(
+            within_a_second(|| b.catalog().unwrap().token(&token.digest, now).is_none()).await,
+            "a token revoked through A still works on B after 1 s"
+        );
+        a.close().await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn a_node_cut_off_from_etcd_answers_unavailable_within_a_second_or_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = node(&etcd.endpoint);
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        assert!(store.catalog().is_ok());
+        let mut ticks = store.catalog_changes();
+        ticks.borrow_and_update();
+        drop(etcd);
+        // The view was vouched for at most 1 s before; the probe runs
+        // every 250 ms and waits 1 s at most.
+        let cut_off = tokio::time::timeout(Duration::from_secs(3), async {
+            while store.catalog().is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            cut_off.is_ok(),
+            "the catalog is still served 3 s after etcd stopped"
+        );
+        assert_eq!(store.catalog().err(), Some(StoreError::Unavailable));
+        assert!(ticks.has_changed().unwrap(), "open watches were not told");
+        assert!(!store.is_writable());
+        let refused = write(store.as_ref(), "p", vec![put("k", "v")]).await;
+        assert_eq!(refused.unwrap_err(), StoreError::Unavailable);
+    });
+}
+
+#[test]
+fn a_revision_that_etcd_compacted_is_reported_as_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = node(&etcd.endpoint);
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let mut revisions = Vec::new();
+        for i in 0..3 {
+            let commit = write(store.as_ref(), "p", vec![put(&format!("k{i}"), "v")]);
+            revisions.push(commit.await.unwrap().revision);
+        }
+        let status = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd.endpoint, "compact"])
+            .arg(revisions[2].to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            history(store.as_ref(), "p", 0).await,
+            Err(StoreError::HistoryCompacted {
+                compact_revision: revisions[2] - 1
+            })
+        );
+        let kept = history(store.as_ref(), "p", revisions[2] - 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec![(revisions[2], changes(&[(ChangeKind::Put, "k2")]))]
+        );
+        store.close().await;
+    });
+}
