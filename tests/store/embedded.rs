@@ -368,7 +368,7 @@ fn project_keys(store: &dyn Store, project: &str) -> u64 {
 // change log and `verify` agree at the end.
 #[test]
 fn a_delete_by_a_large_prefix_is_all_or_nothing_for_readers_and_keeps_the_order_of_writes() {
-    let each = ENGINES
+    let each = EMBEDDED
         .iter()
         .flat_map(|(_, open)| [(open, StorageMode::Disk), (open, StorageMode::Memory)]);
     for (open, storage) in each {
@@ -442,7 +442,7 @@ fn a_delete_by_a_large_prefix_is_all_or_nothing_for_readers_and_keeps_the_order_
 // `kvs verify` on the stopped store finds nothing wrong.
 #[test]
 fn a_delete_by_a_large_prefix_cut_off_by_a_stop_is_finished_after_the_next_start() {
-    for (_, open) in ENGINES {
+    for (_, open) in EMBEDDED {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
