@@ -35,13 +35,13 @@ use tokio_rustls::TlsAcceptor;
 use tower::Layer as _;
 use tower_http::cors::CorsLayer;
 
+use crate::config::EtcdSettings;
 use crate::config::Settings;
 use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::config::EtcdSettings;
-use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
+use crate::store::{CatalogWrite, Store, StoreError, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -115,8 +115,9 @@ async fn open_cluster(etcd: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
     let opened = crate::store::etcd_engine::EtcdStore::open(etcd.clone()).await;
     Ok(Arc::new(opened.map_err(|error| {
-        anyhow::Error::new(error)
-            .context(format!("cannot open the cluster store on etcd at {endpoints}"))
+        anyhow::Error::new(error).context(format!(
+            "cannot open the cluster store on etcd at {endpoints}"
+        ))
     })?))
 }
 
@@ -465,15 +466,22 @@ async fn prepare(
         }
         None => None,
     };
-    // A cluster node without KVS_ADMIN_TOKEN leaves the one another node
-    // set alone.
-    if env_token.is_some() || settings.etcd.is_none() {
+    // A single server's KVS_ADMIN_TOKEN follows the environment: replaced
+    // at each start, removed by a start without it. A cluster node's is
+    // added if it is new and removes nothing, so that nodes started with
+    // other values (or none) never delete one another's.
+    let write = match (&settings.etcd, env_token) {
+        (None, token) => Some(CatalogWrite::ReplaceNamedTokens {
+            source: TokenSource::Env,
+            name: ENV_ADMIN_TOKEN.to_owned(),
+            token,
+        }),
+        (Some(_), Some(token)) => Some(CatalogWrite::AddTokenOnce(token)),
+        (Some(_), None) => None,
+    };
+    if let Some(write) = write {
         store
-            .write_catalog(CatalogWrite::ReplaceNamedTokens {
-                source: TokenSource::Env,
-                name: ENV_ADMIN_TOKEN.to_owned(),
-                token: env_token,
-            })
+            .write_catalog(write)
             .await
             .context("cannot record the KVS_ADMIN_TOKEN token")?;
     }
@@ -502,7 +510,7 @@ async fn prepare(
             })
             .await;
         // Another cluster node made it first: as good.
-        if created != Err(crate::store::StoreError::ProjectExists) {
+        if created != Err(StoreError::ProjectExists) {
             created.context("cannot create the default project")?;
         }
     }
@@ -533,10 +541,24 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Result<(
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(file, "{}", secret.expose())?;
     file.sync_all()?;
-    store
-        .write_catalog(CatalogWrite::CreateToken(record))
+    match store
+        .write_catalog(CatalogWrite::CreateFirstAdmin(record))
         .await
-        .context("cannot record the first admin token")?;
+    {
+        Ok(_) => {}
+        // Another cluster node, started at the same moment, made it.
+        Err(StoreError::Conflict(_)) => {
+            drop(file);
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            tracing::warn!(
+                "another node made the first admin token at the same moment: its secret \
+                 is in the admin-token file of that node's data directory"
+            );
+            return Ok(());
+        }
+        Err(error) => return Err(error).context("cannot record the first admin token"),
+    }
     tracing::warn!(
         path = %path.display(),
         "created the first admin token; its secret is in this file (read it with: cat {})",

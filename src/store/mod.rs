@@ -229,6 +229,14 @@ pub enum CatalogWrite {
         id: ProjectId,
     },
     CreateToken(TokenRecord),
+    /// The first admin token, made at start when there is none: refused
+    /// with `Conflict` once any live admin token exists, so cluster nodes
+    /// started at once on an empty cluster make one between them.
+    CreateFirstAdmin(TokenRecord),
+    /// Adds the token unless one with its digest exists (then nothing
+    /// changes), and removes none: how a cluster node records its
+    /// `KVS_ADMIN_TOKEN` beside the other nodes' own.
+    AddTokenOnce(TokenRecord),
     /// A token brought from another server: its record (with a random
     /// digest that matches no secret) and the digest that server kept of
     /// its key, until the key is first presented.

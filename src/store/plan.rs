@@ -5,8 +5,9 @@
 //!
 //! The rules: a project id is taken once; a token belongs to a project that
 //! exists; a revocation reaches only the tokens in its scope; the last live
-//! admin token stays; named tokens follow their source; an imported token
-//! keeps the other server's digest until its key is first presented.
+//! admin token stays; the first admin token is made once; named tokens
+//! follow their source; an imported token keeps the other server's digest
+//! until its key is first presented.
 
 use super::{Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
 use crate::domain::{
@@ -85,6 +86,20 @@ pub fn plan(
         CatalogWrite::CreateToken(token) => {
             require_project(catalog, &token)?;
             delta.tokens.push(token);
+        }
+        CatalogWrite::CreateFirstAdmin(token) => {
+            if catalog.live_admin_tokens(now) > 0 {
+                return Err(StoreError::Conflict(
+                    "an admin token exists already".to_owned(),
+                ));
+            }
+            delta.tokens.push(token);
+        }
+        CatalogWrite::AddTokenOnce(token) => {
+            require_project(catalog, &token)?;
+            if !catalog.tokens().iter().any(|t| t.digest == token.digest) {
+                delta.tokens.push(token);
+            }
         }
         CatalogWrite::ImportToken { token, digest } => {
             require_project(catalog, &token)?;
@@ -272,5 +287,42 @@ mod tests {
             plan(&catalog, create(), 43, Timestamp::now()).unwrap_err(),
             StoreError::ProjectExists
         );
+    }
+
+    #[test]
+    fn the_first_admin_token_is_made_once_and_a_node_token_is_added_once() {
+        let now = Timestamp::now();
+        let mut catalog = Catalog::default();
+        let first = admin("bootstrap");
+        let delta = plan(
+            &catalog,
+            CatalogWrite::CreateFirstAdmin(first.clone()),
+            0,
+            now,
+        )
+        .unwrap();
+        assert_eq!(delta.tokens, vec![first.clone()]);
+        catalog.apply(&delta, 1);
+        // A second node's first admin token, judged after the first: refused.
+        let again = plan(&catalog, CatalogWrite::CreateFirstAdmin(admin("b")), 0, now);
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+        // A node's own token is added beside the others and removes none;
+        // the same secret again (another id, the same digest) changes nothing.
+        let node = admin("KVS_ADMIN_TOKEN");
+        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(node.clone()), 0, now).unwrap();
+        assert_eq!(delta.tokens, vec![node.clone()]);
+        assert!(delta.revoked.is_empty());
+        catalog.apply(&delta, 2);
+        let same = TokenRecord {
+            id: TokenId::generate().unwrap(),
+            ..node.clone()
+        };
+        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(same), 0, now).unwrap();
+        assert!(delta.is_empty(), "{delta:?}");
+        let other = admin("KVS_ADMIN_TOKEN");
+        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(other.clone()), 0, now).unwrap();
+        assert_eq!(delta.tokens, vec![other]);
+        assert!(delta.revoked.is_empty());
     }
 }

@@ -59,17 +59,7 @@ fn two_nodes_over_one_etcd_serve_the_same_keys_tokens_and_changes() {
         assert_eq!(value(a.as_ref(), "p", "n").await.as_deref(), Some("10"));
         // A token made and revoked through A: known, then refused, by B
         // within 1 s.
-        let token = TokenRecord {
-            id: TokenId::generate().unwrap(),
-            digest: TokenSecret::generate().unwrap().digest(),
-            role: Role::Read,
-            project: Some(id("p")),
-            prefix: None,
-            name: None,
-            created_at: Timestamp::now(),
-            expires_at: None,
-            source: TokenSource::V1,
-        };
+        let token = token(Role::Read, Some("p"), None, TokenSource::V1);
         a.write_catalog(CatalogWrite::CreateToken(token.clone()))
             .await
             .unwrap();
@@ -157,5 +147,37 @@ fn a_revision_that_etcd_compacted_is_reported_as_compacted() {
             vec![(revisions[2], changes(&[(ChangeKind::Put, "k2")]))]
         );
         store.close().await;
+    });
+}
+
+#[test]
+fn nodes_started_at_once_on_an_empty_cluster_make_one_first_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let nodes: Vec<_> = (0..3).map(|_| node(&etcd.endpoint)).collect();
+        let mut writes = tokio::task::JoinSet::new();
+        for node in &nodes {
+            let record = token(Role::Admin, None, Some("bootstrap"), TokenSource::Bootstrap);
+            let node = node.clone();
+            writes.spawn(async move {
+                node.write_catalog(CatalogWrite::CreateFirstAdmin(record))
+                    .await
+            });
+        }
+        let results: Vec<_> = writes.join_all().await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        for node in &nodes {
+            let now = Timestamp::now();
+            assert!(within_a_second(|| node.catalog().unwrap().live_admin_tokens(now) == 1).await);
+        }
+        for node in nodes {
+            node.close().await;
+        }
     });
 }

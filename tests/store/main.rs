@@ -239,6 +239,26 @@ fn changes(list: &[(ChangeKind, &str)]) -> Vec<(ChangeKind, String)> {
         .collect()
 }
 
+/// A new token record with a fresh secret.
+fn token(
+    role: Role,
+    project: Option<&str>,
+    name: Option<&str>,
+    source: TokenSource,
+) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::generate().unwrap(),
+        digest: TokenSecret::generate().unwrap().digest(),
+        role,
+        project: project.map(id),
+        prefix: None,
+        name: name.map(str::to_owned),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        source,
+    }
+}
+
 /// An imported token as the HTTP layer makes it: a random digest, and the
 /// other server's digest of its key (here of "password", one round).
 fn imported_token(project: &str) -> (TokenRecord, ImportedDigest) {

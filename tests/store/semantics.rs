@@ -582,25 +582,6 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
     }
 }
 
-fn token(
-    role: Role,
-    project: Option<&str>,
-    name: Option<&str>,
-    source: TokenSource,
-) -> TokenRecord {
-    TokenRecord {
-        id: TokenId::generate().unwrap(),
-        digest: TokenSecret::generate().unwrap().digest(),
-        role,
-        project: project.map(id),
-        prefix: None,
-        name: name.map(str::to_owned),
-        created_at: Timestamp::now(),
-        expires_at: None,
-        source,
-    }
-}
-
 #[test]
 fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
     for_each_engine(|store, _| async move {
@@ -767,5 +748,33 @@ fn every_engine_offers_the_storage_modes_it_declares() {
             assert_eq!(value(store, &project, "k").await.as_deref(), Some("v"));
         }
         store.close().await;
+    });
+}
+
+#[test]
+fn first_admin_tokens_written_at_once_make_one() {
+    for_each_engine(|store, _| async move {
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (store, record) = (
+                store.clone(),
+                token(Role::Admin, None, Some("bootstrap"), TokenSource::Bootstrap),
+            );
+            writes.spawn(async move {
+                store
+                    .write_catalog(CatalogWrite::CreateFirstAdmin(record))
+                    .await
+            });
+        }
+        let results: Vec<_> = writes.join_all().await;
+        let made = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(made, 1, "{results:?}");
+        for result in results.iter().filter(|r| r.is_err()) {
+            assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        }
+        assert_eq!(
+            store.catalog().unwrap().live_admin_tokens(Timestamp::now()),
+            1
+        );
     });
 }
