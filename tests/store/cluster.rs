@@ -181,3 +181,56 @@ fn nodes_started_at_once_on_an_empty_cluster_make_one_first_admin_token() {
         }
     });
 }
+
+#[test]
+fn increments_of_one_hot_key_through_two_nodes_are_exact() {
+    const TASKS: usize = 64;
+    const EACH: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let nodes = [node(&etcd.endpoint), node(&etcd.endpoint)];
+        create(nodes[0].as_ref(), "p", StorageMode::Disk).await;
+        let (a, b) = (nodes[0].clone(), nodes[1].clone());
+        assert!(within_a_second(|| b.catalog().unwrap().project(&id("p")).is_some()).await);
+        let started = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let store = if task % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..EACH {
+                    let incr = KvOp::Incr {
+                        key: key("hot"),
+                        by: 1,
+                    };
+                    let commit = write(store.as_ref(), "p", vec![incr]).await.unwrap();
+                    let OpResult::Incr { value, .. } = commit.results[0] else {
+                        panic!("{:?}", commit.results)
+                    };
+                    seen.push(value);
+                }
+                seen
+            });
+        }
+        let mut values: Vec<i64> = tasks.join_all().await.into_iter().flatten().collect();
+        let took = started.elapsed();
+        let total = (TASKS * EACH) as i64;
+        eprintln!(
+            "{total} increments of one key from {TASKS} tasks over 2 nodes: {:.2} s, {:.0}/s",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        );
+        values.sort();
+        // Each increment answered its own value: 1, 2, …, total.
+        assert_eq!(values, (1..=total).collect::<Vec<_>>());
+        assert_eq!(
+            value(a.as_ref(), "p", "hot").await.as_deref(),
+            Some(total.to_string().as_str())
+        );
+        for node in nodes {
+            node.close().await;
+        }
+    });
+}

@@ -778,3 +778,40 @@ fn first_admin_tokens_written_at_once_make_one() {
         );
     });
 }
+
+#[test]
+fn increments_at_once_near_the_limit_each_succeed_or_overflow_alone() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let start = i64::MAX - 3;
+        write(store.as_ref(), "p", vec![put("n", &start.to_string())])
+            .await
+            .unwrap();
+        let mut incrs = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            incrs.spawn(async move {
+                let incr = KvOp::Incr {
+                    key: key("n"),
+                    by: 1,
+                };
+                write(store.as_ref(), "p", vec![incr]).await
+            });
+        }
+        let mut values = Vec::new();
+        for result in incrs.join_all().await {
+            match result.map_err(StoreError::into_op_error) {
+                Ok(commit) => match &commit.results[..] {
+                    [OpResult::Incr { value, .. }] => values.push(*value),
+                    other => panic!("{other:?}"),
+                },
+                Err(StoreError::Conflict(text)) => assert!(text.contains("overflows"), "{text}"),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        values.sort();
+        assert_eq!(values, vec![i64::MAX - 2, i64::MAX - 1, i64::MAX]);
+        let last = value(store.as_ref(), "p", "n").await;
+        assert_eq!(last.as_deref(), Some(i64::MAX.to_string().as_str()));
+    });
+}

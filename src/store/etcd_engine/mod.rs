@@ -92,6 +92,8 @@ struct Inner {
     lost: AtomicBool,
     closed: AtomicBool,
     max_request_bytes: u64,
+    /// Lone increments waiting on this node, combined per key.
+    incrs: write::Waiting,
 }
 
 impl Inner {
@@ -238,6 +240,7 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
         lost: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         max_request_bytes: settings.max_request_bytes,
+        incrs: Default::default(),
     });
     let published = inner.view.catalog();
     inner.mirror.rcu(|old| Mirror {

@@ -4,18 +4,19 @@
 //! expiry sweep.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
+use tokio::sync::oneshot;
 
 use super::layout::{self, range_end};
 use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY};
-use crate::domain::{Prefix, ProjectId, Timestamp};
+use crate::domain::{Key, Prefix, ProjectId, Timestamp};
 use crate::store::kv::{self, KeySource};
 use crate::store::{
     CatalogWrite, Check, Entry, Figures, KeyMeta, KvCommit, KvOp, KvWrite, OpResult, StoreError,
@@ -111,10 +112,127 @@ async fn back_off(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
-/// Applies a key/value write.
-pub async fn kv(inner: &Inner, write: KvWrite) -> Result<KvCommit, StoreError> {
+/// Applies a key/value write. A lone `incr` (one op, no checks) joins the
+/// increments of its key waiting on this node: see [`incr`].
+pub async fn kv(inner: &Arc<Inner>, write: KvWrite) -> Result<KvCommit, StoreError> {
+    if let (true, [KvOp::Incr { key, by }]) = (write.checks.is_empty(), write.ops.as_slice()) {
+        return incr(inner, (write.project.clone(), key.clone()), *by).await;
+    }
+    judged(inner, &write).await
+}
+
+/// The most increments one etcd transaction combines.
+const MAX_COMBINED: usize = 512;
+
+/// One increment waiting for its key's next combined transaction.
+pub(super) struct Waiter {
+    by: i64,
+    reply: oneshot::Sender<Result<KvCommit, StoreError>>,
+}
+
+/// The increments waiting on this node, by key: present while a task
+/// drains that key's queue.
+pub(super) type Waiting = Mutex<HashMap<(ProjectId, Key), Vec<Waiter>>>;
+
+/// Increments of one hot key, combined: read-modify-write rounds against
+/// etcd would lose their compares to one another and retry (a few hundred
+/// a second on one key). Instead the first increment of a key starts a
+/// task that commits whatever increments are waiting as one transaction of
+/// several `incr` ops (judged in order: each answers the value after its
+/// own), and again while more arrived meanwhile. A transaction whose
+/// outcome is unknown answers every one of its increments so, and none is
+/// sent again: an increment is never applied twice.
+async fn incr(inner: &Arc<Inner>, slot: (ProjectId, Key), by: i64) -> Result<KvCommit, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    let first = {
+        let mut waiting = inner
+            .incrs
+            .lock()
+            .map_err(|_| StoreError::internal("the increment queue is poisoned"))?;
+        match waiting.get_mut(&slot) {
+            // A task drains this key's queue: it takes this one too.
+            Some(queue) => {
+                queue.push(Waiter { by, reply });
+                false
+            }
+            None => {
+                waiting.insert(slot.clone(), vec![Waiter { by, reply }]);
+                true
+            }
+        }
+    };
+    if first {
+        tokio::spawn(drain(inner.clone(), slot));
+    }
+    // The task ended without an answer only if the engine stopped.
+    answer.await.unwrap_or(Err(StoreError::OutcomeUnknown))
+}
+
+/// Commits the increments waiting for `slot` until none is left.
+async fn drain(inner: Arc<Inner>, slot: (ProjectId, Key)) {
+    loop {
+        let batch = {
+            let Ok(mut waiting) = inner.incrs.lock() else {
+                return;
+            };
+            match waiting.get_mut(&slot) {
+                Some(queue) if !queue.is_empty() => {
+                    let take = queue.len().min(MAX_COMBINED);
+                    queue.drain(..take).collect::<Vec<_>>()
+                }
+                _ => {
+                    waiting.remove(&slot);
+                    return;
+                }
+            }
+        };
+        combined(&inner, &slot, batch).await;
+    }
+}
+
+/// Commits `batch` as one write and answers each increment; one that fails
+/// on its own (an overflow) is answered and the rest judged again.
+async fn combined(inner: &Inner, slot: &(ProjectId, Key), mut batch: Vec<Waiter>) {
+    while !batch.is_empty() {
+        let write = KvWrite {
+            project: slot.0.clone(),
+            checks: Vec::new(),
+            ops: batch
+                .iter()
+                .map(|waiter| KvOp::Incr {
+                    key: slot.1.clone(),
+                    by: waiter.by,
+                })
+                .collect(),
+        };
+        match judged(inner, &write).await {
+            Ok(commit) => {
+                for (waiter, result) in batch.drain(..).zip(commit.results) {
+                    let _ = waiter.reply.send(Ok(KvCommit {
+                        revision: commit.revision,
+                        results: vec![result],
+                    }));
+                }
+            }
+            Err(StoreError::FailedOp { index, error }) if index < batch.len() => {
+                let waiter = batch.remove(index);
+                let _ = waiter
+                    .reply
+                    .send(Err(StoreError::FailedOp { index: 0, error }));
+            }
+            Err(error) => {
+                for waiter in batch.drain(..) {
+                    let _ = waiter.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a key/value write, judged again while its compares lose.
+async fn judged(inner: &Inner, write: &KvWrite) -> Result<KvCommit, StoreError> {
     for attempt in 0..ATTEMPTS {
-        if let Some(commit) = try_kv(inner, &write).await? {
+        if let Some(commit) = try_kv(inner, write).await? {
             return Ok(commit);
         }
         back_off(attempt).await;
