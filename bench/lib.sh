@@ -1,4 +1,15 @@
-# Shell helpers of bench/run.sh and bench/size.sh (sourced, not run).
+# Shell helpers of bench/run.sh, bench/size.sh and bench/cluster.sh (sourced, not run).
+
+# Every script's start: ROOT (the repository) and BENCH_DIR, the working
+# directory at ROOT, and none of the caller's KVS_* settings (kvs reads them
+# from the environment).
+enter_repository() {
+    BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    ROOT=$(dirname "$BENCH_DIR")
+    cd "$ROOT"
+    local name
+    while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^KVS_' || true)
+}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -22,6 +33,25 @@ stop_process() { # pid: TERM, then KILL after 10 s
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+}
+
+# Builds with `cargo build --release ARGS...` and sets KVS_BIN.
+build_kvs() { # cargo build arguments...
+    command -v cargo >/dev/null || die "cargo is needed to build kvs"
+    log "building: cargo build --release $*"
+    cargo build --release "$@" >&2
+    KVS_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvs
+    [[ -x $KVS_BIN ]] || die "the build left no $KVS_BIN"
+}
+
+# A request with the admin token (ADMIN_TOKEN): prints the body; fails on a
+# non-2xx answer.
+admin_api() { # url method [json]
+    local url=$1 method=$2 body=${3-}
+    local args=(-sS --fail-with-body --max-time 30 -X "$method"
+        -H "Authorization: Bearer $ADMIN_TOKEN")
+    [[ -n $body ]] && args+=(-H "Content-Type: application/json" --data-binary "$body")
+    curl "${args[@]}" "$url"
 }
 
 port_is_free() { ! (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -66,4 +96,16 @@ start_server() { # what logfile ready-path command...
         tail -n 20 "$logfile" >&2 || true
     done
     die "$what did not start"
+}
+
+proc_ticks() { # pid: utime+stime of the whole process, in clock ticks
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    stat=${stat##*) }
+    awk '{print $12 + $13}' <<<"$stat"
+}
+
+machine_ticks() { # the "cpu" line of /proc/stat: total, idle(+iowait), steal
+    awk '/^cpu / {total = 0; for (i = 2; i <= 9; i++) total += $i;
+                 print total, $5 + $6, $9; exit}' /proc/stat
 }

@@ -39,15 +39,9 @@ done
 ((BENCH_REPEAT >= 1 && BENCH_REPEAT <= 20)) || { echo "bench: BENCH_REPEAT must be 1..20" >&2; exit 2; }
 ((BENCH_PEERS <= 1)) || { echo "bench: BENCH_PEERS must be 0 or 1" >&2; exit 2; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-BENCH_DIR=$ROOT/bench
-
-# kvs reads KVS_* settings from the environment: none of the caller's apply.
-while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^KVS_' || true)
-
-# log, die, install_debian_packages, stop_process, free_port, wait_http, start_server
-. "$BENCH_DIR/lib.sh"
+# enter_repository (ROOT, BENCH_DIR, no KVS_* settings), log, die, start_server, …
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+enter_repository
 
 # --- tools -------------------------------------------------------------------
 
@@ -166,11 +160,7 @@ fi
 # --- the project and its keys ---------------------------------------------------
 
 api() { # method path [json]: prints the body; fails on a non-2xx answer
-    local method=$1 path=$2 body=${3-}
-    local args=(-sS --fail-with-body --max-time 10 -X "$method"
-        -H "Authorization: Bearer $ADMIN_TOKEN")
-    [[ -n $body ]] && args+=(-H "Content-Type: application/json" --data-binary "$body")
-    curl "${args[@]}" "$KVS_URL$path"
+    admin_api "$KVS_URL$2" "$1" "${3-}"
 }
 
 log "creating the disk project '$PROJECT'"
@@ -245,13 +235,6 @@ fi
 
 CLK_TCK=$(getconf CLK_TCK)
 
-proc_ticks() { # pid: utime+stime of the whole process, in clock ticks
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    stat=${stat##*) }
-    awk '{print $12 + $13}' <<<"$stat"
-}
-
 thread_ticks() { # pid: "name cpu_ns runqueue_wait_ns" per thread name (summed)
     # /proc/.../schedstat: time on CPU, time runnable but waiting for a CPU
     # (both in ns), timeslices. Without it, CPU time comes from stat and the
@@ -268,11 +251,6 @@ thread_ticks() { # pid: "name cpu_ns runqueue_wait_ns" per thread name (summed)
             printf '%s %s 0\n' "${name// /_}" "$(awk -v hz="$CLK_TCK" '{printf "%.0f", ($12 + $13) * 1e9 / hz}' <<<"$stat")"
         fi
     done | awk '{c[$1] += $2; w[$1] += $3} END {for (n in c) printf "%s %.0f %.0f\n", n, c[n], w[n]}' | sort
-}
-
-machine_ticks() { # the "cpu" line of /proc/stat: total, idle(+iowait), steal
-    awk '/^cpu / {total = 0; for (i = 2; i <= 9; i++) total += $i;
-                 print total, $5 + $6, $9; exit}' /proc/stat
 }
 
 children_ticks() { # CPU time of this shell's finished children, in ticks

@@ -46,28 +46,18 @@ done
 ((BENCH_IMPORT_CHUNK >= 1 && BENCH_IMPORT_CHUNK <= 20000)) ||
     { echo "bench: BENCH_IMPORT_CHUNK must be 1..20000 (the body must stay under 4 MiB)" >&2; exit 2; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-BENCH_DIR=$ROOT/bench
-
-# kvs reads KVS_* settings from the environment: none of the caller's apply.
-while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^KVS_' || true)
-
-# log, die, install_debian_packages, stop_process, free_port, wait_http, start_server
-. "$BENCH_DIR/lib.sh"
+# enter_repository (ROOT, BENCH_DIR, no KVS_* settings), log, die, start_server, …
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+enter_repository
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
 ((${#missing[@]} == 0)) || install_debian_packages "${missing[@]}"
-command -v cargo >/dev/null || die "cargo is needed to build kvs"
 
 # The same build as run.sh's (with the example), so that the two scripts share
 # their artifacts instead of rebuilding kvs with other features each time.
-log "building: cargo build --release --bin kvs --example bare_hyper"
-cargo build --release --bin kvs --example bare_hyper >&2
-KVS_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvs
-[[ -x $KVS_BIN ]] || die "the build left no $KVS_BIN"
+build_kvs --bin kvs --example bare_hyper
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kvs-size.XXXXXX")
 declare -A PID=() URL=()
@@ -97,11 +87,7 @@ start_kvs() { # name: a kvs on $TMP/<name>, its data dir; sets PID[name], URL[na
 }
 
 api() { # name method path [json]: prints the body; fails on a non-2xx answer
-    local name=$1 method=$2 path=$3 body=${4-}
-    local args=(-sS --fail-with-body --max-time 30 -X "$method"
-        -H "Authorization: Bearer $ADMIN_TOKEN")
-    [[ -n $body ]] && args+=(-H "Content-Type: application/json" --data-binary "$body")
-    curl "${args[@]}" "${URL[$1]}$path"
+    admin_api "${URL[$1]}$3" "$2" "${4-}"
 }
 
 project_field() { # name project field: a number of the project's answer

@@ -815,3 +815,69 @@ fn increments_at_once_near_the_limit_each_succeed_or_overflow_alone() {
         assert_eq!(last.as_deref(), Some(i64::MAX.to_string().as_str()));
     });
 }
+
+/// Each project's (id, revision, keys, bytes) as the store's catalog answers.
+fn project_figures(store: &dyn Store, projects: &[&str]) -> Vec<(String, u64, u64, u64)> {
+    let catalog = store.catalog().unwrap();
+    projects
+        .iter()
+        .map(|name| {
+            let stats = &catalog.project(&id(name)).unwrap().stats;
+            (
+                name.to_string(),
+                stats.revision(),
+                stats.keys(),
+                stats.bytes(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_holds_each_project_as_the_store_answers_it_before_and_after_reopening() {
+    let projects = ["empty", "full"];
+    for (name, open) in ENGINES {
+        eprintln!("engine {name}");
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let live = runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            // A project whose revision is its creation's, also after a
+            // change of its settings, and one whose revision is its last write.
+            create(store, "empty", StorageMode::Disk).await;
+            create(store, "full", StorageMode::Disk).await;
+            write(store, "full", vec![put("a", "1"), put("b", "22")])
+                .await
+                .unwrap();
+            let change = ProjectChange {
+                keys_discoverable: Some(false),
+                ..ProjectChange::default()
+            };
+            update(store, "empty", change).await;
+            let live = project_figures(store, &projects);
+            let snapshot = store.snapshot().await.unwrap();
+            let dumped: Vec<_> = snapshot
+                .projects()
+                .into_iter()
+                .filter(|dump| projects.contains(&dump.settings.id.as_str()))
+                .map(|dump| {
+                    let id = dump.settings.id.as_str().to_owned();
+                    (id, dump.revision, dump.keys, dump.bytes)
+                })
+                .collect();
+            assert_eq!(
+                dumped, live,
+                "the backup's projects differ from the live ones"
+            );
+            store.close().await;
+            live
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let reopened = project_figures(store.as_ref(), &projects);
+            assert_eq!(reopened, live, "the reopened store answers other figures");
+            store.close().await;
+        });
+    }
+}

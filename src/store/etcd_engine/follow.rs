@@ -77,7 +77,10 @@ pub async fn load(client: &Client, layout: &Layout) -> Result<Loaded, StoreError
                 projects.insert(settings.id.clone(), kv.mod_revision());
                 let (keys, _) = range_all(client, &layout.keys(id), revision).await?;
                 let mut figures = Figures::default();
-                let mut last = settings.created_revision.max(kv.mod_revision() as u64);
+                // The revision that created the project, not the last change
+                // of its settings: a settings change writes in no project, and
+                // the watch leaves the figures alone on one.
+                let mut last = settings.created_revision.max(kv.create_revision() as u64);
                 for key in &keys {
                     if let Name::Key { project, key: name } = layout.parse(key.key()) {
                         let (meta, _) =

@@ -290,7 +290,9 @@ pub async fn snapshot(inner: &Inner) -> Result<EtcdSnapshot, StoreError> {
                 let settings = layout::decode_project(id, kv.value())?;
                 let (stored, _) = range_all(&inner.client(), &layout.keys(id), revision).await?;
                 let mut entries = Vec::new();
-                let mut last = settings.created_revision;
+                // As the view answers it (follow.rs): a project's revision
+                // is at least the etcd revision that created it.
+                let mut last = settings.created_revision.max(kv.create_revision() as u64);
                 let mut bytes = 0;
                 for stored in &stored {
                     if let Name::Key { project, key } = layout.parse(stored.key()) {
