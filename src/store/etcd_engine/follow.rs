@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 
 use super::layout::{self, Layout, Name};
-use super::{Inner, Mirror, PROBE_EVERY, cluster_revision, read_error};
+use super::{FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, read_error};
 use crate::domain::{ProjectId, Timestamp, TokenId};
 use crate::store::publish::{ProjectFigures, Publication};
 use crate::store::{
@@ -396,7 +396,6 @@ fn apply(inner: &Inner, revision: i64, events: &[etcd_client::Event]) -> Result<
 /// then a progress request on the watch; once the watch has reached that
 /// revision, the view is fresh as of the moment the read was sent.
 pub async fn probe(inner: Arc<Inner>) {
-    let mut was_fresh = true;
     while !inner.closed.load(Ordering::Acquire) {
         tokio::time::sleep(PROBE_EVERY).await;
         let sent = Instant::now();
@@ -415,6 +414,28 @@ pub async fn probe(inner: Arc<Inner>) {
         {
             *at = (*at).max(sent);
         }
+    }
+}
+
+/// Tells open watches and blocking reads (by a tick) the moment the view
+/// stops being fresh, and when it is confirmed again: they end, or go on.
+/// It wakes when the last confirmation runs out, not at the probe's pace,
+/// so a watch ends within the freshness bound.
+pub async fn freshness(inner: Arc<Inner>) {
+    let mut was_fresh = true;
+    while !inner.closed.load(Ordering::Acquire) {
+        let runs_out = inner
+            .fresh_at
+            .lock()
+            .map(|at| *at + FRESH_FOR + Duration::from_millis(1))
+            .unwrap_or_else(|_| Instant::now());
+        let now = Instant::now();
+        let wake = if was_fresh && runs_out > now {
+            runs_out.min(now + PROBE_EVERY)
+        } else {
+            now + PROBE_EVERY
+        };
+        tokio::time::sleep_until(wake.into()).await;
         let fresh = inner.is_fresh();
         if fresh != was_fresh {
             if fresh {
@@ -422,8 +443,6 @@ pub async fn probe(inner: Arc<Inner>) {
             } else {
                 tracing::warn!("cannot confirm the view of the etcd cluster: answering 503");
             }
-            // Open watches and blocking reads look again (and end, while
-            // the catalog is unavailable).
             inner.ticks.send_modify(|tick| *tick += 1);
             was_fresh = fresh;
         }

@@ -250,6 +250,7 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     });
     tokio::spawn(follow::follow(inner.clone(), revision as i64 + 1));
     tokio::spawn(follow::probe(inner.clone()));
+    tokio::spawn(follow::freshness(inner.clone()));
     tokio::spawn(write::sweep(inner.clone()));
     Ok(inner)
 }
