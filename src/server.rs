@@ -449,7 +449,8 @@ async fn prepare(
             anyhow::ensure!(
                 TokenSecret::is_well_formed(&secret),
                 "{ENV_ADMIN_TOKEN} must look like kvs_ followed by 43 base64url characters \
-                 (make one with `kvs token generate`)"
+                 (make one with: echo kvs_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' \
+                 | tr -d '=\\n'))"
             );
             let secret = TokenSecret::presented(&secret);
             let (mut record, _) = mint(
