@@ -82,6 +82,18 @@ pub struct EtcdSettings {
     /// The cluster's `--max-request-bytes`: larger writes are refused with
     /// 413 before they are sent.
     pub max_request_bytes: u64,
+    /// TLS to `https://` endpoints.
+    pub tls: Option<EtcdTls>,
+}
+
+/// The files a node reaches etcd over TLS with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA certificate (PEM) that etcd's server certificates chain to.
+    pub ca_cert: PathBuf,
+    /// A client certificate and its key (PEM), for an etcd that asks for
+    /// one (`--client-cert-auth`).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl EtcdSettings {
@@ -91,6 +103,7 @@ impl EtcdSettings {
             prefix: "kvs/".to_owned(),
             user: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            tls: None,
         }
     }
 }
@@ -305,6 +318,17 @@ pub struct ServeArgs {
     /// with 413 [default: 1572864, etcd's default].
     #[arg(long, value_name = "BYTES", env = "KVS_ETCD_MAX_REQUEST_BYTES")]
     pub etcd_max_request_bytes: Option<u64>,
+    /// CA certificate (PEM) of the etcd cluster's server certificates, for
+    /// https:// endpoints.
+    #[arg(long, value_name = "FILE", env = "KVS_ETCD_CA_CERT")]
+    pub etcd_ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for an etcd that asks for one (with
+    /// --etcd-key).
+    #[arg(long, value_name = "FILE", env = "KVS_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "KVS_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// The same settings in the TOML file.
@@ -348,6 +372,9 @@ struct FileSettings {
     etcd_user: Option<String>,
     etcd_password: Option<String>,
     etcd_max_request_bytes: Option<u64>,
+    etcd_ca_cert: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -446,6 +473,32 @@ impl Settings {
                     .etcd_max_request_bytes
                     .or(file.etcd_max_request_bytes)
                     .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+                let client = match (
+                    args.etcd_cert.or(file.etcd_cert),
+                    args.etcd_key.or(file.etcd_key),
+                ) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => anyhow::bail!("etcd_cert and etcd_key go together: give both or neither"),
+                };
+                let https = etcd
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.starts_with("https://"))
+                    .count();
+                etcd.tls = match args.etcd_ca_cert.or(file.etcd_ca_cert) {
+                    Some(ca_cert) if https == etcd.endpoints.len() => {
+                        Some(EtcdTls { ca_cert, client })
+                    }
+                    Some(_) => anyhow::bail!(
+                        "etcd_ca_cert is given, so every etcd endpoint must be an https:// URL"
+                    ),
+                    None if https > 0 || client.is_some() => anyhow::bail!(
+                        "TLS to etcd needs etcd_ca_cert (--etcd-ca-cert, KVS_ETCD_CA_CERT): \
+                         the CA certificate that etcd's server certificates chain to"
+                    ),
+                    None => None,
+                };
                 Some(etcd)
             }
         };
@@ -664,6 +717,36 @@ mod tests {
         assert_eq!(settings.backup_interval, None);
         assert_eq!(settings.backup_keep, 7);
         assert_eq!(settings.backup_dir, PathBuf::from("/from/file/backups"));
+    }
+
+    #[test]
+    fn tls_to_etcd_needs_https_endpoints_and_a_ca_certificate() {
+        let load = |endpoint: &str, ca: bool, client: bool| {
+            Settings::load(ServeArgs {
+                etcd_endpoints: Some(vec![endpoint.to_owned()]),
+                etcd_ca_cert: ca.then(|| PathBuf::from("/ca.pem")),
+                etcd_cert: client.then(|| PathBuf::from("/c.pem")),
+                etcd_key: client.then(|| PathBuf::from("/c.key")),
+                ..ServeArgs::default()
+            })
+            .map(|settings| settings.etcd.and_then(|etcd| etcd.tls))
+            .map_err(|error| error.to_string())
+        };
+        let tls = load("https://10.0.0.1:2379", true, true).unwrap().unwrap();
+        assert_eq!(tls.ca_cert, PathBuf::from("/ca.pem"));
+        assert_eq!(
+            tls.client,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/c.key")))
+        );
+        assert!(
+            load("http://10.0.0.1:2379", false, false)
+                .unwrap()
+                .is_none()
+        );
+        let error = load("https://10.0.0.1:2379", false, false).unwrap_err();
+        assert!(error.contains("etcd_ca_cert"), "{error}");
+        let error = load("http://10.0.0.1:2379", true, false).unwrap_err();
+        assert!(error.contains("https://"), "{error}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod semantics;
+#[cfg(feature = "etcd")]
+mod tls;
 
 use std::future::Future;
 use std::path::Path;

@@ -50,7 +50,7 @@ use crate::store::{
 };
 use layout::Layout;
 
-pub use crate::config::{DEFAULT_MAX_REQUEST_BYTES, EtcdSettings};
+pub use crate::config::{DEFAULT_MAX_REQUEST_BYTES, EtcdSettings, EtcdTls};
 
 /// How long a view stays vouched for after the probe that confirmed it.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -212,6 +212,9 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     if let Some((user, password)) = &settings.user {
         options = options.with_user(user.clone(), password.clone());
     }
+    if let Some(tls) = &settings.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
     let client = Client::connect(&settings.endpoints, Some(options))
         .await
         .map_err(|error| {
@@ -253,6 +256,21 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     tokio::spawn(follow::freshness(inner.clone()));
     tokio::spawn(write::sweep(inner.clone()));
     Ok(inner)
+}
+
+/// The TLS settings of the etcd client, from the files `tls` names.
+fn tls_options(tls: &crate::config::EtcdTls) -> Result<etcd_client::TlsOptions, StoreError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| {
+            StoreError::internal(format!("cannot read {}: {error}", path.display()))
+        })
+    };
+    let mut options = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca_cert)?));
+    if let Some((cert, key)) = &tls.client {
+        options = options.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(options)
 }
 
 /// Maps an etcd error on a request that changes nothing (a read).
