@@ -35,12 +35,12 @@ use tokio_rustls::TlsAcceptor;
 use tower::Layer as _;
 use tower_http::cors::CorsLayer;
 
+use crate::config::EtcdSettings;
 use crate::config::Settings;
 use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::config::EtcdSettings;
 use crate::store::{CatalogWrite, Store, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
@@ -115,8 +115,9 @@ async fn open_cluster(etcd: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(%endpoints, prefix = %etcd.prefix, "running as a cluster node over etcd");
     let opened = crate::store::etcd_engine::EtcdStore::open(etcd.clone()).await;
     Ok(Arc::new(opened.map_err(|error| {
-        anyhow::Error::new(error)
-            .context(format!("cannot open the cluster store on etcd at {endpoints}"))
+        anyhow::Error::new(error).context(format!(
+            "cannot open the cluster store on etcd at {endpoints}"
+        ))
     })?))
 }
 
