@@ -117,11 +117,28 @@ skips=(
 )
 skip=$(IFS=,; echo "${skips[*]}")
 
-# One run at a time: some checks read the server's revision before and
-# after a request that must take none, which holds only while nobody else
-# writes (side by side, the three runs failed exactly there).
+# The three runs go side by side (most of a run is waiting on TTLs and
+# watch bounds: 70 s instead of 130 s here); each one's output is shown
+# whole once all have ended. One check holds only while nobody else writes
+# (it reads the server's revision before and after a request that must take
+# none), so it runs alone against each node afterwards.
+quiet=a_delete_by_prefix_that_matches_nothing_takes_no_revision
+runs=()
 for i in 0 1 2; do
-    echo "== conformance (core, semantics, watch) against node $i at ${urls[i]}"
     python3 "$CONFORMANCE" --url "${urls[i]}" --admin-token "$admin" \
-        --group core,semantics,watch --skip "$skip" "${@:2}"
+        --group core,semantics,watch --skip "$skip,$quiet" "${@:2}" \
+        >"$work/conformance$i.out" 2>&1 &
+    runs+=($!)
 done
+failed=0
+for i in 0 1 2; do
+    wait "${runs[i]}" || failed=1
+    echo "== conformance (core, semantics, watch) against node $i at ${urls[i]}"
+    cat "$work/conformance$i.out"
+done
+for i in 0 1 2; do
+    echo "== $quiet against node $i alone"
+    python3 "$CONFORMANCE" --url "${urls[i]}" --admin-token "$admin" \
+        --group semantics -k "$quiet" "${@:2}" || failed=1
+done
+exit "$failed"
