@@ -37,6 +37,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # A port that is free on address $1 now (bound and released at once).
 free_port() {
@@ -129,6 +130,7 @@ for i in 0 1 2; do
         --group core,semantics,watch --skip "$skip,$quiet" "${@:2}" \
         >"$work/conformance$i.out" 2>&1 &
     runs+=($!)
+    pids+=($!)
 done
 failed=0
 for i in 0 1 2; do
