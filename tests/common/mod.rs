@@ -76,9 +76,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<&str>) -> Client {
+        Client::with_timeout(base, token, Duration::from_secs(60))
+    }
+
+    /// A client whose every request gives up after `timeout`.
+    pub fn with_timeout(base: &str, token: Option<&str>, timeout: Duration) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_global(Some(timeout))
             // Tests share a client between many threads: keep their
             // connections, rather than leave thousands in TIME_WAIT (which
             // can keep a later server from binding a free port).
@@ -341,6 +346,11 @@ pub struct ServerProcess {
     pub admin_token: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Given to `kvs serve` after the listen address and data directory.
+    args: Vec<String>,
+    /// Whether `admin_token` is given as `KVS_ADMIN_TOKEN` (a cluster node
+    /// without it accepts the token that another node set).
+    env_token: bool,
     child: Option<Child>,
 }
 
@@ -348,11 +358,24 @@ impl ServerProcess {
     /// Starts `kvs serve` on `data_dir` (created if missing) and waits until
     /// it is ready. Its output goes to `<data_dir>.log`.
     pub fn start(data_dir: &Path, admin_token: &str) -> ServerProcess {
+        ServerProcess::start_with(data_dir, admin_token, true, &[])
+    }
+
+    /// The same with `args` added to `kvs serve` (a cluster node's
+    /// `--etcd-endpoints`), and `KVS_ADMIN_TOKEN` set only with `env_token`.
+    pub fn start_with(
+        data_dir: &Path,
+        admin_token: &str,
+        env_token: bool,
+        args: &[String],
+    ) -> ServerProcess {
         let mut server = ServerProcess {
             url: format!("http://127.0.0.1:{}", free_port()),
             admin_token: admin_token.to_owned(),
             data_dir: data_dir.to_owned(),
             log: data_dir.with_extension("log"),
+            args: args.to_vec(),
+            env_token,
             child: None,
         };
         server.spawn();
@@ -382,10 +405,15 @@ impl ServerProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
-            .env("KVS_ADMIN_TOKEN", &self.admin_token)
+            .args(&self.args);
+        if self.env_token {
+            command.env("KVS_ADMIN_TOKEN", &self.admin_token);
+        }
+        let child = command
             .env("KVS_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(output.try_clone().unwrap())

@@ -365,7 +365,9 @@ fn project_keys(store: &dyn Store, project: &str) -> u64 {
 // A delete of more keys than the writer takes in one batch (4,096) runs in
 // chunks beside other writes: readers see all of the keys or none, the
 // project's own writes sent after it apply after it, and the figures, the
-// change log and `verify` agree at the end.
+// change log and `verify` agree at the end. (The embedded writer's chunks:
+// the etcd engine deletes a prefix in one etcd transaction, within etcd's
+// request limits, as docs/API.md says.)
 #[test]
 fn a_delete_by_a_large_prefix_is_all_or_nothing_for_readers_and_keeps_the_order_of_writes() {
     let each = EMBEDDED

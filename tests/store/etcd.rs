@@ -28,6 +28,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `etcd` as member `name` of the cluster `initial` (`name=peer,…`), with
+/// its data in `data` and its log on stderr, set up as the tests want it.
+/// On a data directory that already holds a member, etcd ignores the
+/// `--initial-*` flags and rejoins as that member.
+pub fn command(name: &str, data: &Path, client: &str, peer: &str, initial: &str) -> Command {
+    let mut command = Command::new("etcd");
+    command
+        .arg(format!("--name={name}"))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster={initial}"))
+        .arg("--initial-cluster-state=new")
+        // A transaction of 128 ops with their expiry index entries, and a
+        // delete by prefix over many keys, take more than the default 128.
+        .arg("--max-txn-ops=100000")
+        .arg("--logger=zap")
+        .arg("--log-level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
 /// Starts etcd on `dir` (its data in `dir/etcd`) and waits until it serves.
 pub fn start(dir: &Path) -> Etcd {
     let ports = dir.join("etcd.ports");
@@ -45,24 +70,16 @@ pub fn start(dir: &Path) -> Etcd {
     let client = format!("http://127.0.0.1:{client}");
     let peer = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-    let child = Command::new("etcd")
-        .arg("--name=kvs-test")
-        .arg(format!("--data-dir={}", dir.join("etcd").display()))
-        .arg(format!("--listen-client-urls={client}"))
-        .arg(format!("--advertise-client-urls={client}"))
-        .arg(format!("--listen-peer-urls={peer}"))
-        .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--initial-cluster=kvs-test={peer}"))
-        // A transaction of 128 ops with their expiry index entries, and a
-        // delete by prefix over many keys, take more than the default 128.
-        .arg("--max-txn-ops=100000")
-        .arg("--logger=zap")
-        .arg("--log-level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("etcd runs (apt-get install etcd-server)");
+    let child = command(
+        "kvs-test",
+        &dir.join("etcd"),
+        &client,
+        &peer,
+        &format!("kvs-test={peer}"),
+    )
+    .stderr(log)
+    .spawn()
+    .expect("etcd runs (apt-get install etcd-server)");
     let etcd = Etcd {
         child,
         endpoint: client,

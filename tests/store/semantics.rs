@@ -152,6 +152,63 @@ fn listings_are_in_byte_order_and_delete_by_prefix_is_one_revision() {
     });
 }
 
+/// Five values of 1 MiB (a project's default limit): a listing, a snapshot,
+/// the change log and a reopened store's load each read more than 4 MiB,
+/// which the etcd client refused in one answer before its limit was raised
+/// and range reads were paged by size.
+#[test]
+fn values_of_several_mib_together_are_listed_snapshotted_logged_and_reloaded() {
+    const MIB: usize = 1 << 20;
+    let names = ["a", "b", "c", "d", "e"];
+    for (_, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let start = runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let store = store.as_ref();
+            create(store, "p", StorageMode::Disk).await;
+            let start = store.revision();
+            for name in names {
+                let value = name.repeat(MIB);
+                write(store, "p", vec![put(name, &value)]).await.unwrap();
+            }
+            assert_eq!(keys(store, "p", "").await, names);
+            let request = ListRequest {
+                prefix: Prefix::parse("").unwrap(),
+                after: None,
+                limit: 1000,
+                with_values: true,
+                value_budget: u64::MAX,
+            };
+            let page = store.list(&id("p"), request).await.unwrap().value;
+            let sizes: Vec<usize> = page
+                .entries
+                .iter()
+                .map(|(_, value)| value.as_ref().map_or(0, |v| v.len()))
+                .collect();
+            assert_eq!(sizes, [MIB; 5]);
+            let snapshot = store.snapshot().await.unwrap();
+            assert_eq!(snapshot_keys(snapshot.as_ref(), "p").len(), 5);
+            let sets = store.changes(&id("p"), start, 100).await.unwrap();
+            assert_eq!(sets.len(), 5);
+            store.close().await;
+            start
+        });
+        runtime.block_on(async {
+            let store = open(dir.path(), HistoryLimits::default());
+            let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
+            assert_eq!(
+                (project.stats.keys(), project.stats.bytes()),
+                (5, 5 * MIB as u64)
+            );
+            assert_eq!(keys(store.as_ref(), "p", "").await, names);
+            let log = history(store.as_ref(), "p", start).await.unwrap();
+            assert_eq!(log.len(), 5);
+            store.close().await;
+        });
+    }
+}
+
 #[test]
 fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
     for_each_engine(|store, _| async move {

@@ -44,9 +44,21 @@ impl Watch {
     /// Sends `GET <path>` with a bearer token on `socket` and reads the
     /// answer's head, which must be a 200 `text/event-stream`, chunked.
     pub async fn open(socket: TcpStream, host: &str, path: &str, token: &str) -> Watch {
+        Watch::open_with(socket, host, path, token, "").await
+    }
+
+    /// The same with `headers` (each line ending in CRLF, such as
+    /// `Last-Event-ID: 12\r\n`) added to the request.
+    pub async fn open_with(
+        socket: TcpStream,
+        host: &str,
+        path: &str,
+        token: &str,
+        headers: &str,
+    ) -> Watch {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
-             Accept: text/event-stream\r\n\r\n"
+             Accept: text/event-stream\r\n{headers}\r\n"
         );
         write_all(&socket, request.as_bytes()).await.unwrap();
         let mut raw = Vec::with_capacity(READ_SIZE);
@@ -114,19 +126,20 @@ impl Watch {
 
 /// Reads what the socket has (at least one byte, or 0 at its end) onto
 /// the end of `buffer`. (The crate's tokio has no `io-util`: no
-/// `AsyncReadExt`, hence the readiness loop.)
+/// `AsyncReadExt`, hence the readiness loop.) Cancel-safe: nothing is
+/// added to `buffer` across an await, so a caller may give up waiting.
 async fn read_some(socket: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
-    let filled = buffer.len();
-    buffer.resize(filled + READ_SIZE, 0);
-    let read = loop {
+    loop {
         socket.readable().await?;
-        match socket.try_read(&mut buffer[filled..]) {
+        let filled = buffer.len();
+        buffer.resize(filled + READ_SIZE, 0);
+        let read = socket.try_read(&mut buffer[filled..]);
+        buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
+        match read {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            result => break result,
+            result => return result,
         }
-    };
-    buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
-    read
+    }
 }
 
 async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{EventType, GetOptions, KeyValue, KvClient, WatchOptions};
 
 use super::layout::{self, Layout, Name};
-use super::{FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, read_error};
+use super::{FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, page_limit, read_error};
 use crate::domain::{ProjectId, Timestamp, TokenId};
 use crate::store::publish::{ProjectFigures, Publication};
 use crate::store::{
@@ -29,7 +29,7 @@ pub struct Loaded {
 /// Every record under `prefix` at `revision` (0: now), page by page; the
 /// revision read.
 pub async fn range_all(
-    client: &Client,
+    client: &KvClient,
     prefix: &str,
     revision: i64,
 ) -> Result<(Vec<KeyValue>, i64), StoreError> {
@@ -37,8 +37,10 @@ pub async fn range_all(
     let mut start = prefix.as_bytes().to_vec();
     let mut revision = revision;
     let mut all = Vec::new();
+    let mut largest = None;
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(1000);
+        let limit = page_limit(largest, 1000);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
             options = options.with_revision(revision);
         }
@@ -52,6 +54,8 @@ pub async fn range_all(
         }
         let more = response.more();
         let kvs = response.take_kvs();
+        let page_largest = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).max();
+        largest = largest.max(page_largest);
         if let Some(last) = kvs.last() {
             start = last.key().to_vec();
             start.push(0);
@@ -64,7 +68,7 @@ pub async fn range_all(
 }
 
 /// Reads the catalog and every project's figures at one revision.
-pub async fn load(client: &Client, layout: &Layout) -> Result<Loaded, StoreError> {
+pub async fn load(client: &KvClient, layout: &Layout) -> Result<Loaded, StoreError> {
     let (records, revision) = range_all(client, &layout.catalog(), 0).await?;
     let mut catalog = Catalog::default();
     let mut generation = 0;
@@ -148,7 +152,7 @@ async fn follow_once(inner: &Inner, from: &mut i64) -> Result<(), StoreError> {
         .with_prev_key()
         .with_progress_notify();
     let stream = inner
-        .client()
+        .watcher()
         .watch(inner.layout.all(), Some(options))
         .await
         .map_err(StoreError::internal)?;

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, WatchClient};
 use tokio::sync::watch;
 
 use crate::domain::{Key, ProjectId, StorageMode};
@@ -60,6 +60,17 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// How long one request to etcd may take before its outcome is unknown.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer taken from etcd: what etcd itself sends at most
+/// (its gRPC send limit is 2 GiB). The client's default, 4 MiB, refused a
+/// listing, a start-up load or a backup of a project holding five values
+/// of 1 MiB, and a watch catching up over large values; range reads are
+/// paged by size ([`page_limit`]), so answers stay far below this.
+const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
+/// About how many bytes one page of a range read should hold.
+const PAGE_BYTES: usize = 8 << 20;
+/// Records asked for in the first page of a range read, before any size is
+/// known.
+const FIRST_PAGE: usize = 128;
 
 /// The catalog as the watch last published it, with the etcd revisions that
 /// writes compare on, all from one moment.
@@ -73,7 +84,8 @@ struct Mirror {
 
 /// State shared by the store, its watch, its probe and its sweep.
 struct Inner {
-    client: Client,
+    kv: KvClient,
+    watch: WatchClient,
     layout: Layout,
     view: View,
     mirror: ArcSwap<Mirror>,
@@ -132,8 +144,14 @@ impl Inner {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn client(&self) -> Client {
-        self.client.clone()
+    /// The key/value client (reads, transactions).
+    fn kv(&self) -> KvClient {
+        self.kv.clone()
+    }
+
+    /// The watch client.
+    fn watcher(&self) -> WatchClient {
+        self.watch.clone()
     }
 }
 
@@ -224,10 +242,16 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
             ))
         })?;
     let layout = Layout::new(&settings.prefix);
-    let loaded = follow::load(&client, &layout).await?;
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_ANSWER_BYTES);
+    let loaded = follow::load(&kv, &layout).await?;
     let revision = loaded.revision;
     let inner = Arc::new(Inner {
-        client,
+        kv,
+        watch: client
+            .watch_client()
+            .max_decoding_message_size(MAX_ANSWER_BYTES),
         layout,
         view: View::new(loaded.catalog.clone(), revision),
         mirror: ArcSwap::from_pointee(Mirror {
@@ -393,7 +417,7 @@ impl Store for EtcdStore {
 async fn cluster_revision(inner: &Inner) -> Result<i64, StoreError> {
     let options = GetOptions::new().with_count_only();
     let response = inner
-        .client()
+        .kv()
         .get(inner.layout.generation(), Some(options))
         .await
         .map_err(read_error)?;
@@ -401,4 +425,17 @@ async fn cluster_revision(inner: &Inner) -> Result<i64, StoreError> {
         .header()
         .map(|h| h.revision())
         .ok_or_else(|| StoreError::internal("etcd answered without a header"))
+}
+
+/// How many records to ask for in the next page of a range read, at most
+/// `wanted`: as many as fit in [`PAGE_BYTES`] if each were as large as the
+/// largest seen so far (`None`: nothing seen yet). Values may be as large
+/// as etcd's request limit, so a fixed count of 1000 could mean a page of
+/// gigabytes.
+fn page_limit(largest: Option<usize>, wanted: usize) -> i64 {
+    let fits = match largest {
+        None => FIRST_PAGE,
+        Some(size) => PAGE_BYTES / size.max(1),
+    };
+    fits.clamp(1, wanted.max(1)) as i64
 }

@@ -11,7 +11,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 
 use super::follow::range_all;
 use super::layout::{self, Name, range_end};
-use super::{Inner, RPC_TIMEOUT, read_error};
+use super::{Inner, RPC_TIMEOUT, page_limit, read_error};
 use crate::domain::{Key, ProjectId, Timestamp, TokenId};
 use crate::store::kv::is_live;
 use crate::store::{
@@ -34,7 +34,7 @@ pub async fn get(
 ) -> Result<Read<Option<Entry>>, StoreError> {
     inner.project(id)?;
     let name = inner.layout.key(id.as_str(), key.as_str());
-    let response = tokio::time::timeout(RPC_TIMEOUT, inner.client().get(name, None))
+    let response = tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(name, None))
         .await
         .map_err(|_| StoreError::Unavailable)?
         .map_err(read_error)?;
@@ -80,23 +80,27 @@ pub async fn list(
     let mut page = ListPage::default();
     let mut used = 0u64;
     let mut revision = 0i64;
+    let mut largest = None;
     'pages: loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(request.limit.clamp(1, 1000) as i64 + 1);
+        let limit = page_limit(largest, request.limit.clamp(1, 1000) + 1);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let response = tokio::time::timeout(
-            RPC_TIMEOUT,
-            inner.client().get(start.clone(), Some(options)),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable)?
-        .map_err(read_error)?;
+        let response =
+            tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(start.clone(), Some(options)))
+                .await
+                .map_err(|_| StoreError::Unavailable)?
+                .map_err(read_error)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }
+        let page_largest = response
+            .kvs()
+            .iter()
+            .map(|kv| kv.key().len() + kv.value().len())
+            .max();
+        largest = largest.max(page_largest);
         for kv in response.kvs() {
             let Name::Key { project, key } = layout.parse(kv.key()) else {
                 continue;
@@ -167,7 +171,7 @@ async fn history(
         .with_prefix()
         .with_start_revision(after as i64 + 1);
     let mut stream = inner
-        .client()
+        .watcher()
         .watch(layout.all(), Some(options))
         .await
         .map_err(read_error)?;
@@ -279,7 +283,7 @@ pub struct EtcdSnapshot {
 
 pub async fn snapshot(inner: &Inner) -> Result<EtcdSnapshot, StoreError> {
     let layout = &inner.layout;
-    let (records, revision) = range_all(&inner.client(), &layout.catalog(), 0).await?;
+    let (records, revision) = range_all(&inner.kv(), &layout.catalog(), 0).await?;
     let mut projects = Vec::new();
     let mut tokens = Vec::new();
     let mut imported = HashMap::new();
@@ -288,7 +292,7 @@ pub async fn snapshot(inner: &Inner) -> Result<EtcdSnapshot, StoreError> {
         match layout.parse(kv.key()) {
             Name::Project(id) => {
                 let settings = layout::decode_project(id, kv.value())?;
-                let (stored, _) = range_all(&inner.client(), &layout.keys(id), revision).await?;
+                let (stored, _) = range_all(&inner.kv(), &layout.keys(id), revision).await?;
                 let mut entries = Vec::new();
                 // As the view answers it (follow.rs): a project's revision
                 // is at least the etcd revision that created it.

@@ -71,7 +71,7 @@ impl KeySource for Fetched {
 /// Sends a transaction that changes something. An error after it may have
 /// reached the cluster makes its outcome unknown.
 async fn commit(inner: &Inner, txn: Txn) -> Result<TxnResponse, StoreError> {
-    match tokio::time::timeout(RPC_TIMEOUT, inner.client().txn(txn)).await {
+    match tokio::time::timeout(RPC_TIMEOUT, inner.kv().txn(txn)).await {
         Err(_) => Err(StoreError::OutcomeUnknown),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(write_error(inner, error)),
@@ -289,11 +289,10 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             .with_count_only();
         reads.push(TxnOp::get(start, Some(options)));
     }
-    let response =
-        tokio::time::timeout(RPC_TIMEOUT, inner.client().txn(Txn::new().and_then(reads)))
-            .await
-            .map_err(|_| StoreError::Unavailable)?
-            .map_err(super::read_error)?;
+    let response = tokio::time::timeout(RPC_TIMEOUT, inner.kv().txn(Txn::new().and_then(reads)))
+        .await
+        .map_err(|_| StoreError::Unavailable)?
+        .map_err(super::read_error)?;
     let read_at = revision_of(&response);
     let mut fetched = Fetched::default();
     let mut answers = response.op_responses().into_iter();
@@ -567,7 +566,7 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
     let now = Timestamp::now();
     let options = GetOptions::new().with_range(layout.due(now)).with_limit(64);
     let due = inner
-        .client()
+        .kv()
         .get(layout.expiries(), Some(options))
         .await
         .map_err(super::read_error)?;
@@ -585,7 +584,7 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
         .map(|(_, _, _, project, key)| TxnOp::get(layout.key(project, key), None))
         .collect();
     let response = inner
-        .client()
+        .kv()
         .txn(Txn::new().and_then(reads))
         .await
         .map_err(super::read_error)?;
@@ -629,7 +628,7 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
         ops.push(TxnOp::put(layout.sweep(), now.millis().to_string(), None));
     }
     let response = inner
-        .client()
+        .kv()
         .txn(Txn::new().when(compares).and_then(ops))
         .await
         .map_err(super::read_error)?;
