@@ -63,22 +63,13 @@ fn a_node_reaches_etcd_over_tls_with_a_client_certificate_and_not_without() {
     let endpoint = format!("https://127.0.0.1:{}", port(()));
     let peer = format!("http://127.0.0.1:{}", port(()));
     let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let initial = format!("tls={peer}");
     let _etcd = Killed(
-        Command::new("etcd")
-            .arg("--name=tls")
-            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=tls={peer}"))
+        super::etcd::command("tls", &dir.path().join("etcd"), &endpoint, &peer, &initial)
             .arg(format!("--cert-file={}", server_cert.display()))
             .arg(format!("--key-file={}", server_key.display()))
             .arg(format!("--trusted-ca-file={}", ca.display()))
             .arg("--client-cert-auth")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("etcd runs (apt-get install etcd-server)"),
