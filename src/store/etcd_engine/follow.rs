@@ -151,6 +151,8 @@ async fn follow_once(inner: &Inner, from: &mut i64) -> Result<(), StoreError> {
         .with_start_revision(*from)
         .with_prev_key()
         .with_progress_notify();
+    let mut moves = inner.members.moves();
+    moves.borrow_and_update();
     let stream = inner
         .watcher()
         .watch(inner.layout.all(), Some(options))
@@ -158,7 +160,13 @@ async fn follow_once(inner: &Inner, from: &mut i64) -> Result<(), StoreError> {
         .map_err(StoreError::internal)?;
     let (sender, mut responses) = stream.split();
     *inner.progress.lock().await = Some(sender);
-    while let Some(response) = responses.message().await.map_err(StoreError::internal)? {
+    loop {
+        let response = tokio::select! {
+            response = responses.message() => response.map_err(StoreError::internal)?,
+            // The node moved to another member: watch there.
+            _ = moves.changed() => return Err(StoreError::internal("moved to another etcd member")),
+        };
+        let Some(response) = response else { break };
         if response.canceled() {
             if response.compact_revision() > 0 {
                 tracing::error!(
@@ -413,10 +421,13 @@ pub async fn probe(inner: Arc<Inner>) {
             Some(())
         })
         .await;
-        if matches!(confirmed, Ok(Some(())))
-            && let Ok(mut at) = inner.fresh_at.lock()
-        {
-            *at = (*at).max(sent);
+        if matches!(confirmed, Ok(Some(()))) {
+            if let Ok(mut at) = inner.fresh_at.lock() {
+                *at = (*at).max(sent);
+            }
+        } else {
+            // The member in use did not confirm: another may.
+            inner.members.move_on(&inner.layout.generation()).await;
         }
     }
 }

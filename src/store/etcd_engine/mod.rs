@@ -29,6 +29,7 @@
 
 mod follow;
 mod layout;
+mod members;
 mod read;
 mod write;
 
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, WatchClient};
+use etcd_client::{ConnectOptions, GetOptions, KvClient, WatchClient};
 use tokio::sync::watch;
 
 use crate::domain::{Key, ProjectId, StorageMode};
@@ -84,8 +85,7 @@ struct Mirror {
 
 /// State shared by the store, its watch, its probe and its sweep.
 struct Inner {
-    kv: KvClient,
-    watch: WatchClient,
+    members: members::Members,
     layout: Layout,
     view: View,
     mirror: ArcSwap<Mirror>,
@@ -146,12 +146,12 @@ impl Inner {
 
     /// The key/value client (reads, transactions).
     fn kv(&self) -> KvClient {
-        self.kv.clone()
+        self.members.current().kv.clone()
     }
 
     /// The watch client.
     fn watcher(&self) -> WatchClient {
-        self.watch.clone()
+        self.members.current().watch.clone()
     }
 }
 
@@ -233,25 +233,20 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     if let Some(tls) = &settings.tls {
         options = options.with_tls(tls_options(tls)?);
     }
-    let client = Client::connect(&settings.endpoints, Some(options))
-        .await
-        .map_err(|error| {
-            StoreError::internal(format!(
-                "cannot connect to etcd at {}: {error}",
-                settings.endpoints.join(",")
-            ))
-        })?;
+    let members = members::Members::connect(&settings.endpoints, options).await?;
     let layout = Layout::new(&settings.prefix);
-    let kv = client
-        .kv_client()
-        .max_decoding_message_size(MAX_ANSWER_BYTES);
-    let loaded = follow::load(&kv, &layout).await?;
+    // From the first member that answers.
+    let mut loaded = follow::load(&members.current().kv, &layout).await;
+    for _ in 1..settings.endpoints.len() {
+        if loaded.is_ok() || !members.move_on(&layout.generation()).await {
+            break;
+        }
+        loaded = follow::load(&members.current().kv, &layout).await;
+    }
+    let loaded = loaded?;
     let revision = loaded.revision;
     let inner = Arc::new(Inner {
-        kv,
-        watch: client
-            .watch_client()
-            .max_decoding_message_size(MAX_ANSWER_BYTES),
+        members,
         layout,
         view: View::new(loaded.catalog.clone(), revision),
         mirror: ArcSwap::from_pointee(Mirror {
