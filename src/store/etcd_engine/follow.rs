@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, GetOptions, KeyValue, KvClient, WatchOptions};
 
 use super::layout::{self, Layout, Name};
-use super::{Inner, Mirror, PROBE_EVERY, cluster_revision, page_limit, read_error};
+use super::{
+    FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, page_limit, read_error, send,
+};
 use crate::domain::{ProjectId, Timestamp, TokenId};
 use crate::store::publish::{ProjectFigures, Publication};
 use crate::store::{
@@ -44,11 +46,12 @@ pub async fn range_all(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut response = client
-            .clone()
-            .get(start.clone(), Some(options))
-            .await
-            .map_err(read_error)?;
+        let mut response = send(client, |mut kv| {
+            let (start, options) = (start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
+        .await
+        .map_err(read_error)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }
@@ -397,7 +400,6 @@ fn apply(inner: &Inner, revision: i64, events: &[etcd_client::Event]) -> Result<
 /// then a progress request on the watch; once the watch has reached that
 /// revision, the view is fresh as of the moment the read was sent.
 pub async fn probe(inner: Arc<Inner>) {
-    let mut was_fresh = true;
     while !inner.closed.load(Ordering::Acquire) {
         tokio::time::sleep(PROBE_EVERY).await;
         let sent = Instant::now();
@@ -416,6 +418,18 @@ pub async fn probe(inner: Arc<Inner>) {
         {
             *at = (*at).max(sent);
         }
+    }
+}
+
+/// Tells open watches and blocking reads (through `ticks`) the moment the
+/// view stops being fresh, and when it is fresh again: they look again,
+/// and end while the catalog is unavailable. It wakes when the view's
+/// confirmation runs out, not on the probe's schedule, so that a watch of
+/// a token revoked on a cluster this node cannot reach ends within the
+/// 1 s bound (the probe noticed up to 250 ms and a probe's wait later).
+pub async fn tell_freshness(inner: Arc<Inner>) {
+    let mut was_fresh = true;
+    while !inner.closed.load(Ordering::Acquire) {
         let fresh = inner.is_fresh();
         if fresh != was_fresh {
             if fresh {
@@ -423,10 +437,16 @@ pub async fn probe(inner: Arc<Inner>) {
             } else {
                 tracing::warn!("cannot confirm the view of the etcd cluster: answering 503");
             }
-            // Open watches and blocking reads look again (and end, while
-            // the catalog is unavailable).
             inner.ticks.send_modify(|tick| *tick += 1);
             was_fresh = fresh;
         }
+        let pause = match inner.fresh_at.lock() {
+            // Until just past the moment the confirmation runs out.
+            Ok(at) if fresh => (*at + FRESH_FOR)
+                .saturating_duration_since(Instant::now())
+                .saturating_add(Duration::from_millis(1)),
+            _ => PROBE_EVERY / 5,
+        };
+        tokio::time::sleep(pause).await;
     }
 }

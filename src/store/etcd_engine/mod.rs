@@ -271,6 +271,7 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     });
     tokio::spawn(follow::follow(inner.clone(), revision as i64 + 1));
     tokio::spawn(follow::probe(inner.clone()));
+    tokio::spawn(follow::tell_freshness(inner.clone()));
     tokio::spawn(write::sweep(inner.clone()));
     Ok(inner)
 }
@@ -394,15 +395,50 @@ impl Store for EtcdStore {
 /// A linearizable read of one name's count: the cluster's revision now.
 async fn cluster_revision(inner: &Inner) -> Result<i64, StoreError> {
     let options = GetOptions::new().with_count_only();
-    let response = inner
-        .kv()
-        .get(inner.layout.generation(), Some(options))
-        .await
-        .map_err(read_error)?;
+    let name = inner.layout.generation();
+    let response = send(&inner.kv, |mut kv| {
+        let (name, options) = (name.clone(), options.clone());
+        async move { kv.get(name, Some(options)).await }
+    })
+    .await
+    .map_err(read_error)?;
     response
         .header()
         .map(|h| h.revision())
         .ok_or_else(|| StoreError::internal("etcd answered without a header"))
+}
+
+/// How many times a request that reached no etcd member is sent. The etcd
+/// client spreads requests over every endpoint, a dead one too (it does not
+/// skip it: etcd-client#39), so with one member of three down a third of
+/// the requests failed with a refused connection, as 503s, for as long as
+/// the member stayed down. Such a request never left this node: sending it
+/// again is safe, writes included, and most likely reaches a live member.
+const SEND_TRIES: u32 = 8;
+
+/// Whether `error` says that the request reached no member (the connection
+/// to the endpoint the client picked was refused or could not be made).
+fn not_sent(error: &etcd_client::Error) -> bool {
+    // gRPC code 14: unavailable; tonic says "tcp connect error" when it
+    // could not connect.
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() as i32 == 14 && status.message() == "tcp connect error")
+}
+
+/// Runs `call` on `kv`, again (at most [`SEND_TRIES`] times in all) while it
+/// fails without having reached a member.
+async fn send<T, F, Fut>(kv: &KvClient, call: F) -> Result<T, etcd_client::Error>
+where
+    F: Fn(KvClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match call(kv.clone()).await {
+            Err(error) if not_sent(&error) && tries < SEND_TRIES => tries += 1,
+            answer => return answer,
+        }
+    }
 }
 
 /// How many records to ask for in the next page of a range read, at most

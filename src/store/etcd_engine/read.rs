@@ -11,7 +11,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 
 use super::follow::range_all;
 use super::layout::{self, Name, range_end};
-use super::{Inner, RPC_TIMEOUT, page_limit, read_error};
+use super::{Inner, RPC_TIMEOUT, page_limit, read_error, send};
 use crate::domain::{Key, ProjectId, Timestamp, TokenId};
 use crate::store::kv::is_live;
 use crate::store::{
@@ -34,7 +34,11 @@ pub async fn get(
 ) -> Result<Read<Option<Entry>>, StoreError> {
     inner.project(id)?;
     let name = inner.layout.key(id.as_str(), key.as_str());
-    let response = tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(name, None))
+    let get = send(&inner.kv, |mut kv| {
+        let name = name.clone();
+        async move { kv.get(name, None).await }
+    });
+    let response = tokio::time::timeout(RPC_TIMEOUT, get)
         .await
         .map_err(|_| StoreError::Unavailable)?
         .map_err(read_error)?;
@@ -87,11 +91,16 @@ pub async fn list(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let response =
-            tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(start.clone(), Some(options)))
-                .await
-                .map_err(|_| StoreError::Unavailable)?
-                .map_err(read_error)?;
+        let response = tokio::time::timeout(
+            RPC_TIMEOUT,
+            send(&inner.kv, |mut kv| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            }),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable)?
+        .map_err(read_error)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }
