@@ -473,6 +473,13 @@ pub trait Store: Send + Sync + 'static {
     /// tokens): open watches and blocking reads check their token again.
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// Waits until [`Store::catalog`] holds every catalog write acknowledged
+    /// anywhere before the call: a token just made through another cluster
+    /// node is known here afterwards. A single server's catalog always is.
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A consistent snapshot of everything the store holds, at one revision
     /// (see [`StoreSnapshot`]).
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, GetOptions, KeyValue, KvClient, WatchOptions};
 
 use super::layout::{self, Layout, Name};
-use super::{FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, page_limit, read_error};
+use super::{
+    FRESH_FOR, Inner, Mirror, PROBE_EVERY, cluster_revision, page_limit, read_error, send_on,
+};
 use crate::domain::{ProjectId, Timestamp, TokenId};
 use crate::store::publish::{ProjectFigures, Publication};
 use crate::store::{
@@ -44,11 +46,12 @@ pub async fn range_all(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut response = client
-            .clone()
-            .get(start.clone(), Some(options))
-            .await
-            .map_err(read_error)?;
+        let mut response = send_on(client, |mut kv| {
+            let (start, options) = (start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
+        .await
+        .map_err(read_error)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }
@@ -445,8 +448,10 @@ pub async fn freshness(inner: Arc<Inner>) {
             .map(|at| *at + FRESH_FOR + Duration::from_millis(1))
             .unwrap_or_else(|_| Instant::now());
         let now = Instant::now();
-        let wake = if was_fresh && runs_out > now {
-            runs_out.min(now + PROBE_EVERY)
+        // While fresh: at the moment the confirmation runs out (at once if
+        // it just did), or sooner; while not: at the probe's pace.
+        let wake = if was_fresh {
+            runs_out.clamp(now, now + PROBE_EVERY)
         } else {
             now + PROBE_EVERY
         };

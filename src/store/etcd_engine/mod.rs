@@ -337,6 +337,24 @@ impl Store for EtcdStore {
         self.inner.is_fresh()
     }
 
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move {
+            // As the probe does: the cluster's revision now, then the watch
+            // vouching for it.
+            let revision = cluster_revision(&inner).await?;
+            if let Some(sender) = inner.progress.lock().await.as_mut() {
+                let _ = sender.request_progress().await;
+            }
+            let mut known = inner.known.subscribe();
+            match tokio::time::timeout(FRESH_FOR, known.wait_for(|k| *k >= revision)).await {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(StoreError::Unavailable),
+            }
+        })
+        .await
+    }
+
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError> {
         let inner = self.inner.clone();
         self.run(async move { write::kv(&inner, write).await })
@@ -411,15 +429,72 @@ impl Store for EtcdStore {
 /// A linearizable read of one name's count: the cluster's revision now.
 async fn cluster_revision(inner: &Inner) -> Result<i64, StoreError> {
     let options = GetOptions::new().with_count_only();
-    let response = inner
-        .kv()
-        .get(inner.layout.generation(), Some(options))
-        .await
-        .map_err(read_error)?;
+    let name = inner.layout.generation();
+    let response = send(inner, |mut kv| {
+        let (name, options) = (name.clone(), options.clone());
+        async move { kv.get(name, Some(options)).await }
+    })
+    .await
+    .map_err(read_error)?;
     response
         .header()
         .map(|h| h.revision())
         .ok_or_else(|| StoreError::internal("etcd answered without a header"))
+}
+
+/// How many times a request that reached no etcd member is sent. The etcd
+/// client spreads requests over every endpoint, a dead one too (it does not
+/// skip it: etcd-client#39), so with one member of three down a third of
+/// the requests failed with a refused connection, as 503s, for as long as
+/// the member stayed down. Such a request never left this node: sending it
+/// again is safe, writes included, and most likely reaches a live member.
+const SEND_TRIES: u32 = 8;
+
+/// Whether `error` says that the request reached no member (the connection
+/// to the endpoint the client picked was refused or could not be made).
+fn not_sent(error: &etcd_client::Error) -> bool {
+    // gRPC code 14: unavailable; tonic says "tcp connect error" when it
+    // could not connect.
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() as i32 == 14 && status.message() == "tcp connect error")
+}
+
+/// Runs `call` on the member in use, again (at most [`SEND_TRIES`] times in
+/// all, moving to another member first) while it fails without having
+/// reached one.
+async fn send<T, F, Fut>(inner: &Inner, call: F) -> Result<T, etcd_client::Error>
+where
+    F: Fn(KvClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match call(inner.kv()).await {
+            Err(error) if not_sent(&error) && tries < SEND_TRIES => {
+                // The member in use cannot be reached: try another.
+                inner.members.move_on(&inner.layout.generation()).await;
+                tries += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Runs `call` on `kv` (one member's client, before the node has its
+/// members), again (at most [`SEND_TRIES`] times in all) while it fails
+/// without having reached the member.
+async fn send_on<T, F, Fut>(kv: &KvClient, call: F) -> Result<T, etcd_client::Error>
+where
+    F: Fn(KvClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match call(kv.clone()).await {
+            Err(error) if not_sent(&error) && tries < SEND_TRIES => tries += 1,
+            answer => return answer,
+        }
+    }
 }
 
 /// How many records to ask for in the next page of a range read, at most

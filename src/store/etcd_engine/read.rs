@@ -11,7 +11,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 
 use super::follow::range_all;
 use super::layout::{self, Name, range_end};
-use super::{Inner, RPC_TIMEOUT, page_limit, read_error};
+use super::{Inner, RPC_TIMEOUT, page_limit, read_error, send};
 use crate::domain::{Key, ProjectId, Timestamp, TokenId};
 use crate::store::kv::is_live;
 use crate::store::{
@@ -23,8 +23,15 @@ use crate::store::{
 /// read, so that the revision it answers is one a watch here can start at.
 const CATCH_UP: Duration = Duration::from_secs(1);
 
-/// How long a read of etcd's history waits for more events.
-const HISTORY_IDLE: Duration = Duration::from_millis(400);
+/// How long a read of etcd's history waits for more events before it takes
+/// the history as complete. Its end is normally found by revision (an event
+/// at the node's revision); this wait ends it only when that revision has
+/// no event of kvs's (the revision read at start). With 400 ms, a watch from
+/// revision 0 once replayed nothing on a loaded 2-core machine (three
+/// conformance runs side by side on one cluster, thousands of revisions of
+/// other projects for etcd to send first): most likely etcd paused longer
+/// than that between two batches of the history.
+const HISTORY_IDLE: Duration = Duration::from_secs(2);
 
 pub async fn get(
     inner: &Inner,
@@ -34,7 +41,11 @@ pub async fn get(
 ) -> Result<Read<Option<Entry>>, StoreError> {
     inner.project(id)?;
     let name = inner.layout.key(id.as_str(), key.as_str());
-    let response = tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(name, None))
+    let get = send(inner, |mut kv| {
+        let name = name.clone();
+        async move { kv.get(name, None).await }
+    });
+    let response = tokio::time::timeout(RPC_TIMEOUT, get)
         .await
         .map_err(|_| StoreError::Unavailable)?
         .map_err(read_error)?;
@@ -87,11 +98,16 @@ pub async fn list(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let response =
-            tokio::time::timeout(RPC_TIMEOUT, inner.kv().get(start.clone(), Some(options)))
-                .await
-                .map_err(|_| StoreError::Unavailable)?
-                .map_err(read_error)?;
+        let response = tokio::time::timeout(
+            RPC_TIMEOUT,
+            send(inner, |mut kv| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            }),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable)?
+        .map_err(read_error)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }

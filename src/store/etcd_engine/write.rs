@@ -15,7 +15,7 @@ use etcd_client::{
 use tokio::sync::oneshot;
 
 use super::layout::{self, range_end};
-use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY};
+use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY, send};
 use crate::domain::{Key, Prefix, ProjectId, Timestamp};
 use crate::store::kv::{self, KeySource};
 use crate::store::{
@@ -71,7 +71,11 @@ impl KeySource for Fetched {
 /// Sends a transaction that changes something. An error after it may have
 /// reached the cluster makes its outcome unknown.
 async fn commit(inner: &Inner, txn: Txn) -> Result<TxnResponse, StoreError> {
-    match tokio::time::timeout(RPC_TIMEOUT, inner.kv().txn(txn)).await {
+    let sent = send(inner, |mut kv| {
+        let txn = txn.clone();
+        async move { kv.txn(txn).await }
+    });
+    match tokio::time::timeout(RPC_TIMEOUT, sent).await {
         Err(_) => Err(StoreError::OutcomeUnknown),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(write_error(inner, error)),
@@ -289,7 +293,12 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             .with_count_only();
         reads.push(TxnOp::get(start, Some(options)));
     }
-    let response = tokio::time::timeout(RPC_TIMEOUT, inner.kv().txn(Txn::new().and_then(reads)))
+    let read = Txn::new().and_then(reads);
+    let read = send(inner, |mut kv| {
+        let read = read.clone();
+        async move { kv.txn(read).await }
+    });
+    let response = tokio::time::timeout(RPC_TIMEOUT, read)
         .await
         .map_err(|_| StoreError::Unavailable)?
         .map_err(super::read_error)?;
@@ -565,11 +574,12 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
     let layout = &inner.layout;
     let now = Timestamp::now();
     let options = GetOptions::new().with_range(layout.due(now)).with_limit(64);
-    let due = inner
-        .kv()
-        .get(layout.expiries(), Some(options))
-        .await
-        .map_err(super::read_error)?;
+    let due = send(inner, |mut kv| {
+        let options = options.clone();
+        async move { kv.get(layout.expiries(), Some(options)).await }
+    })
+    .await
+    .map_err(super::read_error)?;
     if due.kvs().is_empty() {
         return Ok(());
     }
@@ -583,11 +593,13 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
         .iter()
         .map(|(_, _, _, project, key)| TxnOp::get(layout.key(project, key), None))
         .collect();
-    let response = inner
-        .kv()
-        .txn(Txn::new().and_then(reads))
-        .await
-        .map_err(super::read_error)?;
+    let read = Txn::new().and_then(reads);
+    let response = send(inner, |mut kv| {
+        let read = read.clone();
+        async move { kv.txn(read).await }
+    })
+    .await
+    .map_err(super::read_error)?;
     let mut compares = Vec::new();
     let mut ops = Vec::new();
     let mut expired = false;
@@ -627,11 +639,13 @@ async fn sweep_once(inner: &Inner) -> Result<(), StoreError> {
     if expired {
         ops.push(TxnOp::put(layout.sweep(), now.millis().to_string(), None));
     }
-    let response = inner
-        .kv()
-        .txn(Txn::new().when(compares).and_then(ops))
-        .await
-        .map_err(super::read_error)?;
+    let sweep = Txn::new().when(compares).and_then(ops);
+    let response = send(inner, |mut kv| {
+        let sweep = sweep.clone();
+        async move { kv.txn(sweep).await }
+    })
+    .await
+    .map_err(super::read_error)?;
     if response.succeeded() {
         inner.reach(revision_of(&response), RPC_TIMEOUT).await;
     }
