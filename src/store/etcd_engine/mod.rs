@@ -91,6 +91,9 @@ struct Inner {
     mirror: ArcSwap<Mirror>,
     /// The newest revision the watch has published.
     reached: watch::Sender<u64>,
+    /// The revision the node read at start. Every revision published
+    /// after it is one with an event under the prefix; this one may not be.
+    started: u64,
     /// The newest revision the watch vouches for (events or progress).
     known: watch::Sender<i64>,
     /// When the last probe that the watch confirmed was sent.
@@ -255,6 +258,7 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
             projects: loaded.projects,
         }),
         reached: watch::Sender::new(revision),
+        started: revision,
         known: watch::Sender::new(revision as i64),
         fresh_at: Mutex::new(Instant::now()),
         ticks: watch::Sender::new(0),

@@ -24,13 +24,13 @@ use crate::store::{
 const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// How long a read of etcd's history waits for more events before it takes
-/// the history as complete. Its end is normally found by revision (an event
-/// at the node's revision); this wait ends it only when that revision has
-/// no event of kvs's (the revision read at start). With 400 ms, a watch from
-/// revision 0 once replayed nothing on a loaded 2-core machine (three
-/// conformance runs side by side on one cluster, thousands of revisions of
-/// other projects for etcd to send first): most likely etcd paused longer
-/// than that between two batches of the history.
+/// the history as complete, when the revision it reads up to may have no
+/// event of kvs's: only the revision the node read at start. Any later
+/// revision of the node's view is one its watch saw an event at, so a read
+/// up to it waits for that event (within [`RPC_TIMEOUT`]), however long
+/// etcd takes to send the history before it (with a 400 ms pause taken as
+/// the end for every read, a watch from revision 0 once replayed nothing
+/// on a loaded machine).
 const HISTORY_IDLE: Duration = Duration::from_secs(2);
 
 pub async fn get(
@@ -195,12 +195,21 @@ async fn history(
     let mut taken = 0;
     // etcd 3.4 answers a progress request at once, before the history it
     // still has to send, so the end of the history is found by its
-    // revisions: an event at or past `target`, or no more events for a
-    // while once etcd has had time to send them (it sends the history of
+    // revisions: the event at `target`, or, when `target` is the revision
+    // read at start (which may have no event of kvs's), no more events for
+    // a while once etcd has had time to send them (it sends the history of
     // a new watch every 100 ms).
+    // (The caller bounds the whole read by `RPC_TIMEOUT`.)
+    let exact = target > inner.started;
     loop {
-        let next = tokio::time::timeout(HISTORY_IDLE, stream.message()).await;
-        let Ok(next) = next else { break };
+        let next = if exact {
+            stream.message().await
+        } else {
+            match tokio::time::timeout(HISTORY_IDLE, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        };
         let Some(response) = next.map_err(read_error)? else {
             break;
         };
