@@ -33,19 +33,36 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
+/// On 6 MiB there is no room for the 16 MiB write-ahead log: every write
+/// commits the database durably.
 #[test]
 fn a_full_disk_refuses_writes_with_507_and_loses_nothing() {
+    fill_and_recover("6m", 1, 12);
+}
+
+/// On 48 MiB the write-ahead log fits: writes are durable in it until it is
+/// full, and the checkpoint that must then write them all to the database
+/// finds no room. That batch and the ones after it are refused until the
+/// 24 MiB filler is removed; nothing logged is lost meanwhile.
+#[test]
+fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing() {
+    fill_and_recover("48m", 24, 40);
+}
+
+/// Fills a tmpfs of `size` holding a filler of `filler_mib` with `values`
+/// values of 700 kB, then frees the filler.
+fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     let dir = tempfile::tempdir().unwrap();
     // The server's log is on the same full disk: a log that cannot be
     // written must not stop the server either.
-    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "6m") else {
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), size) else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
         return;
     };
     let data = dir.path().join("data");
     // Room that the operator frees later on.
     let filler = dir.path().join("filler");
-    std::fs::write(&filler, vec![1u8; 1 << 20]).unwrap();
+    std::fs::write(&filler, vec![1u8; filler_mib << 20]).unwrap();
     let secret = fake_secret();
     let mut server = ServerProcess::start(&data, &secret);
     let admin = server.admin();
@@ -56,7 +73,7 @@ fn a_full_disk_refuses_writes_with_507_and_loses_nothing() {
         .collect();
     let mut stored = Vec::new();
     let mut refused = Vec::new();
-    for i in 0..12 {
+    for i in 0..values {
         let key = format!("big/{i}");
         let answer = manage.put(&kv("full", &key), &big);
         match answer.status {
@@ -68,10 +85,10 @@ fn a_full_disk_refuses_writes_with_507_and_loses_nothing() {
             other => panic!("PUT {key} answered {other}: {}", answer.text()),
         }
     }
-    assert!(!stored.is_empty(), "nothing fitted on a 6 MiB disk");
+    assert!(!stored.is_empty(), "nothing fitted on {size}");
     assert!(
         !refused.is_empty(),
-        "12 values of 700 kB fitted on a 6 MiB disk"
+        "{values} values of 700 kB fitted on {size}"
     );
 
     // Reads keep working, refused writes left nothing, the server is ready.

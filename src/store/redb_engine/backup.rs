@@ -387,6 +387,9 @@ impl Restorer {
         if memory.exists() {
             std::fs::rename(&memory, &live_memory).map_err(StoreError::internal)?;
         }
+        // The write-ahead log of a store this one replaces holds writes of
+        // that store: none may be replayed onto this one.
+        remove_if_present(&self.dir.join("kvs.wal"))?;
         std::fs::rename(self.dir.join(DISK_TMP), self.dir.join("kvs.redb"))
             .map_err(StoreError::internal)?;
         sync_dir(&self.dir)

@@ -16,6 +16,7 @@ mod backup;
 pub(crate) mod codec;
 mod snapshot;
 mod verify;
+mod wal;
 mod writer;
 
 use std::collections::HashMap;
@@ -118,6 +119,7 @@ impl RedbStore {
             ))
         })??;
         let sweeps = resume_sweeps(&disk, &catalog)?;
+        let (wal, logged) = wal::Wal::open(data_dir, durable_revision(&disk)?)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: Arc::new(memory),
@@ -128,7 +130,17 @@ impl RedbStore {
             path,
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(shared.clone(), revision, reserved, history, limits, sweeps);
+        let mut writer = Writer::new(
+            shared.clone(),
+            wal,
+            revision,
+            reserved,
+            history,
+            limits,
+            sweeps,
+        );
+        // Before anything is read: the writes only the log holds.
+        writer.replay(logged, false)?;
         let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
@@ -536,6 +548,20 @@ fn resume_sweeps(disk: &Database, catalog: &Catalog) -> Result<Vec<Sweep>, Store
 /// projects are gone (their database is new), so their figures start empty,
 /// unless a restore has just put them back (`memory` then has their figures).
 type Loaded = (Catalog, u64, u64, HashMap<ProjectId, HistoryRecord>);
+
+/// The server revision of the disk database's last durable commit (what it
+/// holds when opened).
+fn durable_revision(disk: &Database) -> Result<u64, StoreError> {
+    let txn = disk.begin_read().map_err(storage_error)?;
+    match txn.open_table(codec::SERVER) {
+        Ok(server) => Ok(server
+            .get(codec::REVISION)
+            .map_err(storage_error)?
+            .map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(error) => Err(storage_error(error)),
+    }
+}
 
 const PROJECTS_NAME: &str = "catalog/projects";
 const TOKENS_NAME: &str = "catalog/tokens";

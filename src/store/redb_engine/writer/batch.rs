@@ -9,6 +9,7 @@ use redb::WriteTransaction;
 
 use super::super::Shared;
 use super::super::codec::{self, HistoryRecord, StatsRecord, storage_error};
+use super::super::wal::{Logged, Wal};
 use super::tables::{open_txn, put_record};
 use crate::domain::{ProjectId, StorageMode};
 use crate::store::publish::{ProjectFigures, Publication};
@@ -56,6 +57,18 @@ pub(super) struct Batch<'a> {
     /// Projects being swept (see [`super::sweep`]): the expiry sweep leaves
     /// their keys alone.
     pub paused: Vec<ProjectId>,
+    /// The key/value writes to disk projects, as the write-ahead log keeps
+    /// them.
+    pub wal: Vec<Logged>,
+    /// Whether the batch changed the disk database in a way the log does
+    /// not carry (the catalog, a reservation, an expiry, a sweep, a trim):
+    /// then it commits durably, as a checkpoint.
+    pub unlogged: bool,
+    /// A replay of the log: committed without a sync and not logged again
+    /// (the log holds it until the next checkpoint).
+    pub replay: bool,
+    /// Its change sets go to the change log only: the feeds have them.
+    pub quiet: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -73,6 +86,10 @@ impl<'a> Batch<'a> {
             sets: Vec::new(),
             expired: 0,
             paused: Vec::new(),
+            wal: Vec::new(),
+            unlogged: false,
+            replay: false,
+            quiet: false,
             shared,
             disk: shared
                 .database(StorageMode::Disk)?
@@ -94,7 +111,7 @@ impl<'a> Batch<'a> {
     }
 
     pub fn catalog_mut(&mut self) -> &mut Catalog {
-        self.disk_dirty = true;
+        self.dirty(StorageMode::Disk);
         self.catalog.get_or_insert_with(|| (*self.base).clone())
     }
 
@@ -106,12 +123,24 @@ impl<'a> Batch<'a> {
         open_txn(&self.disk, &self.memory, storage)
     }
 
-    /// Marks a database as changed by this batch.
+    /// Marks a database as changed by this batch (on disk, in a way that
+    /// the write-ahead log does not carry).
     pub fn dirty(&mut self, storage: StorageMode) {
         match storage {
-            StorageMode::Disk => self.disk_dirty = true,
+            StorageMode::Disk => {
+                self.disk_dirty = true;
+                self.unlogged = true;
+            }
             StorageMode::Memory => self.memory_dirty = true,
         }
+    }
+
+    /// Takes the next revision for a key/value write to a disk project
+    /// that the write-ahead log carries ([`Batch::wal`]).
+    pub fn next_logged_revision(&mut self) -> u64 {
+        self.revision += 1;
+        self.disk_dirty = true;
+        self.revision
     }
 
     /// Takes the next revision for a write in a project of `storage`; a
@@ -120,7 +149,7 @@ impl<'a> Batch<'a> {
         self.revision += 1;
         if storage == StorageMode::Memory && self.revision > self.reserved {
             self.reserved = self.revision + super::RESERVE_STEP;
-            self.disk_dirty = true;
+            self.dirty(StorageMode::Disk);
         }
         self.dirty(storage);
         self.revision
@@ -155,7 +184,7 @@ impl<'a> Batch<'a> {
 
     /// Writes the figures, commits both databases (disk first: it holds the
     /// revision reservation that memory writes rely on) and publishes.
-    pub fn commit(mut self) -> Result<Committed, StoreError> {
+    pub fn commit(mut self, wal: &mut Wal) -> Result<Committed, StoreError> {
         self.write_logs()?;
         let live: Vec<(ProjectId, Written)> = self
             .stats
@@ -181,11 +210,27 @@ impl<'a> Batch<'a> {
                 .map_err(storage_error)?;
         }
         // Readers switch to a new snapshot before the revision is published.
+        let mut checkpoint = false;
         if self.disk_dirty {
-            // The disk commit is where the fsync happens: its duration is
-            // what a durable write waits for.
+            // The log's sync, or the durable commit, is where the fsync
+            // happens: its duration is what a durable write waits for. The
+            // log is written first, so that no reader sees a write before
+            // it is durable.
             let started = Instant::now();
-            self.disk.commit().map_err(storage_error)?;
+            let before = wal.end();
+            let logged = self.replay || (!self.unlogged && wal.append(&self.wal)?);
+            if logged {
+                self.disk
+                    .set_durability(redb::Durability::None)
+                    .map_err(storage_error)?;
+            }
+            if let Err(error) = self.disk.commit() {
+                if logged && !self.replay {
+                    wal.retract(before)?;
+                }
+                return Err(storage_error(error));
+            }
+            checkpoint = !logged;
             metrics::histogram!("kvs_fsync_seconds").record(started.elapsed().as_secs_f64());
             self.shared.disk_reads.invalidate();
         } else {
@@ -211,11 +256,14 @@ impl<'a> Batch<'a> {
         self.shared.view.publish(Publication {
             catalog: self.catalog,
             figures,
-            sets: self.sets,
+            sets: if self.quiet { Vec::new() } else { self.sets },
             revision: self.revision,
         });
         if self.expired > 0 {
             metrics::counter!("kvs_expired_keys_total").increment(self.expired);
+        }
+        if checkpoint {
+            wal.checkpointed();
         }
         Ok(Committed {
             revision: self.revision,

@@ -3,17 +3,20 @@
 //! what it decided stored in the keys and values tables and the expiry
 //! index.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::super::codec::{
     self, INLINE_LIMIT, KeyRecord, KeyTables, decode_entry, encode_entry, expiry_key, storage_error,
 };
+use super::super::wal::Logged;
 use super::batch::Batch;
 use super::tables::open_txn;
-use crate::domain::{Key, Prefix, Timestamp};
-use crate::store::kv::{self, KeySource};
-use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, StoreError};
+use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp};
+use crate::store::kv::{self, KeyChange, KeySource, Staged};
+use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, Project, StoreError};
 
 pub type KeysTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
@@ -113,7 +116,7 @@ impl Batch<'_> {
         let now = Timestamp::now();
         self.txn(storage)?;
         let txn = open_txn(&self.disk, &self.memory, storage)?;
-        let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+        let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
         let mut source = TableSource {
             txn,
             tables: &tables,
@@ -129,7 +132,7 @@ impl Batch<'_> {
             revision,
             now,
         )?;
-        let mut values = source.values.take();
+        let values = source.values.take();
         drop(source);
         if staged.changes.is_empty() {
             return Ok(KvCommit {
@@ -137,67 +140,15 @@ impl Batch<'_> {
                 results: staged.results,
             });
         }
-
-        // Store. Large values live in the values table; a key whose value
-        // was there and is no longer (replaced inline, or deleted) is removed
-        // from it.
-        let was_external = |old: &Option<KeyMeta>| old.as_ref().is_some_and(|m| !is_inline(m.size));
-        let external = staged.changes.values().any(|c| {
-            was_external(&c.old) || c.new.as_ref().is_some_and(|(m, _)| !is_inline(m.size))
-        });
-        if external && values.is_none() {
-            values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
-        }
-        for (key, change) in &staged.changes {
-            match &change.new {
-                Some((meta, value)) => {
-                    let record = KeyRecord::from_meta(meta, is_inline(meta.size));
-                    let entry = encode_entry(tables.project, key.as_str(), &record, value)?;
-                    keys.insert(key.as_str(), entry.as_slice())
-                        .map_err(storage_error)?;
-                }
-                None => {
-                    keys.remove(key.as_str()).map_err(storage_error)?;
-                }
-            }
-            if let (true, Some(values)) = (external, values.as_mut()) {
-                match &change.new {
-                    Some((meta, value)) if !is_inline(meta.size) => {
-                        values
-                            .insert(key.as_str(), value.as_ref())
-                            .map_err(storage_error)?;
-                    }
-                    _ if was_external(&change.old) => {
-                        values.remove(key.as_str()).map_err(storage_error)?;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        drop((keys, values));
-        let old_expiry = |old: &Option<KeyMeta>| old.as_ref().and_then(|m| m.expires_at);
-        let expiring = staged.changes.values().any(|c| {
-            old_expiry(&c.old).is_some()
-                || c.new.as_ref().is_some_and(|(m, _)| m.expires_at.is_some())
-        });
-        if expiring {
-            let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
-            let id = write.project.as_str();
-            for (key, change) in &staged.changes {
-                if let Some(at) = old_expiry(&change.old) {
-                    index
-                        .remove(expiry_key(at, id, key).as_slice())
-                        .map_err(storage_error)?;
-                }
-                if let Some(at) = change.new.as_ref().and_then(|(m, _)| m.expires_at) {
-                    index
-                        .insert(expiry_key(at, id, key).as_slice(), ())
-                        .map_err(storage_error)?;
-                }
-            }
-        }
-        let revision = self.next_revision(storage);
+        store_changes(txn, &tables, keys, values, &staged.changes)?;
+        let revision = match storage {
+            StorageMode::Disk => self.next_logged_revision(),
+            StorageMode::Memory => self.next_revision(storage),
+        };
         self.set_figures(&project, staged.figures, revision);
+        if storage == StorageMode::Disk {
+            self.wal.push(logged(&project, revision, now, &staged)?);
+        }
         let logged = staged.log();
         self.log(&project, revision, now, logged);
         Ok(KvCommit {
@@ -205,4 +156,155 @@ impl Batch<'_> {
             results: staged.results,
         })
     }
+
+    /// Stores again a write that the write-ahead log kept, at its revision
+    /// and time, in the state the writes before it left.
+    pub fn replay(&mut self, write: Logged) -> Result<(), StoreError> {
+        let Some(project) = ProjectId::parse(&write.project)
+            .and_then(|id| self.catalog().project(&id).cloned())
+            .filter(|p| p.settings.storage == StorageMode::Disk)
+        else {
+            // Its project was deleted or moved after it, durably.
+            return Ok(());
+        };
+        let tables = KeyTables::of(project.settings.id.as_str());
+        let mut changes = BTreeMap::new();
+        {
+            let txn = open_txn(&self.disk, &self.memory, StorageMode::Disk)?;
+            let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+            for (key, entry) in write.changes {
+                let old = stored(&tables, &keys, &key)?
+                    .map(|record| record.into_meta(Key::from_stored(&key)));
+                let new = match entry {
+                    Some(entry) => {
+                        let (record, value) = decode_entry(tables.project, &key, &entry)?;
+                        let value = Bytes::copy_from_slice(value);
+                        Some((record.into_meta(Key::from_stored(&key)), value))
+                    }
+                    None => None,
+                };
+                changes.insert(key, KeyChange { old, new });
+            }
+            store_changes(txn, &tables, keys, None, &changes)?;
+        }
+        self.revision = write.revision - 1;
+        let revision = self.next_logged_revision();
+        let figures = Figures {
+            keys: write.keys,
+            bytes: write.bytes,
+        };
+        self.set_figures(&project, figures, revision);
+        let staged = Staged {
+            changes,
+            results: Vec::new(),
+            figures,
+        };
+        self.log(&project, revision, write.at, staged.log());
+        Ok(())
+    }
+}
+
+/// The write as the write-ahead log keeps it.
+fn logged(
+    project: &Project,
+    revision: u64,
+    at: Timestamp,
+    staged: &Staged,
+) -> Result<Logged, StoreError> {
+    let id = project.settings.id.as_str();
+    let changes = staged
+        .changes
+        .iter()
+        .map(|(key, change)| {
+            let entry = match &change.new {
+                Some((meta, value)) => Some(encode_entry(
+                    id,
+                    key,
+                    &KeyRecord::from_meta(meta, true),
+                    value,
+                )?),
+                None => None,
+            };
+            Ok((key.clone(), entry))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Logged {
+        project: id.to_owned(),
+        revision,
+        at,
+        keys: staged.figures.keys,
+        bytes: staged.figures.bytes,
+        changes,
+    })
+}
+
+/// Stores what a write decided: the keys table (`keys`, open), large values
+/// in the values table (`values`, if already open), and the expiry index.
+/// A key whose value was in the values table and is no longer (replaced
+/// inline, or deleted) is removed from it.
+fn store_changes<'t>(
+    txn: &'t WriteTransaction,
+    tables: &KeyTables,
+    mut keys: KeysTable<'t>,
+    mut values: Option<KeysTable<'t>>,
+    changes: &BTreeMap<String, KeyChange>,
+) -> Result<(), StoreError> {
+    // Store. Large values live in the values table; a key whose value
+    // was there and is no longer (replaced inline, or deleted) is removed
+    // from it.
+    let was_external = |old: &Option<KeyMeta>| old.as_ref().is_some_and(|m| !is_inline(m.size));
+    let external = changes
+        .values()
+        .any(|c| was_external(&c.old) || c.new.as_ref().is_some_and(|(m, _)| !is_inline(m.size)));
+    if external && values.is_none() {
+        values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
+    }
+    for (key, change) in changes {
+        match &change.new {
+            Some((meta, value)) => {
+                let record = KeyRecord::from_meta(meta, is_inline(meta.size));
+                let entry = encode_entry(tables.project, key.as_str(), &record, value)?;
+                keys.insert(key.as_str(), entry.as_slice())
+                    .map_err(storage_error)?;
+            }
+            None => {
+                keys.remove(key.as_str()).map_err(storage_error)?;
+            }
+        }
+        if let (true, Some(values)) = (external, values.as_mut()) {
+            match &change.new {
+                Some((meta, value)) if !is_inline(meta.size) => {
+                    values
+                        .insert(key.as_str(), value.as_ref())
+                        .map_err(storage_error)?;
+                }
+                _ if was_external(&change.old) => {
+                    values.remove(key.as_str()).map_err(storage_error)?;
+                }
+                _ => {}
+            }
+        }
+    }
+    drop((keys, values));
+    let old_expiry = |old: &Option<KeyMeta>| old.as_ref().and_then(|m| m.expires_at);
+    let expiring = changes.values().any(|c| {
+        old_expiry(&c.old).is_some() || c.new.as_ref().is_some_and(|(m, _)| m.expires_at.is_some())
+    });
+    if expiring {
+        let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+        let id = tables.project;
+        for (key, change) in changes {
+            if let Some(at) = old_expiry(&change.old) {
+                index
+                    .remove(expiry_key(at, id, key).as_slice())
+                    .map_err(storage_error)?;
+            }
+            if let Some(at) = change.new.as_ref().and_then(|(m, _)| m.expires_at) {
+                index
+                    .insert(expiry_key(at, id, key).as_slice(), ())
+                    .map_err(storage_error)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! The writer: one thread that applies every write, in arrival order.
 //!
 //! It takes all the requests waiting in its queue (up to [`MAX_BATCH`]),
-//! applies them in one redb write transaction per database, commits the disk
-//! database once (one fsync for the whole batch: group commit), then
-//! publishes the commit (catalog, figures, change sets, revision: see
+//! applies them in one redb write transaction per database, makes the disk
+//! part durable once (one fsync for the whole batch: group commit; of the
+//! write-ahead log's record, or of a durable commit, see [`super::wal`]),
+//! then publishes the commit (catalog, figures, change sets, revision: see
 //! [`crate::store::publish`]), and only then answers. So an answer is sent
 //! only for a durable write, and a reader never sees a write that is not
-//! committed.
+//! durable.
 //!
 //! The rules that decide what a write does are not here: key/value writes
 //! are judged by [`crate::store::kv`] and catalog writes by
@@ -49,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::codec::HistoryRecord;
+pub(super) use super::wal::{Logged, Wal};
 use crate::domain::ProjectId;
 use crate::store::{CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
 use batch::Batch;
@@ -125,6 +127,8 @@ impl Answer {
 
 pub struct Writer {
     shared: Arc<Shared>,
+    /// The disk database's write-ahead log.
+    wal: Wal,
     /// The last revision issued.
     revision: u64,
     /// The highest revision reserved on disk for memory projects.
@@ -146,6 +150,7 @@ pub struct Writer {
 impl Writer {
     pub(super) fn new(
         shared: Arc<Shared>,
+        wal: Wal,
         revision: u64,
         reserved: u64,
         history: HashMap<ProjectId, HistoryRecord>,
@@ -154,6 +159,7 @@ impl Writer {
     ) -> Writer {
         Writer {
             shared,
+            wal,
             revision,
             reserved,
             history,
@@ -235,7 +241,8 @@ impl Writer {
             match command {
                 Command::Close(reply) => {
                     self.commit(std::mem::take(&mut pending));
-                    let _ = reply.send(Ok(()));
+                    // The next start has nothing to replay.
+                    let _ = reply.send(self.checkpoint());
                     return true;
                 }
                 // Between two commits, so that both databases hold exactly
@@ -252,7 +259,13 @@ impl Writer {
                     if self.is_move(&id, &change) =>
                 {
                     self.commit(std::mem::take(&mut pending));
-                    let _ = reply.send(self.move_project(&id, &change));
+                    let moved = self.move_project(&id, &change);
+                    // The move's commits were durable (when it moved
+                    // anything): every commit before them is too.
+                    if moved.is_ok() {
+                        self.wal.checkpointed();
+                    }
+                    let _ = reply.send(moved);
                 }
                 // The timer's sweep, when nothing is due: answered at once,
                 // without a write transaction (and without dropping the
@@ -346,21 +359,14 @@ impl Writer {
                 drop(batch);
                 Err(error)
             }
-            None => batch.commit(),
+            None => batch.commit(&mut self.wal),
         };
         match outcome {
             Ok(committed) => {
                 self.failure = None;
                 metrics::counter!("kvs_commits_total").increment(1);
                 metrics::histogram!("kvs_commit_batch_size").record(size as f64);
-                self.revision = committed.revision;
-                self.reserved = committed.reserved;
-                for (id, record) in committed.history {
-                    match record {
-                        Some(record) => self.history.insert(id, record),
-                        None => self.history.remove(&id),
-                    };
-                }
+                self.absorb(committed);
                 for answer in answers {
                     answer.send(None);
                 }
@@ -413,7 +419,7 @@ impl Writer {
     /// refuses every later write until the database is reopened. The writer
     /// takes the database out of service (readers answer 503 meanwhile),
     /// waits for readers to let go of it, and opens it again.
-    fn recover(&self, error: &StoreError) {
+    fn recover(&mut self, error: &StoreError) {
         tracing::error!(%error, "a commit failed; its writes were not applied");
         if !is_fatal(error) {
             return;
@@ -431,8 +437,77 @@ impl Writer {
         self.reopen();
     }
 
+    /// Stores again the writes that only the write-ahead log holds (at
+    /// start, or after the database was reopened, which drops the commits
+    /// that were not durable), in one commit without a sync: the log keeps
+    /// them until the next checkpoint. After a reopen (`published`), the
+    /// view has published them already: their change sets go to the change
+    /// log, not to the feeds again.
+    pub(super) fn replay(
+        &mut self,
+        writes: Vec<Logged>,
+        published: bool,
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let count = writes.len();
+        let (first, last) = (writes[0].revision, writes[count - 1].revision);
+        let mut batch = Batch::begin(
+            &self.shared,
+            self.revision,
+            self.reserved,
+            &self.history,
+            self.limits,
+        )?;
+        for write in writes {
+            batch.replay(write)?;
+        }
+        batch.revision = batch.revision.max(self.revision);
+        batch.replay = true;
+        batch.quiet = published;
+        let committed = batch.commit(&mut self.wal)?;
+        self.absorb(committed);
+        tracing::info!(
+            writes = count,
+            first,
+            last,
+            "stored again the writes that the write-ahead log held"
+        );
+        Ok(())
+    }
+
+    /// Takes over what a committed batch left: the revision counters and
+    /// the change-log figures.
+    fn absorb(&mut self, committed: batch::Committed) {
+        self.revision = committed.revision;
+        self.reserved = committed.reserved;
+        for (id, record) in committed.history {
+            match record {
+                Some(record) => self.history.insert(id, record),
+                None => self.history.remove(&id),
+            };
+        }
+    }
+
+    /// A durable commit of the disk database, when the log holds writes
+    /// that only it has made durable.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.wal.holds_writes() {
+            return Ok(());
+        }
+        let txn = self
+            .shared
+            .database(crate::domain::StorageMode::Disk)?
+            .begin_write()
+            .map_err(super::codec::storage_error)?;
+        txn.commit().map_err(super::codec::storage_error)?;
+        self.wal.checkpointed();
+        Ok(())
+    }
+
     /// Opens the disk database if it is out of service.
-    fn reopen(&self) {
+    fn reopen(&mut self) {
         if self.shared.disk.load().is_some() {
             return;
         }
@@ -441,7 +516,18 @@ impl Writer {
         self.shared.disk_reads.invalidate();
         match Database::create(&self.shared.path) {
             Ok(db) => {
+                // The commits that were not durable are gone from it: the
+                // log has them.
+                let durable = super::durable_revision(&db);
                 self.shared.disk.store(Some(Arc::new(db)));
+                let replayed = durable
+                    .and_then(|durable| self.wal.read_since(durable))
+                    .and_then(|writes| self.replay(writes, true));
+                if let Err(error) = replayed {
+                    tracing::error!(%error, "cannot store again the writes of the write-ahead log; will retry");
+                    self.shared.disk.store(None);
+                    return;
+                }
                 self.shared.writable.store(true, Ordering::Release);
                 tracing::warn!("reopened the database after a failed commit");
             }

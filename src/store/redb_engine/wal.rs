@@ -1,0 +1,280 @@
+//! The write-ahead log of the disk database (`data_dir/kvs.wal`).
+//!
+//! A batch of key/value writes to disk projects is made durable here: its
+//! writes are appended as one record to a file written full of zeros
+//! beforehand, with one `fdatasync` (no file size or block allocation to
+//! sync, so it costs about half of a sync that grows a file), and only then
+//! committed to redb without a sync of its own. Every so often (the log is
+//! full, or a batch writes what the log does not carry: the catalog, an
+//! expiry, a move) the writer commits redb durably instead, which persists
+//! every commit before it: a checkpoint, after which the log starts again
+//! at its beginning.
+//!
+//! At start (or when the database is reopened after a failed commit), redb
+//! holds the state of its last durable commit, whose server revision is
+//! `durable`; the log's records with revisions above it are the writes to
+//! apply again ([`Wal::open`] reads them, the writer replays them before the
+//! store answers anything). The replay commits without a sync, like the
+//! writes it repeats, and the log keeps them until the next checkpoint: it
+//! needs no room on disk, so a full disk does not stop a start.
+//!
+//! Layout: a 16-byte header (`kvs-wal\0`, format version 1 as a little-
+//! endian u32, four zero bytes), then records, each a little-endian u32
+//! length, the CRC-32 of the body, and the body (postcard of [`Body`]).
+//! The log ends at the first record whose length is 0, whose CRC does not
+//! hold (a write torn by a crash), or whose revision is not above the one
+//! before it (what is left of the log before the last checkpoint).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::storage_error;
+use crate::domain::Timestamp;
+use crate::store::StoreError;
+
+const MAGIC: &[u8; 8] = b"kvs-wal\0";
+const VERSION: u32 = 1;
+const HEADER: u64 = 16;
+const FRAME: usize = 8;
+
+/// The size of the log file: the most the writes between two checkpoints
+/// take. A batch that does not fit is committed durably instead.
+pub const CAPACITY: u64 = 16 << 20;
+
+/// The longest time between two checkpoints while writes come. The commits
+/// in between are held in memory by redb until the next durable one: this
+/// bounds that memory, with the log's size.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// One key/value write as the log keeps it: what the write left, not the
+/// request. Replaying it stores exactly that, at the same revision and time.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Logged {
+    pub project: String,
+    pub revision: u64,
+    pub at: Timestamp,
+    /// The project's figures after the write.
+    pub keys: u64,
+    pub bytes: u64,
+    /// Each changed key: its entry as the keys table encodes it, with the
+    /// value inline (CRC included), or `None` when the write removed it.
+    pub changes: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A record's body: versioned like every stored record.
+#[derive(Serialize, Deserialize)]
+enum Body {
+    V1(Vec<Logged>),
+}
+
+pub struct Wal {
+    file: File,
+    /// Where the next record goes.
+    end: u64,
+    /// The revision of the last record written since the last checkpoint.
+    last: u64,
+    /// False when there was no room to make the file: nothing is logged.
+    usable: bool,
+    /// When the last checkpoint was.
+    since: Instant,
+}
+
+impl Wal {
+    /// Opens the log in `data_dir` (made, full of zeros, if it is missing
+    /// or short) and reads the writes it holds above `durable`, in order.
+    pub fn open(data_dir: &Path, durable: u64) -> Result<(Wal, Vec<Logged>), StoreError> {
+        let path = data_dir.join("kvs.wal");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(storage_error)?;
+        let size = file.metadata().map_err(storage_error)?.len();
+        let mut header = [0u8; HEADER as usize];
+        if size >= HEADER {
+            file.read_exact_at(&mut header, 0).map_err(storage_error)?;
+        }
+        let fresh = header.iter().all(|b| *b == 0);
+        if !fresh && &header[..8] != MAGIC {
+            return Err(StoreError::DataCorrupted(format!(
+                "{} is not a kvs write-ahead log",
+                path.display()
+            )));
+        }
+        if !fresh && u32::from_le_bytes([header[8], header[9], header[10], header[11]]) != VERSION {
+            return Err(StoreError::DataCorrupted(format!(
+                "{} is a write-ahead log of a format this release does not know",
+                path.display()
+            )));
+        }
+        let (writes, end, last) = if fresh {
+            (Vec::new(), HEADER, 0)
+        } else {
+            read(&file, size.min(CAPACITY), durable)?
+        };
+        let mut usable = true;
+        if fresh || size < CAPACITY {
+            if let Err(error) = prepare(&file, size) {
+                // No room for it (a small disk): every commit is durable,
+                // as without a log. What was written for it is given back.
+                tracing::warn!(
+                    %error,
+                    path = %path.display(),
+                    "no room for the write-ahead log ({} MiB): every write commits the \
+                     database durably, which is slower",
+                    CAPACITY >> 20
+                );
+                file.set_len(size).map_err(storage_error)?;
+                usable = false;
+            }
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(storage_error)?;
+            }
+        }
+        let wal = Wal {
+            file,
+            end,
+            last,
+            usable,
+            since: Instant::now(),
+        };
+        Ok((wal, writes))
+    }
+
+    /// Appends one batch's writes and syncs them; false (nothing written)
+    /// when they do not fit before the next checkpoint.
+    pub fn append(&mut self, writes: &[Logged]) -> Result<bool, StoreError> {
+        let Some(last) = writes.last().map(|w| w.revision) else {
+            return Ok(true);
+        };
+        if !self.usable || self.since.elapsed() >= CHECKPOINT_EVERY {
+            return Ok(false);
+        }
+        let body = postcard::to_stdvec(&BodyRef::V1(writes.iter().collect()))
+            .map_err(StoreError::internal)?;
+        let length = (FRAME + body.len()) as u64;
+        if self.end + length > CAPACITY || last <= self.last {
+            return Ok(false);
+        }
+        let mut record = Vec::with_capacity(length as usize);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        record.extend_from_slice(&body);
+        self.file
+            .write_all_at(&record, self.end)
+            .and_then(|()| self.file.sync_data())
+            .map_err(storage_error)?;
+        self.end += length;
+        self.last = last;
+        Ok(true)
+    }
+
+    /// Takes back the record [`Wal::append`] just wrote, when the commit it
+    /// made durable failed: a replay must not apply what was refused.
+    pub fn retract(&mut self, length_before: u64) -> Result<(), StoreError> {
+        self.file
+            .write_all_at(&[0u8; FRAME], length_before)
+            .and_then(|()| self.file.sync_data())
+            .map_err(storage_error)?;
+        self.end = length_before;
+        Ok(())
+    }
+
+    /// The writes above `durable` that the log holds.
+    pub fn read_since(&self, durable: u64) -> Result<Vec<Logged>, StoreError> {
+        if !self.usable {
+            return Ok(Vec::new());
+        }
+        let size = self.file.metadata().map_err(storage_error)?.len();
+        Ok(read(&self.file, size.min(CAPACITY), durable)?.0)
+    }
+
+    /// Where the next record goes (for [`Wal::retract`]).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Whether the log holds writes that only it has made durable.
+    pub fn holds_writes(&self) -> bool {
+        self.end > HEADER
+    }
+
+    /// After a durable commit of redb: the log starts again. What is left
+    /// of it is at or below that commit's revision, and is never replayed.
+    pub fn checkpointed(&mut self) {
+        self.end = HEADER;
+        self.last = 0;
+        self.since = Instant::now();
+    }
+}
+
+/// [`Body`] as it is written: the same encoding, from references.
+#[derive(Serialize)]
+enum BodyRef<'a> {
+    V1(Vec<&'a Logged>),
+}
+
+/// Writes the header and zeros up to [`CAPACITY`] (past `size`), then
+/// syncs the file, size and blocks included.
+fn prepare(file: &File, size: u64) -> Result<(), StoreError> {
+    let mut header = [0u8; HEADER as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    file.write_all_at(&header, 0).map_err(storage_error)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = size.max(HEADER);
+    while at < CAPACITY {
+        let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at).map_err(storage_error)?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(storage_error)
+}
+
+/// The writes above `durable`, from the records in order up to the end of
+/// the log; where the next record goes, and the last revision logged (the
+/// beginning and 0 when no write is above `durable`).
+fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, u64, u64), StoreError> {
+    let mut writes = Vec::new();
+    let mut at = HEADER;
+    let mut previous = 0;
+    let mut frame = [0u8; FRAME];
+    while at + FRAME as u64 <= size {
+        file.read_exact_at(&mut frame, at).map_err(storage_error)?;
+        let length = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if length == 0 || at + FRAME as u64 + length > size {
+            break;
+        }
+        let mut body = vec![0u8; length as usize];
+        file.read_exact_at(&mut body, at + FRAME as u64)
+            .map_err(storage_error)?;
+        if crc32fast::hash(&body) != crc {
+            break;
+        }
+        let Ok(Body::V1(batch)) = postcard::from_bytes::<Body>(&body) else {
+            break;
+        };
+        let Some(last) = batch.last().map(|w| w.revision) else {
+            break;
+        };
+        if last <= previous {
+            break;
+        }
+        previous = last;
+        writes.extend(batch.into_iter().filter(|w| w.revision > durable));
+        at += FRAME as u64 + length;
+    }
+    if writes.is_empty() {
+        return Ok((writes, HEADER, 0));
+    }
+    Ok((writes, at, previous))
+}
