@@ -563,7 +563,21 @@ pub fn restore_cluster<R: io::Read>(
         );
     }
     let mut check = restorer.size_check();
-    read_into(open()?, &mut check).context("nothing was written")?;
+    read_into(open()?, &mut check).map_err(|error| {
+        let too_large = matches!(
+            error.downcast_ref::<StoreError>(),
+            Some(StoreError::ClusterLimit { .. })
+        );
+        if too_large {
+            error.context(
+                "nothing was written; every key must fit in one etcd request: raise the \
+                 members' --max-request-bytes and give kvs restore the same \
+                 --etcd-max-request-bytes",
+            )
+        } else {
+            error.context("nothing was written")
+        }
+    })?;
     if held > 0 {
         restorer
             .clear()

@@ -22,7 +22,7 @@ use etcd_client::{DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse
 
 use super::layout::{self, Layout, range_end};
 use super::write::TXN_OVERHEAD;
-use super::{EtcdSettings, members, read_error, send_on};
+use super::{EtcdSettings, members, send_on};
 use crate::domain::{ImportedDigest, ProjectId, Timestamp, TokenRecord};
 use crate::store::{Entry, ProjectDump, Restore, StoreError};
 
@@ -93,7 +93,7 @@ impl EtcdRestorer {
             .with_count_only();
         let response = self
             .transact(Txn::new().and_then([TxnOp::get(prefix, Some(options))]))
-            .map_err(read_error)?;
+            .map_err(|error| StoreError::internal(format!("etcd did not answer: {error}")))?;
         match response.op_responses().first() {
             Some(TxnOpResponse::Get(get)) => Ok(get.count().max(0) as u64),
             _ => Err(StoreError::internal("etcd answered another read")),
