@@ -230,6 +230,10 @@ fn a_backup_restored_into_etcd_is_served_by_a_node_started_on_it() {
         "{out}"
     );
     assert!(out.contains("versions are new"), "{out}");
+    // The TTL key is there with its expiry index entry.
+    let stored = "r1/k/shop/expiring";
+    assert_eq!(count(&endpoint, stored), 1, "not expired yet when restored");
+    assert_eq!(count(&endpoint, "r1/x/"), 1, "its expiry index entry");
 
     // A node on it serves the same projects, keys, values, types and times.
     let cluster = node(dir.path(), "n1", &source.admin_token, &endpoint, "r1/");
@@ -302,8 +306,6 @@ fn a_backup_restored_into_etcd_is_served_by_a_node_started_on_it() {
     );
 
     // The TTL key expires on time: the sweep removes it from etcd.
-    let stored = "r1/k/shop/expiring";
-    assert_eq!(count(&endpoint, stored), 1, "not expired yet when restored");
     let gone = time_until(Duration::from_secs(20), || count(&endpoint, stored) == 0);
     assert!(gone.is_some(), "the expiring key was never swept");
     let late = kvs::domain::Timestamp::now().millis() - expires.millis();
