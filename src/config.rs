@@ -70,6 +70,11 @@ pub struct Settings {
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 
+/// What a build without the `etcd` feature answers to `--etcd-endpoints`.
+pub const WITHOUT_ETCD: &str = "this kvs was built without cluster mode: build it with `cargo \
+     build --release --features etcd` (which needs protoc: apt-get install protobuf-compiler) \
+     to use --etcd-endpoints";
+
 /// How a node reaches its etcd cluster.
 #[derive(Clone, Debug)]
 pub struct EtcdSettings {
@@ -287,9 +292,19 @@ pub struct ServeArgs {
     /// Directory of scheduled backups [default: <data_dir>/backups].
     #[arg(long, value_name = "DIR", env = "KVS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// Run as a cluster node over these etcd client URLs, comma-separated
-    /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`) [default: none, the
-    /// embedded store].
+    // The etcd cluster to run as a node of.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// The etcd flags of `kvs serve` (and of `kvs restore` into a cluster);
+/// each also reads its `KVS_ETCD_*` variable, and the TOML file has the same
+/// names in snake_case.
+#[derive(clap::Args, Debug, Default)]
+pub struct EtcdArgs {
+    /// The etcd cluster's client URLs, comma-separated
+    /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`): `kvs serve` runs as a
+    /// cluster node over it [default: none, the embedded store].
     #[arg(
         long,
         value_name = "URLS",
@@ -329,6 +344,74 @@ pub struct ServeArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, value_name = "FILE", env = "KVS_ETCD_KEY")]
     pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// These flags over `file`'s: the etcd settings, or `None` without
+    /// endpoints (the embedded store).
+    pub fn settings(self, file: EtcdArgs) -> anyhow::Result<Option<EtcdSettings>> {
+        Ok(match self.etcd_endpoints.or(file.etcd_endpoints) {
+            None => None,
+            Some(endpoints) => {
+                let endpoints: Vec<String> = endpoints
+                    .iter()
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if endpoints.is_empty() {
+                    anyhow::bail!("etcd_endpoints is empty: give one client URL or more");
+                }
+                let mut etcd = EtcdSettings::new(endpoints);
+                if let Some(prefix) = self.etcd_prefix.or(file.etcd_prefix) {
+                    if prefix.is_empty() {
+                        anyhow::bail!("etcd_prefix is empty: give a prefix such as kvs/");
+                    }
+                    etcd.prefix = prefix;
+                }
+                etcd.user = match (
+                    self.etcd_user.or(file.etcd_user),
+                    self.etcd_password.or(file.etcd_password),
+                ) {
+                    (Some(user), Some(password)) => Some((user, password)),
+                    (None, None) => None,
+                    _ => anyhow::bail!(
+                        "etcd_user and etcd_password go together: give both or neither"
+                    ),
+                };
+                etcd.max_request_bytes = self
+                    .etcd_max_request_bytes
+                    .or(file.etcd_max_request_bytes)
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+                let client = match (
+                    self.etcd_cert.or(file.etcd_cert),
+                    self.etcd_key.or(file.etcd_key),
+                ) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => anyhow::bail!("etcd_cert and etcd_key go together: give both or neither"),
+                };
+                let https = etcd
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.starts_with("https://"))
+                    .count();
+                etcd.tls = match self.etcd_ca_cert.or(file.etcd_ca_cert) {
+                    Some(ca_cert) if https == etcd.endpoints.len() => {
+                        Some(EtcdTls { ca_cert, client })
+                    }
+                    Some(_) => anyhow::bail!(
+                        "etcd_ca_cert is given, so every etcd endpoint must be an https:// URL"
+                    ),
+                    None if https > 0 || client.is_some() => anyhow::bail!(
+                        "TLS to etcd needs etcd_ca_cert (--etcd-ca-cert, KVS_ETCD_CA_CERT): \
+                         the CA certificate that etcd's server certificates chain to"
+                    ),
+                    None => None,
+                };
+                Some(etcd)
+            }
+        })
+    }
 }
 
 /// The same settings in the TOML file.
@@ -441,67 +524,16 @@ impl Settings {
                     .ok_or_else(|| anyhow::anyhow!("origins: {origin:?} is not an origin"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let etcd = match args.etcd_endpoints.or(file.etcd_endpoints) {
-            None => None,
-            Some(endpoints) => {
-                let endpoints: Vec<String> = endpoints
-                    .iter()
-                    .map(|e| e.trim().to_owned())
-                    .filter(|e| !e.is_empty())
-                    .collect();
-                if endpoints.is_empty() {
-                    anyhow::bail!("etcd_endpoints is empty: give one client URL or more");
-                }
-                let mut etcd = EtcdSettings::new(endpoints);
-                if let Some(prefix) = args.etcd_prefix.or(file.etcd_prefix) {
-                    if prefix.is_empty() {
-                        anyhow::bail!("etcd_prefix is empty: give a prefix such as kvs/");
-                    }
-                    etcd.prefix = prefix;
-                }
-                etcd.user = match (
-                    args.etcd_user.or(file.etcd_user),
-                    args.etcd_password.or(file.etcd_password),
-                ) {
-                    (Some(user), Some(password)) => Some((user, password)),
-                    (None, None) => None,
-                    _ => anyhow::bail!(
-                        "etcd_user and etcd_password go together: give both or neither"
-                    ),
-                };
-                etcd.max_request_bytes = args
-                    .etcd_max_request_bytes
-                    .or(file.etcd_max_request_bytes)
-                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
-                let client = match (
-                    args.etcd_cert.or(file.etcd_cert),
-                    args.etcd_key.or(file.etcd_key),
-                ) {
-                    (Some(cert), Some(key)) => Some((cert, key)),
-                    (None, None) => None,
-                    _ => anyhow::bail!("etcd_cert and etcd_key go together: give both or neither"),
-                };
-                let https = etcd
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.starts_with("https://"))
-                    .count();
-                etcd.tls = match args.etcd_ca_cert.or(file.etcd_ca_cert) {
-                    Some(ca_cert) if https == etcd.endpoints.len() => {
-                        Some(EtcdTls { ca_cert, client })
-                    }
-                    Some(_) => anyhow::bail!(
-                        "etcd_ca_cert is given, so every etcd endpoint must be an https:// URL"
-                    ),
-                    None if https > 0 || client.is_some() => anyhow::bail!(
-                        "TLS to etcd needs etcd_ca_cert (--etcd-ca-cert, KVS_ETCD_CA_CERT): \
-                         the CA certificate that etcd's server certificates chain to"
-                    ),
-                    None => None,
-                };
-                Some(etcd)
-            }
-        };
+        let etcd = args.etcd.settings(EtcdArgs {
+            etcd_endpoints: file.etcd_endpoints,
+            etcd_prefix: file.etcd_prefix,
+            etcd_user: file.etcd_user,
+            etcd_password: file.etcd_password,
+            etcd_max_request_bytes: file.etcd_max_request_bytes,
+            etcd_ca_cert: file.etcd_ca_cert,
+            etcd_cert: file.etcd_cert,
+            etcd_key: file.etcd_key,
+        })?;
         let settings = Settings {
             etcd,
             limits,
@@ -723,10 +755,13 @@ mod tests {
     fn tls_to_etcd_needs_https_endpoints_and_a_ca_certificate() {
         let load = |endpoint: &str, ca: bool, client: bool| {
             Settings::load(ServeArgs {
-                etcd_endpoints: Some(vec![endpoint.to_owned()]),
-                etcd_ca_cert: ca.then(|| PathBuf::from("/ca.pem")),
-                etcd_cert: client.then(|| PathBuf::from("/c.pem")),
-                etcd_key: client.then(|| PathBuf::from("/c.key")),
+                etcd: EtcdArgs {
+                    etcd_endpoints: Some(vec![endpoint.to_owned()]),
+                    etcd_ca_cert: ca.then(|| PathBuf::from("/ca.pem")),
+                    etcd_cert: client.then(|| PathBuf::from("/c.pem")),
+                    etcd_key: client.then(|| PathBuf::from("/c.key")),
+                    ..EtcdArgs::default()
+                },
                 ..ServeArgs::default()
             })
             .map(|settings| settings.etcd.and_then(|etcd| etcd.tls))
@@ -771,8 +806,11 @@ mod tests {
         assert!(etcd.user.is_none());
         let args = ServeArgs {
             config: Some(path),
-            etcd_endpoints: Some(vec!["http://10.0.0.1:2379".to_owned()]),
-            etcd_user: Some("kvs".to_owned()),
+            etcd: EtcdArgs {
+                etcd_endpoints: Some(vec!["http://10.0.0.1:2379".to_owned()]),
+                etcd_user: Some("kvs".to_owned()),
+                ..EtcdArgs::default()
+            },
             ..ServeArgs::default()
         };
         let error = Settings::load(args).unwrap_err().to_string();

@@ -124,11 +124,7 @@ async fn open_cluster(etcd: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
 /// A build without the `etcd` feature cannot be a cluster node.
 #[cfg(not(feature = "etcd"))]
 async fn open_cluster(_: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
-    anyhow::bail!(
-        "this kvs was built without cluster mode: build it with `cargo build --release \
-         --features etcd` (which needs protoc: apt-get install protobuf-compiler) to use \
-         --etcd-endpoints"
-    )
+    anyhow::bail!(crate::config::WITHOUT_ETCD)
 }
 
 /// Opens the embedded store in the data directory.

@@ -22,6 +22,8 @@ mod common;
 mod etcd;
 #[path = "cluster/faults.rs"]
 mod faults;
+#[path = "cluster/restore.rs"]
+mod restore;
 #[path = "watch/sse.rs"]
 #[allow(dead_code)] // what tests/watch.rs uses of it beside what is used here
 mod sse;

@@ -37,7 +37,7 @@ use crate::domain::{
     Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
     TokenId, TokenRecord, TokenSource,
 };
-use crate::store::{Entry, KeyMeta, ProjectDump, StoreError, StoreSnapshot, TokenDump};
+use crate::store::{Entry, KeyMeta, ProjectDump, Restore, StoreError, StoreSnapshot, TokenDump};
 
 /// The format's version, the header's `kvs_backup`.
 pub const FORMAT: u64 = 1;
@@ -486,6 +486,14 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
     }
     let mut restorer = crate::store::restore_into(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let summary = read_into(input, restorer.as_mut())?;
+    restorer.finish(summary.revision)?;
+    Ok(summary)
+}
+
+/// Reads a whole backup into `restorer`, record by record; the summary
+/// once the trailer has checked out (the caller then finishes it).
+fn read_into(input: impl io::Read, restorer: &mut dyn Restore) -> anyhow::Result<Summary> {
     let mut reader = Reader::default();
     let mut input = io::BufReader::with_capacity(256 << 10, input);
     let mut line = Vec::new();
@@ -496,7 +504,15 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
             None => {}
             Some(Record::Project(project)) => restorer.project(&project)?,
             Some(Record::Token(token)) => restorer.token(&token.record, token.imported.as_ref())?,
-            Some(Record::Key(project, entry)) => restorer.key(&project, &entry)?,
+            Some(Record::Key(project, entry)) => {
+                restorer.key(&project, &entry).with_context(|| {
+                    format!(
+                        "key {:?} of project {project} ({} bytes)",
+                        entry.meta.key.as_str(),
+                        entry.value.len()
+                    )
+                })?
+            }
             Some(Record::End(whole)) => summary = Some(whole),
         }
     }
@@ -505,8 +521,92 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
         None => reader.finish()?,
     };
     reader.finish()?;
-    restorer.finish(summary.revision)?;
     Ok(summary)
+}
+
+/// What a restore into a cluster did.
+#[cfg(feature = "etcd")]
+pub struct ClusterRestore {
+    pub summary: Summary,
+    /// Keys skipped because their expiry had passed.
+    pub expired: u64,
+}
+
+/// `kvs restore --etcd-endpoints`: writes a backup into the etcd cluster
+/// under the settings' prefix, for nodes started on it afterwards (they are
+/// stopped meanwhile). `open` opens the backup: it is read twice, once to
+/// check it whole (trailer, counts, checksum, every key within the
+/// cluster's request limit) before anything is written, then to write it.
+/// Refuses a prefix that holds anything unless `force` (then everything
+/// under it is deleted, after the check). A restore that fails while
+/// writing removes what it wrote, and says so.
+#[cfg(feature = "etcd")]
+pub fn restore_cluster<R: io::Read>(
+    open: impl Fn() -> anyhow::Result<R>,
+    settings: &crate::config::EtcdSettings,
+    force: bool,
+) -> anyhow::Result<ClusterRestore> {
+    use crate::store::etcd_engine::EtcdRestorer;
+    let endpoints = settings.endpoints.join(",");
+    let prefix = &settings.prefix;
+    let mut restorer = EtcdRestorer::connect(settings)
+        .with_context(|| format!("cannot reach etcd at {endpoints}"))?;
+    let held = restorer
+        .occupied()
+        .with_context(|| format!("cannot read etcd at {endpoints}"))?;
+    if held > 0 && !force {
+        bail!(
+            "the prefix {prefix:?} in etcd at {endpoints} holds {held} keys (a node started on \
+             it writes a default project and an admin token); restore under a new prefix \
+             (--etcd-prefix), or stop every kvs node of it and pass --force to replace \
+             everything under it"
+        );
+    }
+    let mut check = restorer.size_check();
+    read_into(open()?, &mut check).map_err(|error| {
+        let too_large = matches!(
+            error.downcast_ref::<StoreError>(),
+            Some(StoreError::ClusterLimit { .. })
+        );
+        if too_large {
+            error.context(
+                "nothing was written; every key must fit in one etcd request: raise the \
+                 members' --max-request-bytes and give kvs restore the same \
+                 --etcd-max-request-bytes",
+            )
+        } else {
+            error.context("nothing was written")
+        }
+    })?;
+    if held > 0 {
+        restorer
+            .clear()
+            .with_context(|| format!("cannot delete what the prefix {prefix:?} holds"))?;
+    }
+    let written = open().and_then(|input| {
+        let summary = read_into(input, &mut restorer)?;
+        restorer.complete()?;
+        Ok(summary)
+    });
+    let summary = match written {
+        Ok(summary) => summary,
+        Err(error) => {
+            let left = match restorer.abandon() {
+                Ok(true) => format!(
+                    "what it had written was deleted again: the prefix {prefix:?} is empty; \
+                     run kvs restore again"
+                ),
+                Ok(false) => "nothing was written".to_owned(),
+                Err(cleanup) => format!(
+                    "the prefix {prefix:?} holds part of the backup and could not be emptied \
+                     ({cleanup}): start no node on it, and run kvs restore again with --force"
+                ),
+            };
+            return Err(error.context(left));
+        }
+    };
+    let expired = restorer.expired();
+    Ok(ClusterRestore { summary, expired })
 }
 
 #[cfg(test)]

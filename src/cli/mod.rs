@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{EtcdArgs, ServeArgs, Settings};
 use crate::server::{self, ENV_ADMIN_TOKEN};
 use crate::telemetry;
 
@@ -27,17 +27,34 @@ pub struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
-    /// Write a new data directory from a backup (`kvs backup`), offline: a
-    /// server started on it answers as the backed-up one did at the
-    /// backup's revision (keys, versions, times, projects and tokens).
+    /// Write a backup (`kvs backup`) into a new data directory, or into an
+    /// etcd cluster for cluster nodes, offline: a server started on it
+    /// answers as the backed-up one did at the backup's revision (keys,
+    /// times, projects and tokens).
     ///
-    /// Refuses a directory that is not empty, unless --force (then the store
-    /// in it is replaced: stop its server first). The backup is checked
-    /// whole (counts and checksum) before anything becomes live; a truncated
-    /// or damaged file leaves no store behind. The watch history is not in a
-    /// backup: watches resume only from after each project's last write.
-    /// Exit codes: 0 restored, 1 refused or failed, 2 usage error.
-    Restore(RestoreArgs),
+    /// With --data-dir: refuses a directory that is not empty, unless
+    /// --force (then the store in it is replaced: stop its server first).
+    /// Versions are kept. The backup is checked whole (counts and checksum)
+    /// before anything becomes live; a truncated or damaged file leaves no
+    /// store behind.
+    ///
+    /// With --etcd-endpoints (and the other --etcd-* flags of `kvs serve`,
+    /// or their KVS_ETCD_* variables): writes everything under the prefix,
+    /// for nodes started afterwards. Stop every node of that prefix first.
+    /// Refuses a prefix that holds anything (a node started on it has made
+    /// a default project and an admin token) unless --force, which deletes
+    /// everything under it. The backup (a file, not stdin: it is read
+    /// twice) is checked whole, and every key against the cluster's
+    /// request limit, before anything is written; a restore that fails
+    /// while writing deletes what it wrote. Versions cannot be kept (they
+    /// are etcd's revisions): every key gets a new one, so ETags and
+    /// Last-Event-IDs from before do not carry over. Keys whose expiry has
+    /// passed are skipped.
+    ///
+    /// The watch history is not in a backup: watches resume only from
+    /// after each project's last write. Exit codes: 0 restored, 1 refused
+    /// or failed, 2 usage error.
+    Restore(Box<RestoreArgs>),
     /// Print a shell completion script (bash, elvish, fish, powershell, zsh).
     Completions(generate::Completions),
     /// Print the manual page (roff), or write one page per command into
@@ -57,16 +74,16 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Restore(args) => match restore(&args) {
-            Ok(summary) => {
+        Command::Restore(args) => match restore(*args) {
+            Ok(done) => {
+                let summary = done.summary;
                 println!(
                     "restored revision {} ({} projects, {} tokens, {} keys) into {}",
-                    summary.revision,
-                    summary.projects,
-                    summary.tokens,
-                    summary.keys,
-                    args.data_dir.display()
+                    summary.revision, summary.projects, summary.tokens, done.keys, done.into
                 );
+                for note in done.notes {
+                    println!("{note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -82,25 +99,106 @@ pub fn main() -> ExitCode {
 
 #[derive(clap::Args, Debug)]
 struct RestoreArgs {
-    /// The backup to restore; `-` for stdin.
+    /// The backup to restore; `-` for stdin (not into etcd).
     file: String,
     /// The data directory to write (new or empty).
-    #[arg(long, value_name = "DIR")]
-    data_dir: std::path::PathBuf,
-    /// Replace the store in a directory that is not empty.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "etcd_endpoints",
+        conflicts_with = "etcd_endpoints"
+    )]
+    data_dir: Option<std::path::PathBuf>,
+    /// Replace the store in a directory that is not empty, or everything
+    /// under the etcd prefix (stop its server or nodes first).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    etcd: EtcdArgs,
 }
 
-fn restore(args: &RestoreArgs) -> anyhow::Result<crate::backup::Summary> {
+/// What `kvs restore` did, for its output.
+struct Restored {
+    summary: crate::backup::Summary,
+    /// Keys written.
+    keys: u64,
+    /// Where to.
+    into: String,
+    /// Lines printed after the summary.
+    notes: Vec<String>,
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<Restored> {
     use anyhow::Context as _;
-    if args.file == "-" {
-        return crate::backup::restore(std::io::stdin().lock(), &args.data_dir, args.force);
+    let file = args.file;
+    let open = || -> anyhow::Result<std::fs::File> {
+        std::fs::File::open(&file).with_context(|| format!("cannot open {file}"))
+    };
+    if let Some(etcd) = args.etcd.settings(EtcdArgs::default())? {
+        anyhow::ensure!(
+            file != "-",
+            "a restore into etcd reads the backup twice (checked whole first, then written): \
+             give a file, not -"
+        );
+        return restore_cluster(open, &etcd, args.force)
+            .with_context(|| format!("{file} was not restored"));
     }
-    let file =
-        std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file))?;
-    crate::backup::restore(file, &args.data_dir, args.force)
-        .with_context(|| format!("{} was not restored", args.file))
+    let Some(dir) = args.data_dir else {
+        anyhow::bail!("give --data-dir DIR or --etcd-endpoints URLS");
+    };
+    let summary = if file == "-" {
+        crate::backup::restore(std::io::stdin().lock(), &dir, args.force)?
+    } else {
+        crate::backup::restore(open()?, &dir, args.force)
+            .with_context(|| format!("{file} was not restored"))?
+    };
+    Ok(Restored {
+        summary,
+        keys: summary.keys,
+        into: dir.display().to_string(),
+        notes: Vec::new(),
+    })
+}
+
+#[cfg(feature = "etcd")]
+fn restore_cluster(
+    open: impl Fn() -> anyhow::Result<std::fs::File>,
+    etcd: &crate::config::EtcdSettings,
+    force: bool,
+) -> anyhow::Result<Restored> {
+    let done = crate::backup::restore_cluster(open, etcd, force)?;
+    let summary = done.summary;
+    let mut notes = vec![
+        "versions are new (etcd revisions): ETags and Last-Event-IDs from before the restore \
+         do not carry over"
+            .to_owned(),
+    ];
+    if done.expired > 0 {
+        notes.push(format!(
+            "{} keys whose expiry had passed were not restored",
+            done.expired
+        ));
+    }
+    Ok(Restored {
+        summary,
+        keys: summary.keys - done.expired,
+        into: format!(
+            "etcd at {} under the prefix {}",
+            etcd.endpoints.join(","),
+            etcd.prefix
+        ),
+        notes,
+    })
+}
+
+/// A build without the `etcd` feature cannot write into a cluster.
+#[cfg(not(feature = "etcd"))]
+fn restore_cluster(
+    _: impl Fn() -> anyhow::Result<std::fs::File>,
+    _: &crate::config::EtcdSettings,
+    _: bool,
+) -> anyhow::Result<Restored> {
+    anyhow::bail!(crate::config::WITHOUT_ETCD)
 }
 
 /// The exit code of `kvs completions` or `kvs man`; `| head` is no failure.

@@ -388,8 +388,10 @@ impl Capabilities {
 }
 
 /// Writes a new store from a backup, record by record, offline (`kvs
-/// restore`). Nothing is live until [`Restore::finish`]; dropped before, it
-/// removes what it wrote.
+/// restore`). Dropped before [`Restore::finish`], it removes what it wrote.
+/// In a data directory nothing is live until `finish`; in etcd
+/// (`etcd_engine::EtcdRestorer`) records are there as they are written,
+/// for nodes started after the restore.
 pub trait Restore {
     /// A project's settings; its keys follow with [`Restore::key`].
     fn project(&mut self, dump: &ProjectDump) -> Result<(), StoreError>;

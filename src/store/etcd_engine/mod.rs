@@ -31,6 +31,7 @@ mod follow;
 mod layout;
 mod members;
 mod read;
+mod restore;
 mod write;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ use crate::store::{
 use layout::Layout;
 
 pub use crate::config::{DEFAULT_MAX_REQUEST_BYTES, EtcdSettings, EtcdTls};
+pub use restore::EtcdRestorer;
 
 /// How long a view stays vouched for after the probe that confirmed it.
 const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -226,17 +228,8 @@ impl Drop for EtcdStore {
 
 /// Connects, loads, and starts the background tasks (on the current runtime).
 async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(RPC_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    if let Some((user, password)) = &settings.user {
-        options = options.with_user(user.clone(), password.clone());
-    }
-    if let Some(tls) = &settings.tls {
-        options = options.with_tls(tls_options(tls)?);
-    }
-    let members = members::Members::connect(&settings.endpoints, options).await?;
+    let members =
+        members::Members::connect(&settings.endpoints, connect_options(&settings)?).await?;
     let layout = Layout::new(&settings.prefix);
     // From the first member that answers.
     let mut loaded = follow::load(&members.current().kv, &layout).await;
@@ -279,6 +272,21 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
     tokio::spawn(follow::freshness(inner.clone()));
     tokio::spawn(write::sweep(inner.clone()));
     Ok(inner)
+}
+
+/// How the etcd client connects: timeouts, keep-alive, user, TLS.
+fn connect_options(settings: &EtcdSettings) -> Result<ConnectOptions, StoreError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(RPC_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some((user, password)) = &settings.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &settings.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
+    Ok(options)
 }
 
 /// The TLS settings of the etcd client, from the files `tls` names.

@@ -30,7 +30,7 @@ const ATTEMPTS: u32 = 64;
 const UNCOMMITTED: u64 = u64::MAX;
 
 /// Room for a transaction's framing beside its keys and values.
-const TXN_OVERHEAD: u64 = 64 << 10;
+pub(super) const TXN_OVERHEAD: u64 = 64 << 10;
 
 /// The keys one write touches, read at one revision.
 #[derive(Default)]
