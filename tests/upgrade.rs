@@ -1,7 +1,9 @@
 //! Upgrades: each data directory in `tests/fixtures/` was written by an
 //! earlier release (see `tests/fixtures/make-fixture.sh`: `v1` before
 //! versioned records, `v2` before the `public` setting and the history
-//! byte count, `v3` before the `sweeps` table of deletes by large prefixes),
+//! byte count, `v3` before the `sweeps` table of deletes by large prefixes,
+//! `v4` before the write-ahead log; `wal1` is a store killed with writes
+//! that only its write-ahead log holds, in the log's first format),
 //! is opened by this build, and everything its `manifest.json` lists is found again:
 //! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is
@@ -61,6 +63,18 @@ fn the_v2_fixture_opens_with_every_project_token_key_and_value_intact() {
 #[test]
 fn the_v3_fixture_opens_with_every_project_token_key_and_value_intact() {
     opens_intact("v3");
+}
+
+#[test]
+fn the_v4_fixture_opens_with_every_project_token_key_and_value_intact() {
+    opens_intact("v4");
+}
+
+/// The writes after the last durable commit are only in `kvs.wal`: they
+/// are found again only if the log is replayed.
+#[test]
+fn the_wal1_fixture_opens_with_the_writes_only_its_log_held() {
+    opens_intact("wal1");
 }
 
 fn opens_intact(name: &str) {
