@@ -173,11 +173,12 @@ fn every_acknowledged_write_survives_sigkill_and_nothing_is_corrupted() {
 
 /// How the server went down.
 /// The write-ahead log holds the writes since the last durable commit of
-/// the database, up to 16 MiB; a batch that does not fit commits durably
-/// and the log starts again at its beginning, over the old records. Writes
-/// of 64 KiB values one after another fill it more than twice over; each
-/// SIGKILL comes after a different number of them, and every acknowledged
-/// value must read back byte for byte, its change-log entries included.
+/// the database (a checkpoint, at least every 100 ms while writes come),
+/// up to 16 MiB; after a checkpoint the log starts again at its beginning,
+/// over the old records, and a batch that does not fit commits durably.
+/// Writes of 64 KiB values one after another, then one of 17 MiB (more
+/// than the log holds), with a SIGKILL after each round: every
+/// acknowledged value must read back byte for byte.
 #[test]
 fn acknowledged_writes_survive_sigkill_when_the_log_has_started_again() {
     let (_dir, _, _, mut server, secret) = start_on_a_new_data_dir("kvs-crash-wal-");
@@ -187,6 +188,11 @@ fn acknowledged_writes_survive_sigkill_when_the_log_has_started_again() {
             .collect()
     };
     let mut written: BTreeMap<usize, (usize, u64)> = BTreeMap::new();
+    let admin = server.admin();
+    let larger = json!({"max_value_bytes": 20_000_000});
+    let patched = admin.patch_json(&format!("/v1/projects/{PROJECT}"), &larger);
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    let huge: Vec<u8> = (0..17 << 20).map(|i: usize| (i % 251) as u8).collect();
     for (round, writes) in [300usize, 420, 90].into_iter().enumerate() {
         let client = Client::new(&server.url, Some(&secret));
         for n in 0..writes {
@@ -196,8 +202,15 @@ fn acknowledged_writes_survive_sigkill_when_the_log_has_started_again() {
             let version = answer.json()["version"].as_u64().unwrap();
             written.insert(key, (round, version));
         }
+        let answer = client.put(&kv(PROJECT, "huge"), &huge);
+        assert!(matches!(answer.status, 200 | 201), "{}", answer.text());
         server.kill_and_restart();
         let client = Client::new(&server.url, Some(&secret));
+        assert!(
+            client.get(&kv(PROJECT, "huge")).body == huge,
+            "huge after kill {}",
+            round + 1
+        );
         for (key, (round, version)) in &written {
             let answer = client.get(&kv(PROJECT, &format!("big/{key:03}")));
             assert_eq!(answer.status, 200, "big/{key:03} after kill {}", round + 1);
