@@ -9,6 +9,8 @@
 //! two databases, expiries while closed, snapshots across both databases.
 
 #[cfg(feature = "etcd")]
+mod auth;
+#[cfg(feature = "etcd")]
 mod cluster;
 mod embedded;
 #[cfg(feature = "etcd")]
