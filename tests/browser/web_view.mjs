@@ -245,6 +245,8 @@ try {
     await page.screenshot({ path: join(shots, 'tokens.png') });
     await row.locator('button', { hasText: 'Revoke' }).click();
     await page.locator('#notice').filter({ hasText: 'Revoked' }).waitFor();
+    // The notice comes before the list is read again: wait for the row to go.
+    await page.locator('tr', { hasText: 'browser-test' }).waitFor({ state: 'detached', timeout: 5000 });
     assert.equal(await page.locator('tr', { hasText: 'browser-test' }).count(), 0);
     const after = await fetch(`${url}/v1/whoami`, { headers: { Authorization: `Bearer ${secret}` } });
     assert.equal(after.status, 401);
