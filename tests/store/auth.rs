@@ -59,16 +59,5 @@ fn a_node_reaches_an_etcd_with_authentication_only_with_its_user_and_password() 
     // A user whose role covers only the prefix is enough.
     let store: Arc<dyn Store> =
         Arc::new(EtcdStore::open_blocking(settings(Some(("kvs", "kvs-password")))).unwrap());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        create(store.as_ref(), "p", StorageMode::Disk).await;
-        write(store.as_ref(), "p", vec![put("k", "with a password")])
-            .await
-            .unwrap();
-        assert_eq!(
-            value(store.as_ref(), "p", "k").await.as_deref(),
-            Some("with a password")
-        );
-        store.close().await;
-    });
+    writes_and_reads_back(store, "with a password");
 }

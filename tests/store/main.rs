@@ -142,6 +142,21 @@ async fn move_to(store: &dyn Store, project: &str, storage: StorageMode) {
     update(store, project, change).await;
 }
 
+/// Creates project `p` in `store`, writes `k` = `text`, reads it back, and
+/// closes the store: a node that reached its etcd can use it.
+#[cfg(feature = "etcd")]
+fn writes_and_reads_back(store: Arc<dyn Store>, text: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        write(store.as_ref(), "p", vec![put("k", text)])
+            .await
+            .unwrap();
+        assert_eq!(value(store.as_ref(), "p", "k").await.as_deref(), Some(text));
+        store.close().await;
+    });
+}
+
 fn put(k: &str, value: &str) -> KvOp {
     KvOp::Put {
         key: key(k),

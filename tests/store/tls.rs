@@ -107,16 +107,5 @@ fn a_node_reaches_etcd_over_tls_with_a_client_certificate_and_not_without() {
         EtcdStore::open_blocking(settings(Some((client_cert.clone(), client_key.clone()))))
             .unwrap(),
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        create(store.as_ref(), "p", StorageMode::Disk).await;
-        write(store.as_ref(), "p", vec![put("k", "over tls")])
-            .await
-            .unwrap();
-        assert_eq!(
-            value(store.as_ref(), "p", "k").await.as_deref(),
-            Some("over tls")
-        );
-        store.close().await;
-    });
+    writes_and_reads_back(store, "over tls");
 }
