@@ -44,9 +44,10 @@ impl Key {
         if has_control(&text) {
             return Err(KeyError::ControlCharacter);
         }
-        if text
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+        if text.contains('.')
+            && text
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
         {
             return Err(KeyError::DotSegment);
         }
@@ -126,12 +127,24 @@ impl Prefix {
 }
 
 fn has_control(text: &str) -> bool {
-    text.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+    // The control characters refused are ASCII, and no byte of a UTF-8
+    // sequence of more than one byte is: the bytes tell as the characters do.
+    text.bytes().any(|b| b <= 0x1f || b == 0x7f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Looking at bytes finds the same control characters as looking
+        /// at characters, whatever the text.
+        #[test]
+        fn control_characters_are_found_by_their_bytes(text in "(?s).{0,40}") {
+            let by_chars = text.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}');
+            proptest::prop_assert_eq!(has_control(&text), by_chars);
+        }
+    }
 
     #[test]
     fn a_prefix_upper_bound_is_above_every_key_it_covers_and_below_every_other() {

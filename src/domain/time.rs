@@ -2,7 +2,7 @@
 //! contract needs: RFC 3339 UTC in JSON and `Kvs-*` headers, HTTP-date in
 //! `Last-Modified`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -51,45 +51,89 @@ impl Timestamp {
     /// every answer about a key, and the `time` crate's general formatter
     /// showed in profiles.
     pub fn rfc3339(self) -> String {
-        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000) else {
-            return "1970-01-01T00:00:00.000Z".to_owned();
+        let Some(t) = self.civil() else {
+            return self.rfc3339_general();
         };
-        let year = t.year();
-        if !(0..=9999).contains(&year) {
-            let format = format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            );
-            return t.format(&format).unwrap_or_default();
-        }
         let mut text = String::with_capacity(24);
-        let parts = [
-            (year as u32, 4, '-'),
-            (u8::from(t.month()) as u32, 2, '-'),
-            (t.day() as u32, 2, 'T'),
-            (t.hour() as u32, 2, ':'),
-            (t.minute() as u32, 2, ':'),
-            (t.second() as u32, 2, '.'),
-            (t.millisecond() as u32, 3, 'Z'),
-        ];
-        for (value, width, separator) in parts {
-            for place in (0..width).rev() {
-                text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
-            }
-            text.push(separator);
-        }
+        push_digits(&mut text, t.year() as u32, 4);
+        text.push('-');
+        push_digits(&mut text, u8::from(t.month()) as u32, 2);
+        text.push('-');
+        push_digits(&mut text, t.day() as u32, 2);
+        text.push('T');
+        push_time(&mut text, t);
+        text.push('.');
+        push_digits(&mut text, t.millisecond() as u32, 3);
+        text.push('Z');
         text
     }
 
-    /// `Sat, 21 Nov 2026 10:00:00 GMT`.
-    pub fn http_date(self) -> String {
-        let secs = self.unix_seconds().max(0) as u64;
-        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+    /// [`Timestamp::rfc3339`] for a year outside 0..=9999.
+    fn rfc3339_general(self) -> String {
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000) else {
+            return "1970-01-01T00:00:00.000Z".to_owned();
+        };
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        t.format(&format).unwrap_or_default()
     }
+
+    /// `Sat, 21 Nov 2026 10:00:00 GMT`, written digit by digit too (for
+    /// `Last-Modified` on every raw value). Before 1970 reads as 1970, and
+    /// after 9999 as its last second (an HTTP-date has four digits).
+    pub fn http_date(self) -> String {
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        const LAST: i64 = 253_402_300_799;
+        let seconds = Timestamp(self.unix_seconds().clamp(0, LAST) * 1000);
+        let Some(t) = seconds.civil() else {
+            return "Fri, 31 Dec 9999 23:59:59 GMT".to_owned();
+        };
+        let mut text = String::with_capacity(29);
+        text.push_str(DAYS[t.weekday().number_days_from_monday() as usize]);
+        text.push_str(", ");
+        push_digits(&mut text, t.day() as u32, 2);
+        text.push(' ');
+        text.push_str(MONTHS[usize::from(u8::from(t.month())) - 1]);
+        text.push(' ');
+        push_digits(&mut text, t.year() as u32, 4);
+        text.push(' ');
+        push_time(&mut text, t);
+        text.push_str(" GMT");
+        text
+    }
+
+    /// The date and time, for a year of four digits.
+    fn civil(self) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+            .ok()
+            .filter(|t| (0..=9999).contains(&t.year()))
+    }
+}
+
+/// `value` in `width` decimal digits, zero-padded.
+fn push_digits(text: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+    }
+}
+
+/// `hh:mm:ss`.
+fn push_time(text: &mut String, t: OffsetDateTime) {
+    push_digits(text, t.hour() as u32, 2);
+    text.push(':');
+    push_digits(text, t.minute() as u32, 2);
+    text.push(':');
+    push_digits(text, t.second() as u32, 2);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn formats_rfc3339_with_milliseconds_and_http_dates() {
@@ -104,5 +148,31 @@ mod tests {
             "2000-02-28T23:59:59.007Z"
         );
         assert_eq!(t.http_date(), "Sat, 21 Nov 2026 10:00:00 GMT");
+    }
+
+    /// The digit-by-digit HTTP-date agrees with `httpdate`'s at instants 37
+    /// days and an hour apart from 1970 to 9999 (every weekday, month and
+    /// leap rule), and at the ends of its range.
+    #[test]
+    fn http_dates_agree_with_httpdate() {
+        let reference = |t: Timestamp| {
+            let secs = t.unix_seconds().max(0) as u64;
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+        };
+        let step = 86_400_000 * 37 + 3_661_007;
+        let mut millis = 0i64;
+        while millis < 253_402_300_799_999 {
+            let t = Timestamp::from_millis(millis);
+            assert_eq!(t.http_date(), reference(t), "at {millis} ms");
+            millis += step;
+        }
+        for millis in [-5_000, 0, 999, 253_402_300_799_999] {
+            let t = Timestamp::from_millis(millis);
+            assert_eq!(t.http_date(), reference(t), "at {millis} ms");
+        }
+        for millis in [253_402_300_800_000, i64::MAX] {
+            let t = Timestamp::from_millis(millis);
+            assert_eq!(t.http_date(), "Fri, 31 Dec 9999 23:59:59 GMT");
+        }
     }
 }

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, header};
 
 use super::error::ApiError;
 use crate::domain::{Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret};
@@ -51,15 +51,17 @@ pub enum Open {
 /// The credential a request presents, from any of the three headers. Two
 /// different credentials in one request are refused like a wrong one.
 pub fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, ApiError> {
+    static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    static API_KEY: HeaderName = HeaderName::from_static("api-key");
     let mut found: Option<&str> = None;
-    let bearer = headers.get_all("authorization").iter().map(|value| {
+    let bearer = headers.get_all(header::AUTHORIZATION).iter().map(|value| {
         let text = value.to_str().unwrap_or("");
         match text.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => "", // another scheme: never a valid credential
         }
     });
-    let keys = ["x-api-key", "api-key"].into_iter().flat_map(|name| {
+    let keys = [&X_API_KEY, &API_KEY].into_iter().flat_map(|name| {
         headers
             .get_all(name)
             .iter()

@@ -131,6 +131,16 @@ impl PykvRoute {
     }
 }
 
+/// A key's bytes from its path segments, percent-decoded once. Most keys
+/// have nothing to decode: they are copied whole rather than byte by byte.
+fn decode_key(raw: &str) -> Vec<u8> {
+    if raw.contains('%') {
+        percent_decode_str(raw).collect()
+    } else {
+        raw.as_bytes().to_vec()
+    }
+}
+
 impl Endpoint {
     /// The project the route names, if any.
     pub fn project(&self) -> Option<&str> {
@@ -222,11 +232,9 @@ impl Endpoint {
                     Some("import") => Endpoint::Import(project),
                     Some(tail) => {
                         if let Some(key) = tail.strip_prefix("kv/") {
-                            let key: Vec<u8> = percent_decode_str(key).collect();
-                            Endpoint::Kv(project, key)
+                            Endpoint::Kv(project, decode_key(key))
                         } else if let Some(key) = tail.strip_prefix("incr/") {
-                            let key: Vec<u8> = percent_decode_str(key).collect();
-                            Endpoint::Incr(project, key)
+                            Endpoint::Incr(project, decode_key(key))
                         } else if let Some(id) = tail.strip_prefix("tokens/") {
                             if id.is_empty() || id.contains('/') {
                                 return Err(ApiError::not_found());

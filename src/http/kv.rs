@@ -149,7 +149,10 @@ pub(super) fn raw_answer(entry: Entry, revision: HeaderValue, head: bool) -> Res
     // instead of growing twice.
     h.reserve(12);
     insert_some(h, header::CONTENT_TYPE, owned_value(meta.content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    // hyper writes a body's length itself; a HEAD answer has none to go by.
+    if head {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    }
     insert_some(h, header::ETAG, etag);
     insert_some(
         h,

@@ -69,10 +69,9 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
             "a transaction holds at most {MAX_TXN_ITEMS} checks and ops together"
         )));
     }
-    let writes = body
-        .ops
-        .iter()
-        .any(|op| op_name(op).as_deref() != Some("get"));
+    // Each op's name, read once: it decides the role needed and the shape.
+    let names: Vec<Option<String>> = body.ops.iter().map(|op| op_name(op)).collect();
+    let writes = names.iter().any(|name| name.as_deref() != Some("get"));
     if writes {
         ctx.caller.require_role(Role::Write)?;
     }
@@ -84,8 +83,11 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
     let ops = body
         .ops
         .iter()
+        .zip(&names)
         .enumerate()
-        .map(|(index, op)| parse_op(ctx, &project, op).map_err(|error| error.failed_op(index)))
+        .map(|(index, (op, name))| {
+            parse_op(ctx, &project, op, name.as_deref()).map_err(|error| error.failed_op(index))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let write = KvWrite {
         project: project.settings.id.clone(),
@@ -302,8 +304,14 @@ fn parse_check(ctx: &Ctx<'_>, raw: &RawValue) -> Result<Check, ApiError> {
     Ok(Check { key, expect })
 }
 
-fn parse_op(ctx: &Ctx<'_>, project: &Project, raw: &RawValue) -> Result<KvOp, ApiError> {
-    match op_name(raw).as_deref() {
+/// The op `raw`, whose `"op"` is `name`.
+fn parse_op(
+    ctx: &Ctx<'_>,
+    project: &Project,
+    raw: &RawValue,
+    name: Option<&str>,
+) -> Result<KvOp, ApiError> {
+    match name {
         Some("put") => parse_put(ctx, project, parse_as(raw, "a put")?),
         Some("delete") => {
             let op: TxnDelete = parse_as(raw, "a delete")?;

@@ -66,7 +66,11 @@ pub struct Project {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     projects: BTreeMap<ProjectId, Arc<Project>>,
-    tokens: HashMap<Digest, Arc<TokenRecord>>,
+    /// By digest, hashed with foldhash: the digests are SHA-256 outputs of
+    /// secrets that the server made, so no client can choose ones that
+    /// collide (SipHash of a digest cost about 270 of the 31,000 instructions
+    /// of a GET: `bench/instructions.sh`).
+    tokens: HashMap<Digest, Arc<TokenRecord>, foldhash::fast::RandomState>,
     /// Imported tokens whose key has not been presented yet: their digest
     /// from the other server (their record's digest is random until then).
     imported: HashMap<TokenId, Arc<ImportedDigest>>,

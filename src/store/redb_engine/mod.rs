@@ -412,11 +412,30 @@ impl Shared {
     }
 }
 
+/// A key's entry at the snapshot (with its value when `with_value`), as the
+/// snapshot remembers it or else from its tables.
 fn read_entry(
     snapshot: &Snapshot,
     tables: &KeyTables,
     key: &Key,
     with_value: bool,
+) -> Result<Option<Entry>, StoreError> {
+    let now = Timestamp::now();
+    if let Some(found) = snapshot.remembered(tables.project, key.as_str(), with_value, now) {
+        return Ok(found);
+    }
+    let found = read_stored_entry(snapshot, tables, key, with_value, now)?;
+    snapshot.remember(tables.project, key.as_str(), found.as_ref(), with_value);
+    Ok(found)
+}
+
+/// [`read_entry`] from the snapshot's tables.
+fn read_stored_entry(
+    snapshot: &Snapshot,
+    tables: &KeyTables,
+    key: &Key,
+    with_value: bool,
+    now: Timestamp,
 ) -> Result<Option<Entry>, StoreError> {
     let Some(keys) = snapshot.keys(tables)? else {
         return Ok(None);
@@ -425,8 +444,7 @@ fn read_entry(
         return Ok(None);
     };
     let (record, inline) = decode_entry(tables.project, key.as_str(), entry.value())?;
-    if record.is_expired(Timestamp::now()) || snapshot.swept(tables.project, key.as_str(), &record)
-    {
+    if record.is_expired(now) || snapshot.swept(tables.project, key.as_str(), &record) {
         return Ok(None);
     }
     let value = match (with_value, record.inline) {
