@@ -79,6 +79,9 @@ pub struct Wal {
     end: u64,
     /// The revision of the last record written since the last checkpoint.
     last: u64,
+    /// `end` and `last` before the record [`Wal::append`] wrote last, for
+    /// [`Wal::retract`]; none when that call wrote nothing.
+    before_last_append: Option<(u64, u64)>,
     /// False when there was no room to make the file: nothing is logged.
     usable: bool,
     /// When the last checkpoint was.
@@ -145,6 +148,7 @@ impl Wal {
             file,
             end,
             last,
+            before_last_append: None,
             usable,
             since: Instant::now(),
         };
@@ -154,6 +158,7 @@ impl Wal {
     /// Appends one batch's writes and syncs them; false (nothing written)
     /// when they do not fit before the next checkpoint.
     pub fn append(&mut self, writes: &[Logged]) -> Result<bool, StoreError> {
+        self.before_last_append = None;
         let Some(last) = writes.last().map(|w| w.revision) else {
             return Ok(true);
         };
@@ -174,19 +179,26 @@ impl Wal {
             .write_all_at(&record, self.end)
             .and_then(|()| self.file.sync_data())
             .map_err(storage_error)?;
+        self.before_last_append = Some((self.end, self.last));
         self.end += length;
         self.last = last;
         Ok(true)
     }
 
     /// Takes back the record [`Wal::append`] just wrote, when the commit it
-    /// made durable failed: a replay must not apply what was refused.
-    pub fn retract(&mut self, length_before: u64) -> Result<(), StoreError> {
+    /// made durable failed: a replay must not apply what was refused. The
+    /// next record goes where it was, and may reuse its revisions (the
+    /// writer takes them again for the next batch).
+    pub fn retract(&mut self) -> Result<(), StoreError> {
+        let Some((end, last)) = self.before_last_append.take() else {
+            return Ok(());
+        };
         self.file
-            .write_all_at(&[0u8; FRAME], length_before)
+            .write_all_at(&[0u8; FRAME], end)
             .and_then(|()| self.file.sync_data())
             .map_err(storage_error)?;
-        self.end = length_before;
+        self.end = end;
+        self.last = last;
         Ok(())
     }
 
@@ -199,11 +211,6 @@ impl Wal {
         Ok(read(&self.file, size.min(CAPACITY), durable)?.0)
     }
 
-    /// Where the next record goes (for [`Wal::retract`]).
-    pub fn end(&self) -> u64 {
-        self.end
-    }
-
     /// Whether the log holds writes that only it has made durable.
     pub fn holds_writes(&self) -> bool {
         self.end > HEADER
@@ -214,6 +221,7 @@ impl Wal {
     pub fn checkpointed(&mut self) {
         self.end = HEADER;
         self.last = 0;
+        self.before_last_append = None;
         self.since = Instant::now();
     }
 }
@@ -279,4 +287,147 @@ fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, u64, u64),
         return Ok((writes, HEADER, 0));
     }
     Ok((writes, at, previous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write of `revision` to `key`. The log does not look inside an
+    /// entry, so any bytes stand for one; every record of a one-write batch
+    /// with a one-byte revision and key has the same size.
+    fn write(revision: u64, key: &str) -> Logged {
+        Logged {
+            project: "p".to_owned(),
+            revision,
+            at: Timestamp::from_millis(1_700_000_000_000),
+            keys: 1,
+            bytes: 5,
+            changes: vec![(key.to_owned(), Some(b"entry".to_vec()))],
+        }
+    }
+
+    /// Appends each write as a record of its own; answers where each began.
+    fn append_each(wal: &mut Wal, writes: impl IntoIterator<Item = Logged>) -> Vec<u64> {
+        writes
+            .into_iter()
+            .map(|write| {
+                let at = wal.end;
+                assert!(wal.append(&[write]).unwrap(), "the record fits");
+                at
+            })
+            .collect()
+    }
+
+    /// The revision and key of each write read back.
+    fn read_back(writes: &[Logged]) -> Vec<(u64, &str)> {
+        writes
+            .iter()
+            .map(|w| (w.revision, w.changes[0].0.as_str()))
+            .collect()
+    }
+
+    fn overwrite(dir: &Path, at: u64, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.join("kvs.wal"))
+            .unwrap();
+        file.write_all_at(bytes, at).unwrap();
+    }
+
+    #[test]
+    fn a_retracted_record_is_not_read_back_and_the_next_one_takes_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert!(writes.is_empty());
+        append_each(&mut wal, [write(1, "a")]);
+        assert!(wal.append(&[write(2, "b"), write(3, "c")]).unwrap());
+        assert!(wal.append(&[write(4, "x"), write(5, "y")]).unwrap());
+        wal.retract().unwrap();
+        let expected = [(1, "a"), (2, "b"), (3, "c")];
+        assert_eq!(read_back(&wal.read_since(0).unwrap()), expected);
+
+        // The writer takes the refused batch's revisions again.
+        assert!(wal.append(&[write(4, "d")]).unwrap());
+        append_each(&mut wal, [write(5, "e")]);
+        drop(wal);
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        let expected = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")];
+        assert_eq!(read_back(&writes), expected);
+    }
+
+    #[test]
+    fn a_record_whose_crc_does_not_hold_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        append_each(&mut wal, [write(1, "a"), write(2, "b"), write(3, "c")]);
+        let end = wal.end;
+        drop(wal);
+        // Torn by a crash while it was written: the last byte of the last
+        // record's body (in its entry, so that the body still decodes) is
+        // not what was written.
+        overwrite(dir.path(), end - 1, b"?");
+        let (mut wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(1, "a"), (2, "b")]);
+        // The next record goes over the torn one.
+        append_each(&mut wal, [write(3, "d")]);
+        drop(wal);
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(1, "a"), (2, "b"), (3, "d")]);
+    }
+
+    #[test]
+    fn a_record_of_length_zero_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let at = append_each(&mut wal, [write(1, "a"), write(2, "b"), write(3, "c")]);
+        drop(wal);
+        // Only the length is zero: the CRC and the body are still there.
+        overwrite(dir.path(), at[1], &0u32.to_le_bytes());
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(1, "a")]);
+    }
+
+    #[test]
+    fn a_record_cut_by_the_end_of_the_file_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let at = append_each(&mut wal, [write(1, "a"), write(2, "b")]);
+        drop(wal);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("kvs.wal"))
+            .unwrap();
+        file.set_len(at[1] + FRAME as u64 + 3).unwrap();
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(1, "a")]);
+        // Made whole again, zeros after what it kept.
+        assert_eq!(file.metadata().unwrap().len(), CAPACITY);
+    }
+
+    /// After a checkpoint the log starts again over its old records; a
+    /// record as long as the first old one is followed by the second old
+    /// one, whose revision is below it. Opened with a durable revision below
+    /// every record (so that this rule alone stops it), the log must not
+    /// read on into writes older than the ones it just gave.
+    #[test]
+    fn a_record_left_from_before_the_last_checkpoint_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        append_each(&mut wal, (1..=5).map(|revision| write(revision, "a")));
+        wal.checkpointed();
+        let at = append_each(&mut wal, [write(6, "b")]);
+        assert_eq!(at, [HEADER]);
+        drop(wal);
+        let (mut wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(6, "b")]);
+        // The next record follows the newest one, over the old ones.
+        append_each(&mut wal, [write(7, "c")]);
+        drop(wal);
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(6, "b"), (7, "c")]);
+        // With the checkpoint's revision as the durable one, as at a start.
+        let (_wal, writes) = Wal::open(dir.path(), 5).unwrap();
+        assert_eq!(read_back(&writes), [(6, "b"), (7, "c")]);
+    }
 }

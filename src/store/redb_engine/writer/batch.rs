@@ -217,7 +217,6 @@ impl<'a> Batch<'a> {
             // log is written first, so that no reader sees a write before
             // it is durable.
             let started = Instant::now();
-            let before = wal.end();
             let logged = self.replay || (!self.unlogged && wal.append(&self.wal)?);
             if logged {
                 self.disk
@@ -226,7 +225,7 @@ impl<'a> Batch<'a> {
             }
             if let Err(error) = self.disk.commit() {
                 if logged && !self.replay {
-                    wal.retract(before)?;
+                    wal.retract()?;
                 }
                 return Err(storage_error(error));
             }

@@ -140,14 +140,15 @@ impl Batch<'_> {
                 results: staged.results,
             });
         }
-        store_changes(txn, &tables, keys, values, &staged.changes)?;
+        let entries = store_changes(txn, &tables, keys, values, &staged.changes)?;
         let revision = match storage {
             StorageMode::Disk => self.next_logged_revision(),
             StorageMode::Memory => self.next_revision(storage),
         };
         self.set_figures(&project, staged.figures, revision);
         if storage == StorageMode::Disk {
-            self.wal.push(logged(&project, revision, now, &staged)?);
+            self.wal
+                .push(logged(&project, revision, now, &staged, entries)?);
         }
         let logged = staged.log();
         self.log(&project, revision, now, logged);
@@ -204,26 +205,31 @@ impl Batch<'_> {
     }
 }
 
-/// The write as the write-ahead log keeps it.
+/// The write as the write-ahead log keeps it. `entries` are what
+/// [`store_changes`] stored in the keys table: an inline value's entry is
+/// the log's byte for byte, so it is not encoded again; a large value's
+/// holds no value, and the log's must.
 fn logged(
     project: &Project,
     revision: u64,
     at: Timestamp,
     staged: &Staged,
+    entries: Vec<Option<Vec<u8>>>,
 ) -> Result<Logged, StoreError> {
     let id = project.settings.id.as_str();
     let changes = staged
         .changes
         .iter()
-        .map(|(key, change)| {
+        .zip(entries)
+        .map(|((key, change), entry)| {
             let entry = match &change.new {
-                Some((meta, value)) => Some(encode_entry(
+                Some((meta, value)) if !is_inline(meta.size) => Some(encode_entry(
                     id,
                     key,
                     &KeyRecord::from_meta(meta, true),
                     value,
                 )?),
-                None => None,
+                _ => entry,
             };
             Ok((key.clone(), entry))
         })
@@ -241,14 +247,15 @@ fn logged(
 /// Stores what a write decided: the keys table (`keys`, open), large values
 /// in the values table (`values`, if already open), and the expiry index.
 /// A key whose value was in the values table and is no longer (replaced
-/// inline, or deleted) is removed from it.
+/// inline, or deleted) is removed from it. Answers each key's entry as the
+/// keys table has it (`None` when removed), in the order of `changes`.
 fn store_changes<'t>(
     txn: &'t WriteTransaction,
     tables: &KeyTables,
     mut keys: KeysTable<'t>,
     mut values: Option<KeysTable<'t>>,
     changes: &BTreeMap<String, KeyChange>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
     // Store. Large values live in the values table; a key whose value
     // was there and is no longer (replaced inline, or deleted) is removed
     // from it.
@@ -259,6 +266,7 @@ fn store_changes<'t>(
     if external && values.is_none() {
         values = Some(txn.open_table(tables.values()).map_err(storage_error)?);
     }
+    let mut entries = Vec::with_capacity(changes.len());
     for (key, change) in changes {
         match &change.new {
             Some((meta, value)) => {
@@ -266,9 +274,11 @@ fn store_changes<'t>(
                 let entry = encode_entry(tables.project, key.as_str(), &record, value)?;
                 keys.insert(key.as_str(), entry.as_slice())
                     .map_err(storage_error)?;
+                entries.push(Some(entry));
             }
             None => {
                 keys.remove(key.as_str()).map_err(storage_error)?;
+                entries.push(None);
             }
         }
         if let (true, Some(values)) = (external, values.as_mut()) {
@@ -306,5 +316,5 @@ fn store_changes<'t>(
             }
         }
     }
-    Ok(())
+    Ok(entries)
 }
