@@ -175,10 +175,18 @@ impl Wal {
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         record.extend_from_slice(&body);
-        self.file
+        let written = self
+            .file
             .write_all_at(&record, self.end)
-            .and_then(|()| self.file.sync_data())
-            .map_err(storage_error)?;
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            // The record may be in the file whole although the sync failed:
+            // zero its frame, as far as the file still takes writes, so that
+            // the replay after this failed batch does not apply a write that
+            // was answered with an error.
+            let _ = self.file.write_all_at(&[0u8; FRAME], self.end);
+            return Err(storage_error(error));
+        }
         self.before_last_append = Some((self.end, self.last));
         self.end += length;
         self.last = last;
