@@ -14,6 +14,7 @@
 
 mod backup;
 pub(crate) mod codec;
+mod memory_backend;
 mod snapshot;
 mod verify;
 mod wal;
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, backends::InMemoryBackend};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
@@ -96,11 +97,11 @@ impl RedbStore {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
         let disk = Database::create(&path).map_err(storage_error)?;
-        // The in-memory backend already holds every page in memory: redb's
+        // The memory backend already holds every page in memory: redb's
         // page cache on top of it (1 GiB by default) would hold them twice.
         let memory = Database::builder()
             .set_cache_size(MEMORY_CACHE_BYTES)
-            .create_with_backend(InMemoryBackend::new())
+            .create_with_backend(memory_backend::ChunkedMemory::default())
             .map_err(storage_error)?;
         backup::adopt_restored_memory(data_dir, &memory)?;
         {
