@@ -91,10 +91,7 @@ impl<'a> Batch<'a> {
             replay: false,
             quiet: false,
             shared,
-            disk: shared
-                .database(StorageMode::Disk)?
-                .begin_write()
-                .map_err(storage_error)?,
+            disk: shared.begin_write(StorageMode::Disk)?,
             memory: None,
             base: shared.view.catalog(),
             catalog: None,
@@ -222,6 +219,7 @@ impl<'a> Batch<'a> {
                 self.disk
                     .set_durability(redb::Durability::None)
                     .map_err(storage_error)?;
+                self.disk.set_quick_repair(false);
             }
             if let Err(error) = self.disk.commit() {
                 if logged && !self.replay {

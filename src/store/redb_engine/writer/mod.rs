@@ -496,11 +496,7 @@ impl Writer {
         if !self.wal.holds_writes() {
             return Ok(());
         }
-        let txn = self
-            .shared
-            .database(crate::domain::StorageMode::Disk)?
-            .begin_write()
-            .map_err(super::codec::storage_error)?;
+        let txn = self.shared.begin_write(crate::domain::StorageMode::Disk)?;
         txn.commit().map_err(super::codec::storage_error)?;
         self.wal.checkpointed();
         Ok(())

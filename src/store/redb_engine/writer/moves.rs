@@ -45,11 +45,7 @@ impl Writer {
                 .database(from)?
                 .begin_read()
                 .map_err(storage_error)?;
-            let target = self
-                .shared
-                .database(settings.storage)?
-                .begin_write()
-                .map_err(storage_error)?;
+            let target = self.shared.begin_write(settings.storage)?;
             copy_table(&source, &target, tables.keys())?;
             copy_table(&source, &target, tables.values())?;
             copy_table(&source, &target, tables.changes())?;
@@ -63,11 +59,7 @@ impl Writer {
             } else {
                 target.commit().map_err(storage_error)?;
                 self.shared.memory_reads.invalidate();
-                let disk = self
-                    .shared
-                    .database(StorageMode::Disk)?
-                    .begin_write()
-                    .map_err(storage_error)?;
+                let disk = self.shared.begin_write(StorageMode::Disk)?;
                 put_record(&disk, codec::PROJECTS, id.as_str(), &settings)?;
                 disk.commit().map_err(storage_error)?;
                 self.shared.disk_reads.invalidate();
@@ -90,11 +82,7 @@ impl Writer {
             ..Publication::default()
         });
         let cleanup = (|| {
-            let source = self
-                .shared
-                .database(from)?
-                .begin_write()
-                .map_err(storage_error)?;
+            let source = self.shared.begin_write(from)?;
             drop_key_tables(&source, &tables, id)?;
             source.commit().map_err(storage_error)?;
             self.shared.reads(from).invalidate();
