@@ -180,21 +180,16 @@ static WATCHERS: AtomicI64 = AtomicI64::new(0);
 /// The metric handles of one kind of request: its counter and the duration
 /// histogram of its route.
 type RequestMetrics = (Counter, Histogram);
-/// A kind of request: where its route, method and status labels are. They
-/// are literals, so where they are tells them apart without hashing their
-/// text (two copies of one literal only make two handles of one metric).
-type RequestKind = [(usize, usize); 3];
-
-fn request_kind(labels: [&'static str; 3]) -> RequestKind {
-    labels.map(|label| (label.as_ptr() as usize, label.len()))
-}
+/// A kind of request: route, method and status labels.
+type RequestKind = (&'static str, &'static str, &'static str);
 
 thread_local! {
     /// Handles by (route, method, status), kept per thread so that finding
     /// one takes no lock. With label values that are not literals, the
     /// `counter!` and `histogram!` macros allocate a `Vec` of labels, hash
     /// the key and take the registry's lock on every call; a kept handle
-    /// skips all of that. There are at most a few thousand combinations.
+    /// skips all of that. There are at most a few thousand combinations,
+    /// all the server's own literals: foldhash, not SipHash, hashes them.
     static REQUEST_METRICS: RefCell<HashMap<RequestKind, RequestMetrics, foldhash::fast::RandomState>> =
         RefCell::new(HashMap::default());
 }
@@ -215,7 +210,7 @@ pub fn record_request(method: &Method, route: &'static str, status: StatusCode, 
         REQUEST_METRICS.with_borrow_mut(|handles| {
             record(
                 handles
-                    .entry(request_kind([route, method, status]))
+                    .entry((route, method, status))
                     .or_insert_with(|| request_metrics(route, method, status)),
             )
         });

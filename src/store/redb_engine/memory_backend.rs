@@ -40,6 +40,16 @@ impl ChunkedMemory {
     }
 }
 
+impl Chunks {
+    /// An error unless `offset..offset + len` is within the database.
+    fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(out_of_range()),
+        }
+    }
+}
+
 /// The pieces of `offset..offset + len` by chunk: (chunk, start in it, length).
 fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut at = offset;
@@ -70,12 +80,7 @@ impl StorageBackend for ChunkedMemory {
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let chunks = self.read_lock()?;
-        if offset
-            .checked_add(out.len() as u64)
-            .is_none_or(|end| end > chunks.len)
-        {
-            return Err(out_of_range());
-        }
+        chunks.check_range(offset, out.len())?;
         let mut done = 0;
         for (chunk, start, n) in pieces(offset, out.len()) {
             let target = &mut out[done..done + n];
@@ -111,12 +116,7 @@ impl StorageBackend for ChunkedMemory {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut chunks = self.write_lock()?;
-        if offset
-            .checked_add(data.len() as u64)
-            .is_none_or(|end| end > chunks.len)
-        {
-            return Err(out_of_range());
-        }
+        chunks.check_range(offset, data.len())?;
         let mut done = 0;
         for (chunk, start, n) in pieces(offset, data.len()) {
             let bytes = chunks.chunks[chunk].get_or_insert_with(|| vec![0u8; CHUNK].into());

@@ -431,7 +431,7 @@ impl Shared {
 /// the write-ahead log, durable commits are the checkpoints, at most one
 /// every 100 ms under writes. A commit without a sync (a logged batch)
 /// turns it off: only a durable commit's state is found after a crash.
-pub(crate) fn begin_disk_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+fn begin_disk_write(db: &Database) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write().map_err(storage_error)?;
     txn.set_quick_repair(true);
     Ok(txn)

@@ -180,12 +180,16 @@ impl Snapshot {
         if memo.bytes + cost > MEMO_BYTES {
             return;
         }
-        memo.bytes += cost;
         let keys = match memo.projects.get_mut(project) {
             Some(keys) => keys,
             None => memo.projects.entry(project.to_owned()).or_default(),
         };
+        // Two readers of one key may both get here: the first one counts.
+        if keys.contains_key(key) {
+            return;
+        }
         keys.insert(key.to_owned(), found.cloned());
+        memo.bytes += cost;
     }
 
     /// The project's values table; `None` when it was never created.
