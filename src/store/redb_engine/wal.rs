@@ -64,7 +64,34 @@ pub struct Logged {
     pub bytes: u64,
     /// Each changed key: its entry as the keys table encodes it, with the
     /// value inline (CRC included), or `None` when the write removed it.
+    #[serde(with = "entries")]
     pub changes: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// [`Logged::changes`], each entry as postcard's bytes (its length, then
+/// the bytes at once) rather than a sequence of `u8` written one by one:
+/// postcard encodes both alike, so the format is the same.
+mod entries {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    type Changes = Vec<(String, Option<Vec<u8>>)>;
+
+    pub fn serialize<S: Serializer>(changes: &Changes, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            changes
+                .iter()
+                .map(|(key, entry)| (key, entry.as_deref().map(Bytes::new))),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Changes, D::Error> {
+        let changes = Vec::<(String, Option<ByteBuf>)>::deserialize(d)?;
+        Ok(changes
+            .into_iter()
+            .map(|(key, entry)| (key, entry.map(ByteBuf::into_vec)))
+            .collect())
+    }
 }
 
 /// A record's body: versioned like every stored record.
@@ -313,6 +340,42 @@ mod tests {
             bytes: 5,
             changes: vec![(key.to_owned(), Some(b"entry".to_vec()))],
         }
+    }
+    /// Entries written as bytes are the bytes the derived sequence of `u8`
+    /// wrote (the log of an earlier release reads the same), and read back.
+    #[test]
+    fn entries_are_encoded_as_before() {
+        #[derive(Serialize)]
+        struct Before {
+            project: String,
+            revision: u64,
+            at: Timestamp,
+            keys: u64,
+            bytes: u64,
+            changes: Vec<(String, Option<Vec<u8>>)>,
+        }
+        let changes = vec![
+            ("a".to_owned(), Some((0..=255).collect::<Vec<u8>>())),
+            ("b".to_owned(), None),
+            ("c".to_owned(), Some(Vec::new())),
+        ];
+        let now = write(7, "a");
+        let logged = Logged {
+            changes: changes.clone(),
+            ..now
+        };
+        let before = Before {
+            project: logged.project.clone(),
+            revision: logged.revision,
+            at: logged.at,
+            keys: logged.keys,
+            bytes: logged.bytes,
+            changes,
+        };
+        let bytes = postcard::to_stdvec(&logged).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&before).unwrap());
+        let read: Logged = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(read.changes, before.changes);
     }
 
     /// Appends each write as a record of its own; answers where each began.
