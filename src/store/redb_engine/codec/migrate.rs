@@ -20,14 +20,16 @@ use super::{HistoryRecord, StatsRecord};
 
 /// The current version of each kind of table. `projects` 3: a project's
 /// record may be `ProjectBody::V2` (with `public`); `history` 3: a history
-/// record may be `HistoryBody::V2` (with its byte count). Older bodies are
-/// read as they are, so going to 3 rewrites nothing.
+/// record may be `HistoryBody::V2` (with its byte count); `keys` 3: a key's
+/// entry may be `KeyBody::V2` (smaller). Older bodies are read as they are,
+/// so going to 3 rewrites nothing; a release that knows only 2 refuses the
+/// file instead of failing on its newer entries one by one.
 pub const VERSIONS: [(&str, u64); 6] = [
     ("projects", 3),
     ("tokens", 2),
     ("stats", 2),
     ("history", 3),
-    ("keys", 2),
+    ("keys", 3),
     ("changes", 2),
 ];
 

@@ -618,10 +618,71 @@ struct KeyV1 {
     value_crc: u32,
 }
 
+/// A key's record as stored, version 2: what version 1 holds, in fewer
+/// bytes. A common content type is a number ([`KNOWN_TYPES`]) instead of its
+/// text, and the creation time is told by how long before the update it was
+/// (0, one byte, for a key written once). With 100-byte values these save
+/// about 28 of a key's 175 bytes on disk and in memory.
+#[derive(Serialize, Deserialize)]
+struct KeyV2<'a> {
+    version: u64,
+    updated_at: Timestamp,
+    /// `updated_at - created_at` in milliseconds (wrapping: any pair of
+    /// times comes back as it was).
+    created_before: i64,
+    expires_at: Option<Timestamp>,
+    size: u64,
+    #[serde(borrow)]
+    content_type: StoredType<'a>,
+    inline: bool,
+    value_crc: u32,
+}
+
+/// A content type as a key's record keeps it.
+#[derive(Serialize, Deserialize)]
+enum StoredType<'a> {
+    /// The type at this index of [`KNOWN_TYPES`].
+    Known(u8),
+    Text(&'a str),
+}
+
+/// Content types stored as their index. Frozen: a release may only add to
+/// the end. A type is known only as exactly this text; any other spelling
+/// is stored as text.
+const KNOWN_TYPES: [&str; 8] = [
+    "application/octet-stream",
+    "text/plain; charset=utf-8",
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "text/html; charset=utf-8",
+    "application/json; charset=utf-8",
+    "text/csv",
+];
+
+impl<'a> StoredType<'a> {
+    fn of(content_type: &'a str) -> StoredType<'a> {
+        match KNOWN_TYPES.iter().position(|known| *known == content_type) {
+            Some(index) => StoredType::Known(index as u8),
+            None => StoredType::Text(content_type),
+        }
+    }
+
+    /// The type's text; `None` for an index this release does not know.
+    fn text(&self) -> Option<&'a str> {
+        match *self {
+            StoredType::Known(index) => KNOWN_TYPES.get(index as usize).copied(),
+            StoredType::Text(text) => Some(text),
+        }
+    }
+}
+
 /// The versions of a key's record.
 #[derive(Serialize, Deserialize)]
-enum KeyBody {
+enum KeyBody<'a> {
     V1(KeyV1),
+    #[serde(borrow)]
+    V2(KeyV2<'a>),
 }
 
 /// The CRC of a value kept in the values table.
@@ -637,13 +698,16 @@ pub fn encode_entry(
     record: &KeyRecord,
     value: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
-    let body = KeyBody::V1(KeyV1 {
+    let body = KeyBody::V2(KeyV2 {
         version: record.version,
-        created_at: record.created_at,
         updated_at: record.updated_at,
+        created_before: record
+            .updated_at
+            .millis()
+            .wrapping_sub(record.created_at.millis()),
         expires_at: record.expires_at,
         size: record.size,
-        content_type: record.content_type.clone(),
+        content_type: StoredType::of(&record.content_type),
         inline: record.inline,
         value_crc: if record.inline {
             0
@@ -667,17 +731,37 @@ pub fn decode_entry<'a>(
     bytes: &'a [u8],
 ) -> Result<(KeyRecord, &'a [u8]), StoreError> {
     let body = open(&["keys/", project], key.as_bytes(), bytes)?;
-    let (KeyBody::V1(stored), inline) =
-        postcard::take_from_bytes(body).map_err(|_| unknown_version("key"))?;
-    let record = KeyRecord {
-        version: stored.version,
-        created_at: stored.created_at,
-        updated_at: stored.updated_at,
-        expires_at: stored.expires_at,
-        size: stored.size,
-        content_type: stored.content_type,
-        inline: stored.inline,
-        value_crc: stored.value_crc,
+    let (stored, inline) = postcard::take_from_bytes(body).map_err(|_| unknown_version("key"))?;
+    let record = match stored {
+        KeyBody::V1(stored) => KeyRecord {
+            version: stored.version,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            expires_at: stored.expires_at,
+            size: stored.size,
+            content_type: stored.content_type,
+            inline: stored.inline,
+            value_crc: stored.value_crc,
+        },
+        KeyBody::V2(stored) => KeyRecord {
+            version: stored.version,
+            created_at: Timestamp::from_millis(
+                stored
+                    .updated_at
+                    .millis()
+                    .wrapping_sub(stored.created_before),
+            ),
+            updated_at: stored.updated_at,
+            expires_at: stored.expires_at,
+            size: stored.size,
+            content_type: stored
+                .content_type
+                .text()
+                .ok_or_else(|| unknown_version("key"))?
+                .to_owned(),
+            inline: stored.inline,
+            value_crc: stored.value_crc,
+        },
     };
     if record.inline && inline.len() as u64 != record.size {
         return Err(corrupted(&["keys/", project], key.as_bytes()));
@@ -870,6 +954,86 @@ mod tests {
         let index = expiry_key(at, "p", "a/b c");
         assert_eq!(parse_expiry_key(&index), Some((at, "p", "a/b c")));
         assert!(expiry_key(at, "z", "z") < expiry_key(at.plus_seconds(1), "a", "a"));
+    }
+
+    /// A key's entry is written as version 2: a known content type as its
+    /// index, any other as text, and the creation time back as it was
+    /// (after the update too, as a clock set back can leave it). An entry
+    /// written as version 1 (before) still reads.
+    #[test]
+    fn key_entries_are_written_small_and_version_1_still_reads() {
+        let at = |millis| Timestamp::from_millis(millis);
+        let with = |content_type: &str, created_at, updated_at| KeyRecord {
+            content_type: content_type.to_owned(),
+            created_at,
+            updated_at,
+            ..record(true)
+        };
+        let cases = [
+            with(
+                "application/octet-stream",
+                at(1_764_000_000_000),
+                at(1_764_000_000_000),
+            ),
+            with(
+                "text/plain; charset=utf-8",
+                at(1_700_000_000_000),
+                at(1_764_000_000_000),
+            ),
+            with("text/csv", at(1_764_000_000_001), at(1_764_000_000_000)),
+            with("Application/JSON", at(i64::MIN), at(i64::MAX)),
+            with("", at(i64::MAX), at(i64::MIN)),
+        ];
+        for case in &cases {
+            let bytes = encode_entry("p", "k", case, b"abc").unwrap();
+            assert_eq!(
+                decode_entry("p", "k", &bytes).unwrap(),
+                (case.clone(), &b"abc"[..])
+            );
+        }
+        // A key written once with a known type: the type takes two bytes and
+        // the creation time one, 28 fewer than version 1's 49.
+        let v2 = encode_entry("p", "k", &cases[0], b"").unwrap();
+        let mut v1 = frame();
+        let old = KeyV1 {
+            version: cases[0].version,
+            created_at: cases[0].created_at,
+            updated_at: cases[0].updated_at,
+            expires_at: cases[0].expires_at,
+            size: cases[0].size,
+            content_type: cases[0].content_type.clone(),
+            inline: true,
+            value_crc: 0,
+        };
+        write_postcard(&KeyBody::V1(old), &mut v1).unwrap();
+        v1.extend_from_slice(b"abc");
+        let v1 = seal(&["keys/", "p"], b"k", v1);
+        assert_eq!(v1.len() - 3 - v2.len(), 28);
+        assert_eq!(
+            decode_entry("p", "k", &v1).unwrap(),
+            (cases[0].clone(), &b"abc"[..])
+        );
+        // An index past the known types (a newer release's) is refused.
+        let mut newer = frame();
+        write_postcard(
+            &KeyBody::V2(KeyV2 {
+                version: 1,
+                updated_at: at(0),
+                created_before: 0,
+                expires_at: None,
+                size: 0,
+                content_type: StoredType::Known(KNOWN_TYPES.len() as u8),
+                inline: true,
+                value_crc: 0,
+            }),
+            &mut newer,
+        )
+        .unwrap();
+        let newer = seal(&["keys/", "p"], b"k", newer);
+        assert!(matches!(
+            decode_entry("p", "k", &newer),
+            Err(StoreError::Internal(_))
+        ));
     }
 
     #[test]
