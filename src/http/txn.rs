@@ -17,6 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -274,7 +276,7 @@ struct TxnBody<'a> {
     #[serde(default, borrow)]
     checks: Vec<&'a RawValue>,
     #[serde(default, borrow)]
-    ops: Vec<AnyOp<'a>>,
+    ops: Vec<OpObject<'a>>,
 }
 
 impl<'a> TxnBody<'a> {
@@ -283,9 +285,34 @@ impl<'a> TxnBody<'a> {
         let ops = self
             .ops
             .into_iter()
-            .map(|op| op.shaped().map(PendingOp::Shaped))
+            .map(|OpObject(op)| op.shaped().map(PendingOp::Shaped))
             .collect::<Option<Vec<_>>>()?;
         Some((self.checks, ops))
+    }
+}
+
+/// An [`AnyOp`] given as a JSON object. (A derived struct is also read
+/// from an array, by position; the careful reading never takes an op given
+/// so, and neither may this one.)
+struct OpObject<'a>(AnyOp<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for OpObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<AnyOp<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = AnyOp<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an op object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AnyOp<'a>, A::Error> {
+                AnyOp::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Fields(std::marker::PhantomData))
+            .map(OpObject)
     }
 }
 
@@ -590,7 +617,8 @@ mod tests {
 
     /// The op read in one pass, if that reading takes it.
     fn in_one_pass(text: &str) -> Option<String> {
-        let op = serde_json::from_str::<AnyOp>(text).ok()?.shaped()?;
+        let OpObject(op) = serde_json::from_str(text).ok()?;
+        let op = op.shaped()?;
         Some(format!("{op:?}"))
     }
 
@@ -602,10 +630,11 @@ mod tests {
     }
 
     /// Fields an op may or may not allow, each with values of the right
-    /// type and of wrong ones.
-    fn field() -> impl Strategy<Value = (&'static str, &'static str)> {
-        prop_oneof![
-            prop::sample::select(vec![
+    /// type and of wrong ones, in [`AnyOp`]'s order.
+    const FIELDS: [(&str, &[&str]); 8] = [
+        (
+            "op",
+            &[
                 "\"put\"",
                 "\"get\"",
                 "\"delete\"",
@@ -613,26 +642,53 @@ mod tests {
                 "\"swap\"",
                 "\"p\\u0075t\"",
                 "5",
-                "null"
-            ])
-            .prop_map(|v| ("op", v)),
-            prop::sample::select(vec!["\"a\"", "\"a\\\"b\"", "3", "null"]).prop_map(|v| ("key", v)),
-            prop::sample::select(vec![
+                "null",
+            ],
+        ),
+        ("key", &["\"a\"", "\"a\\\"b\"", "3", "null"]),
+        (
+            "value",
+            &[
                 "\"x\"",
                 "\"a\\\"b\\u00e9\"",
                 "null",
                 "{\"n\": 1}",
                 "[1,2]",
-                "-0"
-            ])
-            .prop_map(|v| ("value", v)),
-            prop::sample::select(vec!["\"AAEC\"", "\"%%\"", "null", "1"])
-                .prop_map(|v| ("value_base64", v)),
-            prop::sample::select(vec!["\"text/x\"", "null", "2"]).prop_map(|v| ("content_type", v)),
-            prop::sample::select(vec!["60", "\"10m\"", "null", "{}"]).prop_map(|v| ("ttl", v)),
-            prop::sample::select(vec!["2", "-1", "null", "\"3\"", "1.5"]).prop_map(|v| ("by", v)),
-            prop::sample::select(vec!["1", "null"]).prop_map(|v| ("version", v)),
-        ]
+                "-0",
+            ],
+        ),
+        ("value_base64", &["\"AAEC\"", "\"%%\"", "null", "1"]),
+        ("content_type", &["\"text/x\"", "null", "2"]),
+        ("ttl", &["60", "\"10m\"", "null", "{}"]),
+        ("by", &["2", "-1", "null", "\"3\"", "1.5"]),
+        ("version", &["1", "null"]),
+    ];
+
+    /// One of [`FIELDS`] with one of its values.
+    fn field() -> impl Strategy<Value = (&'static str, &'static str)> {
+        (0..FIELDS.len(), any::<prop::sample::Index>()).prop_map(|(field, value)| {
+            let (name, values) = FIELDS[field];
+            (name, *value.get(values))
+        })
+    }
+
+    /// An op given as an array, which serde reads as a struct's fields by
+    /// position: at each position a value of the field there or of another.
+    fn op_array() -> impl Strategy<Value = String> {
+        prop::collection::vec((any::<bool>(), any::<prop::sample::Index>(), field()), 0..9)
+            .prop_map(|items| {
+                let values: Vec<&str> = items
+                    .iter()
+                    .enumerate()
+                    .map(
+                        |(position, (own, value, (_, other)))| match FIELDS.get(position) {
+                            Some((_, values)) if *own => *value.get(values),
+                            _ => *other,
+                        },
+                    )
+                    .collect();
+                format!("[{}]", values.join(", "))
+            })
     }
 
     /// An op's JSON text: a name and a key, and any of those fields, in any
@@ -659,6 +715,13 @@ mod tests {
 
         #[test]
         fn an_op_read_in_one_pass_is_read_the_same_carefully(text in op_text()) {
+            if let Some(quick) = in_one_pass(&text) {
+                prop_assert_eq!(Some(quick), carefully(&text), "{}", text);
+            }
+        }
+
+        #[test]
+        fn an_op_given_as_an_array_is_read_in_one_pass_as_carefully(text in op_array()) {
             if let Some(quick) = in_one_pass(&text) {
                 prop_assert_eq!(Some(quick), carefully(&text), "{}", text);
             }
@@ -694,6 +757,8 @@ mod tests {
             r#"{"op": "put", "key": "a", "key": "b", "value": "x"}"#,
             r#"{"op": "put", "op": "put", "key": "a", "value": "x"}"#,
             r#"{"op": "put", "key": "a", "value": "x", "version": 1}"#,
+            r#"["put", "a", "x"]"#,
+            r#"["get", "a"]"#,
         ] {
             assert_eq!(in_one_pass(text), None, "{text}");
         }

@@ -1,7 +1,8 @@
 //! How a transaction's body is read (issue 16): a well-formed body is read
 //! in one pass, any other the careful way, op by op. These are the bodies
 //! where the two could differ: `op` after the other fields, a field twice,
-//! a field the op does not allow (even as `null`), a put value with
+//! a field the op does not allow (even as `null`), an op given as an array
+//! (which a derived struct would read by position), a put value with
 //! escapes, and a read token whose ops are refused for its role before
 //! their shape.
 
@@ -85,6 +86,21 @@ fn a_field_given_twice_is_refused_for_its_op() {
         assert!(message.contains(expected), "{op}: {message}");
     }
     expect_status(&setup.manage.get(&setup.kv("ok")), 404);
+}
+
+#[test]
+fn an_op_given_as_an_array_is_refused() {
+    let setup = Setup::new("p", json!({}));
+    for (op, expected) in [
+        (r#"["put", "a", "x"]"#, "unknown op"),
+        (r#"["get", "a"]"#, "unknown op"),
+        (r#"["delete"]"#, "a delete: invalid length 1"),
+    ] {
+        let answer = post(&setup.manage, &setup, &format!(r#"{{"ops": [{op}]}}"#));
+        let message = expect_failed_op(&answer, 0);
+        assert!(message.starts_with(expected), "{op}: {message}");
+    }
+    expect_status(&setup.manage.get(&setup.kv("a")), 404);
 }
 
 #[test]
