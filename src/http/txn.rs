@@ -8,6 +8,7 @@
 //! which may still fail (`failed_op`). Nothing is applied unless all succeed.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -18,7 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -275,8 +276,35 @@ const TXN_SHAPE: &str = "a transaction is a JSON object with \"ops\" (and \"chec
 struct TxnBody<'a> {
     #[serde(default, borrow)]
     checks: Vec<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "at_most_items")]
     ops: Vec<OpObject<'a>>,
+}
+
+/// Ops, no more than a transaction may hold: a longer list is left to the
+/// careful reading (which refuses it), not read in full here.
+fn at_most_items<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<OpObject<'a>>, D::Error> {
+    struct Ops<'a>(PhantomData<OpObject<'a>>);
+    impl<'de: 'a, 'a> Visitor<'de> for Ops<'a> {
+        type Value = Vec<OpObject<'a>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_TXN_ITEMS} ops")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut ops = Vec::with_capacity(8);
+            while let Some(op) = seq.next_element()? {
+                if ops.len() == MAX_TXN_ITEMS {
+                    return Err(A::Error::invalid_length(ops.len() + 1, &self));
+                }
+                ops.push(op);
+            }
+            Ok(ops)
+        }
+    }
+    deserializer.deserialize_seq(Ops(PhantomData))
 }
 
 impl<'a> TxnBody<'a> {
@@ -298,7 +326,7 @@ struct OpObject<'a>(AnyOp<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for OpObject<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields<'a>(std::marker::PhantomData<AnyOp<'a>>);
+        struct Fields<'a>(PhantomData<AnyOp<'a>>);
         impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
             type Value = AnyOp<'a>;
 
@@ -311,7 +339,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OpObject<'a> {
             }
         }
         deserializer
-            .deserialize_map(Fields(std::marker::PhantomData))
+            .deserialize_map(Fields(PhantomData))
             .map(OpObject)
     }
 }
@@ -762,6 +790,22 @@ mod tests {
         ] {
             assert_eq!(in_one_pass(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_body_of_more_ops_than_a_transaction_holds_is_read_carefully() {
+        let body = |ops: usize| {
+            let op = r#"{"op": "get", "key": "a"}"#;
+            format!(r#"{{"ops": [{}]}}"#, vec![op; ops].join(", "))
+        };
+        let ops = |text: &str| {
+            let body: TxnBody = serde_json::from_str(text).ok()?;
+            Some(body.shaped()?.1.len())
+        };
+        assert_eq!(ops(&body(MAX_TXN_ITEMS)), Some(MAX_TXN_ITEMS));
+        assert_eq!(ops(&body(MAX_TXN_ITEMS + 1)), None);
+        assert_eq!(ops(&body(0)), Some(0));
+        assert_eq!(ops("{}"), Some(0));
     }
 
     #[test]

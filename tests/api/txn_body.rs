@@ -180,3 +180,26 @@ fn a_read_token_runs_gets_and_is_refused_a_write_before_its_shape_is_read() {
         expect_error(&answer, 403, "forbidden");
     }
 }
+
+#[test]
+fn more_ops_than_a_transaction_holds_are_refused_whatever_they_are() {
+    let setup = Setup::new("p", json!({}));
+    let gets = |count: usize| {
+        let op = r#"{"op": "get", "key": "a"}"#;
+        format!(r#"{{"ops": [{}]}}"#, vec![op; count].join(","))
+    };
+    expect_status(&post(&setup.manage, &setup, &gets(128)), 200);
+    for count in [129, 1000] {
+        let answer = post(&setup.manage, &setup, &gets(count));
+        let message = expect_error(&answer, 400, "bad_request");
+        assert!(message.contains("at most 128"), "{count}: {message}");
+    }
+    // Counted before any op is read: the 129th op's mistake is not the answer.
+    let mut ops: Vec<Value> = vec![json!({"op": "get", "key": "a"}); 128];
+    ops.push(json!({"op": "get", "key": "a", "by": 1}));
+    let answer = setup
+        .manage
+        .post_json(&setup.path("/txn"), &json!({ "ops": ops }));
+    let message = expect_error(&answer, 400, "bad_request");
+    assert!(message.contains("at most 128"), "{message}");
+}
