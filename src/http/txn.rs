@@ -167,11 +167,12 @@ pub async fn incr(
 
 // =========================================================== request
 
+// The careful reading, for a body that `TxnBody` does not take. (Its doc
+// comment below is the schema's description in the OpenAPI document.)
 /// A transaction: checks that must all hold, and ops applied together.
-/// The careful reading, for a body [`TxnBody`] does not read: checks and
-/// ops are kept as their JSON text until the count and the caller's role
-/// are judged, then parsed one by one (an op's error names its index); a
-/// put's `value` stays the text the client sent.
+/// Checks and ops are kept as their JSON text until the count and the
+/// caller's role are judged, then parsed one by one (an op's error names
+/// its index); a put's `value` stays the text the client sent.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxnRequest {
