@@ -12,14 +12,14 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::{KnownFormat, RefOr, Schema, SchemaFormat};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::{TokenRecord, TokenSecret};
+use crate::domain::{Timestamp, TokenRecord, TokenSecret};
 use crate::store::{KeyMeta, OpResult, Project};
 
 // ======================================================= value types
@@ -93,6 +93,52 @@ impl PartialSchema for Time {
 impl ToSchema for Time {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Time")
+    }
+}
+
+/// A [`Time`] as it is sent: written into a buffer on the stack when it is
+/// serialized, not built as a `String` first (KeyMeta has two or three, and
+/// a transaction's answer holds one KeyMeta per op).
+#[derive(Clone, Copy)]
+pub struct TimeText(Timestamp);
+
+impl Serialize for TimeText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0; 24];
+        match rfc3339_into(self.0, &mut text) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.serialize_str(&self.0.rfc3339()),
+        }
+    }
+}
+
+/// [`Timestamp::rfc3339`] written into `text`, for a year of four digits
+/// (`None` for any other: that one formats it).
+fn rfc3339_into(time: Timestamp, text: &mut [u8; 24]) -> Option<&str> {
+    const DAY: i64 = 86_400_000;
+    /// The Julian day of 1970-01-01.
+    const EPOCH: i64 = 2_440_588;
+    let millis = time.millis();
+    let julian = i32::try_from(millis.div_euclid(DAY) + EPOCH).ok()?;
+    let (year, month, day) = time::Date::from_julian_day(julian).ok()?.to_calendar_date();
+    let year = u32::try_from(year).ok().filter(|year| *year <= 9999)?;
+    let of_day = millis.rem_euclid(DAY) as u32;
+    *text = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut text[0..4], year);
+    put_digits(&mut text[5..7], u8::from(month) as u32);
+    put_digits(&mut text[8..10], day as u32);
+    put_digits(&mut text[11..13], of_day / 3_600_000);
+    put_digits(&mut text[14..16], of_day / 60_000 % 60);
+    put_digits(&mut text[17..19], of_day / 1000 % 60);
+    put_digits(&mut text[20..23], of_day % 1000);
+    std::str::from_utf8(text).ok()
+}
+
+/// `value`'s last `digits.len()` decimal digits into `digits`.
+fn put_digits(digits: &mut [u8], mut value: u32) {
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -326,11 +372,11 @@ pub struct KeyMetaView<'a> {
     /// The revision that last wrote the key (its ETag is `"<version>"`).
     version: u64,
     #[schema(value_type = Time)]
-    created_at: String,
+    created_at: TimeText,
     #[schema(value_type = Time)]
-    updated_at: String,
+    updated_at: TimeText,
     #[schema(value_type = Option<Time>, required = true)]
-    expires_at: Option<String>,
+    expires_at: Option<TimeText>,
     /// The value's length in bytes.
     size: u64,
     content_type: &'a str,
@@ -340,9 +386,9 @@ pub fn key_meta(meta: &KeyMeta) -> KeyMetaView<'_> {
     KeyMetaView {
         key: meta.key.as_str(),
         version: meta.version,
-        created_at: meta.created_at.rfc3339(),
-        updated_at: meta.updated_at.rfc3339(),
-        expires_at: meta.expires_at.map(|t| t.rfc3339()),
+        created_at: TimeText(meta.created_at),
+        updated_at: TimeText(meta.updated_at),
+        expires_at: meta.expires_at.map(TimeText),
         size: meta.size,
         content_type: &meta.content_type,
     }
@@ -623,6 +669,43 @@ mod tests {
             encoded(b"\xff{}", "application/json"),
             ("\"/3t9\"".into(), "base64")
         );
+    }
+
+    #[test]
+    fn times_are_written_as_timestamp_formats_them() {
+        let mut millis = vec![
+            0,
+            -1,
+            1,
+            999,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,     // 2000-02-29
+            -2_203_891_200_000,  // 1900-03-01
+            4_107_542_400_000,   // 2100-03-01
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001, // the millisecond before: year -1
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            i64::MIN,
+            i64::MAX,
+        ];
+        // Spread over the years 0 to 9999 and a little beyond.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            millis.push((x % 330_000_000_000_000) as i64 - 65_000_000_000_000);
+        }
+        for millis in millis {
+            let time = Timestamp::from_millis(millis);
+            assert_eq!(
+                serde_json::to_string(&TimeText(time)).unwrap(),
+                format!("\"{}\"", time.rfc3339()),
+                "{millis}"
+            );
+        }
     }
 
     #[test]

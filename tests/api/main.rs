@@ -11,6 +11,8 @@
 //! - `public`: requests without any credential, refused everywhere but on
 //!   the keys of a project an admin made `public`;
 //! - `tokens`: minting, listing, revoking and expiring tokens;
+//! - `txn_body`: transaction bodies the one-pass reading could misread
+//!   (field order, a field twice, a field the op does not allow);
 //! - `txn_fuzz`: any transaction body is a 200 or a 4xx, never a 5xx;
 //! - `validation`: every input the server refuses, and with which code;
 //! - `errors`: unknown routes, wrong methods and the shape of every error;
@@ -48,6 +50,7 @@ mod public;
 mod pykv;
 mod roles;
 mod tokens;
+mod txn_body;
 mod txn_fuzz;
 mod ui;
 mod validation;
