@@ -11,7 +11,7 @@ mod token;
 pub use duration::{MAX_DURATION_SECS, parse_duration, parse_duration_json};
 pub use key::{Key, KeyError, Prefix};
 pub use project::{ProjectId, ProjectSettings, Public, StorageMode};
-pub use time::Timestamp;
+pub use time::{RFC3339_LEN, Timestamp};
 pub use token::{
     Digest, ImportedDigest, ImportedDigestError, Role, TokenId, TokenRecord, TokenSecret,
     TokenSource,

@@ -51,21 +51,33 @@ impl Timestamp {
     /// every answer about a key, and the `time` crate's general formatter
     /// showed in profiles.
     pub fn rfc3339(self) -> String {
-        let Some(t) = self.civil() else {
-            return self.rfc3339_general();
-        };
-        let mut text = String::with_capacity(24);
-        push_digits(&mut text, t.year() as u32, 4);
-        text.push('-');
-        push_digits(&mut text, u8::from(t.month()) as u32, 2);
-        text.push('-');
-        push_digits(&mut text, t.day() as u32, 2);
-        text.push('T');
-        push_time(&mut text, t);
-        text.push('.');
-        push_digits(&mut text, t.millisecond() as u32, 3);
-        text.push('Z');
-        text
+        let mut text = [0; RFC3339_LEN];
+        match self.write_rfc3339(&mut text) {
+            Some(text) => text.to_owned(),
+            None => self.rfc3339_general(),
+        }
+    }
+
+    /// [`Timestamp::rfc3339`] written into `text`, without allocating (the
+    /// JSON answers serialize it from there); `None` for a year outside
+    /// 0..=9999, which [`Timestamp::rfc3339`] formats the general way.
+    pub fn write_rfc3339(self, text: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+        const DAY: i64 = 86_400_000;
+        /// The Julian day of 1970-01-01.
+        const EPOCH: i64 = 2_440_588;
+        let julian = i32::try_from(self.0.div_euclid(DAY) + EPOCH).ok()?;
+        let (year, month, day) = time::Date::from_julian_day(julian).ok()?.to_calendar_date();
+        let year = u32::try_from(year).ok().filter(|year| *year <= 9999)?;
+        let of_day = self.0.rem_euclid(DAY) as u32;
+        *text = *b"0000-00-00T00:00:00.000Z";
+        put_digits(&mut text[0..4], year);
+        put_digits(&mut text[5..7], u8::from(month) as u32);
+        put_digits(&mut text[8..10], day as u32);
+        put_digits(&mut text[11..13], of_day / 3_600_000);
+        put_digits(&mut text[14..16], of_day / 60_000 % 60);
+        put_digits(&mut text[17..19], of_day / 1000 % 60);
+        put_digits(&mut text[20..23], of_day % 1000);
+        std::str::from_utf8(text).ok()
     }
 
     /// [`Timestamp::rfc3339`] for a year outside 0..=9999.
@@ -114,6 +126,17 @@ impl Timestamp {
     }
 }
 
+/// The length of an RFC 3339 time as [`Timestamp::rfc3339`] writes it.
+pub const RFC3339_LEN: usize = 24;
+
+/// `value`'s last `digits.len()` decimal digits into `digits`.
+fn put_digits(digits: &mut [u8], mut value: u32) {
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
 /// `value` in `width` decimal digits, zero-padded.
 fn push_digits(text: &mut String, value: u32, width: u32) {
     for place in (0..width).rev() {
@@ -148,6 +171,46 @@ mod tests {
             "2000-02-28T23:59:59.007Z"
         );
         assert_eq!(t.http_date(), "Sat, 21 Nov 2026 10:00:00 GMT");
+    }
+
+    /// The digit-by-digit RFC 3339 text agrees with the `time` crate's
+    /// general formatter over 20,000 times from the year -90 to 10,400 and
+    /// at the edges (leap days, the ends of the four-digit years, the ends
+    /// of i64), and its text for a year it cannot write is the general one.
+    #[test]
+    fn rfc3339_agrees_with_the_general_formatter() {
+        let mut millis = vec![
+            0,
+            -1,
+            1,
+            999,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,     // 2000-02-29
+            -2_203_891_200_000,  // 1900-03-01
+            4_107_542_400_000,   // 2100-03-01
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001, // the millisecond before: year -1
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            i64::MIN,
+            i64::MAX,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            millis.push((x % 330_000_000_000_000) as i64 - 65_000_000_000_000);
+        }
+        for millis in millis {
+            let t = Timestamp::from_millis(millis);
+            let mut text = [0; RFC3339_LEN];
+            match t.write_rfc3339(&mut text) {
+                Some(text) => assert_eq!(text, t.rfc3339_general(), "{millis}"),
+                None => assert!(t.civil().is_none(), "{millis}"),
+            }
+        }
     }
 
     /// The digit-by-digit HTTP-date agrees with `httpdate`'s at instants 37
