@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::fmt;
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,8 +18,8 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::request::read_body;
-use super::views::{Imported, Time, is_json_type};
+use super::request::json_bytes;
+use super::views::{Imported, Time};
 use super::{Ctx, json};
 use crate::domain::{Key, Role, Timestamp};
 use crate::store::{KvOp, KvWrite};
@@ -85,12 +85,7 @@ pub async fn import(
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Manage)?;
     let (parts, body) = request.into_parts();
-    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE)
-        && !is_json_type(content_type.to_str().unwrap_or(""))
-    {
-        return Err(ApiError::unsupported_media_type());
-    }
-    let bytes = read_body(
+    let bytes = json_bytes(
         &parts.headers,
         body,
         body_limit(&ctx.app.settings),

@@ -119,18 +119,36 @@ fn caused_by<E: std::error::Error + 'static>(error: &axum::Error) -> bool {
     false
 }
 
+/// 415 unless the request's `Content-Type`, if it has one, is JSON's.
+fn require_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        Some(content_type) if !is_json_type(content_type.to_str().unwrap_or("")) => {
+            Err(ApiError::unsupported_media_type())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A JSON body of type `T`.
 pub async fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let content_type = content_type.to_str().unwrap_or("");
-        if !is_json_type(content_type) {
-            return Err(ApiError::unsupported_media_type());
-        }
-    }
+    require_json_type(headers)?;
     json_of_any_type(headers, body).await
+}
+
+/// The bytes of a body of JSON type (or without a `Content-Type`) under
+/// `limit`, for a handler that reads them its own way (`raise` names the
+/// setting that raises the limit, as [`read_body`] says).
+pub async fn json_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    raise: &str,
+) -> Result<Bytes, ApiError> {
+    require_json_type(headers)?;
+    read_body(headers, body, limit, raise).await
 }
 
 /// A JSON body whatever its `Content-Type` says, or without one: how

@@ -10,9 +10,8 @@
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -26,10 +25,9 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::request::{Query, read_body};
+use super::request::{Query, json_bytes};
 use super::views::{
-    CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter, is_json_type,
-    txn_result,
+    CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter, txn_result,
 };
 use super::{Ctx, json};
 use crate::domain::{Key, Role, parse_duration_json};
@@ -461,21 +459,6 @@ fn op_name(op: &RawValue) -> Option<String> {
 fn parse_as<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ApiError> {
     serde_json::from_str(raw.get())
         .map_err(|error| ApiError::bad_request(format!("{what}: {error}")))
-}
-
-/// A body of JSON type, under `limit`.
-async fn json_bytes(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-    raise: &str,
-) -> Result<Bytes, ApiError> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE)
-        && !is_json_type(content_type.to_str().unwrap_or(""))
-    {
-        return Err(ApiError::unsupported_media_type());
-    }
-    read_body(headers, body, limit, raise).await
 }
 
 /// A JSON body as `T` (`shape` says what it should look like when it does
