@@ -62,21 +62,13 @@ impl Timestamp {
     /// JSON answers serialize it from there); `None` for a year outside
     /// 0..=9999, which [`Timestamp::rfc3339`] formats the general way.
     pub fn write_rfc3339(self, text: &mut [u8; RFC3339_LEN]) -> Option<&str> {
-        const DAY: i64 = 86_400_000;
-        /// The Julian day of 1970-01-01.
-        const EPOCH: i64 = 2_440_588;
-        let julian = i32::try_from(self.0.div_euclid(DAY) + EPOCH).ok()?;
-        let (year, month, day) = time::Date::from_julian_day(julian).ok()?.to_calendar_date();
-        let year = u32::try_from(year).ok().filter(|year| *year <= 9999)?;
-        let of_day = self.0.rem_euclid(DAY) as u32;
+        let t = self.civil()?;
         *text = *b"0000-00-00T00:00:00.000Z";
-        put_digits(&mut text[0..4], year);
-        put_digits(&mut text[5..7], u8::from(month) as u32);
-        put_digits(&mut text[8..10], day as u32);
-        put_digits(&mut text[11..13], of_day / 3_600_000);
-        put_digits(&mut text[14..16], of_day / 60_000 % 60);
-        put_digits(&mut text[17..19], of_day / 1000 % 60);
-        put_digits(&mut text[20..23], of_day % 1000);
+        put_digits(&mut text[0..4], t.year);
+        put_digits(&mut text[5..7], t.month);
+        put_digits(&mut text[8..10], t.day);
+        put_time(&mut text[11..19], t.of_day / 1000);
+        put_digits(&mut text[20..23], t.of_day % 1000);
         std::str::from_utf8(text).ok()
     }
 
@@ -100,30 +92,48 @@ impl Timestamp {
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
         const LAST: i64 = 253_402_300_799;
-        let seconds = Timestamp(self.unix_seconds().clamp(0, LAST) * 1000);
-        let Some(t) = seconds.civil() else {
+        let Some(t) = Timestamp(self.unix_seconds().clamp(0, LAST) * 1000).civil() else {
             return "Fri, 31 Dec 9999 23:59:59 GMT".to_owned();
         };
-        let mut text = String::with_capacity(29);
-        text.push_str(DAYS[t.weekday().number_days_from_monday() as usize]);
-        text.push_str(", ");
-        push_digits(&mut text, t.day() as u32, 2);
-        text.push(' ');
-        text.push_str(MONTHS[usize::from(u8::from(t.month())) - 1]);
-        text.push(' ');
-        push_digits(&mut text, t.year() as u32, 4);
-        text.push(' ');
-        push_time(&mut text, t);
-        text.push_str(" GMT");
-        text
+        let mut text = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        text[0..3].copy_from_slice(DAYS[t.weekday].as_bytes());
+        put_digits(&mut text[5..7], t.day);
+        text[8..11].copy_from_slice(MONTHS[t.month as usize - 1].as_bytes());
+        put_digits(&mut text[12..16], t.year);
+        put_time(&mut text[17..25], t.of_day / 1000);
+        String::from_utf8_lossy(&text).into_owned()
     }
 
-    /// The date and time, for a year of four digits.
-    fn civil(self) -> Option<OffsetDateTime> {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+    /// The calendar date and the time of day, for a year of four digits.
+    fn civil(self) -> Option<Civil> {
+        const DAY: i64 = 86_400_000;
+        /// The Julian day of 1970-01-01.
+        const EPOCH: i64 = 2_440_588;
+        let julian = i32::try_from(self.0.div_euclid(DAY) + EPOCH).ok()?;
+        let date = time::Date::from_julian_day(julian).ok()?;
+        let year = u32::try_from(date.year())
             .ok()
-            .filter(|t| (0..=9999).contains(&t.year()))
+            .filter(|year| *year <= 9999)?;
+        Some(Civil {
+            year,
+            month: u8::from(date.month()) as u32,
+            day: date.day() as u32,
+            weekday: date.weekday().number_days_from_monday() as usize,
+            of_day: self.0.rem_euclid(DAY) as u32,
+        })
     }
+}
+
+/// A time's calendar parts, as [`Timestamp::civil`] gives them.
+struct Civil {
+    year: u32,
+    /// 1 to 12.
+    month: u32,
+    day: u32,
+    /// 0 for Monday.
+    weekday: usize,
+    /// Milliseconds since midnight.
+    of_day: u32,
 }
 
 /// The length of an RFC 3339 time as [`Timestamp::rfc3339`] writes it.
@@ -137,20 +147,13 @@ fn put_digits(digits: &mut [u8], mut value: u32) {
     }
 }
 
-/// `value` in `width` decimal digits, zero-padded.
-fn push_digits(text: &mut String, value: u32, width: u32) {
-    for place in (0..width).rev() {
-        text.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
-    }
-}
-
-/// `hh:mm:ss`.
-fn push_time(text: &mut String, t: OffsetDateTime) {
-    push_digits(text, t.hour() as u32, 2);
-    text.push(':');
-    push_digits(text, t.minute() as u32, 2);
-    text.push(':');
-    push_digits(text, t.second() as u32, 2);
+/// `hh:mm:ss` of `seconds` since midnight into `text` (8 bytes).
+fn put_time(text: &mut [u8], seconds: u32) {
+    put_digits(&mut text[0..2], seconds / 3600);
+    text[2] = b':';
+    put_digits(&mut text[3..5], seconds / 60 % 60);
+    text[5] = b':';
+    put_digits(&mut text[6..8], seconds % 60);
 }
 
 #[cfg(test)]
@@ -208,7 +211,11 @@ mod tests {
             let mut text = [0; RFC3339_LEN];
             match t.write_rfc3339(&mut text) {
                 Some(text) => assert_eq!(text, t.rfc3339_general(), "{millis}"),
-                None => assert!(t.civil().is_none(), "{millis}"),
+                None => assert!(
+                    OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+                        .map_or(true, |t| !(0..=9999).contains(&t.year())),
+                    "{millis}"
+                ),
             }
         }
     }
