@@ -20,10 +20,12 @@ fn post(client: &Client, setup: &Setup, body: &str) -> Answer {
     )
 }
 
-/// Asserts a 400 `bad_request` for op `index` and returns its message.
+/// Posts `{"ops": [ops]}` with the manage token, asserts a 400
+/// `bad_request` for op `index` and returns its message.
 #[track_caller]
-fn expect_failed_op(answer: &Answer, index: u64) -> String {
-    assert_eq!(answer.status, 400, "{}", answer.text());
+fn failed_op_message(setup: &Setup, ops: &str, index: u64) -> String {
+    let answer = post(&setup.manage, setup, &format!(r#"{{"ops": [{ops}]}}"#));
+    assert_eq!(answer.status, 400, "{ops}: {}", answer.text());
     let body = answer.json();
     assert_eq!(body["error"]["code"], "bad_request", "{body}");
     assert_eq!(body["failed_op"], index, "{body}");
@@ -77,12 +79,7 @@ fn a_field_given_twice_is_refused_for_its_op() {
         ),
         (r#"{"op": "get", "op": "get", "key": "a"}"#, "unknown op"),
     ] {
-        let answer = post(
-            &setup.manage,
-            &setup,
-            &format!(r#"{{"ops": [{ok}, {op}]}}"#),
-        );
-        let message = expect_failed_op(&answer, 1);
+        let message = failed_op_message(&setup, &format!("{ok}, {op}"), 1);
         assert!(message.contains(expected), "{op}: {message}");
     }
     expect_status(&setup.manage.get(&setup.kv("ok")), 404);
@@ -96,8 +93,7 @@ fn an_op_given_as_an_array_is_refused() {
         (r#"["get", "a"]"#, "unknown op"),
         (r#"["delete"]"#, "a delete: invalid length 1"),
     ] {
-        let answer = post(&setup.manage, &setup, &format!(r#"{{"ops": [{op}]}}"#));
-        let message = expect_failed_op(&answer, 0);
+        let message = failed_op_message(&setup, op, 0);
         assert!(message.starts_with(expected), "{op}: {message}");
     }
     expect_status(&setup.manage.get(&setup.kv("a")), 404);
@@ -128,8 +124,7 @@ fn a_field_an_op_does_not_allow_is_refused_even_as_null() {
             "an incr",
         ),
     ] {
-        let answer = post(&setup.manage, &setup, &format!(r#"{{"ops": [{op}]}}"#));
-        let message = expect_failed_op(&answer, 0);
+        let message = failed_op_message(&setup, op, 0);
         assert!(message.starts_with(what), "{op}: {message}");
         assert!(message.contains("unknown field"), "{op}: {message}");
     }
