@@ -115,7 +115,7 @@ impl<'a> Batch<'a> {
     /// The batch's transaction of a database, begun when first needed.
     pub fn txn(&mut self, storage: StorageMode) -> Result<&WriteTransaction, StoreError> {
         if storage == StorageMode::Memory && self.memory.is_none() {
-            self.memory = Some(self.shared.memory.begin_write().map_err(storage_error)?);
+            self.memory = Some(self.shared.begin_write(StorageMode::Memory)?);
         }
         open_txn(&self.disk, &self.memory, storage)
     }
