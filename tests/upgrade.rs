@@ -3,8 +3,9 @@
 //! versioned records, `v2` before the `public` setting and the history
 //! byte count, `v3` before the `sweeps` table of deletes by large prefixes,
 //! `v4` before the write-ahead log; `wal1` is a store killed with writes
-//! that only its write-ahead log holds, in the log's first format),
-//! is opened by this build, and everything its `manifest.json` lists is found again:
+//! that only its write-ahead log holds, in the log's first format, and
+//! key entries before `KeyBody::V2`; `v5` is the last with a change set per
+//! entry of the change log), is opened by this build, and everything its `manifest.json` lists is found again:
 //! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is
 //! kept for every change of the storage format.
@@ -75,6 +76,11 @@ fn the_v4_fixture_opens_with_every_project_token_key_and_value_intact() {
 #[test]
 fn the_wal1_fixture_opens_with_the_writes_only_its_log_held() {
     opens_intact("wal1");
+}
+
+#[test]
+fn the_v5_fixture_opens_with_every_project_token_key_and_value_intact() {
+    opens_intact("v5");
 }
 
 fn opens_intact(name: &str) {
