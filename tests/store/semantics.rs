@@ -471,6 +471,108 @@ fn the_change_log_holds_every_write_in_order_and_survives_reopening() {
     }
 }
 
+/// Writes that arrive together are committed in one batch, and the
+/// embedded engine keeps a batch's sets in one entry of its change log
+/// (keyed by the last revision). Read from any revision, before and after
+/// reopening (the feed then starts empty and every read comes from that
+/// log), each set comes back alone, in order, and only once; compacting a
+/// log whose entries hold several sets reports the revision it dropped to.
+#[test]
+fn writes_committed_together_read_back_as_their_own_sets_from_any_revision() {
+    for (engine, open) in ENGINES {
+        for storage in [StorageMode::Disk, StorageMode::Memory] {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let store = open(dir.path(), HistoryLimits::default());
+            let (start, expected) = runtime.block_on(async {
+                create(store.as_ref(), "p", storage).await;
+                let start = store.revision();
+                // 4 rounds of 50 writes sent at once: the writer takes each
+                // round's queue in a few batches.
+                let mut expected = Vec::new();
+                for round in 0..4 {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..50 {
+                        let store = store.clone();
+                        let k = format!("r{round}-k{i}");
+                        tasks.spawn(async move {
+                            let commit = write(store.as_ref(), "p", vec![put(&k, &k)]).await;
+                            (commit.unwrap().revision, k)
+                        });
+                    }
+                    while let Some(done) = tasks.join_next().await {
+                        let (revision, k) = done.unwrap();
+                        expected.push((revision, changes(&[(ChangeKind::Put, &k)])));
+                    }
+                }
+                expected.sort_by_key(|(revision, _)| *revision);
+                (start, expected)
+            });
+            let check = |store: &dyn Store| {
+                runtime.block_on(async {
+                    assert_eq!(history(store, "p", start).await.unwrap(), expected);
+                    for (i, (revision, _)) in expected.iter().enumerate() {
+                        let after = history(store, "p", *revision).await.unwrap();
+                        assert_eq!(after, expected[i + 1..], "after {revision}");
+                    }
+                    // A page stops at whole sets: a small one starts at the
+                    // set after `after`, never at one at or below it.
+                    let middle = expected[99].0;
+                    let page = store.changes(&id("p"), middle, 1).await.unwrap();
+                    assert_eq!(page[0].revision, expected[100].0);
+                })
+            };
+            check(store.as_ref());
+            if storage == StorageMode::Memory {
+                runtime.block_on(store.close());
+                continue;
+            }
+            runtime.block_on(store.close());
+            drop(store);
+            let store = open(dir.path(), HistoryLimits::default());
+            check(store.as_ref());
+            runtime.block_on(store.close());
+            drop(store);
+            if *engine != "redb" {
+                // A cluster node's history is etcd's, compacted by etcd.
+                continue;
+            }
+            // Reopened with room for 50 changes, the next write compacts
+            // the log by whole entries: the revision reported is the last
+            // one dropped, and every set after it is still there.
+            let small = HistoryLimits {
+                max_changes: 50,
+                ..HistoryLimits::default()
+            };
+            let store = open(dir.path(), small);
+            runtime.block_on(async {
+                let last = write(store.as_ref(), "p", vec![put("last", "v")])
+                    .await
+                    .unwrap()
+                    .revision;
+                let Err(StoreError::HistoryCompacted { compact_revision }) =
+                    history(store.as_ref(), "p", start).await
+                else {
+                    panic!("the log was not compacted");
+                };
+                let kept: Vec<_> = expected
+                    .iter()
+                    .filter(|(revision, _)| *revision > compact_revision)
+                    .cloned()
+                    .chain([(last, changes(&[(ChangeKind::Put, "last")]))])
+                    .collect();
+                // Whole entries go: what is kept may be less than the
+                // floor by up to one batch's sets, never more than the limit.
+                assert!(kept.len() <= 50, "{}", kept.len());
+                assert!(expected.iter().any(|(r, _)| *r == compact_revision));
+                let after = history(store.as_ref(), "p", compact_revision).await;
+                assert_eq!(after.unwrap(), kept);
+                store.close().await;
+            });
+        }
+    }
+}
+
 #[test]
 fn expiries_are_logged_as_expired_deletes_at_their_own_revision() {
     for_each_engine(|store, _| async move {

@@ -199,8 +199,8 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// The project's change sets after `after`, oldest first, whole sets up
-    /// to about `max_changes` changes. The change log is read on this slow
+    /// The project's change sets after `after`, oldest first, whole log
+    /// entries up to about `max_changes` changes. The change log is read on this slow
     /// path only (a watch far behind the feed), so its table is not kept.
     pub fn changes(
         &self,
@@ -223,9 +223,15 @@ impl Snapshot {
                 break;
             }
             let (revision, entry) = item.map_err(storage_error)?;
-            let set = decode_changes(tables.project, revision.value(), entry.value())?;
-            taken += set.changes.len();
-            sets.push(set);
+            // An entry holds a batch's sets: the first may be at or below
+            // `after`. Whole entries are taken, so a page may pass the limit
+            // by one entry's worth.
+            for set in decode_changes(tables.project, revision.value(), entry.value())? {
+                if set.revision > after {
+                    taken += set.changes.len();
+                    sets.push(set);
+                }
+            }
         }
         Ok(sets)
     }

@@ -399,13 +399,16 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) {
         let Ok((revision, bytes)) = row else {
             return report.damaged(format!("changes/{project}"), "the table cannot be read");
         };
-        report.change_sets += 1;
         let revision = revision.value();
-        if let Err(error) = decode_changes(project, revision, bytes.value()) {
-            report.damaged(
-                format!("project {project} change set {revision}"),
-                problem(&error),
-            );
+        match decode_changes(project, revision, bytes.value()) {
+            Ok(sets) => report.change_sets += sets.len() as u64,
+            Err(error) => {
+                report.change_sets += 1;
+                report.damaged(
+                    format!("project {project} change set {revision}"),
+                    problem(&error),
+                );
+            }
         }
     }
 }

@@ -21,16 +21,18 @@ use super::{HistoryRecord, StatsRecord};
 /// The current version of each kind of table. `projects` 3: a project's
 /// record may be `ProjectBody::V2` (with `public`); `history` 3: a history
 /// record may be `HistoryBody::V2` (with its byte count); `keys` 3: a key's
-/// entry may be `KeyBody::V2` (smaller). Older bodies are read as they are,
-/// so going to 3 rewrites nothing; a release that knows only 2 refuses the
-/// file instead of failing on its newer entries one by one.
+/// entry may be `KeyBody::V2` (smaller); `changes` 3: an entry of the change
+/// log may be `SetBody::V2` (a batch's sets, keyed by the last revision).
+/// Older bodies are read as they are, so going to 3 rewrites nothing; a
+/// release that knows only 2 refuses the file instead of failing on its
+/// newer entries one by one.
 pub const VERSIONS: [(&str, u64); 6] = [
     ("projects", 3),
     ("tokens", 2),
     ("stats", 2),
     ("history", 3),
     ("keys", 3),
-    ("changes", 2),
+    ("changes", 3),
 ];
 
 /// How many records a migration rewrote.
@@ -163,10 +165,7 @@ fn changes(txn: &WriteTransaction, project: &str) -> Result<u64, StoreError> {
         }
         let set = decode_v1_changes(revision, bytes)
             .map_err(|error| v1_error(tables.changes().name(), &revision.to_string(), error))?;
-        rewritten.push((
-            revision,
-            encode_changes(project, revision, set.at, &set.changes)?,
-        ));
+        rewritten.push((revision, encode_changes(project, &[&set])?));
     }
     for (revision, bytes) in &rewritten {
         log.insert(*revision, bytes.as_slice())

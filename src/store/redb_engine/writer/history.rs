@@ -80,11 +80,12 @@ impl Batch<'_> {
             let txn = open_txn(&self.disk, &self.memory, storage)?;
             {
                 let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
-                for index in indices {
-                    let set = &self.sets[index].2;
-                    let entry = encode_changes(id.as_str(), set.revision, set.at, &set.changes)?;
+                let sets: Vec<&ChangeSet> = indices.iter().map(|&i| &self.sets[i].2).collect();
+                for chunk in entries(&sets) {
+                    let entry = encode_changes(id.as_str(), chunk)?;
                     record.bytes += entry.len() as u64;
-                    log.insert(set.revision, entry.as_slice())
+                    let revision = chunk.last().map_or(0, |set| set.revision);
+                    log.insert(revision, entry.as_slice())
                         .map_err(storage_error)?;
                 }
             }
@@ -172,6 +173,40 @@ impl Batch<'_> {
         }
         Ok(())
     }
+}
+
+/// The most value bytes one entry of the change log holds, about: a
+/// batch's sets in one project go into one entry up to this (a set larger
+/// than it has an entry of its own), so that reading an entry back stays
+/// small while a batch of small writes costs one insert, not one per set.
+const ENTRY_BYTES: usize = 64 << 10;
+
+/// A batch's sets in one project, in revision order, cut into the runs
+/// that each make one entry of the change log.
+fn entries<'s, 'c>(sets: &'s [&'c ChangeSet]) -> impl Iterator<Item = &'s [&'c ChangeSet]> {
+    let mut rest = sets;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut taken = 0;
+        for set in rest {
+            let size = set
+                .changes
+                .iter()
+                .map(|change| change.value.len() + change.key.as_str().len() + 16)
+                .sum::<usize>();
+            if taken > 0 && bytes + size > ENTRY_BYTES {
+                break;
+            }
+            bytes += size;
+            taken += 1;
+        }
+        let (entry, after) = rest.split_at(taken);
+        rest = after;
+        Some(entry)
+    })
 }
 
 /// The time before which the history keeps no change.
