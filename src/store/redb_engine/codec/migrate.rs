@@ -47,8 +47,9 @@ pub struct Migrated {
 /// names it in the log.
 pub fn migrate(txn: &WriteTransaction, database: &str) -> Result<Migrated, StoreError> {
     {
-        let meta = txn.open_table(META).map_err(storage_error)?;
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
         let mut current = true;
+        let mut past_v1 = true;
         for (kind, version) in VERSIONS {
             let stored = meta.get(kind).map_err(storage_error)?.map(|v| v.value());
             if let Some(stored) = stored.filter(|stored| *stored > version) {
@@ -58,8 +59,19 @@ pub fn migrate(txn: &WriteTransaction, database: &str) -> Result<Migrated, Store
                 )));
             }
             current &= stored == Some(version);
+            past_v1 &= stored.is_some_and(|stored| stored >= 2);
         }
         if current {
+            return Ok(Migrated::default());
+        }
+        // Every kind at format 2 or later: the v1 records were rewritten
+        // in the commit that recorded that, and the formats since read
+        // their older bodies as they are. Only the versions change, and
+        // nothing is read (a scan of every key, 0.7 s at 1,000,000 keys).
+        if past_v1 {
+            for (kind, version) in VERSIONS {
+                meta.insert(kind, version).map_err(storage_error)?;
+            }
             return Ok(Migrated::default());
         }
     }
@@ -212,5 +224,43 @@ mod tests {
         let refused = migrate(&txn, "test").unwrap_err().to_string();
         assert!(refused.contains("newer release"), "{refused}");
         assert!(refused.contains("format 99"), "{refused}");
+    }
+
+    /// A store past v1 whose versions are older than this release's only
+    /// has its versions raised: a v1 record left in it would be read as
+    /// one (here, refused), not rewritten. A store without versions (from
+    /// `kvs restore`, or from before them) is scanned, and its v1 records
+    /// are rewritten.
+    #[test]
+    fn a_store_past_v1_is_not_scanned_again_and_one_without_versions_is() {
+        let db = database();
+        let txn = db.begin_write().unwrap();
+        let old_entry = [v1::TAG, 0xff, 0xff];
+        txn.open_table(KeyTables::of("p").keys())
+            .unwrap()
+            .insert("k", old_entry.as_slice())
+            .unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            for (kind, _) in VERSIONS {
+                meta.insert(kind, 2).unwrap();
+            }
+        }
+        assert_eq!(migrate(&txn, "test").unwrap(), Migrated::default());
+        {
+            let meta = txn.open_table(META).unwrap();
+            for (kind, version) in VERSIONS {
+                assert_eq!(meta.get(kind).unwrap().map(|v| v.value()), Some(version));
+            }
+        }
+        let keys = txn.open_table(KeyTables::of("p").keys()).unwrap();
+        assert_eq!(keys.get("k").unwrap().unwrap().value(), old_entry);
+        drop(keys);
+
+        txn.delete_table(META).unwrap();
+        // Without versions the entry is read as v1: this one is damaged,
+        // so the start stops and names it.
+        let refused = migrate(&txn, "test").unwrap_err().to_string();
+        assert!(refused.contains("keys/p"), "{refused}");
     }
 }
