@@ -1,6 +1,8 @@
 //! The change log: each revision's changes, written to the project's
-//! `changes/{id}` table in the commit that makes them, and trimmed to the
-//! history limits: count, bytes and age per project, and bytes server-wide.
+//! `changes/{id}` table in the commit that makes them (a batch's sets in a
+//! project as one entry, keyed by the last revision), and trimmed by whole
+//! entries to the history limits: count, bytes and age per project, and
+//! bytes server-wide.
 
 use std::sync::Arc;
 
@@ -98,7 +100,7 @@ impl Batch<'_> {
 
     /// Once all projects' logs together hold more than `max_total_bytes`,
     /// drops the oldest sets of the largest logs until they hold 1/16 less
-    /// (each log keeps its newest set). Called after every batch that
+    /// (each log keeps its newest entry). Called after every batch that
     /// logged changes, so the sum never stays above the limit.
     fn trim_server_wide(&mut self) -> Result<(), StoreError> {
         let limit = self.limits.max_total_bytes;
@@ -218,10 +220,11 @@ pub fn history_cutoff(limits: &HistoryLimits) -> Timestamp {
 }
 
 /// Once a project's log holds more changes or bytes than the limits, drops
-/// its oldest change sets down to 1/16 below them (always keeping the
-/// newest set); and drops sets older than the history's age. The feed learns the new
-/// compaction point before the commit, so that a reader never finds changes
-/// missing without a 410.
+/// its oldest entries down to 1/16 below them (always keeping the newest
+/// entry); and drops entries whose first set is older than the history's
+/// age. The feed learns the new compaction point (the last dropped entry's
+/// key) before the commit, so that a reader never finds changes missing
+/// without a 410.
 fn trim(
     txn: &WriteTransaction,
     tables: &KeyTables,
