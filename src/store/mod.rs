@@ -461,8 +461,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Read<ListPage>, StoreError>;
 
     /// The project's change sets after revision `after`, oldest first, whole
-    /// sets up to about `max_changes` changes (empty when there is nothing
-    /// newer). `HistoryCompacted` when changes after `after` are no longer
+    /// sets up to about `max_changes` changes (the embedded engine's log may
+    /// give one stored entry more, up to about 64 KiB; empty when there is
+    /// nothing newer). `HistoryCompacted` when changes after `after` are no longer
     /// kept. Live changes are announced through [`Store::subscribe`].
     async fn changes(
         &self,

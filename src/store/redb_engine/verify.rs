@@ -402,10 +402,12 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) {
         let revision = revision.value();
         match decode_changes(project, revision, bytes.value()) {
             Ok(sets) => report.change_sets += sets.len() as u64,
+            // An entry holds one or more sets (a batch's): damaged, it is
+            // named by its key and counted once.
             Err(error) => {
                 report.change_sets += 1;
                 report.damaged(
-                    format!("project {project} change set {revision}"),
+                    format!("project {project} change-log entry {revision}"),
                     problem(&error),
                 );
             }

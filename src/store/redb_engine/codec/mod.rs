@@ -99,8 +99,8 @@ impl<'a> KeyTables<'a> {
         }
     }
 
-    /// The project's change log: revision → the changes of that revision
-    /// ([`encode_changes`]).
+    /// The project's change log: revision → the change sets of a batch up
+    /// to that revision ([`encode_changes`]).
     pub fn changes(&self) -> TableDefinition<'_, u64, &'static [u8]> {
         let name = self
             .changes
