@@ -200,8 +200,9 @@ impl Snapshot {
 
 impl Snapshot {
     /// The project's change sets after `after`, oldest first, whole log
-    /// entries up to about `max_changes` changes. The change log is read on this slow
-    /// path only (a watch far behind the feed), so its table is not kept.
+    /// entries up to about `max_changes` changes. The change log is read on
+    /// this slow path only (a watch far behind the feed), so its table is
+    /// not kept.
     pub fn changes(
         &self,
         tables: &KeyTables,

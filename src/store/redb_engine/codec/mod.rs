@@ -513,12 +513,13 @@ enum SetBody {
     },
 }
 
-/// A set's head inside a `V2` entry; its changes follow.
+/// A set's head inside a `V2` entry: its revision, then its time and
+/// count as [`SetHead`] (postcard writes the fields in a row); its changes
+/// follow.
 #[derive(Serialize, Deserialize)]
 struct SetInChunk {
     revision: u64,
-    at: Timestamp,
-    count: u32,
+    head: SetHead,
 }
 
 /// One entry of the change log holding `sets` (a batch's sets in one
@@ -547,8 +548,10 @@ pub fn encode_changes(project: &str, sets: &[&ChangeSet]) -> Result<Vec<u8>, Sto
     for set in sets {
         let set_head = SetInChunk {
             revision: set.revision,
-            at: set.at,
-            count: u32::try_from(set.changes.len()).map_err(StoreError::internal)?,
+            head: SetHead {
+                at: set.at,
+                count: u32::try_from(set.changes.len()).map_err(StoreError::internal)?,
+            },
         };
         write_postcard(&set_head, &mut bytes)?;
         write_changes(&set.changes, &mut bytes)?;
@@ -619,12 +622,8 @@ pub fn decode_changes(
         {
             return Err(damaged());
         }
-        let set_head = SetHead {
-            at: inner.at,
-            count: inner.count,
-        };
-        let (set, after) = read_changes(inner.revision, set_head, after).ok_or_else(damaged)?;
-        changes += u64::from(inner.count);
+        let (set, after) = read_changes(inner.revision, inner.head, after).ok_or_else(damaged)?;
+        changes += u64::from(inner.head.count);
         sets.push(set);
         rest = after;
     }
@@ -1230,8 +1229,10 @@ mod tests {
             for &(revision, count) in sets {
                 let inner = SetInChunk {
                     revision,
-                    at: Timestamp::from_millis(1),
-                    count,
+                    head: SetHead {
+                        at: Timestamp::from_millis(1),
+                        count,
+                    },
                 };
                 write_postcard(&inner, &mut bytes).unwrap();
                 for _ in 0..count {

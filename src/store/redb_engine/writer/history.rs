@@ -84,10 +84,10 @@ impl Batch<'_> {
                 let mut log = txn.open_table(tables.changes()).map_err(storage_error)?;
                 let sets: Vec<&ChangeSet> = indices.iter().map(|&i| &self.sets[i].2).collect();
                 for chunk in entries(&sets) {
+                    let Some(last) = chunk.last() else { continue };
                     let entry = encode_changes(id.as_str(), chunk)?;
                     record.bytes += entry.len() as u64;
-                    let revision = chunk.last().map_or(0, |set| set.revision);
-                    log.insert(revision, entry.as_slice())
+                    log.insert(last.revision, entry.as_slice())
                         .map_err(storage_error)?;
                 }
             }
@@ -177,10 +177,11 @@ impl Batch<'_> {
     }
 }
 
-/// The most value bytes one entry of the change log holds, about: a
-/// batch's sets in one project go into one entry up to this (a set larger
-/// than it has an entry of its own), so that reading an entry back stays
-/// small while a batch of small writes costs one insert, not one per set.
+/// The most one entry of the change log holds, about, by the sets'
+/// [`ChangeSet::weight`]: a batch's sets in one project go into one entry
+/// up to this (a set larger than it has an entry of its own), so that
+/// reading an entry back stays small while a batch of small writes costs
+/// one insert, not one per set.
 const ENTRY_BYTES: usize = 64 << 10;
 
 /// A batch's sets in one project, in revision order, cut into the runs
@@ -194,11 +195,7 @@ fn entries<'s, 'c>(sets: &'s [&'c ChangeSet]) -> impl Iterator<Item = &'s [&'c C
         let mut bytes = 0;
         let mut taken = 0;
         for set in rest {
-            let size = set
-                .changes
-                .iter()
-                .map(|change| change.value.len() + change.key.as_str().len() + 16)
-                .sum::<usize>();
+            let size = set.weight();
             if taken > 0 && bytes + size > ENTRY_BYTES {
                 break;
             }
