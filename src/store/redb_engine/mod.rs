@@ -606,6 +606,36 @@ fn durable_revision(disk: &Database) -> Result<u64, StoreError> {
     }
 }
 
+/// The change-log figures of the disk projects in `catalog` as `disk`'s
+/// last commit recorded them (a project without a record has none yet).
+fn disk_histories(
+    disk: &Database,
+    catalog: &Catalog,
+) -> Result<HashMap<ProjectId, HistoryRecord>, StoreError> {
+    let txn = disk.begin_read().map_err(storage_error)?;
+    let table = match txn.open_table(codec::HISTORY) {
+        Ok(table) => Some(table),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut histories = HashMap::new();
+    for project in catalog.projects() {
+        if project.settings.storage != StorageMode::Disk {
+            continue;
+        }
+        let id = &project.settings.id;
+        let record = match &table {
+            Some(table) => match table.get(id.as_str()).map_err(storage_error)? {
+                Some(record) => decode(HISTORY_NAME, id.as_str(), record.value())?,
+                None => HistoryRecord::default(),
+            },
+            None => HistoryRecord::default(),
+        };
+        histories.insert(id.clone(), record);
+    }
+    Ok(histories)
+}
+
 const PROJECTS_NAME: &str = "catalog/projects";
 const TOKENS_NAME: &str = "catalog/tokens";
 const STATS_NAME: &str = "stats";

@@ -199,21 +199,24 @@ fn walk_figures(
     projects: &BTreeMap<String, StorageMode>,
     storage: StorageMode,
     report: &mut Report,
-) -> BTreeMap<String, StatsRecord> {
+) -> (
+    BTreeMap<String, StatsRecord>,
+    BTreeMap<String, HistoryRecord>,
+) {
     let mut figures = BTreeMap::new();
-    let mut report_figures = |id: &str, stats: StatsRecord| {
-        figures.insert(id.to_owned(), stats);
-    };
+    let mut histories = BTreeMap::new();
     for table in [STATS, HISTORY] {
         let name = table.name().to_owned();
         each_row(txn, table, report, |id, bytes, report| {
             report.records += 1;
             let read = if name == STATS.name() {
                 decode::<StatsRecord>(&name, id, bytes).map(|stats| {
-                    report_figures(id, stats);
+                    figures.insert(id.to_owned(), stats);
                 })
             } else {
-                decode::<HistoryRecord>(&name, id, bytes).map(|_| ())
+                decode::<HistoryRecord>(&name, id, bytes).map(|history| {
+                    histories.insert(id.to_owned(), history);
+                })
             };
             if let Err(error) = read {
                 report.damaged(format!("{name} of project {id}"), problem(&error));
@@ -222,7 +225,7 @@ fn walk_figures(
             }
         });
     }
-    figures
+    (figures, histories)
 }
 
 /// Every key table, value table and change log of one database, and its
@@ -233,7 +236,7 @@ pub fn walk_keys(
     storage: StorageMode,
     report: &mut Report,
 ) {
-    let figures = walk_figures(txn, projects, storage, report);
+    let (figures, histories) = walk_figures(txn, projects, storage, report);
     let names: Vec<String> = match catch_unwind(AssertUnwindSafe(|| {
         txn.list_tables()
             .map(|tables| tables.map(|t| t.name().to_owned()).collect())
@@ -265,7 +268,24 @@ pub fn walk_keys(
         } else if let Some(project) = name.strip_prefix("values/") {
             guarded(report, name, |report| orphan_values(txn, project, report));
         } else if let Some(project) = name.strip_prefix("changes/") {
-            guarded(report, name, |report| changes(txn, project, report));
+            guarded(report, name, |report| {
+                let count = changes(txn, project, report);
+                // The history figures are kept in the same commits as the
+                // log, and decide when it is trimmed: a difference trims
+                // too early or too late. (Not their bytes: the v1 format's
+                // entries were shorter, and its migration left the figure.)
+                if let Some(history) = histories.get(project)
+                    && history.changes != count
+                {
+                    report.damaged(
+                        format!("project {project}"),
+                        format!(
+                            "its history figures say {} changes, its change log holds {count}",
+                            history.changes
+                        ),
+                    );
+                }
+            });
         } else {
             continue;
         }
@@ -387,21 +407,33 @@ fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
     }
 }
 
-fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) {
+/// Checks every entry of the project's change log; answers how many
+/// changes it holds.
+fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> u64 {
     let tables = KeyTables::of(project);
+    let mut held = 0;
+    let unreadable = |report: &mut Report| {
+        report.damaged(format!("changes/{project}"), "the table cannot be read");
+    };
     let Ok(log) = txn.open_table(tables.changes()) else {
-        return report.damaged(format!("changes/{project}"), "the table cannot be read");
+        unreadable(report);
+        return held;
     };
     let Ok(rows) = log.iter() else {
-        return report.damaged(format!("changes/{project}"), "the table cannot be read");
+        unreadable(report);
+        return held;
     };
     for row in rows {
         let Ok((revision, bytes)) = row else {
-            return report.damaged(format!("changes/{project}"), "the table cannot be read");
+            unreadable(report);
+            return held;
         };
         let revision = revision.value();
         match decode_changes(project, revision, bytes.value()) {
-            Ok(sets) => report.change_sets += sets.len() as u64,
+            Ok(sets) => {
+                report.change_sets += sets.len() as u64;
+                held += sets.iter().map(|set| set.changes.len() as u64).sum::<u64>();
+            }
             // An entry holds one or more sets (a batch's): damaged, it is
             // named by its key and counted once.
             Err(error) => {
@@ -413,4 +445,5 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) {
             }
         }
     }
+    held
 }

@@ -512,12 +512,22 @@ impl Writer {
         self.shared.disk_reads.invalidate();
         match Database::create(&self.shared.path) {
             Ok(db) => {
-                // The commits that were not durable are gone from it: the
-                // log has them.
-                let durable = super::durable_revision(&db);
+                // The commits that were not durable are gone from it (as far
+                // as closing the old one did not make them durable): the log
+                // has them. Their changes are counted again as they are
+                // stored again, so the change-log figures start from the
+                // ones of the commit the database holds, not from the ones
+                // that already counted them.
+                let durable = super::durable_revision(&db).and_then(|durable| {
+                    let histories = super::disk_histories(&db, &self.shared.view.catalog())?;
+                    Ok((durable, histories))
+                });
                 self.shared.disk.store(Some(Arc::new(db)));
                 let replayed = durable
-                    .and_then(|durable| self.wal.read_since(durable))
+                    .and_then(|(durable, histories)| {
+                        self.history.extend(histories);
+                        self.wal.read_since(durable)
+                    })
                     .and_then(|writes| self.replay(writes, true));
                 if let Err(error) = replayed {
                     tracing::error!(%error, "cannot store again the writes of the write-ahead log; will retry");
