@@ -257,13 +257,21 @@ fn trim(
             record.oldest = None;
             return Ok(());
         };
+        let last = log.len().map_err(storage_error)? == 1;
+        if last {
+            // The figures of a log of one entry are that entry's. Figures
+            // that said more (a release that counted a replay's changes
+            // twice after a failed commit) trimmed every other entry away;
+            // they are right again from here on.
+            record.changes = u64::from(head.count);
+            record.bytes = size;
+        }
         // Past the limit, trim to 1/16 below it: a log at its limit then
         // loses sets once in a while rather than on every write (which
         // dirtied its first pages in every commit).
         let floor = limits.max_changes - limits.max_changes / 16;
         let byte_floor = limits.max_bytes - limits.max_bytes / 16;
-        let too_many = (record.changes > floor || record.bytes > byte_floor)
-            && log.len().map_err(storage_error)? > 1;
+        let too_many = (record.changes > floor || record.bytes > byte_floor) && !last;
         if !too_many && head.at >= cutoff {
             record.oldest = Some(head.at);
             return Ok(());
@@ -273,5 +281,79 @@ fn trim(
         record.changes = record.changes.saturating_sub(u64::from(head.count));
         record.bytes = record.bytes.saturating_sub(size);
         record.compacted = revision;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, backends::InMemoryBackend};
+
+    use super::*;
+    use crate::domain::{Key, Timestamp};
+    use crate::store::ChangeKind;
+
+    fn set(revision: u64, keys: usize) -> ChangeSet {
+        let changes = (0..keys)
+            .map(|i| Change {
+                kind: ChangeKind::Put,
+                key: Key::parse(format!("k{revision}-{i}")).unwrap(),
+                content_type: "text/plain".to_owned(),
+                value: bytes::Bytes::from_static(b"value"),
+            })
+            .collect();
+        ChangeSet::new(revision, Timestamp::now(), changes)
+    }
+
+    /// Figures that count more changes than the log holds trim it down to
+    /// its newest entry, as the limits say, and are then that entry's; the
+    /// next trim keeps what fits.
+    #[test]
+    fn figures_that_count_too_many_changes_are_set_right_by_a_trim() {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap();
+        let tables = KeyTables::of("p");
+        let txn = db.begin_write().unwrap();
+        let mut record = HistoryRecord::default();
+        {
+            let mut log = txn.open_table(tables.changes()).unwrap();
+            for revision in 1..=3 {
+                let entry = encode_changes("p", &[&set(revision, 2)]).unwrap();
+                log.insert(revision, entry.as_slice()).unwrap();
+                record.bytes += entry.len() as u64;
+            }
+        }
+        let exact = record;
+        // Six changes in three entries, counted as 300.
+        record.changes = 300;
+        let limits = HistoryLimits {
+            max_changes: 100,
+            ..HistoryLimits::default()
+        };
+        let feed = Feed::default();
+        trim(&txn, &tables, &mut record, &limits, &feed).unwrap();
+        let log = txn.open_table(tables.changes()).unwrap();
+        assert_eq!(log.len().unwrap(), 1);
+        assert_eq!(record.changes, 2);
+        assert_eq!(record.bytes, exact.bytes / 3);
+        assert_eq!(record.compacted, 2);
+        assert_eq!(feed.compacted(), 2);
+        drop(log);
+
+        // Exact figures under the limits: nothing is dropped.
+        let mut record = exact;
+        record.changes = 6;
+        record.compacted = 0;
+        let tables = KeyTables::of("q");
+        {
+            let mut log = txn.open_table(tables.changes()).unwrap();
+            for revision in 1..=3 {
+                let entry = encode_changes("q", &[&set(revision, 2)]).unwrap();
+                log.insert(revision, entry.as_slice()).unwrap();
+            }
+        }
+        trim(&txn, &tables, &mut record, &limits, &Feed::default()).unwrap();
+        assert_eq!(txn.open_table(tables.changes()).unwrap().len().unwrap(), 3);
+        assert_eq!((record.changes, record.compacted), (6, 0));
     }
 }
