@@ -269,7 +269,10 @@ pub fn walk_keys(
             guarded(report, name, |report| orphan_values(txn, project, report));
         } else if let Some(project) = name.strip_prefix("changes/") {
             guarded(report, name, |report| {
-                let count = changes(txn, project, report);
+                // A log that could not be read whole is reported as such.
+                let Some(count) = changes(txn, project, report) else {
+                    return;
+                };
                 // The history figures are kept in the same commits as the
                 // log, and decide when it is trimmed: a difference trims
                 // too early or too late. (Not their bytes: the v1 format's
@@ -408,35 +411,38 @@ fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
 }
 
 /// Checks every entry of the project's change log; answers how many
-/// changes it holds.
-fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> u64 {
+/// changes it holds, when every entry could be read.
+fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> Option<u64> {
     let tables = KeyTables::of(project);
-    let mut held = 0;
+    let mut held = Some(0);
     let unreadable = |report: &mut Report| {
         report.damaged(format!("changes/{project}"), "the table cannot be read");
     };
     let Ok(log) = txn.open_table(tables.changes()) else {
         unreadable(report);
-        return held;
+        return None;
     };
     let Ok(rows) = log.iter() else {
         unreadable(report);
-        return held;
+        return None;
     };
     for row in rows {
         let Ok((revision, bytes)) = row else {
             unreadable(report);
-            return held;
+            return None;
         };
         let revision = revision.value();
         match decode_changes(project, revision, bytes.value()) {
             Ok(sets) => {
                 report.change_sets += sets.len() as u64;
-                held += sets.iter().map(|set| set.changes.len() as u64).sum::<u64>();
+                held = held.map(|held| {
+                    held + sets.iter().map(|set| set.changes.len() as u64).sum::<u64>()
+                });
             }
             // An entry holds one or more sets (a batch's): damaged, it is
             // named by its key and counted once.
             Err(error) => {
+                held = None;
                 report.change_sets += 1;
                 report.damaged(
                     format!("project {project} change-log entry {revision}"),

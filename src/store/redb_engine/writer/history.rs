@@ -304,56 +304,84 @@ mod tests {
         ChangeSet::new(revision, Timestamp::now(), changes)
     }
 
+    /// Writes three entries to the project's log: sets 1 and 2 of two
+    /// changes each, then sets 3 and 4 (two and three changes) as one entry
+    /// keyed 4. Answers each entry's stored size.
+    fn three_entries(txn: &redb::WriteTransaction, project: &str) -> Vec<u64> {
+        let mut log = txn.open_table(KeyTables::of(project).changes()).unwrap();
+        let entries = [
+            encode_changes(project, &[&set(1, 2)]).unwrap(),
+            encode_changes(project, &[&set(2, 2)]).unwrap(),
+            encode_changes(project, &[&set(3, 2), &set(4, 3)]).unwrap(),
+        ];
+        [1, 2, 4]
+            .into_iter()
+            .zip(&entries)
+            .map(|(revision, entry)| {
+                log.insert(revision, entry.as_slice()).unwrap();
+                entry.len() as u64
+            })
+            .collect()
+    }
+
+    fn kept(txn: &redb::WriteTransaction, project: &str) -> Vec<u64> {
+        let log = txn.open_table(KeyTables::of(project).changes()).unwrap();
+        log.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
+    }
+
     /// Figures that count more changes than the log holds trim it down to
-    /// its newest entry, as the limits say, and are then that entry's; the
-    /// next trim keeps what fits.
+    /// its newest entry, as the limits say, and are then that entry's (of
+    /// two sets); exact figures due by their bytes are trimmed to the floor
+    /// and stay exact.
     #[test]
     fn figures_that_count_too_many_changes_are_set_right_by_a_trim() {
         let db = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .unwrap();
-        let tables = KeyTables::of("p");
         let txn = db.begin_write().unwrap();
-        let mut record = HistoryRecord::default();
-        {
-            let mut log = txn.open_table(tables.changes()).unwrap();
-            for revision in 1..=3 {
-                let entry = encode_changes("p", &[&set(revision, 2)]).unwrap();
-                log.insert(revision, entry.as_slice()).unwrap();
-                record.bytes += entry.len() as u64;
-            }
-        }
-        let exact = record;
-        // Six changes in three entries, counted as 300.
-        record.changes = 300;
+
+        // Nine changes in three entries, counted as 300.
+        let sizes = three_entries(&txn, "p");
+        let mut record = HistoryRecord {
+            changes: 300,
+            bytes: sizes.iter().sum(),
+            ..HistoryRecord::default()
+        };
         let limits = HistoryLimits {
             max_changes: 100,
             ..HistoryLimits::default()
         };
         let feed = Feed::default();
-        trim(&txn, &tables, &mut record, &limits, &feed).unwrap();
-        let log = txn.open_table(tables.changes()).unwrap();
-        assert_eq!(log.len().unwrap(), 1);
-        assert_eq!(record.changes, 2);
-        assert_eq!(record.bytes, exact.bytes / 3);
-        assert_eq!(record.compacted, 2);
-        assert_eq!(feed.compacted(), 2);
-        drop(log);
+        trim(&txn, &KeyTables::of("p"), &mut record, &limits, &feed).unwrap();
+        assert_eq!(kept(&txn, "p"), vec![4]);
+        assert_eq!((record.changes, record.bytes), (5, sizes[2]));
+        assert_eq!((record.compacted, feed.compacted()), (2, 2));
 
-        // Exact figures under the limits: nothing is dropped.
-        let mut record = exact;
-        record.changes = 6;
-        record.compacted = 0;
-        let tables = KeyTables::of("q");
-        {
-            let mut log = txn.open_table(tables.changes()).unwrap();
-            for revision in 1..=3 {
-                let entry = encode_changes("q", &[&set(revision, 2)]).unwrap();
-                log.insert(revision, entry.as_slice()).unwrap();
-            }
-        }
-        trim(&txn, &tables, &mut record, &limits, &Feed::default()).unwrap();
-        assert_eq!(txn.open_table(tables.changes()).unwrap().len().unwrap(), 3);
-        assert_eq!((record.changes, record.compacted), (6, 0));
+        // Exact figures over the byte limit, with a floor that the last two
+        // entries fit under: only the first entry goes.
+        let sizes = three_entries(&txn, "q");
+        let mut record = HistoryRecord {
+            changes: 9,
+            bytes: sizes.iter().sum(),
+            oldest: Some(Timestamp::now()),
+            ..HistoryRecord::default()
+        };
+        let kept_bytes = sizes[1] + sizes[2];
+        let limits = HistoryLimits {
+            max_bytes: kept_bytes * 17 / 16 + 16,
+            ..HistoryLimits::default()
+        };
+        assert!(record.bytes > limits.max_bytes, "the trim is due");
+        trim(
+            &txn,
+            &KeyTables::of("q"),
+            &mut record,
+            &limits,
+            &Feed::default(),
+        )
+        .unwrap();
+        assert_eq!(kept(&txn, "q"), vec![2, 4]);
+        assert_eq!((record.changes, record.bytes), (7, kept_bytes));
+        assert_eq!(record.compacted, 1);
     }
 }
