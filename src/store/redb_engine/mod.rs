@@ -607,7 +607,7 @@ fn durable_revision(disk: &Database) -> Result<u64, StoreError> {
 }
 
 /// The change-log figures of the disk projects in `catalog` as `disk`'s
-/// last commit recorded them (a project without a record has none yet).
+/// last commit recorded them, read as the start reads them.
 fn disk_histories(
     disk: &Database,
     catalog: &Catalog,
@@ -615,25 +615,34 @@ fn disk_histories(
     let txn = disk.begin_read().map_err(storage_error)?;
     let table = match txn.open_table(codec::HISTORY) {
         Ok(table) => Some(table),
+        // No project wrote before that commit: none has figures.
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(error) => return Err(storage_error(error)),
     };
-    let mut histories = HashMap::new();
-    for project in catalog.projects() {
-        if project.settings.storage != StorageMode::Disk {
-            continue;
-        }
-        let id = &project.settings.id;
-        let record = match &table {
-            Some(table) => match table.get(id.as_str()).map_err(storage_error)? {
-                Some(record) => decode(HISTORY_NAME, id.as_str(), record.value())?,
+    catalog
+        .projects()
+        .filter(|project| project.settings.storage == StorageMode::Disk)
+        .map(|project| {
+            let id = &project.settings.id;
+            let record = match &table {
+                Some(table) => stored_history(table, id)?,
                 None => HistoryRecord::default(),
-            },
-            None => HistoryRecord::default(),
-        };
-        histories.insert(id.clone(), record);
+            };
+            Ok((id.clone(), record))
+        })
+        .collect()
+}
+
+/// A disk project's change-log figures in the `history` table (none when
+/// it has no record: it never wrote).
+fn stored_history(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &ProjectId,
+) -> Result<HistoryRecord, StoreError> {
+    match table.get(id.as_str()).map_err(storage_error)? {
+        Some(record) => decode(HISTORY_NAME, id.as_str(), record.value()),
+        None => Ok(HistoryRecord::default()),
     }
-    Ok(histories)
 }
 
 const PROJECTS_NAME: &str = "catalog/projects";
@@ -712,12 +721,7 @@ fn load(disk: &Database, memory: &Database) -> Result<Loaded, StoreError> {
             // A memory project's change log went with its keys: a watch may
             // resume only from this moment on.
             let record = match settings.storage {
-                StorageMode::Disk => {
-                    match history.get(settings.id.as_str()).map_err(storage_error)? {
-                        Some(record) => decode(HISTORY_NAME, settings.id.as_str(), record.value())?,
-                        None => HistoryRecord::default(),
-                    }
-                }
+                StorageMode::Disk => stored_history(&history, &settings.id)?,
                 StorageMode::Memory => match restored_record(codec::HISTORY, &settings.id)? {
                     Some(record) => decode(HISTORY_NAME, settings.id.as_str(), &record)?,
                     None => HistoryRecord {
