@@ -51,6 +51,67 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
     fill_and_recover("96m", 72, 40);
 }
 
+/// While a full disk refuses writes, each refused batch makes the server
+/// reopen its database and store again the writes that only the log holds.
+/// A read meanwhile answers what was acknowledged, or 503; never a state
+/// from before an acknowledged write.
+#[test]
+fn reads_while_the_database_is_reopened_see_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "96m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
+        return;
+    };
+    let data = dir.path().join("data");
+    std::fs::write(dir.path().join("filler"), vec![1u8; 72 << 20]).unwrap();
+    let secret = fake_secret();
+    let server = ServerProcess::start(&data, &secret);
+    let admin = server.admin();
+    let manage = admin.with_token(&admin.create_project("full", json!({})));
+    let big = vec![7u8; 700_000];
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for i in 0..40 {
+        let key = kv("full", &format!("big/{i}"));
+        match manage.put(&key, &big).status {
+            201 => stored.push(key),
+            507 => refused += 1,
+            other => panic!("PUT big/{i} answered {other}"),
+        }
+    }
+    let Some(last) = stored.pop() else {
+        panic!("nothing fitted")
+    };
+    assert!(refused > 0, "every value fitted");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (manage, done, last) = (manage.clone(), done.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = manage.get(&last);
+                let status = match answer.status {
+                    200 if answer.body.len() != 700_000 => 0,
+                    status => status,
+                };
+                *answers.entry(status).or_default() += 1;
+            }
+            answers
+        })
+    };
+    for i in 0..30 {
+        let status = manage.put(&kv("full", &format!("more/{i}")), b"x").status;
+        assert_eq!(status, 507, "more/{i}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = reader.join().unwrap();
+    assert!(
+        answers.keys().all(|status| [200, 503].contains(status)),
+        "{answers:?}"
+    );
+    assert!(answers.contains_key(&200), "{answers:?}");
+}
+
 /// Fills a tmpfs of `size` holding a filler of `filler_mib` with `values`
 /// values of 700 kB, then frees the filler.
 fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {

@@ -74,6 +74,10 @@ struct Shared {
     view: View,
     /// False once a commit failed for lack of space or an I/O error.
     writable: AtomicBool,
+    /// True while the writer stores again, in a reopened disk database,
+    /// the writes that only the log holds: until then the database lacks
+    /// acknowledged writes, and readers answer 503 as while it is closed.
+    replaying: AtomicBool,
     path: PathBuf,
 }
 
@@ -128,6 +132,7 @@ impl RedbStore {
             memory_reads: ReadCache::default(),
             view: View::new(catalog, revision),
             writable: AtomicBool::new(true),
+            replaying: AtomicBool::new(false),
             path,
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
@@ -370,7 +375,8 @@ impl Store for RedbStore {
 
 impl Shared {
     /// Runs `f` on the shared read snapshot of a storage mode's database;
-    /// 503 while the disk database is being reopened.
+    /// 503 while the disk database is being reopened (and until the log's
+    /// writes are stored in it again).
     fn with_snapshot<T>(
         &self,
         storage: StorageMode,
@@ -378,8 +384,12 @@ impl Shared {
     ) -> Result<T, StoreError> {
         let snapshot = match storage {
             StorageMode::Disk => match self.disk.load().as_deref() {
-                Some(db) => self.disk_reads.snapshot(db)?,
-                None => return Err(StoreError::Unavailable),
+                // The flag is read after the database: a reopened one is
+                // stored after the flag is set.
+                Some(db) if !self.replaying.load(Ordering::SeqCst) => {
+                    self.disk_reads.snapshot(db)?
+                }
+                _ => return Err(StoreError::Unavailable),
             },
             StorageMode::Memory => self.memory_reads.snapshot(&self.memory)?,
         };

@@ -522,6 +522,8 @@ impl Writer {
                     let histories = super::disk_histories(&db, &self.shared.view.catalog())?;
                     Ok((durable, histories))
                 });
+                // Readers wait (503) until the log's writes are in it.
+                self.shared.replaying.store(true, Ordering::SeqCst);
                 self.shared.disk.store(Some(Arc::new(db)));
                 let replayed = durable
                     .and_then(|(durable, histories)| {
@@ -532,8 +534,10 @@ impl Writer {
                 if let Err(error) = replayed {
                     tracing::error!(%error, "cannot store again the writes of the write-ahead log; will retry");
                     self.shared.disk.store(None);
+                    self.shared.replaying.store(false, Ordering::SeqCst);
                     return;
                 }
+                self.shared.replaying.store(false, Ordering::SeqCst);
                 self.shared.writable.store(true, Ordering::Release);
                 tracing::warn!("reopened the database after a failed commit");
             }
