@@ -46,6 +46,9 @@ impl Writer {
                 .begin_read()
                 .map_err(storage_error)?;
             let target = self.shared.begin_write(settings.storage)?;
+            // What an earlier move left there when its last commit failed
+            // (the copy is committed before the disk's catalog) is stale.
+            drop_key_tables(&target, &tables, id)?;
             copy_table(&source, &target, tables.keys())?;
             copy_table(&source, &target, tables.values())?;
             copy_table(&source, &target, tables.changes())?;
@@ -113,4 +116,108 @@ pub(in crate::store::redb_engine) fn copy_table<K: redb::Key + 'static>(
             .map_err(storage_error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::{Key, Prefix, ProjectSettings, Public, Timestamp};
+    use crate::store::redb_engine::RedbStore;
+    use crate::store::{CatalogWrite, KvOp, KvWrite, ListRequest, Store};
+
+    fn put(key: &str) -> KvOp {
+        KvOp::Put {
+            key: Key::parse(key).unwrap(),
+            value: Bytes::from_static(b"v"),
+            content_type: "text/plain".to_owned(),
+            ttl: None,
+            precondition: None,
+        }
+    }
+
+    async fn keys(store: &RedbStore, id: &ProjectId) -> Vec<String> {
+        let request = ListRequest {
+            prefix: Prefix::parse("").unwrap(),
+            after: None,
+            limit: 100,
+            with_values: false,
+            value_budget: u64::MAX,
+        };
+        let page = store.list(id, request).await.unwrap().value;
+        page.entries
+            .into_iter()
+            .map(|(meta, _)| meta.key.as_str().to_owned())
+            .collect()
+    }
+
+    /// A move to memory whose disk commit failed leaves the project on disk
+    /// and a copy of its tables in the memory database. A later move must
+    /// not bring back what that copy holds and the disk no longer does.
+    #[tokio::test]
+    async fn a_move_does_not_take_rows_left_at_its_destination_by_a_failed_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let id = ProjectId::parse("p").unwrap();
+        let settings = ProjectSettings {
+            id: id.clone(),
+            storage: StorageMode::Disk,
+            keys_discoverable: true,
+            max_value_bytes: 1 << 20,
+            max_keys: None,
+            public: Public::None,
+            created_at: Timestamp::now(),
+            created_revision: 0,
+        };
+        let create = CatalogWrite::CreateProject {
+            settings,
+            token: None,
+        };
+        store.write_catalog(create).await.unwrap();
+        let write = |ops| KvWrite {
+            project: id.clone(),
+            checks: Vec::new(),
+            ops,
+        };
+        store
+            .write_kv(write(vec![put("gone"), put("kept")]))
+            .await
+            .unwrap();
+
+        // What a move's copy leaves when the disk commit after it fails.
+        let tables = KeyTables::of(id.as_str());
+        let source = store.shared.database(StorageMode::Disk).unwrap();
+        let source = source.begin_read().unwrap();
+        let target = store.shared.begin_write(StorageMode::Memory).unwrap();
+        copy_table(&source, &target, tables.keys()).unwrap();
+        copy_table(&source, &target, tables.values()).unwrap();
+        copy_table(&source, &target, tables.changes()).unwrap();
+        target.commit().unwrap();
+        drop(source);
+
+        let delete = KvOp::Delete {
+            key: Key::parse("gone").unwrap(),
+            precondition: None,
+            must_exist: true,
+        };
+        store.write_kv(write(vec![delete])).await.unwrap();
+        let change = ProjectChange {
+            storage: Some(StorageMode::Memory),
+            ..ProjectChange::default()
+        };
+        let update = CatalogWrite::UpdateProject {
+            id: id.clone(),
+            change,
+        };
+        store.write_catalog(update).await.unwrap();
+        let project = store.catalog().unwrap().project(&id).unwrap().clone();
+        assert_eq!(project.settings.storage, StorageMode::Memory);
+        assert_eq!(keys(&store, &id).await, ["kept"]);
+        let gone = Key::parse("gone").unwrap();
+        assert!(store.get(&id, &gone, true).await.unwrap().value.is_none());
+        let report = store.verify().await.unwrap();
+        assert!(report.damage.is_empty(), "{:?}", report.damage);
+        store.close().await;
+    }
 }
