@@ -51,23 +51,35 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
     fill_and_recover("96m", 72, 40);
 }
 
-/// While a full disk refuses writes, each refused batch makes the server
-/// reopen its database and store again the writes that only the log holds.
-/// A read meanwhile answers what was acknowledged, or 503; never a state
+/// While a full disk refuses writes, reads go on. As long as the room
+/// stays as it was when a commit failed, writes to disk projects are refused
+/// without a try (a memory project's are accepted), and reads of an
+/// acknowledged key answer its value. Each
+/// time some room is freed, the next write tries again; when that fails, the
+/// server reopens its database and stores again the writes that only the
+/// log holds, and a read meanwhile answers the value or 503, never a state
 /// from before an acknowledged write.
 #[test]
-fn reads_while_the_database_is_reopened_see_every_acknowledged_write() {
+fn reads_go_on_while_a_full_disk_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let Some(_tmpfs) = Tmpfs::mount(dir.path(), "96m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
         return;
     };
     let data = dir.path().join("data");
-    std::fs::write(dir.path().join("filler"), vec![1u8; 72 << 20]).unwrap();
+    // 72 MiB in pieces of 1 MiB, freed one at a time later on.
+    let pieces: Vec<_> = (0..72)
+        .map(|i| dir.path().join(format!("filler{i}")))
+        .collect();
+    for piece in &pieces {
+        std::fs::write(piece, vec![1u8; 1 << 20]).unwrap();
+    }
     let secret = fake_secret();
     let server = ServerProcess::start(&data, &secret);
     let admin = server.admin();
     let manage = admin.with_token(&admin.create_project("full", json!({})));
+    let memory = admin.with_token(&admin.create_project("mem", json!({"storage": "memory"})));
+    assert_eq!(memory.put(&kv("mem", "before"), b"x").status, 201);
     let big = vec![7u8; 700_000];
     let mut stored = Vec::new();
     let mut refused = 0;
@@ -83,33 +95,58 @@ fn reads_while_the_database_is_reopened_see_every_acknowledged_write() {
         panic!("nothing fitted")
     };
     assert!(refused > 0, "every value fitted");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (manage, done, last) = (manage.clone(), done.clone(), last.clone());
-        std::thread::spawn(move || {
-            let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+
+    // Refused writes with no room freed: no reopen, so every read answers.
+    let answers = reading(&manage, &last, || {
+        for i in 0..30 {
+            let status = manage.put(&kv("full", &format!("more/{i}")), b"x").status;
+            assert_eq!(status, 507, "more/{i}");
+            // A memory project's writes do not need the disk.
+            let status = memory.put(&kv("mem", &format!("k{i}")), b"x").status;
+            assert_eq!(status, 201, "mem/k{i}");
+        }
+    });
+    assert_eq!(answers.keys().collect::<Vec<_>>(), [&200], "{answers:?}");
+
+    // A MiB freed before each write: each tries, and may fail and reopen.
+    let answers = reading(&manage, &last, || {
+        for (i, piece) in pieces.iter().take(12).enumerate() {
+            std::fs::remove_file(piece).unwrap();
+            let status = manage.put(&kv("full", &format!("again/{i}")), &big).status;
+            assert!([201, 507].contains(&status), "again/{i}: {status}");
+        }
+    });
+    assert!(
+        answers.keys().all(|status| [200, 503].contains(status)),
+        "{answers:?}"
+    );
+}
+
+/// Reads `key` over and over while `writes` runs; answers how many times
+/// each status came (0 for a 200 with the wrong value).
+fn reading(
+    client: &common::Client,
+    key: &str,
+    writes: impl FnOnce(),
+) -> std::collections::BTreeMap<u16, u32> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut answers = std::collections::BTreeMap::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let answer = manage.get(&last);
+                let answer = client.get(key);
                 let status = match answer.status {
-                    200 if answer.body.len() != 700_000 => 0,
+                    200 if answer.body != [7u8; 700_000] => 0,
                     status => status,
                 };
                 *answers.entry(status).or_default() += 1;
             }
             answers
-        })
-    };
-    for i in 0..30 {
-        let status = manage.put(&kv("full", &format!("more/{i}")), b"x").status;
-        assert_eq!(status, 507, "more/{i}");
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = reader.join().unwrap();
-    assert!(
-        answers.keys().all(|status| [200, 503].contains(status)),
-        "{answers:?}"
-    );
-    assert!(answers.contains_key(&200), "{answers:?}");
+        });
+        writes();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    })
 }
 
 /// Fills a tmpfs of `size` holding a filler of `filler_mib` with `values`

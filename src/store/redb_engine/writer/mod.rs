@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::codec::HistoryRecord;
 pub(super) use super::wal::{Logged, Wal};
-use crate::domain::ProjectId;
+use crate::domain::{ProjectId, StorageMode};
 use crate::store::{CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
 use batch::Batch;
 pub(super) use catalog::next_incarnation;
@@ -145,6 +145,10 @@ pub struct Writer {
     released: VecDeque<Command>,
     /// Why the last commit failed, if it did.
     failure: Option<StoreError>,
+    /// The room left on the database's filesystem after a commit failed
+    /// for lack of it: until there is more, writes that need the disk are
+    /// refused without a try (see [`Writer::refuse_while_full`]).
+    full: Option<u64>,
 }
 
 impl Writer {
@@ -168,6 +172,7 @@ impl Writer {
             held: Vec::new(),
             released: VecDeque::new(),
             failure: None,
+            full: None,
         }
     }
 
@@ -285,6 +290,9 @@ impl Writer {
         if commands.is_empty() && self.sweeps.is_empty() {
             return;
         }
+        let Some(commands) = self.refuse_while_full(commands) else {
+            return;
+        };
         self.reopen();
         // A shared snapshot keeps redb from reusing the pages that the last
         // commit freed; dropped now, it pins nothing while this batch
@@ -389,6 +397,35 @@ impl Writer {
         }
     }
 
+    /// While the disk is as full as when a commit failed for lack of room,
+    /// answers the requests that would write to it with that failure, and
+    /// gives back the others (memory projects' writes); `None` when nothing
+    /// is left to commit. Trying again would fail the same way, and each
+    /// failed commit costs a reopen of the database and a replay of the
+    /// log, during which readers get 503. Any growth of the room ends this.
+    fn refuse_while_full(&mut self, commands: Vec<Command>) -> Option<Vec<Command>> {
+        let Some(room) = self.full else {
+            return Some(commands);
+        };
+        if available_bytes(&self.shared.path).is_none_or(|now| now > room) {
+            self.full = None;
+            return Some(commands);
+        }
+        let catalog = self.shared.view.catalog();
+        let on_disk = |write: &KvWrite| {
+            catalog
+                .project(&write.project)
+                .is_some_and(|project| project.settings.storage == StorageMode::Disk)
+        };
+        let (refused, kept): (Vec<Command>, Vec<Command>) =
+            commands.into_iter().partition(|command| match command {
+                Command::Kv(write, _) => on_disk(write),
+                _ => true,
+            });
+        fail_all(refused, &StoreError::StorageFull);
+        (!kept.is_empty()).then_some(kept)
+    }
+
     /// Drops the sweeps that `over` says are over and releases the requests
     /// they held, in their order.
     fn end_sweeps(&mut self, over: impl Fn(&Sweep, usize) -> bool) {
@@ -435,6 +472,9 @@ impl Writer {
             drop(old);
         }
         self.reopen();
+        if matches!(error, StoreError::StorageFull) {
+            self.full = available_bytes(&self.shared.path);
+        }
     }
 
     /// Stores again the writes that only the write-ahead log holds (at
@@ -556,6 +596,13 @@ fn subject(command: &Command) -> Option<&ProjectId> {
         ) => Some(id),
         _ => None,
     }
+}
+
+/// The bytes that the filesystem holding `path` has free for this
+/// process; `None` when it cannot say.
+fn available_bytes(path: &std::path::Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(path).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// A storage failure, as opposed to a refusal that changed nothing.
