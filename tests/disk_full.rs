@@ -53,8 +53,9 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
 
 /// While a full disk refuses writes, reads go on. As long as the room
 /// stays as it was when a commit failed, writes to disk projects are refused
-/// without a try (a memory project's are accepted), and reads of an
-/// acknowledged key answer its value. Each
+/// without a try (a memory project's are accepted while the revisions
+/// reserved for them last), and reads of an acknowledged key answer its
+/// value. Each
 /// time some room is freed, the next write tries again; when that fails, the
 /// server reopens its database and stores again the writes that only the
 /// log holds, and a read meanwhile answers the value or 503, never a state
@@ -105,6 +106,17 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
             let status = memory.put(&kv("mem", &format!("k{i}")), b"x").status;
             assert_eq!(status, 201, "mem/k{i}");
         }
+        // Until the revisions reserved for memory projects (1,000 at a
+        // time, in a disk commit) run out.
+        let statuses: Vec<u16> = (0..1100)
+            .map(|i| memory.put(&kv("mem", &format!("r{i}")), b"x").status)
+            .collect();
+        let accepted = statuses.iter().take_while(|&&status| status == 201).count();
+        assert!(
+            accepted < 1100 && statuses[accepted..].iter().all(|&status| status == 507),
+            "{accepted} accepted, then {:?}",
+            &statuses[accepted..accepted + 5]
+        );
     });
     assert_eq!(answers.keys().collect::<Vec<_>>(), [&200], "{answers:?}");
 

@@ -399,8 +399,8 @@ impl Writer {
 
     /// While the disk is as full as when a commit failed for lack of room,
     /// answers the requests that would write to it with that failure, and
-    /// gives back the others (memory projects' writes); `None` when nothing
-    /// is left to commit. Trying again would fail the same way, and each
+    /// gives back the others (memory projects' writes, while the revisions
+    /// reserved for them last); `None` when nothing is left to commit. Trying again would fail the same way, and each
     /// failed commit costs a reopen of the database and a replay of the
     /// log, during which readers get 503. Any growth of the room ends this.
     fn refuse_while_full(&mut self, commands: Vec<Command>) -> Option<Vec<Command>> {
@@ -423,6 +423,12 @@ impl Writer {
                 _ => true,
             });
         fail_all(refused, &StoreError::StorageFull);
+        // Each write takes one revision; past the ones reserved on disk, a
+        // memory project's write needs a disk commit too.
+        if self.revision.saturating_add(kept.len() as u64) > self.reserved {
+            fail_all(kept, &StoreError::StorageFull);
+            return None;
+        }
         (!kept.is_empty()).then_some(kept)
     }
 
