@@ -54,8 +54,8 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
 /// While a full disk refuses writes, reads go on. As long as the room
 /// stays as it was when a commit failed, writes to disk projects are refused
 /// without a try (a memory project's are accepted while the revisions
-/// reserved for them last), and reads of an acknowledged key answer its
-/// value. Each
+/// reserved for them last, and its delete by a large prefix runs), and reads
+/// of an acknowledged key answer its value. Each
 /// time some room is freed, the next write tries again; when that fails, the
 /// server reopens its database and stores again the writes that only the
 /// log holds, and a read meanwhile answers the value or 503, never a state
@@ -81,6 +81,13 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
     let manage = admin.with_token(&admin.create_project("full", json!({})));
     let memory = admin.with_token(&admin.create_project("mem", json!({"storage": "memory"})));
     assert_eq!(memory.put(&kv("mem", "before"), b"x").status, 201);
+    // More keys than one commit deletes by prefix: such a delete runs in
+    // chunks (a sweep).
+    let keys: Vec<_> = (0..4400)
+        .map(|i| json!({"key": format!("m/{i:05}"), "value": "x"}))
+        .collect();
+    let imported = admin.post_json("/v1/projects/mem/import", &json!({ "keys": keys }));
+    assert_eq!(imported.status, 200, "{}", imported.text());
     let big = vec![7u8; 700_000];
     let mut stored = Vec::new();
     let mut refused = 0;
@@ -106,6 +113,16 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
             let status = memory.put(&kv("mem", &format!("k{i}")), b"x").status;
             assert_eq!(status, 201, "mem/k{i}");
         }
+        // A delete by prefix in a memory project runs its chunks, and a
+        // check of the whole store (which waits for it) answers; a move
+        // to disk is refused.
+        let deleted = memory.delete("/v1/projects/mem/kv?prefix=m/");
+        assert_eq!(deleted.status, 200, "{}", deleted.text());
+        assert_eq!(deleted.json()["deleted"], json!(4400));
+        let report = admin.send("POST", "/v1/verify", None, &[]);
+        assert_eq!(report.status, 200, "{}", report.text());
+        let moved = admin.patch_json("/v1/projects/mem", &json!({"storage": "disk"}));
+        assert_eq!(moved.status, 507, "{}", moved.text());
         // Until the revisions reserved for memory projects (1,000 at a
         // time, in a disk commit) run out.
         let statuses: Vec<u16> = (0..1100)
@@ -155,9 +172,14 @@ fn reading(
             }
             answers
         });
-        writes();
+        // The reader stops also when a write's check fails.
+        let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(writes));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        reader.join().unwrap()
+        let answers = reader.join().unwrap();
+        if let Err(panic) = wrote {
+            std::panic::resume_unwind(panic);
+        }
+        answers
     })
 }
 

@@ -147,8 +147,8 @@ pub struct Writer {
     failure: Option<StoreError>,
     /// The room left on the database's filesystem after a commit failed
     /// for lack of it: until there is more, writes that need the disk are
-    /// refused without a try (see [`Writer::refuse_while_full`]).
-    full: Option<u64>,
+    /// refused without a try (see [`Writer::still_full`]).
+    full: Option<Room>,
 }
 
 impl Writer {
@@ -264,6 +264,17 @@ impl Writer {
                     if self.is_move(&id, &change) =>
                 {
                     self.commit(std::mem::take(&mut pending));
+                    // A delete by prefix in the batch before it may have
+                    // begun a sweep of the project: the move waits for it.
+                    if self.sweeps.iter().any(|sweep| sweep.project == id) {
+                        let update = CatalogWrite::UpdateProject { id, change };
+                        self.held.push(Command::Catalog(update, reply));
+                        continue;
+                    }
+                    if self.still_full() {
+                        let _ = reply.send(Err(StoreError::StorageFull));
+                        continue;
+                    }
                     let moved = self.move_project(&id, &change);
                     // The move's commits were durable (when it moved
                     // anything): every commit before them is too.
@@ -290,10 +301,28 @@ impl Writer {
         if commands.is_empty() && self.sweeps.is_empty() {
             return;
         }
-        let Some(commands) = self.refuse_while_full(commands) else {
-            return;
+        let full = self.still_full();
+        let commands = if full {
+            self.refuse_disk_writes(commands)
+        } else {
+            commands
         };
-        self.reopen();
+        // While the disk is full, a sweep on it waits; one in memory goes on.
+        let sweeping = self
+            .sweeps
+            .iter()
+            .any(|sweep| !full || sweep.storage == StorageMode::Memory);
+        if commands.is_empty() && !sweeping {
+            if full {
+                // The run loop pauses before it tries a waiting sweep
+                // again, and `settle` stops.
+                self.failure = Some(StoreError::StorageFull);
+            }
+            return;
+        }
+        if !full {
+            self.reopen();
+        }
         // A shared snapshot keeps redb from reusing the pages that the last
         // commit freed; dropped now, it pins nothing while this batch
         // commits (readers that come meanwhile take a new one, as any
@@ -347,6 +376,9 @@ impl Writer {
         let mut failure = None;
         for (index, sweep) in self.sweeps.iter_mut().enumerate() {
             checkpoints.push(sweep.checkpoint());
+            if full && sweep.storage == StorageMode::Disk {
+                continue;
+            }
             match batch.sweep_step(sweep) {
                 Ok(Step::Going | Step::Done) => {}
                 Ok(Step::Answered(answer)) => {
@@ -397,20 +429,28 @@ impl Writer {
         }
     }
 
-    /// While the disk is as full as when a commit failed for lack of room,
-    /// answers the requests that would write to it with that failure, and
-    /// gives back the others (memory projects' writes, while the revisions
-    /// reserved for them last); `None` when nothing is left to commit. Trying again would fail the same way, and each
-    /// failed commit costs a reopen of the database and a replay of the
-    /// log, during which readers get 503. Any growth of the room ends this.
-    fn refuse_while_full(&mut self, commands: Vec<Command>) -> Option<Vec<Command>> {
-        let Some(room) = self.full else {
-            return Some(commands);
+    /// Whether the disk is still as full as when a commit failed for lack
+    /// of room: then writes that need it are refused without a try, since
+    /// trying would fail the same way, and each failed commit costs a
+    /// reopen of the database and a replay of the log, during which readers
+    /// get 503. Any growth of the room ends this.
+    fn still_full(&mut self) -> bool {
+        let Some(then) = self.full else {
+            return false;
         };
-        if available_bytes(&self.shared.path).is_none_or(|now| now > room) {
-            self.full = None;
-            return Some(commands);
+        match Room::of(&self.shared.path) {
+            Some(now) if !now.grew_from(then) => true,
+            _ => {
+                self.full = None;
+                false
+            }
         }
+    }
+
+    /// On a full disk: answers the requests that would write to it with
+    /// that failure, and gives back the others (memory projects' writes,
+    /// while the revisions reserved for them last).
+    fn refuse_disk_writes(&mut self, commands: Vec<Command>) -> Vec<Command> {
         let catalog = self.shared.view.catalog();
         let on_disk = |write: &KvWrite| {
             catalog
@@ -427,9 +467,9 @@ impl Writer {
         // memory project's write needs a disk commit too.
         if self.revision.saturating_add(kept.len() as u64) > self.reserved {
             fail_all(kept, &StoreError::StorageFull);
-            return None;
+            return Vec::new();
         }
-        (!kept.is_empty()).then_some(kept)
+        kept
     }
 
     /// Drops the sweeps that `over` says are over and releases the requests
@@ -478,8 +518,9 @@ impl Writer {
             drop(old);
         }
         self.reopen();
-        if matches!(error, StoreError::StorageFull) {
-            self.full = available_bytes(&self.shared.path);
+        // (A reopen that failed for lack of room noted it itself.)
+        if matches!(error, StoreError::StorageFull) && self.shared.disk.load().is_some() {
+            self.full = Room::of(&self.shared.path);
         }
     }
 
@@ -579,15 +620,28 @@ impl Writer {
                     .and_then(|writes| self.replay(writes, true));
                 if let Err(error) = replayed {
                     tracing::error!(%error, "cannot store again the writes of the write-ahead log; will retry");
+                    // The flag stays up: a reader that took the database
+                    // before it is withdrawn must not read it.
                     self.shared.disk.store(None);
-                    self.shared.replaying.store(false, Ordering::SeqCst);
+                    self.note_if_full(&error);
                     return;
                 }
                 self.shared.replaying.store(false, Ordering::SeqCst);
                 self.shared.writable.store(true, Ordering::Release);
                 tracing::warn!("reopened the database after a failed commit");
             }
-            Err(error) => tracing::error!(%error, "cannot reopen the database; will retry"),
+            Err(error) => {
+                tracing::error!(%error, "cannot reopen the database; will retry");
+                self.note_if_full(&super::codec::storage_error(error));
+            }
+        }
+    }
+
+    /// After a failure to reopen: when it was for lack of room, the next
+    /// try waits until there is more.
+    fn note_if_full(&mut self, error: &StoreError) {
+        if matches!(error, StoreError::StorageFull) {
+            self.full = Room::of(&self.shared.path);
         }
     }
 }
@@ -604,11 +658,27 @@ fn subject(command: &Command) -> Option<&ProjectId> {
     }
 }
 
-/// The bytes that the filesystem holding `path` has free for this
-/// process; `None` when it cannot say.
-fn available_bytes(path: &std::path::Path) -> Option<u64> {
-    let stats = rustix::fs::statvfs(path).ok()?;
-    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+/// The room on a filesystem: the blocks free for anyone, and those free
+/// at all (which root may use too).
+#[derive(Clone, Copy)]
+struct Room {
+    available: u64,
+    free: u64,
+}
+
+impl Room {
+    /// The room of the filesystem holding `path`; `None` when it cannot say.
+    fn of(path: &std::path::Path) -> Option<Room> {
+        let stats = rustix::fs::statvfs(path).ok()?;
+        Some(Room {
+            available: stats.f_bavail.saturating_mul(stats.f_frsize),
+            free: stats.f_bfree.saturating_mul(stats.f_frsize),
+        })
+    }
+
+    fn grew_from(self, then: Room) -> bool {
+        self.available > then.available || self.free > then.free
+    }
 }
 
 /// A storage failure, as opposed to a refusal that changed nothing.

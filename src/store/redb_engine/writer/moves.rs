@@ -93,6 +93,8 @@ impl Writer {
         })();
         if let Err(error) = cleanup {
             tracing::warn!(%error, project = %id, "keys left behind after a storage move");
+            // redb refuses every later write after an I/O error.
+            self.recover(&error);
         }
         Ok(())
     }

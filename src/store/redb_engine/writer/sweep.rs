@@ -37,7 +37,7 @@ pub(super) const CHUNK: usize = 4096;
 pub(in crate::store::redb_engine) struct Sweep {
     pub project: ProjectId,
     incarnation: u64,
-    storage: StorageMode,
+    pub storage: StorageMode,
     prefix: Prefix,
     /// The last key read, in either phase.
     after: Option<String>,
