@@ -480,3 +480,41 @@ fn a_delete_by_a_large_prefix_cut_off_by_a_stop_is_finished_after_the_next_start
         });
     }
 }
+
+// A move sent right behind a delete by a large prefix, in the same batch,
+// waits for the delete's sweep: the keys it removes do not come back at
+// the destination. (Both requests are sent in one poll, so they usually
+// share a batch; each direction is tried five times.)
+#[test]
+fn a_move_sent_behind_a_delete_by_a_large_prefix_waits_for_it() {
+    for (_, open) in EMBEDDED {
+        let directions = [
+            (StorageMode::Disk, StorageMode::Memory),
+            (StorageMode::Memory, StorageMode::Disk),
+        ];
+        for (from, to) in directions.into_iter().cycle().take(10) {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let store = open(dir.path(), HistoryLimits::default());
+                let store = store.as_ref();
+                create(store, "p", from).await;
+                fill(store, "p", 6_000).await;
+                write(store, "p", vec![put("a", "v")]).await.unwrap();
+                let (deleted, ()) =
+                    tokio::join!(delete_prefix(store, "p", "m/"), move_to(store, "p", to));
+                assert!(matches!(
+                    deleted.results.as_slice(),
+                    [kvs::store::OpResult::DeletePrefix { deleted: 6_000 }]
+                ));
+                let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
+                assert_eq!(project.settings.storage, to);
+                assert_eq!(keys(store, "p", "").await, ["a"], "{from:?} to {to:?}");
+                assert_eq!(project_keys(store, "p"), 1);
+                let report = store.verify().await.unwrap();
+                assert!(report.damage.is_empty(), "{:?}", report.damage);
+                store.close().await;
+            });
+        }
+    }
+}
