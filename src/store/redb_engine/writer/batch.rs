@@ -69,6 +69,9 @@ pub(super) struct Batch<'a> {
     pub replay: bool,
     /// Its change sets go to the change log only: the feeds have them.
     pub quiet: bool,
+    /// The disk is full (see `Writer::still_full`): the server-wide trim
+    /// of the change logs leaves disk projects' alone.
+    pub disk_full: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -90,6 +93,7 @@ impl<'a> Batch<'a> {
             unlogged: false,
             replay: false,
             quiet: false,
+            disk_full: false,
             shared,
             disk: shared.begin_write(StorageMode::Disk)?,
             memory: None,

@@ -14,7 +14,7 @@ use super::super::codec::{
 use super::Writer;
 use super::batch::Batch;
 use super::tables::{open_txn, put_record};
-use crate::domain::{ProjectId, Timestamp};
+use crate::domain::{ProjectId, StorageMode, Timestamp};
 use crate::store::{Change, ChangeSet, Feed, HistoryLimits, Project, StoreError};
 
 impl Writer {
@@ -121,6 +121,13 @@ impl Batch<'_> {
         for (bytes, id) in logs {
             if total <= floor {
                 break;
+            }
+            let on_disk = self
+                .catalog()
+                .project(&id)
+                .is_some_and(|project| project.settings.storage == StorageMode::Disk);
+            if self.disk_full && on_disk {
+                continue;
             }
             let mut limits = self.limits;
             limits.max_bytes = bytes.saturating_sub(total - floor);

@@ -302,16 +302,31 @@ impl Writer {
             return;
         }
         let full = self.still_full();
-        let commands = if full {
+        let (commands, memory_goes_on) = if full {
             self.refuse_disk_writes(commands)
         } else {
-            commands
+            (commands, true)
         };
-        // While the disk is full, a sweep on it waits; one in memory goes on.
-        let sweeping = self
-            .sweeps
-            .iter()
-            .any(|sweep| !full || sweep.storage == StorageMode::Memory);
+        // While the disk is full, a sweep on it waits, and so do the others
+        // once the revisions reserved for memory projects would run out.
+        let runs =
+            |sweep: &Sweep| !full || (sweep.storage == StorageMode::Memory && memory_goes_on);
+        if full {
+            // What waits for a sweep that waits is refused, not kept
+            // waiting for room.
+            let waiting: Vec<ProjectId> = self
+                .sweeps
+                .iter()
+                .filter(|sweep| !runs(sweep))
+                .map(|sweep| sweep.project.clone())
+                .collect();
+            let (refused, held) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|command| subject(command).is_some_and(|p| waiting.contains(p)));
+            self.held = held;
+            fail_all(refused, &StoreError::StorageFull);
+        }
+        let sweeping = self.sweeps.iter().any(runs);
         if commands.is_empty() && !sweeping {
             if full {
                 // The run loop pauses before it tries a waiting sweep
@@ -344,6 +359,7 @@ impl Writer {
             }
         };
         batch.paused = self.sweeps.iter().map(|s| s.project.clone()).collect();
+        batch.disk_full = full;
         let size = commands.len();
         let mut answers = Vec::with_capacity(size);
         for command in commands {
@@ -376,7 +392,7 @@ impl Writer {
         let mut failure = None;
         for (index, sweep) in self.sweeps.iter_mut().enumerate() {
             checkpoints.push(sweep.checkpoint());
-            if full && sweep.storage == StorageMode::Disk {
+            if !runs(sweep) {
                 continue;
             }
             match batch.sweep_step(sweep) {
@@ -448,9 +464,11 @@ impl Writer {
     }
 
     /// On a full disk: answers the requests that would write to it with
-    /// that failure, and gives back the others (memory projects' writes,
-    /// while the revisions reserved for them last).
-    fn refuse_disk_writes(&mut self, commands: Vec<Command>) -> Vec<Command> {
+    /// that failure, and gives back the others (memory projects' writes),
+    /// with whether memory projects' writes and sweeps may go on: while the
+    /// revisions reserved for them last (each write or sweep takes one at
+    /// most).
+    fn refuse_disk_writes(&mut self, commands: Vec<Command>) -> (Vec<Command>, bool) {
         let catalog = self.shared.view.catalog();
         let on_disk = |write: &KvWrite| {
             catalog
@@ -463,13 +481,19 @@ impl Writer {
                 _ => true,
             });
         fail_all(refused, &StoreError::StorageFull);
-        // Each write takes one revision; past the ones reserved on disk, a
-        // memory project's write needs a disk commit too.
-        if self.revision.saturating_add(kept.len() as u64) > self.reserved {
+        // Past the revisions reserved on disk, a memory project's write
+        // needs a disk commit too.
+        let sweeps = self
+            .sweeps
+            .iter()
+            .filter(|sweep| sweep.storage == StorageMode::Memory)
+            .count();
+        let wanted = (kept.len() + sweeps) as u64;
+        if self.revision.saturating_add(wanted) > self.reserved {
             fail_all(kept, &StoreError::StorageFull);
-            return Vec::new();
+            return (Vec::new(), false);
         }
-        kept
+        (kept, true)
     }
 
     /// Drops the sweeps that `over` says are over and releases the requests

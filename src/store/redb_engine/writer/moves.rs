@@ -93,8 +93,11 @@ impl Writer {
         })();
         if let Err(error) = cleanup {
             tracing::warn!(%error, project = %id, "keys left behind after a storage move");
-            // redb refuses every later write after an I/O error.
-            self.recover(&error);
+            // redb refuses every later write after an I/O error (the
+            // memory database's backend has none to report).
+            if from == StorageMode::Disk {
+                self.recover(&error);
+            }
         }
         Ok(())
     }
