@@ -55,11 +55,11 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
 /// stays as it was when a commit failed, writes to disk projects are refused
 /// without a try (a memory project's are accepted while the revisions
 /// reserved for them last, and its delete by a large prefix runs), and reads
-/// of an acknowledged key answer its value. Each
-/// time some room is freed, the next write tries again; when that fails, the
-/// server reopens its database and stores again the writes that only the
-/// log holds, and a read meanwhile answers the value or 503, never a state
-/// from before an acknowledged write.
+/// of an acknowledged key answer its value. Each time some room is freed,
+/// the next write tries again; when that fails, the server reopens its
+/// database and stores again the writes that only the log holds, and a
+/// read meanwhile answers the value or 503, never a state from before an
+/// acknowledged write.
 #[test]
 fn reads_go_on_while_a_full_disk_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,23 +89,11 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
     let imported = admin.post_json("/v1/projects/mem/import", &json!({ "keys": keys }));
     assert_eq!(imported.status, 200, "{}", imported.text());
     let big = vec![7u8; 700_000];
-    let mut stored = Vec::new();
-    let mut refused = 0;
-    for i in 0..40 {
-        let key = kv("full", &format!("big/{i}"));
-        match manage.put(&key, &big).status {
-            201 => stored.push(key),
-            507 => refused += 1,
-            other => panic!("PUT big/{i} answered {other}"),
-        }
-    }
-    let Some(last) = stored.pop() else {
-        panic!("nothing fitted")
-    };
-    assert!(refused > 0, "every value fitted");
+    let (stored, _) = put_until_full(&manage, 40, &big);
+    let last = kv("full", &stored[stored.len() - 1]);
 
     // Refused writes with no room freed: no reopen, so every read answers.
-    let answers = reading(&manage, &last, || {
+    let answers = reading(&manage, &last, &big, || {
         for i in 0..30 {
             let status = manage.put(&kv("full", &format!("more/{i}")), b"x").status;
             assert_eq!(status, 507, "more/{i}");
@@ -138,7 +126,7 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
     assert_eq!(answers.keys().collect::<Vec<_>>(), [&200], "{answers:?}");
 
     // A MiB freed before each write: each tries, and may fail and reopen.
-    let answers = reading(&manage, &last, || {
+    let answers = reading(&manage, &last, &big, || {
         for (i, piece) in pieces.iter().take(12).enumerate() {
             std::fs::remove_file(piece).unwrap();
             let status = manage.put(&kv("full", &format!("again/{i}")), &big).status;
@@ -151,11 +139,39 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
     );
 }
 
+/// PUTs `values` keys `big/{i}` of project `full` holding `big`: each is
+/// stored (201) or refused for lack of room (507), and some of each.
+/// Answers the keys stored and the keys refused.
+fn put_until_full(
+    manage: &common::Client,
+    values: usize,
+    big: &[u8],
+) -> (Vec<String>, Vec<String>) {
+    let mut stored = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..values {
+        let key = format!("big/{i}");
+        let answer = manage.put(&kv("full", &key), big);
+        match answer.status {
+            201 => stored.push(key),
+            507 => {
+                assert_eq!(answer.code(), "storage_full");
+                refused.push(key);
+            }
+            other => panic!("PUT {key} answered {other}: {}", answer.text()),
+        }
+    }
+    assert!(!stored.is_empty(), "nothing fitted");
+    assert!(!refused.is_empty(), "{values} values fitted");
+    (stored, refused)
+}
+
 /// Reads `key` over and over while `writes` runs; answers how many times
-/// each status came (0 for a 200 with the wrong value).
+/// each status came (0 for a 200 with another value than `value`).
 fn reading(
     client: &common::Client,
     key: &str,
+    value: &[u8],
     writes: impl FnOnce(),
 ) -> std::collections::BTreeMap<u16, u32> {
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -165,7 +181,7 @@ fn reading(
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let answer = client.get(key);
                 let status = match answer.status {
-                    200 if answer.body != [7u8; 700_000] => 0,
+                    200 if answer.body != value => 0,
                     status => status,
                 };
                 *answers.entry(status).or_default() += 1;
@@ -205,25 +221,7 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     let big: Vec<u8> = (0..700_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let mut stored = Vec::new();
-    let mut refused = Vec::new();
-    for i in 0..values {
-        let key = format!("big/{i}");
-        let answer = manage.put(&kv("full", &key), &big);
-        match answer.status {
-            201 => stored.push(key),
-            507 => {
-                assert_eq!(answer.code(), "storage_full");
-                refused.push(key);
-            }
-            other => panic!("PUT {key} answered {other}: {}", answer.text()),
-        }
-    }
-    assert!(!stored.is_empty(), "nothing fitted on {size}");
-    assert!(
-        !refused.is_empty(),
-        "{values} values of 700 kB fitted on {size}"
-    );
+    let (stored, refused) = put_until_full(&manage, values, &big);
 
     // Reads keep working, refused writes left nothing, the server is ready.
     for key in &stored {

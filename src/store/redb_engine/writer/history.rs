@@ -122,11 +122,8 @@ impl Batch<'_> {
             if total <= floor {
                 break;
             }
-            let on_disk = self
-                .catalog()
-                .project(&id)
-                .is_some_and(|project| project.settings.storage == StorageMode::Disk);
-            if self.disk_full && on_disk {
+            let on_disk = |project: &Project| project.settings.storage == StorageMode::Disk;
+            if self.disk_full && self.catalog().project(&id).is_some_and(|p| on_disk(p)) {
                 continue;
             }
             let mut limits = self.limits;

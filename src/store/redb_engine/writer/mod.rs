@@ -214,7 +214,12 @@ impl Writer {
 
     /// Whether a request must wait for a sweep of its project.
     fn waits(&self, command: &Command) -> bool {
-        subject(command).is_some_and(|project| self.sweeps.iter().any(|s| &s.project == project))
+        subject(command).is_some_and(|project| self.swept(project))
+    }
+
+    /// Whether a sweep of the project is under way.
+    fn swept(&self, project: &ProjectId) -> bool {
+        self.sweeps.iter().any(|sweep| &sweep.project == project)
     }
 
     /// Finishes every sweep, and the requests they held; stops at the
@@ -266,7 +271,7 @@ impl Writer {
                     self.commit(std::mem::take(&mut pending));
                     // A delete by prefix in the batch before it may have
                     // begun a sweep of the project: the move waits for it.
-                    if self.sweeps.iter().any(|sweep| sweep.project == id) {
+                    if self.swept(&id) {
                         let update = CatalogWrite::UpdateProject { id, change };
                         self.held.push(Command::Catalog(update, reply));
                         continue;
@@ -543,8 +548,8 @@ impl Writer {
         }
         self.reopen();
         // (A reopen that failed for lack of room noted it itself.)
-        if matches!(error, StoreError::StorageFull) && self.shared.disk.load().is_some() {
-            self.full = Room::of(&self.shared.path);
+        if self.shared.disk.load().is_some() {
+            self.note_if_full(error);
         }
     }
 
@@ -661,8 +666,8 @@ impl Writer {
         }
     }
 
-    /// After a failure to reopen: when it was for lack of room, the next
-    /// try waits until there is more.
+    /// After a failed commit or reopen: when it was for lack of room, the
+    /// next try waits until there is more.
     fn note_if_full(&mut self, error: &StoreError) {
         if matches!(error, StoreError::StorageFull) {
             self.full = Room::of(&self.shared.path);

@@ -49,9 +49,7 @@ impl Writer {
             // What an earlier move left there when its last commit failed
             // (the copy is committed before the disk's catalog) is stale.
             drop_key_tables(&target, &tables, id)?;
-            copy_table(&source, &target, tables.keys())?;
-            copy_table(&source, &target, tables.values())?;
-            copy_table(&source, &target, tables.changes())?;
+            copy_key_tables(&source, &target, &tables)?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
             let history = self.history.get(id).copied().unwrap_or_default();
             put_record(&target, codec::HISTORY, id.as_str(), &history)?;
@@ -101,6 +99,18 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Copies a project's keys, values and change log from a snapshot into a
+/// write transaction.
+fn copy_key_tables(
+    source: &redb::ReadTransaction,
+    target: &WriteTransaction,
+    tables: &KeyTables,
+) -> Result<(), StoreError> {
+    copy_table(source, target, tables.keys())?;
+    copy_table(source, target, tables.values())?;
+    copy_table(source, target, tables.changes())
 }
 
 /// Copies every row of a table from a snapshot into a write transaction.
@@ -195,9 +205,7 @@ mod tests {
         let source = store.shared.database(StorageMode::Disk).unwrap();
         let source = source.begin_read().unwrap();
         let target = store.shared.begin_write(StorageMode::Memory).unwrap();
-        copy_table(&source, &target, tables.keys()).unwrap();
-        copy_table(&source, &target, tables.values()).unwrap();
-        copy_table(&source, &target, tables.changes()).unwrap();
+        copy_key_tables(&source, &target, &tables).unwrap();
         target.commit().unwrap();
         drop(source);
 
