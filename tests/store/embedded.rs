@@ -518,3 +518,99 @@ fn a_move_sent_behind_a_delete_by_a_large_prefix_waits_for_it() {
         }
     }
 }
+
+/// Writes sent together reach the writer in one batch, where consecutive
+/// writes to one project are applied with its keys table opened once: each
+/// is still judged against what the ones before it left (a refused one
+/// changes nothing), takes the next revision, and counts in its project's
+/// figures; a write to another project after them has its own; and the
+/// whole survives a restart (on disk, through the write-ahead log).
+#[test]
+fn writes_sent_together_are_judged_one_after_another() {
+    for (_, open) in EMBEDDED {
+        for storage in [StorageMode::Disk, StorageMode::Memory] {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let opened = open(dir.path(), HistoryLimits::default());
+                let store = opened.as_ref();
+                create(store, "p", storage).await;
+                create(store, "q", storage).await;
+                create(store, "r", storage).await;
+                let conditional = |k: &str, v: &str, precondition| KvOp::Put {
+                    key: key(k),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                    content_type: "text/plain".to_owned(),
+                    ttl: None,
+                    precondition: Some(precondition),
+                };
+                // The writer takes the first write alone, most likely, and
+                // the others queue up behind its commit.
+                let large = "L".repeat(1 << 20);
+                let (filler, first, refused, third, last, other) = tokio::join!(
+                    write(store, "r", vec![put("large", &large)]),
+                    write(
+                        store,
+                        "p",
+                        vec![conditional("a", "1", Precondition::Absent)]
+                    ),
+                    write(
+                        store,
+                        "p",
+                        vec![conditional("a", "2", Precondition::Absent)]
+                    ),
+                    write(
+                        store,
+                        "p",
+                        vec![conditional("a", "3", Precondition::Exists)]
+                    ),
+                    write(store, "p", vec![put("c", "1"), put("d", "1")]),
+                    write(store, "q", vec![put("b", "1")]),
+                );
+                filler.unwrap();
+                let first = first.unwrap().revision;
+                let error = refused.unwrap_err().into_op_error();
+                assert_eq!(
+                    error,
+                    StoreError::PreconditionFailed {
+                        current: Some(first)
+                    }
+                );
+                let revisions = [
+                    first,
+                    third.unwrap().revision,
+                    last.unwrap().revision,
+                    other.unwrap().revision,
+                ];
+                assert!(
+                    revisions.windows(2).all(|w| w[1] == w[0] + 1),
+                    "{storage:?}: {revisions:?}"
+                );
+                let check = |store: &dyn Store| {
+                    let catalog = store.catalog().unwrap();
+                    let p = catalog.project(&id("p")).unwrap();
+                    let q = catalog.project(&id("q")).unwrap();
+                    assert_eq!(
+                        (p.stats.keys(), p.stats.bytes(), p.stats.revision()),
+                        (3, 3, revisions[2]),
+                        "{storage:?}"
+                    );
+                    assert_eq!((q.stats.keys(), q.stats.revision()), (1, revisions[3]));
+                };
+                check(store);
+                assert_eq!(value(store, "p", "a").await.as_deref(), Some("3"));
+                assert_eq!(keys(store, "p", "").await, ["a", "c", "d"]);
+                let report = store.verify().await.unwrap();
+                assert!(report.damage.is_empty(), "{:?}", report.damage);
+                store.close().await;
+                drop(opened);
+                if storage == StorageMode::Disk {
+                    let store = open(dir.path(), HistoryLimits::default());
+                    check(store.as_ref());
+                    assert_eq!(value(store.as_ref(), "p", "a").await.as_deref(), Some("3"));
+                    store.close().await;
+                }
+            });
+        }
+    }
+}

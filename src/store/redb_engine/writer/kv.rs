@@ -14,11 +14,16 @@ use super::super::codec::{
 use super::super::wal::Logged;
 use super::batch::Batch;
 use super::tables::open_txn;
+use super::{Answer, Reply, is_fatal};
 use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp};
 use crate::store::kv::{self, KeyChange, KeySource, Staged};
 use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, Project, StoreError};
 
 pub type KeysTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// Each changed key's entry as the keys table has it after a write (`None`:
+/// removed), in the order of the write's changes.
+type Entries = Vec<Option<Vec<u8>>>;
 
 /// A project's committed keys, as the write transaction has them.
 struct TableSource<'a, 't> {
@@ -98,66 +103,134 @@ fn is_inline(size: u64) -> bool {
     size <= INLINE_LIMIT as u64
 }
 
+/// A write judged and stored while its project's keys table is open: what
+/// the batch still records of it once the table is closed.
+struct Stored {
+    /// Its place in the run.
+    index: usize,
+    revision: u64,
+    at: Timestamp,
+    staged: Staged,
+    entries: Entries,
+}
+
 impl Batch<'_> {
-    pub fn apply_kv(&mut self, write: KvWrite) -> Result<KvCommit, StoreError> {
-        let project = self
-            .catalog()
-            .project(&write.project)
-            .cloned()
-            .ok_or(StoreError::ProjectNotFound)?;
+    /// Applies consecutive writes to one project, in order, with its keys
+    /// table opened once for them all (an open costs about as much as
+    /// judging a write). Each write is judged against the state the ones
+    /// before it left; a refused write changes nothing.
+    pub fn apply_run(&mut self, run: Vec<(KvWrite, Reply<KvCommit>)>) -> Vec<Answer> {
+        let Some(id) = run.first().map(|(write, _)| write.project.clone()) else {
+            return Vec::new();
+        };
+        let (writes, replies): (Vec<KvWrite>, Vec<Reply<KvCommit>>) = run.into_iter().unzip();
+        let results = match self.catalog().project(&id).cloned() {
+            Some(project) => self.apply_writes(&project, writes),
+            None => writes
+                .iter()
+                .map(|_| Err(StoreError::ProjectNotFound))
+                .collect(),
+        };
+        replies
+            .into_iter()
+            .zip(results)
+            .map(|(reply, result)| Answer::Kv(reply, result))
+            .collect()
+    }
+
+    /// [`Batch::apply_run`]'s work: each write judged and stored while the
+    /// table is open; then, once it is closed, the batch's records of the
+    /// ones that changed something (revision, figures, log, change set), in
+    /// their order.
+    fn apply_writes(
+        &mut self,
+        project: &Project,
+        writes: Vec<KvWrite>,
+    ) -> Vec<Result<KvCommit, StoreError>> {
         let storage = project.settings.storage;
-        let tables = KeyTables::of(write.project.as_str());
-        let record = self.figures(&project);
-        let figures = Figures {
+        let tables = KeyTables::of(project.settings.id.as_str());
+        let record = self.figures(project);
+        let mut figures = Figures {
             keys: record.keys,
             bytes: record.bytes,
         };
-        let revision = self.revision + 1;
-        let now = Timestamp::now();
-        self.txn(storage)?;
-        let txn = open_txn(&self.disk, &self.memory, storage)?;
-        let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
-        let mut source = TableSource {
-            txn,
-            tables: &tables,
-            keys: &keys,
-            values: None,
-        };
-        let staged = kv::evaluate(
-            &mut source,
-            &project.settings,
-            figures,
-            &write.checks,
-            write.ops,
-            revision,
-            now,
-        )?;
-        let values = source.values.take();
-        drop(source);
-        if staged.changes.is_empty() {
-            return Ok(KvCommit {
-                revision: self.revision,
-                results: staged.results,
-            });
+        let count = writes.len();
+        let mut results = Vec::with_capacity(count);
+        let mut stored = Vec::new();
+        // The revision the writes so far have reached.
+        let mut revision = self.revision;
+        {
+            let opened = match self.txn(storage) {
+                Ok(_) => open_txn(&self.disk, &self.memory, storage).and_then(|txn| {
+                    let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+                    Ok((txn, keys))
+                }),
+                Err(error) => Err(error),
+            };
+            let (txn, mut keys) = match opened {
+                Ok(opened) => opened,
+                Err(error) => return (0..count).map(|_| Err(error.clone())).collect(),
+            };
+            for (index, write) in writes.into_iter().enumerate() {
+                let at = Timestamp::now();
+                let staged = stage(
+                    txn,
+                    &tables,
+                    &mut keys,
+                    project,
+                    figures,
+                    write,
+                    revision + 1,
+                    at,
+                );
+                match staged {
+                    Ok((mut staged, None)) => results.push(Ok(KvCommit {
+                        revision,
+                        results: std::mem::take(&mut staged.results),
+                    })),
+                    Ok((mut staged, Some(entries))) => {
+                        revision += 1;
+                        figures = staged.figures;
+                        results.push(Ok(KvCommit {
+                            revision,
+                            results: std::mem::take(&mut staged.results),
+                        }));
+                        stored.push(Stored {
+                            index,
+                            revision,
+                            at,
+                            staged,
+                            entries,
+                        });
+                    }
+                    Err(error) if !is_fatal(&error) => results.push(Err(error)),
+                    // The batch fails: the writes after this one are not tried.
+                    Err(error) => {
+                        while results.len() < count {
+                            results.push(Err(error.clone()));
+                        }
+                        break;
+                    }
+                }
+            }
         }
-        let entries = store_changes(txn, &tables, keys, values, &staged.changes)?;
-        let revision = match storage {
-            StorageMode::Disk => self.next_logged_revision(),
-            StorageMode::Memory => self.next_revision(storage),
-        };
-        self.set_figures(&project, staged.figures, revision);
-        if storage == StorageMode::Disk {
-            self.wal
-                .push(logged(&project, revision, now, &staged, entries)?);
+        for write in stored {
+            let revision = match storage {
+                StorageMode::Disk => self.next_logged_revision(),
+                StorageMode::Memory => self.next_revision(storage),
+            };
+            debug_assert_eq!(revision, write.revision);
+            self.set_figures(project, write.staged.figures, revision);
+            if storage == StorageMode::Disk {
+                match logged(project, revision, write.at, &write.staged, write.entries) {
+                    Ok(logged) => self.wal.push(logged),
+                    Err(error) => results[write.index] = Err(error),
+                }
+            }
+            self.log(project, revision, write.at, write.staged.log());
         }
-        let logged = staged.log();
-        self.log(&project, revision, now, logged);
-        Ok(KvCommit {
-            revision,
-            results: staged.results,
-        })
+        results
     }
-
     /// Stores again a write that the write-ahead log kept, at its revision
     /// and time, in the state the writes before it left.
     pub fn replay(&mut self, write: Logged) -> Result<(), StoreError> {
@@ -172,7 +245,7 @@ impl Batch<'_> {
         let mut changes = BTreeMap::new();
         {
             let txn = open_txn(&self.disk, &self.memory, StorageMode::Disk)?;
-            let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
+            let mut keys = txn.open_table(tables.keys()).map_err(storage_error)?;
             for (key, entry) in write.changes {
                 let old = stored(&tables, &keys, &key)?
                     .map(|record| record.into_meta(Key::from_stored(&key)));
@@ -186,7 +259,7 @@ impl Batch<'_> {
                 };
                 changes.insert(key, KeyChange { old, new });
             }
-            store_changes(txn, &tables, keys, None, &changes)?;
+            store_changes(txn, &tables, &mut keys, None, &changes)?;
         }
         self.revision = write.revision - 1;
         let revision = self.next_logged_revision();
@@ -205,6 +278,43 @@ impl Batch<'_> {
     }
 }
 
+/// Judges one write against the keys table as the writes before it left
+/// it (`revision`: the one it takes if it changes anything) and stores what
+/// it decided; with the entries stored, or `None` when it changes nothing.
+#[allow(clippy::too_many_arguments)]
+fn stage<'t>(
+    txn: &'t WriteTransaction,
+    tables: &KeyTables,
+    keys: &mut KeysTable<'t>,
+    project: &Project,
+    figures: Figures,
+    write: KvWrite,
+    revision: u64,
+    at: Timestamp,
+) -> Result<(Staged, Option<Entries>), StoreError> {
+    let mut source = TableSource {
+        txn,
+        tables,
+        keys: &*keys,
+        values: None,
+    };
+    let staged = kv::evaluate(
+        &mut source,
+        &project.settings,
+        figures,
+        &write.checks,
+        write.ops,
+        revision,
+        at,
+    )?;
+    let values = source.values.take();
+    if staged.changes.is_empty() {
+        return Ok((staged, None));
+    }
+    let entries = store_changes(txn, tables, keys, values, &staged.changes)?;
+    Ok((staged, Some(entries)))
+}
+
 /// The write as the write-ahead log keeps it. `entries` are what
 /// [`store_changes`] stored in the keys table: an inline value's entry is
 /// the log's byte for byte, so it is not encoded again; a large value's
@@ -214,7 +324,7 @@ fn logged(
     revision: u64,
     at: Timestamp,
     staged: &Staged,
-    entries: Vec<Option<Vec<u8>>>,
+    entries: Entries,
 ) -> Result<Logged, StoreError> {
     let id = project.settings.id.as_str();
     let changes = staged
@@ -252,10 +362,10 @@ fn logged(
 fn store_changes<'t>(
     txn: &'t WriteTransaction,
     tables: &KeyTables,
-    mut keys: KeysTable<'t>,
+    keys: &mut KeysTable<'t>,
     mut values: Option<KeysTable<'t>>,
     changes: &BTreeMap<String, KeyChange>,
-) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+) -> Result<Entries, StoreError> {
     // Store. Large values live in the values table; a key whose value
     // was there and is no longer (replaced inline, or deleted) is removed
     // from it.
@@ -295,7 +405,7 @@ fn store_changes<'t>(
             }
         }
     }
-    drop((keys, values));
+    drop(values);
     let old_expiry = |old: &Option<KeyMeta>| old.as_ref().and_then(|m| m.expires_at);
     let expiring = changes.values().any(|c| {
         old_expiry(&c.old).is_some() || c.new.as_ref().is_some_and(|(m, _)| m.expires_at.is_some())

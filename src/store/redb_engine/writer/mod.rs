@@ -367,12 +367,29 @@ impl Writer {
         batch.disk_full = full;
         let size = commands.len();
         let mut answers = Vec::with_capacity(size);
+        // Consecutive writes to one project (none a delete by prefix, which
+        // may begin a sweep) are applied together: see `Batch::apply_run`.
+        let mut run = Vec::new();
         for command in commands {
             // A request after a sweep of its project began in this batch.
             if subject(&command).is_some_and(|p| batch.paused.contains(p)) {
                 self.held.push(command);
                 continue;
             }
+            let command = match command {
+                Command::Kv(write, reply) if sweep::prefix_delete(&write).is_none() => {
+                    if run
+                        .first()
+                        .is_some_and(|(first, _): &(KvWrite, _)| first.project != write.project)
+                    {
+                        answers.extend(batch.apply_run(std::mem::take(&mut run)));
+                    }
+                    run.push((write, reply));
+                    continue;
+                }
+                command => command,
+            };
+            answers.extend(batch.apply_run(std::mem::take(&mut run)));
             answers.push(match command {
                 Command::Kv(write, reply) => match batch.sweep_for(write, reply) {
                     Ok(sweep) => {
@@ -380,7 +397,11 @@ impl Writer {
                         self.sweeps.push(sweep);
                         continue;
                     }
-                    Err((write, reply)) => Answer::Kv(reply, batch.apply_kv(write)),
+                    // Not a large one: applied like any write.
+                    Err((write, reply)) => {
+                        run.push((write, reply));
+                        continue;
+                    }
                 },
                 Command::Catalog(write, reply) => Answer::Unit(reply, batch.apply_catalog(write)),
                 Command::Expire(reply) => Answer::Unit(reply, batch.apply_expiry()),
@@ -391,6 +412,7 @@ impl Writer {
                 }
             });
         }
+        answers.extend(batch.apply_run(run));
         // Each sweep's chunk, in the same commit.
         let mut checkpoints = Vec::with_capacity(self.sweeps.len());
         let mut answered = Vec::new();
