@@ -537,13 +537,6 @@ fn writes_sent_together_are_judged_one_after_another() {
                 create(store, "p", storage).await;
                 create(store, "q", storage).await;
                 create(store, "r", storage).await;
-                let conditional = |k: &str, v: &str, precondition| KvOp::Put {
-                    key: key(k),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                    content_type: "text/plain".to_owned(),
-                    ttl: None,
-                    precondition: Some(precondition),
-                };
                 // The writer takes the first write alone, most likely, and
                 // the others queue up behind its commit.
                 let large = "L".repeat(1 << 20);

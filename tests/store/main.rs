@@ -167,6 +167,17 @@ fn put(k: &str, value: &str) -> KvOp {
     }
 }
 
+/// A put that holds only if `precondition` does.
+fn conditional(k: &str, value: &str, precondition: Precondition) -> KvOp {
+    KvOp::Put {
+        key: key(k),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        content_type: "text/plain".to_owned(),
+        ttl: None,
+        precondition: Some(precondition),
+    }
+}
+
 async fn write(
     store: &dyn Store,
     project: &str,

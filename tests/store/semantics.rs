@@ -72,17 +72,10 @@ fn a_write_with_several_ops_applies_all_or_nothing() {
 fn preconditions_are_checked_against_the_current_version() {
     for_each_engine(|store, _| async move {
         create(store.as_ref(), "p", StorageMode::Memory).await;
-        let conditional = |k: &str, precondition| KvOp::Put {
-            key: key(k),
-            value: Bytes::from_static(b"x"),
-            content_type: "text/plain".to_owned(),
-            ttl: None,
-            precondition: Some(precondition),
-        };
         let v = write(
             store.as_ref(),
             "p",
-            vec![conditional("k", Precondition::Absent)],
+            vec![conditional("k", "x", Precondition::Absent)],
         )
         .await
         .unwrap()
@@ -90,7 +83,7 @@ fn preconditions_are_checked_against_the_current_version() {
         let error = write(
             store.as_ref(),
             "p",
-            vec![conditional("k", Precondition::Absent)],
+            vec![conditional("k", "x", Precondition::Absent)],
         )
         .await
         .unwrap_err()
@@ -99,7 +92,7 @@ fn preconditions_are_checked_against_the_current_version() {
         let error = write(
             store.as_ref(),
             "p",
-            vec![conditional("k", Precondition::VersionIn(vec![v + 7]))],
+            vec![conditional("k", "x", Precondition::VersionIn(vec![v + 7]))],
         )
         .await
         .unwrap_err()
@@ -108,14 +101,14 @@ fn preconditions_are_checked_against_the_current_version() {
         write(
             store.as_ref(),
             "p",
-            vec![conditional("k", Precondition::VersionIn(vec![v]))],
+            vec![conditional("k", "x", Precondition::VersionIn(vec![v]))],
         )
         .await
         .unwrap();
         let error = write(
             store.as_ref(),
             "p",
-            vec![conditional("new", Precondition::Exists)],
+            vec![conditional("new", "x", Precondition::Exists)],
         )
         .await
         .unwrap_err()

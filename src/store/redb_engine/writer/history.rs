@@ -122,8 +122,8 @@ impl Batch<'_> {
             if total <= floor {
                 break;
             }
-            let on_disk = |project: &Project| project.settings.storage == StorageMode::Disk;
-            if self.disk_full && self.catalog().project(&id).is_some_and(|p| on_disk(p)) {
+            let on_disk = |p: &Arc<Project>| p.settings.storage == StorageMode::Disk;
+            if self.disk_full && self.catalog().project(&id).is_some_and(on_disk) {
                 continue;
             }
             let mut limits = self.limits;

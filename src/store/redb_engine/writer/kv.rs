@@ -15,7 +15,7 @@ use super::super::wal::Logged;
 use super::batch::Batch;
 use super::tables::open_txn;
 use super::{Answer, Reply, is_fatal};
-use crate::domain::{Key, Prefix, ProjectId, StorageMode, Timestamp};
+use crate::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::kv::{self, KeyChange, KeySource, Staged};
 use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, Project, StoreError};
 
@@ -115,22 +115,21 @@ struct Stored {
 }
 
 impl Batch<'_> {
-    /// Applies consecutive writes to one project, in order, with its keys
-    /// table opened once for them all (an open costs about as much as
-    /// judging a write). Each write is judged against the state the ones
-    /// before it left; a refused write changes nothing.
-    pub fn apply_run(&mut self, run: Vec<(KvWrite, Reply<KvCommit>)>) -> Vec<Answer> {
+    /// Applies consecutive writes to one project (taken from `run`), in
+    /// order, with its keys table opened once for them all (an open costs
+    /// about as much as judging a write). Each write is judged against the
+    /// state the ones before it left; a refused write changes nothing.
+    pub fn apply_run(&mut self, run: &mut Vec<(KvWrite, Reply<KvCommit>)>) -> Vec<Answer> {
         let Some(id) = run.first().map(|(write, _)| write.project.clone()) else {
             return Vec::new();
         };
-        let (writes, replies): (Vec<KvWrite>, Vec<Reply<KvCommit>>) = run.into_iter().unzip();
+        let (writes, replies): (Vec<KvWrite>, Vec<Reply<KvCommit>>) = run.drain(..).unzip();
+        let count = writes.len();
         let results = match self.catalog().project(&id).cloned() {
             Some(project) => self.apply_writes(&project, writes),
-            None => writes
-                .iter()
-                .map(|_| Err(StoreError::ProjectNotFound))
-                .collect(),
-        };
+            None => Err(StoreError::ProjectNotFound),
+        }
+        .unwrap_or_else(|error| (0..count).map(|_| Err(error.clone())).collect());
         replies
             .into_iter()
             .zip(results)
@@ -141,12 +140,12 @@ impl Batch<'_> {
     /// [`Batch::apply_run`]'s work: each write judged and stored while the
     /// table is open; then, once it is closed, the batch's records of the
     /// ones that changed something (revision, figures, log, change set), in
-    /// their order.
+    /// their order. An error of its own when the table cannot be opened.
     fn apply_writes(
         &mut self,
         project: &Project,
         writes: Vec<KvWrite>,
-    ) -> Vec<Result<KvCommit, StoreError>> {
+    ) -> Result<Vec<Result<KvCommit, StoreError>>, StoreError> {
         let storage = project.settings.storage;
         let tables = KeyTables::of(project.settings.id.as_str());
         let record = self.figures(project);
@@ -159,61 +158,46 @@ impl Batch<'_> {
         let mut stored = Vec::new();
         // The revision the writes so far have reached.
         let mut revision = self.revision;
-        {
-            let opened = match self.txn(storage) {
-                Ok(_) => open_txn(&self.disk, &self.memory, storage).and_then(|txn| {
-                    let keys = txn.open_table(tables.keys()).map_err(storage_error)?;
-                    Ok((txn, keys))
-                }),
-                Err(error) => Err(error),
-            };
-            let (txn, mut keys) = match opened {
-                Ok(opened) => opened,
-                Err(error) => return (0..count).map(|_| Err(error.clone())).collect(),
-            };
-            for (index, write) in writes.into_iter().enumerate() {
-                let at = Timestamp::now();
-                let staged = stage(
-                    txn,
-                    &tables,
-                    &mut keys,
-                    project,
-                    figures,
-                    write,
-                    revision + 1,
-                    at,
-                );
-                match staged {
-                    Ok((mut staged, None)) => results.push(Ok(KvCommit {
+        self.txn(storage)?;
+        let txn = open_txn(&self.disk, &self.memory, storage)?;
+        let mut open = OpenKeys {
+            txn,
+            tables: &tables,
+            keys: txn.open_table(tables.keys()).map_err(storage_error)?,
+        };
+        for (index, write) in writes.into_iter().enumerate() {
+            let at = Timestamp::now();
+            match open.stage(&project.settings, figures, write, revision + 1, at) {
+                Ok((mut staged, None)) => results.push(Ok(KvCommit {
+                    revision,
+                    results: std::mem::take(&mut staged.results),
+                })),
+                Ok((mut staged, Some(entries))) => {
+                    revision += 1;
+                    figures = staged.figures;
+                    results.push(Ok(KvCommit {
                         revision,
                         results: std::mem::take(&mut staged.results),
-                    })),
-                    Ok((mut staged, Some(entries))) => {
-                        revision += 1;
-                        figures = staged.figures;
-                        results.push(Ok(KvCommit {
-                            revision,
-                            results: std::mem::take(&mut staged.results),
-                        }));
-                        stored.push(Stored {
-                            index,
-                            revision,
-                            at,
-                            staged,
-                            entries,
-                        });
+                    }));
+                    stored.push(Stored {
+                        index,
+                        revision,
+                        at,
+                        staged,
+                        entries,
+                    });
+                }
+                Err(error) if !is_fatal(&error) => results.push(Err(error)),
+                // The batch fails: the writes after this one are not tried.
+                Err(error) => {
+                    while results.len() < count {
+                        results.push(Err(error.clone()));
                     }
-                    Err(error) if !is_fatal(&error) => results.push(Err(error)),
-                    // The batch fails: the writes after this one are not tried.
-                    Err(error) => {
-                        while results.len() < count {
-                            results.push(Err(error.clone()));
-                        }
-                        break;
-                    }
+                    break;
                 }
             }
         }
+        drop(open);
         for write in stored {
             let revision = match storage {
                 StorageMode::Disk => self.next_logged_revision(),
@@ -229,8 +213,9 @@ impl Batch<'_> {
             }
             self.log(project, revision, write.at, write.staged.log());
         }
-        results
+        Ok(results)
     }
+
     /// Stores again a write that the write-ahead log kept, at its revision
     /// and time, in the state the writes before it left.
     pub fn replay(&mut self, write: Logged) -> Result<(), StoreError> {
@@ -278,41 +263,55 @@ impl Batch<'_> {
     }
 }
 
-/// Judges one write against the keys table as the writes before it left
-/// it (`revision`: the one it takes if it changes anything) and stores what
-/// it decided; with the entries stored, or `None` when it changes nothing.
-#[allow(clippy::too_many_arguments)]
-fn stage<'t>(
+/// A project's keys table, open in a batch's transaction for a run of
+/// writes.
+struct OpenKeys<'a, 't> {
     txn: &'t WriteTransaction,
-    tables: &KeyTables,
-    keys: &mut KeysTable<'t>,
-    project: &Project,
-    figures: Figures,
-    write: KvWrite,
-    revision: u64,
-    at: Timestamp,
-) -> Result<(Staged, Option<Entries>), StoreError> {
-    let mut source = TableSource {
-        txn,
-        tables,
-        keys: &*keys,
-        values: None,
-    };
-    let staged = kv::evaluate(
-        &mut source,
-        &project.settings,
-        figures,
-        &write.checks,
-        write.ops,
-        revision,
-        at,
-    )?;
-    let values = source.values.take();
-    if staged.changes.is_empty() {
-        return Ok((staged, None));
+    tables: &'a KeyTables<'a>,
+    keys: KeysTable<'t>,
+}
+
+impl OpenKeys<'_, '_> {
+    /// Judges one write against the table as the writes before it left it
+    /// (`revision`: the one it takes if it changes anything) and stores
+    /// what it decided; with the entries stored, or `None` when it changes
+    /// nothing.
+    fn stage(
+        &mut self,
+        settings: &ProjectSettings,
+        figures: Figures,
+        write: KvWrite,
+        revision: u64,
+        at: Timestamp,
+    ) -> Result<(Staged, Option<Entries>), StoreError> {
+        let mut source = TableSource {
+            txn: self.txn,
+            tables: self.tables,
+            keys: &self.keys,
+            values: None,
+        };
+        let staged = kv::evaluate(
+            &mut source,
+            settings,
+            figures,
+            &write.checks,
+            write.ops,
+            revision,
+            at,
+        )?;
+        let values = source.values.take();
+        if staged.changes.is_empty() {
+            return Ok((staged, None));
+        }
+        let entries = store_changes(
+            self.txn,
+            self.tables,
+            &mut self.keys,
+            values,
+            &staged.changes,
+        )?;
+        Ok((staged, Some(entries)))
     }
-    let entries = store_changes(txn, tables, keys, values, &staged.changes)?;
-    Ok((staged, Some(entries)))
 }
 
 /// The write as the write-ahead log keeps it. `entries` are what

@@ -369,7 +369,7 @@ impl Writer {
         let mut answers = Vec::with_capacity(size);
         // Consecutive writes to one project (none a delete by prefix, which
         // may begin a sweep) are applied together: see `Batch::apply_run`.
-        let mut run = Vec::new();
+        let mut run: Vec<(KvWrite, Reply<KvCommit>)> = Vec::new();
         for command in commands {
             // A request after a sweep of its project began in this batch.
             if subject(&command).is_some_and(|p| batch.paused.contains(p)) {
@@ -378,18 +378,15 @@ impl Writer {
             }
             let command = match command {
                 Command::Kv(write, reply) if sweep::prefix_delete(&write).is_none() => {
-                    if run
-                        .first()
-                        .is_some_and(|(first, _): &(KvWrite, _)| first.project != write.project)
-                    {
-                        answers.extend(batch.apply_run(std::mem::take(&mut run)));
+                    if run.first().is_some_and(|(w, _)| w.project != write.project) {
+                        answers.extend(batch.apply_run(&mut run));
                     }
                     run.push((write, reply));
                     continue;
                 }
                 command => command,
             };
-            answers.extend(batch.apply_run(std::mem::take(&mut run)));
+            answers.extend(batch.apply_run(&mut run));
             answers.push(match command {
                 Command::Kv(write, reply) => match batch.sweep_for(write, reply) {
                     Ok(sweep) => {
@@ -412,7 +409,7 @@ impl Writer {
                 }
             });
         }
-        answers.extend(batch.apply_run(run));
+        answers.extend(batch.apply_run(&mut run));
         // Each sweep's chunk, in the same commit.
         let mut checkpoints = Vec::with_capacity(self.sweeps.len());
         let mut answered = Vec::new();
