@@ -115,6 +115,10 @@ impl Store for Wrapped {
         self.inner.verify().await
     }
 
+    async fn compact(&self) -> Result<kvs::store::Compacted, StoreError> {
+        self.inner.compact().await
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }

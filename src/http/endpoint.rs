@@ -23,6 +23,8 @@ pub enum Endpoint {
     Backup,
     /// `/v1/verify`: check every stored record and value.
     Verify,
+    /// `/v1/compact`: give the store's free room back.
+    Compact,
     Whoami,
     /// `/v1/openapi.json`: the document that describes this API.
     OpenApi,
@@ -185,6 +187,7 @@ impl Endpoint {
             "/v1/status" => Endpoint::Status,
             "/v1/backup" => Endpoint::Backup,
             "/v1/verify" => Endpoint::Verify,
+            "/v1/compact" => Endpoint::Compact,
             "/v1/whoami" => Endpoint::Whoami,
             "/v1/openapi.json" => Endpoint::OpenApi,
             "/v1/projects" => Endpoint::Projects,
@@ -268,9 +271,11 @@ impl Endpoint {
             Endpoint::ProjectToken(..) | Endpoint::AdminToken(_) => &["DELETE"],
             Endpoint::KvList(_) => &["GET", "HEAD", "DELETE"],
             Endpoint::Kv(..) => &["GET", "HEAD", "PUT", "DELETE"],
-            Endpoint::Txn(_) | Endpoint::Incr(..) | Endpoint::Import(_) | Endpoint::Verify => {
-                &["POST"]
-            }
+            Endpoint::Txn(_)
+            | Endpoint::Incr(..)
+            | Endpoint::Import(_)
+            | Endpoint::Verify
+            | Endpoint::Compact => &["POST"],
             Endpoint::Latest(_) | Endpoint::Watch(_) => &["GET", "HEAD"],
             Endpoint::Index => &["GET", "HEAD", "POST"],
             // Simple-PyKV's routes check their methods themselves, so that a
@@ -298,6 +303,7 @@ impl Endpoint {
             Endpoint::Status => "status",
             Endpoint::Backup => "backup",
             Endpoint::Verify => "verify",
+            Endpoint::Compact => "compact",
             Endpoint::Whoami => "whoami",
             Endpoint::OpenApi => "openapi",
             Endpoint::Projects => "projects",

@@ -274,6 +274,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Backup, _) => backup::backup(&ctx).await,
         (Endpoint::Verify, _) => backup::verify(&ctx).await,
+        (Endpoint::Compact, _) => backup::compact(&ctx).await,
         (Endpoint::Whoami, _) => system::whoami(&ctx),
         (Endpoint::Projects, Method::POST) => {
             let (parts, body) = request.into_parts();

@@ -67,6 +67,7 @@ use super::{backup, import, kv, projects, system, tokens, txn, watch};
         import::import,
         backup::backup,
         backup::verify,
+        backup::compact,
     ),
     components(schemas(ErrorBody, Storage, Public, Role, TokenSource, Encoding, Time, Duration)),
     modifiers(&Security, &CommonErrors),
@@ -445,6 +446,7 @@ mod tests {
             "/ui",
             "/v1/backup",
             "/v1/verify",
+            "/v1/compact",
         ];
         let mut seen = BTreeSet::new();
         for sample in samples {
@@ -471,6 +473,7 @@ mod tests {
                 Endpoint::Import(_) => Some("/v1/projects/{project}/import"),
                 Endpoint::Backup => Some("/v1/backup"),
                 Endpoint::Verify => Some("/v1/verify"),
+                Endpoint::Compact => Some("/v1/compact"),
                 // The compatibility surfaces keep other programs' shapes
                 // and are not described (docs/API.md says so); the web
                 // view's page and assets are not API.

@@ -38,6 +38,17 @@ pub use kv::Figures;
 pub use plan::CatalogDelta;
 pub use verify::{Damage, Report};
 
+/// What a compaction did (`kvs compact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// The size of the database file before and after, in bytes.
+    pub before: u64,
+    pub after: u64,
+    /// Tables copied, and the rows they hold.
+    pub tables: usize,
+    pub rows: u64,
+}
+
 use crate::domain::{
     ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Public, StorageMode, Timestamp,
     TokenId, TokenRecord,
@@ -490,6 +501,11 @@ pub trait Store: Send + Sync + 'static {
     /// Checks every stored record and value over a read snapshot, off the
     /// async runtime, and reports what is damaged (`kvs verify`).
     async fn verify(&self) -> Result<Report, StoreError>;
+
+    /// Gives the store's free room back (`kvs compact`): the embedded
+    /// engine copies its disk database in key order into a new file and
+    /// puts it in place, while writes wait.
+    async fn compact(&self) -> Result<Compacted, StoreError>;
 
     /// Finishes the writes in flight and closes the store.
     async fn close(&self);

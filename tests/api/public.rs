@@ -176,6 +176,7 @@ fn a_public_write_project_lets_anyone_use_its_keys_and_nothing_else() {
         ("GET", "/v1/whoami", None),
         ("GET", "/v1/backup", None),
         ("POST", "/v1/verify", None),
+        ("POST", "/v1/compact", None),
         ("GET", "/metrics", None),
         ("GET", "/v1/projects/closed/kv/k", None),
         ("PUT", "/v1/projects/closed/kv/k", Some(json!("x"))),

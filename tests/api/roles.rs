@@ -285,6 +285,8 @@ fn project_tokens_of_every_role_are_forbidden_on_admin_only_routes() {
             client.delete(&format!("/v1/tokens/{id}")),
             client.post_json("/v1/projects", &json!({"id": "q"})),
             client.delete(&setup.path("")),
+            client.send("POST", "/v1/verify", None, &[]),
+            client.send("POST", "/v1/compact", None, &[]),
         ];
         for answer in &answers {
             expect_error(answer, 403, "forbidden");
@@ -674,4 +676,26 @@ fn only_the_admin_token_may_take_a_backup() {
         405,
         "method_not_allowed",
     );
+}
+
+#[test]
+fn only_the_admin_token_may_compact_the_store() {
+    let setup = Setup::new("p", json!({}));
+    put(&setup.manage, &setup.kv("k"), b"v");
+    expect_unauthorized(&setup.anonymous().send("POST", "/v1/compact", None, &[]));
+    expect_unauthorized(&setup.anonymous().with_token("kvs_nope").send(
+        "POST",
+        "/v1/compact",
+        None,
+        &[],
+    ));
+    expect_error(&setup.admin.get("/v1/compact"), 405, "method_not_allowed");
+    let answer = setup.admin.send("POST", "/v1/compact", None, &[]);
+    expect_status(&answer, 200);
+    let report = answer.json();
+    for figure in ["before", "after", "tables", "rows"] {
+        assert!(report[figure].is_u64(), "{figure}: {report}");
+    }
+    assert!(report["rows"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(setup.manage.get(&setup.kv("k")).body, b"v");
 }

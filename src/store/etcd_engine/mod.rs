@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use crate::domain::{Key, ProjectId, StorageMode};
 use crate::store::publish::View;
 use crate::store::{
-    Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, KvCommit, KvWrite, ListPage,
+    Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, KvCommit, KvWrite, ListPage,
     ListRequest, Project, Read, Report, Store, StoreError, StoreSnapshot, Subscription,
 };
 use layout::Layout;
@@ -430,6 +430,14 @@ impl Store for EtcdStore {
         // etcd checks its own data (`etcdctl check datascale`, hash checks
         // between members); every record kvs reads is checked as it is read.
         Ok(Report::default())
+    }
+
+    async fn compact(&self) -> Result<Compacted, StoreError> {
+        Err(StoreError::Conflict(
+            "a cluster node keeps no store of its own: etcd keeps the data, and \
+             `etcdctl defrag` gives its room back"
+                .to_owned(),
+        ))
     }
 
     async fn close(&self) {

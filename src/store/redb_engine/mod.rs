@@ -14,8 +14,10 @@
 
 mod backup;
 pub(crate) mod codec;
+mod compact;
 mod memory_backend;
 mod snapshot;
+mod stopped;
 mod verify;
 mod wal;
 mod writer;
@@ -37,16 +39,18 @@ use crate::domain::{
 };
 use crate::store::publish::View;
 use crate::store::{
-    Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, HistoryLimits, KvCommit, KvWrite,
-    ListPage, ListRequest, Project, ProjectStats, Read, Report, Store, StoreError, StoreSnapshot,
-    Subscription,
+    Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, HistoryLimits, KvCommit,
+    KvWrite, ListPage, ListRequest, Project, ProjectStats, Read, Report, Store, StoreError,
+    StoreSnapshot, Subscription,
 };
 pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
 use codec::{
     HistoryRecord, KeyRecord, KeyTables, StatsRecord, decode, decode_entry, storage_error,
 };
+pub use compact::{CompactError, compact_dir};
 use snapshot::{ReadCache, Snapshot};
-pub use verify::{VerifyError, verify_dir};
+pub use stopped::StoppedError;
+pub use verify::verify_dir;
 use writer::{Command, Sweep, Writer};
 
 /// redb's page cache for the memory database, whose backend is memory.
@@ -354,6 +358,10 @@ impl Store for RedbStore {
         })
         .await
         .map_err(StoreError::internal)
+    }
+
+    async fn compact(&self) -> Result<Compacted, StoreError> {
+        self.send(Command::Compact).await
     }
 
     fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -11,87 +11,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError,
-    TableHandle,
-};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError, TableHandle};
 
 use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
     check_value, decode, decode_changes, decode_entry, parse_expiry_key,
 };
 use super::snapshot::read_sweeps;
+use super::stopped::{StoppedError, open_stopped};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
 use crate::store::{Report, StoreError};
 
-/// Why a stopped store could not be checked at all.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("{0} holds no kvs.redb")]
-    Missing(String),
-    #[error(
-        "the store in {0} is in use by a running server; stop it first, or run \
-         `kvs verify` without --data-dir to check the running server"
-    )]
-    InUse(String),
-    #[error(
-        "the store in {0} is in the v1 format, which has no checksums to verify; \
-         `kvs serve` migrates it at start"
-    )]
-    OldFormat(String),
-    #[error("{path} cannot be opened: {reason}")]
-    Unreadable { path: String, reason: String },
-}
-
 /// Checks the stopped store in `dir` (its `kvs.redb`).
-pub fn verify_dir(dir: &Path) -> Result<Report, VerifyError> {
-    let path = dir.join("kvs.redb");
-    let shown = path.display().to_string();
-    if !path.exists() {
-        return Err(VerifyError::Missing(dir.display().to_string()));
-    }
-    let opened = catch_unwind(|| Database::open(&path));
-    let database = match opened {
-        Ok(Ok(database)) => database,
-        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-            return Err(VerifyError::InUse(dir.display().to_string()));
-        }
-        Ok(Err(error)) => {
-            return Err(VerifyError::Unreadable {
-                path: shown,
-                reason: error.to_string(),
-            });
-        }
-        Err(_) => {
-            return Err(VerifyError::Unreadable {
-                path: shown,
-                reason: "the file is damaged (its structure cannot be read)".to_owned(),
-            });
-        }
-    };
+pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
+    // redb's default: the walk looks each large value up by its key.
+    let database = open_stopped(dir, 1 << 30)?;
     let txn = database
         .begin_read()
-        .map_err(|error| VerifyError::Unreadable {
-            path: shown,
-            reason: error.to_string(),
-        })?;
-    if is_v1(&txn) {
-        return Err(VerifyError::OldFormat(dir.display().to_string()));
-    }
+        .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
     let mut report = Report::default();
     let projects = walk_catalog(&txn, &mut report);
     walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
     Ok(report)
-}
-
-/// Whether the database was last written by a release before checksums:
-/// no format versions, and a v1 project record.
-fn is_v1(txn: &ReadTransaction) -> bool {
-    let versioned = matches!(txn.open_table(codec::META), Ok(meta) if meta.len().unwrap_or(0) > 0);
-    let old_record = txn.open_table(PROJECTS).is_ok_and(|projects| {
-        matches!(projects.first(), Ok(Some((_, record))) if record.value().first() == Some(&codec::v1::TAG))
-    });
-    !versioned && old_record
 }
 
 /// Runs `walk` on one table, reporting a panic (a damaged page) as damage.

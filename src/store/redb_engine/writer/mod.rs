@@ -82,6 +82,9 @@ pub enum Command {
     /// Finish what is queued before this, then take a snapshot of both
     /// databases at the revision of that moment (for a backup).
     Snapshot(Reply<Box<super::backup::RedbSnapshot>>),
+    /// Finish what is queued before this and every sweep, checkpoint, then
+    /// copy the disk database into a compacted file and put it in place.
+    Compact(Reply<crate::store::Compacted>),
 }
 
 /// A request's outcome in a batch, held until the batch has committed.
@@ -265,6 +268,17 @@ impl Writer {
                     });
                     let _ = reply.send(snapshot);
                 }
+                Command::Compact(reply) => {
+                    self.commit(std::mem::take(&mut pending));
+                    let compacted = self
+                        .settle()
+                        .and_then(|()| self.checkpoint())
+                        .and_then(|()| super::compact::compact_live(&self.shared));
+                    if let Err(error) = &compacted {
+                        tracing::error!(%error, "a compaction failed; the database is as it was");
+                    }
+                    let _ = reply.send(compacted);
+                }
                 Command::Catalog(CatalogWrite::UpdateProject { id, change }, reply)
                     if self.is_move(&id, &change) =>
                 {
@@ -405,6 +419,10 @@ impl Writer {
                 Command::Close(reply) => Answer::Unit(reply, Ok(())),
                 Command::Snapshot(reply) => {
                     let _ = reply.send(Err(StoreError::internal("a snapshot inside a batch")));
+                    continue;
+                }
+                Command::Compact(reply) => {
+                    let _ = reply.send(Err(StoreError::internal("a compaction inside a batch")));
                     continue;
                 }
             });
@@ -747,6 +765,9 @@ fn fail_all(commands: Vec<Command>, error: &StoreError) {
                 let _ = reply.send(Err(error.clone()));
             }
             Command::Snapshot(reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Compact(reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
             Command::Catalog(_, reply) | Command::Expire(reply) | Command::Close(reply) => {
