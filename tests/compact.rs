@@ -46,31 +46,42 @@ fn scattered(i: usize, n: usize) -> String {
     format!("k/{:06}", (i * 7919) % n)
 }
 
-/// Fills project `p`: `n` keys imported in a scattered order, overwrites,
-/// deletes, large values (the values table), expiries (the expiry index).
+/// Fills project `p` with `n` keys ([`fill_project`]).
 fn fill(client: &Client, n: usize) {
+    fill_project(client, "p", n);
+}
+
+/// Fills a project: `n` keys imported in a scattered order, overwrites,
+/// deletes, large values (the values table), expiries (the expiry index).
+fn fill_project(client: &Client, project: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let keys: Vec<Value> = chunk
             .iter()
             .map(|&i| json!({"key": scattered(i, n), "value": format!("{i:0>300}")}))
             .collect();
-        let answer = client.post_json("/v1/projects/p/import", &json!({ "keys": keys }));
+        let answer = client.post_json(
+            &format!("/v1/projects/{project}/import"),
+            &json!({ "keys": keys }),
+        );
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     for i in (0..n).step_by(7) {
-        let put = client.put(&kv("p", &scattered(i, n)), format!("again {i}").as_bytes());
+        let put = client.put(
+            &kv(project, &scattered(i, n)),
+            format!("again {i}").as_bytes(),
+        );
         assert!(put.status < 300, "{}", put.text());
     }
     for i in (3..n).step_by(11) {
-        let delete = client.delete(&kv("p", &scattered(i, n)));
+        let delete = client.delete(&kv(project, &scattered(i, n)));
         assert!(delete.status < 300, "{}", delete.text());
     }
     for i in 0..20 {
         let large = vec![b'a' + (i % 26) as u8; 10_000 + i];
-        let put = client.put(&kv("p", &format!("large/{i:02}")), &large);
+        let put = client.put(&kv(project, &format!("large/{i:02}")), &large);
         assert_eq!(put.status, 201, "{}", put.text());
         let put = client.put(
-            &format!("{}?ttl=30d", kv("p", &format!("ttl/{i:02}"))),
+            &format!("{}?ttl=30d", kv(project, &format!("ttl/{i:02}"))),
             b"x",
         );
         assert_eq!(put.status, 201, "{}", put.text());
@@ -148,15 +159,22 @@ fn compacted_offline(server: &mut ServerProcess, data: &Path, token: &str) -> Ve
     everything(&restarted(server, token))
 }
 
-/// Everything a client can read of project `p`: its figures, and every
-/// key with its value, version, times and expiry, page after page.
+/// Everything a client can read of project `p` ([`everything_in`]).
 fn everything(client: &Client) -> Vec<Value> {
-    let project = client.get("/v1/projects/p");
+    everything_in(client, "p")
+}
+
+/// Everything a client can read of a project: its figures, and every key
+/// with its value, version, times and expiry, page after page.
+fn everything_in(client: &Client, id: &str) -> Vec<Value> {
+    let project = client.get(&format!("/v1/projects/{id}"));
     assert_eq!(project.status, 200, "{}", project.text());
     let mut seen = vec![project.json()];
     let mut cursor = String::new();
     loop {
-        let page = client.get(&format!("/v1/projects/p/kv?values=true&limit=1000{cursor}"));
+        let page = client.get(&format!(
+            "/v1/projects/{id}/kv?values=true&limit=1000{cursor}"
+        ));
         assert_eq!(page.status, 200, "{}", page.text());
         let page = page.json();
         let next = page["cursor"].as_str().map(str::to_owned);
@@ -168,19 +186,24 @@ fn everything(client: &Client) -> Vec<Value> {
     }
 }
 
-/// [`everything`] but the listing pages' `revision`, the server's, which
-/// writes to another project move.
-fn everything_of_p(client: &Client) -> Vec<Value> {
-    let mut seen = everything(client);
+/// [`everything_in`] but the listing pages' `revision`, the server's,
+/// which writes to another project move.
+fn everything_but_revisions(client: &Client, id: &str) -> Vec<Value> {
+    let mut seen = everything_in(client, id);
     for page in seen.iter_mut().skip(1) {
         page.as_object_mut().unwrap().remove("revision");
     }
     seen
 }
 
-/// The watch history of project `p` from revision 0: the event lines sent
-/// before `event: sync`.
+/// The watch history of project `p` ([`history_of`]).
 fn history(url: &str, token: &str) -> Vec<String> {
+    history_of(url, token, "p")
+}
+
+/// The watch history of a project from revision 0: the event lines sent
+/// before `event: sync`.
+fn history_of(url: &str, token: &str, project: &str) -> Vec<String> {
     let address = url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     stream
@@ -189,7 +212,7 @@ fn history(url: &str, token: &str) -> Vec<String> {
     // HTTP/1.0: the body comes as it is, without chunk sizes between.
     write!(
         stream,
-        "GET /v1/projects/p/watch?since=0&values=true HTTP/1.0\r\n\
+        "GET /v1/projects/{project}/watch?since=0&values=true HTTP/1.0\r\n\
          Host: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
     )
     .unwrap();
@@ -386,8 +409,16 @@ fn a_running_server_compacts_while_reads_and_writes_go_on() {
     let other = server
         .admin()
         .create_project("w", json!({"storage": "disk"}));
-    let before = everything_of_p(&client);
+    // A memory project, compacted too (in memory).
+    let memory = server
+        .admin()
+        .create_project("m", json!({"storage": "memory"}));
+    let in_memory = Client::new(&server.url, Some(&memory));
+    fill_project(&in_memory, "m", 5_000);
+    let before = everything_but_revisions(&client, "p");
     let events = history(&server.url, &token);
+    let memory_before = everything_but_revisions(&in_memory, "m");
+    let memory_events = history_of(&server.url, &memory, "m");
 
     // Meanwhile a reader of p and a writer of w, each on its own thread:
     // every read answers as before, every write is acknowledged.
@@ -434,8 +465,13 @@ fn a_running_server_compacts_while_reads_and_writes_go_on() {
         .map(|(sizes, _)| sizes.split(" to ").map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|| panic!("{said}"));
     assert!(sizes[1] * 10 < sizes[0] * 8, "{said}");
-    assert!(everything_of_p(&client) == before);
+    assert!(everything_but_revisions(&client, "p") == before);
     assert_eq!(history(&server.url, &token), events);
+    assert!(everything_but_revisions(&in_memory, "m") == memory_before);
+    assert_eq!(history_of(&server.url, &memory, "m"), memory_events);
+    let put = in_memory.put(&kv("m", "after"), b"1");
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(in_memory.get(&kv("m", "after")).body, b"1");
     let verified = online("verify", &server.url, &admin);
     assert!(verified.ok().contains("no damage"), "{}", verified.text());
 

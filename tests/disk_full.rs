@@ -264,3 +264,63 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     let report = server.admin().send("POST", "/v1/verify", None, &[]).json();
     assert_eq!(report["damage"], json!([]), "{report}");
 }
+
+/// A compaction needs room for its copy. Without it, `POST /v1/compact` is
+/// refused with 507 and leaves the store as it was (no partial copy, every
+/// key readable, writes accepted once there is room); with room again, it
+/// compacts.
+#[test]
+fn a_compaction_without_room_for_its_copy_is_refused_with_507_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "128m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
+        return;
+    };
+    let data = dir.path().join("data");
+    let secret = fake_secret();
+    let server = ServerProcess::start(&data, &secret);
+    let admin = server.admin();
+    let manage = admin.with_token(&admin.create_project("p", json!({})));
+    let value = vec![3u8; 1500];
+    let keys: Vec<_> = (0..6000)
+        .map(|i| json!({"key": format!("k/{:05}", (i * 7919) % 6000), "value": "x".repeat(1500)}))
+        .collect();
+    for chunk in keys.chunks(1000) {
+        let imported = admin.post_json("/v1/projects/p/import", &json!({ "keys": chunk }));
+        assert_eq!(imported.status, 200, "{}", imported.text());
+    }
+    assert_eq!(manage.put(&kv("p", "raw"), &value).status, 201);
+    // All the room but 1 MiB taken, in pieces of 1 MiB.
+    let mut pieces = Vec::new();
+    loop {
+        let piece = dir.path().join(format!("filler{}", pieces.len()));
+        if std::fs::write(&piece, vec![1u8; 1 << 20]).is_err() {
+            let _ = std::fs::remove_file(&piece);
+            break;
+        }
+        pieces.push(piece);
+    }
+    std::fs::remove_file(pieces.pop().unwrap()).unwrap();
+
+    let refused = admin.send("POST", "/v1/compact", None, &[]);
+    assert_eq!(refused.status, 507, "{}", refused.text());
+    assert_eq!(refused.code(), "storage_full");
+    assert!(!data.join("kvs.redb.compacting").exists());
+    assert_eq!(manage.get(&kv("p", "raw")).body, value);
+    for i in (0..6000).step_by(97) {
+        let got = manage.get(&kv("p", &format!("k/{i:05}")));
+        assert_eq!(got.status, 200, "k/{i:05}: {}", got.text());
+        assert_eq!(got.body.len(), 1500);
+    }
+
+    for piece in &pieces {
+        std::fs::remove_file(piece).unwrap();
+    }
+    let after = manage.put(&kv("p", "after"), b"x");
+    assert_eq!(after.status, 201, "{}", after.text());
+    let compacted = admin.send("POST", "/v1/compact", None, &[]);
+    assert_eq!(compacted.status, 200, "{}", compacted.text());
+    assert!(compacted.json()["rows"].as_u64().unwrap() > 6000);
+    assert_eq!(manage.get(&kv("p", "raw")).body, value);
+    assert_eq!(manage.get(&kv("p", "after")).body, b"x");
+}

@@ -173,7 +173,8 @@ pub enum Command {
     /// itself (a running server holds the file's lock: then it says so),
     /// keeping the writes its write-ahead log holds. Either way it needs
     /// room for the compacted copy, and leaves the store as it was when it
-    /// fails. Memory projects are not compacted.
+    /// fails. A running server compacts its memory projects too (into a new
+    /// memory database); a stopped one has none.
     #[command(after_long_help = EXIT_CODES)]
     Compact(compact::Compact),
 }

@@ -208,7 +208,8 @@ pub struct CompactReport {
     /// in bytes.
     before: u64,
     after: u64,
-    /// Tables copied, and the rows they hold.
+    /// Tables of the disk database copied, and the rows copied in both
+    /// databases.
     tables: usize,
     rows: u64,
     /// How long it took; writes waited meanwhile.
@@ -223,8 +224,8 @@ pub struct CompactReport {
     description = "Admin only. Copies the disk database, table by table in key order, into a new \
         file, checks it and puts it in place of the old one, whose free pages are then given \
         back: as etcd's defrag. Nothing a client reads changes. Writes wait until it is done \
-        (about 2.5 s per 1,000,000 small keys measured here); reads go on. Memory projects are \
-        not compacted. `kvs compact` without --data-dir calls it. A cluster node answers 409: \
+        (about 2.5 s per 1,000,000 small keys measured here); reads go on. The memory database \
+        is copied the same way into a new one. `kvs compact` without --data-dir calls it. A cluster node answers 409: \
         etcd keeps its data.",
     responses(
         (status = 200, description = "Compacted", body = CompactReport),

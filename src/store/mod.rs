@@ -44,7 +44,8 @@ pub struct Compacted {
     /// The size of the database file before and after, in bytes.
     pub before: u64,
     pub after: u64,
-    /// Tables copied, and the rows they hold.
+    /// Tables of the disk database copied, and the rows copied (in both
+    /// databases, online).
     pub tables: usize,
     pub rows: u64,
 }
@@ -503,8 +504,9 @@ pub trait Store: Send + Sync + 'static {
     async fn verify(&self) -> Result<Report, StoreError>;
 
     /// Gives the store's free room back (`kvs compact`): the embedded
-    /// engine copies its disk database in key order into a new file and
-    /// puts it in place, while writes wait.
+    /// engine copies its disk database in key order into a new file, and
+    /// its memory database into a new one, and puts them in place, while
+    /// writes wait.
     async fn compact(&self) -> Result<Compacted, StoreError>;
 
     /// Finishes the writes in flight and closes the store.

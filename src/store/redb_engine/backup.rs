@@ -50,6 +50,10 @@ pub struct RedbSnapshot {
     projects: Vec<ProjectDump>,
     disk: ReadTransaction,
     memory: ReadTransaction,
+    /// The databases read: a transaction fails once its database is
+    /// closed, and a compaction puts new ones in their place meanwhile.
+    /// (Declared after the transactions, so dropped after them.)
+    _databases: [Arc<Database>; 2],
 }
 
 impl RedbSnapshot {
@@ -63,6 +67,7 @@ impl RedbSnapshot {
 /// catalog, the figures and the revision are those of the last commit.
 pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, StoreError> {
     let disk = shared.database(StorageMode::Disk)?;
+    let memory = shared.memory.load_full();
     let catalog = shared.view.catalog();
     let projects = catalog
         .projects()
@@ -78,7 +83,8 @@ pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, Store
         catalog,
         projects,
         disk: disk.begin_read().map_err(storage_error)?,
-        memory: shared.memory.begin_read().map_err(storage_error)?,
+        memory: memory.begin_read().map_err(storage_error)?,
+        _databases: [disk, memory],
     })
 }
 

@@ -1,16 +1,18 @@
-//! `kvs compact`: makes a stopped store's disk database take no more room
-//! than its contents need, as etcd's offline `defrag` does.
+//! `kvs compact`: makes a store's databases take no more room than their
+//! contents need, as etcd's `defrag` does.
 //!
 //! Random writes leave a B-tree's leaves about two thirds full, and the
-//! pages freed by later writes stay in the file. So every table is copied,
-//! in key order (its leaves come out full), into a new file beside it,
-//! `kvs.redb.compacting`; the copy is synced and checked whole with the
-//! walk of `kvs verify`, and only then renamed over `kvs.redb`: the one
-//! moment the compaction happens. Until then the store is untouched, and
-//! a compaction cut short leaves only the new file, which the next run
-//! removes. The copy holds everything: the same keys, versions, revisions,
-//! change log and figures, and the write-ahead log's records apply on top
-//! of it as before (they are found by revision).
+//! pages freed by later writes stay in the file. So every table of the
+//! disk database is copied, in key order (its leaves come out full), into
+//! a new file beside it, `kvs.redb.compacting`; the copy is synced and
+//! checked whole with the walk of `kvs verify`, and only then renamed over
+//! `kvs.redb`: the one moment the compaction happens. Until then the store
+//! is untouched, and a compaction cut short leaves only the new file, which
+//! the next run removes. The copy holds everything: the same keys,
+//! versions, revisions, change log and figures, and the write-ahead log's
+//! records apply on top of it as before (they are found by revision).
+//! Offline ([`compact_dir`]) that is all; on a running server
+//! ([`compact_live`]) the memory database is then copied into a new one.
 //!
 //! (redb's own `Database::compact` was tried first, after rewriting the
 //! tables in place: it stops at the first page it cannot move lower, and
@@ -66,23 +68,13 @@ pub enum CompactError {
 /// for the compacted copy beside the file while it runs.
 pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     let live = dir.join("kvs.redb");
-    let copy_path = dir.join(COPY);
+    // Held open (and so locked) until the copy is in place: no server
+    // starts on the old file meanwhile.
     let database = open_stopped(dir, CACHE_BYTES)?;
     let before = file_size(&live)?;
-    remove_if_present(&copy_path)?;
     let source = database.begin_read().map_err(storage_error)?;
-    let copied = copy_all(&source, &copy_path);
-    let (tables, rows) = match copied {
-        Ok(done) => done,
-        Err(error) => {
-            let _ = std::fs::remove_file(&copy_path);
-            return Err(error);
-        }
-    };
-    drop(source);
-    drop(database);
-    std::fs::rename(&copy_path, &live).map_err(StoreError::internal)?;
-    sync_dir(dir)?;
+    let (tables, rows) = copy_over(&source, &live)?;
+    drop((source, database));
     Ok(Compacted {
         before,
         after: file_size(&live)?,
@@ -95,36 +87,19 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
 /// made by the writer between two batches after a checkpoint (so the
 /// database holds every write, and the write-ahead log none): writes wait
 /// meanwhile, and reads go on from the database being copied, which holds
-/// the same. The copy is renamed over `kvs.redb` and opened in its place;
-/// readers still on the old one finish on it (its file is gone from the
-/// directory but open until they let go). Should the copy not open, the
-/// database is out of service and the writer opens it again as after a
-/// failed commit.
+/// the same. The copy, in place of `kvs.redb`, is opened instead of the
+/// old database; readers still on the old one finish on it (its file is
+/// gone from the directory but open until they let go). Should the copy
+/// not open, the database is out of service and the writer opens it again
+/// as after a failed commit. Then the memory database is copied the same
+/// way, into a new memory database ([`compact_memory`]).
 pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let database = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
     let live = shared.path.as_path();
-    let dir = live
-        .parent()
-        .ok_or_else(|| StoreError::internal("the database has no directory"))?;
-    let copy_path = dir.join(COPY);
     let before = file_size(live)?;
-    remove_if_present(&copy_path)?;
-    let copied = database
-        .begin_read()
-        .map_err(storage_error)
-        .and_then(|source| copy_all(&source, &copy_path).map_err(store_error));
-    let (tables, rows) = match copied {
-        Ok(done) => done,
-        Err(error) => {
-            let _ = std::fs::remove_file(&copy_path);
-            return Err(error);
-        }
-    };
-    if let Err(error) = std::fs::rename(&copy_path, live) {
-        let _ = std::fs::remove_file(&copy_path);
-        return Err(StoreError::internal(error));
-    }
-    sync_dir(dir)?;
+    let source = database.begin_read().map_err(storage_error)?;
+    let (tables, rows) = copy_over(&source, live).map_err(store_error)?;
+    drop((source, database));
     match Database::create(live) {
         Ok(copy) => {
             shared.disk.store(Some(Arc::new(copy)));
@@ -136,12 +111,34 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
             return Err(storage_error(error));
         }
     }
+    let memory_rows = compact_memory(shared)?;
     Ok(Compacted {
         before,
         after: file_size(live)?,
         tables,
-        rows,
+        rows: rows + memory_rows,
     })
+}
+
+/// Copies the database `source` reads into `kvs.redb.compacting` beside
+/// `live`, checks it and renames it over `live`; the partial copy is
+/// removed when anything fails. Answers the tables and rows copied.
+fn copy_over(source: &ReadTransaction, live: &Path) -> Result<(usize, u64), CompactError> {
+    let dir = live
+        .parent()
+        .ok_or_else(|| StoreError::internal("the database has no directory"))?;
+    let copy = dir.join(COPY);
+    remove_if_present(&copy)?;
+    let copied = copy_all(source, &copy).and_then(|done| {
+        std::fs::rename(&copy, live).map_err(StoreError::internal)?;
+        Ok(done)
+    });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&copy);
+    }
+    let done = copied?;
+    sync_dir(dir)?;
+    Ok(done)
 }
 
 /// A failed copy as the server reports it: a storage failure as itself
@@ -160,18 +157,7 @@ fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), Compa
         .set_cache_size(CACHE_BYTES)
         .create(path)
         .map_err(storage_error)?;
-    let names: Vec<String> = source
-        .list_tables()
-        .map_err(storage_error)?
-        .map(|table| table.name().to_owned())
-        .collect();
-    if let Some(table) = source.list_multimap_tables().map_err(storage_error)?.next() {
-        return Err(CompactError::UnknownTable(table.name().to_owned()));
-    }
-    let mut rows = 0;
-    for name in &names {
-        rows += copy_table_named(source, &copy, name)?;
-    }
+    let copied = copy_into(source, &copy)?;
     // The server's durable commits record redb's allocator state (quick
     // repair), so that a start after a crash need not walk every page: so
     // does the copy's last.
@@ -182,7 +168,53 @@ fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), Compa
     // beyond its last page.
     copy.compact().map_err(storage_error)?;
     check(source, &copy)?;
+    Ok(copied)
+}
+
+/// Copies every table of `source` into the empty database `copy`;
+/// answers the tables and rows copied.
+fn copy_into(source: &ReadTransaction, copy: &Database) -> Result<(usize, u64), CompactError> {
+    let names: Vec<String> = source
+        .list_tables()
+        .map_err(storage_error)?
+        .map(|table| table.name().to_owned())
+        .collect();
+    if let Some(table) = source.list_multimap_tables().map_err(storage_error)?.next() {
+        return Err(CompactError::UnknownTable(table.name().to_owned()));
+    }
+    let mut rows = 0;
+    for name in &names {
+        rows += copy_table_named(source, copy, name)?;
+    }
     Ok((names.len(), rows))
+}
+
+/// The memory database copied in key order into a new one (memory projects'
+/// keys, large values and change logs, their figures and expiries), checked
+/// and put in place of the old one, whose pages are freed once the readers
+/// still on it let go. Answers the rows copied.
+fn compact_memory(shared: &Shared) -> Result<u64, StoreError> {
+    let memory = shared.memory.load_full();
+    let source = memory.begin_read().map_err(storage_error)?;
+    let copy = Database::builder()
+        .set_cache_size(super::MEMORY_CACHE_BYTES)
+        .create_with_backend(super::memory_backend::ChunkedMemory::default())
+        .map_err(storage_error)?;
+    let (_, rows) = copy_into(&source, &copy).map_err(store_error)?;
+    check_rows(&source, &copy).map_err(store_error)?;
+    // Walked as `kvs verify` walks it, with the catalog of the disk
+    // database (the memory one holds none).
+    let disk = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
+    let catalog = disk.begin_read().map_err(storage_error)?;
+    let mut report = Report::default();
+    let projects = walk_catalog(&catalog, &mut report);
+    let copied = copy.begin_read().map_err(storage_error)?;
+    walk_keys(&copied, &projects, StorageMode::Memory, &mut report);
+    damage(&report).map_err(store_error)?;
+    drop((source, catalog, copied));
+    shared.memory.store(Arc::new(copy));
+    shared.memory_reads.invalidate();
+    Ok(rows)
 }
 
 /// Copies one table, by the types its name says it holds.
@@ -252,6 +284,29 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// The copy holds as many rows in each table as the store, and `kvs
 /// verify`'s walk finds nothing wrong in it.
 fn check(source: &ReadTransaction, copy: &Database) -> Result<(), CompactError> {
+    check_rows(source, copy)?;
+    let txn = copy.begin_read().map_err(storage_error)?;
+    let mut report = Report::default();
+    let projects = walk_catalog(&txn, &mut report);
+    walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
+    damage(&report)
+}
+
+/// A walk of the copy that found damage refuses it.
+fn damage(report: &Report) -> Result<(), CompactError> {
+    match report.damage.first() {
+        Some(first) => Err(CompactError::Mismatch(format!(
+            "{} items damaged in the copy, the first: {}: {}",
+            report.damage.len(),
+            first.place,
+            first.problem
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The copy holds as many rows in each table as the store.
+fn check_rows(source: &ReadTransaction, copy: &Database) -> Result<(), CompactError> {
     let txn = copy.begin_read().map_err(storage_error)?;
     for table in source.list_tables().map_err(storage_error)? {
         let name = table.name();
@@ -267,17 +322,6 @@ fn check(source: &ReadTransaction, copy: &Database) -> Result<(), CompactError> 
                 "table {name} holds {was} rows, its copy {is}"
             )));
         }
-    }
-    let mut report = Report::default();
-    let projects = walk_catalog(&txn, &mut report);
-    walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
-    if let Some(damage) = report.damage.first() {
-        return Err(CompactError::Mismatch(format!(
-            "{} items damaged in the copy, the first: {}: {}",
-            report.damage.len(),
-            damage.place,
-            damage.problem
-        )));
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -70,7 +70,8 @@ struct Shared {
     /// a failed commit (redb refuses all writes after an I/O error until it
     /// is reopened).
     disk: ArcSwapOption<Database>,
-    memory: Arc<Database>,
+    /// The memory database; replaced whole by a compaction.
+    memory: ArcSwap<Database>,
     /// The shared read snapshot of each database.
     disk_reads: ReadCache,
     memory_reads: ReadCache,
@@ -131,7 +132,7 @@ impl RedbStore {
         let (wal, logged) = wal::Wal::open(data_dir, durable_revision(&disk)?)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
-            memory: Arc::new(memory),
+            memory: ArcSwap::from_pointee(memory),
             disk_reads: ReadCache::default(),
             memory_reads: ReadCache::default(),
             view: View::new(catalog, revision),
@@ -391,7 +392,7 @@ impl Shared {
         f: impl FnOnce(&Snapshot) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let snapshot = match storage {
-            StorageMode::Disk => match self.disk.load().as_deref() {
+            StorageMode::Disk => match self.disk.load().as_ref() {
                 // The flag is read after the database: a reopened one is
                 // stored after the flag is set.
                 Some(db) if !self.replaying.load(Ordering::SeqCst) => {
@@ -399,7 +400,7 @@ impl Shared {
                 }
                 _ => return Err(StoreError::Unavailable),
             },
-            StorageMode::Memory => self.memory_reads.snapshot(&self.memory)?,
+            StorageMode::Memory => self.memory_reads.snapshot(&self.memory.load())?,
         };
         // redb may panic on a damaged page: that read fails, not the server.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&snapshot))).unwrap_or_else(
@@ -426,7 +427,7 @@ impl Shared {
     fn database(&self, storage: StorageMode) -> Result<Arc<Database>, StoreError> {
         match storage {
             StorageMode::Disk => self.disk.load_full().ok_or(StoreError::Unavailable),
-            StorageMode::Memory => Ok(self.memory.clone()),
+            StorageMode::Memory => Ok(self.memory.load_full()),
         }
     }
 

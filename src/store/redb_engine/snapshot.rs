@@ -59,6 +59,11 @@ pub struct Snapshot {
     /// the keys they cover are gone for readers.
     sweeps: HashMap<String, SweepRecord>,
     memo: Mutex<Memo>,
+    /// The database read: a transaction fails once its database is closed,
+    /// and a compaction puts a new one in its place while readers may
+    /// still hold this snapshot. (The last field, so dropped after the
+    /// transaction and its tables.)
+    database: Arc<Database>,
 }
 
 type TableMap = HashMap<String, Option<Arc<KvTable>>>;
@@ -90,12 +95,17 @@ impl ReadCache {
     }
 
     /// A snapshot at least as new as every commit published so far.
-    pub fn snapshot(&self, db: &Database) -> Result<Arc<Snapshot>, StoreError> {
+    pub fn snapshot(&self, db: &Arc<Database>) -> Result<Arc<Snapshot>, StoreError> {
         // The generation is read before the transaction begins: the
         // snapshot then holds every commit that led to it.
         let generation = self.generation.load(Ordering::SeqCst);
+        // Reused only for the database it was taken of: a reader that took
+        // the database before a compaction replaced it may leave a snapshot
+        // of the old one under a later generation, and the new database may
+        // hold writes since.
         if let Some(snapshot) = self.snapshot.load_full()
             && snapshot.generation == generation
+            && Arc::ptr_eq(&snapshot.database, db)
         {
             return Ok(snapshot);
         }
@@ -108,6 +118,7 @@ impl ReadCache {
             values: ArcSwap::default(),
             sweeps,
             memo: Mutex::default(),
+            database: db.clone(),
         });
         self.snapshot.store(Some(snapshot.clone()));
         Ok(snapshot)
@@ -306,7 +317,7 @@ mod tests {
         let db = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .unwrap();
-        ReadCache::default().snapshot(&db).unwrap()
+        ReadCache::default().snapshot(&Arc::new(db)).unwrap()
     }
 
     /// What a snapshot remembers answers a read again as the tables would:

@@ -270,14 +270,7 @@ impl Writer {
                 }
                 Command::Compact(reply) => {
                     self.commit(std::mem::take(&mut pending));
-                    let compacted = self
-                        .settle()
-                        .and_then(|()| self.checkpoint())
-                        .and_then(|()| super::compact::compact_live(&self.shared));
-                    if let Err(error) = &compacted {
-                        tracing::error!(%error, "a compaction failed; the database is as it was");
-                    }
-                    let _ = reply.send(compacted);
+                    let _ = reply.send(self.compact());
                 }
                 Command::Catalog(CatalogWrite::UpdateProject { id, change }, reply)
                     if self.is_move(&id, &change) =>
@@ -653,6 +646,27 @@ impl Writer {
         txn.commit().map_err(super::codec::storage_error)?;
         self.wal.checkpointed();
         Ok(())
+    }
+
+    /// `POST /v1/compact`: after every sweep and a checkpoint, the copy
+    /// (`compact::compact_live`). Refused without a try while the disk is
+    /// known to be full; a checkpoint that fails is a failed commit (the
+    /// database is reopened). A failed copy leaves the databases as they
+    /// were.
+    fn compact(&mut self) -> Result<crate::store::Compacted, StoreError> {
+        self.settle()?;
+        if self.still_full() {
+            return Err(StoreError::StorageFull);
+        }
+        if let Err(error) = self.checkpoint() {
+            self.recover(&error);
+            return Err(error);
+        }
+        let compacted = super::compact::compact_live(&self.shared);
+        if let Err(error) = &compacted {
+            tracing::error!(%error, "a compaction failed; the databases are as they were");
+        }
+        compacted
     }
 
     /// Opens the disk database if it is out of service.
