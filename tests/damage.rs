@@ -3,8 +3,9 @@
 //! values, inside key records, and spread over the whole file, so over
 //! index pages too). The server started on the damaged copy answers every
 //! key with its exact bytes or an error status, never other bytes with
-//! 2xx, or refuses to start with a message; and `kvs verify` reports damage
-//! whenever a read found some.
+//! 2xx, or refuses to start with a message; `kvs verify` reports damage
+//! whenever a read found some; and `kvs compact` refuses such a store,
+//! without a panic or a partial copy left behind.
 
 mod common;
 
@@ -206,6 +207,27 @@ fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
                 String::from_utf8_lossy(&verify.stdout)
             );
         }
+        // A compaction refuses to copy damage (its check of the copy is
+        // verify's walk), never panics, and leaves no partial copy.
+        let compact = Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .args(["compact", "--data-dir"])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&compact.stderr);
+        assert!(
+            matches!(compact.status.code(), Some(0 | 1)),
+            "offset {at}: kvs compact ended with {:?}: {said}",
+            compact.status
+        );
+        if found_damage {
+            assert_eq!(
+                compact.status.code(),
+                Some(1),
+                "offset {at}: reads found damage, kvs compact copied it"
+            );
+        }
+        assert!(!copy.join("kvs.redb.compacting").exists(), "offset {at}");
         std::fs::remove_dir_all(&copy).unwrap();
     }
     eprintln!(

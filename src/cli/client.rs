@@ -172,9 +172,10 @@ pub enum Command {
     /// here), its reads go on. With --data-dir it compacts a stopped store
     /// itself (a running server holds the file's lock: then it says so),
     /// keeping the writes its write-ahead log holds. Either way it needs
-    /// room for the compacted copy, and leaves the store as it was when it
-    /// fails. A running server compacts its memory projects too (into a new
-    /// memory database); a stopped one has none.
+    /// room for the compacted copy; a failure leaves the store whole (as it
+    /// was, unless the copy was already in place: the message says). A
+    /// running server compacts its memory projects too (into a new memory
+    /// database); a stopped one has none.
     #[command(after_long_help = EXIT_CODES)]
     Compact(compact::Compact),
 }

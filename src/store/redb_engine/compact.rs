@@ -21,6 +21,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use redb::{
     Database, MultimapTableHandle, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -60,6 +61,11 @@ pub enum CompactError {
     UnknownTable(String),
     #[error("the copy does not match the store, which is left as it was: {0}")]
     Mismatch(String),
+    #[error(
+        "a page of the store could not be read (damaged?); the store is left as it was: \
+         run `kvs verify`"
+    )]
+    Damaged,
     #[error("{0}")]
     Failed(#[from] StoreError),
 }
@@ -75,6 +81,7 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     let source = database.begin_read().map_err(storage_error)?;
     let (tables, rows) = copy_over(&source, &live)?;
     drop((source, database));
+    sync_dir(dir)?;
     Ok(Compacted {
         before,
         after: file_size(&live)?,
@@ -89,10 +96,11 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
 /// meanwhile, and reads go on from the database being copied, which holds
 /// the same. The copy, in place of `kvs.redb`, is opened instead of the
 /// old database; readers still on the old one finish on it (its file is
-/// gone from the directory but open until they let go). Should the copy
-/// not open, the database is out of service and the writer opens it again
-/// as after a failed commit. Then the memory database is copied the same
-/// way, into a new memory database ([`compact_memory`]).
+/// gone from the directory but open until they let go). From the rename
+/// on, the server uses no database but the one at the path: should the
+/// copy not open, the database is out of service and the writer opens it
+/// again as after a failed commit. Then the memory database is copied the
+/// same way, into a new memory database ([`compact_memory`]).
 pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let database = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
     let live = shared.path.as_path();
@@ -106,12 +114,29 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
             shared.disk_reads.invalidate();
         }
         Err(error) => {
+            shared.writable.store(false, Ordering::Release);
             shared.disk.store(None);
             shared.disk_reads.invalidate();
-            return Err(storage_error(error));
+            return Err(StoreError::internal(format!(
+                "the compacted copy is in place but did not open ({error}); the server opens \
+                 it again as after a failed commit"
+            )));
         }
     }
-    let memory_rows = compact_memory(shared)?;
+    // Before the rename is durable, a crash would find the old file, which
+    // holds what the copy held: the server goes on with the copy either
+    // way, and says so if the sync failed.
+    sync_dir(dir_of(live)?).map_err(|error| {
+        StoreError::internal(format!(
+            "the compacted copy is in use, but the directory could not be synced: {error}"
+        ))
+    })?;
+    let memory_rows = compact_memory(shared).map_err(|error| {
+        StoreError::internal(format!(
+            "the disk database was compacted, the memory database was not (it is as it \
+             was): {error}"
+        ))
+    })?;
     Ok(Compacted {
         before,
         after: file_size(live)?,
@@ -120,25 +145,34 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     })
 }
 
+/// A leftover partial copy, removed by the server at start.
+pub(super) fn remove_partial_copy(dir: &Path) -> Result<(), StoreError> {
+    remove_if_present(&dir.join(COPY))
+}
+
+/// The directory of the database file `live`.
+fn dir_of(live: &Path) -> Result<&Path, StoreError> {
+    live.parent()
+        .ok_or_else(|| StoreError::internal("the database has no directory"))
+}
+
 /// Copies the database `source` reads into `kvs.redb.compacting` beside
-/// `live`, checks it and renames it over `live`; the partial copy is
-/// removed when anything fails. Answers the tables and rows copied.
+/// `live`, checks it and renames it over `live` (the caller syncs the
+/// directory); the partial copy is removed when anything fails, a panic of
+/// redb's on a damaged page included. Answers the tables and rows copied.
 fn copy_over(source: &ReadTransaction, live: &Path) -> Result<(usize, u64), CompactError> {
-    let dir = live
-        .parent()
-        .ok_or_else(|| StoreError::internal("the database has no directory"))?;
-    let copy = dir.join(COPY);
+    let copy = dir_of(live)?.join(COPY);
     remove_if_present(&copy)?;
-    let copied = copy_all(source, &copy).and_then(|done| {
-        std::fs::rename(&copy, live).map_err(StoreError::internal)?;
-        Ok(done)
-    });
+    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy_all(source, &copy)))
+        .unwrap_or(Err(CompactError::Damaged))
+        .and_then(|done| {
+            std::fs::rename(&copy, live).map_err(StoreError::internal)?;
+            Ok(done)
+        });
     if copied.is_err() {
         let _ = std::fs::remove_file(&copy);
     }
-    let done = copied?;
-    sync_dir(dir)?;
-    Ok(done)
+    copied
 }
 
 /// A failed copy as the server reports it: a storage failure as itself
@@ -158,12 +192,6 @@ fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), Compa
         .create(path)
         .map_err(storage_error)?;
     let copied = copy_into(source, &copy)?;
-    // The server's durable commits record redb's allocator state (quick
-    // repair), so that a start after a crash need not walk every page: so
-    // does the copy's last.
-    let mut txn = copy.begin_write().map_err(storage_error)?;
-    txn.set_quick_repair(true);
-    txn.commit().map_err(storage_error)?;
     // A fresh file has nothing to move: this gives back what it grew by
     // beyond its last page.
     copy.compact().map_err(storage_error)?;

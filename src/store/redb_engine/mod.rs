@@ -106,6 +106,9 @@ impl RedbStore {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
         let disk = Database::create(&path).map_err(storage_error)?;
+        // Held by this server now: what a compaction cut short left beside
+        // it is of no use (the store is whole without it).
+        compact::remove_partial_copy(data_dir)?;
         // The memory backend already holds every page in memory: redb's
         // page cache on top of it (1 GiB by default) would hold them twice.
         let memory = Database::builder()

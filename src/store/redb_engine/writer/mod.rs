@@ -572,6 +572,9 @@ impl Writer {
         if let Some(old) = self.shared.disk.swap(None) {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                // A reader that took the database before it was withdrawn
+                // may have left a snapshot of it (which holds it) since.
+                self.shared.disk_reads.invalidate();
                 std::thread::sleep(Duration::from_millis(1));
             }
             drop(old);
@@ -664,7 +667,7 @@ impl Writer {
         }
         let compacted = super::compact::compact_live(&self.shared);
         if let Err(error) = &compacted {
-            tracing::error!(%error, "a compaction failed; the databases are as they were");
+            tracing::error!(%error, "a compaction failed");
         }
         compacted
     }
