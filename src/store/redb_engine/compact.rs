@@ -195,7 +195,7 @@ fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), Compa
     // A fresh file has nothing to move: this gives back what it grew by
     // beyond its last page.
     copy.compact().map_err(storage_error)?;
-    check(source, &copy)?;
+    check(source, &copy, None, StorageMode::Disk)?;
     Ok(copied)
 }
 
@@ -224,22 +224,13 @@ fn copy_into(source: &ReadTransaction, copy: &Database) -> Result<(usize, u64), 
 fn compact_memory(shared: &Shared) -> Result<u64, StoreError> {
     let memory = shared.memory.load_full();
     let source = memory.begin_read().map_err(storage_error)?;
-    let copy = Database::builder()
-        .set_cache_size(super::MEMORY_CACHE_BYTES)
-        .create_with_backend(super::memory_backend::ChunkedMemory::default())
-        .map_err(storage_error)?;
+    let copy = super::new_memory_database()?;
     let (_, rows) = copy_into(&source, &copy).map_err(store_error)?;
-    check_rows(&source, &copy).map_err(store_error)?;
-    // Walked as `kvs verify` walks it, with the catalog of the disk
-    // database (the memory one holds none).
+    // The memory database holds no catalog: the disk database's is used.
     let disk = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
     let catalog = disk.begin_read().map_err(storage_error)?;
-    let mut report = Report::default();
-    let projects = walk_catalog(&catalog, &mut report);
-    let copied = copy.begin_read().map_err(storage_error)?;
-    walk_keys(&copied, &projects, StorageMode::Memory, &mut report);
-    damage(&report).map_err(store_error)?;
-    drop((source, catalog, copied));
+    check(&source, &copy, Some(&catalog), StorageMode::Memory).map_err(store_error)?;
+    drop((source, catalog));
     shared.memory.store(Arc::new(copy));
     shared.memory_reads.invalidate();
     Ok(rows)
@@ -310,18 +301,19 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 /// The copy holds as many rows in each table as the store, and `kvs
-/// verify`'s walk finds nothing wrong in it.
-fn check(source: &ReadTransaction, copy: &Database) -> Result<(), CompactError> {
+/// verify`'s walk finds nothing wrong in it, with the projects of
+/// `catalog` (the copy's own when `None`).
+fn check(
+    source: &ReadTransaction,
+    copy: &Database,
+    catalog: Option<&ReadTransaction>,
+    storage: StorageMode,
+) -> Result<(), CompactError> {
     check_rows(source, copy)?;
     let txn = copy.begin_read().map_err(storage_error)?;
     let mut report = Report::default();
-    let projects = walk_catalog(&txn, &mut report);
-    walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
-    damage(&report)
-}
-
-/// A walk of the copy that found damage refuses it.
-fn damage(report: &Report) -> Result<(), CompactError> {
+    let projects = walk_catalog(catalog.unwrap_or(&txn), &mut report);
+    walk_keys(&txn, &projects, storage, &mut report);
     match report.damage.first() {
         Some(first) => Err(CompactError::Mismatch(format!(
             "{} items damaged in the copy, the first: {}: {}",

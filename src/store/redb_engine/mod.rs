@@ -109,12 +109,7 @@ impl RedbStore {
         // Held by this server now: what a compaction cut short left beside
         // it is of no use (the store is whole without it).
         compact::remove_partial_copy(data_dir)?;
-        // The memory backend already holds every page in memory: redb's
-        // page cache on top of it (1 GiB by default) would hold them twice.
-        let memory = Database::builder()
-            .set_cache_size(MEMORY_CACHE_BYTES)
-            .create_with_backend(memory_backend::ChunkedMemory::default())
-            .map_err(storage_error)?;
+        let memory = new_memory_database()?;
         backup::adopt_restored_memory(data_dir, &memory)?;
         {
             let txn = memory.begin_write().map_err(storage_error)?;
@@ -443,6 +438,16 @@ impl Shared {
             StorageMode::Memory => db.begin_write().map_err(storage_error),
         }
     }
+}
+
+/// An empty memory database. The memory backend already holds every page
+/// in memory: redb's page cache on top of it (1 GiB by default) would hold
+/// them twice.
+fn new_memory_database() -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(MEMORY_CACHE_BYTES)
+        .create_with_backend(memory_backend::ChunkedMemory::default())
+        .map_err(storage_error)
 }
 
 /// A write transaction of the disk database whose durable commit records
