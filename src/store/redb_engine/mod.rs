@@ -15,6 +15,7 @@
 mod backup;
 pub(crate) mod codec;
 mod compact;
+mod deferred_sync;
 mod memory_backend;
 mod snapshot;
 mod stopped;
@@ -105,7 +106,7 @@ impl RedbStore {
     pub fn open_with(data_dir: &Path, limits: HistoryLimits) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
-        let disk = Database::create(&path).map_err(storage_error)?;
+        let disk = deferred_sync::create(&path).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
         // it is of no use (the store is whole without it).
         compact::remove_partial_copy(data_dir)?;

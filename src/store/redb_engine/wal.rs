@@ -4,11 +4,13 @@
 //! writes are appended as one record to a file written full of zeros
 //! beforehand, with one `fdatasync` (no file size or block allocation to
 //! sync, so it costs about half of a sync that grows a file), and only then
-//! committed to redb without a sync of its own. Every so often (the log is
-//! full, or a batch writes what the log does not carry: the catalog, an
-//! expiry, a move) the writer commits redb durably instead, which persists
-//! every commit before it: a checkpoint, after which the log starts again
-//! at its beginning.
+//! committed to redb without a sync of its own. When the log is full, or a
+//! batch writes what the log does not carry (the catalog, an expiry, a
+//! move), the writer commits redb durably instead and waits for the sync,
+//! which persists every commit before it: a checkpoint, after which the log
+//! starts again at its beginning. Between those, a logged batch commits
+//! redb durably every [`CHECKPOINT_EVERY`] without waiting for the sync
+//! (`deferred_sync`), and the log goes on.
 //!
 //! At start (or when the database is reopened after a failed commit), redb
 //! holds the state of its last durable commit, whose server revision is
@@ -45,11 +47,13 @@ const FRAME: usize = 8;
 /// take. A batch that does not fit is committed durably instead.
 pub const CAPACITY: u64 = 16 << 20;
 
-/// The longest time between two checkpoints while writes come. The commits
-/// in between are held in memory by redb until the next durable one, which
-/// writes them all: this bounds that memory and how long that commit holds
-/// up the writes behind it. At 1,000,000 keys under random PUTs
-/// (`bench/size.sh`), PUT p99 was 249 ms with 1 s and 59 ms with 100 ms.
+/// The longest time between two durable commits of redb while writes come.
+/// The commits in between are held in memory by redb until the next durable
+/// one, which writes them all (on the writer thread; its sync is deferred
+/// when the log has its batch): this bounds that memory and those writes.
+/// At 1,000,000 keys under random PUTs (`bench/size.sh`, before deferred
+/// syncs), PUT p99 was 249 ms with 1 s and 59 ms with 100 ms; at 10,000 keys
+/// with deferred syncs, 300 ms and 1 s gave no better p99 than 100 ms.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// One key/value write as the log keeps it: what the write left, not the
@@ -98,6 +102,20 @@ mod entries {
 #[derive(Serialize, Deserialize)]
 enum Body {
     V1(Vec<Logged>),
+}
+
+/// How a batch commits, as [`Wal::append`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Logged: redb commits it without a sync.
+    Logged,
+    /// Logged, and a checkpoint is due: redb commits it durably, without
+    /// waiting for the sync (`deferred_sync`); the log goes on.
+    Checkpoint,
+    /// Not logged (it does not fit before the log starts again, or there
+    /// is no log): redb commits it durably and waits for the sync, and the
+    /// log starts again ([`Wal::checkpointed`]).
+    Not,
 }
 
 pub struct Wal {
@@ -182,21 +200,21 @@ impl Wal {
         Ok((wal, writes))
     }
 
-    /// Appends one batch's writes and syncs them; false (nothing written)
-    /// when they do not fit before the next checkpoint.
-    pub fn append(&mut self, writes: &[Logged]) -> Result<bool, StoreError> {
+    /// Appends one batch's writes and syncs them; says how the batch
+    /// commits.
+    pub fn append(&mut self, writes: &[Logged]) -> Result<Appended, StoreError> {
         self.before_last_append = None;
         let Some(last) = writes.last().map(|w| w.revision) else {
-            return Ok(true);
+            return Ok(Appended::Logged);
         };
-        if !self.usable || self.since.elapsed() >= CHECKPOINT_EVERY {
-            return Ok(false);
+        if !self.usable {
+            return Ok(Appended::Not);
         }
         let body = postcard::to_stdvec(&BodyRef::V1(writes.iter().collect()))
             .map_err(StoreError::internal)?;
         let length = (FRAME + body.len()) as u64;
         if self.end + length > CAPACITY || last <= self.last {
-            return Ok(false);
+            return Ok(Appended::Not);
         }
         let mut record = Vec::with_capacity(length as usize);
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -217,7 +235,11 @@ impl Wal {
         self.before_last_append = Some((self.end, self.last));
         self.end += length;
         self.last = last;
-        Ok(true)
+        if self.since.elapsed() < CHECKPOINT_EVERY {
+            return Ok(Appended::Logged);
+        }
+        self.since = Instant::now();
+        Ok(Appended::Checkpoint)
     }
 
     /// Takes back the record [`Wal::append`] just wrote, when the commit it
@@ -246,13 +268,15 @@ impl Wal {
         Ok(read(&self.file, size.min(CAPACITY), durable)?.0)
     }
 
-    /// Whether the log holds writes that only it has made durable.
+    /// Whether the log holds writes since it last started again (a deferred
+    /// checkpoint may hold them too, but it is not waited for).
     pub fn holds_writes(&self) -> bool {
         self.end > HEADER
     }
 
-    /// After a durable commit of redb: the log starts again. What is left
-    /// of it is at or below that commit's revision, and is never replayed.
+    /// After a durable commit of redb whose sync was waited for: the log
+    /// starts again. What is left of it is at or below that commit's
+    /// revision, and is never replayed.
     pub fn checkpointed(&mut self) {
         self.end = HEADER;
         self.last = 0;
@@ -384,7 +408,11 @@ mod tests {
             .into_iter()
             .map(|write| {
                 let at = wal.end;
-                assert!(wal.append(&[write]).unwrap(), "the record fits");
+                assert_ne!(
+                    wal.append(&[write]).unwrap(),
+                    Appended::Not,
+                    "the record fits"
+                );
                 at
             })
             .collect()
@@ -412,14 +440,20 @@ mod tests {
         let (mut wal, writes) = Wal::open(dir.path(), 0).unwrap();
         assert!(writes.is_empty());
         append_each(&mut wal, [write(1, "a")]);
-        assert!(wal.append(&[write(2, "b"), write(3, "c")]).unwrap());
-        assert!(wal.append(&[write(4, "x"), write(5, "y")]).unwrap());
+        assert_ne!(
+            wal.append(&[write(2, "b"), write(3, "c")]).unwrap(),
+            Appended::Not
+        );
+        assert_ne!(
+            wal.append(&[write(4, "x"), write(5, "y")]).unwrap(),
+            Appended::Not
+        );
         wal.retract().unwrap();
         let expected = [(1, "a"), (2, "b"), (3, "c")];
         assert_eq!(read_back(&wal.read_since(0).unwrap()), expected);
 
         // The writer takes the refused batch's revisions again.
-        assert!(wal.append(&[write(4, "d")]).unwrap());
+        assert_ne!(wal.append(&[write(4, "d")]).unwrap(), Appended::Not);
         append_each(&mut wal, [write(5, "e")]);
         drop(wal);
         let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();

@@ -9,7 +9,8 @@ use redb::WriteTransaction;
 
 use super::super::Shared;
 use super::super::codec::{self, HistoryRecord, StatsRecord, storage_error};
-use super::super::wal::{Logged, Wal};
+use super::super::deferred_sync;
+use super::super::wal::{Appended, Logged, Wal};
 use super::tables::{open_txn, put_record};
 use crate::domain::{ProjectId, StorageMode};
 use crate::store::publish::{ProjectFigures, Publication};
@@ -62,7 +63,8 @@ pub(super) struct Batch<'a> {
     pub wal: Vec<Logged>,
     /// Whether the batch changed the disk database in a way the log does
     /// not carry (the catalog, a reservation, an expiry, a sweep, a trim):
-    /// then it commits durably, as a checkpoint.
+    /// then it commits durably and waits for the sync, as a checkpoint
+    /// after which the log starts again.
     pub unlogged: bool,
     /// A replay of the log: committed without a sync and not logged again
     /// (the log holds it until the next checkpoint).
@@ -218,20 +220,34 @@ impl<'a> Batch<'a> {
             // log is written first, so that no reader sees a write before
             // it is durable.
             let started = Instant::now();
-            let logged = self.replay || (!self.unlogged && wal.append(&self.wal)?);
-            if logged {
+            let appended = if self.replay {
+                Appended::Logged
+            } else if self.unlogged {
+                Appended::Not
+            } else {
+                wal.append(&self.wal)?
+            };
+            if appended == Appended::Logged {
                 self.disk
                     .set_durability(redb::Durability::None)
                     .map_err(storage_error)?;
                 self.disk.set_quick_repair(false);
             }
-            if let Err(error) = self.disk.commit() {
-                if logged && !self.replay {
+            // A due checkpoint: the log has the batch, so the durable
+            // commit's sync need not be waited for.
+            let disk = self.disk;
+            let committed = if appended == Appended::Checkpoint {
+                deferred_sync::deferring(|| disk.commit())
+            } else {
+                disk.commit()
+            };
+            if let Err(error) = committed {
+                if appended != Appended::Not && !self.replay {
                     wal.retract()?;
                 }
                 return Err(storage_error(error));
             }
-            checkpoint = !logged;
+            checkpoint = appended == Appended::Not;
             metrics::histogram!("kvs_fsync_seconds").record(started.elapsed().as_secs_f64());
             self.shared.disk_reads.invalidate();
         } else {
@@ -271,5 +287,46 @@ impl<'a> Batch<'a> {
             reserved: self.reserved,
             history: self.history,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::super::RedbStore;
+    use super::super::testing::{put, store_with_project, write};
+    use super::*;
+    use crate::store::Store;
+
+    /// A checkpoint due after 100 ms is deferred: the log goes on after it
+    /// (what it held is still read back), and only a checkpoint that waits
+    /// for its sync, as at a clean stop, starts it again.
+    #[tokio::test]
+    async fn a_deferred_checkpoint_leaves_the_log_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        let put = |key: &str| write(&id, vec![put(key)]);
+        let logged = |dir: &std::path::Path| {
+            let (_, writes) = Wal::open(dir, 0).unwrap();
+            let keys: Vec<String> = writes
+                .iter()
+                .flat_map(|w| w.changes.iter().map(|(key, _)| key.clone()))
+                .collect();
+            keys
+        };
+        store.write_kv(put("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store.write_kv(put("b")).await.unwrap();
+        store.write_kv(put("c")).await.unwrap();
+        assert_eq!(logged(dir.path()), ["a", "b", "c"]);
+        store.close().await;
+        drop(store);
+        // A clean stop is a waited checkpoint: the next write goes at the
+        // log's beginning, over what it held.
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.write_kv(put("d")).await.unwrap();
+        assert_eq!(logged(dir.path()), ["d"]);
+        store.close().await;
     }
 }

@@ -39,13 +39,14 @@ mod kv;
 mod moves;
 mod sweep;
 mod tables;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
@@ -680,7 +681,7 @@ impl Writer {
         // A reader that still had the old database may have left a snapshot
         // of it, which would keep its file locked.
         self.shared.disk_reads.invalidate();
-        match Database::create(&self.shared.path) {
+        match super::deferred_sync::create(&self.shared.path) {
             Ok(db) => {
                 // The commits that were not durable are gone from it (as far
                 // as closing the old one did not make them durable): the log

@@ -135,22 +135,11 @@ pub(in crate::store::redb_engine) fn copy_table<K: redb::Key + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
+    use super::super::testing::{put, store_with_project, write};
     use super::*;
-    use crate::domain::{Key, Prefix, ProjectSettings, Public, Timestamp};
+    use crate::domain::{Key, Prefix};
     use crate::store::redb_engine::RedbStore;
-    use crate::store::{CatalogWrite, KvOp, KvWrite, ListRequest, Store};
-
-    fn put(key: &str) -> KvOp {
-        KvOp::Put {
-            key: Key::parse(key).unwrap(),
-            value: Bytes::from_static(b"v"),
-            content_type: "text/plain".to_owned(),
-            ttl: None,
-            precondition: None,
-        }
-    }
+    use crate::store::{CatalogWrite, KvOp, ListRequest, Store};
 
     async fn keys(store: &RedbStore, id: &ProjectId) -> Vec<String> {
         let request = ListRequest {
@@ -173,28 +162,8 @@ mod tests {
     #[tokio::test]
     async fn a_move_does_not_take_rows_left_at_its_destination_by_a_failed_move() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        let id = ProjectId::parse("p").unwrap();
-        let settings = ProjectSettings {
-            id: id.clone(),
-            storage: StorageMode::Disk,
-            keys_discoverable: true,
-            max_value_bytes: 1 << 20,
-            max_keys: None,
-            public: Public::None,
-            created_at: Timestamp::now(),
-            created_revision: 0,
-        };
-        let create = CatalogWrite::CreateProject {
-            settings,
-            token: None,
-        };
-        store.write_catalog(create).await.unwrap();
-        let write = |ops| KvWrite {
-            project: id.clone(),
-            checks: Vec::new(),
-            ops,
-        };
+        let (store, id) = store_with_project(dir.path()).await;
+        let write = |ops| write(&id, ops);
         store
             .write_kv(write(vec![put("gone"), put("kept")]))
             .await

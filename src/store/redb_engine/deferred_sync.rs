@@ -1,0 +1,555 @@
+//! The disk database's storage: redb's file backend, except that a durable
+//! commit made inside [`deferring`] returns before its syncs are done.
+//!
+//! Why: with the write-ahead log, the writer commits redb durably only as
+//! a checkpoint, at least every 100 ms under writes, and such a commit
+//! waited for a `fdatasync` of every page dirtied since the one before
+//! (about 5 ms at 10,000 keys, more on a larger store). The batches queued
+//! behind it waited too, and that wait was PUT's p99 (`bench/README.md`,
+//! "Where PUT's p99 goes"). A checkpoint's writes are also in the log,
+//! which is synced per batch, so the checkpoint need not be durable before
+//! the writer goes on: only before the log is started again.
+//!
+//! How: a sync inside [`deferring`] is queued for this backend's thread,
+//! and so is every write or change of length that redb makes after it,
+//! until the thread has done them, in order. The file on disk thus goes
+//! through the same states as with redb's own backend, only later: redb's
+//! two-phase commit (the pages, a sync, the header that points at them, a
+//! sync) keeps its order, and a crash or power loss finds the last commit
+//! whose syncs were done, as it would have found an older checkpoint. Reads
+//! of what is still queued are answered from the queue.
+//!
+//! A sync outside [`deferring`] (every other durable commit: the checkpoint
+//! before the log starts again, the catalog, moves, closing) waits until
+//! the queue and itself are done, as redb's own backend does, so the log
+//! is only started again once everything it held is on disk. If the thread
+//! fails to write or sync, the queue stops there (nothing after it reaches
+//! the file) and every later call fails, so the writer's next commit fails
+//! and the database is reopened, as after any failed commit; the log still
+//! holds every write since the last wait.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use redb::backends::FileBackend;
+use redb::{BackendError, Database, DatabaseError, StorageBackend};
+
+thread_local! {
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Opens (or creates) the database at `path` on this backend.
+pub fn create(path: &Path) -> Result<Database, DatabaseError> {
+    Ok(create_with_queue(path)?.0)
+}
+
+/// [`create`], and the backend's queue.
+fn create_with_queue(path: &Path) -> Result<(Database, Arc<Inner>), DatabaseError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = DeferredSync::new(FileBackend::new(file)?)?;
+    let inner = Arc::clone(&backend.inner);
+    Ok((Database::builder().create_with_backend(backend)?, inner))
+}
+
+/// Runs `commit` (a durable commit of a database on this backend, on this
+/// thread) without waiting for its syncs.
+pub fn deferring<T>(commit: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFERRING.set(false);
+        }
+    }
+    DEFERRING.set(true);
+    let _reset = Reset;
+    commit()
+}
+
+#[derive(Debug)]
+pub struct DeferredSync {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: FileBackend,
+    state: Mutex<State>,
+    /// Signalled when an operation is queued, done or failed, and on close.
+    changed: Condvar,
+    /// Whether the queue holds anything: reads look in it only then.
+    queued: AtomicBool,
+    /// Held by a test to hold the thread back.
+    #[cfg(test)]
+    paused: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// What redb asked for and the thread has not done yet, in order. An
+    /// operation leaves the queue only once it is done.
+    queue: VecDeque<Op>,
+    /// The first failure of the thread: every later call fails with it.
+    failed: Option<(io::ErrorKind, String)>,
+    closing: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Arc<[u8]>),
+    SetLen(u64),
+    Sync,
+}
+
+impl DeferredSync {
+    fn new(file: FileBackend) -> io::Result<DeferredSync> {
+        let inner = Arc::new(Inner {
+            file,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            queued: AtomicBool::new(false),
+            #[cfg(test)]
+            paused: Mutex::default(),
+        });
+        let thread = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("kvs-disk-sync".into())
+            .spawn(move || thread.run())?;
+        Ok(DeferredSync { inner })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> io::Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| io::Error::other("the disk database's sync queue is poisoned"))
+    }
+
+    /// The thread: does the queued operations in order until closed.
+    fn run(&self) {
+        let Ok(mut state) = self.lock() else { return };
+        loop {
+            while (state.queue.is_empty() || state.failed.is_some()) && !state.closing {
+                state = match self.changed.wait(state) {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+            }
+            let Some(op) = state.queue.front().cloned() else {
+                return;
+            };
+            if state.failed.is_some() {
+                return;
+            }
+            drop(state);
+            #[cfg(test)]
+            drop(self.paused.lock());
+            let done = match &op {
+                Op::Write(offset, data) => self.file.write(*offset, data),
+                Op::SetLen(len) => self.file.set_len(*len),
+                Op::Sync => self.file.sync_data(),
+            };
+            state = match self.lock() {
+                Ok(state) => state,
+                Err(_) => return,
+            };
+            match done {
+                Ok(()) => {
+                    state.queue.pop_front();
+                    if state.queue.is_empty() {
+                        self.queued.store(false, Ordering::Release);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a deferred write or sync of the disk database failed");
+                    // What is queued stays, unwritten, so that reads still
+                    // find it; nothing after the failure reaches the file.
+                    state.failed = Some((error.kind(), error.to_string()));
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// The thread's failure, as an error of this call.
+    fn check(state: &State) -> io::Result<()> {
+        match &state.failed {
+            Some((kind, message)) => Err(io::Error::new(
+                *kind,
+                format!("an earlier deferred write or sync failed: {message}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn push(&self, state: &mut State, op: Op) {
+        state.queue.push_back(op);
+        self.queued.store(true, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the queue is done (or failed).
+    fn drain<'a>(&self, mut state: MutexGuard<'a, State>) -> io::Result<MutexGuard<'a, State>> {
+        while !state.queue.is_empty() && state.failed.is_none() {
+            state = self
+                .changed
+                .wait(state)
+                .map_err(|_| io::Error::other("the disk database's sync queue is poisoned"))?;
+        }
+        Self::check(&state)?;
+        Ok(state)
+    }
+
+    /// The file's length as the queued operations leave it.
+    fn len(&self, state: &State) -> io::Result<u64> {
+        let queued = state.queue.iter().rev().find_map(|op| match op {
+            Op::SetLen(len) => Some(*len),
+            _ => None,
+        });
+        match queued {
+            Some(len) => Ok(len),
+            None => self.file.len(),
+        }
+    }
+}
+
+impl StorageBackend for DeferredSync {
+    fn len(&self) -> Result<u64, io::Error> {
+        let state = self.inner.lock()?;
+        self.inner.len(&state)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        if !self.inner.queued.load(Ordering::Acquire) {
+            return self.inner.file.read(offset, out);
+        }
+        // The file, then what is queued over it, in order. The thread may
+        // be doing the first queued operation meanwhile: doing it again
+        // over the file gives the same bytes.
+        let state = self.inner.lock()?;
+        let end = offset
+            .checked_add(out.len() as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read beyond u64"))?;
+        if end > self.inner.len(&state)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read beyond the disk database's end",
+            ));
+        }
+        let in_file = self.inner.file.len()?.clamp(offset, end);
+        let (head, tail) = out.split_at_mut((in_file - offset) as usize);
+        if !head.is_empty() {
+            self.inner.file.read(offset, head)?;
+        }
+        tail.fill(0);
+        for op in &state.queue {
+            match op {
+                Op::Write(at, data) => {
+                    let from = offset.max(*at);
+                    let to = end.min(at + data.len() as u64);
+                    if from < to {
+                        out[(from - offset) as usize..(to - offset) as usize]
+                            .copy_from_slice(&data[(from - at) as usize..(to - at) as usize]);
+                    }
+                }
+                // What is cut off reads as zeros if the file grows again.
+                Op::SetLen(len) if *len < end => {
+                    out[((*len).max(offset) - offset) as usize..].fill(0)
+                }
+                Op::SetLen(_) | Op::Sync => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let mut state = self.inner.lock()?;
+        Inner::check(&state)?;
+        if state.queue.is_empty() {
+            return self.inner.file.set_len(len);
+        }
+        self.inner.push(&mut state, Op::SetLen(len));
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut state = self.inner.lock()?;
+        Inner::check(&state)?;
+        if DEFERRING.get() {
+            self.inner.push(&mut state, Op::Sync);
+            return Ok(());
+        }
+        let state = self.inner.drain(state)?;
+        self.inner.file.sync_data()?;
+        drop(state);
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut state = self.inner.lock()?;
+        Inner::check(&state)?;
+        if state.queue.is_empty() {
+            return self.inner.file.write(offset, data);
+        }
+        self.inner.push(&mut state, Op::Write(offset, data.into()));
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        let mut state = self.inner.lock()?;
+        state.closing = true;
+        self.inner.changed.notify_all();
+        let drained = self.inner.drain(state).map(drop);
+        self.inner.file.close()?;
+        drained
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.inner.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.file.query_lock_range(start, end)
+    }
+}
+
+impl Drop for DeferredSync {
+    /// The thread ends once the queue is done (redb closes the backend
+    /// before it drops it, so it is then empty or failed).
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.inner.lock() {
+            state.closing = true;
+            self.inner.changed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn backend(file: File) -> DeferredSync {
+        DeferredSync::new(FileBackend::new(file).unwrap()).unwrap()
+    }
+
+    fn read(backend: &DeferredSync, offset: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        backend.read(offset, &mut out).unwrap();
+        out
+    }
+
+    fn on_disk(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    /// Writes after a deferred sync wait in the queue, in order, while reads
+    /// find them; the file gets them once the thread goes on, and a sync
+    /// outside `deferring` waits for that.
+    #[test]
+    fn what_follows_a_deferred_sync_is_read_from_the_queue_and_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let backend = Arc::new(backend(File::create_new(&path).unwrap()));
+        backend.set_len(8).unwrap();
+        backend.write(0, b"abcdefgh").unwrap();
+
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| backend.sync_data()).unwrap();
+        backend.write(2, b"XY").unwrap();
+        backend.set_len(4).unwrap();
+        backend.set_len(12).unwrap();
+        backend.write(9, b"Z").unwrap();
+        backend.write(3, b"W").unwrap();
+        deferring(|| backend.sync_data()).unwrap();
+
+        // Nothing after the sync is in the file yet; reads see all of it.
+        assert_eq!(on_disk(&path), b"abcdefgh");
+        assert_eq!(backend.len().unwrap(), 12);
+        assert_eq!(read(&backend, 0, 12), b"abXW\0\0\0\0\0Z\0\0");
+        assert_eq!(read(&backend, 8, 4), b"\0Z\0\0");
+        assert!(backend.read(10, &mut [0; 4]).is_err(), "beyond the end");
+
+        let (done, synced) = mpsc::channel();
+        let waiting = Arc::clone(&backend);
+        std::thread::spawn(move || done.send(waiting.sync_data().is_ok()).unwrap());
+        assert!(
+            synced.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a sync outside `deferring` waits for the queue"
+        );
+        drop(paused);
+        assert!(synced.recv_timeout(Duration::from_secs(10)).unwrap());
+        assert_eq!(on_disk(&path), b"abXW\0\0\0\0\0Z\0\0");
+        assert_eq!(read(&backend, 0, 12), b"abXW\0\0\0\0\0Z\0\0");
+        assert!(!backend.inner.queued.load(Ordering::Acquire));
+    }
+
+    /// When the thread fails, nothing queued after the failure reaches the
+    /// file, reads still find it, and every later call fails.
+    #[test]
+    fn a_failed_deferred_write_stops_the_queue_and_fails_every_later_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"abcd").unwrap();
+        // Read-only: every write fails, the sync does not.
+        let backend = backend(File::open(&path).unwrap());
+
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| backend.sync_data()).unwrap();
+        backend.write(0, b"X").unwrap();
+        backend.write(1, b"Y").unwrap();
+        drop(paused);
+        let failed = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            backend.sync_data().is_err()
+        });
+        assert!(failed, "the sync fails once the queued write did");
+        assert!(backend.write(2, b"Z").is_err());
+        assert!(backend.set_len(2).is_err());
+        assert!(deferring(|| backend.sync_data()).is_err());
+        assert_eq!(read(&backend, 0, 4), b"XYcd");
+        assert_eq!(on_disk(&path), b"abcd");
+        assert!(backend.close().is_err(), "close reports the failure");
+    }
+
+    /// A crash while a deferred commit's header is still queued (its pages
+    /// are in the file) finds the commit before it, without redb's full
+    /// repair; once the queue is done, it finds the deferred commit.
+    #[test]
+    fn a_crash_before_the_queue_is_done_finds_the_commit_before_it() {
+        use redb::{ReadableDatabase, TableDefinition};
+        const TABLE: TableDefinition<&str, u64> = TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let (db, queue) = create_with_queue(&path).unwrap();
+        let put = |value: u64, defer: bool| {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_quick_repair(true);
+            txn.open_table(TABLE).unwrap().insert("k", value).unwrap();
+            if defer {
+                deferring(|| txn.commit()).unwrap();
+            } else {
+                txn.commit().unwrap();
+            }
+        };
+        // The value a copy of the file holds, and whether opening it needed
+        // the full repair.
+        let crash_copy = |name: &str| {
+            let copy = dir.path().join(name);
+            std::fs::copy(&path, &copy).unwrap();
+            let repaired = Arc::new(AtomicBool::new(false));
+            let seen = Arc::clone(&repaired);
+            let db = Database::builder()
+                .set_repair_callback(move |_| seen.store(true, Ordering::SeqCst))
+                .open(&copy)
+                .unwrap();
+            let read = db.begin_read().unwrap();
+            let value = read.open_table(TABLE).unwrap().get("k").unwrap().unwrap();
+            (value.value(), repaired.load(Ordering::SeqCst))
+        };
+        put(1, false);
+        let paused = queue.paused.lock().unwrap();
+        put(2, true);
+        assert!(queue.queued.load(Ordering::Acquire), "the header waits");
+        assert_eq!(crash_copy("queued.redb"), (1, false));
+        drop(paused);
+        while queue.queued.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(crash_copy("done.redb"), (2, false));
+    }
+
+    /// A database on this backend whose checkpoints are deferred holds, once
+    /// closed and opened again, what its last commit held.
+    #[test]
+    fn a_database_with_deferred_commits_opens_again_with_every_commit() {
+        use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+        const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let db = create(&path).unwrap();
+        for round in 0..200u64 {
+            let mut txn = db.begin_write().unwrap();
+            match round % 3 {
+                0 => txn.set_durability(redb::Durability::None).unwrap(),
+                _ => txn.set_quick_repair(true),
+            }
+            {
+                let mut table = txn.open_table(TABLE).unwrap();
+                for key in 0..50 {
+                    table
+                        .insert((round * 7 + key) % 500, vec![round as u8; 300].as_slice())
+                        .unwrap();
+                }
+            }
+            if round % 3 == 1 {
+                deferring(|| txn.commit()).unwrap();
+            } else {
+                txn.commit().unwrap();
+            }
+            let read = db.begin_read().unwrap();
+            let table = read.open_table(TABLE).unwrap();
+            let key = (round * 7) % 500;
+            assert_eq!(table.get(key).unwrap().unwrap().value()[0], round as u8);
+        }
+        let expected: Vec<(u64, Vec<u8>)> = {
+            let read = db.begin_read().unwrap();
+            let table = read.open_table(TABLE).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|row| {
+                    let (key, value) = row.unwrap();
+                    (key.value(), value.value().to_vec())
+                })
+                .collect()
+        };
+        drop(db);
+        let db = create(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(TABLE).unwrap();
+        let found: Vec<(u64, Vec<u8>)> = table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, value) = row.unwrap();
+                (key.value(), value.value().to_vec())
+            })
+            .collect();
+        assert_eq!(found, expected);
+    }
+}
