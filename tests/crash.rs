@@ -199,10 +199,12 @@ fn needs_full_repair(data_dir: &std::path::Path) -> bool {
 }
 
 /// How the server went down.
-/// The write-ahead log holds the writes since the last durable commit of
-/// the database (a checkpoint, at least every 100 ms while writes come),
-/// up to 16 MiB; after a checkpoint the log starts again at its beginning,
+/// The write-ahead log holds the writes since the last waited durable commit
+/// of the database (a checkpoint: when the log passes 4 MiB, or writes
+/// stop), up to 16 MiB; after it the log starts again at its beginning,
 /// over the old records, and a batch that does not fit commits durably.
+/// Between those, durable commits every 100 ms do not wait for their sync
+/// and leave the log as it is.
 /// Writes of 64 KiB values one after another, then one of 17 MiB (more
 /// than the log holds), with a SIGKILL after each round: every
 /// acknowledged value must read back byte for byte.

@@ -22,27 +22,37 @@
 //! A sync outside [`deferring`] (every other durable commit: the checkpoint
 //! before the log starts again, the catalog, moves, closing) waits until
 //! the queue and itself are done, as redb's own backend does, so the log
-//! is only started again once everything it held is on disk. If the thread
-//! fails to write or sync, the queue stops there (nothing after it reaches
-//! the file) and every later call fails, so the writer's next commit fails
-//! and the database is reopened, as after any failed commit; the log still
-//! holds every write since the last wait.
+//! is only started again once everything it held is on disk. A deferred
+//! commit whose predecessor's sync is not done yet waits for it first, so
+//! at most one is queued (a disk slower than the checkpoints slows the
+//! writer instead of filling memory). If the thread fails to write or sync,
+//! or a deferred commit fails, the queue stops there (nothing after it
+//! reaches the file) and every later call fails with the same OS error, so
+//! the writer's next commit fails (a full disk as such) and the database is
+//! reopened, as after any failed commit; the log still holds every write
+//! since the last wait.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, DatabaseError, StorageBackend};
 
 thread_local! {
-    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    /// The deferred commit under way on this thread (0: none).
+    static DEFERRING: Cell<u64> = const { Cell::new(0) };
+    /// The queue the deferred commit under way put its syncs in.
+    static USED: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
 }
+
+/// The number of the last deferred commit (of any thread).
+static COMMITS: AtomicU64 = AtomicU64::new(0);
 
 /// Opens (or creates) the database at `path` on this backend.
 pub fn create(path: &Path) -> Result<Database, DatabaseError> {
@@ -63,17 +73,33 @@ fn create_with_queue(path: &Path) -> Result<(Database, Arc<Inner>), DatabaseErro
 }
 
 /// Runs `commit` (a durable commit of a database on this backend, on this
-/// thread) without waiting for its syncs.
-pub fn deferring<T>(commit: impl FnOnce() -> T) -> T {
+/// thread) without waiting for its syncs. A sync of the deferred commit
+/// before it that is not done yet is waited for first, so that at most one
+/// is queued. Should the commit fail, what it queued is never written (the
+/// file keeps the commit before it, which the write-ahead log continues),
+/// and every later call of the backend fails, so the database is reopened.
+pub fn deferring<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            DEFERRING.set(false);
+            DEFERRING.set(0);
+            USED.take();
         }
     }
-    DEFERRING.set(true);
+    let this = COMMITS.fetch_add(1, Ordering::Relaxed) + 1;
+    DEFERRING.set(this);
     let _reset = Reset;
-    commit()
+    let committed = commit();
+    if committed.is_err()
+        && let Some(queue) = USED.take()
+        && let Ok(mut state) = queue.lock()
+    {
+        if state.failed.is_none() {
+            state.failed = Some(Failure::other("a deferred commit failed"));
+        }
+        queue.changed.notify_all();
+    }
+    committed
 }
 
 #[derive(Debug)]
@@ -99,16 +125,55 @@ struct State {
     /// What redb asked for and the thread has not done yet, in order. An
     /// operation leaves the queue only once it is done.
     queue: VecDeque<Op>,
-    /// The first failure of the thread: every later call fails with it.
-    failed: Option<(io::ErrorKind, String)>,
+    /// The first failure of the thread (or of a deferred commit): every
+    /// later call fails with it, and nothing queued is written.
+    failed: Option<Failure>,
     closing: bool,
+}
+
+/// A failure kept to be answered again: its OS error number, so that a
+/// full disk is still told apart from other errors (`codec::storage_error`).
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: io::ErrorKind,
+    os: Option<i32>,
+    message: String,
+}
+
+impl Failure {
+    fn of(error: &io::Error) -> Failure {
+        Failure {
+            kind: error.kind(),
+            os: error.raw_os_error(),
+            message: error.to_string(),
+        }
+    }
+
+    fn other(message: &str) -> Failure {
+        Failure {
+            kind: io::ErrorKind::Other,
+            os: None,
+            message: message.to_owned(),
+        }
+    }
+
+    fn error(&self) -> io::Error {
+        match self.os {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(
+                self.kind,
+                format!("an earlier deferred write or sync failed: {}", self.message),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Op {
     Write(u64, Arc<[u8]>),
     SetLen(u64),
-    Sync,
+    /// A sync, and the deferred commit that asked for it (0: none).
+    Sync(u64),
 }
 
 impl DeferredSync {
@@ -158,7 +223,7 @@ impl Inner {
             let done = match &op {
                 Op::Write(offset, data) => self.file.write(*offset, data),
                 Op::SetLen(len) => self.file.set_len(*len),
-                Op::Sync => self.file.sync_data(),
+                Op::Sync(_) => self.file.sync_data(),
             };
             state = match self.lock() {
                 Ok(state) => state,
@@ -175,7 +240,7 @@ impl Inner {
                     tracing::error!(%error, "a deferred write or sync of the disk database failed");
                     // What is queued stays, unwritten, so that reads still
                     // find it; nothing after the failure reaches the file.
-                    state.failed = Some((error.kind(), error.to_string()));
+                    state.failed = Some(Failure::of(&error));
                 }
             }
             self.changed.notify_all();
@@ -185,10 +250,7 @@ impl Inner {
     /// The thread's failure, as an error of this call.
     fn check(state: &State) -> io::Result<()> {
         match &state.failed {
-            Some((kind, message)) => Err(io::Error::new(
-                *kind,
-                format!("an earlier deferred write or sync failed: {message}"),
-            )),
+            Some(failure) => Err(failure.error()),
             None => Ok(()),
         }
     }
@@ -209,6 +271,25 @@ impl Inner {
         }
         Self::check(&state)?;
         Ok(state)
+    }
+
+    /// Reads what the file holds at `offset` into `out`, zeros beyond its
+    /// end. The thread may be shortening the file meanwhile (a queued
+    /// `set_len`): a read cut short is tried again at the new length.
+    fn read_file(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let end = offset + out.len() as u64;
+        let mut tries = 0;
+        loop {
+            let in_file = self.file.len()?.clamp(offset, end);
+            let (head, tail) = out.split_at_mut((in_file - offset) as usize);
+            tail.fill(0);
+            match self.file.read(offset, head) {
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof && tries < 3 => {
+                    tries += 1;
+                }
+                read => return read,
+            }
+        }
     }
 
     /// The file's length as the queued operations leave it.
@@ -247,12 +328,7 @@ impl StorageBackend for DeferredSync {
                 "read beyond the disk database's end",
             ));
         }
-        let in_file = self.inner.file.len()?.clamp(offset, end);
-        let (head, tail) = out.split_at_mut((in_file - offset) as usize);
-        if !head.is_empty() {
-            self.inner.file.read(offset, head)?;
-        }
-        tail.fill(0);
+        self.inner.read_file(offset, out)?;
         for op in &state.queue {
             match op {
                 Op::Write(at, data) => {
@@ -267,7 +343,7 @@ impl StorageBackend for DeferredSync {
                 Op::SetLen(len) if *len < end => {
                     out[((*len).max(offset) - offset) as usize..].fill(0)
                 }
-                Op::SetLen(_) | Op::Sync => {}
+                Op::SetLen(_) | Op::Sync(_) => {}
             }
         }
         Ok(())
@@ -286,13 +362,19 @@ impl StorageBackend for DeferredSync {
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut state = self.inner.lock()?;
         Inner::check(&state)?;
-        if DEFERRING.get() {
-            self.inner.push(&mut state, Op::Sync);
-            return Ok(());
+        let commit = DEFERRING.get();
+        if commit == 0 {
+            // Nothing is queued once it is drained: only this thread (the
+            // writer's) queues anything.
+            drop(self.inner.drain(state)?);
+            return self.inner.file.sync_data();
         }
-        let state = self.inner.drain(state)?;
-        self.inner.file.sync_data()?;
-        drop(state);
+        let earlier = |op: &Op| matches!(op, Op::Sync(other) if *other != commit);
+        if state.queue.iter().any(earlier) {
+            state = self.inner.drain(state)?;
+        }
+        self.inner.push(&mut state, Op::Sync(commit));
+        USED.set(Some(Arc::clone(&self.inner)));
         Ok(())
     }
 
@@ -389,13 +471,16 @@ mod tests {
         backend.write(0, b"abcdefgh").unwrap();
 
         let paused = backend.inner.paused.lock().unwrap();
-        deferring(|| backend.sync_data()).unwrap();
-        backend.write(2, b"XY").unwrap();
-        backend.set_len(4).unwrap();
-        backend.set_len(12).unwrap();
-        backend.write(9, b"Z").unwrap();
-        backend.write(3, b"W").unwrap();
-        deferring(|| backend.sync_data()).unwrap();
+        deferring(|| {
+            backend.sync_data()?;
+            backend.write(2, b"XY")?;
+            backend.set_len(4)?;
+            backend.set_len(12)?;
+            backend.write(9, b"Z")?;
+            backend.write(3, b"W")?;
+            backend.sync_data()
+        })
+        .unwrap();
 
         // Nothing after the sync is in the file yet; reads see all of it.
         assert_eq!(on_disk(&path), b"abcdefgh");
@@ -438,12 +523,60 @@ mod tests {
             backend.sync_data().is_err()
         });
         assert!(failed, "the sync fails once the queued write did");
-        assert!(backend.write(2, b"Z").is_err());
+        let error = backend.write(2, b"Z").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(9), "EBADF, as the thread had it");
         assert!(backend.set_len(2).is_err());
         assert!(deferring(|| backend.sync_data()).is_err());
         assert_eq!(read(&backend, 0, 4), b"XYcd");
         assert_eq!(on_disk(&path), b"abcd");
         assert!(backend.close().is_err(), "close reports the failure");
+    }
+
+    /// A deferred commit waits for the sync of the one before it when that
+    /// is not done yet: at most one is queued.
+    #[test]
+    fn a_deferred_commit_waits_for_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(backend(File::create_new(dir.path().join("db")).unwrap()));
+        backend.set_len(4).unwrap();
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| backend.sync_data()).unwrap();
+        let (done, synced) = mpsc::channel();
+        let next = Arc::clone(&backend);
+        std::thread::spawn(move || {
+            let synced = deferring(|| next.sync_data()).is_ok();
+            done.send(synced).unwrap();
+        });
+        assert!(
+            synced.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the second deferred sync waits for the first"
+        );
+        drop(paused);
+        assert!(synced.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+
+    /// A deferred commit that fails after it queued its header leaves the
+    /// file as it was: nothing it queued is written, and every later call
+    /// fails (the database is then reopened).
+    #[test]
+    fn a_failed_deferred_commit_writes_nothing_it_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let backend = backend(File::create_new(&path).unwrap());
+        backend.set_len(4).unwrap();
+        backend.write(0, b"abcd").unwrap();
+        let paused = backend.inner.paused.lock().unwrap();
+        let failed: io::Result<()> = deferring(|| {
+            backend.sync_data()?;
+            backend.write(0, b"XY")?;
+            backend.sync_data()?;
+            Err(io::Error::other("the commit's last step failed"))
+        });
+        assert!(failed.is_err());
+        drop(paused);
+        assert!(backend.sync_data().is_err());
+        assert!(backend.write(0, b"Z").is_err());
+        assert_eq!(on_disk(&path), b"abcd");
     }
 
     /// A crash while a deferred commit's header is still queued (its pages

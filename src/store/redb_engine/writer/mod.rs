@@ -298,8 +298,20 @@ impl Writer {
                 }
                 // The timer's sweep, when nothing is due: answered at once,
                 // without a write transaction (and without dropping the
-                // readers' shared snapshot).
+                // readers' shared snapshot), but for a checkpoint once
+                // writes have stopped.
                 Command::Expire(reply) if !self.expiry_due() && !self.history_due() => {
+                    // Writes have stopped: a waited checkpoint starts the
+                    // log again, so that the next start has nothing to
+                    // replay. Not while the disk is full: it would fail
+                    // (and reopen the database) the same way.
+                    if pending.is_empty()
+                        && self.wal.quiet()
+                        && !self.still_full()
+                        && let Err(error) = self.checkpoint()
+                    {
+                        self.recover(&error);
+                    }
                     let _ = reply.send(Ok(()));
                 }
                 command => pending.push(command),
@@ -699,6 +711,10 @@ impl Writer {
                 let replayed = durable
                     .and_then(|(durable, histories)| {
                         self.history.extend(histories);
+                        // A commit answered as failed may be in it all the
+                        // same (its last sync was done before the failure
+                        // was seen): its revisions are not handed out again.
+                        self.revision = self.revision.max(durable);
                         self.wal.read_since(durable)
                     })
                     .and_then(|writes| self.replay(writes, true));
