@@ -532,6 +532,54 @@ mod tests {
         assert!(backend.close().is_err(), "close reports the failure");
     }
 
+    /// Reads while many writes of different sizes, and changes of length,
+    /// are queued give what doing them in order gives (a model), and so
+    /// does the file once they are done.
+    #[test]
+    fn reads_of_many_queued_writes_agree_with_doing_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let backend = backend(File::create_new(&path).unwrap());
+        let mut model = vec![5u8; 64 << 10];
+        backend.set_len(model.len() as u64).unwrap();
+        backend.write(0, &model).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| -> io::Result<()> {
+            for round in 0..400u64 {
+                if round % 50 == 49 {
+                    let len = (48 << 10) + next(32 << 10);
+                    backend.set_len(len)?;
+                    model.resize(len as usize, 0);
+                    continue;
+                }
+                let size = 1usize << next(14);
+                let at = next(model.len() as u64 - size as u64);
+                let data = vec![round as u8; size];
+                backend.write(at, &data)?;
+                model[at as usize..at as usize + size].copy_from_slice(&data);
+                if round % 100 == 0 {
+                    backend.sync_data()?;
+                }
+                let len = 1 + next(9000) as usize;
+                let from = next(model.len() as u64 - len as u64) as usize;
+                assert_eq!(read(&backend, from as u64, len), model[from..from + len]);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read(&backend, 0, model.len()), model);
+        drop(paused);
+        backend.sync_data().unwrap();
+        assert_eq!(on_disk(&path), model);
+    }
+
     /// A deferred commit waits for the sync of the one before it when that
     /// is not done yet: at most one is queued.
     #[test]
