@@ -43,8 +43,9 @@ const VERSION: u32 = 1;
 const HEADER: u64 = 16;
 const FRAME: usize = 8;
 
-/// The size of the log file: the most the writes between two checkpoints
-/// take. A batch that does not fit is committed durably instead.
+/// The size of the log file: the most one batch logged into an empty log
+/// takes (past [`RESTART_AT`], a batch that does not fit is committed
+/// durably instead, and the log starts again).
 pub const CAPACITY: u64 = 16 << 20;
 
 /// How much of the log is used before a batch that does not fit in it
