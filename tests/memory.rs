@@ -207,8 +207,11 @@ fn listing_large_values_holds_about_one_page_at_a_time() {
         (count * size) as f64 / MIB,
         largest as f64 / MIB,
     );
+    // 18-19 MiB in our runs: a page's values and its answer, about twice over
+    // as the allocator holds freed memory a while. 38-65 MiB when the base64
+    // was a second copy and the answer's buffer grew by doubling.
     assert!(
-        after.saturating_sub(before) < (count * size / 4) as u64,
+        after.saturating_sub(before) < 40 << 20,
         "the listing took {:.0} MiB more",
         (after - before) as f64 / MIB
     );

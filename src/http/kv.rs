@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::projects::set_location;
 use super::request::{Query, read_body};
 use super::views::{Deleted, KeyMetaView, Listing};
-use super::{Ctx, json, views, watch};
+use super::{Ctx, json, json_sized, views, watch};
 use crate::domain::{Key, Prefix, Role, parse_duration};
 use crate::store::{
     Entry, KvOp, KvWrite, ListRequest, OpResult, Precondition, Project, StoreError,
@@ -611,12 +611,19 @@ async fn listing_inner(
         .iter()
         .map(|(meta, value)| views::listed_key(meta, value.as_deref()))
         .collect();
+    // About the answer's size: a value's bytes in base64 (the largest of its
+    // encodings unless text needs escapes), the key twice, 300 for the rest.
+    let size: usize = (page.entries.iter())
+        .map(|(meta, value)| {
+            value.as_ref().map_or(0, |v| v.len() / 3 * 4 + 4) + 2 * meta.key.as_str().len() + 300
+        })
+        .sum();
     let listing = Listing {
         keys,
         cursor,
         revision: read.revision,
     };
-    let mut response = json(StatusCode::OK, listing);
+    let mut response = json_sized(StatusCode::OK, listing, size + 64);
     response
         .headers_mut()
         .insert(KVS_REVISION.clone(), HeaderValue::from(read.revision));

@@ -324,9 +324,18 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 /// The body is serialised as it is (not through a `serde_json::Value`), so
 /// stored JSON that a view carries as raw text is written byte for byte.
 pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    json_sized(status, body, 128)
+}
+
+/// [`json`] into a buffer of `capacity` bytes first: a large answer whose
+/// size is about known is not copied as its buffer grows.
+pub fn json_sized(status: StatusCode, body: impl serde::Serialize, capacity: usize) -> Response {
+    let mut bytes = Vec::with_capacity(capacity);
     // Views are plain structs of strings and numbers (and raw JSON already
     // checked): serialising them cannot fail.
-    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    if serde_json::to_writer(&mut bytes, &body).is_err() {
+        bytes.clear();
+    }
     bytes.push(b'\n');
     (
         status,

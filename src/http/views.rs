@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
+use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -569,13 +569,22 @@ pub struct Imported {
 
 /// A value as JSON answers carry it, borrowing the stored bytes: a JSON
 /// value as its stored text (checked to be strict JSON, written as it is),
-/// text as a string, anything else as base64.
-#[derive(Serialize)]
-#[serde(untagged)]
+/// text as a string, anything else as base64, written straight into the
+/// answer (a listing page of binary values holds no second, base64 copy).
 pub enum Encoded<'a> {
     Json(&'a RawValue),
     Text(&'a str),
-    Base64(String),
+    Base64(&'a [u8]),
+}
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Encoded::Json(raw) => raw.serialize(serializer),
+            Encoded::Text(text) => serializer.serialize_str(text),
+            Encoded::Base64(bytes) => serializer.collect_str(&Base64Display::new(bytes, &STANDARD)),
+        }
+    }
 }
 
 impl Encoded<'_> {
@@ -589,7 +598,7 @@ impl Encoded<'_> {
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => Encoded::Text(text),
-            Err(_) => Encoded::Base64(STANDARD.encode(bytes)),
+            Err(_) => Encoded::Base64(bytes),
         }
     }
 
