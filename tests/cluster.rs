@@ -17,6 +17,7 @@
 #![cfg(feature = "etcd")]
 
 mod common;
+use common::port; // for etcd.rs, which tests/store has too
 #[path = "store/etcd.rs"]
 #[allow(dead_code)] // the one-member etcd of tests/store; its command is used here
 mod etcd;

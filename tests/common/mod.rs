@@ -4,12 +4,14 @@
 //! blocking HTTP client that never turns a status into an error.
 #![allow(dead_code)] // each test binary uses part of this
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod port;
+pub use port::free_port;
 
 /// A well-formed admin secret for a test server.
 pub fn fake_secret() -> String {
@@ -20,15 +22,6 @@ pub fn fake_secret() -> String {
         "kvs_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
-}
-
-/// A free port on 127.0.0.1 (bound and released at once).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An answer: status, headers and body.

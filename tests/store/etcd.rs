@@ -4,6 +4,8 @@
 //! ports with the same data (a store reopened finds what it wrote).
 
 use std::path::Path;
+
+use crate::port::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,14 +20,6 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `etcd` as member `name` of the cluster `initial` (`name=peer,…`), with

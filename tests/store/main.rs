@@ -15,6 +15,9 @@ mod cluster;
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+#[path = "../common/port.rs"]
+mod port;
 mod semantics;
 #[cfg(feature = "etcd")]
 mod tls;
