@@ -267,3 +267,55 @@ fn a_backup_of_a_large_store_is_streamed_not_built_in_memory() {
         (after - before) as f64 / MIB
     );
 }
+
+/// A memory project's database replaced by its compacted copy gives the old
+/// one's memory back to the system at once, without waiting for more
+/// requests: each of its chunks is a memory map of its own, unmapped when
+/// the database is dropped. (With chunks from the allocator, a second
+/// compaction with no request after it left the server 180 MB larger at
+/// 1,000,000 keys: the allocator kept the freed memory.)
+#[test]
+fn a_compacted_memory_project_gives_the_old_database_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("m", json!({"storage": "memory"}));
+    let (count, chunk) = (200_000, 2_000);
+    for start in (0..count).step_by(chunk) {
+        let keys: Vec<_> = (start..start + chunk)
+            .map(|n| json!({"key": format!("k{n:08}"), "value": format!("{n:0100}")}))
+            .collect();
+        let answer = admin.post_json("/v1/projects/m/import", &json!({"keys": keys}));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let compact = || {
+        let answer = admin.post_json("/v1/compact", &json!({}));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        resident(server.pid())
+    };
+    let imported = resident(server.pid());
+    let first = compact();
+    let second = compact();
+    println!(
+        "resident memory {:.0} MiB after importing {count} keys of 100 bytes into a memory \
+         project, {:.0} MiB after a compaction, {:.0} MiB after a second",
+        imported as f64 / MIB,
+        first as f64 / MIB,
+        second as f64 / MIB,
+    );
+    // The live keys and values are about 21 MiB; a database they take is
+    // about twice that, which a kept old one would add.
+    assert!(
+        second < first + (8 << 20),
+        "a second compaction left the server {:.0} MiB larger",
+        (second - first) as f64 / MIB
+    );
+    assert!(
+        first < imported + (8 << 20),
+        "a compaction left the server {:.0} MiB larger",
+        (first - imported) as f64 / MIB
+    );
+    let answer = admin.get("/v1/projects/m/kv/k00000007");
+    assert_eq!(answer.text(), format!("{:0100}", 7));
+}

@@ -4,13 +4,17 @@
 //! grows with `resize`: that writes zeros over every new byte, so the whole
 //! length is resident at once, used or not, and when the `Vec` outgrows its
 //! capacity it is copied whole into one twice as large. This backend keeps
-//! the bytes in chunks allocated zeroed when first written: a part of the
-//! database that redb never wrote takes no memory (a zeroed allocation of
-//! this size comes untouched from the system), and growing copies nothing.
+//! the bytes in chunks mapped when first written, each an anonymous memory
+//! map of its own: a page of the database that redb never wrote takes no
+//! memory (the system gives a map's pages zeroed when first touched),
+//! growing copies nothing, and a chunk dropped (the database shrunk, or
+//! dropped after a compaction) is given back to the system at once, where
+//! the allocator would keep freed memory for itself a while.
 
 use std::io;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use memmap2::{MmapMut, MmapOptions};
 use redb::StorageBackend;
 
 /// Bytes per chunk.
@@ -23,7 +27,7 @@ pub struct ChunkedMemory(RwLock<Chunks>);
 struct Chunks {
     len: u64,
     /// `None`: never written, all zeros.
-    chunks: Vec<Option<Box<[u8]>>>,
+    chunks: Vec<Option<MmapMut>>,
 }
 
 impl ChunkedMemory {
@@ -119,7 +123,11 @@ impl StorageBackend for ChunkedMemory {
         chunks.check_range(offset, data.len())?;
         let mut done = 0;
         for (chunk, start, n) in pieces(offset, data.len()) {
-            let bytes = chunks.chunks[chunk].get_or_insert_with(|| vec![0u8; CHUNK].into());
+            let slot = &mut chunks.chunks[chunk];
+            let bytes = match slot {
+                Some(bytes) => bytes,
+                None => slot.insert(MmapOptions::new().len(CHUNK).map_anon()?),
+            };
             bytes[start..start + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
