@@ -303,14 +303,9 @@ impl Writer {
                 Command::Expire(reply) if !self.expiry_due() && !self.history_due() => {
                     // Writes have stopped: a waited checkpoint starts the
                     // log again, so that the next start has nothing to
-                    // replay. Not while the disk is full: it would fail
-                    // (and reopen the database) the same way.
-                    if pending.is_empty()
-                        && self.wal.quiet()
-                        && !self.still_full()
-                        && let Err(error) = self.checkpoint()
-                    {
-                        self.recover(&error);
+                    // replay. (Its failure is logged and handled there.)
+                    if pending.is_empty() && self.wal.quiet() {
+                        let _ = self.guarded_checkpoint();
                     }
                     let _ = reply.send(Ok(()));
                 }
@@ -664,20 +659,26 @@ impl Writer {
         Ok(())
     }
 
-    /// `POST /v1/compact`: after every sweep and a checkpoint, the copy
-    /// (`compact::compact_live`). Refused without a try while the disk is
-    /// known to be full; a checkpoint that fails is a failed commit (the
-    /// database is reopened). A failed copy leaves the databases as they
-    /// were.
-    fn compact(&mut self) -> Result<crate::store::Compacted, StoreError> {
-        self.settle()?;
+    /// [`Writer::checkpoint`] refused without a try while the disk is known
+    /// to be full (it would fail, and reopen the database, the same way);
+    /// a failure is a failed commit (the database is reopened).
+    fn guarded_checkpoint(&mut self) -> Result<(), StoreError> {
         if self.still_full() {
             return Err(StoreError::StorageFull);
         }
-        if let Err(error) = self.checkpoint() {
-            self.recover(&error);
-            return Err(error);
+        let checkpointed = self.checkpoint();
+        if let Err(error) = &checkpointed {
+            self.recover(error);
         }
+        checkpointed
+    }
+
+    /// `POST /v1/compact`: after every sweep and a guarded checkpoint, the
+    /// copy (`compact::compact_live`). A failed copy leaves the databases
+    /// as they were.
+    fn compact(&mut self) -> Result<crate::store::Compacted, StoreError> {
+        self.settle()?;
+        self.guarded_checkpoint()?;
         let compacted = super::compact::compact_live(&self.shared);
         if let Err(error) = &compacted {
             tracing::error!(%error, "a compaction failed");
