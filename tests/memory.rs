@@ -304,17 +304,21 @@ fn a_compacted_memory_project_gives_the_old_database_back() {
         first as f64 / MIB,
         second as f64 / MIB,
     );
-    // The live keys and values are about 21 MiB; a database they take is
-    // about twice that, which a kept old one would add.
+    // The live keys and values are about 21 MiB. Measured: with the chunks
+    // as allocations the first compaction left the server 39-53 MiB larger
+    // (5 runs); as memory maps, from 30 MiB smaller to 11 MiB larger, since
+    // what the import's requests left in the allocator is given back or not
+    // by then. The bound lies between.
+    let bound = 24 << 20;
     assert!(
-        second < first + (8 << 20),
-        "a second compaction left the server {:.0} MiB larger",
-        (second - first) as f64 / MIB
-    );
-    assert!(
-        first < imported + (8 << 20),
+        first < imported + bound,
         "a compaction left the server {:.0} MiB larger",
         (first - imported) as f64 / MIB
+    );
+    assert!(
+        second < first + bound,
+        "a second compaction left the server {:.0} MiB larger",
+        (second - first) as f64 / MIB
     );
     let answer = admin.get("/v1/projects/m/kv/k00000007");
     assert_eq!(answer.text(), format!("{:0100}", 7));
