@@ -280,7 +280,7 @@ fn a_compacted_memory_project_gives_the_old_database_back() {
     let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
     let admin = server.admin();
     admin.create_project("m", json!({"storage": "memory"}));
-    let (count, chunk) = (200_000, 2_000);
+    let (count, chunk) = (400_000, 2_000);
     for start in (0..count).step_by(chunk) {
         let keys: Vec<_> = (start..start + chunk)
             .map(|n| json!({"key": format!("k{n:08}"), "value": format!("{n:0100}")}))
@@ -304,12 +304,13 @@ fn a_compacted_memory_project_gives_the_old_database_back() {
         first as f64 / MIB,
         second as f64 / MIB,
     );
-    // The live keys and values are about 21 MiB. Measured: with the chunks
-    // as allocations the first compaction left the server 39-53 MiB larger
-    // (5 runs); as memory maps, from 30 MiB smaller to 11 MiB larger, since
-    // what the import's requests left in the allocator is given back or not
-    // by then. The bound lies between.
-    let bound = 24 << 20;
+    // The live keys and values are about 42 MiB. Measured: with the chunks
+    // as allocations the first compaction left the server 76-86 MiB larger
+    // (3 runs); as memory maps, from 11 MiB smaller to 4 MiB larger (4 runs
+    // of the whole file), as what the import's requests left in the
+    // allocator is given back or not by then. The bound lies between. (With
+    // 200,000 keys the two were 39-53 and -30 to +11: too near each other.)
+    let bound = 32 << 20;
     assert!(
         first < imported + bound,
         "a compaction left the server {:.0} MiB larger",
