@@ -139,6 +139,13 @@ fn reads_go_on_while_a_full_disk_refuses_writes() {
     );
 }
 
+/// 700 kB of bytes that do not compress and are not UTF-8.
+fn big_value() -> Vec<u8> {
+    (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
 /// PUTs `values` keys `big/{i}` of project `full` holding `big`: each is
 /// stored (201) or refused for lack of room (507), and some of each.
 /// Answers the keys stored and the keys refused.
@@ -218,9 +225,7 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     let admin = server.admin();
     let manage = admin.with_token(&admin.create_project("full", json!({})));
 
-    let big: Vec<u8> = (0..700_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let big = big_value();
     let (stored, refused) = put_until_full(&manage, values, &big);
 
     // Reads keep working, refused writes left nothing, the server is ready.
@@ -263,6 +268,89 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     // database was reopened, must not count twice).
     let report = server.admin().send("POST", "/v1/verify", None, &[]).json();
     assert_eq!(report["damage"], json!([]), "{report}");
+}
+
+/// A backup that its client reads slowly does not hold up the recovery
+/// from a failed commit: the writer takes the disk database out of service
+/// to reopen it, and the backup, which holds it open, breaks off (without
+/// its trailer) and lets go of it, so that writes are accepted again as soon
+/// as there is room, not once the client has read the whole backup.
+#[test]
+fn a_slow_backup_breaks_off_when_a_failed_commit_reopens_the_database() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "192m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
+        return;
+    };
+    let data = dir.path().join("data");
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 90 << 20]).unwrap();
+    let server = ServerProcess::start(&data, &fake_secret());
+    let admin = server.admin();
+    let manage = admin.with_token(&admin.create_project("full", json!({})));
+    let big = big_value();
+    // About 28 MB of backup (the values in base64): more than the server's
+    // queue and the sockets' buffers hold, so the backup waits for its reader.
+    for i in 0..30 {
+        let answer = manage.put(&kv("full", &format!("early/{i}")), &big);
+        assert_eq!(answer.status, 201, "{}", answer.text());
+    }
+    let response = ureq::get(format!("{}/v1/backup", server.url))
+        .header("Authorization", format!("Bearer {}", server.admin_token))
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    assert!(header.starts_with("{\"kvs_backup\""), "{header:.200}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    // A commit fails for lack of room while the backup waits: the writer
+    // takes the database out of service to reopen it, and the writes after
+    // that answer 507 or 503 until there is room again.
+    let mut stored = Vec::new();
+    for i in 0..60 {
+        let key = format!("big/{i}");
+        let answer = manage.put(&kv("full", &key), &big);
+        match answer.status {
+            201 => stored.push(key),
+            507 | 503 => break,
+            other => panic!("PUT {key} answered {other}: {}", answer.text()),
+        }
+    }
+    assert!(stored.len() < 60, "{} values fitted", stored.len());
+    // Room again: the database is reopened and takes writes (a 503 while
+    // that is under way is tried again, for up to 5 s).
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(put_retrying(&manage, "small", b"fits"), 201);
+
+    // The backup broke off: what is left of it has no trailer.
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("{\"end\":"), "the backup was whole");
+    for i in 0..30 {
+        assert_eq!(manage.get(&kv("full", &format!("early/{i}"))).body, big);
+    }
+    for key in &stored {
+        assert_eq!(manage.get(&kv("full", key)).body, big, "{key}");
+    }
+    let report = admin.send("POST", "/v1/verify", None, &[]).json();
+    assert_eq!(report["damage"], json!([]), "{report}");
+}
+
+/// PUTs `body` at `key` of project `full`; a 503 (the database being
+/// reopened) is tried again for up to 5 s. Answers the last status.
+fn put_retrying(manage: &common::Client, key: &str, body: &[u8]) -> u16 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = manage.put(&kv("full", key), body);
+        if answer.status != 503 || std::time::Instant::now() > deadline {
+            return answer.status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A compaction needs room for its copy. Without it, `POST /v1/compact` is

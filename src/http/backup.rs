@@ -8,16 +8,20 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Ctx;
 use super::error::{ApiError, ErrorBody};
+use crate::store::StoreSnapshot;
 
 /// Chunks of about this size go to the connection.
 const CHUNK: usize = 256 << 10;
@@ -45,13 +49,14 @@ const QUEUED: usize = 8;
 )]
 pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
-    let snapshot = ctx.app.store.snapshot().await?;
+    let snapshot: Arc<dyn StoreSnapshot> = Arc::from(ctx.app.store.snapshot().await?);
     let revision = snapshot.revision();
     let (sender, queue) = mpsc::channel(QUEUED);
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks {
             sender,
             buffer: Vec::with_capacity(CHUNK),
+            snapshot: Arc::clone(&snapshot),
         };
         let written = crate::backup::write(snapshot.as_ref(), &mut out).and_then(|_| out.send());
         if let Err(error) = written {
@@ -59,7 +64,14 @@ pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             if error.kind() != io::ErrorKind::BrokenPipe {
                 tracing::error!(%error, "a backup stream failed");
             }
-            let _ = out.sender.blocking_send(Err(error));
+            // Let go of the snapshot before waiting for a slow client.
+            let Chunks {
+                sender,
+                snapshot: held,
+                ..
+            } = out;
+            drop((held, snapshot));
+            let _ = sender.blocking_send(Err(error));
         }
     });
     let mut response = Response::new(Body::new(Stream { queue }));
@@ -81,9 +93,20 @@ pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
 struct Chunks {
     sender: mpsc::Sender<io::Result<Bytes>>,
     buffer: Vec<u8>,
+    /// The snapshot being written, to stop when the store withdraws it.
+    snapshot: Arc<dyn StoreSnapshot>,
 }
 
+/// How often a backup that waits for a slow client looks whether its
+/// snapshot was withdrawn.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
 impl Chunks {
+    /// Queues the chunk gathered. While the client reads slowly, the store
+    /// may need the snapshot back (the redb engine's disk database after a
+    /// failed commit, which it reopens only once no reader holds it): the
+    /// backup then breaks off instead of holding up every write until the
+    /// client has read it all.
     fn send(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
@@ -92,9 +115,22 @@ impl Chunks {
             &mut self.buffer,
             Vec::with_capacity(CHUNK),
         ));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        let runtime = Handle::try_current().map_err(io::Error::other)?;
+        loop {
+            if self.snapshot.withdrawn() {
+                return Err(io::Error::other(
+                    "the backup stopped: the store's database is reopened after a failed write",
+                ));
+            }
+            match runtime.block_on(tokio::time::timeout(LOOK_EVERY, self.sender.reserve())) {
+                Ok(Ok(permit)) => {
+                    permit.send(Ok(chunk));
+                    return Ok(());
+                }
+                Ok(Err(_)) => return Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+                Err(_) => continue,
+            }
+        }
     }
 }
 

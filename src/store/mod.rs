@@ -373,6 +373,14 @@ pub trait StoreSnapshot: Send + Sync {
         project: &ProjectId,
         each: &mut dyn FnMut(Entry) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Whether the store needs back what the snapshot holds: a reader that
+    /// takes long (a backup) stops and drops it. The redb engine's disk
+    /// database is reopened after a failed commit, which it cannot do while
+    /// a snapshot holds the old one open.
+    fn withdrawn(&self) -> bool {
+        false
+    }
 }
 
 /// A project's change feed, for a watch or a blocking read: subscribe to

@@ -54,7 +54,12 @@ pub struct RedbSnapshot {
     /// closed, and a compaction puts new ones in their place meanwhile.
     /// (Declared after the transactions, so dropped after them.)
     _databases: [Arc<Database>; 2],
+    /// To see whether the writer took the disk database out of service.
+    shared: Arc<Shared>,
 }
+
+/// Keys read between two looks at whether the snapshot is withdrawn.
+const KEYS_PER_LOOK: usize = 1024;
 
 impl RedbSnapshot {
     /// The read transactions of the disk and the memory database.
@@ -65,7 +70,7 @@ impl RedbSnapshot {
 
 /// Called by the writer between batches: nothing is half-committed, and the
 /// catalog, the figures and the revision are those of the last commit.
-pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, StoreError> {
+pub(super) fn take(shared: &Arc<Shared>, revision: u64) -> Result<RedbSnapshot, StoreError> {
     let disk = shared.database(StorageMode::Disk)?;
     let memory = shared.memory.load_full();
     let catalog = shared.view.catalog();
@@ -85,6 +90,7 @@ pub(super) fn take(shared: &Shared, revision: u64) -> Result<RedbSnapshot, Store
         disk: disk.begin_read().map_err(storage_error)?,
         memory: memory.begin_read().map_err(storage_error)?,
         _databases: [disk, memory],
+        shared: Arc::clone(shared),
     })
 }
 
@@ -131,7 +137,10 @@ impl StoreSnapshot for RedbSnapshot {
             Err(TableError::TableDoesNotExist(_)) => None,
             Err(error) => return Err(storage_error(error)),
         };
-        for item in keys.iter().map_err(storage_error)? {
+        for (read, item) in keys.iter().map_err(storage_error)?.enumerate() {
+            if read % KEYS_PER_LOOK == KEYS_PER_LOOK - 1 && self.withdrawn() {
+                return Err(StoreError::Unavailable);
+            }
             let (key, entry) = item.map_err(storage_error)?;
             let key = key.value();
             let (record, inline) = decode_entry(tables.project, key, entry.value())?;
@@ -153,6 +162,14 @@ impl StoreSnapshot for RedbSnapshot {
             })?;
         }
         Ok(())
+    }
+
+    /// While the writer reopens the disk database after a failed commit,
+    /// it has taken it out of service (`Shared::disk` is empty) and waits
+    /// for its readers to let go. A compaction's swap does not count: the
+    /// old database stays readable to the end.
+    fn withdrawn(&self) -> bool {
+        self.shared.disk.load().is_none()
     }
 }
 
@@ -503,4 +520,44 @@ fn copy_expiry(source: &ReadTransaction, target: &WriteTransaction) -> Result<()
         copy.insert(key.value(), ()).map_err(storage_error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::writer::testing::{put, store_with_project, write};
+    use super::*;
+    use crate::store::Store;
+
+    /// A snapshot's reading of keys stops with `Unavailable` once the writer
+    /// has taken the disk database out of service (to reopen it after a
+    /// failed commit), so that a long backup lets go of it.
+    #[tokio::test]
+    async fn reading_keys_stops_once_the_disk_database_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        let count = 3 * KEYS_PER_LOOK;
+        let ops = (0..count).map(|n| put(&format!("k{n:05}"))).collect();
+        store.write_kv(write(&id, ops)).await.unwrap();
+        let snapshot = store.snapshot().await.unwrap();
+        let read = |snapshot: &dyn StoreSnapshot| {
+            let mut seen = 0;
+            let result = snapshot.keys(&id, &mut |_| {
+                seen += 1;
+                Ok(())
+            });
+            (result, seen)
+        };
+        let (result, seen) = read(snapshot.as_ref());
+        assert!(result.is_ok() && seen == count, "{result:?}, {seen} keys");
+        assert!(!snapshot.withdrawn());
+
+        let database = store.shared.disk.swap(None);
+        assert!(snapshot.withdrawn());
+        let (result, seen) = read(snapshot.as_ref());
+        assert!(
+            matches!(result, Err(StoreError::Unavailable)) && seen < KEYS_PER_LOOK,
+            "{result:?} after {seen} keys"
+        );
+        store.shared.disk.store(database);
+    }
 }

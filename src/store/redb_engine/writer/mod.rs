@@ -40,7 +40,7 @@ mod moves;
 mod sweep;
 mod tables;
 #[cfg(test)]
-mod testing;
+pub(super) mod testing;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
