@@ -23,6 +23,7 @@ pub mod schedule;
 
 pub use schedule::{backup_file_name, schedule, write_file};
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
@@ -90,21 +91,46 @@ struct TokenLine {
 }
 
 /// A key: its value as text when the bytes are UTF-8, else base64 (as
-/// `kvs export` writes it).
+/// `kvs export` writes it). Written from the stored entry without copying
+/// its key, content type or value; read back owned.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyLine {
+struct KeyLine<'a> {
     project: ProjectId,
-    key: String,
+    key: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
+    value: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    value_base64: Option<String>,
-    content_type: String,
+    value_base64: Option<Base64Value<'a>>,
+    content_type: Cow<'a, str>,
     version: u64,
     created_at: String,
     updated_at: String,
     expires_at: Option<String>,
+}
+
+/// A binary value in base64: the stored bytes, encoded as they are written
+/// (no second copy of a large value), or the text read back.
+enum Base64Value<'a> {
+    Bytes(&'a [u8]),
+    Text(String),
+}
+
+impl Serialize for Base64Value<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Base64Value::Bytes(bytes) => {
+                serializer.collect_str(&base64::display::Base64Display::new(bytes, &BASE64))
+            }
+            Base64Value::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Value<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Base64Value::Text)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -118,10 +144,10 @@ struct Trailer {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum Line {
+enum Line<'a> {
     Project(ProjectLine),
     Token(TokenLine),
-    Key(KeyLine),
+    Key(KeyLine<'a>),
     End(Trailer),
 }
 
@@ -141,15 +167,18 @@ struct Hashing<W> {
     inner: W,
     hash: Sha256,
     bytes: u64,
+    /// The line being written, reused from line to line.
+    line: Vec<u8>,
 }
 
 impl<W: Write> Hashing<W> {
     fn line(&mut self, line: &impl Serialize) -> io::Result<()> {
-        let mut bytes = serde_json::to_vec(line)?;
-        bytes.push(b'\n');
-        self.hash.update(&bytes);
-        self.bytes += bytes.len() as u64;
-        self.inner.write_all(&bytes)
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, line)?;
+        self.line.push(b'\n');
+        self.hash.update(&self.line);
+        self.bytes += self.line.len() as u64;
+        self.inner.write_all(&self.line)
     }
 }
 
@@ -160,6 +189,7 @@ pub fn write(snapshot: &dyn StoreSnapshot, out: impl Write) -> io::Result<Summar
         inner: io::BufWriter::with_capacity(64 << 10, out),
         hash: Sha256::new(),
         bytes: 0,
+        line: Vec::new(),
     };
     let mut summary = Summary {
         revision: snapshot.revision(),
@@ -184,11 +214,12 @@ pub fn write(snapshot: &dyn StoreSnapshot, out: impl Write) -> io::Result<Summar
         let id = &project.settings.id;
         let mut failed = None;
         let result = snapshot.keys(id, &mut |entry| {
-            out.line(&Line::Key(key_line(id, entry))).map_err(|error| {
-                let store = StoreError::internal(&error);
-                failed = Some(error);
-                store
-            })?;
+            out.line(&Line::Key(key_line(id, &entry)))
+                .map_err(|error| {
+                    let store = StoreError::internal(&error);
+                    failed = Some(error);
+                    store
+                })?;
             summary.keys += 1;
             Ok(())
         });
@@ -247,18 +278,18 @@ fn token_line(token: &TokenDump) -> TokenLine {
     }
 }
 
-fn key_line(project: &ProjectId, entry: Entry) -> KeyLine {
-    let meta = entry.meta;
-    let (value, value_base64) = match String::from_utf8(entry.value.to_vec()) {
-        Ok(text) => (Some(text), None),
-        Err(bytes) => (None, Some(BASE64.encode(bytes.as_bytes()))),
+fn key_line<'a>(project: &ProjectId, entry: &'a Entry) -> KeyLine<'a> {
+    let meta = &entry.meta;
+    let (value, value_base64) = match std::str::from_utf8(&entry.value) {
+        Ok(text) => (Some(Cow::Borrowed(text)), None),
+        Err(_) => (None, Some(Base64Value::Bytes(&entry.value))),
     };
     KeyLine {
         project: project.clone(),
-        key: meta.key.as_str().to_owned(),
+        key: Cow::Borrowed(meta.key.as_str()),
         value,
         value_base64,
-        content_type: meta.content_type,
+        content_type: Cow::Borrowed(&meta.content_type),
         version: meta.version,
         created_at: meta.created_at.rfc3339(),
         updated_at: meta.updated_at.rfc3339(),
@@ -436,17 +467,18 @@ fn token_dump(line: TokenLine) -> anyhow::Result<TokenDump> {
     })
 }
 
-fn entry(line: KeyLine) -> anyhow::Result<(ProjectId, Entry)> {
+fn entry(line: KeyLine<'_>) -> anyhow::Result<(ProjectId, Entry)> {
     let value = match (line.value, line.value_base64) {
-        (Some(text), None) => Bytes::from(text),
-        (None, Some(encoded)) => Bytes::from(
+        (Some(text), None) => Bytes::from(text.into_owned()),
+        (None, Some(Base64Value::Text(encoded))) => Bytes::from(
             BASE64
                 .decode(encoded)
                 .map_err(|_| anyhow!("value_base64 is not base64"))?,
         ),
+        (None, Some(Base64Value::Bytes(bytes))) => Bytes::copy_from_slice(bytes),
         _ => bail!("a key has either value or value_base64"),
     };
-    let key = Key::parse(line.key.as_str()).map_err(|error| anyhow!("{error}"))?;
+    let key = Key::parse(line.key.into_owned()).map_err(|error| anyhow!("{error}"))?;
     let meta = KeyMeta {
         key,
         version: line.version,
@@ -454,7 +486,7 @@ fn entry(line: KeyLine) -> anyhow::Result<(ProjectId, Entry)> {
         updated_at: time(&line.updated_at)?,
         expires_at: line.expires_at.as_deref().map(time).transpose()?,
         size: value.len() as u64,
-        content_type: line.content_type,
+        content_type: line.content_type.into_owned(),
     };
     Ok((line.project, Entry { meta, value }))
 }

@@ -560,4 +560,48 @@ mod tests {
         );
         store.shared.disk.store(database);
     }
+
+    /// A backup writes a value that is not UTF-8 as base64 and one that is
+    /// as text, and reads both back as they were stored.
+    #[tokio::test]
+    async fn a_backup_writes_binary_values_as_base64_and_reads_them_back() {
+        use crate::backup::{Reader, Record};
+        use crate::store::KvOp;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        let binary: &[u8] = &[0xff, 0x00, 0xfe, b'a', 0x80];
+        let op = |key: &str, value: &'static [u8]| KvOp::Put {
+            key: Key::parse(key).unwrap(),
+            value: Bytes::from_static(value),
+            content_type: "application/octet-stream".to_owned(),
+            ttl: None,
+            precondition: None,
+        };
+        let ops = vec![op("bin", binary), op("text", "héllo".as_bytes())];
+        store.write_kv(write(&id, ops)).await.unwrap();
+        let snapshot = store.snapshot().await.unwrap();
+        let mut written = Vec::new();
+        crate::backup::write(snapshot.as_ref(), &mut written).unwrap();
+        let text = String::from_utf8(written.clone()).unwrap();
+        assert!(
+            text.contains(r#""key":"bin","value_base64":"/wD+YYA=","#),
+            "{text}"
+        );
+        assert!(text.contains(r#""key":"text","value":"héllo","#), "{text}");
+
+        let mut reader = Reader::default();
+        let mut values = Vec::new();
+        for line in written.split_inclusive(|&b| b == b'\n') {
+            if let Some(Record::Key(_, entry)) = reader.line(line).unwrap() {
+                values.push((entry.meta.key.as_str().to_owned(), entry.value));
+            }
+        }
+        assert_eq!(
+            values,
+            [
+                ("bin".to_owned(), Bytes::from_static(binary)),
+                ("text".to_owned(), Bytes::from_static("héllo".as_bytes())),
+            ]
+        );
+    }
 }
