@@ -40,6 +40,8 @@ pub struct Settings {
     pub simple_pykv_open_admin: bool,
     /// The largest transaction body.
     pub max_txn_bytes: u64,
+    /// The disk database's page cache (redb's), in bytes.
+    pub cache_bytes: u64,
     /// How much change history each project keeps for watches to resume.
     pub watch_history: HistoryLimits,
     pub log_format: LogFormat,
@@ -66,6 +68,9 @@ pub struct Settings {
     /// store in `data_dir`.
     pub etcd: Option<EtcdSettings>,
 }
+
+/// The least page cache a server is started with.
+const MIN_CACHE_BYTES: u64 = 1 << 20;
 
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
@@ -202,6 +207,11 @@ pub struct ServeArgs {
     /// Largest transaction body, in bytes [default: 4 MiB].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_TXN_BYTES")]
     pub max_txn_bytes: Option<u64>,
+    /// Memory for the disk database's page cache, in bytes: less bounds the
+    /// server's memory, more keeps reads of a large store fast [default:
+    /// 1 GiB; at least 1 MiB].
+    #[arg(long, value_name = "BYTES", env = "KVS_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
     /// Keep each project's changes of this long for watches to resume
     /// (`90s`, `10m`, `1h`, `2d`) [default: 1h].
     #[arg(long, value_name = "DURATION", env = "KVS_WATCH_HISTORY")]
@@ -427,6 +437,7 @@ struct FileSettings {
     form_query_auth: Option<bool>,
     simple_pykv_open_admin: Option<bool>,
     max_txn_bytes: Option<u64>,
+    cache_bytes: Option<u64>,
     watch_history: Option<String>,
     watch_history_changes: Option<u64>,
     watch_history_bytes: Option<u64>,
@@ -572,6 +583,15 @@ impl Settings {
                 .or(file.simple_pykv_open_admin)
                 .unwrap_or(false),
             max_txn_bytes: args.max_txn_bytes.or(file.max_txn_bytes).unwrap_or(4 << 20),
+            cache_bytes: match args.cache_bytes.or(file.cache_bytes) {
+                Some(bytes) if bytes < MIN_CACHE_BYTES => {
+                    anyhow::bail!(
+                        "cache_bytes is {bytes}: it must be at least {MIN_CACHE_BYTES} (1 MiB)"
+                    )
+                }
+                Some(bytes) => bytes,
+                None => crate::store::redb_engine::DEFAULT_CACHE_BYTES as u64,
+            },
             watch_history,
             log_format: args
                 .log_format
@@ -720,6 +740,28 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cache_bytes` from the file, a flag beating it, the default, and a
+    /// cache too small to be of use refused.
+    #[test]
+    fn the_page_cache_size_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(&path, "cache_bytes = 67108864\n").unwrap();
+        let load = |cache_bytes| {
+            Settings::load(ServeArgs {
+                config: Some(path.clone()),
+                cache_bytes,
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(load(None).unwrap().cache_bytes, 64 << 20);
+        assert_eq!(load(Some(2 << 20)).unwrap().cache_bytes, 2 << 20);
+        let error = load(Some(4096)).unwrap_err().to_string();
+        assert!(error.contains("cache_bytes is 4096"), "{error}");
+        let defaults = Settings::with_data_dir(dir.path());
+        assert_eq!(defaults.cache_bytes, 1 << 30);
+    }
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {

@@ -126,6 +126,17 @@ fn reset_peak(pid: u32) {
 
 const MIB: f64 = (1 << 20) as f64;
 
+/// Fills `value` with bytes that do not compress (a linear congruential
+/// generator from `state`).
+fn fill_random(value: &mut [u8], state: &mut u64) {
+    for chunk in value.chunks_mut(8) {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
 /// A server on a fresh directory with project `p` holding `count` values of
 /// `size` pseudo-random bytes (binary: listings and backups carry them in
 /// base64), restarted and then read once whole, so that the database's page
@@ -142,12 +153,7 @@ fn server_with_large_values(dir: &std::path::Path, count: usize, size: usize) ->
                 let mut state = writer as u64 + 1;
                 let mut value = vec![0u8; size];
                 for n in (writer..count).step_by(4) {
-                    for chunk in value.chunks_mut(8) {
-                        state = state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-                    }
+                    fill_random(&mut value, &mut state);
                     let answer = admin.put(&format!("/v1/projects/p/kv/big/{n:05}"), &value);
                     assert_eq!(answer.status, 201, "{}", answer.text());
                 }
@@ -323,4 +329,41 @@ fn a_compacted_memory_project_gives_the_old_database_back() {
     );
     let answer = admin.get("/v1/projects/m/kv/k00000007");
     assert_eq!(answer.text(), format!("{:0100}", 7));
+}
+
+/// `--cache-bytes` bounds what the disk database's page cache holds: after
+/// 96 MiB of values written (kept twice, in the keys and in the change
+/// history), a server with a 16 MiB cache has grown by less than the values
+/// (59 MiB measured). With the default of 1 GiB the same test measured 478
+/// MiB: redb's cache keeps what is written until it is full.
+#[test]
+fn the_page_cache_setting_bounds_the_servers_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--cache-bytes".to_owned(), (16u64 << 20).to_string()];
+    let server = ServerProcess::start_with(&dir.path().join("data"), &fake_secret(), true, &args);
+    let admin = server.admin();
+    let (count, size) = (96, 1 << 20);
+    admin.create_project("p", json!({"max_value_bytes": size}));
+    let before = resident(server.pid());
+    let mut value = vec![0u8; size];
+    let mut state = 1u64;
+    for n in 0..count {
+        fill_random(&mut value, &mut state);
+        let answer = admin.put(&format!("/v1/projects/p/kv/big/{n:03}"), &value);
+        assert_eq!(answer.status, 201, "{}", answer.text());
+    }
+    let after = resident(server.pid());
+    println!(
+        "resident memory {:.0} MiB before and {:.0} MiB after {count} MiB of values, with a \
+         16 MiB page cache",
+        before as f64 / MIB,
+        after as f64 / MIB,
+    );
+    assert!(
+        after.saturating_sub(before) < (count * size) as u64,
+        "the server grew by {:.0} MiB",
+        (after - before) as f64 / MIB
+    );
+    let answer = admin.get("/v1/projects/p/kv/big/007");
+    assert_eq!(answer.body.len(), size);
 }

@@ -108,7 +108,7 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let source = database.begin_read().map_err(storage_error)?;
     let (tables, rows) = copy_over(&source, live).map_err(store_error)?;
     drop((source, database));
-    match super::deferred_sync::create(live) {
+    match super::deferred_sync::create(live, shared.cache_bytes) {
         Ok(copy) => {
             shared.disk.store(Some(Arc::new(copy)));
             shared.disk_reads.invalidate();

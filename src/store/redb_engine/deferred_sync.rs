@@ -54,13 +54,17 @@ thread_local! {
 /// The number of the last deferred commit (of any thread).
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 
-/// Opens (or creates) the database at `path` on this backend.
-pub fn create(path: &Path) -> Result<Database, DatabaseError> {
-    Ok(create_with_queue(path)?.0)
+/// Opens (or creates) the database at `path` on this backend, with a page
+/// cache of `cache_bytes`.
+pub fn create(path: &Path, cache_bytes: usize) -> Result<Database, DatabaseError> {
+    Ok(create_with_queue(path, cache_bytes)?.0)
 }
 
 /// [`create`], and the backend's queue.
-fn create_with_queue(path: &Path) -> Result<(Database, Arc<Inner>), DatabaseError> {
+fn create_with_queue(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<(Database, Arc<Inner>), DatabaseError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -69,7 +73,10 @@ fn create_with_queue(path: &Path) -> Result<(Database, Arc<Inner>), DatabaseErro
         .open(path)?;
     let backend = DeferredSync::new(FileBackend::new(file)?)?;
     let inner = Arc::clone(&backend.inner);
-    Ok((Database::builder().create_with_backend(backend)?, inner))
+    let database = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(backend)?;
+    Ok((database, inner))
 }
 
 /// Runs `commit` (a durable commit of a database on this backend, on this
@@ -636,7 +643,8 @@ mod tests {
         const TABLE: TableDefinition<&str, u64> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        let (db, queue) = create_with_queue(&path).unwrap();
+        let (db, queue) =
+            create_with_queue(&path, crate::store::redb_engine::DEFAULT_CACHE_BYTES).unwrap();
         let put = |value: u64, defer: bool| {
             let mut txn = db.begin_write().unwrap();
             txn.set_quick_repair(true);
@@ -682,7 +690,7 @@ mod tests {
         const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        let db = create(&path).unwrap();
+        let db = create(&path, crate::store::redb_engine::DEFAULT_CACHE_BYTES).unwrap();
         for round in 0..200u64 {
             let mut txn = db.begin_write().unwrap();
             match round % 3 {
@@ -720,7 +728,7 @@ mod tests {
                 .collect()
         };
         drop(db);
-        let db = create(&path).unwrap();
+        let db = create(&path, crate::store::redb_engine::DEFAULT_CACHE_BYTES).unwrap();
         let read = db.begin_read().unwrap();
         let table = read.open_table(TABLE).unwrap();
         let found: Vec<(u64, Vec<u8>)> = table

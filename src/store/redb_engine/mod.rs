@@ -54,6 +54,10 @@ pub use stopped::StoppedError;
 pub use verify::verify_dir;
 use writer::{Command, Sweep, Writer};
 
+/// redb's page cache for the disk database unless the server sets it:
+/// redb's own default.
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+
 /// redb's page cache for the memory database, whose backend is memory.
 const MEMORY_CACHE_BYTES: usize = 4 << 20;
 
@@ -85,6 +89,8 @@ struct Shared {
     /// acknowledged writes, and readers answer 503 as while it is closed.
     replaying: AtomicBool,
     path: PathBuf,
+    /// The disk database's page cache, each time it is opened.
+    cache_bytes: usize,
 }
 
 /// The redb-backed [`Store`].
@@ -104,9 +110,19 @@ impl RedbStore {
     /// Opens (or creates) the store in `data_dir`, keeping as much change
     /// history as `limits` says, and starts its writer.
     pub fn open_with(data_dir: &Path, limits: HistoryLimits) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with_cache(data_dir, limits, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open_with`], with a page cache of `cache_bytes` for the
+    /// disk database (redb's; the memory database has its own, small).
+    pub fn open_with_cache(
+        data_dir: &Path,
+        limits: HistoryLimits,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
-        let disk = deferred_sync::create(&path).map_err(storage_error)?;
+        let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
         // it is of no use (the store is whole without it).
         compact::remove_partial_copy(data_dir)?;
@@ -138,6 +154,7 @@ impl RedbStore {
             writable: AtomicBool::new(true),
             replaying: AtomicBool::new(false),
             path,
+            cache_bytes,
         });
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let mut writer = Writer::new(

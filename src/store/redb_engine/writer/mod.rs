@@ -694,7 +694,7 @@ impl Writer {
         // A reader that still had the old database may have left a snapshot
         // of it, which would keep its file locked.
         self.shared.disk_reads.invalidate();
-        match super::deferred_sync::create(&self.shared.path) {
+        match super::deferred_sync::create(&self.shared.path, self.shared.cache_bytes) {
             Ok(db) => {
                 // The commits that were not durable are gone from it (as far
                 // as closing the old one did not make them durable): the log
