@@ -141,6 +141,9 @@ fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
         }
         std::fs::write(copy.join("kvs.redb"), &bytes).unwrap();
 
+        // What the reads answered that was not the value (for the message
+        // of a failure below).
+        let mut seen = Vec::new();
         let found_damage = match start(&copy, &admin) {
             Err(log) => {
                 assert!(
@@ -154,9 +157,13 @@ fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
                 let client = Client::new(&started.url, Some(&admin));
                 let (mut found, mut corrupted) = (false, false);
                 for (key, expected) in &keys {
-                    let Ok(answer) = client.request("GET", &kv("default", key), None, &[]) else {
-                        found = true;
-                        continue;
+                    let answer = match client.request("GET", &kv("default", key), None, &[]) {
+                        Ok(answer) => answer,
+                        Err(error) => {
+                            seen.push(format!("{key}: {error}"));
+                            found = true;
+                            continue;
+                        }
                     };
                     if answer.status < 300 {
                         assert_eq!(
@@ -171,6 +178,7 @@ fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
                             answer.status
                         );
                         found = true;
+                        seen.push(format!("{key}: {} {:.200}", answer.status, answer.text()));
                         corrupted |= answer.status == 500 && answer.code() == "data_corrupted";
                     }
                 }
@@ -203,7 +211,7 @@ fn flipped_bytes_are_never_served_as_a_value_and_verify_reports_them() {
             assert_ne!(
                 verify.status.code(),
                 Some(0),
-                "offset {at}: reads found damage, kvs verify did not: {}",
+                "offset {at}: reads found damage ({seen:?}), kvs verify did not: {}",
                 String::from_utf8_lossy(&verify.stdout)
             );
         }
