@@ -4,14 +4,20 @@
 //! store ([`verify_dir`]) or online over a read snapshot of a running one
 //! (`RedbStore::verify`), the same walk either way.
 //!
-//! redb keeps no page checksums and may panic on a damaged page: each table
-//! is walked under `catch_unwind`, and a panic is reported as damage there.
+//! redb checks no page when it reads and may panic on a damaged page: each
+//! table is walked under `catch_unwind`, and a panic is reported as damage
+//! there. A walk goes from leaf to leaf, but a lookup descends through the
+//! index pages, whose damaged separators can send it to a leaf that does
+//! not hold the key (a `GET` would answer 404): so every record the walk
+//! finds is also looked up by its key ([`found`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError, TableHandle};
+use std::borrow::Borrow;
+
+use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, TableError, TableHandle, Value};
 
 use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
@@ -42,6 +48,18 @@ fn guarded(report: &mut Report, place: &str, walk: impl FnOnce(&mut Report)) {
     }
 }
 
+/// Whether a lookup of `key`, which a walk over `table` found, finds it
+/// too.
+fn found<'k, K: Key + 'static, V: Value + 'static>(
+    table: &impl ReadableTable<K, V>,
+    key: impl Borrow<K::SelfType<'k>>,
+) -> bool {
+    matches!(table.get(key), Ok(Some(_)))
+}
+
+/// What a record that only a walk finds is reported as.
+const UNFOUND: &str = "a lookup by its key does not find it (a damaged index page)";
+
 fn problem(error: &StoreError) -> String {
     match error {
         StoreError::DataCorrupted(_) => "failed its checksum or cannot be read".to_owned(),
@@ -70,7 +88,12 @@ fn each_row(
         };
         for row in rows {
             match row {
-                Ok((key, value)) => each(key.value(), value.value(), report),
+                Ok((key, value)) => {
+                    if !found(&table, key.value()) {
+                        report.damaged(format!("{name} {:?}", key.value()), UNFOUND);
+                    }
+                    each(key.value(), value.value(), report)
+                }
                 Err(error) => return report.damaged(&name, error),
             }
         }
@@ -121,6 +144,9 @@ pub fn walk_catalog(txn: &ReadTransaction, report: &mut Report) -> BTreeMap<Stri
             };
             report.records += 1;
             let id = id.value();
+            if !found(&table, id) {
+                report.damaged(format!("imported digest of token {id}"), UNFOUND);
+            }
             if ImportedDigest::parse(digest.value()).is_err() {
                 report.damaged(
                     format!("imported digest of token {id}"),
@@ -247,7 +273,11 @@ pub fn walk_keys(
         };
         for row in rows {
             match row {
-                Ok((key, _)) if parse_expiry_key(key.value()).is_some() => {}
+                Ok((key, _)) if parse_expiry_key(key.value()).is_some() => {
+                    if !found(&index, key.value()) {
+                        report.damaged(codec::EXPIRY.name(), UNFOUND);
+                    }
+                }
                 _ => report.damaged(codec::EXPIRY.name(), "an index entry cannot be read"),
             }
         }
@@ -290,6 +320,9 @@ fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64)
         let key = key.value();
         report.keys += 1;
         count += 1;
+        if !found(&keys, key) {
+            report.damaged(place(key), UNFOUND);
+        }
         let record = match decode_entry(project, key, entry.value()) {
             Ok((record, _)) => record,
             Err(error) => {
@@ -338,6 +371,9 @@ fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
             return report.damaged(format!("values/{project}"), "the table cannot be read");
         };
         let key = key.value();
+        if !found(&values, key) {
+            report.damaged(format!("project {project} large value {key:?}"), UNFOUND);
+        }
         let entry = keys.as_ref().and_then(|k| k.get(key).ok().flatten());
         let points_here = entry.is_some_and(|e| {
             decode_entry(project, key, e.value()).is_ok_and(|(record, _)| !record.inline)
@@ -373,6 +409,12 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> Option<
             return None;
         };
         let revision = revision.value();
+        if !found(&log, revision) {
+            report.damaged(
+                format!("project {project} change-log entry {revision}"),
+                UNFOUND,
+            );
+        }
         match decode_changes(project, revision, bytes.value()) {
             Ok(sets) => {
                 report.change_sets += sets.len() as u64;
