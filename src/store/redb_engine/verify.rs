@@ -28,10 +28,17 @@ use super::stopped::{StoppedError, open_stopped};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
 use crate::store::{Report, StoreError};
 
+/// redb's page cache for an offline walk. The walk reads each table in key
+/// order, and its lookups (of each record, of each large value) follow the
+/// same order, so the pages they need were just read: at 1,000,000 keys the
+/// walk took the same time with this as with redb's 1 GiB (0.5 s), and the
+/// process peaked at 41 MB resident instead of 297 MB; over 96 MiB of 1 MiB
+/// values, 36 MiB instead of 460 (`tests/memory.rs`).
+const WALK_CACHE_BYTES: usize = 16 << 20;
+
 /// Checks the stopped store in `dir` (its `kvs.redb`).
 pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
-    // redb's default: the walk looks each large value up by its key.
-    let database = open_stopped(dir, 1 << 30)?;
+    let database = open_stopped(dir, WALK_CACHE_BYTES)?;
     let txn = database
         .begin_read()
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
