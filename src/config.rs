@@ -41,7 +41,7 @@ pub struct Settings {
     /// The largest transaction body.
     pub max_txn_bytes: u64,
     /// The disk database's page cache (redb's), in bytes.
-    pub cache_bytes: u64,
+    pub cache_bytes: usize,
     /// How much change history each project keeps for watches to resume.
     pub watch_history: HistoryLimits,
     pub log_format: LogFormat,
@@ -70,7 +70,7 @@ pub struct Settings {
 }
 
 /// The least page cache a server is started with.
-const MIN_CACHE_BYTES: u64 = 1 << 20;
+const MIN_CACHE_BYTES: usize = 1 << 20;
 
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
@@ -211,7 +211,7 @@ pub struct ServeArgs {
     /// server's memory, more keeps reads of a large store fast [default:
     /// 1 GiB; at least 1 MiB].
     #[arg(long, value_name = "BYTES", env = "KVS_CACHE_BYTES")]
-    pub cache_bytes: Option<u64>,
+    pub cache_bytes: Option<usize>,
     /// Keep each project's changes of this long for watches to resume
     /// (`90s`, `10m`, `1h`, `2d`) [default: 1h].
     #[arg(long, value_name = "DURATION", env = "KVS_WATCH_HISTORY")]
@@ -437,7 +437,7 @@ struct FileSettings {
     form_query_auth: Option<bool>,
     simple_pykv_open_admin: Option<bool>,
     max_txn_bytes: Option<u64>,
-    cache_bytes: Option<u64>,
+    cache_bytes: Option<usize>,
     watch_history: Option<String>,
     watch_history_changes: Option<u64>,
     watch_history_bytes: Option<u64>,
@@ -590,7 +590,7 @@ impl Settings {
                     )
                 }
                 Some(bytes) => bytes,
-                None => crate::store::redb_engine::DEFAULT_CACHE_BYTES as u64,
+                None => crate::store::redb_engine::DEFAULT_CACHE_BYTES,
             },
             watch_history,
             log_format: args

@@ -130,9 +130,11 @@ async fn open_cluster(_: &EtcdSettings) -> anyhow::Result<Arc<dyn Store>> {
 /// Opens the embedded store in the data directory.
 fn open_embedded(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let dir = settings.data_dir.display();
-    let cache_bytes = usize::try_from(settings.cache_bytes).unwrap_or(usize::MAX);
-    let opened =
-        RedbStore::open_with_cache(&settings.data_dir, settings.watch_history, cache_bytes);
+    let opened = RedbStore::open_with_cache(
+        &settings.data_dir,
+        settings.watch_history,
+        settings.cache_bytes,
+    );
     Ok(Arc::new(opened.map_err(|error| {
         let text = format!("{error:#}");
         if text.contains("already open") || text.contains("acquire lock") {
