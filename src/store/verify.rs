@@ -21,6 +21,10 @@ pub struct Report {
     pub damage: Vec<Damage>,
 }
 
+/// The problem of a record that a walk over the leaves finds whole but a
+/// lookup by its key does not: a damaged page of a B-tree's index.
+pub const UNFOUND: &str = "a lookup by its key does not find it (a damaged index page)";
+
 impl Report {
     /// Notes a damaged item.
     pub fn damaged(&mut self, place: impl Into<String>, problem: impl std::fmt::Display) {
@@ -49,6 +53,37 @@ impl Report {
                 n => format!("{n} damaged items"),
             }
         ));
+        if !self.damage.is_empty() && self.damage.iter().all(|d| d.problem == UNFOUND) {
+            lines.push(
+                "every record is whole, only index pages are damaged: `kvs compact` builds \
+                 the index again from the records"
+                    .to_owned(),
+            );
+        }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Damage to index pages alone is told apart, with its remedy.
+    #[test]
+    fn index_damage_alone_names_compact_as_the_remedy() {
+        let mut report = Report::default();
+        report.damaged("project p key \"a\"", UNFOUND);
+        let lines = report.lines();
+        assert!(lines.last().unwrap().contains("kvs compact"), "{lines:?}");
+        report.damaged("project p key \"b\"", "value: failed its checksum");
+        let lines = report.lines();
+        assert!(
+            !lines.iter().any(|l| l.contains("kvs compact")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.last().unwrap().ends_with("2 damaged items"),
+            "{lines:?}"
+        );
     }
 }

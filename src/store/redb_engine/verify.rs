@@ -26,7 +26,7 @@ use super::codec::{
 use super::snapshot::read_sweeps;
 use super::stopped::{StoppedError, open_stopped};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
-use crate::store::{Report, StoreError};
+use crate::store::{Report, StoreError, UNFOUND};
 
 /// redb's page cache for an offline walk. The walk reads each table in key
 /// order, and its lookups (of each record, of each large value) follow the
@@ -64,8 +64,38 @@ fn found<'k, K: Key + 'static, V: Value + 'static>(
     matches!(table.get(key), Ok(Some(_)))
 }
 
-/// What a record that only a walk finds is reported as.
-const UNFOUND: &str = "a lookup by its key does not find it (a damaged index page)";
+const VALUE_MISSING: &str = "value: missing";
+const ORPHAN_VALUE: &str = "an orphan large value (no record points at it)";
+
+/// Reports as what it is the damage that follows from a lookup's miss
+/// alone: a large value "missing" that the walk over the values table found
+/// (a lookup by its key did not), and an "orphan" large value whose key's
+/// record the walk found (a lookup did not). So a store whose only damage
+/// is to index pages says so, and `kvs compact` is its remedy.
+fn index_consequences(report: &mut Report) {
+    let unfound: BTreeSet<String> = report
+        .damage
+        .iter()
+        .filter(|d| d.problem == UNFOUND)
+        .map(|d| d.place.clone())
+        .collect();
+    for damage in &mut report.damage {
+        // "project P key K" and "project P large value K": a project's id
+        // has no spaces, so the first " key " is the one after it.
+        let follows = match damage.problem.as_str() {
+            VALUE_MISSING => unfound.contains(&damage.place.replacen(" key ", " large value ", 1)),
+            ORPHAN_VALUE => unfound.contains(&damage.place),
+            _ => false,
+        };
+        if follows {
+            damage.problem = UNFOUND.to_owned();
+        }
+    }
+    let mut seen = BTreeSet::new();
+    report
+        .damage
+        .retain(|d| seen.insert((d.place.clone(), d.problem.clone())));
+}
 
 fn problem(error: &StoreError) -> String {
     match error {
@@ -271,6 +301,7 @@ pub fn walk_keys(
             report.damaged(name.as_str(), "a table of no project kept here");
         }
     }
+    index_consequences(report);
     guarded(report, codec::EXPIRY.name(), |report| {
         let Ok(index) = txn.open_table(codec::EXPIRY) else {
             return;
@@ -357,7 +388,7 @@ fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64)
                 }
             }
             Some(Err(error)) => report.damaged(place(key), format!("value: {error}")),
-            _ => report.damaged(place(key), "value: missing"),
+            _ => report.damaged(place(key), VALUE_MISSING),
         }
     }
     (count, bytes)
@@ -386,10 +417,7 @@ fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
             decode_entry(project, key, e.value()).is_ok_and(|(record, _)| !record.inline)
         });
         if !points_here {
-            report.damaged(
-                format!("project {project} key {key:?}"),
-                "an orphan large value (no record points at it)",
-            );
+            report.damaged(format!("project {project} key {key:?}"), ORPHAN_VALUE);
         }
     }
 }
@@ -442,4 +470,39 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> Option<
         }
     }
     held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large value that a lookup misses but the walk finds is not
+    /// "missing", and an "orphan" whose record a lookup misses is not one:
+    /// both are the index's damage, told once; real ones stay as they are.
+    #[test]
+    fn what_follows_from_a_lookups_miss_is_told_as_index_damage() {
+        let mut report = Report::default();
+        report.damaged(r#"project p key "a""#, VALUE_MISSING);
+        report.damaged(r#"project p key "b""#, VALUE_MISSING);
+        report.damaged(r#"project p key "c""#, UNFOUND);
+        report.damaged(r#"project p large value "a""#, UNFOUND);
+        report.damaged(r#"project p key "c""#, ORPHAN_VALUE);
+        report.damaged(r#"project p key "d""#, ORPHAN_VALUE);
+        index_consequences(&mut report);
+        let told: Vec<(&str, &str)> = report
+            .damage
+            .iter()
+            .map(|d| (d.place.as_str(), d.problem.as_str()))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (r#"project p key "a""#, UNFOUND),
+                (r#"project p key "b""#, VALUE_MISSING),
+                (r#"project p key "c""#, UNFOUND),
+                (r#"project p large value "a""#, UNFOUND),
+                (r#"project p key "d""#, ORPHAN_VALUE),
+            ]
+        );
+    }
 }
