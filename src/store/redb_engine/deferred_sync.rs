@@ -135,6 +135,9 @@ struct State {
     /// The first failure of the thread (or of a deferred commit): every
     /// later call fails with it, and nothing queued is written.
     failed: Option<Failure>,
+    /// The thread is doing an operation, without the lock. A failure
+    /// marked meanwhile (by a deferred commit) does not stop that one.
+    busy: bool,
     closing: bool,
 }
 
@@ -224,6 +227,7 @@ impl Inner {
             if state.failed.is_some() {
                 return;
             }
+            state.busy = true;
             drop(state);
             #[cfg(test)]
             drop(self.paused.lock());
@@ -236,6 +240,7 @@ impl Inner {
                 Ok(state) => state,
                 Err(_) => return,
             };
+            state.busy = false;
             match done {
                 Ok(()) => {
                     state.queue.pop_front();
@@ -268,9 +273,11 @@ impl Inner {
         self.changed.notify_all();
     }
 
-    /// Waits until the queue is done (or failed).
+    /// Waits until the queue is done (or failed) and the thread is not in
+    /// the middle of an operation: after a failure, the one it was doing
+    /// must not reach the file once it is closed and opened again.
     fn drain<'a>(&self, mut state: MutexGuard<'a, State>) -> io::Result<MutexGuard<'a, State>> {
-        while !state.queue.is_empty() && state.failed.is_none() {
+        while (!state.queue.is_empty() && state.failed.is_none()) || state.busy {
             state = self
                 .changed
                 .wait(state)
@@ -632,6 +639,36 @@ mod tests {
         assert!(backend.sync_data().is_err());
         assert!(backend.write(0, b"Z").is_err());
         assert_eq!(on_disk(&path), b"abcd");
+    }
+
+    /// Closing after a failed deferred commit waits for the operation the
+    /// thread was in the middle of: the database is opened again on the
+    /// file next, and a write landing after that would damage it.
+    #[test]
+    fn a_close_after_a_failed_deferred_commit_waits_for_the_operation_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(backend(File::create_new(dir.path().join("db")).unwrap()));
+        backend.set_len(4).unwrap();
+        let paused = backend.inner.paused.lock().unwrap();
+        let failed: io::Result<()> = deferring(|| {
+            backend.sync_data()?;
+            // The thread takes the sync, and waits for `paused`.
+            while !backend.inner.lock().unwrap().busy {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            backend.write(0, b"XY")?;
+            Err(io::Error::other("the commit's last step failed"))
+        });
+        assert!(failed.is_err());
+        let (done, closed) = mpsc::channel();
+        let closing = Arc::clone(&backend);
+        std::thread::spawn(move || done.send(closing.close().is_err()).unwrap());
+        assert!(
+            closed.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the close waits for the sync in progress"
+        );
+        drop(paused);
+        assert!(closed.recv_timeout(Duration::from_secs(10)).unwrap());
     }
 
     /// A crash while a deferred commit's header is still queued (its pages
