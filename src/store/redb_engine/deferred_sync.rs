@@ -116,7 +116,8 @@ pub struct DeferredSync {
 
 #[derive(Debug)]
 struct Inner {
-    file: FileBackend,
+    /// The file (redb's `FileBackend`; a recording one in a test).
+    file: Box<dyn StorageBackend>,
     state: Mutex<State>,
     /// Signalled when an operation is queued, done or failed, and on close.
     changed: Condvar,
@@ -187,9 +188,9 @@ enum Op {
 }
 
 impl DeferredSync {
-    fn new(file: FileBackend) -> io::Result<DeferredSync> {
+    fn new(file: impl StorageBackend) -> io::Result<DeferredSync> {
         let inner = Arc::new(Inner {
-            file,
+            file: Box::new(file),
             state: Mutex::default(),
             changed: Condvar::new(),
             queued: AtomicBool::new(false),
@@ -450,6 +451,9 @@ impl Drop for DeferredSync {
         }
     }
 }
+
+#[cfg(test)]
+mod power_loss;
 
 #[cfg(test)]
 mod tests {
