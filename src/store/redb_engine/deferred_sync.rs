@@ -62,39 +62,105 @@ pub fn create(path: &Path, cache_bytes: usize) -> Result<Database, DatabaseError
 
 /// [`create`], and the backend's queue.
 ///
-/// A new database is made beside `path` and renamed to it once redb has
-/// written it whole. redb writes its magic number last: a crash before that
-/// (a SIGKILL in the server's first milliseconds did it once in 60 tries)
-/// left a file at `path` that every later start refused as "not a redb
-/// database". Now such a crash leaves only the file beside it, made again
-/// at the next start.
+/// A new database is made beside `path`, in a file of this process's own,
+/// and linked to `path` once redb has written it whole. redb writes its
+/// magic number last: a crash before that (a SIGKILL in the server's first
+/// milliseconds did it once in 60 tries) left a file at `path` that every
+/// later start refused as "not a redb database". The link fails if `path`
+/// exists, so of two servers making the same store at once, one makes it
+/// and the other opens it (and finds it in use). Files left beside it by
+/// creations cut short are removed once the store exists.
 fn create_with_queue(
     path: &Path,
     cache_bytes: usize,
 ) -> Result<(Database, Arc<Inner>), DatabaseError> {
-    let new = !path.try_exists()?;
-    let made_at = if new {
-        path.with_extension("redb.creating")
+    if !path.try_exists()? {
+        if let Some(made) = create_beside(path, cache_bytes)? {
+            return Ok(made);
+        }
     } else {
-        path.to_path_buf()
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(new)
-        .truncate(new)
-        .open(&made_at)?;
+        remove_creations_cut_short(path);
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
     let backend = DeferredSync::new(FileBackend::new(file)?)?;
     let inner = Arc::clone(&backend.inner);
     let database = Database::builder()
         .set_cache_size(cache_bytes)
         .create_with_backend(backend)?;
-    if new {
-        std::fs::rename(&made_at, path)?;
-        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
-        std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
-    }
     Ok((database, inner))
+}
+
+/// The name of a database being made beside `path` by process `pid`.
+fn beside(path: &Path, pid: u32) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".creating.{pid}"));
+    name.into()
+}
+
+/// Makes a new database beside `path` and links it there; `None` when
+/// another process linked one first.
+fn create_beside(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<Option<(Database, Arc<Inner>)>, DatabaseError> {
+    let made_at = beside(path, std::process::id());
+    // Left by a process of the same number that was cut short.
+    match std::fs::remove_file(&made_at) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
+        _ => {}
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&made_at)?;
+    let backend = DeferredSync::new(FileBackend::new(file)?)?;
+    let inner = Arc::clone(&backend.inner);
+    let made = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(backend);
+    let linked = made.and_then(|database| {
+        std::fs::hard_link(&made_at, path)?;
+        Ok(database)
+    });
+    std::fs::remove_file(&made_at)?;
+    match linked {
+        Ok(database) => {
+            let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+            std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+            Ok(Some((database, inner)))
+        }
+        Err(DatabaseError::Storage(redb::StorageError::Io(error)))
+            if error.kind() == io::ErrorKind::AlreadyExists =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes what creations cut short left beside `path` (best effort: a
+/// file that stays only takes room).
+fn remove_creations_cut_short(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".creating.");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Runs `commit` (a durable commit of a database on this backend, on this
@@ -750,10 +816,13 @@ mod tests {
         const TABLE: TableDefinition<&str, u64> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kvs.redb");
-        let beside = dir.path().join("kvs.redb.creating");
-        std::fs::write(&beside, vec![0u8; 1 << 20]).unwrap();
+        let ours = super::beside(&path, std::process::id());
+        let other = super::beside(&path, 1);
+        for cut_short in [&ours, &other] {
+            std::fs::write(cut_short, vec![0u8; 1 << 20]).unwrap();
+        }
         let database = create(&path, 1 << 20).unwrap();
-        assert!(path.exists() && !beside.exists());
+        assert!(path.exists() && !ours.exists());
         let txn = database.begin_write().unwrap();
         txn.open_table(TABLE).unwrap().insert("k", 7).unwrap();
         txn.commit().unwrap();
@@ -762,7 +831,8 @@ mod tests {
         let read = database.begin_read().unwrap();
         let table = read.open_table(TABLE).unwrap();
         assert_eq!(table.get("k").unwrap().unwrap().value(), 7);
-        assert!(!beside.exists());
+        assert!(!other.exists(), "removed once the store exists");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     /// A database on this backend whose checkpoints are deferred holds, once
