@@ -120,10 +120,21 @@ fn create_beside(
         .set_cache_size(cache_bytes)
         .create_with_backend(backend);
     let linked = made.and_then(|database| {
-        std::fs::hard_link(&made_at, path)?;
+        match std::fs::hard_link(&made_at, path) {
+            Err(error) if error.kind() != io::ErrorKind::AlreadyExists => {
+                // A file system without hard links (FAT, some FUSE): a
+                // rename, without the check against a second server.
+                tracing::debug!(%error, "no hard link: the new database is renamed instead");
+                std::fs::rename(&made_at, path)?;
+            }
+            linked => linked?,
+        }
         Ok(database)
     });
-    std::fs::remove_file(&made_at)?;
+    match std::fs::remove_file(&made_at) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
+        _ => {}
+    }
     match linked {
         Ok(database) => {
             let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
