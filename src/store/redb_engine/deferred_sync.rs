@@ -572,6 +572,24 @@ mod tests {
         std::fs::read(path).unwrap()
     }
 
+    /// Runs `call` on another thread while the sync thread is held by
+    /// `paused`: it must still be waiting after 200 ms (`what`), and answer
+    /// true once the thread is let go.
+    fn waits_for_the_thread(
+        paused: std::sync::MutexGuard<'_, ()>,
+        what: &str,
+        call: impl FnOnce() -> bool + Send + 'static,
+    ) {
+        let (done, answered) = mpsc::channel();
+        std::thread::spawn(move || done.send(call()).unwrap());
+        assert!(
+            answered.recv_timeout(Duration::from_millis(200)).is_err(),
+            "{what}"
+        );
+        drop(paused);
+        assert!(answered.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+
     /// Writes after a deferred sync wait in the queue, in order, while reads
     /// find them; the file gets them once the thread goes on, and a sync
     /// outside `deferring` waits for that.
@@ -602,15 +620,12 @@ mod tests {
         assert_eq!(read(&backend, 8, 4), b"\0Z\0\0");
         assert!(backend.read(10, &mut [0; 4]).is_err(), "beyond the end");
 
-        let (done, synced) = mpsc::channel();
         let waiting = Arc::clone(&backend);
-        std::thread::spawn(move || done.send(waiting.sync_data().is_ok()).unwrap());
-        assert!(
-            synced.recv_timeout(Duration::from_millis(200)).is_err(),
-            "a sync outside `deferring` waits for the queue"
+        waits_for_the_thread(
+            paused,
+            "a sync outside `deferring` waits for the queue",
+            move || waiting.sync_data().is_ok(),
         );
-        drop(paused);
-        assert!(synced.recv_timeout(Duration::from_secs(10)).unwrap());
         assert_eq!(on_disk(&path), b"abXW\0\0\0\0\0Z\0\0");
         assert_eq!(read(&backend, 0, 12), b"abXW\0\0\0\0\0Z\0\0");
         assert!(!backend.inner.queued.load(Ordering::Acquire));
@@ -702,18 +717,12 @@ mod tests {
         backend.set_len(4).unwrap();
         let paused = backend.inner.paused.lock().unwrap();
         deferring(|| backend.sync_data()).unwrap();
-        let (done, synced) = mpsc::channel();
         let next = Arc::clone(&backend);
-        std::thread::spawn(move || {
-            let synced = deferring(|| next.sync_data()).is_ok();
-            done.send(synced).unwrap();
-        });
-        assert!(
-            synced.recv_timeout(Duration::from_millis(200)).is_err(),
-            "the second deferred sync waits for the first"
+        waits_for_the_thread(
+            paused,
+            "the second deferred sync waits for the first",
+            move || deferring(|| next.sync_data()).is_ok(),
         );
-        drop(paused);
-        assert!(synced.recv_timeout(Duration::from_secs(10)).unwrap());
     }
 
     /// A deferred commit that fails after it queued its header leaves the
@@ -759,15 +768,12 @@ mod tests {
             Err(io::Error::other("the commit's last step failed"))
         });
         assert!(failed.is_err());
-        let (done, closed) = mpsc::channel();
         let closing = Arc::clone(&backend);
-        std::thread::spawn(move || done.send(closing.close().is_err()).unwrap());
-        assert!(
-            closed.recv_timeout(Duration::from_millis(200)).is_err(),
-            "the close waits for the sync in progress"
+        waits_for_the_thread(
+            paused,
+            "the close waits for the sync in progress",
+            move || closing.close().is_err(),
         );
-        drop(paused);
-        assert!(closed.recv_timeout(Duration::from_secs(10)).unwrap());
     }
 
     /// A crash while a deferred commit's header is still queued (its pages
