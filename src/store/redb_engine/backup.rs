@@ -465,9 +465,38 @@ pub(super) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
 
 /// Makes renames in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if failing_dir_syncs::holds(dir) {
+        return Err(StoreError::internal("a directory sync failed (a test's)"));
+    }
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StoreError::internal)
+}
+
+/// The directories whose syncs fail, for tests of what a failed directory
+/// sync leads to (no file system here makes one fail on demand). Keyed by
+/// path, so that tests running beside each other are not touched.
+#[cfg(test)]
+pub mod failing_dir_syncs {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Whether syncs of `dir` fail.
+    pub fn holds(dir: &Path) -> bool {
+        DIRS.lock().unwrap().iter().any(|failing| failing == dir)
+    }
+
+    /// Makes syncs of `dir` fail (`true`) or work again.
+    pub fn set(dir: &Path, failing: bool) {
+        let mut dirs = DIRS.lock().unwrap();
+        dirs.retain(|d| d != dir);
+        if failing {
+            dirs.push(dir.to_owned());
+        }
+    }
 }
 
 /// At start, before the catalog is loaded: copies the memory projects' keys

@@ -98,8 +98,8 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
 /// old database; readers still on the old one finish on it (its file is
 /// gone from the directory but open until they let go). From the rename
 /// on, the server uses no database but the one at the path: should the
-/// copy not open, the database is out of service and the writer opens it
-/// again as after a failed commit. Then the memory database is copied the
+/// directory not sync or the copy not open, the database is out of service
+/// and the writer opens it again as after a failed commit. Then the memory database is copied the
 /// same way, into a new memory database ([`compact_memory`]).
 pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let database = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
@@ -108,7 +108,20 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let source = database.begin_read().map_err(storage_error)?;
     let (tables, rows) = copy_over(&source, live).map_err(store_error)?;
     drop((source, database));
-    match super::deferred_sync::create(live, shared.cache_bytes) {
+    // Until the rename is durable, a crash may find the old file, which
+    // holds what the copy holds but none of the writes made to the copy
+    // after it: the write-ahead log must keep those, and it starts again
+    // at the next waited checkpoint. So nothing is written to the copy
+    // before the directory is synced: if that fails, the database is out
+    // of service, and the writer's reopen syncs the directory before it
+    // opens it again ([`super::writer`]'s `reopen`).
+    let opened = sync_dir(dir_of(live)?)
+        .map_err(|error| format!("the directory could not be synced: {error}"))
+        .and_then(|()| {
+            super::deferred_sync::create(live, shared.cache_bytes)
+                .map_err(|error| format!("it did not open: {error}"))
+        });
+    match opened {
         Ok(copy) => {
             shared.disk.store(Some(Arc::new(copy)));
             shared.disk_reads.invalidate();
@@ -118,19 +131,11 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
             shared.disk.store(None);
             shared.disk_reads.invalidate();
             return Err(StoreError::internal(format!(
-                "the compacted copy is in place but did not open ({error}); the server opens \
-                 it again as after a failed commit"
+                "the compacted copy is in place, but {error}; the server opens it again as \
+                 after a failed commit"
             )));
         }
     }
-    // Before the rename is durable, a crash would find the old file, which
-    // holds what the copy held: the server goes on with the copy either
-    // way, and says so if the sync failed.
-    sync_dir(dir_of(live)?).map_err(|error| {
-        StoreError::internal(format!(
-            "the compacted copy is in use, but the directory could not be synced: {error}"
-        ))
-    })?;
     let memory_rows = compact_memory(shared).map_err(|error| {
         StoreError::internal(format!(
             "the disk database was compacted, the memory database was not (it is as it \
@@ -350,4 +355,60 @@ fn file_size(path: &Path) -> Result<u64, StoreError> {
     std::fs::metadata(path)
         .map(|meta| meta.len())
         .map_err(StoreError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::backup::failing_dir_syncs;
+    use super::super::writer::testing::{put, store_with_project, write};
+    use crate::domain::Key;
+    use crate::store::{KvOp, Store, StoreError};
+
+    /// A compaction whose directory sync fails (the rename of the copy not
+    /// durable) writes nothing to the copy until a sync of the directory
+    /// works: until then writes and reads answer `Unavailable`; then the
+    /// store serves again, with every write.
+    #[tokio::test]
+    async fn after_a_compaction_whose_directory_sync_failed_nothing_is_written_until_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        store.write_kv(write(&id, vec![put("a")])).await.unwrap();
+        failing_dir_syncs::set(dir.path(), true);
+
+        let compacted = store.compact().await;
+        assert!(
+            matches!(&compacted, Err(StoreError::Internal(message)) if message.contains("synced")),
+            "{compacted:?}"
+        );
+        for _ in 0..3 {
+            let refused = store.write_kv(write(&id, vec![put("b")])).await;
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable)),
+                "{refused:?}"
+            );
+        }
+        let get = |key: &str| KvOp::Get {
+            key: Key::parse(key).unwrap(),
+        };
+        let read = store.write_kv(write(&id, vec![get("a")])).await;
+        assert!(matches!(read, Err(StoreError::Unavailable)), "{read:?}");
+
+        failing_dir_syncs::set(dir.path(), false);
+        store.write_kv(write(&id, vec![put("b")])).await.unwrap();
+        store.close().await;
+        drop(store);
+
+        let store = crate::store::redb_engine::RedbStore::open(dir.path()).unwrap();
+        let read = store
+            .write_kv(write(&id, vec![get("a"), get("b")]))
+            .await
+            .unwrap();
+        assert_eq!(read.results.len(), 2, "{:?}", read.results);
+        for result in &read.results {
+            assert!(
+                matches!(result, crate::store::OpResult::Get(Some(_))),
+                "{result:?}"
+            );
+        }
+    }
 }
