@@ -3,7 +3,8 @@
 //! sync thread is held back now and then. The file under the queue records
 //! every write, length change and sync in the order they reach it. A power
 //! loss keeps what a sync made durable and, of what reached the file after
-//! the last sync, none, all, or any part; each such image must open at a
+//! the last sync, none, all, or any part, whole writes or any of their
+//! 512-byte sectors (a torn write); each such image must open at a
 //! durable commit, no older than the last commit whose sync was waited for,
 //! with that commit's contents and redb's integrity check passing.
 
@@ -237,6 +238,10 @@ fn record(seed: u64, commits: u64, path: &std::path::Path) -> (Vec<Event>, Vec<(
     (events, commits_made)
 }
 
+/// What a disk writes whole: a power loss may keep any of a write's
+/// sectors and lose the others ("torn" images).
+const SECTOR: usize = 512;
+
 fn apply(image: &mut Vec<u8>, event: &Event) {
     match event {
         Event::Write(offset, data) => {
@@ -338,7 +343,7 @@ fn run(seed: u64, commits: u64, crashes: usize) {
             }
         }
         next = *point;
-        for variant in ["none", "all", "some"] {
+        for variant in ["none", "all", "some", "torn"] {
             let mut image = durable.clone();
             for event in &after {
                 let kept = match variant {
@@ -346,8 +351,17 @@ fn run(seed: u64, commits: u64, crashes: usize) {
                     "all" => true,
                     _ => random.below(2) == 0,
                 };
-                if kept {
-                    apply(&mut image, event);
+                match event {
+                    Event::Write(offset, data) if kept && variant == "torn" => {
+                        for (n, sector) in data.chunks(SECTOR).enumerate() {
+                            if random.below(2) == 0 {
+                                let at = offset + (n * SECTOR) as u64;
+                                apply(&mut image, &Event::Write(at, sector.into()));
+                            }
+                        }
+                    }
+                    _ if kept => apply(&mut image, event),
+                    _ => {}
                 }
             }
             let path = dir.path().join(format!("crash-{crash}-{variant}.redb"));
