@@ -90,6 +90,19 @@ fn create_with_queue(
     Ok((database, inner))
 }
 
+/// `std::fs::hard_link`; tests make it fail as a file system without hard
+/// links does.
+fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if tests::NO_HARD_LINKS.get() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no hard links (a test's)",
+        ));
+    }
+    std::fs::hard_link(from, to)
+}
+
 /// The name of a database being made beside `path` by process `pid`.
 fn beside(path: &Path, pid: u32) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -120,7 +133,7 @@ fn create_beside(
         .set_cache_size(cache_bytes)
         .create_with_backend(backend);
     let linked = made.and_then(|database| {
-        match std::fs::hard_link(&made_at, path) {
+        match hard_link(&made_at, path) {
             Err(error) if error.kind() != io::ErrorKind::AlreadyExists => {
                 // A file system without hard links (FAT, some FUSE): a
                 // rename, without the check against a second server.
@@ -829,6 +842,24 @@ mod tests {
     /// magic number goes) is made again, and nothing is left beside it.
     #[test]
     fn a_new_database_appears_at_its_path_only_once_made() {
+        appears_whole();
+    }
+
+    /// The same on a file system without hard links, where the new database
+    /// is renamed into place instead.
+    #[test]
+    fn without_hard_links_a_new_database_is_renamed_into_place() {
+        NO_HARD_LINKS.set(true);
+        appears_whole();
+        NO_HARD_LINKS.set(false);
+    }
+
+    thread_local! {
+        /// Whether [`super::hard_link`] fails on this thread.
+        pub(super) static NO_HARD_LINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn appears_whole() {
         use redb::{ReadableDatabase, TableDefinition};
         const TABLE: TableDefinition<&str, u64> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();
