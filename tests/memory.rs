@@ -13,19 +13,22 @@ use serde_json::json;
 
 /// The process's peak resident memory, in bytes.
 fn peak_resident(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
+    read_peak_resident(pid).expect("a VmHWM line")
+}
+
+/// The process's peak resident memory, in bytes; `None` once it is gone.
+fn read_peak_resident(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .expect("a VmHWM line")
-        * 1024
+        .find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let kib = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 #[test]
@@ -402,16 +405,7 @@ fn an_offline_verify_holds_a_small_cache_not_the_store() {
         if let Some(status) = verify.try_wait().unwrap() {
             break status;
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", verify.id()));
-        let rss = status.ok().and_then(|status| {
-            let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-            line.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        });
-        peak = peak.max(rss.unwrap_or(0) * 1024);
+        peak = peak.max(read_peak_resident(verify.id()).unwrap_or(0));
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
     let output = verify.wait_with_output().unwrap();
