@@ -67,27 +67,54 @@ fn found<'k, K: Key + 'static, V: Value + 'static>(
 const VALUE_MISSING: &str = "value: missing";
 const ORPHAN_VALUE: &str = "an orphan large value (no record points at it)";
 
+/// What the walk of a database's keys and large values found that a
+/// lookup by key misses, and the damage it reported that may follow from
+/// such a miss alone, for [`index_consequences`].
+#[derive(Default)]
+struct Misses {
+    /// (project, key) of the records that a lookup in the keys table misses.
+    records: BTreeSet<(String, String)>,
+    /// (project, key) of the large values that a lookup in the values table
+    /// misses.
+    values: BTreeSet<(String, String)>,
+    /// [`VALUE_MISSING`] as reported: its index in the report's damage, with
+    /// its project and key.
+    missing_values: Vec<(usize, String, String)>,
+    /// [`ORPHAN_VALUE`] as reported, the same way.
+    orphans: Vec<(usize, String, String)>,
+}
+
+impl Misses {
+    /// Reports `problem` for `key` of `project` at `place`, remembered in
+    /// `list` when it may follow from a lookup's miss.
+    fn report(
+        list: &mut Vec<(usize, String, String)>,
+        report: &mut Report,
+        place: String,
+        problem: &str,
+        (project, key): (&str, &str),
+    ) {
+        list.push((report.damage.len(), project.to_owned(), key.to_owned()));
+        report.damaged(place, problem);
+    }
+}
+
 /// Reports as what it is the damage that follows from a lookup's miss
 /// alone: a large value "missing" that the walk over the values table found
 /// (a lookup by its key did not), and an "orphan" large value whose key's
 /// record the walk found (a lookup did not). So a store whose only damage
 /// is to index pages says so, and `kvs compact` is its remedy.
-fn index_consequences(report: &mut Report) {
-    let unfound: BTreeSet<String> = report
-        .damage
-        .iter()
-        .filter(|d| d.problem == UNFOUND)
-        .map(|d| d.place.clone())
-        .collect();
-    for damage in &mut report.damage {
-        // "project P key K" and "project P large value K": a project's id
-        // has no spaces, so the first " key " is the one after it.
-        let follows = match damage.problem.as_str() {
-            VALUE_MISSING => unfound.contains(&damage.place.replacen(" key ", " large value ", 1)),
-            ORPHAN_VALUE => unfound.contains(&damage.place),
-            _ => false,
-        };
-        if follows {
+fn index_consequences(report: &mut Report, misses: &Misses) {
+    let follows = |list: &[(usize, String, String)], missed: &BTreeSet<(String, String)>| {
+        list.iter()
+            .filter(|(_, project, key)| missed.contains(&(project.clone(), key.clone())))
+            .map(|(index, _, _)| *index)
+            .collect::<Vec<usize>>()
+    };
+    let mut relabelled = follows(&misses.missing_values, &misses.values);
+    relabelled.extend(follows(&misses.orphans, &misses.records));
+    for index in relabelled {
+        if let Some(damage) = report.damage.get_mut(index) {
             damage.problem = UNFOUND.to_owned();
         }
     }
@@ -251,10 +278,11 @@ pub fn walk_keys(
             return;
         }
     };
+    let mut misses = Misses::default();
     for name in &names {
         if let Some(project) = name.strip_prefix("keys/") {
             guarded(report, name, |report| {
-                let (count, bytes) = keys(txn, project, report);
+                let (count, bytes) = keys(txn, project, report, &mut misses);
                 // The figures are kept in the same commits as the keys: a
                 // difference means keys lost or found (a damaged page).
                 if let Some(stats) = figures.get(project)
@@ -270,7 +298,9 @@ pub fn walk_keys(
                 }
             });
         } else if let Some(project) = name.strip_prefix("values/") {
-            guarded(report, name, |report| orphan_values(txn, project, report));
+            guarded(report, name, |report| {
+                orphan_values(txn, project, report, &mut misses)
+            });
         } else if let Some(project) = name.strip_prefix("changes/") {
             guarded(report, name, |report| {
                 // A log that could not be read whole is reported as such.
@@ -301,7 +331,7 @@ pub fn walk_keys(
             report.damaged(name.as_str(), "a table of no project kept here");
         }
     }
-    index_consequences(report);
+    index_consequences(report, &misses);
     guarded(report, codec::EXPIRY.name(), |report| {
         let Ok(index) = txn.open_table(codec::EXPIRY) else {
             return;
@@ -323,7 +353,12 @@ pub fn walk_keys(
 }
 
 /// Answers how many keys the table holds and the sum of their sizes.
-fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64) {
+fn keys(
+    txn: &ReadTransaction,
+    project: &str,
+    report: &mut Report,
+    misses: &mut Misses,
+) -> (u64, u64) {
     let tables = KeyTables::of(project);
     let place = |key: &str| format!("project {project} key {key:?}");
     // A delete by prefix still being swept: its figures no longer count the
@@ -360,6 +395,7 @@ fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64)
         count += 1;
         if !found(&keys, key) {
             report.damaged(place(key), UNFOUND);
+            misses.records.insert((project.to_owned(), key.to_owned()));
         }
         let record = match decode_entry(project, key, entry.value()) {
             Ok((record, _)) => record,
@@ -388,14 +424,20 @@ fn keys(txn: &ReadTransaction, project: &str, report: &mut Report) -> (u64, u64)
                 }
             }
             Some(Err(error)) => report.damaged(place(key), format!("value: {error}")),
-            _ => report.damaged(place(key), VALUE_MISSING),
+            _ => Misses::report(
+                &mut misses.missing_values,
+                report,
+                place(key),
+                VALUE_MISSING,
+                (project, key),
+            ),
         }
     }
     (count, bytes)
 }
 
 /// Values whose key has no record that points at them.
-fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
+fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report, misses: &mut Misses) {
     let tables = KeyTables::of(project);
     let Ok(values) = txn.open_table(tables.values()) else {
         return report.damaged(format!("values/{project}"), "the table cannot be read");
@@ -411,13 +453,20 @@ fn orphan_values(txn: &ReadTransaction, project: &str, report: &mut Report) {
         let key = key.value();
         if !found(&values, key) {
             report.damaged(format!("project {project} large value {key:?}"), UNFOUND);
+            misses.values.insert((project.to_owned(), key.to_owned()));
         }
         let entry = keys.as_ref().and_then(|k| k.get(key).ok().flatten());
         let points_here = entry.is_some_and(|e| {
             decode_entry(project, key, e.value()).is_ok_and(|(record, _)| !record.inline)
         });
         if !points_here {
-            report.damaged(format!("project {project} key {key:?}"), ORPHAN_VALUE);
+            Misses::report(
+                &mut misses.orphans,
+                report,
+                format!("project {project} key {key:?}"),
+                ORPHAN_VALUE,
+                (project, key),
+            );
         }
     }
 }
@@ -482,13 +531,21 @@ mod tests {
     #[test]
     fn what_follows_from_a_lookups_miss_is_told_as_index_damage() {
         let mut report = Report::default();
-        report.damaged(r#"project p key "a""#, VALUE_MISSING);
-        report.damaged(r#"project p key "b""#, VALUE_MISSING);
-        report.damaged(r#"project p key "c""#, UNFOUND);
+        let mut misses = Misses::default();
+        let place = |key: &str| format!("project p key {key:?}");
+        for key in ["a", "b"] {
+            let list = &mut misses.missing_values;
+            Misses::report(list, &mut report, place(key), VALUE_MISSING, ("p", key));
+        }
+        report.damaged(place("c"), UNFOUND);
+        misses.records.insert(("p".to_owned(), "c".to_owned()));
         report.damaged(r#"project p large value "a""#, UNFOUND);
-        report.damaged(r#"project p key "c""#, ORPHAN_VALUE);
-        report.damaged(r#"project p key "d""#, ORPHAN_VALUE);
-        index_consequences(&mut report);
+        misses.values.insert(("p".to_owned(), "a".to_owned()));
+        for key in ["c", "d"] {
+            let list = &mut misses.orphans;
+            Misses::report(list, &mut report, place(key), ORPHAN_VALUE, ("p", key));
+        }
+        index_consequences(&mut report, &misses);
         let told: Vec<(&str, &str)> = report
             .damage
             .iter()
