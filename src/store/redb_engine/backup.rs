@@ -463,8 +463,14 @@ pub(super) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Makes renames in `dir` durable.
+/// Makes renames in `dir` durable (`""`: the current directory, as the
+/// parent of a bare file name).
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     #[cfg(test)]
     if failing_dir_syncs::holds(dir) {
         return Err(StoreError::internal("a directory sync failed (a test's)"));

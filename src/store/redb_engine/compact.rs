@@ -366,8 +366,9 @@ mod tests {
 
     /// A compaction whose directory sync fails (the rename of the copy not
     /// durable) writes nothing to the copy until a sync of the directory
-    /// works: until then writes and reads answer `Unavailable`; then the
-    /// store serves again, with every write.
+    /// works: until then writes and reads answer `Unavailable`, and a
+    /// restart does not start; then the store serves again, with every
+    /// write.
     #[tokio::test]
     async fn after_a_compaction_whose_directory_sync_failed_nothing_is_written_until_one_works() {
         let dir = tempfile::tempdir().unwrap();
@@ -397,6 +398,13 @@ mod tests {
         store.write_kv(write(&id, vec![put("b")])).await.unwrap();
         store.close().await;
         drop(store);
+
+        // A start syncs the directory before it writes to the database (a
+        // server stopped after the failure, or an offline compaction's).
+        failing_dir_syncs::set(dir.path(), true);
+        let opened = crate::store::redb_engine::RedbStore::open(dir.path());
+        assert!(opened.is_err(), "a start while the directory does not sync");
+        failing_dir_syncs::set(dir.path(), false);
 
         let store = crate::store::redb_engine::RedbStore::open(dir.path()).unwrap();
         let read = store
