@@ -695,7 +695,9 @@ impl Writer {
         // of it, which would keep its file locked.
         self.shared.disk_reads.invalidate();
         // After a compaction whose directory sync failed, the rename of the
-        // copy becomes durable before anything is written to the copy.
+        // copy becomes durable before anything is written to the copy. (A
+        // sync that works after one that failed is trusted: that is as good
+        // as the file system's report of its errors.)
         if let Some(dir) = self.shared.path.parent()
             && let Err(error) = super::backup::sync_dir(dir)
         {
