@@ -32,6 +32,7 @@ use super::codec::{
     self, HistoryRecord, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry,
     encode_entry, expiry_key, storage_error,
 };
+use super::files;
 use super::writer::{copy_table, put_record};
 use super::{Shared, StorageMode};
 use crate::domain::{ImportedDigest, Key, ProjectId, TokenRecord};
@@ -453,56 +454,13 @@ impl Drop for Restorer {
 }
 
 pub(super) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(StoreError::internal(format!(
-            "cannot remove {}: {error}",
-            path.display()
-        ))),
-    }
+    files::remove_if_present(path)
+        .map_err(|error| StoreError::internal(format!("cannot remove {}: {error}", path.display())))
 }
 
-/// Makes renames in `dir` durable (`""`: the current directory, as the
-/// parent of a bare file name).
+/// Makes renames in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    #[cfg(test)]
-    if failing_dir_syncs::holds(dir) {
-        return Err(StoreError::internal("a directory sync failed (a test's)"));
-    }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::internal)
-}
-
-/// The directories whose syncs fail, for tests of what a failed directory
-/// sync leads to (no file system here makes one fail on demand). Keyed by
-/// path, so that tests running beside each other are not touched.
-#[cfg(test)]
-pub mod failing_dir_syncs {
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-    /// Whether syncs of `dir` fail.
-    pub fn holds(dir: &Path) -> bool {
-        DIRS.lock().unwrap().iter().any(|failing| failing == dir)
-    }
-
-    /// Makes syncs of `dir` fail (`true`) or work again.
-    pub fn set(dir: &Path, failing: bool) {
-        let mut dirs = DIRS.lock().unwrap();
-        dirs.retain(|d| d != dir);
-        if failing {
-            dirs.push(dir.to_owned());
-        }
-    }
+    files::sync_dir(dir).map_err(StoreError::internal)
 }
 
 /// At start, before the catalog is loaded: copies the memory projects' keys

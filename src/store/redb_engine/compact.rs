@@ -31,6 +31,7 @@ use redb::{
 use super::Shared;
 use super::backup::{remove_if_present, sync_dir};
 use super::codec::{self, storage_error};
+use super::files;
 use super::stopped::{StoppedError, open_stopped};
 use super::verify::{walk_catalog, walk_keys};
 use crate::domain::StorageMode;
@@ -99,8 +100,9 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
 /// gone from the directory but open until they let go). From the rename
 /// on, the server uses no database but the one at the path: should the
 /// directory not sync or the copy not open, the database is out of service
-/// and the writer opens it again as after a failed commit. Then the memory database is copied the
-/// same way, into a new memory database ([`compact_memory`]).
+/// and the writer opens it again as after a failed commit. Then the memory
+/// database is copied the same way, into a new memory database
+/// ([`compact_memory`]).
 pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     let database = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
     let live = shared.path.as_path();
@@ -111,17 +113,11 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
     // Until the rename is durable, a crash may find the old file, which
     // holds what the copy holds but none of the writes made to the copy
     // after it: the write-ahead log must keep those, and it starts again
-    // at the next waited checkpoint. So nothing is written to the copy
-    // before the directory is synced: if that fails, the database is out
-    // of service, and the writer's reopen syncs the directory before it
-    // opens it again ([`super::writer`]'s `reopen`).
-    let opened = sync_dir(dir_of(live)?)
-        .map_err(|error| format!("the directory could not be synced: {error}"))
-        .and_then(|()| {
-            super::deferred_sync::create(live, shared.cache_bytes)
-                .map_err(|error| format!("it did not open: {error}"))
-        });
-    match opened {
+    // at the next waited checkpoint. So the copy is opened, like any
+    // database, only once its directory is synced (`deferred_sync::create`);
+    // if that fails, the database is out of service, and the writer's
+    // reopen tries again.
+    match super::deferred_sync::create(live, shared.cache_bytes) {
         Ok(copy) => {
             shared.disk.store(Some(Arc::new(copy)));
             shared.disk_reads.invalidate();
@@ -131,8 +127,9 @@ pub(super) fn compact_live(shared: &Shared) -> Result<Compacted, StoreError> {
             shared.disk.store(None);
             shared.disk_reads.invalidate();
             return Err(StoreError::internal(format!(
-                "the compacted copy is in place, but {error}; the server opens it again as \
-                 after a failed commit"
+                "the compacted copy is in place but not in use (its directory could not be \
+                 synced, or it did not open: {error}); the server opens it again as after a \
+                 failed commit"
             )));
         }
     }
@@ -155,18 +152,12 @@ pub(super) fn remove_partial_copy(dir: &Path) -> Result<(), StoreError> {
     remove_if_present(&dir.join(COPY))
 }
 
-/// The directory of the database file `live`.
-fn dir_of(live: &Path) -> Result<&Path, StoreError> {
-    live.parent()
-        .ok_or_else(|| StoreError::internal("the database has no directory"))
-}
-
 /// Copies the database `source` reads into `kvs.redb.compacting` beside
 /// `live`, checks it and renames it over `live` (the caller syncs the
 /// directory); the partial copy is removed when anything fails, a panic of
 /// redb's on a damaged page included. Answers the tables and rows copied.
 fn copy_over(source: &ReadTransaction, live: &Path) -> Result<(usize, u64), CompactError> {
-    let copy = dir_of(live)?.join(COPY);
+    let copy = files::dir_of(live).join(COPY);
     remove_if_present(&copy)?;
     let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy_all(source, &copy)))
         .unwrap_or(Err(CompactError::Damaged))
@@ -359,7 +350,7 @@ fn file_size(path: &Path) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::backup::failing_dir_syncs;
+    use super::super::files::failing_dir_syncs;
     use super::super::writer::testing::{put, store_with_project, write};
     use crate::domain::Key;
     use crate::store::{KvOp, Store, StoreError};

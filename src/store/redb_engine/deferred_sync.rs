@@ -44,6 +44,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, DatabaseError, StorageBackend};
 
+use super::files;
+
 thread_local! {
     /// The deferred commit under way on this thread (0: none).
     static DEFERRING: Cell<u64> = const { Cell::new(0) };
@@ -81,6 +83,12 @@ fn create_with_queue(
     } else {
         remove_creations_cut_short(path);
     }
+    // Opened only once the directory's entries are durable: after a rename
+    // into it (a compaction's) that a crash could still take back, nothing
+    // is written to the renamed file. (A sync that works after one that
+    // failed is trusted: that is as good as the file system's report of
+    // its errors.)
+    files::sync_dir(files::dir_of(path))?;
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let backend = DeferredSync::new(FileBackend::new(file)?)?;
     let inner = Arc::clone(&backend.inner);
@@ -118,10 +126,7 @@ fn create_beside(
 ) -> Result<Option<(Database, Arc<Inner>)>, DatabaseError> {
     let made_at = beside(path, std::process::id());
     // Left by a process of the same number that was cut short.
-    match std::fs::remove_file(&made_at) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
-        _ => {}
-    }
+    files::remove_if_present(&made_at)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -144,14 +149,10 @@ fn create_beside(
         }
         Ok(database)
     });
-    match std::fs::remove_file(&made_at) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
-        _ => {}
-    }
+    files::remove_if_present(&made_at)?;
     match linked {
         Ok(database) => {
-            let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
-            std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+            files::sync_dir(files::dir_of(path))?;
             Ok(Some((database, inner)))
         }
         Err(DatabaseError::Storage(redb::StorageError::Io(error)))
@@ -166,18 +167,13 @@ fn create_beside(
 /// Removes what creations cut short left beside `path` (best effort: a
 /// file that stays only takes room).
 fn remove_creations_cut_short(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    let Some(name) = path.file_name() else {
         return;
     };
     let mut prefix = name.to_owned();
     prefix.push(".creating.");
     let prefix = prefix.to_string_lossy().into_owned();
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(files::dir_of(path)) else {
         return;
     };
     for entry in entries.flatten() {

@@ -16,6 +16,7 @@ mod backup;
 pub(crate) mod codec;
 mod compact;
 mod deferred_sync;
+mod files;
 mod memory_backend;
 mod snapshot;
 mod stopped;
@@ -121,10 +122,6 @@ impl RedbStore {
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
-        // A rename into it (a compaction's, offline or by a server that
-        // stopped after its directory sync failed) is durable before this
-        // server writes to the file it renamed.
-        backup::sync_dir(data_dir)?;
         let path = data_dir.join("kvs.redb");
         let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside

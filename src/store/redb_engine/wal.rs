@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::codec::storage_error;
+use super::files;
 use crate::domain::Timestamp;
 use crate::store::StoreError;
 
@@ -197,11 +198,7 @@ impl Wal {
                 file.set_len(size).map_err(storage_error)?;
                 usable = false;
             }
-            if let Some(dir) = path.parent() {
-                File::open(dir)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(storage_error)?;
-            }
+            files::sync_dir(files::dir_of(&path)).map_err(storage_error)?;
         }
         let wal = Wal {
             file,

@@ -694,16 +694,6 @@ impl Writer {
         // A reader that still had the old database may have left a snapshot
         // of it, which would keep its file locked.
         self.shared.disk_reads.invalidate();
-        // After a compaction whose directory sync failed, the rename of the
-        // copy becomes durable before anything is written to the copy. (A
-        // sync that works after one that failed is trusted: that is as good
-        // as the file system's report of its errors.)
-        if let Some(dir) = self.shared.path.parent()
-            && let Err(error) = super::backup::sync_dir(dir)
-        {
-            tracing::error!(%error, "cannot sync the data directory; will retry");
-            return;
-        }
         match super::deferred_sync::create(&self.shared.path, self.shared.cache_bytes) {
             Ok(db) => {
                 // The commits that were not durable are gone from it (as far

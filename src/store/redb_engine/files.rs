@@ -1,0 +1,56 @@
+//! File-system steps that the disk database's files share: the directory a
+//! file is in, a sync of a directory (which makes the renames, links and
+//! new files in it durable), and a removal that finds nothing to remove.
+
+use std::io;
+use std::path::Path;
+
+/// The directory holding `path` (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the entries of `dir` durable: renames, links and new files.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if failing_dir_syncs::holds(dir) {
+        return Err(io::Error::other("a directory sync failed (a test's)"));
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes the file at `path`, if there is one.
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// The directories whose syncs fail, for tests of what a failed directory
+/// sync leads to (no file system here makes one fail on demand). Keyed by
+/// path, so that tests running beside each other are not touched.
+#[cfg(test)]
+pub mod failing_dir_syncs {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Whether syncs of `dir` fail.
+    pub fn holds(dir: &Path) -> bool {
+        DIRS.lock().unwrap().iter().any(|failing| failing == dir)
+    }
+
+    /// Makes syncs of `dir` fail (`true`) or work again.
+    pub fn set(dir: &Path, failing: bool) {
+        let mut dirs = DIRS.lock().unwrap();
+        dirs.retain(|d| d != dir);
+        if failing {
+            dirs.push(dir.to_owned());
+        }
+    }
+}
