@@ -423,3 +423,23 @@ fn an_offline_verify_holds_a_small_cache_not_the_store() {
         peak as f64 / MIB
     );
 }
+
+/// The server runs without transparent huge pages (`kvs serve` turns them off
+/// for its process): with them, mimalloc's arenas fault in 2 MiB at a time,
+/// and PUT's and GET's p99 had outliers of 15–30 ms (`bench/README.md`).
+/// Linux says so in `/proc/<pid>/status` (`THP_enabled`, since 6.4); an older
+/// kernel without the line is not checked.
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let Some(line) = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+    else {
+        println!("no THP_enabled line in /proc/<pid>/status: not checked");
+        return;
+    };
+    assert_eq!(line.trim(), "0", "THP_enabled of the server's process");
+}
