@@ -213,11 +213,11 @@ fn generated(result: std::io::Result<()>) -> ExitCode {
     }
 }
 
-/// Turns transparent huge pages off for the server's process, as Redis and
-/// MongoDB advise. mimalloc asks for them on its arenas; a fault in such an
+/// Turns transparent huge pages off for the server's process, as Redis's
+/// start-up warning advises. mimalloc asks for them on its arenas; a fault in such an
 /// arena then zeroes (and may first compact memory for) 2 MiB at once, on
 /// whichever thread touched it: the writer or a request's worker. With them
-/// on, PUT's and GET's p99 had outliers of 15–30 ms (`bench/README.md`).
+/// on, PUT's and GET's p99 had outliers of 15–45 ms (`bench/README.md`).
 fn without_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
