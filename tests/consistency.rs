@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Client, TestServer, kv};
+use common::{Answer, Client, Rng, TestServer, kv};
 use serde_json::{Value, json};
 
 /// What one client thread saw: every status it got, the 5xx answers in
@@ -56,24 +56,6 @@ impl Tally {
             self.statuses,
             &self.server_errors[..self.server_errors.len().min(5)]
         );
-    }
-}
-
-/// A small xorshift generator, seeded from the OS, one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).unwrap();
-        Rng(u64::from_le_bytes(bytes) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

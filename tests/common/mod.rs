@@ -503,3 +503,21 @@ pub fn run(mut command: Command, stdin: &[u8]) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// A small xorshift generator, seeded from the OS, one per thread.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new() -> Rng {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        Rng(u64::from_le_bytes(bytes) | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
