@@ -16,8 +16,10 @@
 //!
 //! A snapshot pins the pages it can see, and redb does not reuse the pages
 //! freed by the commit it was taken at while it lives. So the writer drops it
-//! when it starts a batch, too: while a commit runs, only the readers of that
-//! moment hold a snapshot, as with short-lived read transactions.
+//! when it starts a batch in a new transaction, too: while a commit runs,
+//! only the readers of that moment hold a snapshot, as with short-lived read
+//! transactions. (A batch that goes on in the disk database's open
+//! transaction keeps it: see [`super::held`].)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,6 +248,21 @@ impl Snapshot {
             }
         }
         Ok(sets)
+    }
+}
+
+impl Snapshot {
+    /// The server revision of the commit this snapshot is of (0 in a
+    /// database without the server's counters, as the memory one).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        match self.txn.open_table(super::codec::SERVER) {
+            Ok(server) => Ok(server
+                .get(super::codec::REVISION)
+                .map_err(storage_error)?
+                .map_or(0, |v| v.value())),
+            Err(TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(error) => Err(storage_error(error)),
+        }
     }
 }
 

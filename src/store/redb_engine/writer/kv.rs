@@ -17,7 +17,7 @@ use super::tables::open_txn;
 use super::{Answer, Reply, is_fatal};
 use crate::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
 use crate::store::kv::{self, KeyChange, KeySource, Staged};
-use crate::store::{Figures, KeyMeta, KvCommit, KvWrite, Project, StoreError};
+use crate::store::{Entry, Figures, KeyMeta, KvCommit, KvWrite, Project, StoreError};
 
 pub type KeysTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
@@ -206,6 +206,7 @@ impl Batch<'_> {
             debug_assert_eq!(revision, write.revision);
             self.set_figures(project, write.staged.figures, revision);
             if storage == StorageMode::Disk {
+                self.keep_for_readers(project, &write.staged);
                 match logged(project, revision, write.at, &write.staged, write.entries) {
                     Ok(logged) => self.wal.push(logged),
                     Err(error) => results[write.index] = Err(error),
@@ -260,6 +261,19 @@ impl Batch<'_> {
         };
         self.log(&project, revision, write.at, staged.log());
         Ok(())
+    }
+
+    /// What readers see of a write to a disk project if the batch is held
+    /// (see [`super::super::held`]): each changed key's new entry.
+    fn keep_for_readers(&mut self, project: &Project, staged: &Staged) {
+        let id = project.settings.id.as_str();
+        for (key, change) in &staged.changes {
+            let entry = change.new.as_ref().map(|(meta, value)| Entry {
+                meta: meta.clone(),
+                value: value.clone(),
+            });
+            self.held_keys.push((id.to_owned(), key.clone(), entry));
+        }
     }
 }
 

@@ -147,6 +147,9 @@ pub struct Writer {
     held: Vec<Command>,
     /// Held requests whose sweep is over: the head of the next batch.
     released: VecDeque<Command>,
+    /// The disk database's transaction, left open by the batches that only
+    /// the log made durable (see [`super::held`]).
+    open: Option<batch::Open>,
     /// Why the last commit failed, if it did.
     failure: Option<StoreError>,
     /// The room left on the database's filesystem after a commit failed
@@ -175,6 +178,7 @@ impl Writer {
             sweeps,
             held: Vec::new(),
             released: VecDeque::new(),
+            open: None,
             failure: None,
             full: None,
         }
@@ -265,6 +269,7 @@ impl Writer {
                     self.commit(std::mem::take(&mut pending));
                     // A backup holds no half-removed prefix.
                     let snapshot = self.settle().and_then(|()| {
+                        self.release()?;
                         super::backup::take(&self.shared, self.revision).map(Box::new)
                     });
                     let _ = reply.send(snapshot);
@@ -288,7 +293,9 @@ impl Writer {
                         let _ = reply.send(Err(StoreError::StorageFull));
                         continue;
                     }
-                    let moved = self.move_project(&id, &change);
+                    let moved = self
+                        .release()
+                        .and_then(|()| self.move_project(&id, &change));
                     // The move's commits were durable (when it moved
                     // anything): every commit before them is too.
                     if moved.is_ok() {
@@ -362,10 +369,15 @@ impl Writer {
         // commit freed; dropped now, it pins nothing while this batch
         // commits (readers that come meanwhile take a new one, as any
         // short-lived read would).
-        self.shared.disk_reads.invalidate();
+        // (While the disk's transaction is open, its snapshot stays: the
+        // batches held since it was taken free no page it can see.)
+        if self.open.is_none() {
+            self.shared.disk_reads.invalidate();
+        }
         self.shared.memory_reads.invalidate();
         let begun = Batch::begin(
             &self.shared,
+            self.open.take(),
             self.revision,
             self.reserved,
             &self.history,
@@ -453,6 +465,7 @@ impl Writer {
             }
         }
         let fatal = failure.or_else(|| answers.iter().find_map(|answer| answer.fatal().cloned()));
+        let continued = batch.is_continued();
         let outcome = match fatal {
             Some(error) => {
                 drop(batch);
@@ -474,7 +487,8 @@ impl Writer {
             Err(error) => {
                 metrics::counter!("kvs_commit_failures_total").increment(1);
                 self.failure = Some(error.clone());
-                self.recover(&error);
+                // The writes held in the transaction went with it.
+                self.recover(&error, continued);
                 for answer in answers {
                     answer.send(Some(&error));
                 }
@@ -568,10 +582,13 @@ impl Writer {
     /// After a failed commit: nothing of the batch was applied, but redb
     /// refuses every later write until the database is reopened. The writer
     /// takes the database out of service (readers answer 503 meanwhile),
-    /// waits for readers to let go of it, and opens it again.
-    fn recover(&mut self, error: &StoreError) {
+    /// waits for readers to let go of it, and opens it again. So it does
+    /// too after any failure that took writes held in an open transaction
+    /// (`lost_held`): the reopened database gets them from the log.
+    fn recover(&mut self, error: &StoreError, lost_held: bool) {
         tracing::error!(%error, "a commit failed; its writes were not applied");
-        if !is_fatal(error) {
+        self.open = None;
+        if !is_fatal(error) && !lost_held {
             return;
         }
         self.shared.writable.store(false, Ordering::Release);
@@ -612,6 +629,7 @@ impl Writer {
         let (first, last) = (writes[0].revision, writes[count - 1].revision);
         let mut batch = Batch::begin(
             &self.shared,
+            None,
             self.revision,
             self.reserved,
             &self.history,
@@ -637,6 +655,7 @@ impl Writer {
     /// Takes over what a committed batch left: the revision counters and
     /// the change-log figures.
     fn absorb(&mut self, committed: batch::Committed) {
+        self.open = committed.open;
         self.revision = committed.revision;
         self.reserved = committed.reserved;
         for (id, record) in committed.history {
@@ -650,6 +669,7 @@ impl Writer {
     /// A durable commit of the disk database, when the log holds writes
     /// that only it has made durable.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.release()?;
         if !self.wal.holds_writes() {
             return Ok(());
         }
@@ -659,6 +679,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Commits the writes held in the disk database's open transaction, if
+    /// any (not durably: the log has them), before anything that begins
+    /// another or reads the database as committed (a move, a snapshot, a
+    /// checkpoint). A failure reopens the database, as a failed commit.
+    fn release(&mut self) -> Result<(), StoreError> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let mut txn = open.txn;
+        let released = txn
+            .set_durability(redb::Durability::None)
+            .map_err(super::codec::storage_error)
+            .and_then(|()| {
+                txn.set_quick_repair(false);
+                batch::release(&self.shared, || txn.commit())
+            });
+        if let Err(error) = &released {
+            self.failure = Some(error.clone());
+            self.recover(error, true);
+        }
+        released
+    }
+
     /// [`Writer::checkpoint`] refused without a try while the disk is known
     /// to be full (it would fail, and reopen the database, the same way);
     /// a failure is a failed commit (the database is reopened).
@@ -666,9 +709,11 @@ impl Writer {
         if self.still_full() {
             return Err(StoreError::StorageFull);
         }
+        // (A failed release has reopened the database itself.)
+        self.release()?;
         let checkpointed = self.checkpoint();
         if let Err(error) = &checkpointed {
-            self.recover(error);
+            self.recover(error, false);
         }
         checkpointed
     }

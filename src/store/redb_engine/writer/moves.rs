@@ -68,7 +68,7 @@ impl Writer {
             Ok(())
         })();
         if let Err(error) = result {
-            self.recover(&error);
+            self.recover(&error, false);
             return Err(error);
         }
         let mut next = (*catalog).clone();
@@ -94,7 +94,7 @@ impl Writer {
             // redb refuses every later write after an I/O error (the
             // memory database's backend has none to report).
             if from == StorageMode::Disk {
-                self.recover(&error);
+                self.recover(&error, false);
             }
         }
         Ok(())
