@@ -830,14 +830,7 @@ type Loaded = (Catalog, u64, u64, HashMap<ProjectId, HistoryRecord>);
 /// holds when opened).
 fn durable_revision(disk: &Database) -> Result<u64, StoreError> {
     let txn = disk.begin_read().map_err(storage_error)?;
-    match txn.open_table(codec::SERVER) {
-        Ok(server) => Ok(server
-            .get(codec::REVISION)
-            .map_err(storage_error)?
-            .map_or(0, |v| v.value())),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(error) => Err(storage_error(error)),
-    }
+    snapshot::server_revision(&txn)
 }
 
 /// The change-log figures of the disk projects in `catalog` as `disk`'s
@@ -1080,16 +1073,19 @@ mod tests {
         }
         let snapshot = ReadCache::default().snapshot(&Arc::new(db)).unwrap();
         let past = Some(Timestamp::from_millis(2_000));
-        let held: held::HeldKeys = [
-            ("b", held_entry("b", "B", None)),
-            ("c", None),
-            ("d", held_entry("d", "D", past)),
-            ("e", held_entry("e", "E2", None)),
-            ("h", held_entry("h", "H", None)),
-        ]
-        .into_iter()
-        .map(|(key, entry)| (key.to_owned(), entry))
-        .collect();
+        let held = held::Held::default();
+        held.add(
+            [
+                ("b", held_entry("b", "B", None)),
+                ("c", None),
+                ("d", held_entry("d", "D", past)),
+                ("e", held_entry("e", "E2", None)),
+                ("h", held_entry("h", "H", None)),
+            ]
+            .into_iter()
+            .map(|(key, entry)| ("p".to_owned(), key.to_owned(), entry))
+            .collect(),
+        );
         let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
@@ -1099,12 +1095,7 @@ mod tests {
         let page = |prefix: &str, after: Option<&str>, limit: usize| {
             let request = request(prefix, after, limit);
             // The held keys as `RedbStore::read_held_page` takes them.
-            let start = page_start(&request);
-            let held: held::HeldKeys = held
-                .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
-                .filter(|(key, _)| key.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let (_, held) = held.range("p", page_start(&request), prefix);
             read_page(&snapshot, &tables, &request, &held).unwrap()
         };
 
@@ -1129,7 +1120,8 @@ mod tests {
         // A project whose keys table does not exist yet: its held keys only.
         let other = KeyTables::of("q");
         let request = request("", None, 10);
-        let only = read_page(&snapshot, &other, &request, &held).unwrap();
+        let (_, all) = held.range("p", "", "");
+        let only = read_page(&snapshot, &other, &request, &all).unwrap();
         assert_eq!(shown(&only), pairs(&[("b", "B"), ("e", "E2"), ("h", "H")]));
     }
 

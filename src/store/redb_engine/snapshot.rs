@@ -212,6 +212,12 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// The server revision of the commit this snapshot is of (0 in a
+    /// database without the server's counters, as the memory one).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        server_revision(&self.txn)
+    }
+
     /// The project's change sets after `after`, oldest first, whole log
     /// entries up to about `max_changes` changes. The change log is read on
     /// this slow path only (a watch far behind the feed), so its table is
@@ -251,18 +257,16 @@ impl Snapshot {
     }
 }
 
-impl Snapshot {
-    /// The server revision of the commit this snapshot is of (0 in a
-    /// database without the server's counters, as the memory one).
-    pub fn revision(&self) -> Result<u64, StoreError> {
-        match self.txn.open_table(super::codec::SERVER) {
-            Ok(server) => Ok(server
-                .get(super::codec::REVISION)
-                .map_err(storage_error)?
-                .map_or(0, |v| v.value())),
-            Err(TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(error) => Err(storage_error(error)),
-        }
+/// The server revision that a read transaction's commit recorded (0 when
+/// the database has none).
+pub fn server_revision(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    match txn.open_table(super::codec::SERVER) {
+        Ok(server) => Ok(server
+            .get(super::codec::REVISION)
+            .map_err(storage_error)?
+            .map_or(0, |v| v.value())),
+        Err(TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(error) => Err(storage_error(error)),
     }
 }
 

@@ -50,7 +50,7 @@ const HOLD_BYTES: usize = 128 << 10;
 /// at 64 connections, 7% fewer transactions and a longer p99: each commit
 /// of many held batches holds up the batches behind it for longer
 /// (bench/README.md, "Held writes").
-const HOLD_WRITES: usize = 8;
+pub(super) const HOLD_WRITES: usize = 8;
 
 /// A project's figures as the batch has left them, with the incarnation
 /// they belong to and the database that holds them.

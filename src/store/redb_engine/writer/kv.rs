@@ -12,7 +12,7 @@ use super::super::codec::{
     self, INLINE_LIMIT, KeyRecord, KeyTables, decode_entry, encode_entry, expiry_key, storage_error,
 };
 use super::super::wal::Logged;
-use super::batch::Batch;
+use super::batch::{Batch, HOLD_WRITES};
 use super::tables::open_txn;
 use super::{Answer, Reply, is_fatal};
 use crate::domain::{Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp};
@@ -265,7 +265,13 @@ impl Batch<'_> {
 
     /// What readers see of a write to a disk project if the batch is held
     /// (see [`super::super::held`]): each changed key's new entry.
+    /// A batch with more writes than [`HOLD_WRITES`] is never held, so
+    /// nothing is kept for it (the writes before this one are logged).
     fn keep_for_readers(&mut self, project: &Project, staged: &Staged) {
+        if self.wal.len() >= HOLD_WRITES {
+            self.held_keys = Vec::new();
+            return;
+        }
         let id = project.settings.id.as_str();
         for (key, change) in &staged.changes {
             let entry = change.new.as_ref().map(|(meta, value)| Entry {
