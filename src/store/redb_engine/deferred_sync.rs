@@ -33,17 +33,19 @@
 //! since the last wait.
 //!
 //! Before a deferred sync, the thread starts the write-back of what was
-//! written since the last sync in parts of about 256 KiB, waiting for each
-//! (`sync_file_range`, Linux only), and only then syncs. This disk (a
-//! virtual one with a write-back cache and no FUA) makes every sync a flush
-//! of all that reached it, so one sync of a checkpoint's pages (about 850
-//! at 10,000 keys) held the log's syncs behind it for 7 to 10 ms, every
-//! 100 ms: a third of PUT's p99. Between two parts a sync of the log
-//! waits for one part at most (`bench/README.md`, "Deferred syncs written
-//! back in parts"). This changes when the pages reach the disk, not what a
-//! crash finds: the sync after them is the same. A failed part is the
-//! sync's failure: it has taken the file's write-back error, which the sync
-//! after it would no longer report.
+//! written before it (since the sync before) in parts of about 256 KiB
+//! written, waiting for each (`sync_file_range`, Linux only), and only then
+//! syncs. This disk (a virtual one with a write-back cache and no FUA)
+//! makes every sync a flush of all that reached it, so one sync of a
+//! checkpoint's pages (about 850 at 10,000 keys) held the log's syncs
+//! behind it for 7 to 10 ms, every 100 ms: a third of PUT's p99. With the
+//! parts, a log sync made between two of them flushes about one part
+//! (`bench/README.md`, "Deferred syncs written back in parts"). This
+//! changes when the pages reach the disk, not what a crash finds: the sync
+//! after them is the same. Any error of a part is the sync's failure: its
+//! wait has taken the file's write-back error (of any part of the file),
+//! which the sync after it would no longer report. Whether the call works
+//! at all is asked once, when the file is opened, without a wait.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -241,11 +243,15 @@ struct Inner {
     /// Whether the queue holds anything: reads look in it only then.
     queued: AtomicBool,
     /// The file again (a second descriptor of it), to start its write-back
-    /// in parts before a deferred sync (none in tests of other backends).
+    /// in parts before a deferred sync: none where the system cannot
+    /// (`write_back_descriptor`), and in tests of other backends.
     write_back: Option<File>,
-    /// Makes the next write-back fail, as a disk's error would.
+    /// Makes every write-back fail, as a disk's error would.
     #[cfg(test)]
     fail_write_back: AtomicBool,
+    /// The ranges written back, in order.
+    #[cfg(test)]
+    written_back: Mutex<Vec<(u64, u64)>>,
     /// Held by a test to hold the thread back.
     #[cfg(test)]
     paused: Mutex<()>,
@@ -263,9 +269,9 @@ struct State {
     /// marked meanwhile (by a deferred commit) does not stop that one.
     busy: bool,
     closing: bool,
-    /// What was written since the last sync, in bytes per 256 KiB of the
-    /// file (by its number): the parts a deferred sync writes back first.
-    /// Bounded by the file's length.
+    /// What was written since the last sync was asked for, in bytes per
+    /// 256 KiB of the file (by its number): the parts the next deferred
+    /// sync writes back first. Bounded by the file's largest length since.
     written: BTreeMap<u64, u64>,
 }
 
@@ -310,18 +316,16 @@ impl Failure {
 enum Op {
     Write(u64, Arc<[u8]>),
     SetLen(u64),
-    /// A sync, and the deferred commit that asked for it (0: none).
-    Sync(u64),
+    /// A sync, the deferred commit that asked for it (0: none), and what
+    /// was written before it ([`State::written`] when it was queued).
+    Sync(u64, Arc<BTreeMap<u64, u64>>),
 }
 
 impl DeferredSync {
     /// The backend on `file`, whose deferred syncs write back in parts.
     fn on_file(file: File) -> Result<DeferredSync, DatabaseError> {
-        let write_back = file.try_clone()?;
-        Ok(DeferredSync::with(
-            FileBackend::new(file)?,
-            Some(write_back),
-        )?)
+        let write_back = write_back_descriptor(&file)?;
+        Ok(DeferredSync::with(FileBackend::new(file)?, write_back)?)
     }
 
     #[cfg(test)]
@@ -338,6 +342,8 @@ impl DeferredSync {
             write_back,
             #[cfg(test)]
             fail_write_back: AtomicBool::new(false),
+            #[cfg(test)]
+            written_back: Mutex::default(),
             #[cfg(test)]
             paused: Mutex::default(),
         });
@@ -372,13 +378,6 @@ impl Inner {
             if state.failed.is_some() {
                 return;
             }
-            // A deferred sync's parts (every queued sync is one): what was
-            // written before it, and perhaps a part that a write queued
-            // after it will write again.
-            let written = match op {
-                Op::Sync(_) => std::mem::take(&mut state.written),
-                _ => BTreeMap::new(),
-            };
             state.busy = true;
             drop(state);
             #[cfg(test)]
@@ -386,8 +385,8 @@ impl Inner {
             let done = match &op {
                 Op::Write(offset, data) => self.file.write(*offset, data),
                 Op::SetLen(len) => self.file.set_len(*len),
-                Op::Sync(_) => self
-                    .write_back(&written)
+                Op::Sync(_, written) => self
+                    .write_back(written)
                     .and_then(|()| self.file.sync_data()),
             };
             state = match self.lock() {
@@ -433,6 +432,11 @@ impl Inner {
         }
         for (offset, len) in write_back_groups(written) {
             write_back_range(file, offset, len)?;
+            #[cfg(test)]
+            self.written_back
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .push((offset, len));
         }
         Ok(())
     }
@@ -527,7 +531,7 @@ impl StorageBackend for DeferredSync {
                 Op::SetLen(len) if *len < end => {
                     out[((*len).max(offset) - offset) as usize..].fill(0)
                 }
-                Op::SetLen(_) | Op::Sync(_) => {}
+                Op::SetLen(_) | Op::Sync(..) => {}
             }
         }
         Ok(())
@@ -555,11 +559,13 @@ impl StorageBackend for DeferredSync {
             drop(state);
             return self.inner.file.sync_data();
         }
-        let earlier = |op: &Op| matches!(op, Op::Sync(other) if *other != commit);
+        let earlier = |op: &Op| matches!(op, Op::Sync(other, _) if *other != commit);
         if state.queue.iter().any(earlier) {
             state = self.inner.drain(state)?;
         }
-        self.inner.push(&mut state, Op::Sync(commit));
+        // What a write queued after this sync writes is the next one's.
+        let written = Arc::new(std::mem::take(&mut state.written));
+        self.inner.push(&mut state, Op::Sync(commit, written));
         USED.set(Some(Arc::clone(&self.inner)));
         Ok(())
     }
@@ -648,57 +654,81 @@ fn note_written(written: &mut BTreeMap<u64, u64>, offset: u64, len: u64) {
 /// spread thin over a large file makes few calls, and one written densely
 /// makes one per part.
 fn write_back_groups(written: &BTreeMap<u64, u64>) -> Vec<(u64, u64)> {
+    // Parts are numbered from offsets, so `first * WRITE_BACK_PART` holds;
+    // the length of a range reaching 2^64 saturates.
+    let range = |first: u64, last: u64| {
+        (
+            first * WRITE_BACK_PART,
+            (last - first + 1).saturating_mul(WRITE_BACK_PART),
+        )
+    };
     let mut groups = Vec::new();
     let mut group: Option<(u64, u64, u64)> = None; // first part, last part, bytes
     for (&part, &bytes) in written {
         let (first, _, held) = group.unwrap_or((part, part, 0));
         group = Some((first, part, held + bytes));
         if held + bytes >= WRITE_BACK_PART {
-            groups.push((
-                first * WRITE_BACK_PART,
-                (part + 1 - first) * WRITE_BACK_PART,
-            ));
+            groups.push(range(first, part));
             group = None;
         }
     }
     if let Some((first, last, _)) = group {
-        groups.push((
-            first * WRITE_BACK_PART,
-            (last + 1 - first) * WRITE_BACK_PART,
-        ));
+        groups.push(range(first, last));
     }
     groups
 }
 
+/// A second descriptor of `file` to write it back in parts, if this system
+/// can: asked with no flags, `sync_file_range` waits for nothing and leaves
+/// the file's error state alone, so it only says whether the call works
+/// here (not on a pipe, nor under a sandbox that forbids it).
+#[cfg(target_os = "linux")]
+fn write_back_descriptor(file: &File) -> io::Result<Option<File>> {
+    let copy = file.try_clone()?;
+    match sync_file_range(&copy, 0, 0, 0) {
+        Ok(()) => Ok(Some(copy)),
+        Err(error) => {
+            tracing::debug!(%error, "no sync_file_range: deferred syncs are not written back in parts");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_back_descriptor(_file: &File) -> io::Result<Option<File>> {
+    Ok(None)
+}
+
 /// Starts the write-back of the file's dirty pages in `offset..offset +
 /// len` and waits for it (not a sync: the disk may still hold them in its
-/// cache). Where the file system or the system has no such call, nothing.
+/// cache). Every error fails: the wait has taken the file's write-back
+/// error, which the sync after it would not report.
 #[cfg(target_os = "linux")]
 fn write_back_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
         | libc::SYNC_FILE_RANGE_WRITE
         | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return Ok(());
-    };
-    // SAFETY: a plain system call on a descriptor `file` owns and keeps open
-    // for the call; it reads no memory of this process.
-    let done = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
-    if done == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        // Not supported here (a pipe, some file systems): the sync does all.
-        Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(()),
-        _ => Err(error),
-    }
+    sync_file_range(file, offset, len, flags)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn write_back_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Ok(())
+}
+
+/// `sync_file_range(2)`; a length of 0 is to the file's end.
+#[cfg(target_os = "linux")]
+fn sync_file_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let len = i64::try_from(len).unwrap_or(0);
+    // SAFETY: a plain system call on a descriptor that `file` owns and keeps
+    // open for the call; it reads and writes no memory of this process.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -910,28 +940,85 @@ mod tests {
         assert_eq!(groups.len(), 1000 / 64 + 1, "64 pages of 4 KiB a call");
         assert!(groups.windows(2).all(|two| two[0].0 + two[0].1 <= two[1].0));
         assert!(write_back_groups(&BTreeMap::new()).is_empty());
+        // From the first offset to the last: no overflow, the length
+        // saturates.
+        let mut ends = BTreeMap::new();
+        note_written(&mut ends, 0, 1);
+        note_written(&mut ends, u64::MAX - 10, 10);
+        assert_eq!(write_back_groups(&ends), [(0, u64::MAX)]);
     }
 
-    /// A deferred sync writes back what was written before it, then syncs:
-    /// the file holds it, and nothing is left counted for the next.
+    /// Waits until the thread has done everything queued (without a sync
+    /// of its own, which would clear what is counted).
+    fn settled(backend: &DeferredSync) {
+        for _ in 0..1000 {
+            if !backend.inner.queued.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the queue was not done in 10 s");
+    }
+
+    /// A deferred sync writes back what was written before it, a part at a
+    /// time, then syncs: the file holds it, and nothing is left counted.
+    #[cfg(target_os = "linux")]
     #[test]
-    fn a_deferred_sync_writes_back_what_was_written_and_syncs() {
+    fn a_deferred_sync_writes_back_what_was_written_in_parts_and_syncs() {
+        const P: u64 = WRITE_BACK_PART;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let backend = backend(File::create_new(&path).unwrap());
-        let data: Vec<u8> = (0..3 * WRITE_BACK_PART).map(|i| (i % 251) as u8).collect();
+        assert!(backend.inner.write_back.is_some(), "Linux writes back");
+        let data: Vec<u8> = (0..3 * P).map(|i| (i % 251) as u8).collect();
         backend.set_len(data.len() as u64).unwrap();
         backend.write(0, &data).unwrap();
         assert_eq!(backend.inner.lock().unwrap().written.len(), 3);
         deferring(|| backend.sync_data()).unwrap();
-        backend.sync_data().unwrap();
         assert!(backend.inner.lock().unwrap().written.is_empty());
+        settled(&backend);
+        assert_eq!(
+            *backend.inner.written_back.lock().unwrap(),
+            [(0, P), (P, P), (2 * P, P)]
+        );
         assert_eq!(on_disk(&path), data);
+    }
+
+    /// What a write queued behind a deferred sync writes is not that
+    /// sync's to write back (it is not in the file yet) but the next one's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_write_queued_after_a_deferred_sync_is_written_back_by_the_next() {
+        const P: u64 = WRITE_BACK_PART;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(File::create_new(dir.path().join("db")).unwrap());
+        backend.set_len(6 * P).unwrap();
+        backend.write(0, b"early").unwrap();
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| {
+            backend.sync_data()?;
+            backend.write(5 * P, b"late")
+        })
+        .unwrap();
+        drop(paused);
+        settled(&backend);
+        assert_eq!(*backend.inner.written_back.lock().unwrap(), [(0, P)]);
+        assert_eq!(
+            backend.inner.lock().unwrap().written,
+            BTreeMap::from([(5, 4)])
+        );
+        deferring(|| backend.sync_data()).unwrap();
+        settled(&backend);
+        assert_eq!(
+            *backend.inner.written_back.lock().unwrap(),
+            [(0, P), (5 * P, P)]
+        );
     }
 
     /// A write-back that fails is the sync's failure (it took the file's
     /// error, which the sync after it would not report): nothing queued
     /// after it is written, and every later call fails.
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_failed_write_back_fails_the_deferred_sync_and_every_later_call() {
         let dir = tempfile::tempdir().unwrap();
