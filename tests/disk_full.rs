@@ -33,22 +33,22 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
-/// On 6 MiB there is no room for the 16 MiB write-ahead log: every write
+/// On 6 MiB there is no room for the 32 MiB write-ahead log: every write
 /// commits the database durably.
 #[test]
 fn a_full_disk_refuses_writes_with_507_and_loses_nothing() {
     fill_and_recover("6m", 1, 12);
 }
 
-/// On 96 MiB the write-ahead log fits: writes are durable in it until it is
-/// full, and the checkpoint that must then write them all to the database
+/// On 112 MiB the write-ahead log fits: writes are durable in it, and a
+/// commit of the database (a checkpoint, which writes what the log holds)
 /// finds no room. That batch and the ones after it are refused until the
 /// 72 MiB filler is removed; nothing logged is lost meanwhile. (The room
 /// that frees holds the stored values twice, in their keys and in the
 /// change history.)
 #[test]
 fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing() {
-    fill_and_recover("96m", 72, 40);
+    fill_and_recover("112m", 72, 40);
 }
 
 /// While a full disk refuses writes, reads go on. As long as the room
@@ -63,7 +63,7 @@ fn a_full_disk_with_a_write_ahead_log_refuses_writes_with_507_and_loses_nothing(
 #[test]
 fn reads_go_on_while_a_full_disk_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "96m") else {
+    let Some(_tmpfs) = Tmpfs::mount(dir.path(), "112m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (this test needs root)");
         return;
     };

@@ -204,7 +204,18 @@ fn remove_creations_cut_short(path: &Path) {
 /// is queued. Should the commit fail, what it queued is never written (the
 /// file keeps the commit before it, which the write-ahead log continues),
 /// and every later call of the backend fails, so the database is reopened.
+/// (The writer uses [`deferring_tracked`], which tells when the syncs are
+/// done.)
+#[cfg(test)]
 pub fn deferring<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    deferring_tracked(commit).map(|(committed, _)| committed)
+}
+
+/// [`deferring`], and what tells when the commit's syncs are done (none
+/// when it asked for no sync).
+pub fn deferring_tracked<T, E>(
+    commit: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, Option<Deferred>), E> {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -216,16 +227,51 @@ pub fn deferring<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     DEFERRING.set(this);
     let _reset = Reset;
     let committed = commit();
-    if committed.is_err()
-        && let Some(queue) = USED.take()
-        && let Ok(mut state) = queue.lock()
-    {
-        if state.failed.is_none() {
-            state.failed = Some(Failure::other("a deferred commit failed"));
+    let used = USED.take();
+    match committed {
+        Ok(committed) => Ok((
+            committed,
+            used.map(|inner| Deferred {
+                inner,
+                commit: this,
+            }),
+        )),
+        Err(error) => {
+            if let Some(queue) = used
+                && let Ok(mut state) = queue.lock()
+            {
+                if state.failed.is_none() {
+                    state.failed = Some(Failure::other("a deferred commit failed"));
+                }
+                queue.changed.notify_all();
+            }
+            Err(error)
         }
-        queue.changed.notify_all();
     }
-    committed
+}
+
+/// A deferred commit's syncs, queued: [`Deferred::synced`] says when they
+/// are done.
+#[derive(Debug)]
+pub struct Deferred {
+    inner: Arc<Inner>,
+    commit: u64,
+}
+
+impl Deferred {
+    /// Whether the commit's syncs are done: none of them is left in the
+    /// queue (an operation leaves it once done), and the queue has not
+    /// failed (then they never will be).
+    pub fn synced(&self) -> bool {
+        let Ok(state) = self.inner.lock() else {
+            return false;
+        };
+        state.failed.is_none()
+            && !state
+                .queue
+                .iter()
+                .any(|op| matches!(op, Op::Sync(commit, _) if *commit == self.commit))
+    }
 }
 
 #[derive(Debug)]
@@ -831,10 +877,7 @@ mod tests {
         backend.write(0, b"X").unwrap();
         backend.write(1, b"Y").unwrap();
         drop(paused);
-        let failed = (0..1000).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            backend.sync_data().is_err()
-        });
+        let failed = within_10_s(|| backend.sync_data().is_err());
         assert!(failed, "the sync fails once the queued write did");
         let error = backend.write(2, b"Z").unwrap_err();
         assert_eq!(error.raw_os_error(), Some(9), "EBADF, as the thread had it");
@@ -850,9 +893,7 @@ mod tests {
     /// does the file once they are done.
     #[test]
     fn reads_of_many_queued_writes_agree_with_doing_them_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let backend = backend(File::create_new(&path).unwrap());
+        let (_dir, path, backend) = on_a_new_file();
         let mut model = vec![5u8; 64 << 10];
         backend.set_len(model.len() as u64).unwrap();
         backend.write(0, &model).unwrap();
@@ -910,6 +951,52 @@ mod tests {
         );
     }
 
+    /// A deferred commit's handle says its syncs are done only once the
+    /// thread has done them (not while a write queued after them waits),
+    /// and never once the queue failed.
+    #[test]
+    fn a_deferred_commit_is_synced_once_the_thread_did_its_syncs() {
+        let (dir, path, backend) = on_a_new_file();
+        backend.set_len(4).unwrap();
+        let paused = backend.inner.paused.lock().unwrap();
+        let ((), syncs) = deferring_tracked(|| {
+            backend.write(0, b"ab")?;
+            backend.sync_data()?;
+            backend.write(2, b"c")?;
+            backend.sync_data()
+        })
+        .unwrap();
+        let syncs = syncs.expect("the commit asked for a sync");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!syncs.synced(), "the thread is held back");
+        drop(paused);
+        let synced = within_10_s(|| syncs.synced());
+        assert!(synced, "the syncs were done");
+        assert_eq!(on_disk(&path), b"abc\0");
+
+        // A commit whose queue fails is never synced.
+        let read_only = backend_on_read_only(dir.path());
+        let paused = read_only.inner.paused.lock().unwrap();
+        let ((), syncs) = deferring_tracked(|| {
+            read_only.sync_data()?;
+            read_only.write(0, b"X")?;
+            read_only.sync_data()
+        })
+        .unwrap();
+        drop(paused);
+        let failed = within_10_s(|| read_only.sync_data().is_err());
+        assert!(failed, "the queued write failed");
+        assert!(!syncs.expect("a sync was asked for").synced());
+    }
+
+    /// A backend on a read-only file (`dir/ro`, four bytes): its writes
+    /// fail, its syncs do not.
+    fn backend_on_read_only(dir: &Path) -> DeferredSync {
+        let path = dir.join("ro");
+        std::fs::write(&path, b"abcd").unwrap();
+        backend(File::open(&path).unwrap())
+    }
+
     /// What is written is counted in the parts it falls in, and the parts
     /// are written back in groups of about `WRITE_BACK_PART` bytes written:
     /// one per part where every part is full, several parts at once where
@@ -948,6 +1035,22 @@ mod tests {
         assert_eq!(write_back_groups(&ends), [(0, u64::MAX)]);
     }
 
+    /// Whether `done` says so within 10 s (asked every 10 ms).
+    fn within_10_s(mut done: impl FnMut() -> bool) -> bool {
+        (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            done()
+        })
+    }
+
+    /// The backend on a new file, `db` in a new directory.
+    fn on_a_new_file() -> (tempfile::TempDir, std::path::PathBuf, DeferredSync) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let backend = backend(File::create_new(&path).unwrap());
+        (dir, path, backend)
+    }
+
     /// Waits until the thread has done everything queued (without a sync
     /// of its own, which would clear what is counted).
     fn settled(backend: &DeferredSync) {
@@ -966,9 +1069,7 @@ mod tests {
     #[test]
     fn a_deferred_sync_writes_back_what_was_written_in_parts_and_syncs() {
         const P: u64 = WRITE_BACK_PART;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let backend = backend(File::create_new(&path).unwrap());
+        let (_dir, path, backend) = on_a_new_file();
         assert!(backend.inner.write_back.is_some(), "Linux writes back");
         let data: Vec<u8> = (0..3 * P).map(|i| (i % 251) as u8).collect();
         backend.set_len(data.len() as u64).unwrap();
@@ -1021,9 +1122,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_failed_write_back_fails_the_deferred_sync_and_every_later_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let backend = backend(File::create_new(&path).unwrap());
+        let (_dir, path, backend) = on_a_new_file();
         backend.set_len(4).unwrap();
         backend.write(0, b"abcd").unwrap();
         backend.sync_data().unwrap();
@@ -1036,10 +1135,7 @@ mod tests {
         })
         .unwrap();
         drop(paused);
-        let failed = (0..1000).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            backend.sync_data().is_err()
-        });
+        let failed = within_10_s(|| backend.sync_data().is_err());
         assert!(failed, "the sync fails once its write-back did");
         let error = backend.write(2, b"Z").unwrap_err();
         assert_eq!(
@@ -1060,9 +1156,7 @@ mod tests {
     /// fails (the database is then reopened).
     #[test]
     fn a_failed_deferred_commit_writes_nothing_it_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let backend = backend(File::create_new(&path).unwrap());
+        let (_dir, path, backend) = on_a_new_file();
         backend.set_len(4).unwrap();
         backend.write(0, b"abcd").unwrap();
         let paused = backend.inner.paused.lock().unwrap();

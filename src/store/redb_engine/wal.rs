@@ -4,28 +4,41 @@
 //! writes are appended as one record to a file written full of zeros
 //! beforehand, with one `fdatasync` (no file size or block allocation to
 //! sync, so it costs about half of a sync that grows a file), and only then
-//! committed to redb without a sync of its own. When the log is full, or a
+//! committed to redb without a sync of its own. A logged batch commits redb
+//! durably every [`CHECKPOINT_EVERY`] without waiting for the sync
+//! (`deferred_sync`: a deferred checkpoint), and the log goes on.
+//!
+//! The file has two halves, and records go into one of them at a time.
+//! Once the half holds [`RESTART_AT`], the next record goes at the
+//! beginning of the other half, if a durable commit whose sync is done
+//! covers every record that half holds (a deferred checkpoint made since
+//! the log left it, which [`Wal::deferred`] is told of, and which is seen
+//! done then): a replay can no longer need them. If none does yet, or a
 //! batch writes what the log does not carry (the catalog, an expiry, a
-//! move), the writer commits redb durably instead and waits for the sync,
-//! which persists every commit before it: a checkpoint, after which the log
-//! starts again at its beginning. Between those, a logged batch commits
-//! redb durably every [`CHECKPOINT_EVERY`] without waiting for the sync
-//! (`deferred_sync`), and the log goes on.
+//! move), the writer commits redb durably and waits for the sync, which
+//! persists every commit before it: a waited checkpoint, after which the
+//! log starts again at the beginning of its half. Under steady writes the
+//! log thus goes from half to half without the writer waiting for a
+//! checkpoint's sync.
 //!
 //! At start (or when the database is reopened after a failed commit), redb
 //! holds the state of its last durable commit, whose server revision is
 //! `durable`; the log's records with revisions above it are the writes to
 //! apply again ([`Wal::open`] reads them, the writer replays them before the
-//! store answers anything). The replay commits without a sync, like the
-//! writes it repeats, and the log keeps them until the next checkpoint: it
+//! store answers anything): those of the half the log left, then those of
+//! the half it is in. The replay commits without a sync, like the writes it
+//! repeats, and the log keeps them until they are covered as above: it
 //! needs no room on disk, so a full disk does not stop a start.
 //!
-//! Layout: a 16-byte header (`kvs-wal\0`, format version 1 as a little-
-//! endian u32, four zero bytes), then records, each a little-endian u32
-//! length, the CRC-32 of the body, and the body (postcard of [`Body`]).
-//! The log ends at the first record whose length is 0, whose CRC does not
-//! hold (a write torn by a crash), or whose revision is not above the one
-//! before it (what is left of the log before the last checkpoint).
+//! Layout: a 16-byte header (`kvs-wal\0`, the format version as a little-
+//! endian u32, four zero bytes), then two halves of [`HALF`] bytes, each
+//! holding records from its beginning: a little-endian u32 length, the
+//! CRC-32 of the body, and the body (postcard of [`Body`]). A half's records
+//! end at the first whose length is 0, whose CRC does not hold (a write torn
+//! by a crash), or whose revision is not above the one before it (what is
+//! left from before the log last started that half again). Format 1 had
+//! one log of 16 MiB after the header: the first half of format 2, which
+//! reads it as it is (the file is then made whole, and its header says 2).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -40,19 +53,25 @@ use crate::domain::Timestamp;
 use crate::store::StoreError;
 
 const MAGIC: &[u8; 8] = b"kvs-wal\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The earlier format this release reads: one log, as the first half.
+const VERSION_ONE_LOG: u32 = 1;
 const HEADER: u64 = 16;
 const FRAME: usize = 8;
 
-/// The size of the log file: the most one batch logged into an empty log
-/// takes (past [`RESTART_AT`], a batch that does not fit is committed
-/// durably instead, and the log starts again).
-pub const CAPACITY: u64 = 16 << 20;
+/// The size of a half: the most one batch logged into an empty half takes
+/// (past [`RESTART_AT`], a batch that does not fit goes into the other
+/// half, or is committed durably instead).
+const HALF: u64 = 16 << 20;
 
-/// How much of the log is used before a batch that does not fit in it
-/// commits durably and waits (the log then starts again), unless the log
-/// is empty: this bounds what a start replays after a crash (about 22,000
-/// writes of 100 bytes), while the deferred checkpoints do not.
+/// The size of the log file.
+pub const CAPACITY: u64 = HEADER + 2 * HALF;
+
+/// How much of a half is used before a batch that does not fit in it goes
+/// into the other half (or commits durably and waits), unless the half is
+/// empty: this bounds what a start replays after a crash (the records of
+/// at most two halves above the last durable commit: about 22,000 writes of
+/// 100 bytes in each), while the deferred checkpoints do not.
 const RESTART_AT: u64 = 4 << 20;
 
 /// How long without a logged batch before the writer makes a waited
@@ -123,23 +142,70 @@ pub enum Appended {
     /// Logged: redb commits it without a sync.
     Logged,
     /// Logged, and a checkpoint is due: redb commits it durably, without
-    /// waiting for the sync (`deferred_sync`); the log goes on.
+    /// waiting for the sync (`deferred_sync`; [`Wal::deferred`] is told of
+    /// it); the log goes on.
     Checkpoint,
-    /// Not logged (it does not fit before the log starts again, or there
-    /// is no log): redb commits it durably and waits for the sync, and the
-    /// log starts again ([`Wal::checkpointed`]).
+    /// Not logged (it does not fit in the log's half, and the other half
+    /// may still be needed; or there is no log): redb commits it durably
+    /// and waits for the sync, and the log starts again
+    /// ([`Wal::checkpointed`]).
     Not,
 }
 
+/// Where the log is: the half it writes in, and what the other holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    /// The half records go into (0 or 1).
+    half: u64,
+    /// Where the next record goes, in the file.
+    end: u64,
+    /// The revision of the last record written since the last waited
+    /// checkpoint (0: none).
+    last: u64,
+    /// The last revision the other half holds that a replay may need: the
+    /// log goes back to that half only once a durable commit whose sync is
+    /// done covers it (0: nothing).
+    other: u64,
+}
+
+impl Cursor {
+    /// The beginning of the half, empty, with nothing needed in the other.
+    fn start(half: u64) -> Cursor {
+        Cursor {
+            half,
+            end: start_of(half),
+            last: 0,
+            other: 0,
+        }
+    }
+
+    /// How much of its half the log has written.
+    fn used(&self) -> u64 {
+        self.end - start_of(self.half)
+    }
+}
+
+/// Where `half` begins in the file.
+fn start_of(half: u64) -> u64 {
+    HEADER + half * HALF
+}
+
+/// Whether the sync of a deferred checkpoint is done.
+pub type Synced = Box<dyn Fn() -> bool + Send>;
+
 pub struct Wal {
     file: File,
-    /// Where the next record goes.
-    end: u64,
-    /// The revision of the last record written since the last checkpoint.
-    last: u64,
-    /// `end` and `last` before the record [`Wal::append`] wrote last, for
-    /// [`Wal::retract`]; none when that call wrote nothing.
-    before_last_append: Option<(u64, u64)>,
+    at: Cursor,
+    /// Where the log was before the record [`Wal::append`] wrote last, and
+    /// where that record is, for [`Wal::retract`]; none when that call
+    /// wrote nothing.
+    before_last_append: Option<(Cursor, u64)>,
+    /// The highest revision that a durable commit whose sync is known to be
+    /// done covers (since the log was opened).
+    covered: u64,
+    /// The last deferred checkpoint, the revision it covers and whether its
+    /// sync is done, until it is seen done.
+    deferred: Option<(u64, Synced)>,
     /// False when there was no room to make the file: nothing is logged.
     usable: bool,
     /// When the last checkpoint was.
@@ -172,19 +238,30 @@ impl Wal {
                 path.display()
             )));
         }
-        if !fresh && u32::from_le_bytes([header[8], header[9], header[10], header[11]]) != VERSION {
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if !fresh && version != VERSION && version != VERSION_ONE_LOG {
             return Err(StoreError::DataCorrupted(format!(
                 "{} is a write-ahead log of a format this release does not know",
                 path.display()
             )));
         }
-        let (writes, end, last) = if fresh {
-            (Vec::new(), HEADER, 0)
+        let (writes, at) = if fresh {
+            (Vec::new(), Cursor::start(0))
         } else {
             read(&file, size.min(CAPACITY), durable)?
         };
+        if !writes.is_empty() {
+            // Only a stop that was not clean leaves writes to store again.
+            let left = writes.iter().filter(|w| w.revision <= at.other).count();
+            tracing::warn!(
+                durable,
+                "the last stop was not clean: storing again the {} writes that only the \
+                 write-ahead log holds ({left} of them in the half it had left)",
+                writes.len()
+            );
+        }
         let mut usable = true;
-        if fresh || size < CAPACITY {
+        if fresh || size < CAPACITY || version != VERSION {
             if let Err(error) = prepare(&file, size) {
                 // No room for it (a small disk): every commit is durable,
                 // as without a log. What was written for it is given back.
@@ -202,9 +279,10 @@ impl Wal {
         }
         let wal = Wal {
             file,
-            end,
-            last,
+            at,
             before_last_append: None,
+            covered: durable,
+            deferred: None,
             usable,
             since: Instant::now(),
             appended: Instant::now(),
@@ -219,19 +297,23 @@ impl Wal {
         let Some(last) = writes.last().map(|w| w.revision) else {
             return Ok(Appended::Logged);
         };
-        if !self.usable {
+        if !self.usable || last <= self.at.last {
             return Ok(Appended::Not);
         }
         let body = postcard::to_stdvec(&BodyRef::V1(writes.iter().collect()))
             .map_err(StoreError::internal)?;
         let length = (FRAME + body.len()) as u64;
-        let room = if self.holds_writes() {
-            RESTART_AT
-        } else {
-            CAPACITY
-        };
-        if self.end + length > room || last <= self.last {
-            return Ok(Appended::Not);
+        let mut at = self.at;
+        let room = if at.used() > 0 { RESTART_AT } else { HALF };
+        if at.used() + length > room {
+            // The other half, empty, once a replay cannot need what it holds.
+            if at.used() == 0 || length > HALF || !self.covers(at.other) {
+                return Ok(Appended::Not);
+            }
+            at = Cursor {
+                other: at.last,
+                ..Cursor::start(1 - at.half)
+            };
         }
         let mut record = Vec::with_capacity(length as usize);
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -239,19 +321,22 @@ impl Wal {
         record.extend_from_slice(&body);
         let written = self
             .file
-            .write_all_at(&record, self.end)
+            .write_all_at(&record, at.end)
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             // The record may be in the file whole although the sync failed:
             // zero its frame, as far as the file still takes writes, so that
             // the replay after this failed batch does not apply a write that
             // was answered with an error.
-            let _ = self.file.write_all_at(&[0u8; FRAME], self.end);
+            let _ = self.file.write_all_at(&[0u8; FRAME], at.end);
             return Err(storage_error(error));
         }
-        self.before_last_append = Some((self.end, self.last));
-        self.end += length;
-        self.last = last;
+        self.before_last_append = Some((self.at, at.end));
+        self.at = Cursor {
+            end: at.end + length,
+            last,
+            ..at
+        };
         self.appended = Instant::now();
         if self.since.elapsed() < CHECKPOINT_EVERY {
             return Ok(Appended::Logged);
@@ -265,16 +350,40 @@ impl Wal {
     /// next record goes where it was, and may reuse its revisions (the
     /// writer takes them again for the next batch).
     pub fn retract(&mut self) -> Result<(), StoreError> {
-        let Some((end, last)) = self.before_last_append.take() else {
+        let Some((before, written)) = self.before_last_append.take() else {
             return Ok(());
         };
         self.file
-            .write_all_at(&[0u8; FRAME], end)
+            .write_all_at(&[0u8; FRAME], written)
             .and_then(|()| self.file.sync_data())
             .map_err(storage_error)?;
-        self.end = end;
-        self.last = last;
+        self.at = before;
         Ok(())
+    }
+
+    /// A deferred checkpoint (a durable commit whose sync is not waited
+    /// for) has committed every write logged so far: once `synced` says its
+    /// sync is done, a replay needs none of them.
+    pub fn deferred(&mut self, synced: Synced) {
+        // A deferred checkpoint waits for the sync of the one before it.
+        if let Some((revision, earlier)) = self.deferred.take()
+            && earlier()
+        {
+            self.covered = self.covered.max(revision);
+        }
+        self.deferred = Some((self.at.last, synced));
+    }
+
+    /// Whether a durable commit whose sync is done covers `revision`.
+    fn covers(&mut self, revision: u64) -> bool {
+        if revision > self.covered
+            && let Some((deferred, synced)) = &self.deferred
+            && synced()
+        {
+            self.covered = self.covered.max(*deferred);
+            self.deferred = None;
+        }
+        revision <= self.covered
     }
 
     /// The writes above `durable` that the log holds.
@@ -291,19 +400,19 @@ impl Wal {
         self.holds_writes() && self.appended.elapsed() >= QUIET
     }
 
-    /// Whether the log holds writes since it last started again (a deferred
-    /// checkpoint may hold them too, but it is not waited for).
+    /// Whether the log holds writes since it last started again (deferred
+    /// checkpoints may cover them too, but they are not waited for).
     pub fn holds_writes(&self) -> bool {
-        self.end > HEADER
+        self.at.used() > 0 || self.at.other > 0
     }
 
     /// After a durable commit of redb whose sync was waited for: the log
-    /// starts again. What is left of it is at or below that commit's
-    /// revision, and is never replayed.
+    /// starts again at the beginning of its half. What is left of it is at
+    /// or below that commit's revision, and is never replayed.
     pub fn checkpointed(&mut self) {
-        self.end = HEADER;
-        self.last = 0;
+        self.at = Cursor::start(self.at.half);
         self.before_last_append = None;
+        self.deferred = None;
         self.since = Instant::now();
     }
 }
@@ -331,19 +440,65 @@ fn prepare(file: &File, size: u64) -> Result<(), StoreError> {
     file.sync_all().map_err(storage_error)
 }
 
-/// The writes above `durable`, from the records in order up to the end of
-/// the log; where the next record goes, and the last revision logged (the
-/// beginning and 0 when no write is above `durable`).
-fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, u64, u64), StoreError> {
+/// The writes above `durable` that the two halves hold, in order (the
+/// half the log left, then the one it is in), and where the log goes on.
+fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, Cursor), StoreError> {
+    let halves = [
+        read_half(file, 0, size, durable)?,
+        read_half(file, 1, size, durable)?,
+    ];
+    // The log is in the half whose records reach the highest revision.
+    let newest = |h: &Half| h.writes.last().map_or(0, |w| w.revision);
+    let current = u64::from(newest(&halves[1]) > newest(&halves[0]));
+    let [first, second] = halves;
+    let (left, mut now) = if current == 0 {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    if now.writes.is_empty() {
+        return Ok((Vec::new(), Cursor::start(current)));
+    }
+    let begins = now.writes[0].revision;
+    let mut writes: Vec<Logged> = left
+        .writes
+        .into_iter()
+        .filter(|w| w.revision < begins)
+        .collect();
+    let other = writes.last().map_or(0, |w| w.revision);
+    writes.append(&mut now.writes);
+    let cursor = Cursor {
+        half: current,
+        end: now.end,
+        last: now.last,
+        other,
+    };
+    Ok((writes, cursor))
+}
+
+/// What one half holds.
+struct Half {
+    /// Its writes above `durable`, in order.
+    writes: Vec<Logged>,
+    /// Where its records end.
+    end: u64,
+    /// The revision of its last record.
+    last: u64,
+}
+
+/// The writes above `durable` from the records of `half` in order up to
+/// their end; where they end, and the last revision they hold.
+fn read_half(file: &File, half: u64, size: u64, durable: u64) -> Result<Half, StoreError> {
     let mut writes = Vec::new();
-    let mut at = HEADER;
+    let mut at = start_of(half);
+    let limit = size.min(start_of(half) + HALF);
     let mut previous = 0;
     let mut frame = [0u8; FRAME];
-    while at + FRAME as u64 <= size {
+    while at + FRAME as u64 <= limit {
         file.read_exact_at(&mut frame, at).map_err(storage_error)?;
         let length = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        if length == 0 || at + FRAME as u64 + length > size {
+        if length == 0 || at + FRAME as u64 + length > limit {
             break;
         }
         let mut body = vec![0u8; length as usize];
@@ -365,14 +520,18 @@ fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, u64, u64),
         writes.extend(batch.into_iter().filter(|w| w.revision > durable));
         at += FRAME as u64 + length;
     }
-    if writes.is_empty() {
-        return Ok((writes, HEADER, 0));
-    }
-    Ok((writes, at, previous))
+    Ok(Half {
+        writes,
+        end: at,
+        last: previous,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     /// A write of `revision` to `key`. The log does not look inside an
@@ -430,7 +589,7 @@ mod tests {
         writes
             .into_iter()
             .map(|write| {
-                let at = wal.end;
+                let at = wal.at.end;
                 assert_ne!(
                     wal.append(&[write]).unwrap(),
                     Appended::Not,
@@ -465,19 +624,125 @@ mod tests {
         }
     }
 
-    /// Once the log holds 4 MiB, a batch that would go past it is not
-    /// logged (it commits and waits, and the log starts again); into an
-    /// empty log, a batch of up to 16 MiB is.
+    /// Whether a deferred checkpoint's sync is done, as a test says.
+    fn switch() -> (Arc<AtomicBool>, Synced) {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&done);
+        (done, Box::new(move || seen.load(Ordering::SeqCst)))
+    }
+
+    /// Once a half holds 4 MiB, a batch that would go past it goes to the
+    /// beginning of the other half if nothing there can be needed (at
+    /// first, or once a deferred checkpoint made since the log left it is
+    /// synced); otherwise it is not logged (it commits and waits, and the
+    /// log starts again in its half). Into an empty half, a batch of up to
+    /// 16 MiB is logged. A start reads the half the log left, then the one
+    /// it is in.
     #[test]
-    fn the_log_starts_again_after_4_mib_unless_it_is_empty() {
+    fn a_full_half_goes_on_in_the_other_once_nothing_there_can_be_needed() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         assert_ne!(wal.append(&[large(1, 3 << 20)]).unwrap(), Appended::Not);
         assert_ne!(wal.append(&[large(2, 512 << 10)]).unwrap(), Appended::Not);
-        assert_eq!(wal.append(&[large(3, 600 << 10)]).unwrap(), Appended::Not);
+        // The second half has never held anything.
+        assert_ne!(wal.append(&[large(3, 600 << 10)]).unwrap(), Appended::Not);
+        assert_eq!(wal.at.half, 1);
+        assert_eq!(wal.at.other, 2, "the first half holds 1 and 2");
+        assert_ne!(wal.append(&[large(4, 3 << 20)]).unwrap(), Appended::Not);
+
+        // The first half holds writes that no synced commit covers.
+        assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
+        let (done, synced) = switch();
+        wal.deferred(synced);
+        assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
+        done.store(true, Ordering::SeqCst);
+        assert_ne!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
+        assert_eq!((wal.at.half, wal.at.other), (0, 4));
+        assert_eq!(
+            wal.at.end,
+            HEADER + FRAME as u64 + encoded(&large(5, 600 << 10))
+        );
+        drop(wal);
+
+        let revisions = |writes: Vec<Logged>| writes.iter().map(|w| w.revision).collect::<Vec<_>>();
+        let (wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(revisions(writes), [3, 4, 5]);
+        assert_eq!((wal.at.half, wal.at.last, wal.at.other), (0, 5, 4));
+        assert_eq!(revisions(wal.read_since(3).unwrap()), [4, 5]);
+        assert_eq!(revisions(wal.read_since(4).unwrap()), [5]);
+        drop(wal);
+        let (mut wal, writes) = Wal::open(dir.path(), 5).unwrap();
+        assert!(writes.is_empty());
+        assert_eq!(wal.at, Cursor::start(0));
+        assert!(!wal.holds_writes());
+
+        // A waited checkpoint: the log starts again in its half, and a
+        // batch of up to 16 MiB fits there when it is empty; the other
+        // half holds nothing needed.
+        assert_ne!(wal.append(&[large(6, 1 << 20)]).unwrap(), Appended::Not);
         wal.checkpointed();
-        assert_ne!(wal.append(&[large(3, 12 << 20)]).unwrap(), Appended::Not);
-        assert_eq!(wal.append(&[large(4, 10)]).unwrap(), Appended::Not);
+        assert!(!wal.holds_writes());
+        assert_eq!(wal.append(&[large(7, 16 << 20)]).unwrap(), Appended::Not);
+        assert_ne!(wal.append(&[large(7, 12 << 20)]).unwrap(), Appended::Not);
+        assert_ne!(wal.append(&[large(8, 10)]).unwrap(), Appended::Not);
+        assert_eq!((wal.at.half, wal.at.other), (1, 7));
+        assert_eq!(wal.append(&[large(9, 5 << 20)]).unwrap(), Appended::Not);
+    }
+
+    /// A record taken back that was the first in the other half: the log is
+    /// where it was before, in the half it had not left.
+    #[test]
+    fn a_record_taken_back_in_the_other_half_leaves_the_log_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert_ne!(wal.append(&[large(1, 4 << 20)]).unwrap(), Appended::Not);
+        let before = wal.at;
+        assert_ne!(wal.append(&[large(2, 10)]).unwrap(), Appended::Not);
+        assert_eq!(wal.at.half, 1);
+        wal.retract().unwrap();
+        assert_eq!(wal.at, before);
+        let revisions = |writes: Vec<Logged>| writes.iter().map(|w| w.revision).collect::<Vec<_>>();
+        assert_eq!(revisions(wal.read_since(0).unwrap()), [1]);
+        assert_ne!(wal.append(&[large(2, 20)]).unwrap(), Appended::Not);
+        assert_eq!(
+            wal.at.end,
+            start_of(1) + FRAME as u64 + encoded(&large(2, 20))
+        );
+        drop(wal);
+        let (_, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(revisions(writes), [1, 2]);
+    }
+
+    /// A log of format 1 (one log of 16 MiB after the header) is read as
+    /// the first half of format 2, and made whole.
+    #[test]
+    fn a_log_of_format_1_is_read_as_the_first_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        append_each(&mut wal, [write(1, "a"), write(2, "b")]);
+        drop(wal);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("kvs.wal"))
+            .unwrap();
+        file.set_len(16 << 20).unwrap();
+        overwrite(dir.path(), 8, &VERSION_ONE_LOG.to_le_bytes());
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_back(&writes), [(1, "a"), (2, "b")]);
+        assert_eq!(file.metadata().unwrap().len(), CAPACITY);
+        let mut version = [0u8; 4];
+        File::open(dir.path().join("kvs.wal"))
+            .unwrap()
+            .read_exact_at(&mut version, 8)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(version), VERSION);
+    }
+
+    /// The length of a one-write record's body.
+    fn encoded(write: &Logged) -> u64 {
+        postcard::to_stdvec(&BodyRef::V1(vec![write]))
+            .unwrap()
+            .len() as u64
     }
 
     #[test]
@@ -512,7 +777,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         append_each(&mut wal, [write(1, "a"), write(2, "b"), write(3, "c")]);
-        let end = wal.end;
+        let end = wal.at.end;
         drop(wal);
         // Torn by a crash while it was written: the last byte of the last
         // record's body (in its entry, so that the body still decodes) is

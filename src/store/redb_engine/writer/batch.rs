@@ -307,11 +307,14 @@ impl<'a> Batch<'a> {
                     self.disk.set_quick_repair(false);
                 }
                 // A due checkpoint: the log has the batch, so the durable
-                // commit's sync need not be waited for.
+                // commit's sync need not be waited for. Once it is done, the
+                // log may go back to the half it left.
                 let disk = self.disk;
+                let mut deferred = None;
                 let committed = release(self.shared, || {
                     if appended == Appended::Checkpoint {
-                        deferred_sync::deferring(|| disk.commit())
+                        deferred_sync::deferring_tracked(|| disk.commit())
+                            .map(|((), syncs)| deferred = syncs)
                     } else {
                         disk.commit()
                     }
@@ -321,6 +324,9 @@ impl<'a> Batch<'a> {
                         wal.retract()?;
                     }
                     return Err(error);
+                }
+                if let Some(syncs) = deferred {
+                    wal.deferred(Box::new(move || syncs.synced()));
                 }
                 checkpoint = appended == Appended::Not;
             }
