@@ -6,7 +6,9 @@
 //! that only its write-ahead log holds, in the log's first format, and
 //! key entries before `KeyBody::V2`; `v5` is the last with a change set per
 //! entry of the change log; `v6` keeps a batch's sets in one entry, and
-//! several of its entries hold several sets), is opened by this build, and everything its `manifest.json` lists is found again:
+//! several of its entries hold several sets; `wal2` is a killed store
+//! again, with the log's second format, of two halves), is opened by this
+//! build, and everything its `manifest.json` lists is found again:
 //! projects, tokens (each old secret still works, with its role and
 //! prefix), keys, values, content types, versions and times. A fixture is
 //! kept for every change of the storage format.
@@ -77,6 +79,12 @@ fn the_v4_fixture_opens_with_every_project_token_key_and_value_intact() {
 #[test]
 fn the_wal1_fixture_opens_with_the_writes_only_its_log_held() {
     opens_intact("wal1");
+}
+
+/// The same with the log's second format (two halves).
+#[test]
+fn the_wal2_fixture_opens_with_the_writes_only_its_log_held() {
+    opens_intact("wal2");
 }
 
 #[test]
