@@ -1,5 +1,5 @@
 //! The disk database's storage: redb's file backend, except that a durable
-//! commit made inside [`deferring`] returns before its syncs are done.
+//! commit made inside [`deferring_tracked`] returns before its syncs are done.
 //!
 //! Why: with the write-ahead log, the writer commits redb durably only as
 //! a checkpoint, at least every 100 ms under writes, and such a commit
@@ -10,7 +10,7 @@
 //! which is synced per batch, so the checkpoint need not be durable before
 //! the writer goes on: only before the log is started again.
 //!
-//! How: a sync inside [`deferring`] is queued for this backend's thread,
+//! How: a sync inside [`deferring_tracked`] is queued for this backend's thread,
 //! and so is every write or change of length that redb makes after it,
 //! until the thread has done them, in order. The file on disk thus goes
 //! through the same states as with redb's own backend, only later: redb's
@@ -19,7 +19,7 @@
 //! whose syncs were done, as it would have found an older checkpoint. Reads
 //! of what is still queued are answered from the queue.
 //!
-//! A sync outside [`deferring`] (every other durable commit: the checkpoint
+//! A sync outside [`deferring_tracked`] (every other durable commit: the checkpoint
 //! before the log starts again, the catalog, moves, closing) waits until
 //! the queue and itself are done, as redb's own backend does, so the log
 //! is only started again once everything it held is on disk. A deferred
@@ -211,7 +211,7 @@ pub fn deferring<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     deferring_tracked(commit).map(|(committed, _)| committed)
 }
 
-/// [`deferring`], and what tells when the commit's syncs are done (none
+/// `deferring`, and what tells when the commit's syncs are done (none
 /// when it asked for no sync).
 pub fn deferring_tracked<T, E>(
     commit: impl FnOnce() -> Result<T, E>,

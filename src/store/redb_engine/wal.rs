@@ -8,25 +8,35 @@
 //! durably every [`CHECKPOINT_EVERY`] without waiting for the sync
 //! (`deferred_sync`: a deferred checkpoint), and the log goes on.
 //!
-//! The file has two halves, and records go into one of them at a time.
-//! Once the half holds [`RESTART_AT`], the next record goes at the
-//! beginning of the other half, if a durable commit whose sync is done
-//! covers every record that half holds (a deferred checkpoint made since
-//! the log left it, which [`Wal::deferred`] is told of, and which is seen
-//! done then): a replay can no longer need them. If none does yet, or a
-//! batch writes what the log does not carry (the catalog, an expiry, a
-//! move), the writer commits redb durably and waits for the sync, which
-//! persists every commit before it: a waited checkpoint, after which the
-//! log starts again at the beginning of its half. Under steady writes the
-//! log thus goes from half to half without the writer waiting for a
-//! checkpoint's sync.
+//! The file has two halves, and records go into one of them at a time. A
+//! batch that would take the half past [`RESTART_AT`] goes at the beginning
+//! of the other half instead, if a durable commit whose sync is done covers
+//! every record that half holds: the durable commit found at start, or a
+//! deferred checkpoint ([`Wal::deferred`] is told of each, and asks whether
+//! the last one is synced when it needs to know). A replay can then no
+//! longer need them. The batch that goes into the other half is a deferred
+//! checkpoint itself, so that the way back is covered by the time the new
+//! half is full (writes of large values can fill a half in less than
+//! [`CHECKPOINT_EVERY`]). If the other half is not covered yet, or a batch
+//! writes what the log does not carry (the catalog, an expiry, a move), or
+//! does not fit in an empty half, the writer commits redb durably and waits
+//! for the sync, which persists every commit before it: a waited
+//! checkpoint, after which the log starts again at the beginning of its
+//! half. Under steady writes the log thus goes from half to half without
+//! the writer waiting for a checkpoint's sync.
+//!
+//! A record whose write, sync or commit failed has its frame zeroed and
+//! synced before the next record is written ([`Wal::zero_refused`]), and
+//! is not read back meanwhile.
 //!
 //! At start (or when the database is reopened after a failed commit), redb
 //! holds the state of its last durable commit, whose server revision is
 //! `durable`; the log's records with revisions above it are the writes to
 //! apply again ([`Wal::open`] reads them, the writer replays them before the
-//! store answers anything): those of the half the log left, then those of
-//! the half it is in. The replay commits without a sync, like the writes it
+//! store answers anything): those of the half the log left (below the first
+//! of the other), then those of the half it is in, which is the one whose
+//! records above `durable` reach the highest revision (the first half when
+//! neither has any). The replay commits without a sync, like the writes it
 //! repeats, and the log keeps them until they are covered as above: it
 //! needs no room on disk, so a full disk does not stop a start.
 //!
@@ -200,6 +210,9 @@ pub struct Wal {
     /// where that record is, for [`Wal::retract`]; none when that call
     /// wrote nothing.
     before_last_append: Option<(Cursor, u64)>,
+    /// Where a refused record is whose frame is not yet zeroed on disk
+    /// ([`Wal::zero_refused`]).
+    refused: Option<u64>,
     /// The highest revision that a durable commit whose sync is known to be
     /// done covers (since the log was opened).
     covered: u64,
@@ -248,7 +261,7 @@ impl Wal {
         let (writes, at) = if fresh {
             (Vec::new(), Cursor::start(0))
         } else {
-            read(&file, size.min(CAPACITY), durable)?
+            read(&file, size.min(CAPACITY), durable, None)?
         };
         if !writes.is_empty() {
             // Only a stop that was not clean leaves writes to store again.
@@ -281,6 +294,7 @@ impl Wal {
             file,
             at,
             before_last_append: None,
+            refused: None,
             covered: durable,
             deferred: None,
             usable,
@@ -300,6 +314,7 @@ impl Wal {
         if !self.usable || last <= self.at.last {
             return Ok(Appended::Not);
         }
+        self.zero_refused()?;
         let body = postcard::to_stdvec(&BodyRef::V1(writes.iter().collect()))
             .map_err(StoreError::internal)?;
         let length = (FRAME + body.len()) as u64;
@@ -325,20 +340,25 @@ impl Wal {
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             // The record may be in the file whole although the sync failed:
-            // zero its frame, as far as the file still takes writes, so that
-            // the replay after this failed batch does not apply a write that
-            // was answered with an error.
-            let _ = self.file.write_all_at(&[0u8; FRAME], at.end);
+            // its frame is zeroed, so that the replay after this failed batch
+            // does not apply a write that was answered with an error.
+            self.refused = Some(at.end);
+            let _ = self.zero_refused();
             return Err(storage_error(error));
         }
         self.before_last_append = Some((self.at, at.end));
+        self.appended = Instant::now();
+        // A batch that went into the other half is a deferred checkpoint
+        // too: the log can go back to the half it left once its sync is
+        // done, which writes of large values may otherwise not give it time
+        // for (a half of them can take less than [`CHECKPOINT_EVERY`]).
+        let switched = at.half != self.at.half;
         self.at = Cursor {
             end: at.end + length,
             last,
             ..at
         };
-        self.appended = Instant::now();
-        if self.since.elapsed() < CHECKPOINT_EVERY {
+        if !switched && self.since.elapsed() < CHECKPOINT_EVERY {
             return Ok(Appended::Logged);
         }
         self.since = Instant::now();
@@ -353,11 +373,24 @@ impl Wal {
         let Some((before, written)) = self.before_last_append.take() else {
             return Ok(());
         };
-        self.file
-            .write_all_at(&[0u8; FRAME], written)
-            .and_then(|()| self.file.sync_data())
-            .map_err(storage_error)?;
         self.at = before;
+        self.refused = Some(written);
+        self.zero_refused()
+    }
+
+    /// Zeroes the frame of the record that was refused (its write, its
+    /// sync, or its batch's commit failed), and syncs it. Until that is
+    /// done, no record is written: the refused one could otherwise be read
+    /// after a crash, beside records that reuse its revisions (in the other
+    /// half, as the newest).
+    fn zero_refused(&mut self) -> Result<(), StoreError> {
+        if let Some(at) = self.refused {
+            self.file
+                .write_all_at(&[0u8; FRAME], at)
+                .and_then(|()| self.file.sync_data())
+                .map_err(storage_error)?;
+            self.refused = None;
+        }
         Ok(())
     }
 
@@ -386,13 +419,12 @@ impl Wal {
         revision <= self.covered
     }
 
-    /// The writes above `durable` that the log holds.
+    /// The writes above `durable` that the log holds. (A log that could not
+    /// be made whole, as on a full disk, is never written, but may still
+    /// hold the writes a start found in it.)
     pub fn read_since(&self, durable: u64) -> Result<Vec<Logged>, StoreError> {
-        if !self.usable {
-            return Ok(Vec::new());
-        }
         let size = self.file.metadata().map_err(storage_error)?.len();
-        Ok(read(&self.file, size.min(CAPACITY), durable)?.0)
+        Ok(read(&self.file, size.min(CAPACITY), durable, self.refused)?.0)
     }
 
     /// Whether the log holds writes and none came for [`QUIET`].
@@ -423,13 +455,10 @@ enum BodyRef<'a> {
     V1(Vec<&'a Logged>),
 }
 
-/// Writes the header and zeros up to [`CAPACITY`] (past `size`), then
-/// syncs the file, size and blocks included.
+/// Writes zeros up to [`CAPACITY`] (past `size`) and syncs the file, size
+/// and blocks included; then the header, synced. The header comes last, so
+/// that a log of format 1 that cannot be made whole keeps saying so.
 fn prepare(file: &File, size: u64) -> Result<(), StoreError> {
-    let mut header = [0u8; HEADER as usize];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    file.write_all_at(&header, 0).map_err(storage_error)?;
     let zeros = vec![0u8; 1 << 20];
     let mut at = size.max(HEADER);
     while at < CAPACITY {
@@ -437,15 +466,28 @@ fn prepare(file: &File, size: u64) -> Result<(), StoreError> {
         file.write_all_at(&zeros[..n], at).map_err(storage_error)?;
         at += n as u64;
     }
-    file.sync_all().map_err(storage_error)
+    file.sync_all().map_err(storage_error)?;
+    let mut header = [0u8; HEADER as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    file.write_all_at(&header, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(storage_error)
 }
 
 /// The writes above `durable` that the two halves hold, in order (the
 /// half the log left, then the one it is in), and where the log goes on.
-fn read(file: &File, size: u64, durable: u64) -> Result<(Vec<Logged>, Cursor), StoreError> {
+/// A half's records end at `refused` (a refused record whose frame could
+/// not be zeroed yet).
+fn read(
+    file: &File,
+    size: u64,
+    durable: u64,
+    refused: Option<u64>,
+) -> Result<(Vec<Logged>, Cursor), StoreError> {
     let halves = [
-        read_half(file, 0, size, durable)?,
-        read_half(file, 1, size, durable)?,
+        read_half(file, 0, size, durable, refused)?,
+        read_half(file, 1, size, durable, refused)?,
     ];
     // The log is in the half whose records reach the highest revision.
     let newest = |h: &Half| h.writes.last().map_or(0, |w| w.revision);
@@ -488,13 +530,19 @@ struct Half {
 
 /// The writes above `durable` from the records of `half` in order up to
 /// their end; where they end, and the last revision they hold.
-fn read_half(file: &File, half: u64, size: u64, durable: u64) -> Result<Half, StoreError> {
+fn read_half(
+    file: &File,
+    half: u64,
+    size: u64,
+    durable: u64,
+    refused: Option<u64>,
+) -> Result<Half, StoreError> {
     let mut writes = Vec::new();
     let mut at = start_of(half);
     let limit = size.min(start_of(half) + HALF);
     let mut previous = 0;
     let mut frame = [0u8; FRAME];
-    while at + FRAME as u64 <= limit {
+    while at + FRAME as u64 <= limit && Some(at) != refused {
         file.read_exact_at(&mut frame, at).map_err(storage_error)?;
         let length = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -600,6 +648,11 @@ mod tests {
             .collect()
     }
 
+    /// The revision of each write read back.
+    fn revisions(writes: &[Logged]) -> Vec<u64> {
+        writes.iter().map(|w| w.revision).collect()
+    }
+
     /// The revision and key of each write read back.
     fn read_back(writes: &[Logged]) -> Vec<(u64, &str)> {
         writes
@@ -636,16 +689,21 @@ mod tests {
     /// first, or once a deferred checkpoint made since the log left it is
     /// synced); otherwise it is not logged (it commits and waits, and the
     /// log starts again in its half). Into an empty half, a batch of up to
-    /// 16 MiB is logged. A start reads the half the log left, then the one
-    /// it is in.
+    /// 16 MiB is logged. A batch that goes into the other half is a
+    /// deferred checkpoint. A start reads the half the log left, then the
+    /// one it is in.
     #[test]
     fn a_full_half_goes_on_in_the_other_once_nothing_there_can_be_needed() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         assert_ne!(wal.append(&[large(1, 3 << 20)]).unwrap(), Appended::Not);
         assert_ne!(wal.append(&[large(2, 512 << 10)]).unwrap(), Appended::Not);
-        // The second half has never held anything.
-        assert_ne!(wal.append(&[large(3, 600 << 10)]).unwrap(), Appended::Not);
+        // The second half has never held anything. Going there is a
+        // deferred checkpoint.
+        assert_eq!(
+            wal.append(&[large(3, 600 << 10)]).unwrap(),
+            Appended::Checkpoint
+        );
         assert_eq!(wal.at.half, 1);
         assert_eq!(wal.at.other, 2, "the first half holds 1 and 2");
         assert_ne!(wal.append(&[large(4, 3 << 20)]).unwrap(), Appended::Not);
@@ -663,13 +721,11 @@ mod tests {
             HEADER + FRAME as u64 + encoded(&large(5, 600 << 10))
         );
         drop(wal);
-
-        let revisions = |writes: Vec<Logged>| writes.iter().map(|w| w.revision).collect::<Vec<_>>();
         let (wal, writes) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(revisions(writes), [3, 4, 5]);
+        assert_eq!(revisions(&writes), [3, 4, 5]);
         assert_eq!((wal.at.half, wal.at.last, wal.at.other), (0, 5, 4));
-        assert_eq!(revisions(wal.read_since(3).unwrap()), [4, 5]);
-        assert_eq!(revisions(wal.read_since(4).unwrap()), [5]);
+        assert_eq!(revisions(&wal.read_since(3).unwrap()), [4, 5]);
+        assert_eq!(revisions(&wal.read_since(4).unwrap()), [5]);
         drop(wal);
         let (mut wal, writes) = Wal::open(dir.path(), 5).unwrap();
         assert!(writes.is_empty());
@@ -689,6 +745,95 @@ mod tests {
         assert_eq!(wal.append(&[large(9, 5 << 20)]).unwrap(), Appended::Not);
     }
 
+    /// The log goes back to a half only once what covers its last record is
+    /// synced: a synced checkpoint of an older revision is not enough, and
+    /// a checkpoint made after another takes over once the earlier is seen
+    /// synced.
+    #[test]
+    fn the_log_goes_back_to_a_half_only_once_its_last_record_is_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert_ne!(wal.append(&[large(1, 3 << 20)]).unwrap(), Appended::Not);
+        // A synced checkpoint of revision 1.
+        let (first, synced) = switch();
+        first.store(true, Ordering::SeqCst);
+        wal.deferred(synced);
+        assert_ne!(wal.append(&[large(2, 512 << 10)]).unwrap(), Appended::Not);
+        assert_ne!(wal.append(&[large(3, 600 << 10)]).unwrap(), Appended::Not);
+        assert_eq!((wal.at.half, wal.at.other), (1, 2));
+        assert_ne!(wal.append(&[large(4, 3 << 20)]).unwrap(), Appended::Not);
+        assert_eq!(
+            wal.append(&[large(5, 600 << 10)]).unwrap(),
+            Appended::Not,
+            "revision 1 is covered, 2 is not"
+        );
+        // A checkpoint of revision 4 that is not synced yet: the earlier one
+        // is taken as done when it comes.
+        let (second, synced) = switch();
+        wal.deferred(synced);
+        assert_eq!(wal.covered, 1);
+        assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
+        second.store(true, Ordering::SeqCst);
+        assert_ne!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
+        assert_eq!((wal.at.half, wal.at.other, wal.covered), (0, 4, 4));
+
+        // Torn by a crash, the first record of the half the log went back
+        // to (over older records, left from before): the log reads on
+        // from the other half's end.
+        let end_of_second = start_of(1)
+            + 2 * FRAME as u64
+            + encoded(&large(3, 600 << 10))
+            + encoded(&large(4, 3 << 20));
+        drop(wal);
+        overwrite(dir.path(), HEADER + FRAME as u64 + 10, b"?");
+        let (wal, writes) = Wal::open(dir.path(), 2).unwrap();
+        assert_eq!(revisions(&writes), [3, 4]);
+        assert_eq!(
+            (wal.at.half, wal.at.end, wal.at.last),
+            (1, end_of_second, 4)
+        );
+    }
+
+    /// A refused record whose frame could not be zeroed is not read back
+    /// while it stays (a replay after the failed commit must not apply it),
+    /// and is zeroed before the next record is written.
+    #[test]
+    fn a_refused_record_not_yet_zeroed_is_not_read_and_is_zeroed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert_ne!(wal.append(&[large(1, 4 << 20)]).unwrap(), Appended::Not);
+        assert_ne!(
+            wal.append(&[large(2, 10), large(3, 10)]).unwrap(),
+            Appended::Not
+        );
+        assert_eq!(wal.at.half, 1);
+        // As a retract whose zeroing failed leaves it.
+        let (before, written) = wal.before_last_append.take().unwrap();
+        wal.at = before;
+        wal.refused = Some(written);
+        assert_eq!(revisions(&wal.read_since(0).unwrap()), [1]);
+        // The next batch reuses revision 2 (and is smaller), in a record
+        // that takes the first half's room no more: it goes to the second
+        // half again, after the refused frame is zeroed.
+        assert_ne!(wal.append(&[large(2, 20)]).unwrap(), Appended::Not);
+        assert_eq!(wal.refused, None);
+        drop(wal);
+        let (_, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(revisions(&writes), [1, 2]);
+    }
+
+    /// A log that could not be made whole (no room: nothing is logged) is
+    /// still read after a failed commit: a start may have found writes in it.
+    #[test]
+    fn a_log_that_takes_no_records_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        append_each(&mut wal, [write(1, "a"), write(2, "b")]);
+        wal.usable = false;
+        assert_eq!(wal.append(&[write(3, "c")]).unwrap(), Appended::Not);
+        assert_eq!(read_back(&wal.read_since(1).unwrap()), [(2, "b")]);
+    }
+
     /// A record taken back that was the first in the other half: the log is
     /// where it was before, in the half it had not left.
     #[test]
@@ -701,8 +846,7 @@ mod tests {
         assert_eq!(wal.at.half, 1);
         wal.retract().unwrap();
         assert_eq!(wal.at, before);
-        let revisions = |writes: Vec<Logged>| writes.iter().map(|w| w.revision).collect::<Vec<_>>();
-        assert_eq!(revisions(wal.read_since(0).unwrap()), [1]);
+        assert_eq!(revisions(&wal.read_since(0).unwrap()), [1]);
         assert_ne!(wal.append(&[large(2, 20)]).unwrap(), Appended::Not);
         assert_eq!(
             wal.at.end,
@@ -710,7 +854,7 @@ mod tests {
         );
         drop(wal);
         let (_, writes) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(revisions(writes), [1, 2]);
+        assert_eq!(revisions(&writes), [1, 2]);
     }
 
     /// A log of format 1 (one log of 16 MiB after the header) is read as
