@@ -109,7 +109,17 @@ const RECORDED: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Keys removed because their TTL ran out",
     ),
+    (
+        "kvs_checkpoints_total",
+        Kind::Counter,
+        "Durable commits of the disk database that the write-ahead log counts on: deferred \
+         (the writer does not wait for the sync) or waited (the writer and the writes behind \
+         it wait)",
+    ),
 ];
+
+/// The values of `kvs_checkpoints_total`'s `kind` label.
+const CHECKPOINT_KINDS: &[&str] = &["deferred", "waited"];
 
 /// The values of `kvs_rate_limited_total`'s `limit` label.
 const RATE_LIMITS: &[&str] = &[
@@ -167,6 +177,9 @@ fn register_families() {
     }
     for &limit in RATE_LIMITS {
         metrics::counter!("kvs_rate_limited_total", "limit" => limit).increment(0);
+    }
+    for &kind in CHECKPOINT_KINDS {
+        metrics::counter!("kvs_checkpoints_total", "kind" => kind).increment(0);
     }
     // A histogram is shown, with empty buckets, once it has a handle.
     drop(metrics::histogram!("kvs_commit_batch_size"));

@@ -128,6 +128,8 @@ fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
     assert!(moved("kvs_fsync_seconds", &[]) >= 11.0);
     assert!(moved("kvs_commit_batch_size", &[]) >= 11.0);
     assert_eq!(moved("kvs_expired_keys_total", &[]), 1.0);
+    // The expiry sweep is a waited checkpoint of the disk database.
+    assert!(moved("kvs_checkpoints_total", &[("kind", "waited")]) >= 1.0);
     assert_eq!(value(&after, "kvs_project_keys", &[("project", "p")]), 10.0);
     assert_eq!(
         value(&after, "kvs_project_bytes", &[("project", "p")]),
@@ -221,6 +223,15 @@ fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_proj
             "kvs_rate_limited_total{{limit={limit:?}}} is missing before its first event"
         );
         assert_eq!(value(&first, "kvs_rate_limited_total", &labels), 0.0);
+    }
+    for kind in ["deferred", "waited"] {
+        assert!(
+            first
+                .samples
+                .iter()
+                .any(|s| s.metric == "kvs_checkpoints_total" && s.labels.get("kind") == Some(kind)),
+            "kvs_checkpoints_total{{kind={kind:?}}} is missing"
+        );
     }
 
     admin.create_project("gone", json!({}));

@@ -398,6 +398,7 @@ impl Wal {
     /// for) has committed every write logged so far: once `synced` says its
     /// sync is done, a replay needs none of them.
     pub fn deferred(&mut self, synced: Synced) {
+        metrics::counter!("kvs_checkpoints_total", "kind" => "deferred").increment(1);
         // A deferred checkpoint waits for the sync of the one before it.
         if let Some((revision, earlier)) = self.deferred.take()
             && earlier()
@@ -442,6 +443,7 @@ impl Wal {
     /// starts again at the beginning of its half. What is left of it is at
     /// or below that commit's revision, and is never replayed.
     pub fn checkpointed(&mut self) {
+        metrics::counter!("kvs_checkpoints_total", "kind" => "waited").increment(1);
         self.at = Cursor::start(self.at.half);
         self.before_last_append = None;
         self.deferred = None;
