@@ -802,26 +802,15 @@ mod tests {
     #[test]
     fn a_refused_record_not_yet_zeroed_is_not_read_and_is_zeroed_first() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        assert_ne!(wal.append(&[large(1, 4 << 20)]).unwrap(), Appended::Not);
-        assert_ne!(
-            wal.append(&[large(2, 10), large(3, 10)]).unwrap(),
-            Appended::Not
-        );
-        assert_eq!(wal.at.half, 1);
+        let (mut wal, _) = into_the_second_half(dir.path(), &[large(2, 10), large(3, 10)]);
         // As a retract whose zeroing failed leaves it.
         let (before, written) = wal.before_last_append.take().unwrap();
         wal.at = before;
         wal.refused = Some(written);
-        assert_eq!(revisions(&wal.read_since(0).unwrap()), [1]);
-        // The next batch reuses revision 2 (and is smaller), in a record
-        // that takes the first half's room no more: it goes to the second
-        // half again, after the refused frame is zeroed.
-        assert_ne!(wal.append(&[large(2, 20)]).unwrap(), Appended::Not);
+        // The next batch reuses revision 2 (and is smaller): it goes to the
+        // second half again, after the refused frame is zeroed.
+        goes_on_after_the_first_record(&mut wal, dir.path());
         assert_eq!(wal.refused, None);
-        drop(wal);
-        let (_, writes) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(revisions(&writes), [1, 2]);
     }
 
     /// A log that could not be made whole (no room: nothing is logged) is
@@ -841,21 +830,34 @@ mod tests {
     #[test]
     fn a_record_taken_back_in_the_other_half_leaves_the_log_where_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        assert_ne!(wal.append(&[large(1, 4 << 20)]).unwrap(), Appended::Not);
-        let before = wal.at;
-        assert_ne!(wal.append(&[large(2, 10)]).unwrap(), Appended::Not);
-        assert_eq!(wal.at.half, 1);
+        let (mut wal, before) = into_the_second_half(dir.path(), &[large(2, 10)]);
         wal.retract().unwrap();
         assert_eq!(wal.at, before);
+        goes_on_after_the_first_record(&mut wal, dir.path());
+    }
+
+    /// A log whose first half holds one record of 4 MiB (revision 1), and
+    /// `batch` after it, in the second half; where the log was before it.
+    fn into_the_second_half(dir: &Path, batch: &[Logged]) -> (Wal, Cursor) {
+        let (mut wal, _) = Wal::open(dir, 0).unwrap();
+        assert_ne!(wal.append(&[large(1, 4 << 20)]).unwrap(), Appended::Not);
+        let before = wal.at;
+        assert_ne!(wal.append(batch).unwrap(), Appended::Not);
+        assert_eq!(wal.at.half, 1);
+        (wal, before)
+    }
+
+    /// After [`into_the_second_half`]'s batch was refused: only revision 1
+    /// reads back, and a write of revision 2 goes at the second half's
+    /// beginning, read back after it when the log is opened again.
+    fn goes_on_after_the_first_record(wal: &mut Wal, dir: &Path) {
         assert_eq!(revisions(&wal.read_since(0).unwrap()), [1]);
         assert_ne!(wal.append(&[large(2, 20)]).unwrap(), Appended::Not);
         assert_eq!(
             wal.at.end,
             start_of(1) + FRAME as u64 + encoded(&large(2, 20))
         );
-        drop(wal);
-        let (_, writes) = Wal::open(dir.path(), 0).unwrap();
+        let (_, writes) = Wal::open(dir, 0).unwrap();
         assert_eq!(revisions(&writes), [1, 2]);
     }
 
