@@ -90,11 +90,13 @@ impl Held {
             Ok(projects) => projects,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let mut added = 0;
         for (project, key, entry) in entries {
-            projects.entry(project).or_default().insert(key, entry);
+            let keys = projects.entry(project).or_default();
+            added += usize::from(keys.insert(key, entry).is_none());
         }
-        let count = projects.values().map(BTreeMap::len).sum();
-        self.count.store(count, Ordering::SeqCst);
+        // Under the write lock: no other change of the count meanwhile.
+        self.count.fetch_add(added, Ordering::SeqCst);
     }
 
     /// Called before the held transaction is committed.
@@ -110,5 +112,31 @@ impl Held {
         };
         self.count.store(0, Ordering::SeqCst);
         projects.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count is of distinct held keys: a key held again is not counted
+    /// twice, and a clear empties it.
+    #[test]
+    fn held_keys_are_counted_once_each_and_cleared() {
+        let held = Held::default();
+        assert!(held.is_empty());
+        let batch = |keys: &[(&str, &str)]| {
+            keys.iter()
+                .map(|(project, key)| ((*project).to_owned(), (*key).to_owned(), None))
+                .collect()
+        };
+        held.add(batch(&[("p", "a"), ("p", "b"), ("q", "a")]));
+        held.add(batch(&[("p", "a"), ("q", "c")]));
+        assert_eq!(held.count.load(Ordering::SeqCst), 4);
+        assert!(matches!(held.get("p", "a"), Some(None)), "a held delete");
+        assert!(held.get("q", "b").is_none());
+        held.clear();
+        assert!(held.is_empty());
+        assert!(held.get("p", "a").is_none());
     }
 }
