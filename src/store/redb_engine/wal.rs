@@ -408,6 +408,16 @@ impl Wal {
         self.deferred = Some((self.at.last, synced));
     }
 
+    /// After the database was reopened on a new backend: the deferred
+    /// checkpoint not yet seen synced belonged to the old one, whose queue
+    /// failed, so it never will be; its handle (which keeps the old backend,
+    /// its file and what it queued) goes now rather than at the next
+    /// deferred checkpoint. What it would have covered waits for a
+    /// checkpoint of the new database.
+    pub fn reopened(&mut self) {
+        self.deferred = None;
+    }
+
     /// Whether a durable commit whose sync is done covers `revision`.
     fn covers(&mut self, revision: u64) -> bool {
         if revision > self.covered
@@ -745,6 +755,23 @@ mod tests {
         assert_ne!(wal.append(&[large(8, 10)]).unwrap(), Appended::Not);
         assert_eq!((wal.at.half, wal.at.other), (1, 7));
         assert_eq!(wal.append(&[large(9, 5 << 20)]).unwrap(), Appended::Not);
+    }
+
+    /// A reopen drops the deferred checkpoint not yet seen synced, and with
+    /// it the old backend it holds.
+    #[test]
+    fn a_reopen_drops_the_deferred_checkpoint_of_the_old_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert_ne!(wal.append(&[large(1, 10)]).unwrap(), Appended::Not);
+        let old_backend = Arc::new(AtomicBool::new(false));
+        let held = Arc::clone(&old_backend);
+        wal.deferred(Box::new(move || held.load(Ordering::SeqCst)));
+        assert_eq!(Arc::strong_count(&old_backend), 2);
+        wal.reopened();
+        assert_eq!(Arc::strong_count(&old_backend), 1, "the handle is gone");
+        assert!(!wal.covers(1), "nothing covers revision 1 yet");
+        assert!(wal.holds_writes());
     }
 
     /// The log goes back to a half only once what covers its last record is

@@ -751,6 +751,7 @@ impl Writer {
                     let histories = super::disk_histories(&db, &self.shared.view.catalog())?;
                     Ok((durable, histories))
                 });
+                self.wal.reopened();
                 // Readers wait (503) until the log's writes are in it.
                 self.shared.replaying.store(true, Ordering::SeqCst);
                 self.shared.disk.store(Some(Arc::new(db)));
