@@ -24,10 +24,10 @@
 //! the queue and itself are done, as redb's own backend does, so the log
 //! is only started again once everything it held is on disk. A deferred
 //! commit whose predecessor's sync is not done yet waits for it first, so
-//! at most one is queued, and a write that would take the writes in the
-//! queue past [`QUEUE_BYTES`] waits for the thread to make room (a disk
-//! slower than the checkpoints, or than the writes behind them, slows the
-//! writer instead of filling memory). If the thread fails to write or sync,
+//! at most one is queued, and a write of the writer's that would take the
+//! writes in the queue past [`QUEUE_BYTES`] waits for the thread to make
+//! room (a disk slower than the checkpoints, or than the writes behind
+//! them, slows the writer instead of filling memory; [`bound_this_thread`]). If the thread fails to write or sync,
 //! or a deferred commit fails, the queue stops there (nothing after it
 //! reaches the file) and every later call fails with the same OS error, so
 //! the writer's next commit fails (a full disk as such) and the database is
@@ -68,6 +68,19 @@ thread_local! {
     static DEFERRING: Cell<u64> = const { Cell::new(0) };
     /// The queue the deferred commit under way put its syncs in.
     static USED: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
+    /// Whether this thread's writes wait for room in the queue
+    /// ([`bound_this_thread`]).
+    static BOUNDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes this thread's writes wait for room in the queue
+/// ([`QUEUE_BYTES`]): the writer's thread, whose commits write what the
+/// queue holds. Other threads write only what redb writes out, best effort,
+/// from a read that misses a full page cache: at most what its write buffer
+/// held (within the page cache's size), queued at once, so that a read
+/// never waits for a sync (holding, meanwhile, a lock of redb's cache).
+pub fn bound_this_thread() {
+    BOUNDED.set(true);
 }
 
 /// The number of the last deferred commit (of any thread).
@@ -652,9 +665,11 @@ impl StorageBackend for DeferredSync {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let state = self.inner.lock()?;
+        let mut state = self.inner.lock()?;
         Inner::check(&state)?;
-        let mut state = self.inner.room_for(state, data.len())?;
+        if BOUNDED.get() {
+            state = self.inner.room_for(state, data.len())?;
+        }
         if self.inner.write_back.is_some() {
             note_written(&mut state.written, offset, data.len() as u64);
         }
@@ -995,11 +1010,13 @@ mod tests {
     }
 
     /// The writes queued behind a deferred sync hold at most
-    /// [`QUEUE_BYTES`]: the write that would pass it waits for the thread
-    /// to make room, and one larger than the bound waits until the queue is
-    /// empty and goes to the file. Every write reaches the file, in order.
+    /// [`QUEUE_BYTES`] of a bounded thread's: the write that would pass it
+    /// waits for the thread to make room, and one larger than the bound
+    /// waits until the queue is empty and goes to the file; another
+    /// thread's write does not wait. Every write reaches the file, in order.
     #[test]
     fn writes_behind_a_deferred_sync_wait_for_room_past_the_bound() {
+        bound_this_thread();
         let (_dir, path, backend) = on_a_new_file();
         let backend = Arc::new(backend);
         let quarter = QUEUE_BYTES / 4;
@@ -1015,6 +1032,7 @@ mod tests {
         assert_eq!(backend.inner.lock().unwrap().queued_bytes, QUEUE_BYTES);
         let next = Arc::clone(&backend);
         waits_for_the_thread(paused, "the write past the bound waits", move || {
+            bound_this_thread();
             next.write(QUEUE_BYTES as u64, b"Z").is_ok()
         });
         model[QUEUE_BYTES] = b'Z';
@@ -1030,11 +1048,26 @@ mod tests {
         model[QUEUE_BYTES + 1..].copy_from_slice(&large);
         let next = Arc::clone(&backend);
         waits_for_the_thread(paused, "a write larger than the bound waits", move || {
+            bound_this_thread();
             next.write(QUEUE_BYTES as u64 + 1, &large).is_ok()
         });
         assert!(!backend.inner.queued.load(Ordering::Acquire));
         assert_eq!(on_disk(&path), model);
         assert_eq!(read(&backend, 0, model.len()), model);
+
+        // Another thread's write (redb writing pages out from a read) is
+        // queued at once past the bound: a read never waits for a sync.
+        let paused = backend.inner.paused.lock().unwrap();
+        deferring(|| backend.sync_data()).unwrap();
+        backend.write(0, &model[..QUEUE_BYTES]).unwrap();
+        let reader = Arc::clone(&backend);
+        let written = std::thread::spawn(move || reader.write(1, b"R").is_ok());
+        assert!(written.join().unwrap(), "queued without waiting");
+        assert_eq!(backend.inner.lock().unwrap().queued_bytes, QUEUE_BYTES + 1);
+        model[1] = b'R';
+        drop(paused);
+        backend.sync_data().unwrap();
+        assert_eq!(on_disk(&path), model);
     }
 
     /// A deferred commit's handle says its syncs are done only once the

@@ -182,6 +182,7 @@ impl RedbStore {
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())
             .spawn(move || {
+                deferred_sync::bound_this_thread();
                 // A panic (a damaged page, in redb) must not end the writer
                 // unseen: every write then fails, /readyz answers 503, and
                 // the log says why.
