@@ -409,11 +409,12 @@ impl Wal {
     }
 
     /// After the database was reopened on a new backend: the deferred
-    /// checkpoint not yet seen synced belonged to the old one, whose queue
-    /// failed, so it never will be; its handle (which keeps the old backend,
-    /// its file and what it queued) goes now rather than at the next
-    /// deferred checkpoint. What it would have covered waits for a
-    /// checkpoint of the new database.
+    /// checkpoint not yet seen synced belonged to the old one. Its handle
+    /// (which keeps the old backend, its file and what it queued) goes now
+    /// rather than at the next deferred checkpoint. Most often the old queue
+    /// failed, and it would never have said synced; after another failure
+    /// of a commit its sync may be done, and then forgetting it only means
+    /// that what it covered waits for a checkpoint of the new database.
     pub fn reopened(&mut self) {
         self.deferred = None;
     }
