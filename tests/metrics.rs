@@ -194,6 +194,12 @@ fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_proj
     // The first scrape, before anything happened: the counters of rare
     // events are there, at 0.
     let first = scrape(&server);
+    let labelled = |name: &str, label: &str, value: &str| {
+        first
+            .samples
+            .iter()
+            .any(|s| s.metric == name && s.labels.get(label) == Some(value))
+    };
     for name in [
         "kvs_auth_failures_total",
         "kvs_commit_failures_total",
@@ -215,21 +221,14 @@ fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_proj
     ] {
         let labels = [("limit", limit)];
         assert!(
-            first
-                .samples
-                .iter()
-                .any(|s| s.metric == "kvs_rate_limited_total"
-                    && s.labels.get("limit") == Some(limit)),
+            labelled("kvs_rate_limited_total", "limit", limit),
             "kvs_rate_limited_total{{limit={limit:?}}} is missing before its first event"
         );
         assert_eq!(value(&first, "kvs_rate_limited_total", &labels), 0.0);
     }
     for kind in ["deferred", "waited"] {
         assert!(
-            first
-                .samples
-                .iter()
-                .any(|s| s.metric == "kvs_checkpoints_total" && s.labels.get("kind") == Some(kind)),
+            labelled("kvs_checkpoints_total", "kind", kind),
             "kvs_checkpoints_total{{kind={kind:?}}} is missing"
         );
     }

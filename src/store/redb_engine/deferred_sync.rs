@@ -27,12 +27,12 @@
 //! at most one is queued, and a write of the writer's that would take the
 //! writes in the queue past [`QUEUE_BYTES`] waits for the thread to make
 //! room (a disk slower than the checkpoints, or than the writes behind
-//! them, slows the writer instead of filling memory; [`bound_this_thread`]). If the thread fails to write or sync,
-//! or a deferred commit fails, the queue stops there (nothing after it
-//! reaches the file) and every later call fails with the same OS error, so
-//! the writer's next commit fails (a full disk as such) and the database is
-//! reopened, as after any failed commit; the log still holds every write
-//! since the last wait.
+//! them, slows the writer instead of filling memory; [`bound_this_thread`]).
+//! If the thread fails to write or sync, or a deferred commit fails, the
+//! queue stops there (nothing after it reaches the file) and every later
+//! call fails with the same OS error, so the writer's next commit fails (a
+//! full disk as such) and the database is reopened, as after any failed
+//! commit; the log still holds every write since the last wait.
 //!
 //! Before a deferred sync, the thread starts the write-back of what was
 //! written before it (since the sync before) in parts of about 256 KiB
@@ -330,8 +330,9 @@ struct State {
     /// marked meanwhile (by a deferred commit) does not stop that one.
     busy: bool,
     closing: bool,
-    /// The bytes of the writes in `queue`: at most [`QUEUE_BYTES`], or one
-    /// write more than an empty queue.
+    /// The bytes of the writes in `queue`. The writer's thread waits for
+    /// this to leave room under [`QUEUE_BYTES`] (or for an empty queue);
+    /// other threads' writes, bounded by redb's page cache, may pass it.
     queued_bytes: usize,
     /// What was written since the last sync was asked for, in bytes per
     /// 256 KiB of the file (by its number): the parts the next deferred
