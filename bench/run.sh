@@ -577,6 +577,29 @@ awk -v k="$kvs64" -v b="$bare64" -v p="$p99put" -v hb="$p99bare" -v u="$put64" -
     printf verdict, "5-put TXN keys/s @64 / durable PUT/s @64", sprintf("%.0f/%.0f", 5 * t, u), r, ">=", "3", (r >= 3 ? "met" : "NOT met")
 }'
 echo "(flat with size, space, memory and restart: bash bench/size.sh)"
+
+# CPU per request of the server and of its client, from the medians of the
+# cpu columns: with both on the same cores, requests/s is about the cores
+# divided by their sum, so the client's share bounds what a ratio can reach.
+echo
+echo "CPU per request in µs (server + client; medians of the cpu columns over requests/s):"
+per_request() { # workload conns -> "server client" in µs
+    awk -v r="$(column_median "$1" "$2" 4)" -v s="$(column_median "$1" "$2" 8)" \
+        -v c="$(column_median "$1" "$2" 9)" 'BEGIN {
+        if (r > 0) printf "%.1f %.1f", s * 1e4 / r, c * 1e4 / r; else printf "0 0"
+    }'
+}
+CPU_ROWS=("kvs GET|64" "bare GET|64" "kvs PUT|64" "kvs TXN|64")
+((BENCH_PEERS)) && CPU_ROWS+=("Redis GET|50" "Redis SET always|50")
+for row in "${CPU_ROWS[@]}"; do
+    read -r srv cli <<<"$(per_request "${row%|*}" "${row#*|}")"
+    printf '  %-18s c%-3s %7s + %7s\n' "${row%|*}" "${row#*|}" "$srv" "$cli"
+done
+read -r _ kvs_cli <<<"$(per_request "kvs GET" 64)"
+awk -v b="$bare64" -v cli="$kvs_cli" -v cores="$(nproc)" -v srv="$(per_request "kvs GET" 64 | cut -d' ' -f1)" 'BEGIN {
+    if (b > 0) printf "  GET@64 at 0.8 of bare hyper leaves kvs %.1f µs per GET on %d shared cores, beside wrk'"'"'s %.1f; it took %.1f\n",
+        cores * 1e6 / (0.8 * b) - cli, cores, cli, srv
+}'
 echo
 echo "Earlier targets:"
 awk -v k="$kvs64" -v b="$bare64" -v p="$p99get" -v u="$put64" -v q="$p99put" -v y="$pykv64" 'BEGIN {
