@@ -342,7 +342,7 @@ fn a_compacted_memory_project_gives_the_old_database_back() {
 /// `--cache-bytes` bounds what the disk database's page cache holds: after
 /// 96 MiB of values written (kept twice, in the keys and in the change
 /// history), a server with a 16 MiB cache has grown by less than the values
-/// (53-55 MiB measured with this file's other tests beside it; 66-71 MiB,
+/// (51-59 MiB measured with this file's other tests beside it; 66-71 MiB,
 /// and 97 once in CI, before the disk database's queue held at most 4 MiB
 /// of writes behind a deferred sync). With the default of 1 GiB the same
 /// test measured 478 MiB: redb's cache keeps what is written until it is
