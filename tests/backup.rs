@@ -510,7 +510,7 @@ fn restore_force_leaves_none_of_the_writes_the_replaced_stores_log_held() {
     restore(&file, &store).ok();
     let mut server = ServerProcess::start(&store, &secret);
     // Writes, then SIGKILL, until the last acknowledged one is only in the
-    // log (a checkpoint, at least every 100 ms while writes come, may have
+    // log (a checkpoint, every 100 ms to 1 s while writes come, may have
     // made it durable in the database): a server on a copy of the store
     // without its log does not have it.
     for attempt in 0.. {

@@ -122,8 +122,8 @@ fn filled(n: usize) -> Filled {
 }
 
 /// Puts 100 keys under `prefix` in project `p`, one request each: the
-/// last of them are in the write-ahead log only for up to 100 ms (redb's
-/// durable commit, the checkpoint, comes at most that often). Answers each
+/// last of them are in the write-ahead log only for up to a second (redb's
+/// durable commit, the checkpoint, comes every 100 ms to 1 s). Answers each
 /// key with the version its write was acknowledged at.
 fn late_writes(client: &Client, prefix: &str) -> Vec<(String, u64)> {
     (0..100)

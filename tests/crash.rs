@@ -201,7 +201,7 @@ fn needs_full_repair(data_dir: &std::path::Path) -> bool {
 /// The write-ahead log holds the writes since the last durable commit of the
 /// database whose sync is done, in two halves of 16 MiB: once a half holds
 /// 4 MiB, the log goes on at the beginning of the other, over its old
-/// records, if a durable commit made every 100 ms (whose sync is not waited
+/// records, if a durable commit made every 100 ms to 1 s (whose sync is not waited
 /// for) has covered them by then; if not, or when writes stop, a waited
 /// durable commit starts the log again in its half. A batch that does not
 /// fit in an empty half commits durably.

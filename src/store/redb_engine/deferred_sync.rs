@@ -2,7 +2,7 @@
 //! commit made inside [`deferring_tracked`] returns before its syncs are done.
 //!
 //! Why: with the write-ahead log, the writer commits redb durably only as
-//! a checkpoint, at least every 100 ms under writes, and such a commit
+//! a checkpoint, every 100 ms to 1 s under writes, and such a commit
 //! waited for a `fdatasync` of every page dirtied since the one before
 //! (about 5 ms at 10,000 keys, more on a larger store). The batches queued
 //! behind it waited too, and that wait was PUT's p99 (`bench/README.md`,
@@ -71,6 +71,8 @@ thread_local! {
     /// Whether this thread's writes wait for room in the queue
     /// ([`bound_this_thread`]).
     static BOUNDED: Cell<bool> = const { Cell::new(false) };
+    /// The bytes the deferred commit under way wrote so far.
+    static WRITTEN: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Makes this thread's writes wait for room in the queue
@@ -240,6 +242,7 @@ pub fn deferring_tracked<T, E>(
     }
     let this = COMMITS.fetch_add(1, Ordering::Relaxed) + 1;
     DEFERRING.set(this);
+    WRITTEN.set(0);
     let _reset = Reset;
     let committed = commit();
     let used = USED.take();
@@ -249,6 +252,7 @@ pub fn deferring_tracked<T, E>(
             used.map(|inner| Deferred {
                 inner,
                 commit: this,
+                written: WRITTEN.get(),
             }),
         )),
         Err(error) => {
@@ -271,9 +275,16 @@ pub fn deferring_tracked<T, E>(
 pub struct Deferred {
     inner: Arc<Inner>,
     commit: u64,
+    written: u64,
 }
 
 impl Deferred {
+    /// The bytes the commit wrote to the file (queued or not): the pages
+    /// dirtied since the durable commit before it, and its header.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Whether the commit's syncs are done: none of them is left in the
     /// queue (an operation leaves it once done), and the queue has not
     /// failed (then they never will be).
@@ -673,6 +684,9 @@ impl StorageBackend for DeferredSync {
         }
         if self.inner.write_back.is_some() {
             note_written(&mut state.written, offset, data.len() as u64);
+        }
+        if DEFERRING.get() != 0 {
+            WRITTEN.set(WRITTEN.get() + data.len() as u64);
         }
         if state.queue.is_empty() {
             return self.inner.file.write(offset, data);
@@ -1087,6 +1101,7 @@ mod tests {
         })
         .unwrap();
         let syncs = syncs.expect("the commit asked for a sync");
+        assert_eq!(syncs.written(), 3, "the bytes it wrote, queued or not");
         std::thread::sleep(Duration::from_millis(50));
         assert!(!syncs.synced(), "the thread is held back");
         drop(paused);
@@ -1107,6 +1122,26 @@ mod tests {
         let failed = within_10_s(|| read_only.sync_data().is_err());
         assert!(failed, "the queued write failed");
         assert!(!syncs.expect("a sync was asked for").synced());
+    }
+
+    /// A deferred commit counts the bytes it wrote, and none written by
+    /// this thread outside it, before or after (the writer's checkpoints
+    /// are paced by it: `wal::Wal::deferred`).
+    #[test]
+    fn a_deferred_commit_counts_only_its_own_writes() {
+        let (_dir, _path, backend) = on_a_new_file();
+        backend.set_len(64).unwrap();
+        backend.write(0, &[1; 32]).unwrap();
+        let ((), first) = deferring_tracked(|| {
+            backend.write(0, &[2; 8])?;
+            backend.write(16, &[3; 4])?;
+            backend.sync_data()
+        })
+        .unwrap();
+        backend.write(0, &[4; 16]).unwrap();
+        let ((), second) = deferring_tracked(|| backend.sync_data()).unwrap();
+        assert_eq!(first.expect("a sync was asked for").written(), 12);
+        assert_eq!(second.expect("a sync was asked for").written(), 0);
     }
 
     /// A backend on a read-only file (`dir/ro`, four bytes): its writes

@@ -5,8 +5,9 @@
 //! beforehand, with one `fdatasync` (no file size or block allocation to
 //! sync, so it costs about half of a sync that grows a file), and only then
 //! committed to redb without a sync of its own. A logged batch commits redb
-//! durably every [`CHECKPOINT_EVERY`] without waiting for the sync
-//! (`deferred_sync`: a deferred checkpoint), and the log goes on.
+//! durably every 100 ms to 1 s ([`interval`]: by what the last ones wrote)
+//! without waiting for the sync (`deferred_sync`: a deferred checkpoint),
+//! and the log goes on.
 //!
 //! The file has two halves, and records go into one of them at a time. A
 //! batch that would take the half past [`RESTART_AT`] goes at the beginning
@@ -17,7 +18,7 @@
 //! longer need them. The batch that goes into the other half is a deferred
 //! checkpoint itself, so that the way back is covered by the time the new
 //! half is full (writes of large values can fill a half in less than
-//! [`CHECKPOINT_EVERY`]). If the other half is not covered yet, or a batch
+//! [`CHECKPOINT_MIN`]). If the other half is not covered yet, or a batch
 //! writes what the log does not carry (the catalog, an expiry, a move), or
 //! does not fit in an empty half, the writer commits redb durably and waits
 //! for the sync, which persists every commit before it: a waited
@@ -89,14 +90,56 @@ const RESTART_AT: u64 = 4 << 20;
 /// stopped has nothing to replay at its next start.
 pub const QUIET: Duration = Duration::from_millis(200);
 
-/// The longest time between two durable commits of redb while writes come.
-/// The commits in between are held in memory by redb until the next durable
-/// one, which writes them all (on the writer thread; its sync is deferred
-/// when the log has its batch): this bounds that memory and those writes.
-/// At 1,000,000 keys under random PUTs (`bench/size.sh`, before deferred
-/// syncs), PUT p99 was 249 ms with 1 s and 59 ms with 100 ms; at 10,000 keys
-/// with deferred syncs, 300 ms and 1 s gave no better p99 than 100 ms.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The shortest and the longest time between two deferred checkpoints
+/// (durable commits of redb) while writes come. The commits in between are
+/// held in memory by redb until the next durable one, which writes them
+/// all (on the writer thread; its sync is deferred when the log has its
+/// batch). Between the two, [`interval`] sets the time from what the
+/// checkpoints wrote.
+const CHECKPOINT_MIN: Duration = Duration::from_millis(100);
+const CHECKPOINT_MAX: Duration = Duration::from_secs(1);
+
+/// About what one deferred checkpoint should write. The pages a key's
+/// writes dirty are written once per checkpoint however often the key
+/// changed between two, so where the writes come back to the same pages
+/// (PUTs over 10,000 keys) longer intervals write less per write and PUT
+/// goes faster. Where each write dirties pages of its own (10,000,000
+/// random keys), checkpoints every 100 ms already write more than this
+/// (12 MB at the median, 122 MB a second), and longer ones (tens of MB
+/// each) made the log's syncs wait behind the device's write-back: PUT's
+/// p99 went from about 25 ms to over 100 ms (`bench/README.md`,
+/// "Checkpoints paced by what they write").
+const CHECKPOINT_BYTES: f64 = (8 << 20) as f64;
+
+/// How much of each new measure of the checkpoints' pace goes into the
+/// running one: what one checkpoint writes swings widely on a large store
+/// (1 to 18 MB at 100 ms, 3 MB then 30 MB when the interval followed each
+/// checkpoint alone, at 10,000,000 keys), and the interval should not
+/// swing with it.
+const PACE_WEIGHT: f64 = 0.25;
+
+/// The pace at which the deferred checkpoints write (bytes a second),
+/// with the checkpoint that wrote `written` bytes for the writes of
+/// `span` (the time since the checkpoint before it) weighed in.
+fn paced(pace: Option<f64>, written: u64, span: Duration) -> Option<f64> {
+    if span.is_zero() {
+        return pace;
+    }
+    let now = written as f64 / span.as_secs_f64();
+    Some(match pace {
+        Some(pace) => pace + PACE_WEIGHT * (now - pace),
+        None => now,
+    })
+}
+
+/// The time from one deferred checkpoint to the next at `pace`: the time
+/// to write [`CHECKPOINT_BYTES`], within [`CHECKPOINT_MIN`] and
+/// [`CHECKPOINT_MAX`].
+fn interval(pace: f64) -> Duration {
+    Duration::try_from_secs_f64(CHECKPOINT_BYTES / pace)
+        .unwrap_or(CHECKPOINT_MAX)
+        .clamp(CHECKPOINT_MIN, CHECKPOINT_MAX)
+}
 
 /// One key/value write as the log keeps it: what the write left, not the
 /// request. Replaying it stores exactly that, at the same revision and time.
@@ -223,6 +266,12 @@ pub struct Wal {
     usable: bool,
     /// When the last checkpoint was.
     since: Instant,
+    /// The time from the checkpoint before the last to the last.
+    span: Duration,
+    /// The deferred checkpoints' pace of writing ([`paced`]), once known.
+    pace: Option<f64>,
+    /// The time from the last checkpoint to the next ([`interval`]).
+    interval: Duration,
     /// When the last record was written.
     appended: Instant,
 }
@@ -299,6 +348,9 @@ impl Wal {
             deferred: None,
             usable,
             since: Instant::now(),
+            span: Duration::ZERO,
+            pace: None,
+            interval: CHECKPOINT_MIN,
             appended: Instant::now(),
         };
         Ok((wal, writes))
@@ -351,16 +403,18 @@ impl Wal {
         // A batch that went into the other half is a deferred checkpoint
         // too: the log can go back to the half it left once its sync is
         // done, which writes of large values may otherwise not give it time
-        // for (a half of them can take less than [`CHECKPOINT_EVERY`]).
+        // for (a half of them can take less than [`CHECKPOINT_MIN`]).
         let switched = at.half != self.at.half;
         self.at = Cursor {
             end: at.end + length,
             last,
             ..at
         };
-        if !switched && self.since.elapsed() < CHECKPOINT_EVERY {
+        let elapsed = self.since.elapsed();
+        if !switched && elapsed < self.interval {
             return Ok(Appended::Logged);
         }
+        self.span = elapsed;
         self.since = Instant::now();
         Ok(Appended::Checkpoint)
     }
@@ -396,9 +450,21 @@ impl Wal {
 
     /// A deferred checkpoint (a durable commit whose sync is not waited
     /// for) has committed every write logged so far: once `synced` says its
-    /// sync is done, a replay needs none of them.
-    pub fn deferred(&mut self, synced: Synced) {
+    /// sync is done, a replay needs none of them. It wrote `written` bytes
+    /// to the database's file, which sets the time to the next
+    /// ([`interval`]).
+    pub fn deferred(&mut self, synced: Synced, written: u64) {
         metrics::counter!("kvs_checkpoints_total", "kind" => "deferred").increment(1);
+        self.pace = paced(self.pace, written, self.span);
+        if let Some(pace) = self.pace {
+            self.interval = interval(pace);
+        }
+        tracing::debug!(
+            written,
+            span_ms = self.span.as_millis() as u64,
+            next_ms = self.interval.as_millis() as u64,
+            "deferred checkpoint"
+        );
         // A deferred checkpoint waits for the sync of the one before it.
         if let Some((revision, earlier)) = self.deferred.take()
             && earlier()
@@ -724,7 +790,7 @@ mod tests {
         // The first half holds writes that no synced commit covers.
         assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
         let (done, synced) = switch();
-        wal.deferred(synced);
+        wal.deferred(synced, 0);
         assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
         done.store(true, Ordering::SeqCst);
         assert_ne!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
@@ -758,6 +824,52 @@ mod tests {
         assert_eq!(wal.append(&[large(9, 5 << 20)]).unwrap(), Appended::Not);
     }
 
+    /// The deferred checkpoints come 100 ms to 1 s apart, by the pace at
+    /// which they write: at first every 100 ms; after checkpoints that
+    /// wrote little, later; after ones that wrote much, every 100 ms again.
+    /// A switch of halves is a checkpoint whatever the time.
+    #[test]
+    fn deferred_checkpoints_are_paced_by_what_they_write() {
+        let ms = Duration::from_millis;
+        // The pace weighs each checkpoint in by a quarter, once known.
+        assert_eq!(paced(None, 1 << 20, Duration::ZERO), None);
+        let pace = paced(None, 4 << 20, ms(100)).unwrap();
+        assert_eq!(pace, (40 << 20) as f64);
+        assert_eq!(interval(pace), ms(200), "8 MiB at 40 MiB a second");
+        assert_eq!(paced(Some(pace), 0, ms(100)), Some(pace * 0.75));
+        assert_eq!(interval(0.0), CHECKPOINT_MAX);
+        assert_eq!(interval(1.0), CHECKPOINT_MAX);
+        assert_eq!(interval(f64::MAX), CHECKPOINT_MIN);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let since = |wal: &mut Wal, ago: Duration| {
+            wal.since = Instant::now().checked_sub(ago).unwrap();
+        };
+        since(&mut wal, ms(50));
+        assert_eq!(wal.append(&[large(1, 10)]).unwrap(), Appended::Logged);
+        since(&mut wal, ms(150));
+        assert_eq!(wal.append(&[large(2, 10)]).unwrap(), Appended::Checkpoint);
+        // It wrote nothing: the next is due in a second.
+        wal.deferred(switch().1, 0);
+        assert_eq!(wal.interval, CHECKPOINT_MAX);
+        since(&mut wal, ms(600));
+        assert_eq!(wal.append(&[large(3, 10)]).unwrap(), Appended::Logged);
+        since(&mut wal, ms(1_100));
+        assert_eq!(wal.append(&[large(4, 10)]).unwrap(), Appended::Checkpoint);
+        // Checkpoints of 128 MiB a second bring it back to 100 ms.
+        for revision in 5..20 {
+            wal.deferred(switch().1, 128 << 20);
+            since(&mut wal, ms(1_000));
+            let appended = wal.append(&[large(revision, 10)]).unwrap();
+            assert_eq!(appended, Appended::Checkpoint);
+        }
+        wal.deferred(switch().1, 128 << 20);
+        assert_eq!(wal.interval, CHECKPOINT_MIN);
+        since(&mut wal, ms(150));
+        assert_eq!(wal.append(&[large(20, 10)]).unwrap(), Appended::Checkpoint);
+    }
+
     /// A reopen drops the deferred checkpoint not yet seen synced, and with
     /// it the old backend it holds.
     #[test]
@@ -767,7 +879,7 @@ mod tests {
         assert_ne!(wal.append(&[large(1, 10)]).unwrap(), Appended::Not);
         let old_backend = Arc::new(AtomicBool::new(false));
         let held = Arc::clone(&old_backend);
-        wal.deferred(Box::new(move || held.load(Ordering::SeqCst)));
+        wal.deferred(Box::new(move || held.load(Ordering::SeqCst)), 0);
         assert_eq!(Arc::strong_count(&old_backend), 2);
         wal.reopened();
         assert_eq!(Arc::strong_count(&old_backend), 1, "the handle is gone");
@@ -787,7 +899,7 @@ mod tests {
         // A synced checkpoint of revision 1.
         let (first, synced) = switch();
         first.store(true, Ordering::SeqCst);
-        wal.deferred(synced);
+        wal.deferred(synced, 0);
         assert_ne!(wal.append(&[large(2, 512 << 10)]).unwrap(), Appended::Not);
         assert_ne!(wal.append(&[large(3, 600 << 10)]).unwrap(), Appended::Not);
         assert_eq!((wal.at.half, wal.at.other), (1, 2));
@@ -800,7 +912,7 @@ mod tests {
         // A checkpoint of revision 4 that is not synced yet: the earlier one
         // is taken as done when it comes.
         let (second, synced) = switch();
-        wal.deferred(synced);
+        wal.deferred(synced, 0);
         assert_eq!(wal.covered, 1);
         assert_eq!(wal.append(&[large(5, 600 << 10)]).unwrap(), Appended::Not);
         second.store(true, Ordering::SeqCst);

@@ -326,7 +326,8 @@ impl<'a> Batch<'a> {
                     return Err(error);
                 }
                 if let Some(syncs) = deferred {
-                    wal.deferred(Box::new(move || syncs.synced()));
+                    let written = syncs.written();
+                    wal.deferred(Box::new(move || syncs.synced()), written);
                 }
                 checkpoint = appended == Appended::Not;
             }
