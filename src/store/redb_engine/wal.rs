@@ -519,12 +519,18 @@ impl Wal {
     /// After a durable commit of redb whose sync was waited for: the log
     /// starts again at the beginning of its half. What is left of it is at
     /// or below that commit's revision, and is never replayed.
+    /// The pace starts again too: writes that come after a pause (a
+    /// waited checkpoint comes when writes stop) may dirty pages much
+    /// faster than those before it, and redb holds what they dirty in
+    /// memory until the next checkpoint.
     pub fn checkpointed(&mut self) {
         metrics::counter!("kvs_checkpoints_total", "kind" => "waited").increment(1);
         self.at = Cursor::start(self.at.half);
         self.before_last_append = None;
         self.deferred = None;
         self.since = Instant::now();
+        self.pace = None;
+        self.interval = CHECKPOINT_MIN;
     }
 }
 
@@ -826,8 +832,8 @@ mod tests {
 
     /// The deferred checkpoints come 100 ms to 1 s apart, by the pace at
     /// which they write: at first every 100 ms; after checkpoints that
-    /// wrote little, later; after ones that wrote much, every 100 ms again.
-    /// A switch of halves is a checkpoint whatever the time.
+    /// wrote little, later; after ones that wrote much, every 100 ms again;
+    /// and from a waited checkpoint, every 100 ms until the pace is known.
     #[test]
     fn deferred_checkpoints_are_paced_by_what_they_write() {
         let ms = Duration::from_millis;
@@ -868,6 +874,17 @@ mod tests {
         assert_eq!(wal.interval, CHECKPOINT_MIN);
         since(&mut wal, ms(150));
         assert_eq!(wal.append(&[large(20, 10)]).unwrap(), Appended::Checkpoint);
+
+        // Slow again, then a waited checkpoint: 100 ms, until the next
+        // deferred one tells the pace.
+        for _ in 0..10 {
+            wal.deferred(switch().1, 0);
+        }
+        assert_eq!(wal.interval, CHECKPOINT_MAX);
+        wal.checkpointed();
+        assert_eq!((wal.pace, wal.interval), (None, CHECKPOINT_MIN));
+        since(&mut wal, ms(150));
+        assert_eq!(wal.append(&[large(21, 10)]).unwrap(), Appended::Checkpoint);
     }
 
     /// A reopen drops the deferred checkpoint not yet seen synced, and with
