@@ -594,8 +594,8 @@ CPU_ROWS=("kvs GET|64" "bare GET|64" "kvs PUT|64" "kvs TXN|64")
 for row in "${CPU_ROWS[@]}"; do
     read -r srv cli <<<"$(per_request "${row%|*}" "${row#*|}")"
     printf '  %-18s c%-3s %7s + %7s\n' "${row%|*}" "${row#*|}" "$srv" "$cli"
+    if [[ $row == "kvs GET|64" ]]; then kvs_srv=$srv kvs_cli=$cli; fi
 done
-read -r kvs_srv kvs_cli <<<"$(per_request "kvs GET" 64)"
 awk -v b="$bare64" -v srv="$kvs_srv" -v cli="$kvs_cli" -v cores="$(nproc)" 'BEGIN {
     if (b > 0) printf "  GET@64 at 0.8 of bare hyper leaves kvs %.1f µs per GET on %d shared cores, beside wrk at %.1f; it took %.1f\n",
         cores * 1e6 / (0.8 * b) - cli, cores, cli, srv
