@@ -19,6 +19,7 @@ mod deferred_sync;
 mod files;
 mod held;
 mod memory_backend;
+mod slice;
 mod snapshot;
 mod stopped;
 mod verify;
@@ -183,6 +184,7 @@ impl RedbStore {
             .name("kvs-writer".to_owned())
             .spawn(move || {
                 deferred_sync::bound_this_thread();
+                slice::ask_short_slice();
                 // A panic (a damaged page, in redb) must not end the writer
                 // unseen: every write then fails, /readyz answers 503, and
                 // the log says why.
