@@ -3,9 +3,9 @@
 //! Every write waits for one thread, the writer: a request's batch is
 //! committed only when the writer runs, and it sleeps in each batch's
 //! `fdatasync`. On a machine whose cores are busy (HTTP workers, and
-//! clients on the same machine), the woken writer waited for the running
-//! thread's slice to end before it ran again, with every writer's request
-//! in the queue behind it. Linux's EEVDF scheduler (6.12 and later) lets a
+//! clients on the same machine), a woken writer waits for the running
+//! thread's slice to end before it runs, with every write queued behind
+//! it. Linux's EEVDF scheduler (6.12 and later) lets a
 //! thread ask for a shorter slice than the default (1.4 ms on the
 //! two-core machines here), and a thread with a shorter slice runs sooner
 //! when it wakes. The writer asks for the shortest (100 µs): it runs in
