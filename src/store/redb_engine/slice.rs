@@ -13,8 +13,10 @@
 //! writer's short slice").
 //!
 //! Nothing else changes: not the policy, not the nice value, and nothing
-//! needs a privilege. A kernel without custom slices takes the request and
-//! ignores it; another system has no such call.
+//! needs a privilege (a server run as `nobody` gets the slice too). Before
+//! 6.12, `sched_setattr(2)` reads `sched_runtime` for the deadline policy
+//! only, so an older kernel should take the request and ignore it (not
+//! tried on one); another system has no such call.
 
 /// The slice the writer asks for, in nanoseconds: the shortest Linux takes.
 #[cfg(target_os = "linux")]
@@ -59,9 +61,15 @@ mod linux {
         if attr.sched_policy != libc::SCHED_OTHER as u32 {
             return Ok(());
         }
+        attr.sched_runtime = nanos;
+        set_attributes(attr)
+    }
+
+    /// Sets the calling thread's scheduling attributes to `attr` (its
+    /// flags cleared).
+    pub fn set_attributes(mut attr: libc::sched_attr) -> io::Result<()> {
         attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
         attr.sched_flags = 0;
-        attr.sched_runtime = nanos;
         // SAFETY: `attr` is a whole sched_attr of the size it gives.
         let done = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
         if done != 0 {
@@ -150,10 +158,7 @@ mod tests {
         std::thread::spawn(|| {
             let mut attr = linux::attributes().expect("sched_getattr");
             attr.sched_policy = libc::SCHED_BATCH as u32;
-            attr.sched_flags = 0;
-            // SAFETY: `attr` is a whole sched_attr of the size it gives.
-            let set = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
-            assert_eq!(set, 0, "sched_setattr");
+            linux::set_attributes(attr).expect("sched_setattr");
             let before = linux::attributes().expect("sched_getattr");
             ask_short_slice();
             let after = linux::attributes().expect("sched_getattr");
