@@ -116,6 +116,12 @@ const RECORDED: &[(&str, Kind, &str)] = &[
          (the writer does not wait for the sync) or waited (the writer and the writes behind \
          it wait)",
     ),
+    (
+        "kvs_checkpoint_written_bytes_total",
+        Kind::Counter,
+        "Bytes the deferred checkpoints wrote to the disk database's file (what they write \
+         sets the time to the next)",
+    ),
 ];
 
 /// The values of `kvs_checkpoints_total`'s `kind` label.
@@ -172,6 +178,7 @@ fn register_families() {
         "kvs_commit_failures_total",
         "kvs_expired_keys_total",
         "kvs_data_corrupted_total",
+        "kvs_checkpoint_written_bytes_total",
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -204,6 +204,7 @@ fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_proj
         "kvs_auth_failures_total",
         "kvs_commit_failures_total",
         "kvs_expired_keys_total",
+        "kvs_checkpoint_written_bytes_total",
     ] {
         assert!(
             first.samples.iter().any(|s| s.metric == name),
@@ -269,5 +270,49 @@ fn every_family_has_help_documented_counters_are_0_from_start_and_a_deleted_proj
     assert!(
         !text.contains("project=\"gone\""),
         "the deleted project's series are still there:\n{text}"
+    );
+}
+
+/// Under a steady run of writes the log makes deferred checkpoints, and
+/// `kvs_checkpoint_written_bytes_total` counts what each wrote to the
+/// database's file: the figure the log paces them by, so this also shows
+/// that figure reaches the log (a checkpoint writes at least one page).
+#[test]
+fn deferred_checkpoints_count_the_bytes_they_wrote() {
+    const PAGE: f64 = 4096.0;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("p", json!({}));
+    let deferred = [("kind", "deferred")];
+    let value_bytes = vec![b'v'; 2000];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut writes = 0;
+    // Writes one after another (each its own batch, with its own sync),
+    // 300 ms at a time, until a deferred checkpoint has come (each is due
+    // 100 ms after the one before, at the first write after that).
+    loop {
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            let key = kv("p", &format!("k{}", writes % 200));
+            assert_eq!(admin.put(&key, &value_bytes).status / 100, 2);
+            writes += 1;
+        }
+        if value(&scrape(&server), "kvs_checkpoints_total", &deferred) >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deferred checkpoint after {writes} writes"
+        );
+    }
+    // With the writes stopped, no checkpoint is counted but not yet added.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = scrape(&server);
+    let checkpoints = value(&after, "kvs_checkpoints_total", &deferred);
+    let written = value(&after, "kvs_checkpoint_written_bytes_total", &[]);
+    assert!(
+        written >= checkpoints * PAGE,
+        "{checkpoints} deferred checkpoints wrote {written} bytes"
     );
 }

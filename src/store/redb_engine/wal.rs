@@ -457,6 +457,7 @@ impl Wal {
     /// ([`interval`]).
     pub fn deferred(&mut self, synced: Synced, written: u64) {
         metrics::counter!("kvs_checkpoints_total", "kind" => "deferred").increment(1);
+        metrics::counter!("kvs_checkpoint_written_bytes_total").increment(written);
         self.pace = paced(self.pace, written, self.span);
         tracing::debug!(
             written,
