@@ -229,6 +229,11 @@ fn top_shows_the_figures_move_under_load_and_quits_on_q() {
     let keys = pane.wait_for("the keys written", |screen| {
         figure(screen, "keys").filter(|keys| *keys > 0.0)
     });
+    // The writes' checkpoints write to the database file ("checkpoints
+    // write 52.0 KiB/s"): the figure is a number, above 0 under writes.
+    let checkpoints = pane.wait_for("the checkpoints' writes", |screen| {
+        figure(screen, "write").filter(|bytes| *bytes > 0.0)
+    });
     let screen = pane.wait_for("the busy project written now", |screen| {
         screen
             .lines()
@@ -236,7 +241,9 @@ fn top_shows_the_figures_move_under_load_and_quits_on_q() {
             .then(|| screen.to_owned())
     });
     drop(load);
-    println!("requests/s seen: {seen:?}; keys {keys}\n{last}\n{screen}");
+    println!(
+        "requests/s seen: {seen:?}; keys {keys}; checkpoints write {checkpoints}\n{last}\n{screen}"
+    );
     assert!(seen.iter().all(|rate| *rate >= 0.0));
     assert!(screen.contains("p99"), "{screen}");
 

@@ -131,6 +131,8 @@ pub struct Sample {
     pub watchers: u64,
     pub connections: u64,
     pub commits: f64,
+    /// The bytes the deferred checkpoints wrote to the database file.
+    pub checkpoint_bytes: f64,
     pub fsync: Buckets,
     pub routes: BTreeMap<String, Route>,
     /// By id.
@@ -159,6 +161,7 @@ impl Sample {
             watchers: 0,
             connections: 0,
             commits: 0.0,
+            checkpoint_bytes: 0.0,
             fsync: Buckets::default(),
             routes: BTreeMap::new(),
             projects: Vec::new(),
@@ -178,6 +181,7 @@ impl Sample {
                 "kvs_watchers" => sample.watchers = value as u64,
                 "kvs_connections" => sample.connections = value as u64,
                 "kvs_commits_total" => sample.commits = value,
+                "kvs_checkpoint_written_bytes_total" => sample.checkpoint_bytes = value,
                 "kvs_fsync_seconds" => sample.fsync = buckets(prom),
                 "kvs_http_requests_total" => {
                     let route = sample.routes.entry(label("route")).or_default();
@@ -259,6 +263,8 @@ pub struct Figures {
     pub p50: Option<f64>,
     pub p99: Option<f64>,
     pub commits_per_second: f64,
+    /// What the checkpoints wrote to the database file, a second.
+    pub checkpoint_bytes_per_second: f64,
     pub fsync_p99: Option<f64>,
     /// Routes that had requests, the busiest first.
     pub routes: Vec<RouteRate>,
@@ -331,6 +337,7 @@ impl Figures {
             p50: latency.quantile(0.5),
             p99: latency.quantile(0.99),
             commits_per_second: rate(now.commits, before.commits),
+            checkpoint_bytes_per_second: rate(now.checkpoint_bytes, before.checkpoint_bytes),
             fsync_p99: fsync.quantile(0.99),
             routes,
             projects,
@@ -350,8 +357,9 @@ mod tests {
     use serde_json::json;
 
     /// A server's metrics text: requests by (route, method, status, count),
-    /// latency by (route, [≤ 1 ms, ≤ 10 ms, all]), commits, uptime and
-    /// project a's (keys, bytes); project b has 50 keys.
+    /// latency by (route, [≤ 1 ms, ≤ 10 ms, all]), commits (each with
+    /// 4 KiB of checkpoint writes), uptime and project a's (keys, bytes);
+    /// project b has 50 keys.
     fn metrics(
         requests: &[(&str, &str, &str, u32)],
         latency: &[(&str, [u32; 3])],
@@ -379,11 +387,15 @@ mod tests {
         }
         text + &format!(
             "# TYPE kvs_commits_total counter\nkvs_commits_total {commits}\n\
+             # TYPE kvs_checkpoint_written_bytes_total counter\n\
+             kvs_checkpoint_written_bytes_total {}\n\
              # TYPE kvs_uptime_seconds gauge\nkvs_uptime_seconds {uptime}\n\
              # TYPE kvs_project_keys gauge\nkvs_project_keys{{project=\"a\"}} {}\n\
              kvs_project_keys{{project=\"b\"}} 50\n\
              # TYPE kvs_project_bytes gauge\nkvs_project_bytes{{project=\"a\"}} {}\n",
-            a.0, a.1
+            commits * 4096,
+            a.0,
+            a.1
         )
     }
 
@@ -437,6 +449,7 @@ mod tests {
         assert_eq!(figures.client_errors_per_second, 10.0);
         assert_eq!(figures.server_errors_per_second, 1.0);
         assert_eq!(figures.commits_per_second, 10.0);
+        assert_eq!(figures.checkpoint_bytes_per_second, 40960.0);
         let routes: Vec<_> = figures
             .routes
             .iter()

@@ -19,7 +19,7 @@ pub fn draw(frame: &mut Frame<'_>, screen: &Screen) {
     let [header, problem, boxes, tables, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(6),
+        Constraint::Length(7),
         Constraint::Min(4),
         Constraint::Length(1),
     ])
@@ -92,6 +92,12 @@ fn requests_box(screen: &Screen) -> Paragraph<'static> {
             pair(
                 format!("commits/s {}", rate(|f| f.commits_per_second)),
                 format!("fsync p99 {}", latency(|f| f.fsync_p99)),
+            ),
+            format!(
+                "checkpoints write {}/s",
+                figures.map_or("-".to_owned(), |f| bytes(
+                    f.checkpoint_bytes_per_second as u64
+                ))
             ),
         ],
     )
