@@ -80,6 +80,52 @@ fn two_nodes_over_one_etcd_serve_the_same_keys_tokens_and_changes() {
     });
 }
 
+/// What a request does on a node: it finds the project in the catalog, then
+/// reads, writes or watches it. A project the catalog shows must be one the
+/// node's reads, writes and watches find too, at every moment, even while
+/// the node's watch is applying the change that created it.
+#[test]
+fn a_project_the_catalog_shows_is_one_the_node_can_serve() {
+    const PROJECTS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (a, b) = (node(&etcd.endpoint), node(&etcd.endpoint));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // B's requests, in a thread of their own, as fast as they come.
+        let reader = std::thread::spawn({
+            let (b, stop) = (b.clone(), stop.clone());
+            move || {
+                let mut checked = 0_u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(catalog) = b.catalog() else { continue };
+                    for project in catalog.projects() {
+                        let id = &project.settings.id;
+                        if let Err(error) = b.subscribe(id) {
+                            return Err(format!(
+                                "{id:?} is in B's catalog; subscribing: {error:?}"
+                            ));
+                        }
+                        checked += 1;
+                    }
+                }
+                Ok(checked)
+            }
+        });
+        for i in 0..PROJECTS {
+            create(a.as_ref(), &format!("p{i}"), StorageMode::Disk).await;
+        }
+        let last = id(&format!("p{}", PROJECTS - 1));
+        assert!(within_a_second(|| b.catalog().unwrap().project(&last).is_some()).await);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let checked = reader.join().unwrap().unwrap();
+        assert!(checked > 0, "B's catalog never showed a project");
+        a.close().await;
+        b.close().await;
+    });
+}
+
 #[test]
 fn a_node_cut_off_from_etcd_answers_unavailable_within_a_second_or_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -313,11 +313,11 @@ fn read_error(error: etcd_client::Error) -> StoreError {
 #[async_trait]
 impl Store for EtcdStore {
     fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
-        if self.inner.is_fresh() {
-            Ok(self.inner.view.catalog())
-        } else {
-            Err(StoreError::Unavailable)
-        }
+        // From the mirror, as every lookup of a project here is: the view
+        // publishes a change a moment before the mirror takes it, and a
+        // project shown by the view's catalog could be missing from the
+        // mirror a request then asks.
+        Ok(self.inner.mirror()?.catalog.clone())
     }
 
     fn capabilities(&self) -> Capabilities {
