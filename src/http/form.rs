@@ -11,8 +11,9 @@
 //! The token comes as `auth=` (in the query for reads, unless
 //! `form_query_auth = false`; in the body for a POST) or in any of the three
 //! headers. Request logs name routes, never URIs, so `auth` is never logged.
-//! Every answer carries `Cache-Control: no-store` and `Referrer-Policy:
-//! no-referrer`; a POST from another site is refused (403). Errors are the v1
+//! Every answer carries `Cache-Control: no-store`, `Referrer-Policy:
+//! no-referrer` and `X-Content-Type-Options: nosniff` (as every answer about
+//! a key does); a POST from another site is refused (403). Errors are the v1
 //! error body.
 
 use std::net::IpAddr;
@@ -53,6 +54,10 @@ pub async fn handle(app: &App, request: Request, peer: IpAddr) -> Response {
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }

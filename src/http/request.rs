@@ -52,29 +52,38 @@ impl Query {
 /// whose percent-decoded bytes are not UTF-8 is refused with 400
 /// `bad_request` (never decoded with replacement characters, which would
 /// turn different bytes into the same key). `what` names the pairs in the
-/// message ("query parameter", "form field").
+/// message ("query parameter", "form field"). The message names the pair
+/// by its name, or by its place when the name is what does not decode, and
+/// never repeats a value: a value may be a secret (`auth=`).
 pub fn decode_pairs(text: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let decode = |part: &[u8]| -> Result<String, ApiError> {
+    let decode = |part: &[u8]| -> Option<String> {
         let spaced: Vec<u8> = part
             .iter()
             .map(|&b| if b == b'+' { b' ' } else { b })
             .collect();
         let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
-        String::from_utf8(bytes).map_err(|_| {
-            ApiError::bad_request(format!(
-                "a {what} does not percent-decode to UTF-8: {}",
-                String::from_utf8_lossy(part)
-            ))
-        })
+        String::from_utf8(bytes).ok()
     };
     text.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
+        .enumerate()
+        .map(|(index, pair)| {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
                 None => (pair, &b""[..]),
             };
-            Ok((decode(name)?, decode(value)?))
+            let name = decode(name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "the name of {what} {} does not percent-decode to UTF-8",
+                    index + 1
+                ))
+            })?;
+            let value = decode(value).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "the value of {what} {name:?} does not percent-decode to UTF-8"
+                ))
+            })?;
+            Ok((name, value))
         })
         .collect()
 }

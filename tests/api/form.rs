@@ -40,6 +40,7 @@ fn posted_pairs_are_stored_in_one_write_and_read_back_as_text() {
     assert_eq!(answer.text().trim_end(), "OK");
     assert_eq!(answer.header("cache-control"), Some("no-store"));
     assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     let versions: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|k| setup.admin.get(&kv("default", k)).json_or_meta_version())
@@ -48,6 +49,10 @@ fn posted_pairs_are_stored_in_one_write_and_read_back_as_text() {
     let read = anon.get(&format!("/?key=c&auth={secret}"));
     expect_status(&read, 200);
     assert_eq!(read.body, "ünï & = +".as_bytes());
+    // As every answer about a key: a browser does not sniff it into HTML.
+    assert_eq!(read.header("x-content-type-options"), Some("nosniff"));
+    let missing = anon.get(&format!("/?key=nothing&auth={secret}"));
+    assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(
         read.header("content-type"),
         Some("text/plain; charset=utf-8")
@@ -214,6 +219,18 @@ fn form_pairs_and_queries_that_do_not_decode_to_utf8_are_refused() {
         400,
         "bad_request",
     );
+    // A secret whose encoding is broken is not repeated in the answer,
+    // nor is any other value.
+    for refused in [
+        post(&anon, &format!("a=1&auth={secret}%FF"), &[]),
+        anon.get(&format!("/?k=a&auth={secret}%FF")),
+        post(&anon, &format!("a=private%FF&auth={secret}"), &[]),
+    ] {
+        expect_error(&refused, 400, "bad_request");
+        let text = refused.text();
+        assert!(!text.contains(&secret[4..]), "the secret came back: {text}");
+        assert!(!text.contains("private"), "a value came back: {text}");
+    }
     // A valid encoding of the same shape still reads.
     let ok = post(&anon, &format!("%C3%BC=v&auth={secret}"), &[]);
     expect_status(&ok, 200);
