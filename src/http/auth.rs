@@ -54,13 +54,22 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, ApiE
     static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
     static API_KEY: HeaderName = HeaderName::from_static("api-key");
     let mut found: Option<&str> = None;
-    let bearer = headers.get_all(header::AUTHORIZATION).iter().map(|value| {
-        let text = value.to_str().unwrap_or("");
-        match text.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => "", // another scheme: never a valid credential
-        }
-    });
+    // Another scheme (`Basic`, which a proxy's own sign-in passes on) is
+    // not a kvs credential: it is ignored, as Simple-PyKV ignored it, so
+    // that `X-API-Key` or `auth=` beside it, or a public project, work.
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|value| {
+            let text = value.to_str().unwrap_or("");
+            match text.trim_start().split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(token.trim())
+                }
+                _ if text.trim_start().eq_ignore_ascii_case("bearer") => Some(""),
+                _ => None,
+            }
+        });
     let keys = [&X_API_KEY, &API_KEY].into_iter().flat_map(|name| {
         headers
             .get_all(name)

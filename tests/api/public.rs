@@ -243,6 +243,51 @@ fn a_credential_on_a_public_project_is_judged_alone_and_a_wrong_one_is_401() {
     assert_eq!(setup.admin.get(&setup.kv("k")).body, b"v");
 }
 
+/// A reverse proxy with a sign-in of its own (nginx's `auth_basic`) passes
+/// its `Authorization: Basic` on: that is not a kvs credential, so it is
+/// ignored, as Simple-PyKV ignored it, and the request is judged by its
+/// other credential, or as one without any.
+#[test]
+fn an_authorization_header_of_another_scheme_is_no_credential() {
+    let setup = Setup::new("p", json!({}));
+    put(&setup.admin, &setup.kv("k"), b"v");
+    let basic = ("authorization", "Basic dXNlcjpwYXNz");
+    let secret = setup.manage.secret();
+    let anonymous = setup.anonymous();
+    let with_key = anonymous.send(
+        "GET",
+        &setup.kv("k"),
+        None,
+        &[basic, ("x-api-key", &secret)],
+    );
+    expect_status(&with_key, 200);
+    assert_eq!(with_key.body, b"v");
+    let pykv = anonymous.send(
+        "GET",
+        "/api/v1/projects/p/store/k",
+        None,
+        &[basic, ("x-api-key", &secret)],
+    );
+    expect_status(&pykv, 200);
+    // Alone, on a closed project: no credential, so 401.
+    expect_unauthorized(&anonymous.send("GET", &setup.kv("k"), None, &[basic]));
+    // On a public one: anonymous.
+    set_public(&setup, "read");
+    let open = anonymous.send("GET", &setup.kv("k"), None, &[basic]);
+    expect_status(&open, 200);
+    // A Bearer credential is still one, and two different ones are 401.
+    let two = anonymous.send(
+        "GET",
+        &setup.kv("k"),
+        None,
+        &[
+            ("authorization", "Bearer kvs_wrong"),
+            ("x-api-key", &secret),
+        ],
+    );
+    expect_unauthorized(&two);
+}
+
 #[test]
 fn only_an_admin_opens_or_closes_a_project_and_closing_takes_effect_at_once() {
     let setup = Setup::new("p", json!({"public": "read"}));
