@@ -302,9 +302,10 @@ fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiE
             ));
         }
     };
-    let content_type = entry
-        .content_type
-        .unwrap_or_else(|| default_type.to_owned());
+    let content_type = match entry.content_type {
+        Some(text) => super::kv::content_type(&text, "content_type")?,
+        None => default_type.to_owned(),
+    };
     let created_at = time(entry.created_at, "created_at")?.unwrap_or(now);
     let updated_at = time(entry.updated_at, "updated_at")?.unwrap_or(created_at);
     Ok(KvOp::Restore {

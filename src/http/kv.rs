@@ -109,8 +109,8 @@ async fn read(
     // owned string is moved into its value rather than copied.
     let revision = HeaderValue::from(read.revision);
     let meta = entry.meta;
-    if let Some(condition) = headers.get(header::IF_NONE_MATCH)
-        && matches_weakly(condition, meta.version)
+    if let Some(condition) = list_header(headers, &header::IF_NONE_MATCH)
+        && matches_weakly(&condition, meta.version)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let h = response.headers_mut();
@@ -456,19 +456,14 @@ async fn put(
     // `?content_type=` wins over the header: a client whose generator fixes
     // the request's Content-Type to the declared one still chooses it.
     let content_type = match (query.get("content_type"), headers.get(header::CONTENT_TYPE)) {
-        (Some(text), _) => {
-            if text.is_empty() || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-                return Err(ApiError::bad_request(
-                    "content_type must be a media type in visible ASCII",
-                ));
-            }
-            text.to_owned()
-        }
+        (Some(text), _) => content_type(text, "content_type")?,
         (None, None) => "application/octet-stream".to_owned(),
-        (None, Some(value)) => value
-            .to_str()
-            .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?
-            .to_owned(),
+        (None, Some(value)) => content_type(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?,
+            "Content-Type",
+        )?,
     };
     let op = KvOp::Put {
         key,
@@ -661,9 +656,41 @@ fn open_cursor(cursor: &str, project: &str, prefix: &str) -> Result<String, ApiE
     Ok(last)
 }
 
+/// A content type to store, as every way of giving one takes it (the
+/// header, `?content_type=`, a transaction's or an import's field): some
+/// text in visible ASCII, which a read can send back as its
+/// `Content-Type`. `what` names the field in the message.
+pub(super) fn content_type(text: &str, what: &str) -> Result<String, ApiError> {
+    if text.is_empty() || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be a media type in visible ASCII"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// A list header (`If-Match`, `If-None-Match`) as one text: its field
+/// lines joined with commas, which HTTP says means the same as one line
+/// (RFC 9110, section 5.3). `Err` when a line is not visible ASCII.
+fn list_header(headers: &HeaderMap, name: &header::HeaderName) -> Option<Result<String, ()>> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let mut text = String::new();
+    for line in lines {
+        let Ok(line) = line.to_str() else {
+            return Some(Err(()));
+        };
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(line);
+    }
+    Some(Ok(text))
+}
+
 /// `If-None-Match` on a read: `*` or a list of entity tags, compared weakly.
-fn matches_weakly(condition: &HeaderValue, version: u64) -> bool {
-    let Ok(text) = condition.to_str() else {
+fn matches_weakly(condition: &Result<String, ()>, version: u64) -> bool {
+    let Ok(text) = condition else {
         return false;
     };
     let wanted = format!("\"{version}\"");
@@ -675,18 +702,16 @@ fn matches_weakly(condition: &HeaderValue, version: u64) -> bool {
 /// The precondition of a write: `If-None-Match: *`, or `If-Match` with `*`
 /// or a list of strong entity tags (a weak one never matches).
 fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
-    if let Some(value) = headers.get(header::IF_NONE_MATCH) {
-        return match value.to_str().map(str::trim) {
+    if let Some(value) = list_header(headers, &header::IF_NONE_MATCH) {
+        return match value.as_deref().map(str::trim) {
             Ok("*") => Ok(Some(Precondition::Absent)),
             _ => Err(ApiError::bad_request("a write takes If-None-Match: * only")),
         };
     }
-    let Some(value) = headers.get(header::IF_MATCH) else {
+    let Some(value) = list_header(headers, &header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("If-Match is not valid"))?;
+    let text = value.map_err(|()| ApiError::bad_request("If-Match is not valid"))?;
     if text.trim() == "*" {
         return Ok(Some(Precondition::Exists));
     }
@@ -752,11 +777,30 @@ mod tests {
 
     #[test]
     fn if_none_match_compares_weakly_and_takes_lists() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
+        let v = |s: &str| Ok(s.to_owned());
         assert!(matches_weakly(&v("*"), 7));
         assert!(matches_weakly(&v("\"9\", \"7\""), 7));
         assert!(matches_weakly(&v("W/\"7\""), 7));
         assert!(!matches_weakly(&v("\"8\", W/\"9\""), 7));
+    }
+
+    /// A list sent as several field lines means what one line with commas
+    /// means.
+    #[test]
+    fn a_list_header_on_several_lines_is_one_list() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::IF_MATCH, HeaderValue::from_static("\"999\""));
+        headers.append(header::IF_MATCH, HeaderValue::from_static("\"1\""));
+        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"9\""));
+        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"7\""));
+        let condition = list_header(&headers, &header::IF_NONE_MATCH).unwrap();
+        assert!(matches_weakly(&condition, 7));
+        headers.remove(header::IF_NONE_MATCH);
+        let Some(Precondition::VersionIn(versions)) = write_precondition(&headers).unwrap() else {
+            panic!("If-Match was not read as a list of versions");
+        };
+        assert_eq!(versions, [999, 1]);
+        assert!(list_header(&HeaderMap::new(), &header::IF_MATCH).is_none());
     }
 
     #[test]

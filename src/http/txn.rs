@@ -562,7 +562,10 @@ fn kv_op(ctx: &Ctx<'_>, project: &Project, op: ShapedOp<'_>) -> Result<KvOp, Api
             KvOp::Put {
                 key,
                 value,
-                content_type: content_type.unwrap_or_else(|| default_type.to_owned()),
+                content_type: match content_type {
+                    Some(text) => super::kv::content_type(&text, "content_type")?,
+                    None => default_type.to_owned(),
+                },
                 ttl,
                 precondition: None,
             }

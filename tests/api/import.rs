@@ -59,6 +59,10 @@ fn an_import_is_all_or_nothing_and_needs_a_manage_token() {
         json!({"key": "k", "value": "v", "value_base64": "AA=="}),
         json!({"key": "k", "value": "v", "created_at": "yesterday"}),
         json!({"key": "k", "value": "v", "colour": "blue"}),
+        // A content type a read could not send back as it is.
+        json!({"key": "k", "value": "v", "content_type": "a\r\nSet-Cookie: x=1"}),
+        json!({"key": "k", "value": "v", "content_type": ""}),
+        json!({"key": "k", "value": "v", "content_type": "text/é"}),
     ] {
         let answer = setup
             .manage

@@ -463,3 +463,42 @@ fn a_content_type_query_parameter_chooses_the_stored_type_over_the_header() {
     let answer = setup.manage.send("PUT", &bad, Some(b"x"), &[]);
     expect_error(&answer, 400, "bad_request");
 }
+
+/// A transaction's `content_type` is judged as a PUT's: a type that a read
+/// could not send back as its `Content-Type` is refused, and nothing of the
+/// transaction is stored.
+#[test]
+fn a_transaction_refuses_the_content_types_a_put_refuses() {
+    let setup = Setup::new("p", json!({}));
+    for bad in ["bad\nct", "", "text/é", "a\r\nSet-Cookie: x=1"] {
+        let query = format!("{}?content_type={}", setup.kv("c"), urlencode(bad));
+        expect_error(
+            &setup.manage.send("PUT", &query, Some(b"x"), &[]),
+            400,
+            "bad_request",
+        );
+        let txn = json!({"ops": [
+            {"op": "put", "key": "ok", "value": "x"},
+            {"op": "put", "key": "c", "value": "x", "content_type": bad},
+        ]});
+        let answer = setup.manage.post_json(&setup.path("/txn"), &txn);
+        assert_eq!(answer.status, 400, "{}", answer.text());
+        assert_eq!(answer.json()["error"]["code"], "bad_request");
+        assert_eq!(answer.json()["failed_op"], 1, "{}", answer.text());
+    }
+    expect_error(&setup.manage.get(&setup.kv("ok")), 404, "key_not_found");
+    expect_error(&setup.manage.get(&setup.kv("c")), 404, "key_not_found");
+    // An empty Content-Type header is refused too, not stored as "".
+    let empty = setup
+        .manage
+        .send("PUT", &setup.kv("c"), Some(b"x"), &[("Content-Type", "")]);
+    expect_error(&empty, 400, "bad_request");
+    let fine = json!({"ops": [{"op": "put", "key": "c", "value": "x", "content_type": "text/x-c; charset=utf-8"}]});
+    expect_status(&setup.manage.post_json(&setup.path("/txn"), &fine), 200);
+    let read = setup.manage.get(&setup.kv("c"));
+    assert_eq!(read.header("content-type"), Some("text/x-c; charset=utf-8"));
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
