@@ -7,6 +7,25 @@ pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
 /// Parses `90`, `90s`, `10m`, `1h`, `30d` into seconds. Zero, negative,
 /// malformed or over [`MAX_DURATION_SECS`]: an error text for a 400.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
+    match parse_seconds(text)? {
+        Some(seconds) => check_range(seconds),
+        None => Err(format!("duration {:?} is too long", text.trim())),
+    }
+}
+
+/// A duration that is clamped, not refused, when long (`wait`: the
+/// contract clamps it to 5 minutes): as [`parse_duration`], but any length
+/// above `most`, however large, is `most`.
+pub fn parse_duration_at_most(text: &str, most: u64) -> Result<u64, String> {
+    match parse_seconds(text)? {
+        Some(0) => Err("a duration must be positive".to_owned()),
+        Some(seconds) => Ok(seconds.min(most)),
+        None => Ok(most),
+    }
+}
+
+/// The seconds `text` says; `None` when more than a `u64` holds.
+fn parse_seconds(text: &str) -> Result<Option<u64>, String> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
@@ -28,12 +47,12 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             "{text:?} is not a duration (whole seconds, or a number with s, m, h or d)"
         ));
     }
-    let seconds = digits
+    // Only digits are left: the parse fails only when the number is too
+    // large for a u64.
+    Ok(digits
         .parse::<u64>()
         .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("duration {text:?} is too long"))?;
-    check_range(seconds)
+        .and_then(|n| n.checked_mul(multiplier)))
 }
 
 /// The same for a JSON value: a number of seconds or a string as above.
@@ -65,6 +84,23 @@ fn check_range(seconds: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `wait` is clamped however long, and refused only when malformed
+    /// or zero.
+    #[test]
+    fn a_duration_at_most_is_clamped_not_refused() {
+        assert_eq!(parse_duration_at_most("90", 300), Ok(90));
+        assert_eq!(parse_duration_at_most("3651d", 300), Ok(300));
+        assert_eq!(
+            parse_duration_at_most("99999999999999999999999d", 300),
+            Ok(300)
+        );
+        assert!(parse_duration_at_most("0", 300).is_err());
+        assert!(parse_duration_at_most("-5", 300).is_err());
+        assert!(parse_duration_at_most("5x", 300).is_err());
+        assert!(parse_duration("3651d").is_err());
+        assert!(parse_duration("99999999999999999999999d").is_err());
+    }
 
     #[test]
     fn accepts_seconds_and_units() {

@@ -8,7 +8,9 @@ mod project;
 mod time;
 mod token;
 
-pub use duration::{MAX_DURATION_SECS, parse_duration, parse_duration_json};
+pub use duration::{
+    MAX_DURATION_SECS, parse_duration, parse_duration_at_most, parse_duration_json,
+};
 pub use key::{Key, KeyError, Prefix};
 pub use project::{ProjectId, ProjectSettings, Public, StorageMode};
 pub use time::{RFC3339_LEN, Timestamp};

@@ -184,9 +184,8 @@ pub fn blocking(query: &Query) -> Result<Option<(Duration, Option<u64>)>, ApiErr
     let Some(wait) = query.get("wait") else {
         return Ok(None);
     };
-    let seconds = crate::domain::parse_duration(wait)
-        .map_err(|error| ApiError::bad_request(format!("wait: {error}")))?
-        .min(MAX_WAIT_SECONDS);
+    let seconds = crate::domain::parse_duration_at_most(wait, MAX_WAIT_SECONDS)
+        .map_err(|error| ApiError::bad_request(format!("wait: {error}")))?;
     let after = query
         .get("after")
         .map(|text| parse_revision("after", text))

@@ -181,6 +181,28 @@ fn a_watch_ends_when_its_token_is_revoked_or_its_project_stops_listing_keys_or_i
     );
 }
 
+/// The contract clamps `wait` above 5 minutes, however long; only a zero or
+/// malformed one is refused.
+#[test]
+fn a_blocking_read_clamps_a_long_wait_and_refuses_a_malformed_one() {
+    let setup = Setup::new("p", json!({}));
+    setup.manage.put(&kv("p", "k"), b"v");
+    // Written above revision 0 already: answered at once.
+    for wait in ["3651d", "99999999999999999999999d", "10m"] {
+        let answer = setup
+            .manage
+            .get(&format!("{}?wait={wait}&after=0", kv("p", "k")));
+        expect_status(&answer, 200);
+        assert_eq!(answer.body, b"v");
+    }
+    for wait in ["0", "-1", "5x", ""] {
+        let answer = setup
+            .manage
+            .get(&format!("{}?wait={wait}&after=0", kv("p", "k")));
+        expect_error(&answer, 400, "bad_request");
+    }
+}
+
 #[test]
 fn a_blocking_read_of_a_revoked_token_ends_with_401() {
     let setup = Setup::new("p", json!({}));
