@@ -378,6 +378,14 @@ fn errors_come_in_the_envelope_with_their_status() {
     let wrong = key.send("PATCH", &store("p", "k"), None, &[]);
     envelope(&wrong, 405);
     assert_eq!(wrong.header("allow"), Some("GET, HEAD, PUT, DELETE"));
+    // A method no route of kvs answers is the route's own 405 too, in the
+    // envelope, with the methods the route answers.
+    for method in ["OPTIONS", "TRACE"] {
+        let wrong = key.send(method, &store("p", "k"), None, &[]);
+        envelope(&wrong, 405);
+        assert_eq!(wrong.header("allow"), Some("GET, HEAD, PUT, DELETE"));
+        envelope(&key.send(method, "/status", None, &[]), 405);
+    }
     envelope(&key.send("POST", &project("p", "/store"), None, &[]), 405);
     envelope(&key.get(&store("p", "missing")), 404);
     envelope(&key.get(&store("p", "missing/value")), 404);
