@@ -98,6 +98,15 @@ fn values() -> Vec<(&'static str, Value, Value, Value)> {
     ]
 }
 
+/// A value with numbers that no f64 or 64-bit integer holds, as Simple-PyKV
+/// (Python's `json`) keeps and serves them, with the text the import must
+/// store for it.
+const BIG: (&str, &str, &str) = (
+    "big",
+    "{\"n\": 123456789012345678901234567890, \"u\": [18446744073709551616, 1.50]}",
+    "{\"n\":123456789012345678901234567890,\"u\":[18446744073709551616,1.50]}",
+);
+
 struct DataSet {
     config: std::path::PathBuf,
     project_key: String,
@@ -143,10 +152,15 @@ fn write_data_set(dir: &Path) -> DataSet {
             }),
         );
     }
+    store.insert(
+        BIG.0.to_owned(),
+        json!({"created_at": 1_600_000_007, "updated_at": 1_600_000_007, "size_bytes": 0, "value": "@@BIG@@"}),
+    );
     std::fs::create_dir_all(dir.join("storage_data")).unwrap();
+    let text = serde_json::to_string_pretty(&Value::Object(store)).unwrap();
     std::fs::write(
         dir.join("storage_data/first_project_store.json"),
-        serde_json::to_vec_pretty(&Value::Object(store)).unwrap(),
+        text.replace("\"@@BIG@@\"", BIG.1),
     )
     .unwrap();
     let path = dir.join("config.json");
@@ -192,7 +206,7 @@ fn a_simple_pykv_data_set_keeps_its_values_times_and_api_keys() {
     let (code, stdout, stderr) = import(&server, &data.config);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
-        stdout.contains("imported 2 projects, 7 keys, 3 tokens"),
+        stdout.contains("imported 2 projects, 8 keys, 3 tokens"),
         "{stdout}"
     );
     // Importing again would merge: it is refused, and nothing changes.
@@ -251,7 +265,12 @@ fn a_simple_pykv_data_set_keeps_its_values_times_and_api_keys() {
     );
     assert_eq!(listing.status, 200, "{}", listing.text());
     let listed = listing.json()["data"].clone();
-    assert_eq!(listed.as_object().unwrap().len(), values().len());
+    assert_eq!(listed.as_object().unwrap().len(), values().len() + 1);
+    // Every digit of the large numbers is kept.
+    let big = admin.get(&format!("/v1/projects/first_project/kv/{}", BIG.0));
+    assert_eq!(big.status, 200);
+    assert_eq!(String::from_utf8_lossy(&big.body), BIG.2);
+    assert_eq!(big.header("content-type"), Some("application/json"));
     for (key, value, _, _) in values() {
         assert_eq!(listed[key]["value"], value, "{key}");
     }

@@ -238,8 +238,10 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
     if on_disk && file.exists() {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let store: serde_json::Map<String, Value> = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JSON object", file.display()))?;
+        // Each value as its text in the file: a number that no f64 or
+        // 64-bit integer holds keeps every digit, as Simple-PyKV kept it.
+        let store: std::collections::BTreeMap<String, Entry> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object of entries", file.display()))?;
         for (key, entry) in store {
             let entry = import_entry(&key, &entry)
                 .with_context(|| format!("key {key:?} of {}", file.display()))?;
@@ -258,17 +260,30 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
     })
 }
 
+/// One entry of a Simple-PyKV store file (`size_bytes` is worked out
+/// again).
+#[derive(serde::Deserialize)]
+struct Entry {
+    value: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    created_at: Value,
+    #[serde(default)]
+    updated_at: Value,
+}
+
 /// A Simple-PyKV entry as an import entry, and its value's size.
-fn import_entry(key: &str, entry: &Value) -> anyhow::Result<(Value, u64)> {
-    let (value, content_type) = match entry.get("value") {
-        Some(Value::String(text)) => (text.clone(), "text/plain; charset=utf-8"),
-        Some(other) => (serde_json::to_string(other)?, "application/json"),
-        None => return Err(anyhow!("no value")),
+fn import_entry(key: &str, entry: &Entry) -> anyhow::Result<(Value, u64)> {
+    let Some(raw) = &entry.value else {
+        return Err(anyhow!("no value"));
     };
-    let time = |field: &str| -> anyhow::Result<String> {
-        let seconds = entry[field]
+    let (value, content_type) = match serde_json::from_str::<Value>(raw.get())? {
+        Value::String(text) => (text, "text/plain; charset=utf-8"),
+        _ => (compact(raw.get()), "application/json"),
+    };
+    let time = |field: &Value, name: &str| -> anyhow::Result<String> {
+        let seconds = field
             .as_f64()
-            .ok_or_else(|| anyhow!("{field} is not a number of seconds"))?;
+            .ok_or_else(|| anyhow!("{name} is not a number of seconds"))?;
         Ok(Timestamp::from_millis((seconds * 1000.0).round() as i64).rfc3339())
     };
     let size = value.len() as u64;
@@ -277,12 +292,36 @@ fn import_entry(key: &str, entry: &Value) -> anyhow::Result<(Value, u64)> {
             "key": key,
             "value": value,
             "content_type": content_type,
-            "created_at": time("created_at")?,
-            "updated_at": time("updated_at")?,
+            "created_at": time(&entry.created_at, "created_at")?,
+            "updated_at": time(&entry.updated_at, "updated_at")?,
             "expires_at": null,
         }),
         size,
     ))
+}
+
+/// JSON text without the whitespace between its tokens (Simple-PyKV's
+/// files are indented); the text of strings and numbers is kept as it is.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The digest of an `authentication` section's key: its `api_key_hash`, or
@@ -307,4 +346,18 @@ fn key_digest(authentication: Option<&Value>) -> anyhow::Result<Option<String>> 
         URL_SAFE_NO_PAD.encode(salt),
         URL_SAFE_NO_PAD.encode(hash)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compact_json_keeps_strings_and_numbers_as_they_are() {
+        let indented = "{\n  \"a b\": [1, 2.50, 123456789012345678901234567890],\n  \"q\": \"say \\\" x \\\\\"\n}";
+        assert_eq!(
+            compact(indented),
+            "{\"a b\":[1,2.50,123456789012345678901234567890],\"q\":\"say \\\" x \\\\\"}"
+        );
+    }
 }
