@@ -603,6 +603,14 @@ fn put_value(
                 _ => match serde_json::from_str::<String>(text) {
                     // A JSON string is stored as its text.
                     Ok(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+                    // A string that is not Unicode text (a lone surrogate
+                    // escape) has no text to store.
+                    Err(_) if text.starts_with('"') => {
+                        return Err(ApiError::bad_request(
+                            "value: a JSON string must be Unicode text (a lone surrogate \
+                             escape such as \\ud800 is not)",
+                        ));
+                    }
                     // Any other JSON as the text the client sent.
                     Err(_) => (Bytes::copy_from_slice(text.as_bytes()), "application/json"),
                 },
@@ -814,5 +822,12 @@ mod tests {
             (r#"{"a": "\"x\""}"#.to_owned(), json)
         );
         assert_eq!(value("-0"), ("-0".to_owned(), json));
+        // A string with no text (a lone surrogate) is refused, not stored
+        // as JSON.
+        for lone in [r#""\ud800""#, r#""a\udc00""#] {
+            let raw: Box<RawValue> = serde_json::from_str(lone).unwrap();
+            assert!(put_value(Some(&raw), None).is_err(), "{lone}");
+        }
+        assert_eq!(value(r#""\ud83d\ude00""#), ("😀".to_owned(), text));
     }
 }

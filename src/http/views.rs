@@ -613,9 +613,15 @@ impl Encoded<'_> {
 }
 
 /// The JSON text of `bytes` (without the whitespace around it) if they are
-/// one strict JSON value: no NaN or Infinity, valid UTF-8, nothing after it.
+/// one strict JSON value: no NaN or Infinity, valid UTF-8, nothing after it;
+/// and one that common parsers read, kvs's own client among them: no number
+/// beyond a double's range (`1e400` would be Infinity), no lone surrogate
+/// escape, at most 128 levels deep. Other bytes are shown as text.
 fn strict_json(bytes: &[u8]) -> Option<&RawValue> {
-    serde_json::from_slice::<&RawValue>(bytes).ok()
+    let raw = serde_json::from_slice::<&RawValue>(bytes).ok()?;
+    // (A full parse checks what skipping over the text does not.)
+    serde_json::from_str::<serde_json::Value>(raw.get()).ok()?;
+    Some(raw)
 }
 
 /// `application/json` or any `…+json`, parameters ignored.
@@ -627,6 +633,38 @@ pub fn is_json_type(content_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a strict parser refuses is not shown as JSON: a value whose
+    /// listing or export kvs's own client could not read.
+    #[test]
+    fn json_that_common_parsers_refuse_is_shown_as_text() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for refused in [
+            "1e400",
+            "-1e400",
+            "\"\\ud800\"",
+            "[\"a\\udc00b\"]",
+            deep.as_str(),
+        ] {
+            assert_eq!(
+                Encoded::of(refused.as_bytes(), "application/json").name(),
+                "utf8",
+                "{refused}"
+            );
+        }
+        for kept in [
+            "123456789012345678901234567890",
+            "1e300",
+            "\"\\ud83d\\ude00\"",
+            "[[[1]]]",
+        ] {
+            assert_eq!(
+                Encoded::of(kept.as_bytes(), "application/json").name(),
+                "json",
+                "{kept}"
+            );
+        }
+    }
 
     fn encoded(bytes: &[u8], content_type: &str) -> (String, &'static str) {
         let encoded = Encoded::of(bytes, content_type);

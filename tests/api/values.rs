@@ -365,7 +365,7 @@ fn every_read_answer_carries_the_server_revision() {
 #[test]
 fn the_meta_view_gives_keymeta_with_the_value_encoded() {
     let setup = Setup::new("p", json!({}));
-    let cases: [(&str, &[u8], &str, Value, &str); 5] = [
+    let cases: [(&str, &[u8], &str, Value, &str); 7] = [
         (
             "json",
             br#"{"a":[1,true]}"#,
@@ -381,6 +381,16 @@ fn the_meta_view_gives_keymeta_with_the_value_encoded() {
             "json",
         ),
         ("nan", b"[NaN]", "application/json", json!("[NaN]"), "utf8"),
+        // JSON that a double cannot hold, or that is no Unicode text: kvs's
+        // own client (and most parsers) could not read it inline.
+        ("huge", b"1e400", "application/json", json!("1e400"), "utf8"),
+        (
+            "lone",
+            br#""\ud800""#,
+            "application/json",
+            json!(r#""\ud800""#),
+            "utf8",
+        ),
         (
             "text",
             b"{\"a\":1}",
