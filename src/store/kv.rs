@@ -323,7 +323,14 @@ impl Judge<'_> {
                 })?;
                 let text = Bytes::from(value.to_string());
                 let old = old.map(|(meta, _)| meta);
-                let (meta, _) = self.put(&key, old, text, COUNTER_TYPE.to_owned(), None, None)?;
+                // A live counter keeps its expiry, as Redis's INCR keeps a
+                // key's TTL; a new one (or one past its expiry) has none.
+                let expires_at = old
+                    .as_ref()
+                    .filter(|meta| is_live(meta, self.now))
+                    .and_then(|meta| meta.expires_at);
+                let (meta, _) =
+                    self.put(&key, old, text, COUNTER_TYPE.to_owned(), expires_at, None)?;
                 Ok(OpResult::Incr { meta, value })
             }
         }

@@ -931,6 +931,34 @@ fn first_admin_tokens_written_at_once_make_one() {
     });
 }
 
+/// An increment keeps a live counter's expiry, as Redis's INCR keeps a
+/// key's TTL; a new counter has none.
+#[test]
+fn an_increment_keeps_the_counter_expiry() {
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let commit = write(store.as_ref(), "p", vec![put_ttl("n", "5", Some(3600))])
+            .await
+            .unwrap();
+        let OpResult::Put { meta: put, .. } = &commit.results[0] else {
+            panic!("{:?}", commit.results);
+        };
+        assert!(put.expires_at.is_some());
+        let incr = |k: &str| KvOp::Incr { key: key(k), by: 2 };
+        let commit = write(store.as_ref(), "p", vec![incr("n")]).await.unwrap();
+        let OpResult::Incr { meta, value } = &commit.results[0] else {
+            panic!("{:?}", commit.results);
+        };
+        assert_eq!(*value, 7);
+        assert_eq!(meta.expires_at, put.expires_at);
+        let commit = write(store.as_ref(), "p", vec![incr("fresh")]).await.unwrap();
+        let OpResult::Incr { meta, .. } = &commit.results[0] else {
+            panic!("{:?}", commit.results);
+        };
+        assert_eq!(meta.expires_at, None);
+    });
+}
+
 #[test]
 fn increments_at_once_near_the_limit_each_succeed_or_overflow_alone() {
     for_each_engine(|store, _| async move {
