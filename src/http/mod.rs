@@ -269,7 +269,9 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         (Endpoint::Latest(project), _) => {
             return Box::pin(kv::latest(&ctx, &project, request)).await;
         }
-        (Endpoint::Txn(project), _) => Box::pin(txn::txn(&ctx, &project, request)).await,
+        (Endpoint::Txn(project), _) => {
+            return kv::about_keys(Box::pin(txn::txn(&ctx, &project, request)).await);
+        }
         (Endpoint::Watch(project), _) => Box::pin(watch::watch(&ctx, &project, request)).await,
         (Endpoint::Import(project), _) => Box::pin(import::import(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {

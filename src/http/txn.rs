@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -118,7 +118,13 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
         revision: commit.revision,
         results: commit.results.iter().map(txn_result).collect(),
     };
-    Ok(json(StatusCode::OK, answer))
+    // As every answer to a read: a transaction of gets is one.
+    let mut response = json(StatusCode::OK, answer);
+    response.headers_mut().insert(
+        HeaderName::from_static("kvs-revision"),
+        HeaderValue::from(commit.revision),
+    );
+    Ok(response)
 }
 
 /// `POST /v1/projects/{p}/incr/{key}?by=<int>`.

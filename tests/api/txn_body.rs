@@ -58,6 +58,18 @@ fn ops_may_name_their_op_after_the_other_fields() {
     assert_eq!(results[1]["value"], 5, "{results}");
     assert_eq!(results[2]["value"], "x", "{results}");
     assert_eq!(results[3]["deleted"], false, "{results}");
+    // An answer about keys, and, for a transaction of gets, an answer to a
+    // read: the headers of both.
+    let read = post(
+        &setup.manage,
+        &setup,
+        r#"{"ops": [{"op": "get", "key": "a"}]}"#,
+    );
+    expect_status(&read, 200);
+    let revision = read.json()["revision"].to_string();
+    assert_eq!(read.header("kvs-revision"), Some(revision.as_str()));
+    assert_eq!(read.header("cache-control"), Some("private, no-cache"));
+    assert_eq!(read.header("x-content-type-options"), Some("nosniff"));
 }
 
 #[test]

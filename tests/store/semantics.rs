@@ -951,7 +951,9 @@ fn an_increment_keeps_the_counter_expiry() {
         };
         assert_eq!(*value, 7);
         assert_eq!(meta.expires_at, put.expires_at);
-        let commit = write(store.as_ref(), "p", vec![incr("fresh")]).await.unwrap();
+        let commit = write(store.as_ref(), "p", vec![incr("fresh")])
+            .await
+            .unwrap();
         let OpResult::Incr { meta, .. } = &commit.results[0] else {
             panic!("{:?}", commit.results);
         };
