@@ -119,6 +119,15 @@ impl ApiError {
         self
     }
 
+    /// An import's error as an import names it: the failed op (its key's
+    /// index, as the store numbers an import's ops) is its `failed_key`.
+    pub fn op_as_key(mut self) -> ApiError {
+        if let Some(index) = self.extra.failed_op.take() {
+            self.extra.failed_key = Some(index);
+        }
+        self
+    }
+
     pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
         self.headers.push((name, value.into()));
         self

@@ -99,7 +99,12 @@ pub async fn import(
         checks: Vec::new(),
         ops,
     };
-    let commit = ctx.app.store.write_kv(write).await?;
+    let commit = ctx
+        .app
+        .store
+        .write_kv(write)
+        .await
+        .map_err(|error| ApiError::from(error).op_as_key())?;
     Ok(json(
         StatusCode::OK,
         Imported {

@@ -50,6 +50,32 @@ fn imported_keys_keep_their_content_type_and_times() {
     );
 }
 
+/// Whatever refuses a key, the answer names it as an import does: by
+/// `failed_key`, its index.
+#[test]
+fn a_key_refused_by_the_store_is_named_by_failed_key() {
+    let setup = Setup::new("p", json!({"max_keys": 1, "max_value_bytes": 8}));
+    let keys = json!({"keys": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]});
+    let answer = setup.manage.post_json("/v1/projects/p/import", &keys);
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "quota_exceeded");
+    assert_eq!(answer.json()["failed_key"], 1, "{}", answer.text());
+    assert!(
+        answer.json().get("failed_op").is_none(),
+        "{}",
+        answer.text()
+    );
+    let large = json!({"keys": [{"key": "a", "value": "more than eight"}]});
+    let answer = setup.manage.post_json("/v1/projects/p/import", &large);
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.json()["failed_key"], 0, "{}", answer.text());
+    assert!(
+        answer.json().get("failed_op").is_none(),
+        "{}",
+        answer.text()
+    );
+}
+
 #[test]
 fn an_import_is_all_or_nothing_and_needs_a_manage_token() {
     let setup = Setup::new("p", json!({}));
