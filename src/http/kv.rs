@@ -444,6 +444,21 @@ async fn put(
     path: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // The body is stored as sent: a coding kvs would not undo (gzip) would
+    // be stored as the compressed bytes and served without its coding.
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = coding.to_str().is_ok_and(|text| {
+            text.split(',')
+                .all(|c| c.trim().eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a value is stored as sent: send it without a Content-Encoding",
+            ));
+        }
+    }
     let ttl = query
         .get("ttl")
         .map(|text| parse_duration(text).map_err(|e| ApiError::bad_request(format!("ttl: {e}"))))

@@ -509,6 +509,30 @@ fn a_transaction_refuses_the_content_types_a_put_refuses() {
     assert_eq!(read.header("content-type"), Some("text/x-c; charset=utf-8"));
 }
 
+/// A body in a content coding (gzip) would be stored compressed and served
+/// without its coding: it is refused; `identity` is no coding.
+#[test]
+fn a_value_in_a_content_coding_is_refused() {
+    let setup = Setup::new("p", json!({}));
+    for coding in ["gzip", "identity, gzip", "br"] {
+        let answer = setup.manage.send(
+            "PUT",
+            &setup.kv("z"),
+            Some(b"\x1f\x8b\x08\x00"),
+            &[("Content-Encoding", coding)],
+        );
+        expect_error(&answer, 415, "unsupported_media_type");
+    }
+    expect_error(&setup.manage.get(&setup.kv("z")), 404, "key_not_found");
+    let plain = setup.manage.send(
+        "PUT",
+        &setup.kv("z"),
+        Some(b"v"),
+        &[("Content-Encoding", "identity")],
+    );
+    expect_status(&plain, 201);
+}
+
 fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
