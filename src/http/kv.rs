@@ -259,6 +259,7 @@ fn head_key() {}
         (status = 201, description = "Created", body = KeyMetaView, headers(("ETag" = String), ("Location" = String))),
         (status = 412, description = "A precondition failed (with the current `ETag`)", body = ErrorBody),
         (status = 413, description = "The value is over the project's limit", body = ErrorBody),
+        (status = 415, description = "The body has a `Content-Encoding`: a value is stored as sent", body = ErrorBody),
         (status = 507, description = "The disk is full; nothing was written", body = ErrorBody),
     ),
 )]
