@@ -95,6 +95,12 @@ fn values() -> Vec<(&'static str, Value, Value, Value)> {
             json!(1_600_000_006),
             json!(1_600_000_006),
         ),
+        (
+            "nothing",
+            json!(null),
+            json!(1_600_000_008),
+            json!(1_600_000_008),
+        ),
     ]
 }
 
@@ -206,7 +212,7 @@ fn a_simple_pykv_data_set_keeps_its_values_times_and_api_keys() {
     let (code, stdout, stderr) = import(&server, &data.config);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
-        stdout.contains("imported 2 projects, 8 keys, 3 tokens"),
+        stdout.contains("imported 2 projects, 9 keys, 3 tokens"),
         "{stdout}"
     );
     // Importing again would merge: it is refused, and nothing changes.

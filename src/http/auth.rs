@@ -54,20 +54,27 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, ApiE
     static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
     static API_KEY: HeaderName = HeaderName::from_static("api-key");
     let mut found: Option<&str> = None;
-    // Another scheme (`Basic`, which a proxy's own sign-in passes on) is
-    // not a kvs credential: it is ignored, as Simple-PyKV ignored it, so
-    // that `X-API-Key` or `auth=` beside it, or a public project, work.
+    // The schemes of a proxy's own sign-in (`Basic` from nginx's
+    // `auth_basic`, …) are not kvs credentials: such a header is ignored,
+    // as Simple-PyKV ignored it, so that `X-API-Key` or `auth=` beside it,
+    // or a public project, work. Any other value is a credential, and one
+    // that is not `Bearer <token>` never a valid one (401).
+    const PROXY_SCHEMES: [&str; 4] = ["basic", "digest", "negotiate", "ntlm"];
     let bearer = headers
         .get_all(header::AUTHORIZATION)
         .iter()
         .filter_map(|value| {
             let text = value.to_str().unwrap_or("");
-            match text.trim_start().split_once(' ') {
+            match text.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                     Some(token.trim())
                 }
-                _ if text.trim_start().eq_ignore_ascii_case("bearer") => Some(""),
-                _ => None,
+                Some((scheme, _))
+                    if PROXY_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) =>
+                {
+                    None
+                }
+                _ => Some(""),
             }
         });
     let keys = [&X_API_KEY, &API_KEY].into_iter().flat_map(|name| {

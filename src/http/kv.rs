@@ -445,21 +445,7 @@ async fn put(
     path: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // The body is stored as sent: a coding kvs would not undo (gzip) would
-    // be stored as the compressed bytes and served without its coding.
-    for coding in headers.get_all(header::CONTENT_ENCODING) {
-        let identity = coding.to_str().is_ok_and(|text| {
-            text.split(',')
-                .all(|c| c.trim().eq_ignore_ascii_case("identity"))
-        });
-        if !identity {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "a value is stored as sent: send it without a Content-Encoding",
-            ));
-        }
-    }
+    no_content_coding(headers)?;
     let ttl = query
         .get("ttl")
         .map(|text| parse_duration(text).map_err(|e| ApiError::bad_request(format!("ttl: {e}"))))
@@ -672,12 +658,35 @@ fn open_cursor(cursor: &str, project: &str, prefix: &str) -> Result<String, ApiE
     Ok(last)
 }
 
+/// A value is stored as sent: a body in a content coding kvs would not undo
+/// (gzip) would be stored as the compressed bytes and served without its
+/// coding, so it is refused (415); `identity` is no coding.
+pub(super) fn no_content_coding(headers: &HeaderMap) -> Result<(), ApiError> {
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = coding.to_str().is_ok_and(|text| {
+            text.split(',').all(|c| {
+                let c = c.trim();
+                c.is_empty() || c.eq_ignore_ascii_case("identity")
+            })
+        });
+        if !identity {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a value is stored as sent: send it without a Content-Encoding",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A content type to store, as every way of giving one takes it (the
 /// header, `?content_type=`, a transaction's or an import's field): some
 /// text in visible ASCII, which a read can send back as its
 /// `Content-Type`. `what` names the field in the message.
 pub(super) fn content_type(text: &str, what: &str) -> Result<String, ApiError> {
-    if text.is_empty() || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+    let allowed = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
+    if text.trim().is_empty() || !text.bytes().all(allowed) {
         return Err(ApiError::bad_request(format!(
             "{what} must be a media type in visible ASCII"
         )));
@@ -719,9 +728,12 @@ fn matches_weakly(condition: &Result<String, ()>, version: u64) -> bool {
 /// or a list of strong entity tags (a weak one never matches).
 fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     if let Some(value) = list_header(headers, &header::IF_NONE_MATCH) {
-        return match value.as_deref().map(str::trim) {
-            Ok("*") => Ok(Some(Precondition::Absent)),
-            _ => Err(ApiError::bad_request("a write takes If-None-Match: * only")),
+        // (`*` on two lines is still `*`.)
+        let star = value.is_ok_and(|text| text.split(',').all(|tag| tag.trim() == "*"));
+        return if star {
+            Ok(Some(Precondition::Absent))
+        } else {
+            Err(ApiError::bad_request("a write takes If-None-Match: * only"))
         };
     }
     let Some(value) = list_header(headers, &header::IF_MATCH) else {
@@ -817,6 +829,13 @@ mod tests {
         };
         assert_eq!(versions, [999, 1]);
         assert!(list_header(&HeaderMap::new(), &header::IF_MATCH).is_none());
+        let mut star = HeaderMap::new();
+        star.append(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        star.append(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(matches!(
+            write_precondition(&star),
+            Ok(Some(Precondition::Absent))
+        ));
     }
 
     #[test]

@@ -743,6 +743,7 @@ async fn put_key(
 ) -> Result<Response, ApiError> {
     let (project, key) = key_of(ctx, raw_id, raw_key, Role::Write)?;
     let (parts, body): (_, Body) = request.into_parts();
+    super::kv::no_content_coding(&parts.headers)?;
     let limit = project
         .settings
         .max_value_bytes
@@ -753,7 +754,7 @@ async fn put_key(
             "the body is empty: send the value to store (JSON or text)",
         ));
     }
-    let content_type = if serde_json::from_slice::<IgnoredAny>(&value).is_ok() {
+    let content_type = if super::views::is_readable_json(&value) {
         "application/json"
     } else if std::str::from_utf8(&value).is_ok() {
         "text/plain; charset=utf-8"

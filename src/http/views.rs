@@ -619,9 +619,61 @@ impl Encoded<'_> {
 /// escape, at most 128 levels deep. Other bytes are shown as text.
 fn strict_json(bytes: &[u8]) -> Option<&RawValue> {
     let raw = serde_json::from_slice::<&RawValue>(bytes).ok()?;
-    // (A full parse checks what skipping over the text does not.)
-    serde_json::from_str::<serde_json::Value>(raw.get()).ok()?;
+    // (A parse checks what skipping over the text does not, and builds
+    // nothing: a tree of a large value would cost many times its size.)
+    serde_json::from_str::<Readable>(raw.get()).ok()?;
     Some(raw)
+}
+
+/// Whether `bytes` are JSON that [`Encoded::of`] shows as JSON.
+pub fn is_readable_json(bytes: &[u8]) -> bool {
+    strict_json(bytes).is_some()
+}
+
+/// A JSON value read through and kept nowhere: its numbers within a
+/// double's range, its strings Unicode, its depth within serde_json's 128.
+struct Readable;
+
+impl<'de> serde::Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Readable, D::Error> {
+        deserializer.deserialize_any(ReadableVisitor)
+    }
+}
+
+struct ReadableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ReadableVisitor {
+    type Value = Readable;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<Readable, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
 }
 
 /// `application/json` or any `…+json`, parameters ignored.

@@ -275,6 +275,12 @@ fn an_authorization_header_of_another_scheme_is_no_credential() {
     set_public(&setup, "read");
     let open = anonymous.send("GET", &setup.kv("k"), None, &[basic]);
     expect_status(&open, 200);
+    // Any other value is a credential, and never a valid one: 401, not
+    // anonymous, on the public project too.
+    for other in ["kvs_not-a-token", "Token kvs_not-a-token", "Bearer"] {
+        let refused = anonymous.send("GET", &setup.kv("k"), None, &[("authorization", other)]);
+        expect_unauthorized(&refused);
+    }
     // A Bearer credential is still one, and two different ones are 401.
     let two = anonymous.send(
         "GET",

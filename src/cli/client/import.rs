@@ -264,7 +264,8 @@ fn read_project(project: &Value, storage_dir: &Path) -> anyhow::Result<PykvProje
 /// again).
 #[derive(serde::Deserialize)]
 struct Entry {
-    value: Option<Box<serde_json::value::RawValue>>,
+    /// (Not an `Option`: serde reads a `null` value as `None`.)
+    value: Box<serde_json::value::RawValue>,
     #[serde(default)]
     created_at: Value,
     #[serde(default)]
@@ -273,9 +274,7 @@ struct Entry {
 
 /// A Simple-PyKV entry as an import entry, and its value's size.
 fn import_entry(key: &str, entry: &Entry) -> anyhow::Result<(Value, u64)> {
-    let Some(raw) = &entry.value else {
-        return Err(anyhow!("no value"));
-    };
+    let raw = &entry.value;
     let (value, content_type) = match serde_json::from_str::<Value>(raw.get())? {
         Value::String(text) => (text, "text/plain; charset=utf-8"),
         _ => (compact(raw.get()), "application/json"),
