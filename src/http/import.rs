@@ -72,7 +72,8 @@ pub struct ImportedKey {
     responses(
         (status = 200, description = "Imported", body = Imported),
         (status = 400, description = "Malformed (with `failed_key`)", body = ErrorBody),
-        (status = 413, description = "The body or a value is too large", body = ErrorBody),
+        (status = 403, description = "Not a manage token, or a key past `max_keys` (`quota_exceeded`, with `failed_key`)", body = ErrorBody),
+        (status = 413, description = "The body or a value is too large (a value: with `failed_key`)", body = ErrorBody),
         (status = 415, description = "Not a JSON body", body = ErrorBody),
         (status = 507, description = "The disk is full", body = ErrorBody),
     ),

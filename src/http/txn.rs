@@ -46,7 +46,7 @@ pub const MAX_TXN_ITEMS: usize = 128;
     params(("project" = String, Path, description = "The project id")),
     request_body = TxnRequest,
     responses(
-        (status = 200, description = "Applied", body = TxnAnswer),
+        (status = 200, description = "Applied", body = TxnAnswer, headers(("Kvs-Revision" = u64, description = "The revision in the body"))),
         (status = 400, description = "Malformed (with `failed_op` for an op)", body = ErrorBody),
         (status = 409, description = "An op cannot apply (`failed_op`)", body = ErrorBody),
         (status = 412, description = "Checks failed (`failed_checks`)", body = ErrorBody),

@@ -67,6 +67,14 @@ fn an_asset_is_revalidated_by_its_etag() {
     let etag = first.header("etag").expect("an ETag").to_owned();
     let again = anon.send("GET", "/ui/app.js", None, &[("if-none-match", &etag)]);
     expect_status(&again, 304);
+    // A list on several lines is one list.
+    let lines = anon.send(
+        "GET",
+        "/ui/app.js",
+        None,
+        &[("if-none-match", "\"other\""), ("if-none-match", &etag)],
+    );
+    expect_status(&lines, 304);
     assert!(again.body.is_empty());
     assert_eq!(
         setup.anonymous().get("/ui").header("cache-control"),
