@@ -28,7 +28,7 @@ const DEFAULT_LIST_LIMIT: usize = 100;
 /// A page with values ends at the key that brings its raw bytes to this.
 const VALUES_PAGE_BYTES: u64 = 4 << 20;
 
-static KVS_REVISION: HeaderName = HeaderName::from_static("kvs-revision");
+pub(super) static KVS_REVISION: HeaderName = HeaderName::from_static("kvs-revision");
 static KVS_VERSION: HeaderName = HeaderName::from_static("kvs-version");
 static KVS_CREATED_AT: HeaderName = HeaderName::from_static("kvs-created-at");
 static KVS_KEY: HeaderName = HeaderName::from_static("kvs-key");

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -121,7 +121,7 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
     // As every answer to a read: a transaction of gets is one.
     let mut response = json(StatusCode::OK, answer);
     response.headers_mut().insert(
-        HeaderName::from_static("kvs-revision"),
+        super::kv::KVS_REVISION.clone(),
         HeaderValue::from(commit.revision),
     );
     Ok(response)
