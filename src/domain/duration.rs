@@ -1,5 +1,7 @@
 //! Durations as the contract writes them (`ttl`, `expires_in`, `wait`): whole
-//! seconds, or a whole number with a unit `s`, `m`, `h` or `d`.
+//! seconds, or a whole number with a unit `s`, `m`, `h` or `d`. The error
+//! texts never repeat what they were given, which may be a secret pasted in
+//! the wrong place.
 
 /// The longest `ttl` or `expires_in` accepted: 3650 days.
 pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
@@ -9,7 +11,7 @@ pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     match parse_seconds(text)? {
         Some(seconds) => check_range(seconds),
-        None => Err(format!("duration {:?} is too long", text.trim())),
+        None => Err("the duration is too long".to_owned()),
     }
 }
 
@@ -37,15 +39,11 @@ fn parse_seconds(text: &str) -> Result<Option<u64>, String> {
         'h' => 3600,
         'd' => 86_400,
         _ => {
-            return Err(format!(
-                "unknown duration unit in {text:?} (use s, m, h or d)"
-            ));
+            return Err("unknown duration unit (use s, m, h or d)".to_owned());
         }
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?} is not a duration (whole seconds, or a number with s, m, h or d)"
-        ));
+        return Err("not a duration (whole seconds, or a number with s, m, h or d)".to_owned());
     }
     // Only digits are left: the parse fails only when the number is too
     // large for a u64.
@@ -60,14 +58,11 @@ pub fn parse_duration_json(value: &serde_json::Value) -> Result<u64, String> {
     match value {
         serde_json::Value::Number(n) => match n.as_u64() {
             Some(seconds) => check_range(seconds),
-            None => Err(format!(
-                "duration {n} must be a positive whole number of seconds"
-            )),
+            None => Err("a duration must be a positive whole number of seconds".to_owned()),
         },
         serde_json::Value::String(s) => parse_duration(s),
-        other => Err(format!(
-            "duration must be a number or a string, not {other}"
-        )),
+        // What it is instead is not repeated: it may be any text.
+        _ => Err("a duration must be a number or a string".to_owned()),
     }
 }
 

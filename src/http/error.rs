@@ -155,6 +155,14 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 400 for a JSON body (or a part of one, named by `what`) that serde
+    /// could not read. The message says what is wrong and where, without the
+    /// text of the request that serde quotes: a field name, an enum's
+    /// value or a string may be a secret pasted in the wrong place.
+    pub fn bad_json(what: &str, error: &serde_json::Error) -> ApiError {
+        ApiError::bad_request(format!("{what}: {}", unquoted(&error.to_string())))
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -371,5 +379,133 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+/// `message`, a serde error's text, without the request's text that it
+/// quotes: "unknown field `…`" and "unknown variant `…`" lose the name,
+/// and a `string "…"` (an invalid type or value) becomes "a string". What
+/// serde says is expected, and where, stays.
+fn unquoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let named = ["unknown field `", "unknown variant `"]
+            .iter()
+            .filter_map(|opening| rest.find(opening).map(|at| (at, *opening)))
+            .min();
+        let string = rest.find("string \"");
+        match (
+            named.filter(|(at, _)| string.is_none_or(|s| *at < s)),
+            string,
+        ) {
+            (Some((at, opening)), _) => {
+                // The name runs to the last of serde's own continuations
+                // (the list of what it expected holds no such text).
+                let name = &rest[at + opening.len()..];
+                let end = ["`, expected ", "`, there are no "]
+                    .iter()
+                    .filter_map(|close| name.rfind(close))
+                    .max();
+                out.push_str(&rest[..at]);
+                out.push_str(&opening[..opening.len() - 2]);
+                match end {
+                    Some(end) => rest = &name[end + 1..],
+                    None => return out,
+                }
+            }
+            (None, Some(at)) => {
+                out.push_str(&rest[..at]);
+                out.push_str("a string");
+                // A Debug-quoted string: it ends at the first quote that is
+                // not escaped.
+                let quoted = &rest[at + "string \"".len()..];
+                let mut escaped = false;
+                let end = quoted.char_indices().find_map(|(i, c)| match c {
+                    _ if escaped => {
+                        escaped = false;
+                        None
+                    }
+                    '\\' => {
+                        escaped = true;
+                        None
+                    }
+                    '"' => Some(i),
+                    _ => None,
+                });
+                match end {
+                    Some(end) => rest = &quoted[end + 1..],
+                    None => return out,
+                }
+            }
+            (None, None) => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal<T: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str) -> String {
+        let error = serde_json::from_str::<T>(json).unwrap_err();
+        ApiError::bad_json("the body", &error).message().to_owned()
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shape {
+        id: Option<String>,
+        count: Option<u64>,
+        role: Option<Role>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Role {
+        Read,
+    }
+
+    #[test]
+    fn serde_messages_keep_what_was_expected_and_where_but_not_the_request_text() {
+        let cases = [
+            (
+                r#"{"se`, expected cret": 1}"#,
+                "the body: unknown field, expected one of `id`, `count`, `role` at line 1 column 21",
+            ),
+            (
+                r#"{"role": "se\"cr`et"}"#,
+                "the body: unknown variant, expected `read` at line 1 column 20",
+            ),
+            (
+                r#"{"count": "se\"cr\\et"}"#,
+                "the body: invalid type: a string, expected u64 at line 1 column 22",
+            ),
+            (
+                r#"{"id": 12}"#,
+                "the body: invalid type: integer `12`, expected a string at line 1 column 9",
+            ),
+            (
+                r#"{"id": "#,
+                "the body: EOF while parsing a value at line 1 column 7",
+            ),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(refusal::<Shape>(json), expected, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_message_that_ends_inside_a_quote_is_cut_there() {
+        assert_eq!(unquoted("unknown field `abc"), "unknown field");
+        assert_eq!(
+            unquoted("invalid value: string \"abc"),
+            "invalid value: a string"
+        );
+        assert_eq!(unquoted("nothing quoted"), "nothing quoted");
     }
 }

@@ -145,9 +145,7 @@ fn parse(ctx: &Ctx<'_>, bytes: &[u8], now: Timestamp) -> Result<Vec<KvOp>, ApiEr
         (_, Some(error)) => Err(error),
         (Ok(Some(ops)), None) => Ok(ops),
         (Ok(None), None) => Err(ApiError::bad_request(SHAPE)),
-        (Err(error), None) => Err(ApiError::bad_request(format!(
-            "the JSON body is not valid: {error}"
-        ))),
+        (Err(error), None) => Err(ApiError::bad_json("the JSON body is not valid", &error)),
     }
 }
 
@@ -180,7 +178,7 @@ impl<'de> Visitor<'de> for Body<'_, '_> {
                 let error = if field == "keys" {
                     ApiError::bad_request("\"keys\" is given twice")
                 } else {
-                    ApiError::bad_request(format!("unknown field {field:?}"))
+                    ApiError::bad_request("unknown field (the body's one field is \"keys\")")
                 };
                 *self.failure.borrow_mut() = Some(error);
                 return Err(de::Error::custom("refused"));
@@ -291,7 +289,7 @@ impl Keys<'_, '_> {
 /// One imported key as a `Restore` op.
 fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiError> {
     let entry: ImportedKey = serde_json::from_str(entry.get())
-        .map_err(|error| ApiError::bad_request(format!("an imported key: {error}")))?;
+        .map_err(|error| ApiError::bad_json("an imported key", &error))?;
     let key = Key::parse(entry.key.as_str())?;
     ctx.caller.require_scope(key.as_str())?;
     let (value, default_type) = match (entry.value, entry.value_base64) {
@@ -327,9 +325,8 @@ fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiE
 /// An RFC 3339 time field, if present and not null.
 fn time(text: Option<String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
     text.map(|text| {
-        Timestamp::parse_rfc3339(&text).ok_or_else(|| {
-            ApiError::bad_request(format!("{name} must be an RFC 3339 time, not {text:?}"))
-        })
+        Timestamp::parse_rfc3339(&text)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time")))
     })
     .transpose()
 }

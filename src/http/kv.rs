@@ -753,7 +753,7 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
             .and_then(|t| t.strip_suffix('"'))
             .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| {
-                ApiError::bad_request(format!("If-Match: {tag} is not an entity tag like \"12\""))
+                ApiError::bad_request("If-Match holds a tag that is not an entity tag like \"12\"")
             })?;
         versions.push(version);
     }

@@ -40,8 +40,8 @@ impl Query {
         match self.get(name) {
             None | Some("false") | Some("0") => Ok(false),
             Some("true") | Some("1") | Some("") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "{name} must be true or false, not {other:?}"
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{name} must be true or false (or 1 or 0)"
             ))),
         }
     }
@@ -180,5 +180,5 @@ pub async fn json_of_any_type<T: DeserializeOwned>(
         bytes
     };
     serde_json::from_slice(&bytes)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not valid: {error}")))
+        .map_err(|error| ApiError::bad_json("the JSON body is not valid", &error))
 }

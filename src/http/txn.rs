@@ -158,9 +158,9 @@ pub async fn incr(
     let query = Query::parse(request.uri().query())?;
     let by = match query.get("by") {
         None => 1,
-        Some(text) => text.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("by must be a 64-bit integer, not {text:?}"))
-        })?,
+        Some(text) => text
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("by must be a 64-bit integer"))?,
     };
     let (_, result) = super::kv::write_one(ctx, &project, KvOp::Incr { key, by }).await?;
     let OpResult::Incr { meta, value } = result else {
@@ -463,8 +463,7 @@ fn op_name(op: &RawValue) -> Option<String> {
 
 /// `T` from a check's or op's JSON text; a mismatch is a 400 naming `what`.
 fn parse_as<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ApiError> {
-    serde_json::from_str(raw.get())
-        .map_err(|error| ApiError::bad_request(format!("{what}: {error}")))
+    serde_json::from_str(raw.get()).map_err(|error| ApiError::bad_json(what, &error))
 }
 
 /// A JSON body as `T` (`shape` says what it should look like when it does
@@ -472,9 +471,9 @@ fn parse_as<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ApiErr
 fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], shape: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| {
         if error.is_syntax() || error.is_eof() {
-            ApiError::bad_request(format!("the JSON body is not valid: {error}"))
+            ApiError::bad_json("the JSON body is not valid", &error)
         } else {
-            ApiError::bad_request(format!("{shape}: {error}"))
+            ApiError::bad_json(shape, &error)
         }
     })
 }
@@ -527,11 +526,11 @@ fn shape_op<'a>(raw: &RawValue, name: Option<&str>) -> Result<ShapedOp<'a>, ApiE
                 by: op.by,
             }
         }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "unknown op {:?} (each op is an object whose \"op\" is put, delete, get or incr)",
-                other.unwrap_or("")
-            )));
+        // What `op` held is not repeated: it may be any text.
+        _ => {
+            return Err(ApiError::bad_request(
+                "unknown op (each op is an object whose \"op\" is put, delete, get or incr)",
+            ));
         }
     })
 }

@@ -400,11 +400,8 @@ fn since(query: &Query, headers: &HeaderMap) -> Result<Option<(&'static str, u64
 }
 
 fn parse_revision(name: &str, text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>().map_err(|_| {
-        ApiError::bad_request(format!(
-            "{name} must be a revision (a whole number), not {text:?}"
-        ))
-    })
+    text.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("{name} must be a revision (a whole number)")))
 }
 
 /// Why a watch stream ends.

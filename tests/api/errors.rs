@@ -179,3 +179,128 @@ fn the_openapi_document_answers_without_a_token_and_names_every_v1_route() {
         .send("POST", "/v1/openapi.json", None, &[]);
     expect_error(&allowed, 405, "method_not_allowed");
 }
+
+/// A body the server refuses may carry a secret where a name or a value
+/// should be (a pasted token as a field name, a role, a mode). The 400 says
+/// what is wrong and where, and never sends the secret back.
+#[test]
+fn a_refused_json_body_is_described_without_repeating_its_text() {
+    let setup = Setup::new("p", json!({}));
+    let secret = "kvs_Wq3rT9secretSECRETsecret0123456789abcdefgh";
+    let cases: Vec<(&str, String, serde_json::Value)> = vec![
+        (
+            "POST",
+            "/v1/projects".into(),
+            json!({ "id": "q", secret: 1 }),
+        ),
+        (
+            "POST",
+            "/v1/projects".into(),
+            json!({ "id": "q", "mode": secret }),
+        ),
+        (
+            "POST",
+            "/v1/projects".into(),
+            json!({ "id": "q", "max_keys": secret }),
+        ),
+        ("PATCH", setup.path(""), json!({ secret: true })),
+        ("POST", setup.path("/tokens"), json!({ "role": secret })),
+        (
+            "POST",
+            setup.path("/tokens"),
+            json!({ "role": "read", "expires_in": [secret] }),
+        ),
+        (
+            "POST",
+            setup.path("/txn"),
+            json!({ "ops": [{ "op": secret, "key": "a" }] }),
+        ),
+        (
+            "POST",
+            setup.path("/txn"),
+            json!({ "ops": [{ "op": "put", "key": "a", "value": 1, secret: 1 }] }),
+        ),
+        (
+            "POST",
+            setup.path("/txn"),
+            json!({ "ops": [{ "op": "put", "key": "a", "value": 1, "ttl": [secret] }] }),
+        ),
+        (
+            "POST",
+            setup.path("/txn"),
+            json!({ "checks": [{ "key": "a", secret: 1 }], "ops": [] }),
+        ),
+        ("POST", setup.path("/import"), json!({ secret: [] })),
+        (
+            "POST",
+            setup.path("/import"),
+            json!({ "keys": [{ "key": "a", "value": "1", secret: 1 }] }),
+        ),
+        (
+            "POST",
+            setup.path("/import"),
+            json!({ "keys": [{ "key": "a", "value": [secret] }] }),
+        ),
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({ "name": "n", secret: 1 }),
+        ),
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({ "name": "n", "storage": secret }),
+        ),
+    ];
+    let mut repeated = Vec::new();
+    for (method, path, body) in cases {
+        let body = serde_json::to_vec(&body).unwrap();
+        let answer = setup.admin.send(
+            method,
+            &path,
+            Some(&body),
+            &[("content-type", "application/json")],
+        );
+        let text = answer.text();
+        assert_eq!(
+            answer.status,
+            400,
+            "{method} {path} {}: {text}",
+            String::from_utf8_lossy(&body)
+        );
+        if text.contains("Wq3rT9secret") {
+            repeated.push(format!("{method} {path}: {text}"));
+        }
+    }
+    // The same text in a query parameter or a header that takes a number,
+    // a flag, a duration or a tag.
+    setup.admin.put(&setup.kv("a"), b"1");
+    let if_match = [("if-match", secret)];
+    let kv = setup.kv("a");
+    let query = [
+        ("GET", format!("{kv}?meta={secret}"), &[][..]),
+        ("PUT", format!("{kv}?ttl={secret}"), &[]),
+        (
+            "POST",
+            format!("{}?by={secret}", setup.path("/incr/n")),
+            &[],
+        ),
+        ("GET", format!("{kv}?wait=1s&after={secret}"), &[]),
+        ("PUT", kv.clone(), &if_match),
+        ("GET", format!("{kv}?wait={secret}&after=1"), &[]),
+    ];
+    for (method, path, headers) in query {
+        let body = (method != "GET").then_some(&b"1"[..]);
+        let answer = setup.admin.send(method, &path, body, headers);
+        let text = answer.text();
+        assert_eq!(answer.status, 400, "{method} {path}: {text}");
+        if text.contains("Wq3rT9secret") {
+            repeated.push(format!("{method} {path}: {text}"));
+        }
+    }
+    assert!(
+        repeated.is_empty(),
+        "the secret came back:\n{}",
+        repeated.join("\n")
+    );
+}
