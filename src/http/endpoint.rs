@@ -201,8 +201,9 @@ impl Endpoint {
                     return Ok(Endpoint::Pykv(route));
                 }
                 // Simple-PyKV's clients read every answer under its prefix
-                // in its envelope, a missing route's too.
-                if path == "/api/v1" || path.starts_with("/api/v1/") {
+                // (and under /status) in its envelope, a missing route's too.
+                if path == "/api/v1" || path.starts_with("/api/v1/") || path.starts_with("/status/")
+                {
                     return Ok(Endpoint::Pykv(PykvRoute::Unknown));
                 }
                 if let Some(asset) = path.strip_prefix("/ui/") {
@@ -360,6 +361,8 @@ mod tests {
         assert_eq!(pykv("/api/v1/nothing"), unknown);
         assert_eq!(pykv("/api/v2/projects"), None);
         assert_eq!(pykv("/status"), Some(PykvRoute::Status));
+        assert_eq!(pykv("/status/"), unknown);
+        assert_eq!(pykv("/statusx"), None);
     }
 
     #[test]

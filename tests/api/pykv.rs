@@ -389,6 +389,10 @@ fn errors_come_in_the_envelope_with_their_status() {
     envelope(&key.send("POST", &project("p", "/store"), None, &[]), 405);
     envelope(&key.get(&store("p", "missing")), 404);
     envelope(&key.get(&store("p", "missing/value")), 404);
+    // Under /status too: Simple-PyKV (Flask) has no /status/, and its
+    // clients read its 404 in the envelope.
+    envelope(&key.get("/status/"), 404);
+    envelope(&admin.get("/status/more"), 404);
     envelope(
         &key.send("PUT", &store("p", "bad%01key"), Some(b"v"), &[]),
         400,
