@@ -404,3 +404,44 @@ fn a_project_with_authentication_disabled_is_imported_public_and_a_disabled_syst
     // only says how to open them.
     assert_eq!(anonymous.get("/status").status, 401);
 }
+
+/// Importing the same data set again, once its projects are deleted, makes
+/// no second admin token for the system key: a second one would keep the
+/// key working after the first was revoked.
+#[test]
+fn a_second_import_keeps_one_admin_token_for_the_system_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_data_set(&dir.path().join("pykv"));
+    let server = ServerProcess::start(&dir.path().join("kvs"), &fake_secret());
+    let (code, stdout, stderr) = import(&server, &data.config);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    // The key is used once: its token now holds the key's ordinary digest.
+    let listing = pykv_get(&server, &data.system_key, "/api/v1/projects");
+    assert_eq!(listing.status, 200, "{}", listing.text());
+
+    let admin = server.admin();
+    for project in ["first_project", "scratch"] {
+        assert_eq!(admin.delete(&format!("/v1/projects/{project}")).status, 204);
+    }
+    let (code, stdout, stderr) = import(&server, &data.config);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("not imported again"), "{stdout}");
+    assert!(
+        stdout.contains("imported 2 projects, 9 keys, 2 tokens"),
+        "{stdout}"
+    );
+    let imported: Vec<Value> = admin.get("/v1/tokens").json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|token| token["source"] == "import")
+        .cloned()
+        .collect();
+    assert_eq!(imported.len(), 1, "{imported:?}");
+
+    // Revoked, the key opens nothing.
+    let id = imported[0]["id"].as_str().unwrap();
+    assert_eq!(admin.delete(&format!("/v1/tokens/{id}")).status, 204);
+    let refused = pykv_get(&server, &data.system_key, "/api/v1/projects");
+    assert_eq!(refused.status, 401, "{}", refused.text());
+}

@@ -131,12 +131,18 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
             }
         ));
     }
-    match system_digest {
-        Some(digest) => {
+    match (system_digest, imported_admin(api)?) {
+        // A second token for the same key would be a second way in: once
+        // the first is revoked, the key would still open the server.
+        (Some(_), Some(earlier)) => lines.push(format!(
+            "system API key not imported again: admin token {earlier} was imported from \
+             Simple-PyKV before (revoke it first to import the key anew)"
+        )),
+        (Some(digest), None) => {
             let answer = api.json(
                 Method::POST,
                 "/v1/tokens",
-                Some(&json!({"name": "simple-pykv admin key", "imported_digest": digest})),
+                Some(&json!({"name": SYSTEM_KEY_NAME, "imported_digest": digest})),
             )?;
             tokens += 1;
             lines.push(format!(
@@ -144,7 +150,7 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
                 output::text(&answer["id"])
             ));
         }
-        None => lines.push("no system API key in the config".to_owned()),
+        (None, _) => lines.push("no system API key in the config".to_owned()),
     }
     if system_open {
         lines.push(
@@ -160,6 +166,21 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
         projects.len()
     ));
     output::lines(lines)
+}
+
+/// The name of the admin token that keeps Simple-PyKV's system key.
+const SYSTEM_KEY_NAME: &str = "simple-pykv admin key";
+
+/// The id of an admin token an earlier import made of a system key, if
+/// one is still there.
+fn imported_admin(api: &Api) -> Result<Option<String>, ClientError> {
+    let listed = api.json(Method::GET, "/v1/tokens", None)?;
+    Ok(listed["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|token| token["source"] == "import" && token["name"] == SYSTEM_KEY_NAME)
+        .map(|token| output::text(&token["id"])))
 }
 
 /// Creates one project, keeps its API key, imports its keys; answers how
