@@ -138,13 +138,13 @@ fn require_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// A JSON body of type `T`.
+/// A JSON body of type `T`. An empty body is `{}`.
 pub async fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
     require_json_type(headers)?;
-    json_of_any_type(headers, body).await
+    read_json(headers, body, true).await
 }
 
 /// The bytes of a body of JSON type (or without a `Content-Type`) under
@@ -162,10 +162,21 @@ pub async fn json_bytes(
 
 /// A JSON body whatever its `Content-Type` says, or without one: how
 /// Simple-PyKV's routes read theirs (curl's `-d` sends
-/// `application/x-www-form-urlencoded`). An empty body is `{}`.
+/// `application/x-www-form-urlencoded`). An empty body is not JSON: 400, as
+/// routes.md answers it.
 pub async fn json_of_any_type<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
+) -> Result<T, ApiError> {
+    read_json(headers, body, false).await
+}
+
+/// A JSON body; an empty one (or one of only whitespace) is `{}` if
+/// `empty_is_object`.
+async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    empty_is_object: bool,
 ) -> Result<T, ApiError> {
     let bytes = read_body(
         headers,
@@ -174,7 +185,7 @@ pub async fn json_of_any_type<T: DeserializeOwned>(
         super::error::RAISE_NONE,
     )
     .await?;
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let bytes = if empty_is_object && bytes.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
     } else {
         bytes

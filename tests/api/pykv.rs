@@ -406,6 +406,15 @@ fn errors_come_in_the_envelope_with_their_status() {
         &[("Content-Type", "text/plain")],
     );
     envelope(&text, 400);
+    // An empty body is not JSON either (routes.md: "Body must be valid
+    // JSON"), on an update too, where it used to read as `{}`.
+    for empty in [&b""[..], b" \n"] {
+        envelope(&key.send("PUT", &project("p", ""), Some(empty), &[]), 400);
+        envelope(
+            &admin.send("POST", "/api/v1/projects", Some(empty), &[]),
+            400,
+        );
+    }
     let bare = admin.send("POST", "/api/v1/projects", Some(br#"{"id":"q"}"#), &[]);
     envelope(&bare, 201);
 
