@@ -76,13 +76,12 @@ pub fn handle(asset: &str, method: &Method, headers: &HeaderMap) -> Response {
         return response;
     };
     let etag = &ETAGS[index];
-    // Every line of the header: a list may come on several (RFC 9110 5.3).
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim().trim_start_matches("W/") == etag);
+    // Compared weakly, over every line of the header (RFC 9110 13.1.2).
+    let fresh = super::kv::list_header(headers, &header::IF_NONE_MATCH)
+        .and_then(Result::ok)
+        .is_some_and(|mut tags| {
+            tags.any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+        });
     let mut response = if fresh {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
