@@ -91,7 +91,7 @@ async fn caller<'a>(
 async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
     let query = Query::parse(request.uri().query())?;
     let auth = if app.settings.form_query_auth {
-        query.get("auth")
+        query.get("auth")?
     } else {
         None
     };

@@ -447,7 +447,7 @@ async fn put(
 ) -> Result<Response, ApiError> {
     no_content_coding(headers)?;
     let ttl = query
-        .get("ttl")
+        .get("ttl")?
         .map(|text| parse_duration(text).map_err(|e| ApiError::bad_request(format!("ttl: {e}"))))
         .transpose()?;
     let limit = project
@@ -457,7 +457,10 @@ async fn put(
     let value = read_body(headers, body, limit, super::error::RAISE_VALUE).await?;
     // `?content_type=` wins over the header: a client whose generator fixes
     // the request's Content-Type to the declared one still chooses it.
-    let content_type = match (query.get("content_type"), headers.get(header::CONTENT_TYPE)) {
+    let content_type = match (
+        query.get("content_type")?,
+        headers.get(header::CONTENT_TYPE),
+    ) {
         (Some(text), _) => content_type(text, "content_type")?,
         (None, None) => "application/octet-stream".to_owned(),
         (None, Some(value)) => content_type(
@@ -541,7 +544,7 @@ pub fn listed_prefix(ctx: &Ctx<'_>, project: &Project, query: &Query) -> Result<
             "this project does not list its keys to read and write tokens",
         ));
     }
-    match query.get("prefix") {
+    match query.get("prefix")? {
         None | Some("") => Ok(ctx.caller.prefix()),
         Some(prefix) => {
             ctx.caller.require_scope(prefix)?;
@@ -564,7 +567,7 @@ async fn listing_inner(
     let query = Query::parse(request.uri().query())?;
     if request.method() == Method::DELETE {
         ctx.caller.require_role(Role::Write)?;
-        let prefix = query.get("prefix").ok_or_else(|| {
+        let prefix = query.get("prefix")?.ok_or_else(|| {
             ApiError::bad_request(
                 "a delete by prefix needs ?prefix= (prefix= alone clears the project)",
             )
@@ -579,14 +582,14 @@ async fn listing_inner(
     }
 
     let prefix = listed_prefix(ctx, &project, &query)?;
-    let limit = match query.get("limit") {
+    let limit = match query.get("limit")? {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => parse_limit(text)?,
     };
 
     let id = project.settings.id.as_str();
     let after = query
-        .get("cursor")
+        .get("cursor")?
         .map(|cursor| open_cursor(cursor, id, prefix.as_str()))
         .transpose()?;
     let with_values = query.flag("values")?;

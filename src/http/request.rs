@@ -28,16 +28,25 @@ impl Query {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    /// The value of a parameter that takes one. Given twice with different
+    /// values it is 400, not the first or the last: `?prefix=a&prefix=b`
+    /// on a delete must not guess which keys to remove.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next();
+        if let Some(first) = first
+            && values.any(|other| other != first)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name} is given more than once, with different values"
+            )));
+        }
+        Ok(first.map(String::as_str))
     }
 
     /// A boolean flag: `true`/`1` or `false`/`0`; absent is false.
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
-        match self.get(name) {
+        match self.get(name)? {
             None | Some("false") | Some("0") => Ok(false),
             Some("true") | Some("1") | Some("") => Ok(true),
             Some(_) => Err(ApiError::bad_request(format!(

@@ -156,7 +156,7 @@ pub async fn incr(
     let key = Key::parse_bytes(raw_key)?;
     ctx.caller.require_scope(key.as_str())?;
     let query = Query::parse(request.uri().query())?;
-    let by = match query.get("by") {
+    let by = match query.get("by")? {
         None => 1,
         Some(text) => text
             .parse::<i64>()

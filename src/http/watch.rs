@@ -181,13 +181,13 @@ impl Lifeline {
 
 /// The `wait` and `after` of a blocking read, if the request has them.
 pub fn blocking(query: &Query) -> Result<Option<(Duration, Option<u64>)>, ApiError> {
-    let Some(wait) = query.get("wait") else {
+    let Some(wait) = query.get("wait")? else {
         return Ok(None);
     };
     let seconds = crate::domain::parse_duration_at_most(wait, MAX_WAIT_SECONDS)
         .map_err(|error| ApiError::bad_request(format!("wait: {error}")))?;
     let after = query
-        .get("after")
+        .get("after")?
         .map(|text| parse_revision("after", text))
         .transpose()?;
     Ok(Some((Duration::from_secs(seconds), after)))
@@ -394,7 +394,7 @@ fn since(query: &Query, headers: &HeaderMap) -> Result<Option<(&'static str, u64
             .map(|since| Some(("Last-Event-ID", since)));
     }
     query
-        .get("since")
+        .get("since")?
         .map(|text| parse_revision("since", text).map(|since| ("since", since)))
         .transpose()
 }

@@ -548,3 +548,52 @@ fn query_parameters_that_do_not_decode_to_utf8_are_refused_on_every_route() {
         listed.text()
     );
 }
+
+/// A parameter that takes one value, given twice with different values,
+/// is refused: the server does not guess which one was meant, least of all
+/// on a delete by prefix. The same value twice is that value.
+#[test]
+fn a_single_valued_parameter_given_twice_differently_is_400() {
+    let setup = Setup::new("p", json!({}));
+    let writer = setup.client("write");
+    for key in ["l/k0", "l/k1", "zz"] {
+        put(&writer, &setup.kv(key), b"v");
+    }
+    let kv = setup.kv("a");
+    let refused = [
+        (
+            "DELETE",
+            format!("{}?prefix=l/k0&prefix=zz", setup.path("/kv")),
+        ),
+        ("GET", format!("{}?prefix=l&prefix=zz", setup.path("/kv"))),
+        ("GET", format!("{}?limit=1&limit=2", setup.path("/kv"))),
+        ("POST", format!("{}?by=1&by=2", setup.path("/incr/n"))),
+        ("PUT", format!("{kv}?ttl=60&ttl=1")),
+        (
+            "PUT",
+            format!("{kv}?content_type=text/plain&content_type=image/png"),
+        ),
+        ("GET", format!("{kv}?meta=true&meta=false")),
+        ("GET", format!("{kv}?wait=1&wait=2")),
+    ];
+    for (method, path) in refused {
+        let body = (method == "PUT").then_some(&b"v"[..]);
+        let answer = writer.send(method, &path, body, &[]);
+        let message = expect_error(&answer, 400, "bad_request");
+        assert!(
+            message.contains("more than once"),
+            "{method} {path}: {message}"
+        );
+    }
+    // Nothing was deleted, written or counted.
+    assert_eq!(keys(&setup), ["l/k0", "l/k1", "zz"]);
+
+    let same = writer.send(
+        "DELETE",
+        &format!("{}?prefix=zz&prefix=zz", setup.path("/kv")),
+        None,
+        &[],
+    );
+    expect_status(&same, 200);
+    assert_eq!(same.json()["deleted"], 1);
+}
