@@ -430,18 +430,38 @@ fn a_second_import_keeps_one_admin_token_for_the_system_key() {
         stdout.contains("imported 2 projects, 9 keys, 2 tokens"),
         "{stdout}"
     );
-    let imported: Vec<Value> = admin.get("/v1/tokens").json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|token| token["source"] == "import")
-        .cloned()
-        .collect();
-    assert_eq!(imported.len(), 1, "{imported:?}");
+    let imported_admins = || -> Vec<String> {
+        admin.get("/v1/tokens").json()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|token| token["source"] == "import")
+            .map(|token| token["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = imported_admins();
+    assert_eq!(first.len(), 1, "{first:?}");
 
-    // Revoked, the key opens nothing.
-    let id = imported[0]["id"].as_str().unwrap();
-    assert_eq!(admin.delete(&format!("/v1/tokens/{id}")).status, 204);
+    // Another Simple-PyKV's system key is another key: it is kept.
+    for project in ["first_project", "scratch"] {
+        assert_eq!(admin.delete(&format!("/v1/projects/{project}")).status, 204);
+    }
+    let other = write_data_set(&dir.path().join("other"));
+    let (code, stdout, stderr) = import(&server, &other.config);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("system API key kept as admin token"),
+        "{stdout}"
+    );
+    assert_eq!(imported_admins().len(), 2);
+
+    // The first revoked, its key opens nothing; the other key still works.
+    assert_eq!(
+        admin.delete(&format!("/v1/tokens/{}", first[0])).status,
+        204
+    );
     let refused = pykv_get(&server, &data.system_key, "/api/v1/projects");
     assert_eq!(refused.status, 401, "{}", refused.text());
+    let listing = pykv_get(&server, &other.system_key, "/api/v1/projects");
+    assert_eq!(listing.status, 200, "{}", listing.text());
 }

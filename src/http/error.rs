@@ -382,46 +382,65 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How serde quotes the request's text in its messages, and what stands
+/// in for it here.
+#[derive(Clone, Copy)]
+enum Quote {
+    /// "unknown field `…`, expected …": the name runs to serde's own
+    /// continuation, the last in the message.
+    Name(&'static str),
+    /// "integer `12`", "character `x`": one quoted scalar, at least one
+    /// character long.
+    Scalar(&'static str),
+    /// `string "…"`, quoted the way `{:?}` quotes (escaped `"` and `\`).
+    Debug,
+}
+
+const QUOTES: [(&str, Quote); 6] = [
+    ("unknown field `", Quote::Name("unknown field")),
+    ("unknown variant `", Quote::Name("unknown variant")),
+    ("integer `", Quote::Scalar("an integer")),
+    ("floating point `", Quote::Scalar("a number")),
+    ("character `", Quote::Scalar("a character")),
+    ("string \"", Quote::Debug),
+];
+
 /// `message`, a serde error's text, without the request's text that it
-/// quotes: "unknown field `…`" and "unknown variant `…`" lose the name,
-/// and a `string "…"` (an invalid type or value) becomes "a string". What
-/// serde says is expected, and where, stays.
+/// quotes: an unknown field's or variant's name, and the string, number or
+/// character given where another type was expected. What serde says was
+/// expected, and where, stays.
 fn unquoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     loop {
-        let named = ["unknown field `", "unknown variant `"]
+        let first = QUOTES
             .iter()
-            .filter_map(|opening| rest.find(opening).map(|at| (at, *opening)))
-            .min();
-        let string = rest.find("string \"");
-        match (
-            named.filter(|(at, _)| string.is_none_or(|s| *at < s)),
-            string,
-        ) {
-            (Some((at, opening)), _) => {
-                // The name runs to the last of serde's own continuations
-                // (the list of what it expected holds no such text).
-                let name = &rest[at + opening.len()..];
-                let end = ["`, expected ", "`, there are no "]
+            .filter_map(|(opening, quote)| Some((rest.find(opening)?, opening.len(), *quote)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, opening, quote)) = first else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let quoted = &rest[at + opening..];
+        let end = match quote {
+            Quote::Name(stand_in) => {
+                out.push_str(stand_in);
+                // (The list of what serde expected holds no such text.)
+                ["`, expected ", "`, there are no "]
                     .iter()
-                    .filter_map(|close| name.rfind(close))
-                    .max();
-                out.push_str(&rest[..at]);
-                out.push_str(&opening[..opening.len() - 2]);
-                match end {
-                    Some(end) => rest = &name[end + 1..],
-                    None => return out,
-                }
+                    .filter_map(|close| quoted.rfind(close))
+                    .max()
             }
-            (None, Some(at)) => {
-                out.push_str(&rest[..at]);
+            Quote::Scalar(stand_in) => {
+                out.push_str(stand_in);
+                let skip = quoted.chars().next().map_or(0, char::len_utf8);
+                quoted[skip..].find('`').map(|end| skip + end)
+            }
+            Quote::Debug => {
                 out.push_str("a string");
-                // A Debug-quoted string: it ends at the first quote that is
-                // not escaped.
-                let quoted = &rest[at + "string \"".len()..];
                 let mut escaped = false;
-                let end = quoted.char_indices().find_map(|(i, c)| match c {
+                quoted.char_indices().find_map(|(i, c)| match c {
                     _ if escaped => {
                         escaped = false;
                         None
@@ -432,16 +451,12 @@ fn unquoted(message: &str) -> String {
                     }
                     '"' => Some(i),
                     _ => None,
-                });
-                match end {
-                    Some(end) => rest = &quoted[end + 1..],
-                    None => return out,
-                }
+                })
             }
-            (None, None) => {
-                out.push_str(rest);
-                return out;
-            }
+        };
+        match end {
+            Some(end) => rest = &quoted[end + 1..],
+            None => return out,
         }
     }
 }
@@ -486,8 +501,12 @@ mod tests {
                 "the body: invalid type: a string, expected u64 at line 1 column 22",
             ),
             (
-                r#"{"id": 12}"#,
-                "the body: invalid type: integer `12`, expected a string at line 1 column 9",
+                r#"{"id": 4111111111111111}"#,
+                "the body: invalid type: an integer, expected a string at line 1 column 23",
+            ),
+            (
+                r#"{"id": -1.5e3}"#,
+                "the body: invalid type: a number, expected a string at line 1 column 13",
             ),
             (
                 r#"{"id": "#,
@@ -507,5 +526,14 @@ mod tests {
             "invalid value: a string"
         );
         assert_eq!(unquoted("nothing quoted"), "nothing quoted");
+        assert_eq!(
+            unquoted("invalid type: character `\u{e9}`, expected x"),
+            "invalid type: a character, expected x"
+        );
+        assert_eq!(
+            unquoted("invalid type: character ```, expected x"),
+            "invalid type: a character, expected x"
+        );
+        assert_eq!(unquoted("integer `"), "an integer");
     }
 }

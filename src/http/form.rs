@@ -28,7 +28,7 @@ use super::auth::{Open, presented_secret};
 use super::error::ApiError;
 use super::imported::{anonymous, authenticate_secret};
 use super::kv::latest_answer;
-use super::request::{Query, decode_pairs, read_body};
+use super::request::{FORM_FIELD, Query, decode_pairs, read_body};
 use super::{App, Ctx};
 use crate::domain::{Key, Role, TokenSecret};
 use crate::store::{KvOp, KvWrite};
@@ -132,7 +132,7 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
         super::error::RAISE_TXN,
     )
     .await?;
-    let pairs = decode_pairs(&body, "form field")?;
+    let pairs = decode_pairs(&body, FORM_FIELD)?;
     let mut auth = None;
     let mut fields = Vec::new();
     for (name, value) in pairs {

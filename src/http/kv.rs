@@ -741,8 +741,11 @@ fn matches_weakly<'a>(condition: Result<impl Iterator<Item = &'a str>, ()>, vers
 /// or a list of strong entity tags (a weak one never matches).
 fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     if let Some(value) = list_header(headers, &header::IF_NONE_MATCH) {
-        // (`*` on two lines is still `*`.)
-        let star = value.is_ok_and(|mut tags| tags.all(|tag| tag == "*"));
+        // `*`, on one line or several; an empty list is not `*`.
+        let star = value.is_ok_and(|tags| {
+            let mut tags = tags.peekable();
+            tags.peek().is_some() && tags.all(|tag| tag == "*")
+        });
         return if star {
             Ok(Some(Precondition::Absent))
         } else {
@@ -753,10 +756,19 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
         return Ok(None);
     };
     let tags = value.map_err(|()| ApiError::bad_request("If-Match is not valid"))?;
+    let both = || ApiError::bad_request("If-Match takes * or a list of entity tags, not both");
+    let mut tags = tags.peekable();
+    if tags.peek() == Some(&"*") {
+        return if tags.all(|tag| tag == "*") {
+            Ok(Some(Precondition::Exists))
+        } else {
+            Err(both())
+        };
+    }
     let mut versions = Vec::new();
     for tag in tags {
         if tag == "*" {
-            return Ok(Some(Precondition::Exists));
+            return Err(both());
         }
         if tag.starts_with("W/") {
             continue; // weak tags never match a strong comparison
@@ -849,6 +861,29 @@ mod tests {
         assert!(matches!(
             write_precondition(&star),
             Ok(Some(Precondition::Absent))
+        ));
+        // An empty If-None-Match is not `*`; `*` does not mix with tags.
+        let sent = |name: HeaderName, lines: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(name.clone(), HeaderValue::from_static(line));
+            }
+            write_precondition(&headers)
+        };
+        assert!(sent(header::IF_NONE_MATCH, &[""]).is_err());
+        assert!(sent(header::IF_NONE_MATCH, &[" , "]).is_err());
+        assert!(sent(header::IF_NONE_MATCH, &["*", "\"1\""]).is_err());
+        for mixed in [
+            &["\"5\", *"][..],
+            &["*, \"5\""],
+            &["*", "\"5\""],
+            &["\"5\"", "*"],
+        ] {
+            assert!(sent(header::IF_MATCH, mixed).is_err(), "{mixed:?}");
+        }
+        assert!(matches!(
+            sent(header::IF_MATCH, &["*", " * "]),
+            Ok(Some(Precondition::Exists))
         ));
     }
 

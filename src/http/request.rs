@@ -56,14 +56,18 @@ impl Query {
     }
 }
 
+/// What [`decode_pairs`] calls the pairs of a form body.
+pub const FORM_FIELD: &str = "form field";
+
 /// The pairs of `application/x-www-form-urlencoded` text (a query string
 /// or a form body), decoded strictly: `+` is a space, and a name or value
 /// whose percent-decoded bytes are not UTF-8 is refused with 400
 /// `bad_request` (never decoded with replacement characters, which would
 /// turn different bytes into the same key). `what` names the pairs in the
 /// message ("query parameter", "form field"). The message names the pair
-/// by its name, or by its place when the name is what does not decode, and
-/// never repeats a value: a value may be a secret (`auth=`).
+/// by its place, or by its name for a form field (a form's names are keys),
+/// and never repeats a value: a value may be a secret (`auth=`), and so
+/// may a query parameter's name, pasted in the wrong place.
 pub fn decode_pairs(text: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &[u8]| -> Option<String> {
         let spaced: Vec<u8> = part
@@ -88,9 +92,14 @@ pub fn decode_pairs(text: &[u8], what: &str) -> Result<Vec<(String, String)>, Ap
                 ))
             })?;
             let value = decode(value).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "the value of {what} {name:?} does not percent-decode to UTF-8"
-                ))
+                ApiError::bad_request(if what == FORM_FIELD {
+                    format!("the value of {what} {name:?} does not percent-decode to UTF-8")
+                } else {
+                    format!(
+                        "the value of {what} {} does not percent-decode to UTF-8",
+                        index + 1
+                    )
+                })
             })?;
             Ok((name, value))
         })

@@ -75,6 +75,11 @@ fn an_asset_is_revalidated_by_its_etag() {
         &[("if-none-match", "\"other\""), ("if-none-match", &etag)],
     );
     expect_status(&lines, 304);
+    // `*` matches any current version (RFC 9110 13.1.2).
+    let star = anon.send("GET", "/ui/app.js", None, &[("if-none-match", "*")]);
+    expect_status(&star, 304);
+    let other = anon.send("GET", "/ui/app.js", None, &[("if-none-match", "\"other\"")]);
+    expect_status(&other, 200);
     assert!(again.body.is_empty());
     assert_eq!(
         setup.anonymous().get("/ui").header("cache-control"),

@@ -12,6 +12,7 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use ureq::http::{Method, StatusCode};
 
 use super::api::{Api, ClientError, segment};
@@ -131,26 +132,31 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
             }
         ));
     }
-    match (system_digest, imported_admin(api)?) {
-        // A second token for the same key would be a second way in: once
-        // the first is revoked, the key would still open the server.
-        (Some(_), Some(earlier)) => lines.push(format!(
-            "system API key not imported again: admin token {earlier} was imported from \
-             Simple-PyKV before (revoke it first to import the key anew)"
-        )),
-        (Some(digest), None) => {
-            let answer = api.json(
-                Method::POST,
-                "/v1/tokens",
-                Some(&json!({"name": SYSTEM_KEY_NAME, "imported_digest": digest})),
-            )?;
-            tokens += 1;
-            lines.push(format!(
-                "system API key kept as admin token {}",
-                output::text(&answer["id"])
-            ));
+    match system_digest {
+        Some(digest) => {
+            let name = system_key_name(&digest);
+            // A second token for the same key would be a second way in:
+            // once the first was revoked, the key would still open the
+            // server.
+            if let Some(earlier) = imported_admin(api, &name)? {
+                lines.push(format!(
+                    "system API key already kept as admin token {earlier} (imported \
+                     earlier); not imported again"
+                ));
+            } else {
+                let answer = api.json(
+                    Method::POST,
+                    "/v1/tokens",
+                    Some(&json!({"name": name, "imported_digest": digest})),
+                )?;
+                tokens += 1;
+                lines.push(format!(
+                    "system API key kept as admin token {}",
+                    output::text(&answer["id"])
+                ));
+            }
         }
-        (None, _) => lines.push("no system API key in the config".to_owned()),
+        None => lines.push("no system API key in the config".to_owned()),
     }
     if system_open {
         lines.push(
@@ -168,18 +174,24 @@ fn simple_pykv(api: &Api, config_path: &Path) -> Outcome {
     output::lines(lines)
 }
 
-/// The name of the admin token that keeps Simple-PyKV's system key.
-const SYSTEM_KEY_NAME: &str = "simple-pykv admin key";
+/// The name of the admin token that keeps a Simple-PyKV system key: it
+/// ends with a fingerprint of the key's digest (the first 12 hex digits of
+/// its SHA-256, which tell nothing of the key), so that a later import
+/// knows the same key, and only the same key, again.
+fn system_key_name(digest: &str) -> String {
+    let fingerprint = Sha256::digest(digest.as_bytes());
+    format!("simple-pykv admin key {}", hex::encode(&fingerprint[..6]))
+}
 
-/// The id of an admin token an earlier import made of a system key, if
-/// one is still there.
-fn imported_admin(api: &Api) -> Result<Option<String>, ClientError> {
+/// The id of the admin token named `name` that an earlier import made, if
+/// it is still there.
+fn imported_admin(api: &Api, name: &str) -> Result<Option<String>, ClientError> {
     let listed = api.json(Method::GET, "/v1/tokens", None)?;
     Ok(listed["tokens"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|token| token["source"] == "import" && token["name"] == SYSTEM_KEY_NAME)
+        .find(|token| token["source"] == "import" && token["name"] == name)
         .map(|token| output::text(&token["id"])))
 }
 
