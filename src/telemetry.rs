@@ -310,13 +310,15 @@ pub fn watcher_closed() {
 /// The Prometheus text of every metric: the recorded counters and
 /// histograms, then the figures of the moment as gauges, read at each
 /// scrape (so a deleted project's series are gone at the next one).
-pub fn render_metrics(app: &App) -> String {
+pub fn render_metrics(app: &App, with_projects: bool) -> String {
     let mut out = match METRICS.get() {
         Some(Some(handle)) => handle.render(),
         _ => String::new(),
     };
     // A store that cannot vouch for its catalog shows no projects.
     let catalog = app.store.catalog().unwrap_or_default();
+    // Nor does an answer to whom the projects' ids are not shown.
+    let named = || catalog.projects().filter(|_| with_projects);
     let mut gauge =
         |name: &str, help: &str, samples: &mut dyn Iterator<Item = (Option<&str>, f64)>| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
@@ -370,16 +372,12 @@ pub fn render_metrics(app: &App) -> String {
     gauge(
         "kvs_project_keys",
         "Keys stored in a project",
-        &mut catalog
-            .projects()
-            .map(|p| (Some(p.settings.id.as_str()), p.stats.keys() as f64)),
+        &mut named().map(|p| (Some(p.settings.id.as_str()), p.stats.keys() as f64)),
     );
     gauge(
         "kvs_project_bytes",
         "Value bytes stored in a project",
-        &mut catalog
-            .projects()
-            .map(|p| (Some(p.settings.id.as_str()), p.stats.bytes() as f64)),
+        &mut named().map(|p| (Some(p.settings.id.as_str()), p.stats.bytes() as f64)),
     );
     out
 }

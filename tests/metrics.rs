@@ -316,3 +316,47 @@ fn deferred_checkpoints_count_the_bytes_they_wrote() {
         "{checkpoints} deferred checkpoints wrote {written} bytes"
     );
 }
+
+/// Public metrics do not name the projects of a server that does not list
+/// them (`projects_discoverable = false`): an anonymous scrape has the
+/// figures but no per-project series; an admin's has them.
+#[test]
+fn public_metrics_name_no_project_that_the_server_does_not_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--metrics-public",
+        "true",
+        "--projects-discoverable",
+        "false",
+    ]
+    .map(String::from);
+    let server = ServerProcess::start_with(&dir.path().join("data"), &fake_secret(), true, &args);
+    let admin = server.admin();
+    admin.create_project("hidden-one", json!({}));
+    let anonymous = common::Client::new(&server.url, None).get("/metrics");
+    assert_eq!(anonymous.status, 200);
+    let text = anonymous.text();
+    assert!(!text.contains("hidden-one"), "{text}");
+    assert!(text.contains("kvs_projects "), "{text}");
+    let wrong = common::Client::new(&server.url, Some(&fake_secret())).get("/metrics");
+    assert_eq!(wrong.status, 200);
+    assert!(!wrong.text().contains("hidden-one"));
+    let full = admin.get("/metrics").text();
+    assert!(
+        full.contains("kvs_project_keys{project=\"hidden-one\"}"),
+        "{full}"
+    );
+
+    // A server that lists its projects shows them in public metrics too.
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--metrics-public", "true"].map(String::from);
+    let server = ServerProcess::start_with(&dir.path().join("data"), &fake_secret(), true, &args);
+    server.admin().create_project("listed-one", json!({}));
+    let text = common::Client::new(&server.url, None)
+        .get("/metrics")
+        .text();
+    assert!(
+        text.contains("kvs_project_keys{project=\"listed-one\"}"),
+        "{text}"
+    );
+}

@@ -58,12 +58,20 @@ pub fn readyz(app: &App) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
 )]
 pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Response, ApiError> {
-    if !app.settings.metrics_public {
-        let (caller, _) =
-            super::imported::authenticate(app, headers, None, Open::Never, peer).await?;
-        caller.require_admin()?;
-    }
-    let text = crate::telemetry::render_metrics(app);
+    let authenticated = || super::imported::authenticate(app, headers, None, Open::Never, peer);
+    // The per-project series name every project. A server that does not
+    // list its projects (`projects_discoverable = false`) shows them to an
+    // admin only, public metrics or not.
+    let with_projects = if app.settings.metrics_public {
+        app.settings.projects_discoverable
+            || authenticated()
+                .await
+                .is_ok_and(|(caller, _)| caller.require_admin().is_ok())
+    } else {
+        authenticated().await?.0.require_admin()?;
+        true
+    };
+    let text = crate::telemetry::render_metrics(app, with_projects);
     Ok((
         [(
             header::CONTENT_TYPE,
