@@ -318,7 +318,9 @@ fn a_key_the_server_refuses_is_named_by_its_line_and_nothing_of_its_chunk_stays(
     let run = kvs(&server, "b", &["import"], input.as_bytes());
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("at line 4 (key bad)") && run.stderr.contains("colour"),
+        // (The unknown field is not named: a 400 repeats nothing it was
+        // sent, which might be a secret pasted in the wrong place.)
+        run.stderr.contains("at line 4 (key bad)") && run.stderr.contains("unknown field"),
         "{}",
         run.stderr
     );

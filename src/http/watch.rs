@@ -337,7 +337,16 @@ pub async fn watch(
     }
     let since = since.map(|(_, since)| since);
     if let Some(since) = since {
-        let compacted = subscription.feed.compacted();
+        // The history of this project reaches back to its creation at
+        // most: a revision before it (but 0, "from the start") may come
+        // from a project of the same id deleted since, whose end this
+        // history does not hold.
+        let born = if since > 0 {
+            project.settings.created_revision
+        } else {
+            0
+        };
+        let compacted = subscription.feed.compacted().max(born);
         if since < compacted {
             return Err(StoreError::HistoryCompacted {
                 compact_revision: compacted,

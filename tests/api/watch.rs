@@ -534,3 +534,44 @@ fn overwriting_large_values_keeps_the_data_directory_within_the_history_byte_lim
     assert_eq!(resumed.status, 200);
     assert!(resumed.wait_for("event: sync", 5));
 }
+
+/// A watcher of a project that was deleted and created again may resume
+/// from a revision of the old project: the new project's history does not
+/// hold the old keys' end, so it is 410 with the revision to resume from,
+/// never a stream that leaves the old keys in the watcher's view. That
+/// holds whether or not anything was written in between.
+#[test]
+fn resuming_a_watch_of_a_project_deleted_and_created_again_is_410() {
+    for storage in ["disk", "memory"] {
+        let setup = Setup::new("re", json!({ "storage": storage }));
+        let admin = &setup.admin;
+        let old = admin.put(&kv("re", "old"), b"1").json()["version"]
+            .as_u64()
+            .unwrap();
+        expect_status(&admin.delete("/v1/projects/re"), 204);
+        admin.create_project("re", json!({ "storage": storage }));
+        let new = admin.put(&kv("re", "new"), b"2").json()["version"]
+            .as_u64()
+            .unwrap();
+
+        let answer = admin.get(&format!("/v1/projects/re/watch?since={old}"));
+        expect_status(&answer, 410);
+        let body = answer.json();
+        assert_eq!(body["error"]["code"], "history_compacted", "{body}");
+        let from = body["compact_revision"].as_u64().unwrap();
+        assert!(
+            old < from && from < new,
+            "{storage}: {old} < {from} < {new}"
+        );
+        // From there, the new project's changes.
+        let mut resumed = Open::get(admin, &format!("/v1/projects/re/watch?since={from}"));
+        assert_eq!(resumed.status, 200);
+        assert!(resumed.wait_for("event: sync", 5), "{}", resumed.received);
+        assert!(
+            resumed.received.contains("\"key\":\"new\""),
+            "{}",
+            resumed.received
+        );
+        assert!(!resumed.received.contains("\"key\":\"old\""));
+    }
+}

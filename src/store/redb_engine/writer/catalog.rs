@@ -37,6 +37,13 @@ impl Batch<'_> {
             return Ok(());
         }
         self.store_delta(&delta)?;
+        if delta.removed.is_some() {
+            // A project's deletion takes a revision of its own (it writes
+            // no change set): a project created again under the same id
+            // starts after it, so a watcher of the old one, which saw
+            // nothing later, cannot resume into the new one's history.
+            self.next_revision(StorageMode::Disk);
+        }
         if let Some(id) = &delta.created {
             self.history
                 .insert(id.clone(), Some(HistoryRecord::default()));
