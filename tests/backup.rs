@@ -316,6 +316,13 @@ fn a_backup_taken_under_load_restores_exactly_the_state_at_its_revision() {
     server.terminate();
     let restored_dir = dir.path().join("restored");
     let restored = restore(&file, &restored_dir);
+    // Both data directories are this user's only: the store holds every
+    // value and the tokens' digests.
+    use std::os::unix::fs::PermissionsExt;
+    for made in [dir.path().join("original"), restored_dir.clone()] {
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", made.display());
+    }
     assert!(
         restored
             .ok()

@@ -208,7 +208,7 @@ impl Restorer {
     /// Starts a restore into `dir` (created if missing). The caller has
     /// checked that `dir` holds no store, or wants it replaced.
     pub fn create(dir: &Path) -> Result<Restorer, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::internal)?;
+        files::create_private_dir(dir).map_err(StoreError::internal)?;
         // A server still running on the store would go on writing to the
         // file that the restore renames away, and lose every write it
         // acknowledges from then on. redb's file lock tells.

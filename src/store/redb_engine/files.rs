@@ -1,5 +1,5 @@
-//! File-system steps that the disk database's files share: the directory a
-//! file is in, a sync of a directory (which makes the renames, links and
+//! File-system steps that the disk database's files share: a data
+//! directory made private, the directory a file is in, a sync of a directory (which makes the renames, links and
 //! new files in it durable), and a removal that finds nothing to remove.
 
 use std::io;
@@ -11,6 +11,17 @@ pub fn dir_of(path: &Path) -> &Path {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     }
+}
+
+/// Creates `dir` (and what is missing above it) readable by this user
+/// only, as PostgreSQL and etcd make theirs: the store holds every value
+/// and the tokens' digests. A directory that exists is left as it is.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Makes the entries of `dir` durable: renames, links and new files.

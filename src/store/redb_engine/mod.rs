@@ -130,7 +130,7 @@ impl RedbStore {
         limits: HistoryLimits,
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(StoreError::internal)?;
+        files::create_private_dir(data_dir).map_err(StoreError::internal)?;
         let path = data_dir.join("kvs.redb");
         let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
