@@ -641,3 +641,73 @@ fn scheduled_backups_appear_and_only_the_newest_are_kept() {
         reader.finish().unwrap();
     }
 }
+
+/// A backup holds every value and token digest: like a watch, its download
+/// stops when its token is revoked, even while the client is still reading
+/// (it went on to the end before). What the client got has no trailer, so
+/// no restore takes it.
+#[test]
+fn a_backup_download_stops_when_its_token_is_revoked() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    admin.create_project("big", json!({}));
+    // More than the sockets and the server's queue hold: a backup of about
+    // 64 MiB.
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..64 {
+        assert_eq!(admin.put(&kv("big", &format!("k{i}")), &value).status, 201);
+    }
+    let minted = admin
+        .post_json("/v1/tokens", &json!({"name": "leaving"}))
+        .json();
+    let (secret, id) = (
+        minted["secret"].as_str().unwrap(),
+        minted["id"].as_str().unwrap(),
+    );
+
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/backup HTTP/1.1\r\nHost: kvs\r\nAuthorization: Bearer {secret}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 64];
+    stream.read_exact(&mut head).unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The client reads nothing more for a while: the server's side fills up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(admin.delete(&format!("/v1/tokens/{id}")).status, 204);
+
+    let mut received = Vec::new();
+    let started = Instant::now();
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the download did not stop"
+    );
+    let full = admin.get("/v1/backup");
+    assert_eq!(full.status, 200);
+    assert!(full.body.len() > 60 << 20, "{}", full.body.len());
+    assert!(
+        received.len() < full.body.len() / 2,
+        "{} of {} bytes were sent after the token was revoked",
+        received.len(),
+        full.body.len()
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        !text.contains("{\"end\":"),
+        "the stream ended with its trailer"
+    );
+}

@@ -133,6 +133,18 @@ impl Caller {
     }
 
     /// The token the caller presented; `None` for an anonymous caller.
+    /// Whether the caller's token is still in `catalog`, unexpired (a
+    /// request without credential has none to lose): what a long request
+    /// (a watch, a blocking read, a backup) looks at as it goes on.
+    pub fn still_held(&self, catalog: &Catalog) -> bool {
+        match self {
+            Caller::Token(token) => catalog
+                .token(&token.digest, Timestamp::now())
+                .is_some_and(|held| held.id == token.id),
+            Caller::Anonymous { .. } => true,
+        }
+    }
+
     pub fn token(&self) -> Option<&Arc<TokenRecord>> {
         match self {
             Caller::Token(token) => Some(token),

@@ -52,25 +52,30 @@ pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let snapshot: Arc<dyn StoreSnapshot> = Arc::from(ctx.app.store.snapshot().await?);
     let revision = snapshot.revision();
     let (sender, queue) = mpsc::channel(QUEUED);
+    let (store, caller) = (ctx.app.store.clone(), ctx.caller.clone());
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks {
             sender,
             buffer: Vec::with_capacity(CHUNK),
             snapshot: Arc::clone(&snapshot),
+            held: Box::new(move || store.catalog().is_ok_and(|c| caller.still_held(&c))),
         };
         let written = crate::backup::write(snapshot.as_ref(), &mut out).and_then(|_| out.send());
         if let Err(error) = written {
-            // A client that went away is not worth a warning.
-            if error.kind() != io::ErrorKind::BrokenPipe {
-                tracing::error!(%error, "a backup stream failed");
+            // A client that went away is not worth a warning, nor is a
+            // token revoked under it.
+            match error.kind() {
+                io::ErrorKind::BrokenPipe => {}
+                io::ErrorKind::PermissionDenied => tracing::info!(%error, "a backup stream ended"),
+                _ => tracing::error!(%error, "a backup stream failed"),
             }
             // Let go of the snapshot before waiting for a slow client.
             let Chunks {
                 sender,
-                snapshot: held,
+                snapshot: kept,
                 ..
             } = out;
-            drop((held, snapshot));
+            drop((kept, snapshot));
             let _ = sender.blocking_send(Err(error));
         }
     });
@@ -95,6 +100,10 @@ struct Chunks {
     buffer: Vec<u8>,
     /// The snapshot being written, to stop when the store withdraws it.
     snapshot: Arc<dyn StoreSnapshot>,
+    /// Whether the caller's token still holds: a backup holds every value
+    /// and token digest, so it stops, as a watch does, when the token is
+    /// revoked or expires (or the store cannot vouch for its catalog).
+    held: Box<dyn Fn() -> bool + Send>,
 }
 
 /// How often a backup that waits for a slow client looks whether its
@@ -120,6 +129,12 @@ impl Chunks {
             if self.snapshot.withdrawn() {
                 return Err(io::Error::other(
                     "the backup stopped: the store's database is reopened after a failed write",
+                ));
+            }
+            if !(self.held)() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the backup stopped: its token was revoked or expired",
                 ));
             }
             match runtime.block_on(tokio::time::timeout(LOOK_EVERY, self.sender.reserve())) {

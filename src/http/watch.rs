@@ -119,13 +119,8 @@ impl Lifeline {
         let Ok(catalog) = self.store.catalog() else {
             return Some(Ended::Unavailable);
         };
-        if let Caller::Token(token) = &self.caller {
-            let held = catalog
-                .token(&token.digest, Timestamp::now())
-                .is_some_and(|t| t.id == token.id);
-            if !held {
-                return Some(Ended::Revoked);
-            }
+        if !self.caller.still_held(&catalog) {
+            return Some(Ended::Revoked);
         }
         match catalog.project(&self.project) {
             Some(p) if p.incarnation == self.subscription.incarnation => {
