@@ -132,7 +132,6 @@ impl Caller {
         })
     }
 
-    /// The token the caller presented; `None` for an anonymous caller.
     /// Whether the caller's token is still in `catalog`, unexpired (a
     /// request without credential has none to lose): what a long request
     /// (a watch, a blocking read, a backup) looks at as it goes on.
@@ -145,6 +144,7 @@ impl Caller {
         }
     }
 
+    /// The token the caller presented; `None` for an anonymous caller.
     pub fn token(&self) -> Option<&Arc<TokenRecord>> {
         match self {
             Caller::Token(token) => Some(token),

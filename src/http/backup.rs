@@ -20,8 +20,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Ctx;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use crate::store::StoreSnapshot;
+use crate::store::{Store, StoreSnapshot};
 
 /// Chunks of about this size go to the connection.
 const CHUNK: usize = 256 << 10;
@@ -58,7 +59,8 @@ pub async fn backup(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             sender,
             buffer: Vec::with_capacity(CHUNK),
             snapshot: Arc::clone(&snapshot),
-            held: Box::new(move || store.catalog().is_ok_and(|c| caller.still_held(&c))),
+            store,
+            caller,
         };
         let written = crate::backup::write(snapshot.as_ref(), &mut out).and_then(|_| out.send());
         if let Err(error) = written {
@@ -100,10 +102,12 @@ struct Chunks {
     buffer: Vec<u8>,
     /// The snapshot being written, to stop when the store withdraws it.
     snapshot: Arc<dyn StoreSnapshot>,
-    /// Whether the caller's token still holds: a backup holds every value
-    /// and token digest, so it stops, as a watch does, when the token is
-    /// revoked or expires (or the store cannot vouch for its catalog).
-    held: Box<dyn Fn() -> bool + Send>,
+    /// The store and the caller, whose token is looked at as the backup
+    /// goes: a backup holds every value and token digest, so it stops, as
+    /// a watch does, when the token is revoked or expires (or the store
+    /// cannot vouch for its catalog).
+    store: Arc<dyn Store>,
+    caller: Caller,
 }
 
 /// How often a backup that waits for a slow client looks whether its
@@ -131,7 +135,11 @@ impl Chunks {
                     "the backup stopped: the store's database is reopened after a failed write",
                 ));
             }
-            if !(self.held)() {
+            if !self
+                .store
+                .catalog()
+                .is_ok_and(|c| self.caller.still_held(&c))
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     "the backup stopped: its token was revoked or expired",

@@ -726,15 +726,12 @@ fn matches_weakly<'a>(condition: Result<impl Iterator<Item = &'a str>, ()>, vers
     };
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(version);
-    tags.any(|tag| {
-        tag == "*"
-            || tag
-                .strip_prefix("W/")
-                .unwrap_or(tag)
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                == Some(digits)
-    })
+    tags.any(|tag| tag == "*" || opaque_tag(tag.strip_prefix("W/").unwrap_or(tag)) == Some(digits))
+}
+
+/// The text between an entity tag's quotes (`"12"` → `12`).
+fn opaque_tag(tag: &str) -> Option<&str> {
+    tag.strip_prefix('"')?.strip_suffix('"')
 }
 
 /// The precondition of a write: `If-None-Match: *`, or `If-Match` with `*`
@@ -773,9 +770,7 @@ fn write_precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiEr
         if tag.starts_with("W/") {
             continue; // weak tags never match a strong comparison
         }
-        let version = tag
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
+        let version = opaque_tag(tag)
             .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| {
                 ApiError::bad_request("If-Match holds a tag that is not an entity tag like \"12\"")

@@ -625,9 +625,10 @@ fn strict_json(bytes: &[u8]) -> Option<&RawValue> {
     Some(raw)
 }
 
-/// Whether `bytes` are JSON that [`Encoded::of`] shows as JSON.
+/// Whether `bytes` are JSON that [`Encoded::of`] shows as JSON (one pass:
+/// no raw text is wanted here).
 pub fn is_readable_json(bytes: &[u8]) -> bool {
-    strict_json(bytes).is_some()
+    serde_json::from_slice::<Readable>(bytes).is_ok()
 }
 
 /// A JSON value read through and kept nowhere: its numbers within a
