@@ -40,13 +40,13 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const MAX_PAIRS: usize = 128;
 
 /// Answers `/`.
-pub async fn handle(app: &App, request: Request, peer: IpAddr) -> Response {
+pub async fn handle(app: &App, request: Request, query: Query, peer: IpAddr) -> Response {
     let answer = match *request.method() {
         Method::POST => post(app, request, peer).await,
         _ if request.uri().query().is_none_or(str::is_empty) => {
             Ok(super::ui::page(request.method() == Method::HEAD))
         }
-        _ => read(app, request, peer).await,
+        _ => read(app, request, &query, peer).await,
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
     let headers = response.headers_mut();
@@ -88,8 +88,12 @@ async fn caller<'a>(
 
 /// `GET /?k=…`, `GET /?key=…` and `GET /?keys=…`: `latest` on the default
 /// project, as text.
-async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, ApiError> {
-    let query = Query::parse(request.uri().query())?;
+async fn read(
+    app: &App,
+    request: Request,
+    query: &Query,
+    peer: IpAddr,
+) -> Result<Response, ApiError> {
     let auth = if app.settings.form_query_auth {
         query.get("auth")?
     } else {
@@ -98,7 +102,7 @@ async fn read(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
     let ctx = caller(app, request.headers(), auth, peer).await?;
     let head = request.method() == Method::HEAD;
     let project = app.settings.default_project.as_str();
-    let mut response = latest_answer(&ctx, project, &query, head, true).await?;
+    let mut response = latest_answer(&ctx, project, query, head, true).await?;
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));

@@ -38,8 +38,14 @@ static PRIVATE_NO_CACHE: HeaderValue = HeaderValue::from_static("private, no-cac
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// `GET`, `HEAD`, `PUT` and `DELETE` of one key.
-pub async fn key(ctx: &Ctx<'_>, raw_project: &str, raw_key: Vec<u8>, request: Request) -> Response {
-    about_keys(key_inner(ctx, raw_project, raw_key, request).await)
+pub async fn key(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    raw_key: Vec<u8>,
+    request: Request,
+    query: &Query,
+) -> Response {
+    about_keys(key_inner(ctx, raw_project, raw_key, request, query).await)
 }
 
 async fn key_inner(
@@ -47,6 +53,7 @@ async fn key_inner(
     raw_project: &str,
     raw_key: Vec<u8>,
     request: Request,
+    query: &Query,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
@@ -55,10 +62,9 @@ async fn key_inner(
         .require_role(if reading { Role::Read } else { Role::Write })?;
     let key = Key::parse_bytes(raw_key)?;
     ctx.caller.require_scope(key.as_str())?;
-    let query = Query::parse(parts.uri.query())?;
     match parts.method {
         Method::GET | Method::HEAD => {
-            read(ctx, &project, key, &parts.method, &parts.headers, &query).await
+            read(ctx, &project, key, &parts.method, &parts.headers, query).await
         }
         Method::PUT => {
             put(
@@ -66,7 +72,7 @@ async fn key_inner(
                 &project,
                 key,
                 &parts.headers,
-                &query,
+                query,
                 parts.uri.path(),
                 body,
             )
@@ -349,14 +355,10 @@ fn delete_prefix() {}
 /// `GET /v1/projects/{p}/latest?keys=a,b` (or repeated `key=`): the raw
 /// value of whichever listed key was written last, with `Kvs-Key`. Keys
 /// written by one transaction tie; the first listed wins.
-pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
-    let query = match Query::parse(request.uri().query()) {
-        Ok(query) => query,
-        Err(error) => return about_keys(Err(error)),
-    };
+pub async fn latest(ctx: &Ctx<'_>, raw_project: &str, request: Request, query: &Query) -> Response {
     let head = request.method() == Method::HEAD;
     drop(request);
-    about_keys(latest_answer(ctx, raw_project, &query, head, false).await)
+    about_keys(latest_answer(ctx, raw_project, query, head, false).await)
 }
 
 /// The answer of `latest` (also the form interface's reads, which also take
@@ -554,17 +556,22 @@ pub fn listed_prefix(ctx: &Ctx<'_>, project: &Project, query: &Query) -> Result<
 }
 
 /// `GET` (list) and `DELETE` (by prefix) of `/kv`.
-pub async fn listing(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Response {
-    about_keys(listing_inner(ctx, raw_project, request).await)
+pub async fn listing(
+    ctx: &Ctx<'_>,
+    raw_project: &str,
+    request: Request,
+    query: &Query,
+) -> Response {
+    about_keys(listing_inner(ctx, raw_project, request, query).await)
 }
 
 async fn listing_inner(
     ctx: &Ctx<'_>,
     raw_project: &str,
     request: Request,
+    query: &Query,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
-    let query = Query::parse(request.uri().query())?;
     if request.method() == Method::DELETE {
         ctx.caller.require_role(Role::Write)?;
         let prefix = query.get("prefix")?.ok_or_else(|| {
@@ -581,7 +588,7 @@ async fn listing_inner(
         return Ok(json(StatusCode::OK, Deleted { deleted, revision }));
     }
 
-    let prefix = listed_prefix(ctx, &project, &query)?;
+    let prefix = listed_prefix(ctx, &project, query)?;
     let limit = match query.get("limit")? {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => parse_limit(text)?,

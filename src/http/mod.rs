@@ -225,16 +225,20 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         return error.into_response();
     }
     // Every route refuses a query that does not decode, whether it reads
-    // one or not: the same bytes mean the same thing everywhere.
-    if let Err(error) = request::Query::parse(request.uri().query()) {
-        return match endpoint {
-            Endpoint::Pykv(_) => pykv::refused(error),
-            _ => error.into_response(),
-        };
-    }
+    // one or not: the same bytes mean the same thing everywhere. The routes
+    // that read one are handed this parse.
+    let query = match request::Query::parse(request.uri().query()) {
+        Ok(query) => query,
+        Err(error) => {
+            return match endpoint {
+                Endpoint::Pykv(_) => pykv::refused(error),
+                _ => error.into_response(),
+            };
+        }
+    };
     match endpoint {
         // The compatibility surfaces take their tokens their own way.
-        Endpoint::Index => return Box::pin(form::handle(app, request, peer)).await,
+        Endpoint::Index => return Box::pin(form::handle(app, request, query, peer)).await,
         Endpoint::Pykv(route) => return Box::pin(pykv::handle(app, route, request, peer)).await,
         Endpoint::Ui(asset) => return ui::handle(&asset, request.method(), request.headers()),
         Endpoint::Healthz => return system::healthz(),
@@ -262,20 +266,26 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
     };
     let method = request.method().clone();
     let result = match (endpoint, method) {
-        (Endpoint::Kv(project, key), _) => return kv::key(&ctx, &project, key, request).await,
-        (Endpoint::KvList(project), _) => return kv::listing(&ctx, &project, request).await,
+        (Endpoint::Kv(project, key), _) => {
+            return kv::key(&ctx, &project, key, request, &query).await;
+        }
+        (Endpoint::KvList(project), _) => {
+            return kv::listing(&ctx, &project, request, &query).await;
+        }
         // Boxed: these futures are large, and kept inline they would make
         // every request's future (GETs included) as large as theirs.
         (Endpoint::Latest(project), _) => {
-            return Box::pin(kv::latest(&ctx, &project, request)).await;
+            return Box::pin(kv::latest(&ctx, &project, request, &query)).await;
         }
         (Endpoint::Txn(project), _) => {
             return kv::about_keys(Box::pin(txn::txn(&ctx, &project, request)).await);
         }
-        (Endpoint::Watch(project), _) => Box::pin(watch::watch(&ctx, &project, request)).await,
+        (Endpoint::Watch(project), _) => {
+            Box::pin(watch::watch(&ctx, &project, request, &query)).await
+        }
         (Endpoint::Import(project), _) => Box::pin(import::import(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
-            return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, request)).await);
+            return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, &query)).await);
         }
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Backup, _) => backup::backup(&ctx).await,

@@ -149,13 +149,12 @@ pub async fn incr(
     ctx: &Ctx<'_>,
     raw_project: &str,
     raw_key: Vec<u8>,
-    request: Request,
+    query: &Query,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Write)?;
     let key = Key::parse_bytes(raw_key)?;
     ctx.caller.require_scope(key.as_str())?;
-    let query = Query::parse(request.uri().query())?;
     let by = match query.get("by")? {
         None => 1,
         Some(text) => text

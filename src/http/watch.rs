@@ -312,12 +312,12 @@ pub async fn watch(
     ctx: &Ctx<'_>,
     raw_project: &str,
     request: Request,
+    query: &Query,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
-    let query = Query::parse(request.uri().query())?;
-    let prefix = listed_prefix(ctx, &project, &query)?;
+    let prefix = listed_prefix(ctx, &project, query)?;
     let values = query.flag("values")?;
-    let since = since(&query, request.headers())?;
+    let since = since(query, request.headers())?;
     let id = project.settings.id.clone();
     let subscription = ctx.app.store.subscribe(&id)?;
 
