@@ -372,3 +372,43 @@ fn a_move_from_memory_to_disk_holds_across_a_restart() {
     assert_eq!(everything(&setup.manage, "m"), listing);
     assert_eq!(settings(&setup.admin, "m")["keys"], keys.len());
 }
+
+/// A key that expires after its project moved is removed by the sweep in
+/// its new storage: it leaves the project's figures and quota, and its
+/// watchers get the expiry. (The move did not carry the expiry index, so
+/// such keys stayed counted for good: found by an outside-in hunt.)
+#[test]
+fn a_key_that_expires_after_its_project_moved_is_swept() {
+    for (from, to) in [("memory", "disk"), ("disk", "memory")] {
+        let setup = Setup::new("p", json!({ "storage": from, "max_keys": 2 }));
+        let answer = setup
+            .manage
+            .put(&format!("{}?ttl=1", setup.kv("brief")), b"a");
+        expect_status(&answer, 201);
+        let revision = answer.json()["version"].as_u64().unwrap();
+        put(&setup.manage, &setup.kv("kept"), b"b");
+        let answer = setup
+            .admin
+            .patch_json(&setup.path(""), &json!({ "storage": to }));
+        expect_status(&answer, 200);
+        crate::support::eventually(
+            std::time::Duration::from_secs(5),
+            &format!("the sweep of a key moved from {from} to {to}"),
+            || settings(&setup.admin, "p")["keys"] == 1,
+        );
+        assert_eq!(settings(&setup.admin, "p")["bytes"], 1);
+        // Its slot is free again.
+        expect_status(&setup.manage.put(&setup.kv("new"), b"c"), 201);
+        // Its watchers were told.
+        let mut events = crate::watch::Open::get(
+            &setup.manage,
+            &format!("{}?since={revision}", setup.path("/watch")),
+        );
+        assert_eq!(events.status, 200);
+        assert!(
+            events.wait_for("\"expired\"", 5),
+            "no expiry event after the move from {from} to {to}: {}",
+            events.received
+        );
+    }
+}

@@ -50,6 +50,7 @@ impl Writer {
             // (the copy is committed before the disk's catalog) is stale.
             drop_key_tables(&target, &tables, id)?;
             copy_key_tables(&source, &target, &tables)?;
+            copy_expiry_entries(&source, &target, id)?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
             let history = self.history.get(id).copied().unwrap_or_default();
             put_record(&target, codec::HISTORY, id.as_str(), &history)?;
@@ -85,6 +86,7 @@ impl Writer {
         let cleanup = (|| {
             let source = self.shared.begin_write(from)?;
             drop_key_tables(&source, &tables, id)?;
+            remove_expiry_entries(&source, id)?;
             source.commit().map_err(storage_error)?;
             self.shared.reads(from).invalidate();
             Ok::<(), StoreError>(())
@@ -111,6 +113,56 @@ fn copy_key_tables(
     copy_table(source, target, tables.keys())?;
     copy_table(source, target, tables.values())?;
     copy_table(source, target, tables.changes())
+}
+
+/// The expiry index entries of a project's keys, as the index stores them.
+/// The index is ordered by time first, so this reads all of it: it holds
+/// only keys that expire.
+fn expiry_entries(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    id: &ProjectId,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut entries = Vec::new();
+    for item in index.iter().map_err(storage_error)? {
+        let (entry, _) = item.map_err(storage_error)?;
+        let entry = entry.value();
+        if codec::parse_expiry_key(entry).is_some_and(|(_, project, _)| project == id.as_str()) {
+            entries.push(entry.to_vec());
+        }
+    }
+    Ok(entries)
+}
+
+/// Copies the expiry index entries of a project's keys: the sweep of the
+/// destination finds its keys' expiries only there.
+fn copy_expiry_entries(
+    source: &redb::ReadTransaction,
+    target: &WriteTransaction,
+    id: &ProjectId,
+) -> Result<(), StoreError> {
+    let index = match source.open_table(codec::EXPIRY) {
+        Ok(index) => index,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let entries = expiry_entries(&index, id)?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut copy = target.open_table(codec::EXPIRY).map_err(storage_error)?;
+    for entry in entries {
+        copy.insert(entry.as_slice(), ()).map_err(storage_error)?;
+    }
+    Ok(())
+}
+
+/// Removes the expiry index entries of a project whose keys left.
+fn remove_expiry_entries(txn: &WriteTransaction, id: &ProjectId) -> Result<(), StoreError> {
+    let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+    for entry in expiry_entries(&index, id)? {
+        index.remove(entry.as_slice()).map_err(storage_error)?;
+    }
+    Ok(())
 }
 
 /// Copies every row of a table from a snapshot into a write transaction.
