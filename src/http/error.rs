@@ -58,7 +58,7 @@ pub struct ErrorExtra {
 }
 
 /// How to raise a value's limit (a project's `max_value_bytes`).
-pub const RAISE_VALUE: &str = "a project's limit is its max_value_bytes (a manage token raises it: \
+pub const RAISE_VALUE: &str = "a project's limit is its max_value_bytes (an admin token raises it: \
      PATCH /v1/projects/{id} {\"max_value_bytes\": N}), \
      up to the server's max_value_bytes (kvs serve --max-value-bytes, default 64 MiB)";
 /// How to raise the limit of a transaction or form body.
@@ -218,6 +218,19 @@ impl ApiError {
         )
     }
 
+    /// A value in a body (a transaction's put) over its project's limit:
+    /// the value is too large, not the body.
+    pub fn value_too_large(limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the value is larger than the limit of {limit} bytes ({}); {RAISE_VALUE}",
+                human_bytes(limit)
+            ),
+        )
+    }
+
     /// A `since`, `after` or `Last-Event-ID` beyond the revision the server
     /// has reached: a client from another server (or a restore) that would
     /// otherwise wait in silence for a revision that may never come.
@@ -306,7 +319,16 @@ impl From<StoreError> for ApiError {
                 "quota_exceeded",
                 format!("the project holds its maximum of {max_keys} keys"),
             ),
-            StoreError::ValueTooLarge { max } => ApiError::payload_too_large(max, RAISE_VALUE),
+            StoreError::ValueTooLarge { max } => ApiError::value_too_large(max),
+            StoreError::AnswerTooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the values this transaction reads come to more than {limit} bytes ({}), \
+                     which one answer does not hold; read the larger keys with GET",
+                    human_bytes(limit)
+                ),
+            ),
             StoreError::HistoryCompacted { compact_revision } => ApiError::new(
                 StatusCode::GONE,
                 "history_compacted",

@@ -558,10 +558,7 @@ fn kv_op(ctx: &Ctx<'_>, project: &Project, op: ShapedOp<'_>) -> Result<KvOp, Api
                 .max_value_bytes
                 .min(ctx.app.settings.max_value_bytes);
             if value.len() as u64 > limit {
-                return Err(ApiError::payload_too_large(
-                    limit,
-                    super::error::RAISE_VALUE,
-                ));
+                return Err(ApiError::value_too_large(limit));
             }
             KvOp::Put {
                 key,

@@ -32,6 +32,10 @@ pub enum StoreError {
     QuotaExceeded { max_keys: u64 },
     #[error("the value is larger than the project's limit of {max} bytes")]
     ValueTooLarge { max: u64 },
+    /// The values a transaction's gets read already come to `limit` bytes
+    /// or more: its answer would hold them all at once.
+    #[error("the values read come to more than {limit} bytes")]
+    AnswerTooLarge { limit: u64 },
     /// The changes asked for are older than the change log keeps; a watch
     /// may resume from `compact_revision` or later.
     #[error("changes up to revision {compact_revision} are no longer kept")]

@@ -210,3 +210,30 @@ fn more_ops_than_a_transaction_holds_are_refused_whatever_they_are() {
     let message = expect_error(&answer, 400, "bad_request");
     assert!(message.contains("at most 128"), "{message}");
 }
+
+/// A transaction's gets read at most about 4 MiB: the get that starts past
+/// it fails the transaction with 413 and its index, so a small request
+/// cannot make an answer of any size. (128 gets of one 1 MiB key answered
+/// 179 MB, from a read token: found by an outside-in hunt.)
+#[test]
+fn the_values_a_transaction_reads_are_bounded() {
+    let setup = Setup::new("p", json!({}));
+    let mib = vec![b'x'; 1 << 20];
+    expect_status(&setup.manage.put(&setup.kv("big"), &mib), 201);
+    let reader = setup.client("read");
+    let gets = |count: usize| {
+        let ops = vec![r#"{"op": "get", "key": "big"}"#; count].join(", ");
+        format!(r#"{{"ops": [{ops}]}}"#)
+    };
+    let answer = post(&reader, &setup, &gets(4));
+    expect_status(&answer, 200);
+    assert_eq!(answer.json()["results"].as_array().unwrap().len(), 4);
+    for count in [5, 128] {
+        let answer = post(&reader, &setup, &gets(count));
+        assert_eq!(answer.status, 413, "{}", answer.text());
+        let body = answer.json();
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+        assert_eq!(body["failed_op"], 4, "{body}");
+        assert!(answer.body.len() < 1024, "{}", answer.text());
+    }
+}
