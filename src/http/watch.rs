@@ -348,6 +348,16 @@ pub async fn watch(
             }
             .into());
         }
+        // Older than the feed's memory: the store reads the history from
+        // its log (or etcd's), whose compaction the feed may not know of
+        // (etcd compacts on its own). Asked now, a compacted one is a 410
+        // like the others, not a 200 whose stream ends in an error event.
+        if since < current && subscription.feed.after(since, 1).is_none() {
+            let first = ctx.app.store.changes(&id, since, 1).await;
+            if let Err(error @ StoreError::HistoryCompacted { .. }) = first {
+                return Err(error.into());
+            }
+        }
     }
     let sync = current.max(since.unwrap_or(0));
 
