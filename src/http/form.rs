@@ -178,11 +178,7 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
             precondition: None,
         });
     }
-    let write = KvWrite {
-        project: project.settings.id.clone(),
-        checks: Vec::new(),
-        ops,
-    };
+    let write = KvWrite::to(&project, Vec::new(), ops);
     app.store
         .write_kv(write)
         .await

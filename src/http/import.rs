@@ -95,11 +95,7 @@ pub async fn import(
     .await?;
     let ops = parse(ctx, &bytes, Timestamp::now())?;
     let imported = ops.len() as u64;
-    let write = KvWrite {
-        project: project.settings.id.clone(),
-        checks: Vec::new(),
-        ops,
-    };
+    let write = KvWrite::to(&project, Vec::new(), ops);
     let commit = ctx
         .app
         .store

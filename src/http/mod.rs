@@ -285,7 +285,9 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, peer: IpAddr) -
         }
         (Endpoint::Import(project), _) => Box::pin(import::import(&ctx, &project, request)).await,
         (Endpoint::Incr(project, key), _) => {
-            return kv::about_keys(Box::pin(txn::incr(&ctx, &project, key, &query)).await);
+            return kv::about_keys(
+                Box::pin(txn::incr(&ctx, &project, key, request.headers(), &query)).await,
+            );
         }
         (Endpoint::Status, _) => system::status(&ctx),
         (Endpoint::Backup, _) => backup::backup(&ctx).await,

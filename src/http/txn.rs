@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -108,11 +108,7 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
                 .map_err(|error| error.failed_op(index))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let write = KvWrite {
-        project: project.settings.id.clone(),
-        checks,
-        ops,
-    };
+    let write = KvWrite::to(&project, checks, ops);
     let commit = ctx.app.store.write_kv(write).await?;
     let answer = TxnAnswer {
         revision: commit.revision,
@@ -149,12 +145,29 @@ pub async fn incr(
     ctx: &Ctx<'_>,
     raw_project: &str,
     raw_key: Vec<u8>,
+    headers: &HeaderMap,
     query: &Query,
 ) -> Result<Response, ApiError> {
     let project = ctx.caller.project(&ctx.catalog, raw_project)?;
     ctx.caller.require_role(Role::Write)?;
     let key = Key::parse_bytes(raw_key)?;
     ctx.caller.require_scope(key.as_str())?;
+    // Refused, not ignored: a conditional or expiring counter that came
+    // out unconditional or lasting would be a silent surprise.
+    if let Some(name) = [header::IF_MATCH, header::IF_NONE_MATCH]
+        .iter()
+        .find(|name| headers.contains_key(*name))
+    {
+        return Err(ApiError::bad_request(format!(
+            "incr takes no {name}; for a conditional increment, send a transaction \
+             with a check and an incr op"
+        )));
+    }
+    if query.get("ttl")?.is_some() {
+        return Err(ApiError::bad_request(
+            "incr takes no ttl: a counter keeps its key's expiry; PUT the key with ?ttl= to set one",
+        ));
+    }
     let by = match query.get("by")? {
         None => 1,
         Some(text) => text

@@ -159,6 +159,12 @@ pub struct Check {
 #[derive(Clone, Debug)]
 pub struct KvWrite {
     pub project: ProjectId,
+    /// The incarnation of the project the request was authorized on, when
+    /// known. A write that finds another one (the project was deleted and
+    /// created again under its id meanwhile) is refused as
+    /// `ProjectNotFound`: it is not applied to a project its token never
+    /// belonged to.
+    pub incarnation: Option<u64>,
     pub checks: Vec<Check>,
     pub ops: Vec<KvOp>,
 }
@@ -168,9 +174,26 @@ impl KvWrite {
     pub fn single(project: ProjectId, op: KvOp) -> KvWrite {
         KvWrite {
             project,
+            incarnation: None,
             checks: Vec::new(),
             ops: vec![op],
         }
+    }
+
+    /// A write of `checks` and `ops` to `project` as the request found it.
+    pub fn to(project: &Project, checks: Vec<Check>, ops: Vec<KvOp>) -> KvWrite {
+        KvWrite {
+            project: project.settings.id.clone(),
+            incarnation: Some(project.incarnation),
+            checks,
+            ops,
+        }
+    }
+
+    /// Whether the write was meant for this incarnation of its project.
+    pub fn meant_for(&self, project: &Project) -> bool {
+        self.incarnation
+            .is_none_or(|incarnation| incarnation == project.incarnation)
     }
 }
 

@@ -597,3 +597,33 @@ fn a_single_valued_parameter_given_twice_differently_is_400() {
     expect_status(&same, 200);
     assert_eq!(same.json()["deleted"], 1);
 }
+
+/// An incr with `If-Match`, `If-None-Match` or `?ttl=` is refused (400),
+/// and counts nothing: it applied unconditionally, and the ttl was dropped,
+/// so a counter meant to expire lasted for good (found by an outside-in
+/// hunt). A transaction's check and incr op make a conditional increment.
+#[test]
+fn an_incr_with_a_precondition_or_a_ttl_is_refused() {
+    let setup = Setup::new("p", json!({}));
+    let writer = setup.client("write");
+    put(&writer, &setup.kv("n"), b"10");
+    let incr = setup.path("/incr/n");
+    let refused = [
+        (incr.clone(), Some(("If-Match", "\"1\""))),
+        (incr.clone(), Some(("If-None-Match", "*"))),
+        (format!("{incr}?ttl=60"), None),
+    ];
+    for (path, header) in refused {
+        let headers: Vec<(&str, &str)> = header.into_iter().collect();
+        let answer = writer.send("POST", &path, None, &headers);
+        let message = expect_error(&answer, 400, "bad_request");
+        assert!(
+            message.contains("incr takes no"),
+            "{path} {headers:?}: {message}"
+        );
+    }
+    assert_eq!(writer.get(&setup.kv("n")).body, b"10");
+    let answer = writer.send("POST", &incr, None, &[]);
+    expect_status(&answer, 200);
+    assert_eq!(answer.json()["value"], 11);
+}

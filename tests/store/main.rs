@@ -189,6 +189,7 @@ async fn write(
     store
         .write_kv(KvWrite {
             project: id(project),
+            incarnation: None,
             checks: Vec::new(),
             ops,
         })

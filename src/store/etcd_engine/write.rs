@@ -120,7 +120,8 @@ async fn back_off(attempt: u32) {
 /// increments of its key waiting on this node: see [`incr`].
 pub async fn kv(inner: &Arc<Inner>, write: KvWrite) -> Result<KvCommit, StoreError> {
     if let (true, [KvOp::Incr { key, by }]) = (write.checks.is_empty(), write.ops.as_slice()) {
-        return incr(inner, (write.project.clone(), key.clone()), *by).await;
+        let slot = (write.project.clone(), write.incarnation, key.clone());
+        return incr(inner, slot, *by).await;
     }
     judged(inner, &write).await
 }
@@ -136,7 +137,11 @@ pub(super) struct Waiter {
 
 /// The increments waiting on this node, by key: present while a task
 /// drains that key's queue.
-pub(super) type Waiting = Mutex<HashMap<(ProjectId, Key), Vec<Waiter>>>;
+pub(super) type Waiting = Mutex<HashMap<Slot, Vec<Waiter>>>;
+
+/// A key's queue of increments: its project, the incarnation they were
+/// meant for, the key.
+pub(super) type Slot = (ProjectId, Option<u64>, Key);
 
 /// Increments of one hot key, combined: read-modify-write rounds against
 /// etcd would lose their compares to one another and retry (a few hundred
@@ -146,7 +151,7 @@ pub(super) type Waiting = Mutex<HashMap<(ProjectId, Key), Vec<Waiter>>>;
 /// own), and again while more arrived meanwhile. A transaction whose
 /// outcome is unknown answers every one of its increments so, and none is
 /// sent again: an increment is never applied twice.
-async fn incr(inner: &Arc<Inner>, slot: (ProjectId, Key), by: i64) -> Result<KvCommit, StoreError> {
+async fn incr(inner: &Arc<Inner>, slot: Slot, by: i64) -> Result<KvCommit, StoreError> {
     let (reply, answer) = oneshot::channel();
     let first = {
         let mut waiting = inner
@@ -173,7 +178,7 @@ async fn incr(inner: &Arc<Inner>, slot: (ProjectId, Key), by: i64) -> Result<KvC
 }
 
 /// Commits the increments waiting for `slot` until none is left.
-async fn drain(inner: Arc<Inner>, slot: (ProjectId, Key)) {
+async fn drain(inner: Arc<Inner>, slot: Slot) {
     loop {
         let batch = {
             let Ok(mut waiting) = inner.incrs.lock() else {
@@ -196,15 +201,16 @@ async fn drain(inner: Arc<Inner>, slot: (ProjectId, Key)) {
 
 /// Commits `batch` as one write and answers each increment; one that fails
 /// on its own (an overflow) is answered and the rest judged again.
-async fn combined(inner: &Inner, slot: &(ProjectId, Key), mut batch: Vec<Waiter>) {
+async fn combined(inner: &Inner, slot: &Slot, mut batch: Vec<Waiter>) {
     while !batch.is_empty() {
         let write = KvWrite {
             project: slot.0.clone(),
+            incarnation: slot.1,
             checks: Vec::new(),
             ops: batch
                 .iter()
                 .map(|waiter| KvOp::Incr {
-                    key: slot.1.clone(),
+                    key: slot.2.clone(),
                     by: waiter.by,
                 })
                 .collect(),
@@ -253,6 +259,7 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
     let project = mirror
         .catalog
         .project(id)
+        .filter(|project| write.meant_for(project))
         .cloned()
         .ok_or(StoreError::ProjectNotFound)?;
     let record_revision = mirror.projects.get(id).copied().unwrap_or(0);

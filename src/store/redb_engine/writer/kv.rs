@@ -166,6 +166,10 @@ impl Batch<'_> {
             keys: txn.open_table(tables.keys()).map_err(storage_error)?,
         };
         for (index, write) in writes.into_iter().enumerate() {
+            if !write.meant_for(project) {
+                results.push(Err(StoreError::ProjectNotFound));
+                continue;
+            }
             let at = Timestamp::now();
             match open.stage(&project.settings, figures, write, revision + 1, at) {
                 Ok((mut staged, None)) => results.push(Ok(KvCommit {

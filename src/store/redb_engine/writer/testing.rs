@@ -44,6 +44,7 @@ pub fn put(key: &str) -> KvOp {
 pub fn write(project: &ProjectId, ops: Vec<KvOp>) -> KvWrite {
     KvWrite {
         project: project.clone(),
+        incarnation: None,
         checks: Vec::new(),
         ops,
     }
