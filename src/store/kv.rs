@@ -38,6 +38,16 @@ pub trait KeySource {
         prefix: &Prefix,
         each: &mut dyn FnMut(KeyMeta) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Calls `each` with the stored keys of the project that have expired
+    /// by `now` and that the sweep has yet to remove, as far as the source
+    /// can tell cheaply (none, by default). Asked only when a new key would
+    /// pass `max_keys`: such keys are gone for every reader, so they must
+    /// not hold the quota either.
+    fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
+        let _ = (now, each);
+        Ok(())
+    }
 }
 
 /// A project's live figures: its keys and the bytes of their values.
@@ -391,17 +401,22 @@ impl Judge<'_> {
                 max: self.settings.max_value_bytes,
             });
         }
+        if let Some(max_keys) = self.settings.max_keys
+            && old.is_none()
+            && self.staged.figures.keys >= max_keys
+            && self
+                .staged
+                .figures
+                .keys
+                .saturating_sub(self.expired_unswept()?)
+                >= max_keys
+        {
+            return Err(StoreError::QuotaExceeded { max_keys });
+        }
         let figures = &mut self.staged.figures;
         match &old {
             Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
-            None => {
-                if let Some(max_keys) = self.settings.max_keys
-                    && figures.keys >= max_keys
-                {
-                    return Err(StoreError::QuotaExceeded { max_keys });
-                }
-                figures.keys += 1;
-            }
+            None => figures.keys += 1,
         }
         figures.bytes += size;
         let live = old.as_ref().filter(|old| is_live(old, self.now));
@@ -419,6 +434,19 @@ impl Judge<'_> {
         };
         self.stage(key.as_str(), old.as_ref(), Some((meta.clone(), value)))?;
         Ok((meta, created))
+    }
+
+    /// How many keys the figures still count that have expired (and that
+    /// this write has not touched: those it did are counted as it left them).
+    fn expired_unswept(&mut self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        let changes = &self.staged.changes;
+        self.source.expired(self.now, &mut |key| {
+            if !changes.contains_key(key) {
+                count += 1;
+            }
+        })?;
+        Ok(count)
     }
 
     /// Records a key's new state. `old` is the key's metadata as the caller
