@@ -231,7 +231,8 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum, env = "KVS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Log level or tracing filter [default: info].
+    /// Log level (error, warn, info, debug, trace, off) or a tracing
+    /// filter such as warn,kvs=debug [default: info].
     #[arg(long, value_name = "FILTER", env = "KVS_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Requests a second per token, 0 for no limit [default: 0].
@@ -597,10 +598,11 @@ impl Settings {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
-            log_level: args
-                .log_level
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".to_owned()),
+            log_level: check_log_level(
+                args.log_level
+                    .or(file.log_level)
+                    .unwrap_or_else(|| "info".to_owned()),
+            )?,
         };
         Ok(settings)
     }
@@ -730,6 +732,35 @@ pub fn listen_origins(address: SocketAddr, tls: bool) -> Vec<String> {
         .collect()
 }
 
+/// A `log_level` whose every directive ends in a level: `info`, or
+/// `warn,kvs=debug`. `tracing` reads a bare word that is not a level
+/// (`warning`, `verbose`) as a target's name, and a server started with it
+/// logged nothing at all, its errors included.
+fn check_log_level(filter: String) -> anyhow::Result<String> {
+    use tracing_subscriber::filter::LevelFilter;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "log_level {filter:?}: {why}; give a level (error, warn, info, debug, trace or off) \
+             or a tracing filter such as warn,kvs=debug"
+        )
+    };
+    if filter.trim().is_empty() {
+        return Err(refuse("it is empty".to_owned()));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !directive.is_empty() && (level.is_empty() || level.parse::<LevelFilter>().is_err()) {
+            return Err(refuse(format!("{directive:?} does not end in a level")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&filter)
+        .map_err(|error| refuse(error.to_string()))?;
+    Ok(filter)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -761,6 +792,51 @@ mod tests {
         assert!(error.contains("cache_bytes is 4096"), "{error}");
         let defaults = Settings::with_data_dir(dir.path());
         assert_eq!(defaults.cache_bytes, 1 << 30);
+    }
+
+    /// A `log_level` that names no level is refused: `tracing` reads a
+    /// bare `warning` as a target, and the server would log nothing.
+    #[test]
+    fn a_log_level_that_names_no_level_is_refused() {
+        let load = |log_level: &str| {
+            Settings::load(ServeArgs {
+                log_level: Some(log_level.to_owned()),
+                ..ServeArgs::default()
+            })
+        };
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "warn,kvs=debug",
+            "kvs::access=off,info",
+        ] {
+            assert_eq!(load(good).unwrap().log_level, good);
+        }
+        for bad in [
+            "warning",
+            "verbose",
+            "",
+            " ",
+            "kvs",
+            "kvs=loud",
+            "notalevel!![",
+        ] {
+            let error = load(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("log_level ") && error.contains("warn") && !error.contains('\n'),
+                "{bad:?}: {error}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(&path, "log_level = \"\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let error = Settings::load(args).unwrap_err().to_string();
+        assert!(error.contains("log_level"), "{error}");
     }
 
     #[test]

@@ -831,3 +831,65 @@ fn serve_on_a_file_or_on_a_store_in_use_says_what_to_do() {
     );
     drop(running);
 }
+
+/// `kvs serve` with these arguments and environment, on a fresh data
+/// directory and a free port: what it wrote to stderr, and its exit code
+/// (`None`: it served, and was stopped once ready). A server still starting
+/// after 30 s fails the test.
+fn serve_briefly(args: &[&str], env: &[(&str, &str)]) -> (String, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
+        .args(["serve", "--listen", url.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("KVS_LOG_LEVEL")
+        .env_remove("RUST_LOG")
+        .env("KVS_ADMIN_TOKEN", fake_secret())
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = common::KillOnDrop(command.spawn().unwrap());
+    let client = common::Client::new(&url, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        if client
+            .request("GET", "/readyz", None, &[])
+            .is_ok_and(|answer| answer.status == 200)
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.0.id().to_string()])
+                .status();
+            let _ = child.0.wait();
+            break None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server neither served nor stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (std::fs::read_to_string(&log).unwrap(), code)
+}
+
+/// A log level that names no level stops the start with one line, as other
+/// bad settings do: `tracing` took `warning` for a target, and the server
+/// ran logging nothing at all.
+#[test]
+fn serve_refuses_a_log_level_that_names_no_level() {
+    for (args, env) in [
+        (&["--log-level", "warning"][..], &[][..]),
+        (&[], &[("KVS_LOG_LEVEL", "verbose")]),
+    ] {
+        let (log, code) = serve_briefly(args, env);
+        assert_eq!(code, Some(1), "{log}");
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.starts_with("kvs serve: log_level"), "{log}");
+    }
+}
