@@ -183,6 +183,7 @@ fn store_error(error: CompactError) -> StoreError {
 /// Copies every table of `source` into a new database at `path`, syncs it
 /// and checks it; answers the tables and rows copied.
 fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), CompactError> {
+    files::create_private_file(path).map_err(storage_error)?;
     let mut copy = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)
