@@ -893,3 +893,15 @@ fn serve_refuses_a_log_level_that_names_no_level() {
         assert!(log.starts_with("kvs serve: log_level"), "{log}");
     }
 }
+
+/// `--log-level`, `KVS_LOG_LEVEL` and the file decide what is logged; a
+/// `RUST_LOG` left in the environment does not silence the server.
+#[test]
+fn rust_log_does_not_override_the_log_level() {
+    let (log, code) = serve_briefly(&["--log-level", "info"], &[("RUST_LOG", "error")]);
+    assert_eq!(code, None, "{log}");
+    assert!(log.contains("kvs is listening"), "{log}");
+    let (log, code) = serve_briefly(&[], &[("RUST_LOG", "error")]);
+    assert_eq!(code, None, "{log}");
+    assert!(log.contains("kvs is listening"), "{log}");
+}
