@@ -905,3 +905,29 @@ fn rust_log_does_not_override_the_log_level() {
     assert_eq!(code, None, "{log}");
     assert!(log.contains("kvs is listening"), "{log}");
 }
+
+/// `kvs compact --data-dir` on a running server's directory points to the
+/// online compaction, `kvs verify --data-dir` to the online check.
+#[test]
+fn an_offline_command_on_a_running_servers_store_names_its_online_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = common::ServerProcess::start(&data, &fake_secret());
+    for command in ["compact", "verify"] {
+        let mut kvs = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        kvs.arg(command).arg("--data-dir").arg(&data);
+        let refused = run(kvs, b"");
+        assert_eq!(refused.code, 1, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("in use by a running server")
+                && refused.stderr.contains(&format!("`kvs {command} --token"))
+                && !refused.stderr.contains(if command == "compact" {
+                    "verify"
+                } else {
+                    "compact"
+                }),
+            "{command}: {}",
+            refused.stderr
+        );
+    }
+}

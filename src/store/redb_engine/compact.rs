@@ -77,7 +77,11 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     let live = dir.join("kvs.redb");
     // Held open (and so locked) until the copy is in place: no server
     // starts on the old file meanwhile.
-    let database = open_stopped(dir, CACHE_BYTES)?;
+    let database = open_stopped(
+        dir,
+        CACHE_BYTES,
+        "compact it while it runs with `kvs compact --token …` (an admin token, no --data-dir)",
+    )?;
     let before = file_size(&live)?;
     let source = database.begin_read().map_err(storage_error)?;
     let (tables, rows) = copy_over(&source, &live)?;
