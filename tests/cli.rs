@@ -931,3 +931,22 @@ fn an_offline_command_on_a_running_servers_store_names_its_online_form() {
         );
     }
 }
+
+/// A base URL with a query or a fragment would swallow the API paths
+/// appended to it (`get` printed the index page as the value): a usage
+/// error.
+#[test]
+fn a_url_with_a_query_or_fragment_is_a_usage_error() {
+    let server = TestServer::start();
+    Kvs::admin(&server).run(&["put", "k", "v"]).ok();
+    for url in [format!("{}#x", server.url), format!("{}/?x=1", server.url)] {
+        let run = Kvs::admin(&server).run(&["get", "k", "--url", &url]);
+        assert_eq!(run.code, 2, "{url}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{url}");
+        assert!(
+            run.stderr.contains("query") && run.stderr.contains("fragment"),
+            "{url}: {}",
+            run.stderr
+        );
+    }
+}
