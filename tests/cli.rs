@@ -950,3 +950,20 @@ fn a_url_with_a_query_or_fragment_is_a_usage_error() {
         );
     }
 }
+
+/// `--token`'s help says how to keep the secret out of `ps`.
+#[test]
+fn the_token_help_points_to_kvs_token() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.args(["get", "--help"]);
+    let help = run(command, b"").ok();
+    let token = help
+        .split("--token")
+        .nth(1)
+        .and_then(|after| after.split("[env: KVS_TOKEN]").next())
+        .unwrap_or_else(|| panic!("{help}"));
+    assert!(
+        token.contains("KVS_TOKEN") && token.contains("`ps`"),
+        "{help}"
+    );
+}

@@ -196,7 +196,9 @@ pub struct Common {
     )]
     url: String,
     /// The token, sent as `Authorization: Bearer`. A server's first admin
-    /// token is in `<data_dir>/admin-token`.
+    /// token is in `<data_dir>/admin-token`. Better in KVS_TOKEN than here:
+    /// a command line is readable by every local user (`ps`), for as long as
+    /// the command runs.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
     token: Option<Secret>,
     /// Trust an `https://` server whose certificate chains to one in this
