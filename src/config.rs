@@ -217,7 +217,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "KVS_WATCH_HISTORY")]
     pub watch_history: Option<String>,
     /// Keep at most this many changes per project for watches to resume
-    /// [default: 100000].
+    /// (at least 1) [default: 100000].
     #[arg(long, value_name = "N", env = "KVS_WATCH_HISTORY_CHANGES")]
     pub watch_history_changes: Option<u64>,
     /// Keep at most this many bytes of changes (keys and values) per
@@ -231,7 +231,8 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum, env = "KVS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Log level or tracing filter [default: info].
+    /// Log level (error, warn, info, debug, trace, off) or a tracing
+    /// filter such as warn,kvs=debug [default: info].
     #[arg(long, value_name = "FILTER", env = "KVS_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Requests a second per token, 0 for no limit [default: 0].
@@ -244,13 +245,14 @@ pub struct ServeArgs {
     /// unknown tokens get 429, 0 for no limit [default: 60].
     #[arg(long, value_name = "N", env = "KVS_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
-    /// Open connections in all [default: 10000].
+    /// Open connections in all, at least 1 [default: 10000].
     #[arg(long, value_name = "N", env = "KVS_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Open connections per client address [default: 4096].
+    /// Open connections per client address, at least 1 [default: 4096].
     #[arg(long, value_name = "N", env = "KVS_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
-    /// Open watches and blocking reads per token [default: 4096].
+    /// Open watches and blocking reads per token, at least 1 [default:
+    /// 4096].
     #[arg(long, value_name = "N", env = "KVS_MAX_WATCHERS_PER_TOKEN")]
     pub max_watchers_per_token: Option<usize>,
     /// Time a client has to send a request's headers [default: 10s].
@@ -263,7 +265,8 @@ pub struct ServeArgs {
     /// before its connection is closed [default: 30s].
     #[arg(long, value_name = "DURATION", env = "KVS_WRITE_TIMEOUT")]
     pub write_timeout: Option<String>,
-    /// Largest request line and headers, in bytes [default: 65536].
+    /// Largest request line and headers, in bytes, at least 8192 [default:
+    /// 65536].
     #[arg(long, value_name = "BYTES", env = "KVS_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
     /// Browser origins allowed to call the API, comma-separated, or `*`
@@ -296,7 +299,7 @@ pub struct ServeArgs {
     /// [default: off].
     #[arg(long, value_name = "DURATION", env = "KVS_BACKUP_INTERVAL")]
     pub backup_interval: Option<String>,
-    /// Keep this many scheduled backups [default: 7].
+    /// Keep this many scheduled backups, at least 1 [default: 7].
     #[arg(long, value_name = "N", env = "KVS_BACKUP_KEEP")]
     pub backup_keep: Option<usize>,
     /// Directory of scheduled backups [default: <data_dir>/backups].
@@ -491,11 +494,12 @@ impl Settings {
                     .map_err(|error| anyhow::anyhow!("watch_history {text:?}: {error}"))?,
                 None => defaults.max_age_seconds,
             },
-            max_changes: args
-                .watch_history_changes
-                .or(file.watch_history_changes)
-                .unwrap_or(defaults.max_changes)
-                .max(1),
+            max_changes: at_least(
+                "watch_history_changes",
+                args.watch_history_changes.or(file.watch_history_changes),
+                defaults.max_changes,
+                1,
+            )?,
             max_bytes: args
                 .watch_history_bytes
                 .or(file.watch_history_bytes)
@@ -559,7 +563,7 @@ impl Settings {
                 .backup_dir
                 .or(file.backup_dir)
                 .unwrap_or_else(|| data_dir.join("backups")),
-            backup_keep: args.backup_keep.or(file.backup_keep).unwrap_or(7).max(1),
+            backup_keep: at_least("backup_keep", args.backup_keep.or(file.backup_keep), 7, 1)?,
             backup_interval,
             data_dir,
             max_value_bytes: args
@@ -597,10 +601,11 @@ impl Settings {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
-            log_level: args
-                .log_level
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".to_owned()),
+            log_level: check_log_level(
+                args.log_level
+                    .or(file.log_level)
+                    .unwrap_or_else(|| "info".to_owned()),
+            )?,
         };
         Ok(settings)
     }
@@ -642,21 +647,24 @@ impl Limits {
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
                 .unwrap_or(defaults.auth_failures_per_minute),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(defaults.max_connections)
-                .max(1),
-            max_connections_per_ip: args
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(defaults.max_connections_per_ip)
-                .max(1),
-            max_watchers_per_token: args
-                .max_watchers_per_token
-                .or(file.max_watchers_per_token)
-                .unwrap_or(defaults.max_watchers_per_token)
-                .max(1),
+            max_connections: at_least(
+                "max_connections",
+                args.max_connections.or(file.max_connections),
+                defaults.max_connections,
+                1,
+            )?,
+            max_connections_per_ip: at_least(
+                "max_connections_per_ip",
+                args.max_connections_per_ip.or(file.max_connections_per_ip),
+                defaults.max_connections_per_ip,
+                1,
+            )?,
+            max_watchers_per_token: at_least(
+                "max_watchers_per_token",
+                args.max_watchers_per_token.or(file.max_watchers_per_token),
+                defaults.max_watchers_per_token,
+                1,
+            )?,
             header_timeout: duration(
                 "header_timeout",
                 &args.header_timeout,
@@ -676,11 +684,12 @@ impl Limits {
                 defaults.write_timeout,
             )?,
             // hyper refuses a read buffer under 8 KiB.
-            max_header_bytes: args
-                .max_header_bytes
-                .or(file.max_header_bytes)
-                .unwrap_or(defaults.max_header_bytes)
-                .max(8192),
+            max_header_bytes: at_least(
+                "max_header_bytes",
+                args.max_header_bytes.or(file.max_header_bytes),
+                defaults.max_header_bytes,
+                8192,
+            )?,
         })
     }
 }
@@ -730,6 +739,51 @@ pub fn listen_origins(address: SocketAddr, tls: bool) -> Vec<String> {
         .collect()
 }
 
+/// The setting `name` as given, or `default`; one below `least` is refused
+/// (not raised to it without a word: `max_connections = 0` read as "no
+/// limit" gave a server of one connection).
+fn at_least<T>(name: &str, given: Option<T>, default: T, least: T) -> anyhow::Result<T>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    match given {
+        Some(value) if value < least => {
+            anyhow::bail!("{name} is {value}: it must be at least {least}")
+        }
+        Some(value) => Ok(value),
+        None => Ok(default),
+    }
+}
+
+/// A `log_level` whose every directive ends in a level: `info`, or
+/// `warn,kvs=debug`. `tracing` reads a bare word that is not a level
+/// (`warning`, `verbose`) as a target's name, and a server started with it
+/// logged nothing at all, its errors included.
+fn check_log_level(filter: String) -> anyhow::Result<String> {
+    use tracing_subscriber::filter::LevelFilter;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "log_level {filter:?}: {why}; give a level (error, warn, info, debug, trace or off) \
+             or a tracing filter such as warn,kvs=debug"
+        )
+    };
+    if filter.trim().is_empty() {
+        return Err(refuse("it is empty".to_owned()));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !directive.is_empty() && (level.is_empty() || level.parse::<LevelFilter>().is_err()) {
+            return Err(refuse(format!("{directive:?} does not end in a level")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&filter)
+        .map_err(|error| refuse(error.to_string()))?;
+    Ok(filter)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -761,6 +815,112 @@ mod tests {
         assert!(error.contains("cache_bytes is 4096"), "{error}");
         let defaults = Settings::with_data_dir(dir.path());
         assert_eq!(defaults.cache_bytes, 1 << 30);
+    }
+
+    /// A `log_level` that names no level is refused: `tracing` reads a
+    /// bare `warning` as a target, and the server would log nothing.
+    #[test]
+    fn a_log_level_that_names_no_level_is_refused() {
+        let load = |log_level: &str| {
+            Settings::load(ServeArgs {
+                log_level: Some(log_level.to_owned()),
+                ..ServeArgs::default()
+            })
+        };
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "warn,kvs=debug",
+            "kvs::access=off,info",
+        ] {
+            assert_eq!(load(good).unwrap().log_level, good);
+        }
+        for bad in [
+            "warning",
+            "verbose",
+            "",
+            " ",
+            "kvs",
+            "kvs=loud",
+            "notalevel!![",
+        ] {
+            let error = load(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("log_level ") && error.contains("warn") && !error.contains('\n'),
+                "{bad:?}: {error}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(&path, "log_level = \"\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let error = Settings::load(args).unwrap_err().to_string();
+        assert!(error.contains("log_level"), "{error}");
+    }
+
+    /// A limit below its least is refused, naming the setting and the
+    /// least, not raised to it without a word (`max_connections = 0` was a
+    /// server of one connection).
+    #[test]
+    fn limits_below_their_least_are_refused() {
+        type Set = fn(&mut ServeArgs);
+        let cases: [(&str, Set, &str); 6] = [
+            ("max_connections", |a| a.max_connections = Some(0), "1"),
+            (
+                "max_connections_per_ip",
+                |a| a.max_connections_per_ip = Some(0),
+                "1",
+            ),
+            (
+                "max_watchers_per_token",
+                |a| a.max_watchers_per_token = Some(0),
+                "1",
+            ),
+            (
+                "watch_history_changes",
+                |a| a.watch_history_changes = Some(0),
+                "1",
+            ),
+            ("backup_keep", |a| a.backup_keep = Some(0), "1"),
+            (
+                "max_header_bytes",
+                |a| a.max_header_bytes = Some(10),
+                "8192",
+            ),
+        ];
+        for (name, set, least) in cases {
+            let mut args = ServeArgs::default();
+            set(&mut args);
+            let error = Settings::load(args).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("{name} is "))
+                    && error.contains(&format!("at least {least}")),
+                "{name}: {error}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(&path, "max_connections = 0\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let error = Settings::load(args).unwrap_err().to_string();
+        assert!(error.contains("max_connections"), "{error}");
+        let least = Settings::load(ServeArgs {
+            max_connections: Some(1),
+            max_header_bytes: Some(8192),
+            backup_keep: Some(1),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(least.limits.max_connections, 1);
+        assert_eq!(least.limits.max_header_bytes, 8192);
+        assert_eq!(least.backup_keep, 1);
     }
 
     #[test]

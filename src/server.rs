@@ -498,7 +498,7 @@ async fn prepare(
             id: settings.default_project.clone(),
             storage: StorageMode::Disk,
             keys_discoverable: true,
-            max_value_bytes: crate::http::DEFAULT_MAX_VALUE_BYTES,
+            max_value_bytes: crate::http::DEFAULT_MAX_VALUE_BYTES.min(settings.max_value_bytes),
             max_keys: None,
             public: Public::None,
             created_at: Timestamp::now(),

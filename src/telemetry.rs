@@ -24,10 +24,12 @@ pub enum LogFormat {
 }
 
 /// Sets up logging to stderr at `level` (a `tracing` filter such as `info`
-/// or `kvs=debug`); `RUST_LOG` wins when set.
+/// or `kvs=debug`, checked by the settings). `RUST_LOG` is not read: the
+/// flag, `KVS_LOG_LEVEL` and the file decide, in that order, and a stray
+/// `RUST_LOG=error` silenced a server started with `--log-level info`.
 pub fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::new(level);
     // A log that cannot be written (a full disk behind stderr) must not
     // take the server down: by default the subscriber reports such a
     // failure with `eprintln!`, which panics when stderr itself fails.

@@ -711,3 +711,59 @@ fn a_backup_download_stops_when_its_token_is_revoked() {
         "the stream ended with its trailer"
     );
 }
+
+/// The files a server, a compaction and a restore make in a data directory
+/// hold every value and the tokens' digests: each is this user's only
+/// (0600) whatever the umask, also in a directory made beforehand 0755 (one
+/// that exists keeps its mode).
+#[test]
+fn the_files_in_a_data_directory_are_readable_by_this_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let private = |data: &Path| {
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(data).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+                seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        seen.sort();
+        seen
+    };
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = fake_secret();
+    let mut server = ServerProcess::start(&data, &secret);
+    let admin = server.admin();
+    admin.create_project("m", json!({"storage": "memory"}));
+    for project in ["default", "m"] {
+        assert_eq!(admin.put(&kv(project, "k"), b"v").status, 201);
+    }
+    assert_eq!(private(&data), ["kvs.redb", "kvs.wal"]);
+    // Online compaction puts a new kvs.redb in place.
+    kvs(&server.url, &secret, &["compact"]).ok();
+    assert_eq!(private(&data), ["kvs.redb", "kvs.wal"]);
+    let file = dir.path().join("whole.jsonl");
+    kvs(&server.url, &secret, &["backup", file.to_str().unwrap()]).ok();
+    assert_eq!(server.terminate(), Some(0));
+    let mut compact = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    compact.arg("compact").arg("--data-dir").arg(&data);
+    run(compact, b"").ok();
+    private(&data);
+
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::set_permissions(&restored, std::fs::Permissions::from_mode(0o755)).unwrap();
+    restore(&file, &restored).ok();
+    let made = private(&restored);
+    assert!(made.contains(&"kvs.redb".to_owned()), "{made:?}");
+    assert!(made.len() > 1, "{made:?}");
+    let mut server = ServerProcess::start(&restored, &secret);
+    assert_eq!(server.admin().get(&kv("m", "k")).body, b"v");
+    private(&restored);
+    server.terminate();
+}

@@ -831,3 +831,139 @@ fn serve_on_a_file_or_on_a_store_in_use_says_what_to_do() {
     );
     drop(running);
 }
+
+/// `kvs serve` with these arguments and environment, on a fresh data
+/// directory and a free port: what it wrote to stderr, and its exit code
+/// (`None`: it served, and was stopped once ready). A server still starting
+/// after 30 s fails the test.
+fn serve_briefly(args: &[&str], env: &[(&str, &str)]) -> (String, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command
+        .args(["serve", "--listen", url.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("KVS_LOG_LEVEL")
+        .env_remove("RUST_LOG")
+        .env("KVS_ADMIN_TOKEN", fake_secret())
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = common::KillOnDrop(command.spawn().unwrap());
+    let client = common::Client::new(&url, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        if client
+            .request("GET", "/readyz", None, &[])
+            .is_ok_and(|answer| answer.status == 200)
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.0.id().to_string()])
+                .status();
+            let _ = child.0.wait();
+            break None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server neither served nor stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (std::fs::read_to_string(&log).unwrap(), code)
+}
+
+/// A log level that names no level stops the start with one line, as other
+/// bad settings do: `tracing` took `warning` for a target, and the server
+/// ran logging nothing at all.
+#[test]
+fn serve_refuses_a_log_level_that_names_no_level() {
+    for (args, env) in [
+        (&["--log-level", "warning"][..], &[][..]),
+        (&[], &[("KVS_LOG_LEVEL", "verbose")]),
+    ] {
+        let (log, code) = serve_briefly(args, env);
+        assert_eq!(code, Some(1), "{log}");
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.starts_with("kvs serve: log_level"), "{log}");
+    }
+}
+
+/// `--log-level`, `KVS_LOG_LEVEL` and the file decide what is logged; a
+/// `RUST_LOG` left in the environment does not silence the server.
+#[test]
+fn rust_log_does_not_override_the_log_level() {
+    let (log, code) = serve_briefly(&["--log-level", "info"], &[("RUST_LOG", "error")]);
+    assert_eq!(code, None, "{log}");
+    assert!(log.contains("kvs is listening"), "{log}");
+    let (log, code) = serve_briefly(&[], &[("RUST_LOG", "error")]);
+    assert_eq!(code, None, "{log}");
+    assert!(log.contains("kvs is listening"), "{log}");
+}
+
+/// `kvs compact --data-dir` on a running server's directory points to the
+/// online compaction, `kvs verify --data-dir` to the online check.
+#[test]
+fn an_offline_command_on_a_running_servers_store_names_its_online_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = common::ServerProcess::start(&data, &fake_secret());
+    for command in ["compact", "verify"] {
+        let mut kvs = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        kvs.arg(command).arg("--data-dir").arg(&data);
+        let refused = run(kvs, b"");
+        assert_eq!(refused.code, 1, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("in use by a running server")
+                && refused.stderr.contains(&format!("`kvs {command} --token"))
+                && !refused.stderr.contains(if command == "compact" {
+                    "verify"
+                } else {
+                    "compact"
+                }),
+            "{command}: {}",
+            refused.stderr
+        );
+    }
+}
+
+/// A base URL with a query or a fragment would swallow the API paths
+/// appended to it (`get` printed the index page as the value): a usage
+/// error.
+#[test]
+fn a_url_with_a_query_or_fragment_is_a_usage_error() {
+    let server = TestServer::start();
+    Kvs::admin(&server).run(&["put", "k", "v"]).ok();
+    for url in [format!("{}#x", server.url), format!("{}/?x=1", server.url)] {
+        let run = Kvs::admin(&server).run(&["get", "k", "--url", &url]);
+        assert_eq!(run.code, 2, "{url}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{url}");
+        assert!(
+            run.stderr.contains("query") && run.stderr.contains("fragment"),
+            "{url}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// `--token`'s help says how to keep the secret out of `ps`.
+#[test]
+fn the_token_help_points_to_kvs_token() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.args(["get", "--help"]);
+    let help = run(command, b"").ok();
+    let token = help
+        .split("--token")
+        .nth(1)
+        .and_then(|after| after.split("[env: KVS_TOKEN]").next())
+        .unwrap_or_else(|| panic!("{help}"));
+    assert!(
+        token.contains("KVS_TOKEN") && token.contains("`ps`"),
+        "{help}"
+    );
+}

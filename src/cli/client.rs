@@ -185,7 +185,8 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Server options")]
 pub struct Common {
-    /// The server's base URL.
+    /// The server's base URL (a path prefix may follow the port; a query
+    /// or fragment may not).
     #[arg(
         long,
         env = "KVS_URL",
@@ -195,7 +196,9 @@ pub struct Common {
     )]
     url: String,
     /// The token, sent as `Authorization: Bearer`. A server's first admin
-    /// token is in `<data_dir>/admin-token`.
+    /// token is in `<data_dir>/admin-token`. Better in KVS_TOKEN than here:
+    /// a command line is readable by every local user (`ps`), for as long as
+    /// the command runs.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
     token: Option<Secret>,
     /// Trust an `https://` server whose certificate chains to one in this
@@ -263,8 +266,15 @@ impl fmt::Debug for Secret {
 }
 
 /// An `http://` or `https://` URL with a host, without a trailing `/` (paths
-/// are appended to it, so a server behind a path prefix works too).
+/// are appended to it, so a server behind a path prefix works too). A query
+/// or a fragment is refused: the paths appended would land in it, and `get`
+/// printed whatever page the base URL answered as the value.
 fn parse_url(text: &str) -> Result<String, String> {
+    if text.contains(['?', '#']) {
+        return Err("a server URL takes no query (`?…`) or fragment (`#…`): \
+             expected http://HOST:PORT, with a path prefix if the server is behind one"
+            .to_owned());
+    }
     let url = text.trim().trim_end_matches('/');
     let uri: ureq::http::Uri = url
         .parse()

@@ -31,7 +31,8 @@ struct NewProject {
     storage: Option<StorageMode>,
     /// Default true.
     keys_discoverable: Option<bool>,
-    /// Default 1 MiB; at most the server's ceiling.
+    /// Default 1 MiB, or the server's ceiling when that is lower; at most
+    /// the server's ceiling.
     max_value_bytes: Option<u64>,
     /// Default null: unlimited.
     max_keys: Option<u64>,
@@ -143,8 +144,14 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
     ctx.caller.require_admin()?;
     let request: NewProject = json_body(headers, body).await?;
     let id = new_project_id(&request.id)?;
-    let max_value_bytes = request.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES);
-    check_value_limit(ctx, max_value_bytes)?;
+    // Not asked for: the default, or a lower ceiling of the server's.
+    let max_value_bytes = match request.max_value_bytes {
+        Some(asked) => {
+            check_value_limit(ctx, asked)?;
+            asked
+        }
+        None => DEFAULT_MAX_VALUE_BYTES.min(ctx.app.settings.max_value_bytes),
+    };
     let settings = ProjectSettings {
         id: id.clone(),
         storage: supported(ctx, request.storage.unwrap_or(StorageMode::Disk))?,

@@ -322,6 +322,27 @@ fn a_value_over_the_projects_limit_is_413_and_writes_nothing() {
     expect_error(&answer, 413, "payload_too_large");
 }
 
+/// A server whose ceiling is under the 1 MiB default gives a project made
+/// without `max_value_bytes` the ceiling (it refused the creation with 400
+/// about a field the request never sent); the `default` project made at the
+/// first start has it too. A limit asked above the ceiling is still 400.
+#[test]
+fn a_ceiling_under_the_default_limit_is_the_limit_of_new_projects() {
+    let server = crate::common::TestServer::start_with(|settings| settings.max_value_bytes = 1000);
+    let admin = Api::new(&server.url, Some(&server.admin_token));
+    let created = admin.post_json("/v1/projects", &json!({"id": "small"}));
+    expect_status(&created, 201);
+    for project in ["small", "default"] {
+        let shown = admin.get(&format!("/v1/projects/{project}")).json();
+        assert_eq!(shown["max_value_bytes"], 1000, "{shown}");
+    }
+    let over = admin.post_json(
+        "/v1/projects",
+        &json!({"id": "big", "max_value_bytes": 1001}),
+    );
+    expect_error(&over, 400, "bad_request");
+}
+
 #[test]
 fn a_chunked_value_without_content_length_is_held_to_the_same_limit() {
     let setup = Setup::new("p", json!({"max_value_bytes": 1024}));

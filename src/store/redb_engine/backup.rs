@@ -194,6 +194,7 @@ const DISK_TMP: &str = "kvs.redb.restoring";
 const MEMORY_TMP: &str = "restored-memory.redb.restoring";
 
 fn begin(path: &Path) -> Result<(Database, WriteTransaction), StoreError> {
+    files::create_private_file(path).map_err(storage_error)?;
     let db = Database::create(path).map_err(storage_error)?;
     let mut txn = db.begin_write().map_err(storage_error)?;
     txn.set_durability(redb::Durability::None)

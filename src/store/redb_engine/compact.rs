@@ -77,7 +77,11 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     let live = dir.join("kvs.redb");
     // Held open (and so locked) until the copy is in place: no server
     // starts on the old file meanwhile.
-    let database = open_stopped(dir, CACHE_BYTES)?;
+    let database = open_stopped(
+        dir,
+        CACHE_BYTES,
+        "compact it while it runs with `kvs compact --token …` (an admin token, no --data-dir)",
+    )?;
     let before = file_size(&live)?;
     let source = database.begin_read().map_err(storage_error)?;
     let (tables, rows) = copy_over(&source, &live)?;
@@ -183,6 +187,7 @@ fn store_error(error: CompactError) -> StoreError {
 /// Copies every table of `source` into a new database at `path`, syncs it
 /// and checks it; answers the tables and rows copied.
 fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), CompactError> {
+    files::create_private_file(path).map_err(storage_error)?;
     let mut copy = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)

@@ -54,6 +54,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -163,6 +164,7 @@ fn create_beside(
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&made_at)?;
     let backend = DeferredSync::on_file(file)?;
     let inner = Arc::clone(&backend.inner);

@@ -1,5 +1,5 @@
 //! File-system steps that the disk database's files share: a data
-//! directory made private, the directory a file is in, a sync of a directory (which makes the renames, links and
+//! directory and a new file made private, the directory a file is in, a sync of a directory (which makes the renames, links and
 //! new files in it durable), and a removal that finds nothing to remove.
 
 use std::io;
@@ -22,6 +22,21 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Creates the empty file `path` readable and writable by this user only
+/// (0600, whatever the umask lets through), for a database to be made in:
+/// like the data directory, each file in it holds values or the tokens'
+/// digests, and a data directory that existed keeps its mode. redb's
+/// `Database::create` makes a new database in an empty file.
+pub fn create_private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
 }
 
 /// Makes the entries of `dir` durable: renames, links and new files.

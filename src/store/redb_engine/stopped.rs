@@ -14,11 +14,12 @@ use super::codec::{self, PROJECTS};
 pub enum StoppedError {
     #[error("{0} holds no kvs.redb")]
     Missing(String),
-    #[error(
-        "the store in {0} is in use by a running server; stop it first \
-         (`kvs verify` without --data-dir checks a running server)"
-    )]
-    InUse(String),
+    #[error("the store in {dir} is in use by a running server; stop it first, or {online}")]
+    InUse {
+        dir: String,
+        /// The same command on a running server, as it is given.
+        online: &'static str,
+    },
     #[error(
         "the store in {0} is in the v1 format, from before checksums; \
          `kvs serve` migrates it at start: start it once first"
@@ -39,8 +40,13 @@ impl StoppedError {
 
 /// Opens `dir/kvs.redb`, which no server may hold, with a page cache of
 /// `cache_bytes`, and refuses a database in the v1 format (the server
-/// migrates it at start).
-pub(super) fn open_stopped(dir: &Path, cache_bytes: usize) -> Result<Database, StoppedError> {
+/// migrates it at start). `online` says how the command works on a running
+/// server instead, for the refusal of a store in use.
+pub(super) fn open_stopped(
+    dir: &Path,
+    cache_bytes: usize,
+    online: &'static str,
+) -> Result<Database, StoppedError> {
     let path = dir.join("kvs.redb");
     if !path.exists() {
         return Err(StoppedError::Missing(dir.display().to_string()));
@@ -49,7 +55,10 @@ pub(super) fn open_stopped(dir: &Path, cache_bytes: usize) -> Result<Database, S
     let database = match opened {
         Ok(Ok(database)) => database,
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-            return Err(StoppedError::InUse(dir.display().to_string()));
+            return Err(StoppedError::InUse {
+                dir: dir.display().to_string(),
+                online,
+            });
         }
         Ok(Err(error)) => return Err(StoppedError::unreadable(&path, error)),
         Err(_) => {

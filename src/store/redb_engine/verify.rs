@@ -38,7 +38,11 @@ const WALK_CACHE_BYTES: usize = 16 << 20;
 
 /// Checks the stopped store in `dir` (its `kvs.redb`).
 pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
-    let database = open_stopped(dir, WALK_CACHE_BYTES)?;
+    let database = open_stopped(
+        dir,
+        WALK_CACHE_BYTES,
+        "check it with `kvs verify --token …` (an admin token, no --data-dir)",
+    )?;
     let txn = database
         .begin_read()
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;

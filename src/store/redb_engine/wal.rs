@@ -52,7 +52,7 @@
 //! reads it as it is (the file is then made whole, and its header says 2).
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -289,6 +289,7 @@ impl Wal {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(storage_error)?;
         let size = file.metadata().map_err(storage_error)?.len();
