@@ -351,7 +351,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "storage is recovering from a failed write; try again",
+                // The embedded store reopens after a failed write; a
+                // cluster node cannot vouch for its view of etcd.
+                "storage is unavailable for a moment (recovering from a failed write, \
+                 or out of touch with the etcd cluster); try again",
             )
             .with_header(header::RETRY_AFTER, "1"),
             StoreError::OutcomeUnknown => ApiError::new(
