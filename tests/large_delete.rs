@@ -33,8 +33,8 @@ fn preloaded() -> (TestServer, common::Client) {
     admin.create_project("big", json!({}));
     admin.create_project("other", json!({}));
     let started = Instant::now();
-    for start in (0..KEYS).step_by(40_000) {
-        let keys: Vec<_> = (start..KEYS.min(start + 40_000))
+    for start in (0..KEYS).step_by(10_000) {
+        let keys: Vec<_> = (start..KEYS.min(start + 10_000))
             .map(|i| json!({"key": format!("m/{i:07}"), "value": "twenty bytes of text"}))
             .collect();
         let answer = admin.post_json("/v1/projects/big/import", &json!({ "keys": keys }));

@@ -79,8 +79,8 @@ fn a_simple_pykv_store_listing_is_streamed_not_built_in_memory() {
     let admin = server.admin();
     admin.create_project("p", json!({}));
     let keys = 300_000;
-    for chunk in 0..keys / 50_000 {
-        let entries: Vec<_> = (chunk * 50_000..(chunk + 1) * 50_000)
+    for chunk in 0..keys / 10_000 {
+        let entries: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000)
             .map(|n| json!({"key": format!("key/{n:07}"), "value": "v"}))
             .collect();
         let answer = admin.post_json("/v1/projects/p/import", &json!({ "keys": entries }));
