@@ -475,6 +475,11 @@ fn op_name(op: &RawValue) -> Option<String> {
 
 /// `T` from a check's or op's JSON text; a mismatch is a 400 naming `what`.
 fn parse_as<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ApiError> {
+    // serde would read an array by position, and say so in its own terms
+    // ("expected struct TxnCheck with 3 elements").
+    if !raw.get().starts_with('{') {
+        return Err(ApiError::bad_request(format!("{what} is a JSON object")));
+    }
     serde_json::from_str(raw.get()).map_err(|error| ApiError::bad_json(what, &error))
 }
 

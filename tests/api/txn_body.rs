@@ -103,12 +103,20 @@ fn an_op_given_as_an_array_is_refused() {
     for (op, expected) in [
         (r#"["put", "a", "x"]"#, "unknown op"),
         (r#"["get", "a"]"#, "unknown op"),
-        (r#"["delete"]"#, "a delete: invalid length 1"),
+        (r#"["delete"]"#, "a delete is a JSON object"),
     ] {
         let message = failed_op_message(&setup, op, 0);
         assert!(message.starts_with(expected), "{op}: {message}");
     }
     expect_status(&setup.manage.get(&setup.kv("a")), 404);
+    // A check too, without serde's words for it ("struct TxnCheck").
+    let answer = post(
+        &setup.manage,
+        &setup,
+        r#"{"checks": [["a", 1]], "ops": [{"op": "get", "key": "a"}]}"#,
+    );
+    let message = expect_error(&answer, 400, "bad_request");
+    assert_eq!(message, "a check is a JSON object");
 }
 
 #[test]
