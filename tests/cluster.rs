@@ -154,48 +154,6 @@ fn a_write_through_one_node_reads_back_the_same_through_the_others() {
     assert_eq!(nodes[0].get(&kv("p", "k0")).code(), "key_not_found");
 }
 
-/// Writes outside kvs's prefix (another program, another kvs cluster on
-/// the same etcd) take revisions too. A read answered at such a revision
-/// hands it out as `Kvs-Revision`, and every node must take it back as a
-/// watch's `since` and a blocking read's `after`. (They answered `400
-/// revision_in_future`, after each read had waited a second for a write of
-/// this cluster: found by an outside-in hunt.)
-#[test]
-fn a_revision_taken_by_a_write_outside_the_prefix_is_reached_by_every_node() {
-    let _turn = one_at_a_time();
-    let cluster = Cluster::start();
-    let token = cluster.admin(0).create_project("p", json!({}));
-    let nodes = cluster.clients(&token);
-    assert_eq!(nodes[0].put(&kv("p", "k"), b"v").status, 201);
-    for round in 0..2 {
-        cluster.etcd.put_outside(&format!("other/{round}"));
-        let started = Instant::now();
-        let answer = nodes[0].get(&kv("p", "k"));
-        println!(
-            "GET after a write outside the prefix: {}",
-            millis(started.elapsed())
-        );
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        let revision: u64 = answer.header("Kvs-Revision").unwrap().parse().unwrap();
-        for node in &nodes {
-            let absent = node.get(&format!("{}?wait=1&after={revision}", kv("p", "absent")));
-            assert_eq!(
-                absent.status,
-                404,
-                "after={revision} on {}: {}",
-                node.base,
-                absent.text()
-            );
-            let (_stream, events) = watch(node, "p", &format!("Last-Event-ID: {revision}\r\n"));
-            assert!(
-                events.iter().all(|event| event.name != "error"),
-                "watch from {revision} on {}: {events:?}",
-                node.base
-            );
-        }
-    }
-}
-
 /// A watch resumed from a revision whose history etcd has compacted is
 /// `410 history_compacted` with `compact_revision`, as on the embedded
 /// store, also on a node whose memory does not reach back to it (one

@@ -10,7 +10,7 @@
 //! refused write changes nothing. The engine then persists what was decided
 //! (its tables, its indexes, its change log); it decides nothing itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 
@@ -212,6 +212,8 @@ pub fn evaluate(
         revision,
         now,
         read: 0,
+        expired: None,
+        expired_staged: 0,
         staged: Staged {
             figures,
             results: Vec::with_capacity(ops.len()),
@@ -236,6 +238,12 @@ struct Judge<'a> {
     now: Timestamp,
     /// The value bytes the gets so far read.
     read: u64,
+    /// The keys the source holds that have expired and await the sweep,
+    /// read once, when the quota first needs them.
+    expired: Option<HashSet<String>>,
+    /// How many of those this write has staged (they count as it left
+    /// them).
+    expired_staged: u64,
     staged: Staged,
 }
 
@@ -401,18 +409,7 @@ impl Judge<'_> {
                 max: self.settings.max_value_bytes,
             });
         }
-        if let Some(max_keys) = self.settings.max_keys
-            && old.is_none()
-            && self.staged.figures.keys >= max_keys
-            && self
-                .staged
-                .figures
-                .keys
-                .saturating_sub(self.expired_unswept()?)
-                >= max_keys
-        {
-            return Err(StoreError::QuotaExceeded { max_keys });
-        }
+        self.check_quota(key.as_str(), old.as_ref())?;
         let figures = &mut self.staged.figures;
         match &old {
             Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
@@ -436,17 +433,55 @@ impl Judge<'_> {
         Ok((meta, created))
     }
 
-    /// How many keys the figures still count that have expired (and that
-    /// this write has not touched: those it did are counted as it left them).
+    /// `max_keys` for a put of `key` over `old`: a key that readers see
+    /// for the first time (absent, or expired) needs a slot. The figures
+    /// count every stored key, so the expired keys awaiting the sweep are
+    /// taken out first: they are gone for readers, and hold no slot.
+    fn check_quota(&mut self, key: &str, old: Option<&KeyMeta>) -> Result<(), StoreError> {
+        let Some(max_keys) = self.settings.max_keys else {
+            return Ok(());
+        };
+        let revived = match old {
+            None => false,
+            Some(old) if !is_live(old, self.now) => true,
+            Some(_) => return Ok(()),
+        };
+        let keys = self.staged.figures.keys;
+        if keys < max_keys {
+            return Ok(());
+        }
+        let mut holding = keys.saturating_sub(self.expired_unswept()?);
+        // An expired key written again: the figures count it, as a slot of
+        // its own, unless the source named it among the expired ones.
+        if revived && !self.expired.as_ref().is_some_and(|set| set.contains(key)) {
+            holding = holding.saturating_sub(1);
+        }
+        if holding >= max_keys {
+            return Err(StoreError::QuotaExceeded { max_keys });
+        }
+        Ok(())
+    }
+
+    /// How many keys the figures still count that have expired, and that
+    /// this write has not touched (those it did count as it left them).
     fn expired_unswept(&mut self) -> Result<u64, StoreError> {
-        let mut count = 0;
-        let changes = &self.staged.changes;
-        self.source.expired(self.now, &mut |key| {
-            if !changes.contains_key(key) {
-                count += 1;
+        let expired = match &self.expired {
+            Some(expired) => expired,
+            None => {
+                let mut expired = HashSet::new();
+                self.source.expired(self.now, &mut |key| {
+                    expired.insert(key.to_owned());
+                })?;
+                self.expired_staged = self
+                    .staged
+                    .changes
+                    .keys()
+                    .filter(|key| expired.contains(*key))
+                    .count() as u64;
+                self.expired.insert(expired)
             }
-        })?;
-        Ok(count)
+        };
+        Ok((expired.len() as u64).saturating_sub(self.expired_staged))
     }
 
     /// Records a key's new state. `old` is the key's metadata as the caller
@@ -460,6 +495,9 @@ impl Judge<'_> {
         match self.staged.changes.get_mut(key) {
             Some(change) => change.new = new,
             None => {
+                if self.expired.as_ref().is_some_and(|set| set.contains(key)) {
+                    self.expired_staged += 1;
+                }
                 self.staged.changes.insert(
                     key.to_owned(),
                     KeyChange {

@@ -115,15 +115,6 @@ impl Etcd {
         self.wait_healthy();
     }
 
-    /// `etcdctl put` of a key outside kvs's prefix, as another program
-    /// sharing the etcd cluster writes.
-    pub fn put_outside(&self, key: &str) {
-        assert!(
-            self.etcdctl(&["put", key, "1"]).is_some(),
-            "etcdctl put {key} failed"
-        );
-    }
-
     /// `etcdctl compact`: etcd's history before `revision` is gone.
     pub fn compact(&self, revision: u64) {
         assert!(

@@ -255,6 +255,34 @@ fn an_expired_key_the_sweep_has_not_removed_holds_no_quota_slot() {
                 .unwrap_err()
                 .into_op_error();
             assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
+            // An expired key written again needs a slot as a new one does
+            // (its slot was counted free above).
+            let error = write(store.as_ref(), "p", vec![put("a", "again")])
+                .await
+                .unwrap_err()
+                .into_op_error();
+            assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
+            // And in one write: a new key, then an expired one again.
+            write(
+                store.as_ref(),
+                "p",
+                vec![KvOp::Delete {
+                    key: key("other"),
+                    precondition: None,
+                    must_exist: true,
+                }],
+            )
+            .await
+            .unwrap();
+            let error = write(
+                store.as_ref(),
+                "p",
+                vec![put("fresh", "v"), put("b", "again")],
+            )
+            .await
+            .unwrap_err()
+            .into_op_error();
+            assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
             store.close().await;
         });
     }

@@ -163,13 +163,6 @@ async fn follow_once(inner: &Inner, from: &mut i64) -> Result<(), StoreError> {
         .map_err(StoreError::internal)?;
     let (sender, mut responses) = stream.split();
     *inner.progress.lock().await = Some(sender);
-    // Whether every event of the watch's history has been delivered. etcd
-    // 3.4 answers a progress request at once, even while a watch opened at
-    // a past revision still sends its history: until then a notification
-    // says nothing of the events before it. A watch whose start is past the
-    // revision its creation answer gives has no history; one that has
-    // delivered an event at or past that revision is through it.
-    let mut caught_up: Option<i64> = None;
     loop {
         let response = tokio::select! {
             response = responses.message() => response.map_err(StoreError::internal)?,
@@ -196,15 +189,16 @@ async fn follow_once(inner: &Inner, from: &mut i64) -> Result<(), StoreError> {
         let events = response.events();
         if events.is_empty() {
             // A progress notification: every event up to its revision has
-            // been delivered, and applied above. (The creation answer is not
-            // one: history may still follow it.)
-            if let Some(header) = response.header() {
-                if response.created() {
-                    caught_up = Some(header.revision());
-                } else {
-                    let synced = caught_up.is_some_and(|at| *from > at);
-                    progressed(inner, header.revision(), from, synced);
-                }
+            // been delivered. (The creation answer is not one: history may
+            // still follow it.)
+            if !response.created()
+                && let Some(header) = response.header()
+            {
+                inner.known.send_if_modified(|known| {
+                    let newer = header.revision() > *known;
+                    *known = (*known).max(header.revision());
+                    newer
+                });
             }
             continue;
         }
@@ -411,35 +405,6 @@ fn apply(inner: &Inner, revision: i64, events: &[etcd_client::Event]) -> Result<
         inner.ticks.send_modify(|tick| *tick += 1);
     }
     Ok(())
-}
-
-/// The watch has delivered every event up to `revision` (when `synced`:
-/// see `follow_once`). Writes outside
-/// the prefix (other programs, another kvs cluster) take revisions too, so
-/// the view reaches it without an event of its own: a read answered at that
-/// revision must find it reached, and a watch or blocking read resumed from
-/// it must not be `revision_in_future` (they waited a second and more for a
-/// write of this cluster, and were refused). The watch, opened again,
-/// starts after it, not before revisions etcd may have compacted.
-fn progressed(inner: &Inner, revision: i64, from: &mut i64, synced: bool) {
-    inner.known.send_if_modified(|known| {
-        let newer = revision > *known;
-        *known = (*known).max(revision);
-        newer
-    });
-    if !synced || revision < *from {
-        return;
-    }
-    *from = revision + 1;
-    inner.view.publish(Publication {
-        revision: revision as u64,
-        ..Publication::default()
-    });
-    inner.reached.send_if_modified(|reached| {
-        let newer = revision as u64 > *reached;
-        *reached = (*reached).max(revision as u64);
-        newer
-    });
 }
 
 /// Vouches for the view: a linearizable read of the cluster's revision,

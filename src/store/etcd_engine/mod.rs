@@ -142,26 +142,11 @@ impl Inner {
     }
 
     /// Waits (at most `limit`) until the watch has published `revision`.
-    /// A revision that no event of this cluster took (a write outside the
-    /// prefix) is reached by a progress notification, asked for at once.
     async fn reach(&self, revision: u64, limit: Duration) -> bool {
         let mut reached = self.reached.subscribe();
-        if *reached.borrow_and_update() >= revision {
-            return true;
-        }
-        tokio::time::timeout(limit, async {
-            // Held by another (the probe, another read): its request
-            // serves this wait too. A failed one leaves the wait to the
-            // events and the probe's requests.
-            if let Ok(mut sender) = self.progress.try_lock()
-                && let Some(sender) = sender.as_mut()
-            {
-                let _ = sender.request_progress().await;
-            }
-            reached.wait_for(|r| *r >= revision).await.is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        tokio::time::timeout(limit, reached.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The key/value client (reads, transactions).

@@ -143,7 +143,14 @@ impl Batch<'_> {
         let Some(prefix) = prefix_delete(&write).cloned() else {
             return Err((write, reply));
         };
-        let Some(project) = self.catalog().project(&write.project).cloned() else {
+        // Meant for another incarnation: applied as a plain write, which
+        // refuses it.
+        let Some(project) = self
+            .catalog()
+            .project(&write.project)
+            .filter(|project| write.meant_for(project))
+            .cloned()
+        else {
             return Err((write, reply));
         };
         let storage = project.settings.storage;
