@@ -766,4 +766,12 @@ fn the_files_in_a_data_directory_are_readable_by_this_user_only() {
     assert_eq!(server.admin().get(&kv("m", "k")).body, b"v");
     private(&restored);
     server.terminate();
+
+    // Files an older release made 0644 are narrowed at the next start.
+    for name in ["kvs.redb", "kvs.wal"] {
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut server = ServerProcess::start(&data, &secret);
+    assert_eq!(private(&data), ["kvs.redb", "kvs.wal"]);
+    server.terminate();
 }

@@ -39,6 +39,23 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
         .map(drop)
 }
 
+/// Narrows a file that others may read to this user only (0600): the
+/// store's files made by a release before files were created private.
+/// Whether it did; a file that is not there is left alone.
+pub fn narrow_to_owner(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.permissions().mode(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(true)
+}
+
 /// Makes the entries of `dir` durable: renames, links and new files.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(test)]

@@ -131,6 +131,23 @@ impl RedbStore {
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
         files::create_private_dir(data_dir).map_err(StoreError::internal)?;
+        // Files an older release made readable by others (0644) are
+        // narrowed: they hold every value and the tokens' digests.
+        for name in ["kvs.redb", "kvs.wal"] {
+            let file = data_dir.join(name);
+            match files::narrow_to_owner(&file) {
+                Ok(false) => {}
+                Ok(true) => tracing::warn!(
+                    file = %file.display(),
+                    "the file was readable by other users; it is now readable by its owner only (0600)"
+                ),
+                Err(error) => tracing::warn!(
+                    %error,
+                    file = %file.display(),
+                    "the file may be readable by other users, and its mode cannot be narrowed"
+                ),
+            }
+        }
         let path = data_dir.join("kvs.redb");
         let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
