@@ -795,6 +795,17 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 mod tests {
     use super::*;
 
+    /// The settings a config file of `text` gives, with no flag.
+    fn load_file(text: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvs.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+    }
+
     /// `cache_bytes` from the file, a flag beating it, the default, and a
     /// cache too small to be of use refused.
     #[test]
@@ -851,14 +862,7 @@ mod tests {
                 "{bad:?}: {error}"
             );
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kvs.toml");
-        std::fs::write(&path, "log_level = \"\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let error = Settings::load(args).unwrap_err().to_string();
+        let error = load_file("log_level = \"\"\n").unwrap_err().to_string();
         assert!(error.contains("log_level"), "{error}");
     }
 
@@ -902,14 +906,7 @@ mod tests {
                 "{name}: {error}"
             );
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kvs.toml");
-        std::fs::write(&path, "max_connections = 0\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let error = Settings::load(args).unwrap_err().to_string();
+        let error = load_file("max_connections = 0\n").unwrap_err().to_string();
         assert!(error.contains("max_connections"), "{error}");
         let least = Settings::load(ServeArgs {
             max_connections: Some(1),
@@ -1049,13 +1046,6 @@ mod tests {
 
     #[test]
     fn unknown_settings_in_the_file_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kvs.toml");
-        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        assert!(Settings::load(args).is_err());
+        assert!(load_file("lisen = \"127.0.0.1:1\"\n").is_err());
     }
 }

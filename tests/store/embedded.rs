@@ -154,17 +154,7 @@ fn values_of_every_size_survive_replacement_listing_moves_and_deletes() {
         write(store.as_ref(), "p", vec![put_bytes("k", 70_000)])
             .await
             .unwrap();
-        write(
-            store.as_ref(),
-            "p",
-            vec![KvOp::Delete {
-                key: key("k"),
-                precondition: None,
-                must_exist: true,
-            }],
-        )
-        .await
-        .unwrap();
+        write(store.as_ref(), "p", vec![delete("k")]).await.unwrap();
         assert_eq!(value(store.as_ref(), "p", "k").await, None);
         let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
         assert_eq!((project.stats.keys(), project.stats.bytes()), (0, 0));
@@ -218,74 +208,45 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
 /// showed the project with room: found by an outside-in hunt).
 #[test]
 fn an_expired_key_the_sweep_has_not_removed_holds_no_quota_slot() {
-    for (_, open) in EMBEDDED {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let store = open(dir.path(), HistoryLimits::default());
-            create(store.as_ref(), "p", StorageMode::Disk).await;
-            let change = ProjectChange {
-                max_keys: Some(Some(2)),
-                ..ProjectChange::default()
-            };
-            update(store.as_ref(), "p", change).await;
-            // Stored already expired, as an import of an old export does:
-            // in the expiry index, for the sweep's next turn.
-            let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);
-            let expired = |k: &str| KvOp::Restore {
-                key: key(k),
-                value: bytes::Bytes::from_static(b"old"),
-                content_type: "text/plain".to_owned(),
-                created_at: past,
-                updated_at: past,
-                expires_at: Some(past),
-            };
-            write(store.as_ref(), "p", vec![expired("a"), expired("b")])
-                .await
-                .unwrap();
-            write(store.as_ref(), "p", vec![put("new", "v")])
-                .await
-                .expect("an expired key held a quota slot");
-            // The quota still counts the live keys.
-            write(store.as_ref(), "p", vec![put("other", "v")])
-                .await
-                .unwrap();
-            let error = write(store.as_ref(), "p", vec![put("third", "v")])
-                .await
-                .unwrap_err()
-                .into_op_error();
+    for_embedded(|store, _| async move {
+        let store = store.as_ref();
+        create(store, "p", StorageMode::Disk).await;
+        let change = ProjectChange {
+            max_keys: Some(Some(2)),
+            ..ProjectChange::default()
+        };
+        update(store, "p", change).await;
+        // Stored already expired, as an import of an old export does: in
+        // the expiry index, for the sweep's next turn.
+        let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);
+        let expired = |k: &str| KvOp::Restore {
+            key: key(k),
+            value: bytes::Bytes::from_static(b"old"),
+            content_type: "text/plain".to_owned(),
+            created_at: past,
+            updated_at: past,
+            expires_at: Some(past),
+        };
+        let refused = |ops| async move {
+            let error = write(store, "p", ops).await.unwrap_err().into_op_error();
             assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
-            // An expired key written again needs a slot as a new one does
-            // (its slot was counted free above).
-            let error = write(store.as_ref(), "p", vec![put("a", "again")])
-                .await
-                .unwrap_err()
-                .into_op_error();
-            assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
-            // And in one write: a new key, then an expired one again.
-            write(
-                store.as_ref(),
-                "p",
-                vec![KvOp::Delete {
-                    key: key("other"),
-                    precondition: None,
-                    must_exist: true,
-                }],
-            )
+        };
+        write(store, "p", vec![expired("a"), expired("b")])
             .await
             .unwrap();
-            let error = write(
-                store.as_ref(),
-                "p",
-                vec![put("fresh", "v"), put("b", "again")],
-            )
+        write(store, "p", vec![put("new", "v")])
             .await
-            .unwrap_err()
-            .into_op_error();
-            assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
-            store.close().await;
-        });
-    }
+            .expect("an expired key held a quota slot");
+        // The quota still counts the live keys.
+        write(store, "p", vec![put("other", "v")]).await.unwrap();
+        refused(vec![put("third", "v")]).await;
+        // An expired key written again needs a slot as a new one does (its
+        // slot was counted free above).
+        refused(vec![put("a", "again")]).await;
+        // And in one write: a new key, then an expired one again.
+        write(store, "p", vec![delete("other")]).await.unwrap();
+        refused(vec![put("fresh", "v"), put("b", "again")]).await;
+    });
 }
 
 #[test]

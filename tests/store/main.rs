@@ -170,6 +170,15 @@ fn put(k: &str, value: &str) -> KvOp {
     }
 }
 
+/// A delete of a key that must exist.
+fn delete(k: &str) -> KvOp {
+    KvOp::Delete {
+        key: key(k),
+        precondition: None,
+        must_exist: true,
+    }
+}
+
 /// A put that holds only if `precondition` does.
 fn conditional(k: &str, value: &str, precondition: Precondition) -> KvOp {
     KvOp::Put {
