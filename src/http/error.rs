@@ -205,30 +205,27 @@ impl ApiError {
         .with_header(header::ALLOW, allowed.join(", "))
     }
 
+    /// `413 payload_too_large`, saying what is too large.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
     /// A body or value over `limit` bytes; `raise` says which setting
     /// raises that limit (one of the `RAISE_*` texts).
     pub fn payload_too_large(limit: u64, raise: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "the body is larger than the limit of {limit} bytes ({}); {raise}",
-                human_bytes(limit)
-            ),
-        )
+        ApiError::too_large(format!(
+            "the body is larger than the limit of {limit} bytes ({}); {raise}",
+            human_bytes(limit)
+        ))
     }
 
     /// A value in a body (a transaction's put) over its project's limit:
     /// the value is too large, not the body.
     pub fn value_too_large(limit: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "the value is larger than the limit of {limit} bytes ({}); {RAISE_VALUE}",
-                human_bytes(limit)
-            ),
-        )
+        ApiError::too_large(format!(
+            "the value is larger than the limit of {limit} bytes ({}); {RAISE_VALUE}",
+            human_bytes(limit)
+        ))
     }
 
     /// A `since`, `after` or `Last-Event-ID` beyond the revision the server
@@ -320,15 +317,11 @@ impl From<StoreError> for ApiError {
                 format!("the project holds its maximum of {max_keys} keys"),
             ),
             StoreError::ValueTooLarge { max } => ApiError::value_too_large(max),
-            StoreError::AnswerTooLarge { limit } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the values this transaction reads come to more than {limit} bytes ({}), \
-                     which one answer does not hold; read the larger keys with GET",
-                    human_bytes(limit)
-                ),
-            ),
+            StoreError::AnswerTooLarge { limit } => ApiError::too_large(format!(
+                "the values this transaction reads come to more than {limit} bytes ({}), \
+                 which one answer does not hold; read the larger keys with GET",
+                human_bytes(limit)
+            )),
             StoreError::HistoryCompacted { compact_revision } => ApiError::new(
                 StatusCode::GONE,
                 "history_compacted",
@@ -364,16 +357,12 @@ impl From<StoreError> for ApiError {
                  it may or may not have been applied: read the key before trying again",
             )
             .with_header(header::RETRY_AFTER, "1"),
-            StoreError::ClusterLimit { limit } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the write is larger than the etcd cluster accepts in one request \
+            StoreError::ClusterLimit { limit } => ApiError::too_large(format!(
+                "the write is larger than the etcd cluster accepts in one request \
                      ({limit} bytes, {}: etcd's --max-request-bytes; kvs's \
                      etcd_max_request_bytes must agree with it)",
-                    human_bytes(limit)
-                ),
-            ),
+                human_bytes(limit)
+            )),
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()

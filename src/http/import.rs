@@ -247,14 +247,10 @@ impl<'de> Visitor<'de> for Keys<'_, '_> {
         let mut ops = Vec::new();
         while let Some(entry) = seq.next_element::<&RawValue>()? {
             if ops.len() == MAX_IMPORT_KEYS {
-                let error = ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "an import takes at most {MAX_IMPORT_KEYS} keys a request; \
-                         send the rest in further requests (kvs import sends 1,000 a request)"
-                    ),
-                );
+                let error = ApiError::too_large(format!(
+                    "an import takes at most {MAX_IMPORT_KEYS} keys a request; \
+                     send the rest in further requests (kvs import sends 1,000 a request)"
+                ));
                 *self.failure.borrow_mut() = Some(error.failed_key(ops.len()));
                 return Err(de::Error::custom("refused"));
             }

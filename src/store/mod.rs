@@ -170,16 +170,6 @@ pub struct KvWrite {
 }
 
 impl KvWrite {
-    /// A write of one op and no checks.
-    pub fn single(project: ProjectId, op: KvOp) -> KvWrite {
-        KvWrite {
-            project,
-            incarnation: None,
-            checks: Vec::new(),
-            ops: vec![op],
-        }
-    }
-
     /// A write of `checks` and `ops` to `project` as the request found it.
     pub fn to(project: &Project, checks: Vec<Check>, ops: Vec<KvOp>) -> KvWrite {
         KvWrite {

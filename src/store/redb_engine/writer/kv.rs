@@ -71,12 +71,7 @@ impl KeySource for TableSource<'_, '_> {
     fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
         // The expiry index of the whole database, by time: what is due
         // is what the sweep has yet to remove, a handful in practice.
-        let index = match self.txn.open_table(codec::EXPIRY) {
-            Ok(index) => index,
-            // Not there, or open elsewhere in the batch: count none (the
-            // quota then refuses as it did before this was asked).
-            Err(_) => return Ok(()),
-        };
+        let index = self.txn.open_table(codec::EXPIRY).map_err(storage_error)?;
         let upper = (now.millis().max(0) as u64 + 1).to_be_bytes();
         let project = self.tables.project;
         for item in index.range(..upper.as_slice()).map_err(storage_error)? {

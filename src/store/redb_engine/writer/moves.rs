@@ -50,7 +50,7 @@ impl Writer {
             // (the copy is committed before the disk's catalog) is stale.
             drop_key_tables(&target, &tables, id)?;
             copy_key_tables(&source, &target, &tables)?;
-            copy_expiry_entries(&source, &target, id)?;
+            let expiring = copy_expiry_entries(&source, &target, id)?;
             put_record(&target, codec::STATS, id.as_str(), &figures)?;
             let history = self.history.get(id).copied().unwrap_or_default();
             put_record(&target, codec::HISTORY, id.as_str(), &history)?;
@@ -66,12 +66,15 @@ impl Writer {
                 disk.commit().map_err(storage_error)?;
                 self.shared.disk_reads.invalidate();
             }
-            Ok(())
+            Ok(expiring)
         })();
-        if let Err(error) = result {
-            self.recover(&error, false);
-            return Err(error);
-        }
+        let expiring = match result {
+            Ok(expiring) => expiring,
+            Err(error) => {
+                self.recover(&error, false);
+                return Err(error);
+            }
+        };
         let mut next = (*catalog).clone();
         next.insert_project(Project {
             settings,
@@ -86,7 +89,7 @@ impl Writer {
         let cleanup = (|| {
             let source = self.shared.begin_write(from)?;
             drop_key_tables(&source, &tables, id)?;
-            remove_expiry_entries(&source, id)?;
+            remove_expiry_entries(&source, &expiring)?;
             source.commit().map_err(storage_error)?;
             self.shared.reads(from).invalidate();
             Ok::<(), StoreError>(())
@@ -134,32 +137,36 @@ fn expiry_entries(
 }
 
 /// Copies the expiry index entries of a project's keys: the sweep of the
-/// destination finds its keys' expiries only there.
+/// destination finds its keys' expiries only there. Answers the entries,
+/// for their removal from the source once the keys have left it (the
+/// writer runs the move alone, so nothing changes them in between).
 fn copy_expiry_entries(
     source: &redb::ReadTransaction,
     target: &WriteTransaction,
     id: &ProjectId,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Vec<u8>>, StoreError> {
     let index = match source.open_table(codec::EXPIRY) {
         Ok(index) => index,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(error) => return Err(storage_error(error)),
     };
     let entries = expiry_entries(&index, id)?;
-    if entries.is_empty() {
-        return Ok(());
+    if !entries.is_empty() {
+        let mut copy = target.open_table(codec::EXPIRY).map_err(storage_error)?;
+        for entry in &entries {
+            copy.insert(entry.as_slice(), ()).map_err(storage_error)?;
+        }
     }
-    let mut copy = target.open_table(codec::EXPIRY).map_err(storage_error)?;
-    for entry in entries {
-        copy.insert(entry.as_slice(), ()).map_err(storage_error)?;
-    }
-    Ok(())
+    Ok(entries)
 }
 
 /// Removes the expiry index entries of a project whose keys left.
-fn remove_expiry_entries(txn: &WriteTransaction, id: &ProjectId) -> Result<(), StoreError> {
+fn remove_expiry_entries(txn: &WriteTransaction, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
-    for entry in expiry_entries(&index, id)? {
+    for entry in entries {
         index.remove(entry.as_slice()).map_err(storage_error)?;
     }
     Ok(())
