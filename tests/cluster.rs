@@ -180,6 +180,78 @@ fn a_watch_from_a_revision_etcd_compacted_is_410() {
     assert!(body["compact_revision"].as_u64().is_some(), "{body}");
 }
 
+/// Writes to the same etcd outside kvs's prefix (another application, a
+/// second kvs on another prefix) take revisions too. A read after one
+/// answers that revision; it must be one every node takes as a watch's
+/// `since` or a blocking read's `after`, and the read must not wait for an
+/// event of kvs's at it, which may never come. Found by an outside-in hunt:
+/// reads took 1 s, a transaction of gets 5 s, and the revision they gave
+/// was refused with `400 revision_in_future`, until kvs wrote again.
+#[test]
+fn writes_outside_the_prefix_neither_stall_reads_nor_make_their_revision_refused() {
+    let _turn = one_at_a_time();
+    let cluster = Cluster::start();
+    let token = cluster.admin(0).create_project("p", json!({}));
+    let nodes = cluster.clients(&token);
+    let written = write(&nodes[0], "p", 0);
+    cluster.etcd.put("elsewhere/x", "1");
+
+    let started = Instant::now();
+    let absent = nodes[0].get(&kv("p", "absent"));
+    let read_in = started.elapsed();
+    assert_eq!(absent.status, 404, "{}", absent.text());
+    let revision: u64 = absent.header("Kvs-Revision").unwrap().parse().unwrap();
+    assert!(
+        revision > written[0].0,
+        "the read is after the foreign write"
+    );
+    let started = Instant::now();
+    let gets = json!({"ops": [{"op": "get", "key": &written[0].1}]});
+    let answer = nodes[1].post_json("/v1/projects/p/txn", &gets);
+    let txn_in = started.elapsed();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.json()["revision"].as_u64().unwrap() >= revision);
+    println!(
+        "after a write outside the prefix: a GET in {}, a txn of gets in {}",
+        millis(read_in),
+        millis(txn_in)
+    );
+    // A second and more is the wait for an event that never comes.
+    assert!(
+        read_in < Duration::from_millis(900),
+        "GET took {}",
+        millis(read_in)
+    );
+    assert!(
+        txn_in < Duration::from_millis(900),
+        "txn took {}",
+        millis(txn_in)
+    );
+
+    let mut streams = Vec::new();
+    for node in &nodes {
+        let (stream, replayed) = watch(node, "p", &format!("Last-Event-ID: {revision}\r\n"));
+        assert_eq!(
+            changes(&replayed),
+            [],
+            "{}: nothing after {revision}",
+            node.base
+        );
+        streams.push(stream);
+        let blocking = node.get(&format!(
+            "{}?wait=1s&after={revision}",
+            kv("p", "absent")
+        ));
+        assert_eq!(blocking.status, 404, "{}: {}", node.base, blocking.text());
+    }
+    // What comes after it is seen by every one of them.
+    let live = write(&nodes[2], "p", 2);
+    for stream in &mut streams {
+        let seen = stream.until(LIMIT, |e| e.name == "put");
+        assert_eq!(changes(&seen), live);
+    }
+}
+
 #[test]
 fn a_watch_on_one_node_sees_writes_through_another_in_order_and_resumes_on_a_third() {
     let _turn = one_at_a_time();

@@ -208,7 +208,10 @@ pub async fn wait_for_change(
     let mut newest = subscription.feed.subscribe();
     let mut cursor = store.revision().max(*newest.borrow());
     if let Some(after) = after.filter(|&after| after > cursor) {
-        return Err(ApiError::revision_in_future("after", after, cursor));
+        let reached = store.resumable_revision(after).await?;
+        if after > reached {
+            return Err(ApiError::revision_in_future("after", after, reached));
+        }
     }
     let after = after.unwrap_or(cursor);
     let current = store.get(project, key, false).await?;
@@ -328,7 +331,14 @@ pub async fn watch(
     // acknowledges its revision: either says the revision was reached.
     let current = ctx.app.store.revision().max(*newest.borrow());
     if let Some((name, since)) = since.filter(|&(_, since)| since > current) {
-        return Err(ApiError::revision_in_future(name, since, current));
+        // On a cluster node, a revision the cluster answered at, past this
+        // node's view (a read after a write outside kvs's prefix): changes
+        // up to it that this node has yet to publish are ones that read
+        // showed, and the watch starts after them.
+        let reached = ctx.app.store.resumable_revision(since).await?;
+        if since > reached {
+            return Err(ApiError::revision_in_future(name, since, reached));
+        }
     }
     let since = since.map(|(_, since)| since);
     if let Some(since) = since {

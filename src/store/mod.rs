@@ -475,6 +475,17 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can take writes now.
     fn is_writable(&self) -> bool;
 
+    /// The newest revision a watch's `since` or a blocking read's `after`
+    /// may name, when `asked` is beyond [`Store::revision`]: a single
+    /// server's revision, or on a cluster node any revision the cluster has
+    /// answered this node at (asked of it once when `asked` is newer still).
+    /// Such a revision may be ahead of the node's view: writes outside
+    /// kvs's prefix take revisions too, and a read answers at them.
+    async fn resumable_revision(&self, asked: u64) -> Result<u64, StoreError> {
+        let _ = asked;
+        Ok(self.revision())
+    }
+
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError>;
 
     async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError>;

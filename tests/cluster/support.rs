@@ -123,6 +123,14 @@ impl Etcd {
         );
     }
 
+    /// `etcdctl put`: a write of another application sharing this etcd.
+    pub fn put(&self, name: &str, value: &str) {
+        assert!(
+            self.etcdctl(&["put", name, value]).is_some(),
+            "etcdctl put {name} failed"
+        );
+    }
+
     /// `etcdctl` on every endpoint with `args`: its stdout, if it succeeded.
     fn etcdctl(&self, args: &[&str]) -> Option<String> {
         let output = Command::new("etcdctl")

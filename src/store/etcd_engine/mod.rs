@@ -35,7 +35,7 @@ mod restore;
 mod write;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,10 @@ struct Inner {
     started: u64,
     /// The newest revision the watch vouches for (events or progress).
     known: watch::Sender<i64>,
+    /// The newest revision a linearizable answer of etcd came at. It may be
+    /// ahead of `reached`: writes outside the prefix take revisions too,
+    /// and no event of the watch ever reaches them.
+    answered: AtomicU64,
     /// When the last probe that the watch confirmed was sent.
     fresh_at: Mutex<Instant>,
     /// Ticked on every catalog change and when the view stops being fresh.
@@ -147,6 +151,11 @@ impl Inner {
         tokio::time::timeout(limit, reached.wait_for(|r| *r >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Takes note of a revision etcd answered a linearizable request at.
+    fn answered_at(&self, revision: u64) {
+        self.answered.fetch_max(revision, Ordering::AcqRel);
     }
 
     /// The key/value client (reads, transactions).
@@ -253,6 +262,7 @@ async fn start(settings: EtcdSettings) -> Result<Arc<Inner>, StoreError> {
         reached: watch::Sender::new(revision),
         started: revision,
         known: watch::Sender::new(revision as i64),
+        answered: AtomicU64::new(revision),
         fresh_at: Mutex::new(Instant::now()),
         ticks: watch::Sender::new(0),
         progress: tokio::sync::Mutex::new(None),
@@ -343,6 +353,20 @@ impl Store for EtcdStore {
 
     fn storage_bytes(&self) -> u64 {
         0
+    }
+
+    async fn resumable_revision(&self, asked: u64) -> Result<u64, StoreError> {
+        let known = (self.inner.view.revision()).max(self.inner.answered.load(Ordering::Acquire));
+        if asked <= known {
+            return Ok(known);
+        }
+        // Perhaps a revision another node answered at: the cluster's own
+        // revision now tells.
+        let inner = self.inner.clone();
+        let now = self
+            .run(async move { cluster_revision(&inner).await })
+            .await?;
+        Ok(known.max(now.max(0) as u64))
     }
 
     fn is_writable(&self) -> bool {
@@ -456,10 +480,12 @@ async fn cluster_revision(inner: &Inner) -> Result<i64, StoreError> {
     })
     .await
     .map_err(read_error)?;
-    response
+    let revision = response
         .header()
         .map(|h| h.revision())
-        .ok_or_else(|| StoreError::internal("etcd answered without a header"))
+        .ok_or_else(|| StoreError::internal("etcd answered without a header"))?;
+    inner.answered_at(revision.max(0) as u64);
+    Ok(revision)
 }
 
 /// How many times a request that reached no etcd member is sent. The etcd

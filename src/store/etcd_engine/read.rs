@@ -19,8 +19,12 @@ use crate::store::{
     Read, StoreError, StoreSnapshot, TokenDump,
 };
 
-/// How long a read waits for this node's view to reach the revision it
-/// read, so that the revision it answers is one a watch here can start at.
+/// How long a read waits for this node's view to publish the newest write
+/// it shows, so that a watch opened here after it starts past that write.
+/// The read does not wait for the view to reach the revision it was
+/// answered at: writes outside the prefix take revisions that no event of
+/// the watch reaches. That revision is still one a `since` or `after` may
+/// name ([`super::EtcdStore`]'s `resumable_revision`).
 const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// How long a read of etcd's history waits for more events before it takes
@@ -62,7 +66,10 @@ pub async fn get(
         }
         None => None,
     };
-    inner.reach(revision, CATCH_UP).await;
+    inner.answered_at(revision);
+    if let Some(entry) = &entry {
+        inner.reach(entry.meta.version, CATCH_UP).await;
+    }
     Ok(Read {
         revision,
         value: entry,
@@ -144,7 +151,10 @@ pub async fn list(
         }
     }
     let revision = revision.max(0) as u64;
-    inner.reach(revision, CATCH_UP).await;
+    inner.answered_at(revision);
+    if let Some(newest) = page.entries.iter().map(|(meta, _)| meta.version).max() {
+        inner.reach(newest, CATCH_UP).await;
+    }
     Ok(Read {
         revision,
         value: page,

@@ -367,8 +367,22 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         .filter(|(_, change)| change.new.is_some() || change.old.is_some())
         .collect();
     if changes.is_empty() {
-        // Nothing to write (reads, a delete that matched nothing).
-        inner.reach(read_at, RPC_TIMEOUT).await;
+        // Nothing to write (reads, a delete that matched nothing): answered
+        // at the revision read, once the newest write the reads show is
+        // published here (not the revision itself: a write outside the
+        // prefix may have taken it, and no event of the watch reaches it).
+        inner.answered_at(read_at);
+        let newest = staged
+            .results
+            .iter()
+            .filter_map(|result| match result {
+                OpResult::Get(Some(entry)) => Some(entry.meta.version),
+                _ => None,
+            })
+            .max();
+        if let Some(newest) = newest {
+            inner.reach(newest, RPC_TIMEOUT).await;
+        }
         return Ok(Some(KvCommit {
             revision: read_at.max(inner.view.revision()),
             results: staged.results,
@@ -444,10 +458,16 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             limit: inner.max_request_bytes,
         });
     }
-    let response = commit(inner, Txn::new().when(compares).and_then(ops)).await?;
+    let txn = Txn::new()
+        .when(compares)
+        .and_then(ops)
+        .or_else(vec![TxnOp::get(layout.generation(), None)]);
+    let response = commit(inner, txn).await?;
     if !response.succeeded() {
-        // Someone wrote first: wait to see it, then judge again.
-        inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+        // Someone wrote first: judge again. The keys are read again then;
+        // the project comes from the mirror, which must first see a catalog
+        // write that came in between, if one did.
+        see_generation(inner, &response, mirror.generation).await;
         return Ok(None);
     }
     let revision = revision_of(&response);
@@ -558,9 +578,32 @@ async fn try_catalog(inner: &Inner, write: CatalogWrite) -> Result<bool, StoreEr
         let name = layout.imported(id.as_str());
         push(name.clone(), TxnOp::delete(name, None));
     }
-    let response = commit(inner, Txn::new().when(compares).and_then(ops)).await?;
-    inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+    let txn = Txn::new()
+        .when(compares)
+        .and_then(ops)
+        .or_else(vec![TxnOp::get(layout.generation(), None)]);
+    let response = commit(inner, txn).await?;
+    if response.succeeded() {
+        inner.reach(revision_of(&response), RPC_TIMEOUT).await;
+    } else {
+        see_generation(inner, &response, mirror.generation).await;
+    }
     Ok(response.succeeded())
+}
+
+/// After a transaction whose compares lost, and which read the catalog's
+/// generation key instead: waits until the mirror holds the catalog write
+/// that key names, when it is newer than `known`. Not for the answer's
+/// revision: that may be a write outside the prefix, which no event of the
+/// watch ever reaches (every attempt then waited [`RPC_TIMEOUT`]).
+async fn see_generation(inner: &Inner, response: &TxnResponse, known: i64) {
+    let generation = match response.op_responses().first() {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().map_or(0, |kv| kv.mod_revision()),
+        _ => 0,
+    };
+    if generation > known {
+        inner.reach(generation as u64, RPC_TIMEOUT).await;
+    }
 }
 
 /// Removes expired keys, in one transaction per round, for as long as the
