@@ -238,10 +238,7 @@ fn writes_outside_the_prefix_neither_stall_reads_nor_make_their_revision_refused
             node.base
         );
         streams.push(stream);
-        let blocking = node.get(&format!(
-            "{}?wait=1s&after={revision}",
-            kv("p", "absent")
-        ));
+        let blocking = node.get(&format!("{}?wait=1s&after={revision}", kv("p", "absent")));
         assert_eq!(blocking.status, 404, "{}: {}", node.base, blocking.text());
     }
     // What comes after it is seen by every one of them.

@@ -39,6 +39,9 @@ struct Fetched {
     keys: HashMap<String, Option<(KeyMeta, Bytes)>>,
     /// Each scanned prefix: its keys in order.
     scans: Vec<(Prefix, Vec<KeyMeta>)>,
+    /// Keys of the project that the expiry index said were due when they
+    /// were read, as stored (read for a write at `max_keys` only).
+    due: Vec<KeyMeta>,
 }
 
 impl KeySource for Fetched {
@@ -66,7 +69,23 @@ impl KeySource for Fetched {
         }
         Ok(())
     }
+
+    fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
+        for meta in &self.due {
+            if !kv::is_live(meta, now) {
+                each(meta.key.as_str());
+            }
+        }
+        Ok(())
+    }
 }
+
+/// At most how many entries of the expiry index a write at `max_keys`
+/// reads to find the project's expired keys that the sweep has yet to
+/// remove (the sweep runs every 250 ms, so there are few). Those past it
+/// keep holding their slots until the sweep: the quota errs on the side of
+/// refusing.
+const DUE_READ: i64 = 1024;
 
 /// Sends a transaction that changes something. An error after it may have
 /// reached the cluster makes its outcome unknown.
@@ -299,16 +318,13 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             .with_range(range_end(start.as_bytes()))
             .with_count_only();
         reads.push(TxnOp::get(start, Some(options)));
+        // The expiry index entries due now: expired keys the count holds.
+        let options = GetOptions::new()
+            .with_range(layout.due(Timestamp::now()))
+            .with_limit(DUE_READ);
+        reads.push(TxnOp::get(layout.expiries(), Some(options)));
     }
-    let read = Txn::new().and_then(reads);
-    let read = send(inner, |mut kv| {
-        let read = read.clone();
-        async move { kv.txn(read).await }
-    });
-    let response = tokio::time::timeout(RPC_TIMEOUT, read)
-        .await
-        .map_err(|_| StoreError::Unavailable)?
-        .map_err(super::read_error)?;
+    let response = read_txn(inner, reads).await?;
     let read_at = revision_of(&response);
     let mut fetched = Fetched::default();
     let mut answers = response.op_responses().into_iter();
@@ -350,6 +366,10 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             return Err(StoreError::internal("etcd answered another read"));
         };
         figures.keys = get.count().max(0) as u64;
+        let Some(TxnOpResponse::Get(due)) = answers.next() else {
+            return Err(StoreError::internal("etcd answered another read"));
+        };
+        fetched.due = due_keys(inner, id, due.kvs(), &fetched).await?;
     }
     let now = Timestamp::now();
     let staged = kv::evaluate(
@@ -486,6 +506,56 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         }
     }
     Ok(Some(KvCommit { revision, results }))
+}
+
+/// Reads `reads` in one etcd transaction (one revision).
+async fn read_txn(inner: &Inner, reads: Vec<TxnOp>) -> Result<TxnResponse, StoreError> {
+    let read = Txn::new().and_then(reads);
+    let read = send(inner, |mut kv| {
+        let read = read.clone();
+        async move { kv.txn(read).await }
+    });
+    tokio::time::timeout(RPC_TIMEOUT, read)
+        .await
+        .map_err(|_| StoreError::Unavailable)?
+        .map_err(super::read_error)
+}
+
+/// The stored records of the project's keys that expiry index entries
+/// `due` name: those the write read already, and the others read now (an
+/// entry may outlive its key: a project deleted and created again).
+async fn due_keys(
+    inner: &Inner,
+    id: &ProjectId,
+    due: &[KeyValue],
+    fetched: &Fetched,
+) -> Result<Vec<KeyMeta>, StoreError> {
+    let layout = &inner.layout;
+    let mut metas = Vec::new();
+    let mut unread = Vec::new();
+    for entry in due {
+        let Some((_, project, key)) = layout.parse_expiry(entry.key()) else {
+            continue;
+        };
+        if project != id.as_str() {
+            continue;
+        }
+        match fetched.keys.get(key) {
+            Some(Some((meta, _))) => metas.push(meta.clone()),
+            Some(None) => {}
+            None => unread.push(TxnOp::get(layout.key(project, key), None)),
+        }
+    }
+    if unread.is_empty() {
+        return Ok(metas);
+    }
+    let response = read_txn(inner, unread).await?;
+    for answer in response.op_responses() {
+        if let TxnOpResponse::Get(get) = answer {
+            metas.extend(decode_all(layout, id, get.kvs())?);
+        }
+    }
+    Ok(metas)
 }
 
 fn decode_all(
