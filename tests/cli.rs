@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Run, TestServer, fake_secret, free_port, kv, run};
 use serde_json::{Value, json};
@@ -964,6 +965,130 @@ fn the_token_help_points_to_kvs_token() {
         .unwrap_or_else(|| panic!("{help}"));
     assert!(
         token.contains("KVS_TOKEN") && token.contains("`ps`"),
+        "{help}"
+    );
+}
+
+/// Runs `kvs ARGS…` with `env`, killing it if it has not ended within
+/// `limit`: the run, and how long it took (`None`: it was still running).
+fn run_for_at_most(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Run, Option<Duration>) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut took = None;
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            took = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if took.is_none() {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    };
+    (run, took)
+}
+
+/// A server that takes connections and never answers (hung, or a port
+/// that something else holds) is given up after `--timeout` (or
+/// `KVS_TIMEOUT`) with exit 4, as one that cannot be reached, instead of
+/// being waited for forever.
+#[test]
+fn a_server_that_never_answers_is_given_up_after_the_timeout() {
+    // The kernel completes connections to a listening socket by itself, so
+    // a listener that is never accepted from answers nothing, ever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let token = fake_secret();
+    let env = [
+        ("KVS_URL", url.as_str()),
+        ("KVS_TOKEN", token.as_str()),
+        ("KVS_TIMEOUT", "1s"),
+    ];
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"],
+        &["list"],
+        &["project", "list"],
+        &["get", "k", "--timeout", "2s"],
+    ] {
+        let (run, took) = run_for_at_most(args, &env, Duration::from_secs(20));
+        let took = took.unwrap_or_else(|| panic!("{args:?} still waited after 20 s"));
+        run.fails(4, &url);
+        assert!(
+            run.stderr.contains("--timeout") && run.stderr.contains("KVS_TIMEOUT"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("cannot connect"), "{}", run.stderr);
+        let asked = if args.contains(&"2s") { 2 } else { 1 };
+        assert!(
+            took >= Duration::from_secs(asked) && took < Duration::from_secs(asked + 10),
+            "{args:?} gave up after {took:?}"
+        );
+    }
+    drop(silent);
+}
+
+/// The default is long enough for a slow answer, and `--timeout 0` means
+/// no limit: `kvs get` waits longer than a short timeout would.
+#[test]
+fn without_a_timeout_a_slow_answer_is_waited_for() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let token = fake_secret();
+    for env in [
+        vec![("KVS_URL", url.as_str()), ("KVS_TOKEN", token.as_str())],
+        vec![
+            ("KVS_URL", url.as_str()),
+            ("KVS_TOKEN", token.as_str()),
+            ("KVS_TIMEOUT", "0"),
+        ],
+    ] {
+        let (run, took) = run_for_at_most(&["get", "k"], &env, Duration::from_secs(3));
+        assert_eq!(took, None, "it gave up: {}", run.stderr);
+    }
+    drop(silent);
+}
+
+/// `--help` names the timeout, its default and its variable.
+#[test]
+fn the_timeout_is_in_the_help() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.args(["get", "--help"]);
+    let help = run(command, b"").ok();
+    assert!(
+        help.contains("--timeout") && help.contains("KVS_TIMEOUT") && help.contains("30s"),
         "{help}"
     );
 }

@@ -19,7 +19,8 @@ use ureq::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode}
 
 use super::Secret;
 
-/// How long to wait for a connection before calling the server unreachable.
+/// How long to wait for a connection before calling the server unreachable
+/// (less if the idle limit is shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most a JSON answer may hold: a `get --meta` of a value at the server's
@@ -45,6 +46,19 @@ pub enum ClientError {
     /// connection broke.
     #[error("cannot connect to {url} ({reason}); is `kvs serve` running there?")]
     Unreachable { url: String, reason: String },
+    /// A connection on which the server sent nothing for the idle limit:
+    /// no answer, or an answer that stopped coming.
+    #[error(
+        "no answer from the server at {url} for {} s: given up{}",
+        .waited.as_secs_f64(),
+        if *.settable { " (--timeout or KVS_TIMEOUT sets how long to wait; 0 for no limit)" } else { "" }
+    )]
+    Silent {
+        url: String,
+        waited: Duration,
+        /// Whether `--timeout` sets the limit, and so the message names it.
+        settable: bool,
+    },
     /// The server answered with an error; `summary` is `code: message`, and
     /// `body` the error body, whose top-level fields (`failed_op`,
     /// `failed_checks`) a command may describe further.
@@ -66,7 +80,7 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Refused { status, .. } if *status == StatusCode::NOT_FOUND => 3,
-            ClientError::Unreachable { .. } => 4,
+            ClientError::Unreachable { .. } | ClientError::Silent { .. } => 4,
             _ => 1,
         }
     }
@@ -133,26 +147,50 @@ impl CaCerts {
     }
 }
 
+/// How long a connection may stay silent (no answer, or no bytes of its
+/// body) before it is given up, if at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    limit: Option<Duration>,
+    /// Whether `--timeout` sets it (a watch's is its own).
+    settable: bool,
+}
+
+impl Idle {
+    /// The limit of `--timeout` (or its default).
+    pub fn settable(limit: Option<Duration>) -> Idle {
+        Idle {
+            limit,
+            settable: true,
+        }
+    }
+
+    /// A limit of the command's own.
+    pub fn fixed(limit: Duration) -> Idle {
+        Idle {
+            limit: Some(limit),
+            settable: false,
+        }
+    }
+}
+
 /// A client of one server, as one caller.
 pub struct Api {
     agent: ureq::Agent,
     base: String,
     token: Option<Secret>,
+    idle: Idle,
 }
 
 impl Api {
-    /// A client of `base`. With `idle` (for long-lived answers: a watch), a
-    /// connection that stays silent that long (no answer, or no bytes of its
-    /// body) is given up as unreachable; there is no limit on an answer's
-    /// whole duration. With `roots`, an `https://` server's certificate must
+    /// A client of `base`. A connection that stays silent for `idle` (no
+    /// answer, or no bytes of its body; also while a request's body is
+    /// being sent and the server takes none) is given up; there is no
+    /// limit on an answer's whole duration, so a long download or a watch
+    /// goes on while bytes come. With `roots`, an `https://` server's certificate must
     /// chain to one of them (a private CA, a self-signed certificate);
     /// without, to the public CAs (webpki-roots).
-    pub fn new(
-        base: &str,
-        token: Option<Secret>,
-        idle: Option<Duration>,
-        roots: Option<&CaCerts>,
-    ) -> Api {
+    pub fn new(base: &str, token: Option<Secret>, idle: Idle, roots: Option<&CaCerts>) -> Api {
         let tls = match roots {
             Some(CaCerts(certs)) => ureq::tls::TlsConfig::builder()
                 .root_certs(ureq::tls::RootCerts::new_with_certs(certs))
@@ -163,9 +201,13 @@ impl Api {
             .tls_config(tls)
             // Error answers carry the contract's body, which we want to read.
             .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(idle)
-            .timeout_per_read(idle)
+            .timeout_connect(Some(
+                idle.limit
+                    .map_or(CONNECT_TIMEOUT, |limit| limit.min(CONNECT_TIMEOUT)),
+            ))
+            .timeout_recv_response(idle.limit)
+            .timeout_per_read(idle.limit)
+            .timeout_per_write(idle.limit)
             .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -174,6 +216,7 @@ impl Api {
             base: base.to_owned(),
             // `KVS_TOKEN=` (set but empty) means no token, not an empty one.
             token: token.filter(|secret| !secret.expose().is_empty()),
+            idle,
         }
     }
 
@@ -276,6 +319,16 @@ impl Api {
     /// be made at all.
     fn failed(&self, error: ureq::Error) -> ClientError {
         match error {
+            // The connection was made: the server then kept silent.
+            ureq::Error::Timeout(timeout)
+                if !matches!(timeout, ureq::Timeout::Resolve | ureq::Timeout::Connect) =>
+            {
+                ClientError::Silent {
+                    url: self.base.clone(),
+                    waited: self.idle.limit.unwrap_or_default(),
+                    settable: self.idle.settable,
+                }
+            }
             ureq::Error::Io(_)
             | ureq::Error::HostNotFound
             | ureq::Error::ConnectionFailed
