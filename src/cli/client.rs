@@ -17,6 +17,7 @@ mod projects;
 mod tokens;
 mod top;
 mod transfer;
+mod trust;
 mod txn;
 mod verify;
 mod watch;
@@ -27,7 +28,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use api::{Api, CaCerts, ClientError, Idle};
+use api::{Api, ClientError, Idle};
+use trust::CaCerts;
 
 /// Shown at the end of every client command's `--help`: the top-level help
 /// belongs to `cli/mod.rs`, and a script author reads the command's help.
@@ -35,7 +37,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the server refused the request (the message starts with its error code),
-     or another failure, such as a file that cannot be read
+     or another failure, such as a file that cannot be read or the server's
+     certificate refused
   2  usage error: the arguments are wrong
   3  not found: no such key, project or token (HTTP 404)
   4  cannot connect to the server, or no answer from it for --timeout";
@@ -201,9 +204,12 @@ pub struct Common {
     /// the command runs.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
     token: Option<Secret>,
-    /// Trust an `https://` server whose certificate chains to one in this
-    /// PEM file (a private CA, or the server's self-signed certificate),
-    /// instead of the public CAs.
+    /// Trust an `https://` server whose certificate is one in this PEM file
+    /// (the server's self-signed certificate, with basicConstraints CA:TRUE
+    /// as `openssl req -x509` makes it, or without) or chains to one (a
+    /// private CA), instead of the public CAs; its name and dates are
+    /// checked either way. A certificate refused ends the command (exit 1),
+    /// saying why.
     #[arg(long, value_name = "FILE", env = "KVS_CA_CERT", value_parser = CaCerts::read, global = true)]
     ca_cert: Option<CaCerts>,
     /// Give up on a server that sends nothing for this long: exit 4 when it

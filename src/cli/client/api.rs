@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use rustls::CertificateError;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -18,6 +19,7 @@ use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG};
 use ureq::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::Secret;
+use super::trust::{CaCerts, is_ca_used_as_end_entity};
 
 /// How long to wait for a connection before calling the server unreachable
 /// (less if the idle limit is shorter).
@@ -118,33 +120,24 @@ fn breaks_while_sending(error: &ureq::Error) -> bool {
     ))
 }
 
+/// The refusal of a server's certificate in a failed request, if that is
+/// what failed: from ureq's TLS (inside an I/O error) or from `--ca-cert`'s.
+fn refused_certificate(error: &ureq::Error) -> Option<&CertificateError> {
+    let tls = match error {
+        ureq::Error::Rustls(tls) => tls,
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(refusal) => Some(refusal),
+        _ => None,
+    }
+}
+
 /// A request body and its content type.
 pub struct Payload<'a> {
     pub bytes: &'a [u8],
     pub content_type: &'a str,
-}
-
-/// The certificates of `--ca-cert`: the CAs an `https://` server may chain to.
-#[derive(Clone, Debug)]
-pub struct CaCerts(Vec<ureq::tls::Certificate<'static>>);
-
-impl CaCerts {
-    /// Every certificate of a PEM file (for clap: an unreadable file is a
-    /// usage error).
-    pub fn read(path: &str) -> Result<CaCerts, String> {
-        let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
-                Ok(_) => None,
-                Err(error) => Some(Err(format!("{path} is not valid PEM: {error}"))),
-            })
-            .collect::<Result<_, _>>()?;
-        if certs.is_empty() {
-            return Err(format!("{path} holds no certificate"));
-        }
-        Ok(CaCerts(certs))
-    }
 }
 
 /// How long a connection may stay silent (no answer, or no bytes of its
@@ -180,6 +173,8 @@ pub struct Api {
     base: String,
     token: Option<Secret>,
     idle: Idle,
+    /// The `--ca-cert` file, if any, to name when a certificate is refused.
+    ca_cert: Option<String>,
 }
 
 impl Api {
@@ -188,17 +183,10 @@ impl Api {
     /// being sent and the server takes none) is given up; there is no
     /// limit on an answer's whole duration, so a long download or a watch
     /// goes on while bytes come. With `roots`, an `https://` server's certificate must
-    /// chain to one of them (a private CA, a self-signed certificate);
-    /// without, to the public CAs (webpki-roots).
+    /// be one of them (a self-signed certificate) or chain to one (a
+    /// private CA); without, to the public CAs (webpki-roots).
     pub fn new(base: &str, token: Option<Secret>, idle: Idle, roots: Option<&CaCerts>) -> Api {
-        let tls = match roots {
-            Some(CaCerts(certs)) => ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(certs))
-                .build(),
-            None => ureq::tls::TlsConfig::default(),
-        };
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+        let config = ureq::Agent::config_builder()
             // Error answers carry the contract's body, which we want to read.
             .http_status_as_error(false)
             .timeout_connect(Some(
@@ -209,14 +197,22 @@ impl Api {
             .timeout_per_read(idle.limit)
             .timeout_per_write(idle.limit)
             .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = match roots {
+            Some(roots) => ureq::Agent::with_parts(
+                config,
+                roots.connector(),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+            None => config.into(),
+        };
         Api {
             agent,
             base: base.to_owned(),
             // `KVS_TOKEN=` (set but empty) means no token, not an empty one.
             token: token.filter(|secret| !secret.expose().is_empty()),
             idle,
+            ca_cert: roots.map(|roots| roots.path().to_owned()),
         }
     }
 
@@ -318,6 +314,9 @@ impl Api {
     /// A transport failure: no connection (exit 4) or a request that could not
     /// be made at all.
     fn failed(&self, error: ureq::Error) -> ClientError {
+        if let Some(refusal) = refused_certificate(&error) {
+            return self.certificate_refused(refusal);
+        }
         match error {
             // The connection was made: the server then kept silent.
             ureq::Error::Timeout(timeout)
@@ -344,6 +343,31 @@ impl Api {
             .into(),
             other => anyhow!("request to {} failed: {other}", self.base).into(),
         }
+    }
+
+    /// The server's certificate was refused: what was wrong with it, and
+    /// what the client trusts.
+    fn certificate_refused(&self, error: &CertificateError) -> ClientError {
+        let reason = if *error == CertificateError::UnknownIssuer || is_ca_used_as_end_entity(error)
+        {
+            "it is not one of the trusted certificates, nor issued by one".to_owned()
+        } else {
+            error.to_string()
+        };
+        let trusted = match &self.ca_cert {
+            Some(path) => format!(
+                "--ca-cert trusts the certificates in {path}: the server's own, or the CA that \
+                 issued it"
+            ),
+            None => "without --ca-cert (or KVS_CA_CERT) only the public CAs are trusted: for a \
+                 private CA or a self-signed certificate, give that certificate with --ca-cert FILE"
+                .to_owned(),
+        };
+        anyhow!(
+            "the server's certificate was refused ({}): {reason}; {trusted}",
+            self.base
+        )
+        .into()
     }
 
     /// An error answer: `code: message` from the contract's body, or the
