@@ -49,8 +49,22 @@ impl Kvs {
 
     fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command.args(args);
+        self.run_command(command, stdin)
+    }
+
+    /// `kvs ARGS…` under the usual umask (022), whatever the test's.
+    fn run_under_usual_umask(&self, args: &[&str]) -> Run {
+        let mut command = Command::new("sh");
         command
-            .args(args)
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_kvs"))
+            .args(args);
+        self.run_command(command, b"")
+    }
+
+    fn run_command(&self, mut command: Command, stdin: &[u8]) -> Run {
+        command
             .env("KVS_URL", &self.url)
             .env("KVS_TOKEN", &self.token)
             .env("KVS_PROJECT", &self.project);
@@ -1091,4 +1105,61 @@ fn the_timeout_is_in_the_help() {
         help.contains("--timeout") && help.contains("KVS_TIMEOUT") && help.contains("30s"),
         "{help}"
     );
+}
+
+/// The permission bits of `path`, in octal.
+fn mode(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!(
+        "{:o}",
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    )
+}
+
+/// The files the client writes values into are readable by their owner
+/// only (0600), whatever the umask, as the server's files are: an export
+/// (also over a file that was readable by others), a backup, and the store
+/// a restore writes.
+#[test]
+fn files_the_client_writes_values_into_are_private() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    kvs.run(&["put", "secret", "s3cr3t"]).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let text = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
+
+    kvs.run_under_usual_umask(&["export", "-o", &text(file("new.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("new.jsonl")), "600");
+    std::fs::write(file("old.jsonl"), "what was there\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(file("old.jsonl"), readable).unwrap();
+    }
+    kvs.run_under_usual_umask(&["export", "-o", &text(file("old.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("old.jsonl")), "600");
+    let exported = std::fs::read_to_string(file("old.jsonl")).unwrap();
+    assert!(
+        exported.contains("s3cr3t") && !exported.contains("what was there"),
+        "{exported}"
+    );
+
+    kvs.run_under_usual_umask(&["backup", &text(file("backup.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("backup.jsonl")), "600");
+    kvs.run_under_usual_umask(&[
+        "restore",
+        &text(file("backup.jsonl")),
+        "--data-dir",
+        &text(file("restored")),
+    ])
+    .ok();
+    assert_eq!(mode(&file("restored")), "700");
+    for entry in std::fs::read_dir(file("restored")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), "600", "{}", path.display());
+    }
 }

@@ -131,8 +131,8 @@ pub enum Command {
     ///
     /// The backup is JSON Lines ending with a trailer that holds counts and
     /// a SHA-256 checksum; it is checked as it downloads, written to
-    /// FILE.tmp, fsync'd and renamed, so FILE is always a whole backup.
-    /// `-` writes to stdout. Restore it with `kvs restore`.
+    /// FILE.tmp (readable by its owner only, 0600), fsync'd and renamed, so
+    /// FILE is always a whole backup. `-` writes to stdout. Restore it with `kvs restore`.
     #[command(after_long_help = EXIT_CODES)]
     Backup(backup::Backup),
     /// Create, list, show and delete projects (admin).
