@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Run, TestServer, fake_secret, free_port, kv, run};
 use serde_json::{Value, json};
@@ -48,8 +49,22 @@ impl Kvs {
 
     fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+        command.args(args);
+        self.run_command(command, stdin)
+    }
+
+    /// `kvs ARGS…` under the usual umask (022), whatever the test's.
+    fn run_under_usual_umask(&self, args: &[&str]) -> Run {
+        let mut command = Command::new("sh");
         command
-            .args(args)
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_kvs"))
+            .args(args);
+        self.run_command(command, b"")
+    }
+
+    fn run_command(&self, mut command: Command, stdin: &[u8]) -> Run {
+        command
             .env("KVS_URL", &self.url)
             .env("KVS_TOKEN", &self.token)
             .env("KVS_PROJECT", &self.project);
@@ -966,4 +981,185 @@ fn the_token_help_points_to_kvs_token() {
         token.contains("KVS_TOKEN") && token.contains("`ps`"),
         "{help}"
     );
+}
+
+/// Runs `kvs ARGS…` with `env`, killing it if it has not ended within
+/// `limit`: the run, and how long it took (`None`: it was still running).
+fn run_for_at_most(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Run, Option<Duration>) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut took = None;
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            took = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if took.is_none() {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    };
+    (run, took)
+}
+
+/// A server that takes connections and never answers (hung, or a port
+/// that something else holds) is given up after `--timeout` (or
+/// `KVS_TIMEOUT`) with exit 4, as one that cannot be reached, instead of
+/// being waited for forever.
+#[test]
+fn a_server_that_never_answers_is_given_up_after_the_timeout() {
+    // The kernel completes connections to a listening socket by itself, so
+    // a listener that is never accepted from answers nothing, ever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let token = fake_secret();
+    let env = [
+        ("KVS_URL", url.as_str()),
+        ("KVS_TOKEN", token.as_str()),
+        ("KVS_TIMEOUT", "1s"),
+    ];
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"],
+        &["list"],
+        &["project", "list"],
+        &["get", "k", "--timeout", "2s"],
+    ] {
+        let (run, took) = run_for_at_most(args, &env, Duration::from_secs(20));
+        let took = took.unwrap_or_else(|| panic!("{args:?} still waited after 20 s"));
+        run.fails(4, &url);
+        assert!(
+            run.stderr.contains("--timeout") && run.stderr.contains("KVS_TIMEOUT"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("cannot connect"), "{}", run.stderr);
+        let asked = if args.contains(&"2s") { 2 } else { 1 };
+        assert!(
+            took >= Duration::from_secs(asked) && took < Duration::from_secs(asked + 10),
+            "{args:?} gave up after {took:?}"
+        );
+    }
+    drop(silent);
+}
+
+/// The default is long enough for a slow answer, and `--timeout 0` means
+/// no limit: `kvs get` waits longer than a short timeout would.
+#[test]
+fn without_a_timeout_a_slow_answer_is_waited_for() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let token = fake_secret();
+    for env in [
+        vec![("KVS_URL", url.as_str()), ("KVS_TOKEN", token.as_str())],
+        vec![
+            ("KVS_URL", url.as_str()),
+            ("KVS_TOKEN", token.as_str()),
+            ("KVS_TIMEOUT", "0"),
+        ],
+    ] {
+        let (run, took) = run_for_at_most(&["get", "k"], &env, Duration::from_secs(3));
+        assert_eq!(took, None, "it gave up: {}", run.stderr);
+    }
+    drop(silent);
+}
+
+/// `--help` names the timeout, its default and its variable.
+#[test]
+fn the_timeout_is_in_the_help() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.args(["get", "--help"]);
+    let help = run(command, b"").ok();
+    assert!(
+        help.contains("--timeout") && help.contains("KVS_TIMEOUT") && help.contains("30s"),
+        "{help}"
+    );
+}
+
+/// The permission bits of `path`, in octal.
+fn mode(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!(
+        "{:o}",
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    )
+}
+
+/// The files the client writes values into are readable by their owner
+/// only (0600), whatever the umask, as the server's files are: an export
+/// (also over a file that was readable by others), a backup, and the store
+/// a restore writes.
+#[test]
+fn files_the_client_writes_values_into_are_private() {
+    let server = TestServer::start();
+    let kvs = Kvs::admin(&server);
+    kvs.run(&["put", "secret", "s3cr3t"]).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let text = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
+
+    kvs.run_under_usual_umask(&["export", "-o", &text(file("new.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("new.jsonl")), "600");
+    std::fs::write(file("old.jsonl"), "what was there\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(file("old.jsonl"), readable).unwrap();
+    }
+    kvs.run_under_usual_umask(&["export", "-o", &text(file("old.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("old.jsonl")), "600");
+    let exported = std::fs::read_to_string(file("old.jsonl")).unwrap();
+    assert!(
+        exported.contains("s3cr3t") && !exported.contains("what was there"),
+        "{exported}"
+    );
+
+    kvs.run_under_usual_umask(&["backup", &text(file("backup.jsonl"))])
+        .ok();
+    assert_eq!(mode(&file("backup.jsonl")), "600");
+    kvs.run_under_usual_umask(&[
+        "restore",
+        &text(file("backup.jsonl")),
+        "--data-dir",
+        &text(file("restored")),
+    ])
+    .ok();
+    assert_eq!(mode(&file("restored")), "700");
+    for entry in std::fs::read_dir(file("restored")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), "600", "{}", path.display());
+    }
 }

@@ -360,3 +360,26 @@ fn a_watch_with_no_server_listening_exits_4_naming_the_url() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains(&url), "{stderr}");
 }
+
+/// `--timeout` (for commands that wait for one answer) does not cut a
+/// watch that sits quiet between changes: the stream has its own limit,
+/// past the server's keep-alives.
+#[test]
+fn a_quiet_watch_is_not_cut_by_the_timeout() {
+    let server = TestServer::start();
+    let (token, since) = project(&server.admin(), "q");
+    let client = server.admin().with_token(&token);
+    let watch = Watching::start(
+        &server.url,
+        &token,
+        "q",
+        &["--json", "--since", &since, "--timeout", "1s"],
+    );
+    let first = put(&client, "q", "first");
+    assert_eq!(watch.next_json(), change("put", "first", first));
+    // Quiet for three times the timeout.
+    thread::sleep(Duration::from_secs(3));
+    let second = put(&client, "q", "second");
+    assert_eq!(watch.next_json(), change("put", "second", second));
+    assert_eq!(watch.stderr(), "");
+}

@@ -5,7 +5,6 @@
 //! The file is what `GET /v1/backup` answers, written by the same
 //! [`super::write`].
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,16 +37,13 @@ pub async fn write_file(store: &dyn Store, dir: &Path) -> anyhow::Result<(PathBu
     let snapshot = store.snapshot().await.context("cannot take a snapshot")?;
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
+        crate::files::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let name = backup_file_name(snapshot.revision(), crate::domain::Timestamp::now());
         let path = dir.join(&name);
         let tmp = dir.join(format!("{name}.tmp"));
         let written = (|| {
-            let file = private_file(&tmp)?;
+            let file = crate::files::overwrite_private(&tmp)?;
             let summary = super::write(snapshot.as_ref(), &file)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -64,17 +60,6 @@ pub async fn write_file(store: &dyn Store, dir: &Path) -> anyhow::Result<(PathBu
     })
     .await
     .context("the backup task failed")?
-}
-
-/// A new file that only its owner may read: a backup holds every value and
-/// every token's digest.
-pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }
 
 /// Removes the oldest backups in `dir` (by the time in their name) beyond

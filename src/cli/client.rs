@@ -17,6 +17,7 @@ mod projects;
 mod tokens;
 mod top;
 mod transfer;
+mod trust;
 mod txn;
 mod verify;
 mod watch;
@@ -27,7 +28,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use api::{Api, CaCerts, ClientError};
+use api::{Api, ClientError, Idle};
+use trust::CaCerts;
 
 /// Shown at the end of every client command's `--help`: the top-level help
 /// belongs to `cli/mod.rs`, and a script author reads the command's help.
@@ -35,10 +37,11 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the server refused the request (the message starts with its error code),
-     or another failure, such as a file that cannot be read
+     or another failure, such as a file that cannot be read or the server's
+     certificate refused
   2  usage error: the arguments are wrong
   3  not found: no such key, project or token (HTTP 404)
-  4  cannot connect to the server";
+  4  cannot connect to the server, or no answer from it for --timeout";
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -128,8 +131,8 @@ pub enum Command {
     ///
     /// The backup is JSON Lines ending with a trailer that holds counts and
     /// a SHA-256 checksum; it is checked as it downloads, written to
-    /// FILE.tmp, fsync'd and renamed, so FILE is always a whole backup.
-    /// `-` writes to stdout. Restore it with `kvs restore`.
+    /// FILE.tmp (readable by its owner only, 0600), fsync'd and renamed, so
+    /// FILE is always a whole backup. `-` writes to stdout. Restore it with `kvs restore`.
     #[command(after_long_help = EXIT_CODES)]
     Backup(backup::Backup),
     /// Create, list, show and delete projects (admin).
@@ -201,11 +204,23 @@ pub struct Common {
     /// the command runs.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true, global = true)]
     token: Option<Secret>,
-    /// Trust an `https://` server whose certificate chains to one in this
-    /// PEM file (a private CA, or the server's self-signed certificate),
-    /// instead of the public CAs.
+    /// Trust an `https://` server whose certificate is one in this PEM file
+    /// (the server's self-signed certificate, with basicConstraints CA:TRUE
+    /// as `openssl req -x509` makes it, or without) or chains to one (a
+    /// private CA), instead of the public CAs; its name and dates are
+    /// checked either way. A certificate refused ends the command (exit 1),
+    /// saying why.
     #[arg(long, value_name = "FILE", env = "KVS_CA_CERT", value_parser = CaCerts::read, global = true)]
     ca_cert: Option<CaCerts>,
+    /// Give up on a server that sends nothing for this long: exit 4 when it
+    /// does not answer, 1 when its answer stops coming (cut off). Whole
+    /// seconds, or a number with `s`, `m` or `h`; `0` for no limit. A connection also gets at most
+    /// this (and never more than 10 s) to open. [default: 30s; no limit for
+    /// `kvs compact` and `kvs verify`, which wait for the server's work; 5s
+    /// for each poll of `kvs top`; `kvs watch` keeps its own limit: a
+    /// stream silent for 35 s, keep-alives included, is reconnected]
+    #[arg(long, value_name = "DURATION", env = "KVS_TIMEOUT", value_parser = parse_timeout, global = true)]
+    timeout: Option<Duration>,
     /// Print the server's JSON answer instead of text, for scripts (nothing
     /// for answers without a body, such as a delete): indented, but with its
     /// numbers, strings and key order exactly as the server sent them.
@@ -213,14 +228,60 @@ pub struct Common {
     json: bool,
 }
 
+/// How long a command waits for a server that sends nothing, unless
+/// `--timeout` says otherwise: curl users' habit for scripts, and far more
+/// than any answer of a server at work takes to begin.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Common {
+    /// A client for commands that wait for an answer the server gives at
+    /// once: given up after `--timeout` of silence.
     fn api(&self) -> Api {
-        self.api_with_idle_timeout(None)
+        self.api_given_up_after(Some(DEFAULT_TIMEOUT))
     }
 
-    /// A client whose connections are given up after `idle` of silence.
-    fn api_with_idle_timeout(&self, idle: Option<Duration>) -> Api {
-        Api::new(&self.url, self.token.clone(), idle, self.ca_cert.as_ref())
+    /// A client for a request whose answer comes once the server has done
+    /// work that may take minutes (`POST /v1/compact`, `/v1/verify`): no
+    /// limit unless `--timeout` sets one.
+    fn api_for_long_work(&self) -> Api {
+        self.api_given_up_after(None)
+    }
+
+    /// A client whose connections are given up after `--timeout` of
+    /// silence, or `default` without it.
+    fn api_given_up_after(&self, default: Option<Duration>) -> Api {
+        let idle = match self.timeout {
+            Some(limit) if limit.is_zero() => None,
+            Some(limit) => Some(limit),
+            None => default,
+        };
+        Api::new(
+            &self.url,
+            self.token.clone(),
+            Idle::settable(idle),
+            self.ca_cert.as_ref(),
+        )
+    }
+
+    /// A client whose connections are given up after `idle` of silence,
+    /// whatever `--timeout` says (`kvs watch`: a stream is quiet between
+    /// changes).
+    fn api_with_idle_timeout(&self, idle: Duration) -> Api {
+        Api::new(
+            &self.url,
+            self.token.clone(),
+            Idle::fixed(idle),
+            self.ca_cert.as_ref(),
+        )
+    }
+}
+
+/// `--timeout`: a duration as `kvs top --interval` takes it, or `0` for
+/// no limit (then [`Duration::ZERO`]).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        text => crate::domain::parse_duration(text).map(Duration::from_secs),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use rustls::CertificateError;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -18,8 +19,10 @@ use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG};
 use ureq::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::Secret;
+use super::trust::{CaCerts, is_ca_used_as_end_entity};
 
-/// How long to wait for a connection before calling the server unreachable.
+/// How long to wait for a connection before calling the server unreachable
+/// (less if the idle limit is shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most a JSON answer may hold: a `get --meta` of a value at the server's
@@ -45,6 +48,19 @@ pub enum ClientError {
     /// connection broke.
     #[error("cannot connect to {url} ({reason}); is `kvs serve` running there?")]
     Unreachable { url: String, reason: String },
+    /// A connection on which the server sent nothing for the idle limit:
+    /// no answer, or an answer that stopped coming.
+    #[error(
+        "no answer from the server at {url} for {} s: given up{}",
+        .waited.as_secs_f64(),
+        if *.settable { " (--timeout or KVS_TIMEOUT sets how long to wait; 0 for no limit)" } else { "" }
+    )]
+    Silent {
+        url: String,
+        waited: Duration,
+        /// Whether `--timeout` sets the limit, and so the message names it.
+        settable: bool,
+    },
     /// The server answered with an error; `summary` is `code: message`, and
     /// `body` the error body, whose top-level fields (`failed_op`,
     /// `failed_checks`) a command may describe further.
@@ -66,7 +82,7 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Refused { status, .. } if *status == StatusCode::NOT_FOUND => 3,
-            ClientError::Unreachable { .. } => 4,
+            ClientError::Unreachable { .. } | ClientError::Silent { .. } => 4,
             _ => 1,
         }
     }
@@ -104,32 +120,50 @@ fn breaks_while_sending(error: &ureq::Error) -> bool {
     ))
 }
 
+/// The refusal of a server's certificate in a failed request, if that is
+/// what failed: from ureq's TLS (inside an I/O error) or from `--ca-cert`'s.
+fn refused_certificate(error: &ureq::Error) -> Option<&CertificateError> {
+    let tls = match error {
+        ureq::Error::Rustls(tls) => tls,
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        _ => return None,
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(refusal) => Some(refusal),
+        _ => None,
+    }
+}
+
 /// A request body and its content type.
 pub struct Payload<'a> {
     pub bytes: &'a [u8],
     pub content_type: &'a str,
 }
 
-/// The certificates of `--ca-cert`: the CAs an `https://` server may chain to.
-#[derive(Clone, Debug)]
-pub struct CaCerts(Vec<ureq::tls::Certificate<'static>>);
+/// How long a connection may stay silent (no answer, or no bytes of its
+/// body) before it is given up, if at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    limit: Option<Duration>,
+    /// Whether `--timeout` sets it (a watch's is its own).
+    settable: bool,
+}
 
-impl CaCerts {
-    /// Every certificate of a PEM file (for clap: an unreadable file is a
-    /// usage error).
-    pub fn read(path: &str) -> Result<CaCerts, String> {
-        let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
-                Ok(_) => None,
-                Err(error) => Some(Err(format!("{path} is not valid PEM: {error}"))),
-            })
-            .collect::<Result<_, _>>()?;
-        if certs.is_empty() {
-            return Err(format!("{path} holds no certificate"));
+impl Idle {
+    /// The limit of `--timeout` (or its default).
+    pub fn settable(limit: Option<Duration>) -> Idle {
+        Idle {
+            limit,
+            settable: true,
         }
-        Ok(CaCerts(certs))
+    }
+
+    /// A limit of the command's own.
+    pub fn fixed(limit: Duration) -> Idle {
+        Idle {
+            limit: Some(limit),
+            settable: false,
+        }
     }
 }
 
@@ -138,42 +172,47 @@ pub struct Api {
     agent: ureq::Agent,
     base: String,
     token: Option<Secret>,
+    idle: Idle,
+    /// The `--ca-cert` file, if any, to name when a certificate is refused.
+    ca_cert: Option<String>,
 }
 
 impl Api {
-    /// A client of `base`. With `idle` (for long-lived answers: a watch), a
-    /// connection that stays silent that long (no answer, or no bytes of its
-    /// body) is given up as unreachable; there is no limit on an answer's
-    /// whole duration. With `roots`, an `https://` server's certificate must
-    /// chain to one of them (a private CA, a self-signed certificate);
-    /// without, to the public CAs (webpki-roots).
-    pub fn new(
-        base: &str,
-        token: Option<Secret>,
-        idle: Option<Duration>,
-        roots: Option<&CaCerts>,
-    ) -> Api {
-        let tls = match roots {
-            Some(CaCerts(certs)) => ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(certs))
-                .build(),
-            None => ureq::tls::TlsConfig::default(),
-        };
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+    /// A client of `base`. A connection that stays silent for `idle` (no
+    /// answer, or no bytes of its body; also while a request's body is
+    /// being sent and the server takes none) is given up; there is no
+    /// limit on an answer's whole duration, so a long download or a watch
+    /// goes on while bytes come. With `roots`, an `https://` server's certificate must
+    /// be one of them (a self-signed certificate) or chain to one (a
+    /// private CA); without, to the public CAs (webpki-roots).
+    pub fn new(base: &str, token: Option<Secret>, idle: Idle, roots: Option<&CaCerts>) -> Api {
+        let config = ureq::Agent::config_builder()
             // Error answers carry the contract's body, which we want to read.
             .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(idle)
-            .timeout_per_read(idle)
+            .timeout_connect(Some(
+                idle.limit
+                    .map_or(CONNECT_TIMEOUT, |limit| limit.min(CONNECT_TIMEOUT)),
+            ))
+            .timeout_recv_response(idle.limit)
+            .timeout_per_read(idle.limit)
+            .timeout_per_write(idle.limit)
             .user_agent(concat!("kvs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = match roots {
+            Some(roots) => ureq::Agent::with_parts(
+                config,
+                roots.connector(),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+            None => config.into(),
+        };
         Api {
             agent,
             base: base.to_owned(),
             // `KVS_TOKEN=` (set but empty) means no token, not an empty one.
             token: token.filter(|secret| !secret.expose().is_empty()),
+            idle,
+            ca_cert: roots.map(|roots| roots.path().to_owned()),
         }
     }
 
@@ -275,7 +314,20 @@ impl Api {
     /// A transport failure: no connection (exit 4) or a request that could not
     /// be made at all.
     fn failed(&self, error: ureq::Error) -> ClientError {
+        if let Some(refusal) = refused_certificate(&error) {
+            return self.certificate_refused(refusal);
+        }
         match error {
+            // The connection was made: the server then kept silent.
+            ureq::Error::Timeout(timeout)
+                if !matches!(timeout, ureq::Timeout::Resolve | ureq::Timeout::Connect) =>
+            {
+                ClientError::Silent {
+                    url: self.base.clone(),
+                    waited: self.idle.limit.unwrap_or_default(),
+                    settable: self.idle.settable,
+                }
+            }
             ureq::Error::Io(_)
             | ureq::Error::HostNotFound
             | ureq::Error::ConnectionFailed
@@ -291,6 +343,31 @@ impl Api {
             .into(),
             other => anyhow!("request to {} failed: {other}", self.base).into(),
         }
+    }
+
+    /// The server's certificate was refused: what was wrong with it, and
+    /// what the client trusts.
+    fn certificate_refused(&self, error: &CertificateError) -> ClientError {
+        let reason = if *error == CertificateError::UnknownIssuer || is_ca_used_as_end_entity(error)
+        {
+            "it is not one of the trusted certificates, nor issued by one".to_owned()
+        } else {
+            error.to_string()
+        };
+        let trusted = match &self.ca_cert {
+            Some(path) => format!(
+                "--ca-cert trusts the certificates in {path}: the server's own, or the CA that \
+                 issued it"
+            ),
+            None => "without --ca-cert (or KVS_CA_CERT) only the public CAs are trusted: for a \
+                 private CA or a self-signed certificate, give that certificate with --ca-cert FILE"
+                .to_owned(),
+        };
+        anyhow!(
+            "the server's certificate was refused ({}): {reason}; {trusted}",
+            self.base
+        )
+        .into()
     }
 
     /// An error answer: `code: message` from the contract's body, or the

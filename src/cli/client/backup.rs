@@ -35,7 +35,7 @@ pub fn backup(args: Backup) -> Outcome {
     let path = PathBuf::from(&args.file);
     let tmp = PathBuf::from(format!("{}.tmp", args.file));
     let written = (|| {
-        let file = crate::backup::schedule::private_file(&tmp)
+        let file = crate::files::overwrite_private(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut out = io::BufWriter::with_capacity(256 << 10, &file);
         let summary = copy_checked(body, &mut out)?;

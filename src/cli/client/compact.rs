@@ -33,7 +33,10 @@ pub fn compact(args: Compact) -> Outcome {
             )
         }
         None => {
-            let answer = args.common.api().json(Method::POST, "/v1/compact", None)?;
+            let answer = args
+                .common
+                .api_for_long_work()
+                .json(Method::POST, "/v1/compact", None)?;
             let answer = answer.into_value();
             let figure = |name: &str| {
                 answer[name]

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use base64::Engine;
@@ -37,7 +38,9 @@ pub struct Export {
     /// Only keys that start with this prefix.
     #[arg(long)]
     prefix: Option<String>,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout, readable by its owner only
+    /// (0600: it holds the values; an existing file is emptied and
+    /// narrowed to 0600).
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<String>,
     #[command(flatten)]
@@ -83,9 +86,11 @@ pub fn export(args: Export) -> Outcome {
     let api = args.common.api();
     let project = &args.project.project;
     let out: Box<dyn Write> = match &args.output {
-        Some(file) => {
-            Box::new(File::create(file).with_context(|| format!("cannot create {file}"))?)
-        }
+        // The export holds the project's values: for its owner's eyes only.
+        Some(file) => Box::new(
+            crate::files::overwrite_private(Path::new(file))
+                .with_context(|| format!("cannot create {file}"))?,
+        ),
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::new(out);

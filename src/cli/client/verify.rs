@@ -25,7 +25,10 @@ pub fn verify(args: Verify) -> Outcome {
     let report = match &args.data_dir {
         Some(dir) => crate::store::redb_engine::verify_dir(dir).map_err(|e| anyhow!("{e}"))?,
         None => {
-            let answer = args.common.api().json(Method::POST, "/v1/verify", None)?;
+            let answer = args
+                .common
+                .api_for_long_work()
+                .json(Method::POST, "/v1/verify", None)?;
             serde_json::from_value::<Report>(answer.into_value())
                 .map_err(|e| anyhow!("the server's report cannot be read: {e}"))?
         }

@@ -112,7 +112,7 @@ pub fn watch(args: Watch) -> Outcome {
 /// Whether a failure to reconnect may pass: the server is away or busy.
 fn passing(error: &ClientError) -> bool {
     match error {
-        ClientError::Unreachable { .. } => true,
+        ClientError::Unreachable { .. } | ClientError::Silent { .. } => true,
         ClientError::Refused { status, .. } => {
             status.is_server_error()
                 || *status == StatusCode::TOO_MANY_REQUESTS
@@ -141,7 +141,7 @@ struct Source {
 impl Source {
     fn new(args: &Watch) -> Source {
         Source {
-            api: args.common.api_with_idle_timeout(Some(IDLE)),
+            api: args.common.api_with_idle_timeout(IDLE),
             path: format!("/v1/projects/{}/watch", segment(&args.project.project)),
             prefix: args.prefix.clone(),
             values: args.values,

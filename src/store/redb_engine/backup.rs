@@ -32,10 +32,10 @@ use super::codec::{
     self, HistoryRecord, INLINE_LIMIT, KeyRecord, KeyTables, StatsRecord, decode_entry,
     encode_entry, expiry_key, storage_error,
 };
-use super::files;
 use super::writer::{copy_table, put_record};
 use super::{Shared, StorageMode};
 use crate::domain::{ImportedDigest, Key, ProjectId, TokenRecord};
+use crate::files;
 use crate::store::{Catalog, Entry, ProjectDump, StoreError, StoreSnapshot, TokenDump};
 
 /// The file a restore leaves for the next start: memory projects' keys.

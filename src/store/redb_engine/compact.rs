@@ -31,10 +31,10 @@ use redb::{
 use super::Shared;
 use super::backup::{remove_if_present, sync_dir};
 use super::codec::{self, storage_error};
-use super::files;
 use super::stopped::{StoppedError, open_stopped};
 use super::verify::{walk_catalog, walk_keys};
 use crate::domain::StorageMode;
+use crate::files;
 use crate::store::{Compacted, Report, StoreError};
 
 /// Rows copied per commit. Each commit is synced: redb holds the pages of
@@ -355,9 +355,9 @@ fn file_size(path: &Path) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::files::failing_dir_syncs;
     use super::super::writer::testing::{put, store_with_project, write};
     use crate::domain::Key;
+    use crate::files::failing_dir_syncs;
     use crate::store::{KvOp, Store, StoreError};
 
     /// A compaction whose directory sync fails (the rename of the copy not

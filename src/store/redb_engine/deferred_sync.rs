@@ -62,7 +62,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, DatabaseError, StorageBackend};
 
-use super::files;
+use crate::files;
 
 thread_local! {
     /// The deferred commit under way on this thread (0: none).

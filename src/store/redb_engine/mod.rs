@@ -16,7 +16,6 @@ mod backup;
 pub(crate) mod codec;
 mod compact;
 mod deferred_sync;
-mod files;
 mod held;
 mod memory_backend;
 mod slice;
@@ -41,6 +40,7 @@ use crate::domain::{
     ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, StorageMode, Timestamp, TokenId,
     TokenRecord,
 };
+use crate::files;
 use crate::store::publish::View;
 use crate::store::{
     Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, HistoryLimits, KvCommit,

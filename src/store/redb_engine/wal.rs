@@ -59,8 +59,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::codec::storage_error;
-use super::files;
 use crate::domain::Timestamp;
+use crate::files;
 use crate::store::StoreError;
 
 const MAGIC: &[u8; 8] = b"kvs-wal\0";

@@ -30,8 +30,9 @@ use figures::{Figures, Sample};
 /// How often key presses and new samples are looked for.
 const TICK: Duration = Duration::from_millis(100);
 
-/// A poll's request that has no answer for this long is given up, and the
-/// view says so; the next poll tries again.
+/// A poll's request that has no answer for this long (unless `--timeout`
+/// says otherwise) is given up, and the view says so; the next poll tries
+/// again.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest `/metrics` text read: a server with thousands of projects
@@ -56,7 +57,7 @@ pub fn top(args: Top) -> Outcome {
     if !io::stdout().is_terminal() {
         return Err(anyhow!("kvs top draws on a terminal, and its output is not one").into());
     }
-    let api = args.common.api_with_idle_timeout(Some(REQUEST_TIMEOUT));
+    let api = args.common.api_given_up_after(Some(REQUEST_TIMEOUT));
     let polls = start_polling(api, args.interval);
     let mut screen = Screen::new(&args.common.url, args.interval);
     // Declared before the terminal is set up, so that it also restores a

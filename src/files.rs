@@ -1,6 +1,8 @@
-//! File-system steps that the disk database's files share: a data
-//! directory and a new file made private, the directory a file is in, a sync of a directory (which makes the renames, links and
-//! new files in it durable), and a removal that finds nothing to remove.
+//! File-system steps that the disk database's files, the backups and the
+//! client's output files share: a data directory and a new file made
+//! private, a file to write values into made private, the directory a file
+//! is in, a sync of a directory (which makes the renames, links and new
+//! files in it durable), and a removal that finds nothing to remove.
 
 use std::io;
 use std::path::Path;
@@ -37,6 +39,27 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
         .mode(0o600)
         .open(path)
         .map(drop)
+}
+
+/// Opens `path` to be written from its start, readable and writable by
+/// this user only (0600, whatever the umask lets through): what goes in
+/// is values or the tokens' digests (a backup, `kvs export -o`). A file
+/// that exists is emptied first and, if it is a regular file that others
+/// could read, narrowed to 0600 too; anything else (a pipe, `/dev/stdout`)
+/// is written as it is.
+pub fn overwrite_private(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if metadata.is_file() && metadata.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// Narrows a file that others may read to this user only (0600): the
