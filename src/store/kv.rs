@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::{
     Change, ChangeKind, Check, Entry, Expect, KeyMeta, KvOp, OpResult, Precondition, StoreError,
 };
-use crate::domain::{Key, Prefix, ProjectSettings, Timestamp};
+use crate::domain::{Key, Prefix, ProjectSettings, Timestamp, parse_counter};
 
 /// The content type a counter is stored with.
 pub const COUNTER_TYPE: &str = "text/plain; charset=utf-8";
@@ -346,14 +346,12 @@ impl Judge<'_> {
                 let old = self.current_value(key.as_str())?;
                 let count = match old.as_ref().filter(|(meta, _)| is_live(meta, self.now)) {
                     None => 0,
-                    Some((_, value)) => std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|text| text.parse::<i64>().ok())
-                        .ok_or_else(|| {
-                            StoreError::Conflict(format!(
-                                "{key} does not hold a 64-bit integer in decimal"
-                            ))
-                        })?,
+                    Some((_, value)) => parse_counter(value).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "{key} does not hold a 64-bit integer in decimal (digits, \
+                             an optional leading -, no + and no leading zero)"
+                        ))
+                    })?,
                 };
                 let value = count.checked_add(by).ok_or_else(|| {
                     StoreError::Conflict(format!("{count} + {by} overflows a 64-bit integer"))

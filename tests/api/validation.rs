@@ -683,3 +683,83 @@ fn an_incr_with_a_precondition_or_a_ttl_is_refused() {
     expect_status(&answer, 200);
     assert_eq!(answer.json()["value"], 11);
 }
+
+/// `incr` takes a 64-bit integer only in its one decimal spelling (an
+/// optional `-`, no `+`, no leading zero, not `-0`), as Redis's INCR does
+/// and as a transaction's JSON `by` is read: a stored `+5`, `007`, `0001`
+/// or `-0` is no counter (409), and `?by=` in another spelling is 400. They
+/// were read as integers, and `?by=-0` or `?by=%2B1` accepted.
+#[test]
+fn incr_takes_integers_only_in_their_canonical_decimal_form() {
+    let setup = Setup::new("p", json!({}));
+    let writer = setup.client("write");
+    let incr = |key: &str, by: &str| {
+        let path = setup.path(&format!("/incr/{key}"));
+        let path = if by.is_empty() {
+            path
+        } else {
+            format!("{path}?by={by}")
+        };
+        writer.send("POST", &path, None, &[])
+    };
+    for (n, stored) in [
+        "+5",
+        "007",
+        "00000000000000000001",
+        "-0",
+        "0x1",
+        " 5",
+        "5 ",
+        "1e3",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let key = format!("odd{n}");
+        put(&writer, &setup.kv(&key), stored.as_bytes());
+        expect_error(&incr(&key, ""), 409, "conflict");
+        let txn = json!({"ops": [{"op": "incr", "key": key, "by": 1}]});
+        let answer = writer.post_json(&setup.path("/txn"), &txn);
+        expect_failed_op(&answer, 409, "conflict", 0);
+        assert_eq!(
+            writer.get(&setup.kv(&key)).body,
+            stored.as_bytes(),
+            "{stored:?}"
+        );
+    }
+    for (stored, by, counted) in [
+        ("0", "1", 1),
+        ("-7", "-1", -8),
+        ("10", "0", 10),
+        ("-9223372036854775807", "-1", i64::MIN),
+        ("9223372036854775806", "", i64::MAX),
+    ] {
+        put(&writer, &setup.kv("n"), stored.as_bytes());
+        let answer = incr("n", by);
+        expect_status(&answer, 200);
+        assert_eq!(answer.json()["value"], counted, "{stored} + {by}");
+    }
+    put(&writer, &setup.kv("n"), b"1");
+    for by in [
+        "-0",
+        "%2B1",
+        "+1",
+        "01",
+        "-01",
+        "00",
+        "1.0",
+        "%201",
+        "9223372036854775808",
+    ] {
+        let message = expect_error(&incr("n", by), 400, "bad_request");
+        assert!(message.contains("by"), "{by}: {message}");
+    }
+    assert_eq!(writer.get(&setup.kv("n")).body, b"1");
+    // A transaction's `by` is JSON, whose grammar has neither `+` nor
+    // leading zeros; `-0` is refused as it is on the query.
+    let txn = br#"{"ops": [{"op": "incr", "key": "n", "by": -0}]}"#;
+    let json = [("Content-Type", "application/json")];
+    let answer = writer.send("POST", &setup.path("/txn"), Some(txn), &json);
+    expect_failed_op(&answer, 400, "bad_request", 0);
+}
