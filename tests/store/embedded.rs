@@ -210,12 +210,7 @@ fn expiries_that_fall_due_while_the_store_is_closed_happen_after_it_opens() {
 fn an_expired_key_the_sweep_has_not_removed_holds_no_quota_slot() {
     for_embedded(|store, _| async move {
         let store = store.as_ref();
-        create(store, "p", StorageMode::Disk).await;
-        let change = ProjectChange {
-            max_keys: Some(Some(2)),
-            ..ProjectChange::default()
-        };
-        update(store, "p", change).await;
+        create_with_max_keys(store, "p", 2).await;
         // Stored already expired, as an import of an old export does: in
         // the expiry index, for the sweep's next turn.
         let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);

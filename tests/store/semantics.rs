@@ -310,12 +310,7 @@ fn quotas_and_value_limits_refuse_without_changing_anything() {
 fn a_transaction_needs_a_quota_slot_only_for_the_keys_it_leaves() {
     for_each_engine(|store, _| async move {
         let store = store.as_ref();
-        create(store, "p", StorageMode::Disk).await;
-        let change = ProjectChange {
-            max_keys: Some(Some(1)),
-            ..ProjectChange::default()
-        };
-        update(store, "p", change).await;
+        create_with_max_keys(store, "p", 1).await;
         write(store, "p", vec![put("only", "x")]).await.unwrap();
         write(store, "p", vec![put("tmp", "1"), delete("tmp")])
             .await

@@ -538,10 +538,10 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> Option<
 
 #[cfg(test)]
 mod tests {
-    use super::super::writer::testing::{store_with_project, write};
+    use super::super::writer::testing::{move_to, store_with_project, write};
     use super::*;
     use crate::domain::{Key, ProjectId, Timestamp};
-    use crate::store::{CatalogWrite, KvOp, ProjectChange, Store};
+    use crate::store::{KvOp, Store};
     use redb::ReadableDatabase;
 
     /// A put of `key` that expires in an hour.
@@ -595,15 +595,7 @@ mod tests {
         let (store, id) = store_with_project(dir.path()).await;
         let ops = vec![put_expiring("lost"), put_expiring("kept")];
         store.write_kv(write(&id, ops)).await.unwrap();
-        let change = ProjectChange {
-            storage: Some(StorageMode::Memory),
-            ..ProjectChange::default()
-        };
-        let update = CatalogWrite::UpdateProject {
-            id: id.clone(),
-            change,
-        };
-        store.write_catalog(update).await.unwrap();
+        move_to(&store, &id, StorageMode::Memory).await;
         let at = expires_at(&store, &id, "lost").await;
         let txn = store.shared.begin_write(StorageMode::Memory).unwrap();
         drop_expiry_entry(txn, at, &id, "lost");
