@@ -947,6 +947,63 @@ fn an_offline_command_on_a_running_servers_store_names_its_online_form() {
     }
 }
 
+/// `kvs verify` exits 5 when it finds damage, and 1 when it could not
+/// check (a wrong token, a token without the right, a missing directory, a
+/// store in use): both were 1, so a script that restores the last backup
+/// on damage, as the README says, restored it after a typo in a token.
+#[test]
+fn verify_exits_5_for_damage_and_1_when_it_could_not_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_on(&data, &fake_secret());
+    let value = vec![b'Q'; 8192];
+    let put = server.admin().put(&kv("default", "big"), &value);
+    assert_eq!(put.status, 201, "{}", put.text());
+    let kvs = Kvs::admin(&server);
+    assert!(kvs.run(&["verify"]).ok().contains("no damage"));
+    kvs.with_token(&fake_secret())
+        .run(&["verify"])
+        .fails(1, "unauthorized");
+    let reader = server.admin().mint("default", json!({"role": "read"}));
+    kvs.with_token(&reader)
+        .run(&["verify"])
+        .fails(1, "forbidden");
+    let in_use = kvs.run(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(in_use.code, 1, "{}", in_use.stderr);
+    let missing = dir.path().join("missing");
+    let missing = kvs.run(&["verify", "--data-dir", missing.to_str().unwrap()]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    drop(server);
+
+    // Damage: a byte of the stored value changed in the file.
+    let file = data.join("kvs.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let pattern = [b'Q'; 256];
+    let mut flipped = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(pattern.len())
+        .position(|w| w == pattern)
+    {
+        let middle = at + found + pattern.len() / 2;
+        bytes[middle] ^= 0x01;
+        flipped += 1;
+        at = middle + 1;
+    }
+    assert!(flipped > 0, "the value is not in kvs.redb");
+    std::fs::write(&file, &bytes).unwrap();
+    let damaged = kvs.run(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(damaged.code, 5, "{}", damaged.text());
+    let report = String::from_utf8_lossy(&damaged.stdout);
+    assert!(report.contains("damaged: "), "{}", damaged.text());
+    assert!(damaged.stderr.contains("damaged"), "{}", damaged.text());
+    // Its help says so.
+    let mut help = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    help.args(["verify", "--help"]);
+    let help = run(help, b"").ok();
+    assert!(help.contains("\n  5  "), "{help}");
+}
+
 /// A base URL with a query or a fragment would swallow the API paths
 /// appended to it (`get` printed the index page as the value): a usage
 /// error.

@@ -31,17 +31,32 @@ use std::time::Duration;
 use api::{Api, ClientError, Idle};
 use trust::CaCerts;
 
-/// Shown at the end of every client command's `--help`: the top-level help
-/// belongs to `cli/mod.rs`, and a script author reads the command's help.
-const EXIT_CODES: &str = "\
-Exit codes:
+/// The exit codes of every client command, then those of one command alone
+/// (each literal a line).
+macro_rules! exit_codes {
+    ($($more:literal),*) => {
+        concat!(
+            "Exit codes:
   0  success
   1  the server refused the request (the message starts with its error code),
      or another failure, such as a file that cannot be read or the server's
      certificate refused
   2  usage error: the arguments are wrong
   3  not found: no such key, project or token (HTTP 404)
-  4  cannot connect to the server, or no answer from it for --timeout";
+  4  cannot connect to the server, or no answer from it for --timeout"
+            $(, "\n", $more)*
+        )
+    };
+}
+
+/// Shown at the end of every client command's `--help`: the top-level help
+/// belongs to `cli/mod.rs`, and a script author reads the command's help.
+const EXIT_CODES: &str = exit_codes!();
+
+/// `kvs verify`'s: damage found is told apart from a check that could not
+/// be made (1), so that a script restores a backup only for damage.
+const VERIFY_EXIT_CODES: &str =
+    exit_codes!("  5  damage found: the check ran, and found what it printed");
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -156,12 +171,13 @@ pub enum Command {
     Top(top::Top),
     /// Check every stored record and value: checksums, large values present
     /// and matching, no orphans. Prints one line per damaged item and a
-    /// summary; exits 0 when nothing is damaged, 1 when something is.
+    /// summary; exits 0 when nothing is damaged, 5 when something is, and 1
+    /// (or 4) when it could not check.
     ///
     /// With --data-dir it reads a stopped store (a running server holds the
     /// file's lock: then it says so); without, it asks the server at --url
     /// (admin), which checks a read snapshot while it goes on serving.
-    #[command(after_long_help = EXIT_CODES)]
+    #[command(after_long_help = VERIFY_EXIT_CODES)]
     Verify(verify::Verify),
     /// Give the store's free room back, as etcd's defrag: every table of
     /// the disk database is copied in key order (full B-tree pages, no free

@@ -30,7 +30,7 @@ use super::views::{
     CounterView, DeleteOp, Duration, GetOp, IncrOp, PutOp, TxnAnswer, counter, txn_result,
 };
 use super::{Ctx, json};
-use crate::domain::{Key, Role, parse_duration_json};
+use crate::domain::{Key, Role, parse_counter, parse_duration_json};
 use crate::store::{Check, Expect, KvOp, KvWrite, OpResult, Project};
 
 /// The most checks and ops one transaction may hold together.
@@ -170,9 +170,12 @@ pub async fn incr(
     }
     let by = match query.get("by")? {
         None => 1,
-        Some(text) => text
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("by must be a 64-bit integer"))?,
+        Some(text) => parse_counter(text.as_bytes()).ok_or_else(|| {
+            ApiError::bad_request(
+                "by must be a 64-bit integer in decimal (digits, an optional leading -, \
+                 no + and no leading zero)",
+            )
+        })?,
     };
     let (_, result) = super::kv::write_one(ctx, &project, KvOp::Incr { key, by }).await?;
     let OpResult::Incr { meta, value } = result else {

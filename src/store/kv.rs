@@ -10,14 +10,14 @@
 //! refused write changes nothing. The engine then persists what was decided
 //! (its tables, its indexes, its change log); it decides nothing itself.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::{
     Change, ChangeKind, Check, Entry, Expect, KeyMeta, KvOp, OpResult, Precondition, StoreError,
 };
-use crate::domain::{Key, Prefix, ProjectSettings, Timestamp};
+use crate::domain::{Key, Prefix, ProjectSettings, Timestamp, parse_counter};
 
 /// The content type a counter is stored with.
 pub const COUNTER_TYPE: &str = "text/plain; charset=utf-8";
@@ -41,9 +41,9 @@ pub trait KeySource {
 
     /// Calls `each` with the stored keys of the project that have expired
     /// by `now` and that the sweep has yet to remove, as far as the source
-    /// can tell cheaply (none, by default). Asked only when a new key would
-    /// pass `max_keys`: such keys are gone for every reader, so they must
-    /// not hold the quota either.
+    /// can tell cheaply (none, by default). Asked only when a write would
+    /// otherwise leave more keys than `max_keys`: such keys are gone for
+    /// every reader, so they must not hold the quota either.
     fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
         let _ = (now, each);
         Ok(())
@@ -212,8 +212,9 @@ pub fn evaluate(
         revision,
         now,
         read: 0,
-        expired: None,
-        expired_staged: 0,
+        stored_before: figures.keys,
+        added: 0,
+        added_after: Vec::with_capacity(ops.len()),
         staged: Staged {
             figures,
             results: Vec::with_capacity(ops.len()),
@@ -226,7 +227,9 @@ pub fn evaluate(
             error: Box::new(error),
         })?;
         judge.staged.results.push(result);
+        judge.added_after.push(judge.added);
     }
+    judge.check_quota()?;
     Ok(judge.staged)
 }
 
@@ -238,12 +241,13 @@ struct Judge<'a> {
     now: Timestamp,
     /// The value bytes the gets so far read.
     read: u64,
-    /// The keys the source holds that have expired and await the sweep,
-    /// read once, when the quota first needs them.
-    expired: Option<HashSet<String>>,
-    /// How many of those this write has staged (they count as it left
-    /// them).
-    expired_staged: u64,
+    /// The keys stored before the write, expired ones too (the figures').
+    stored_before: u64,
+    /// The keys live for readers that the ops so far added, less those
+    /// they removed: what `max_keys` is judged on.
+    added: i64,
+    /// `added` after each op, to name the op a refusal is due to.
+    added_after: Vec<i64>,
     staged: Staged,
 }
 
@@ -342,14 +346,12 @@ impl Judge<'_> {
                 let old = self.current_value(key.as_str())?;
                 let count = match old.as_ref().filter(|(meta, _)| is_live(meta, self.now)) {
                     None => 0,
-                    Some((_, value)) => std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|text| text.parse::<i64>().ok())
-                        .ok_or_else(|| {
-                            StoreError::Conflict(format!(
-                                "{key} does not hold a 64-bit integer in decimal"
-                            ))
-                        })?,
+                    Some((_, value)) => parse_counter(value).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "{key} does not hold a 64-bit integer in decimal (digits, \
+                             an optional leading -, no + and no leading zero)"
+                        ))
+                    })?,
                 };
                 let value = count.checked_add(by).ok_or_else(|| {
                     StoreError::Conflict(format!("{count} + {by} overflows a 64-bit integer"))
@@ -409,7 +411,6 @@ impl Judge<'_> {
                 max: self.settings.max_value_bytes,
             });
         }
-        self.check_quota(key.as_str(), old.as_ref())?;
         let figures = &mut self.staged.figures;
         match &old {
             Some(old) => figures.bytes = figures.bytes.saturating_sub(old.size),
@@ -433,55 +434,60 @@ impl Judge<'_> {
         Ok((meta, created))
     }
 
-    /// `max_keys` for a put of `key` over `old`: a key that readers see
-    /// for the first time (absent, or expired) needs a slot. The figures
-    /// count every stored key, so the expired keys awaiting the sweep are
-    /// taken out first: they are gone for readers, and hold no slot.
-    fn check_quota(&mut self, key: &str, old: Option<&KeyMeta>) -> Result<(), StoreError> {
+    /// `max_keys`, judged on what the whole write leaves, since its ops on
+    /// one key fold into one write: a write may add keys live for readers
+    /// (new ones, or expired ones written again) only while the project
+    /// then holds at most `max_keys`, so a key put and deleted again takes
+    /// no slot. The figures count every stored key, so the expired keys
+    /// awaiting the sweep are taken out first, asked of the source only
+    /// when the write would otherwise pass the limit: they are gone for
+    /// readers, and hold no slot. A refusal names the op from which the
+    /// project stays past the limit to the end of the write.
+    fn check_quota(&mut self) -> Result<(), StoreError> {
         let Some(max_keys) = self.settings.max_keys else {
             return Ok(());
         };
-        let revived = match old {
-            None => false,
-            Some(old) if !is_live(old, self.now) => true,
-            Some(_) => return Ok(()),
-        };
-        let keys = self.staged.figures.keys;
-        if keys < max_keys {
+        if self.added <= 0 {
             return Ok(());
         }
-        let mut holding = keys.saturating_sub(self.expired_unswept()?);
-        // An expired key written again: the figures count it, as a slot of
-        // its own, unless the source named it among the expired ones.
-        if revived && !self.expired.as_ref().is_some_and(|set| set.contains(key)) {
-            holding = holding.saturating_sub(1);
+        let added = self.added as u64;
+        let now = self.now;
+        // The keys this write touched whose stored record had expired.
+        let touched_expired = self
+            .staged
+            .changes
+            .values()
+            .filter(|change| change.old.as_ref().is_some_and(|old| !is_live(old, now)))
+            .count() as u64;
+        let mut live_before = self.stored_before.saturating_sub(touched_expired);
+        if live_before.saturating_add(added) <= max_keys {
+            return Ok(());
         }
-        if holding >= max_keys {
-            return Err(StoreError::QuotaExceeded { max_keys });
-        }
-        Ok(())
-    }
-
-    /// How many keys the figures still count that have expired, and that
-    /// this write has not touched (those it did count as it left them).
-    fn expired_unswept(&mut self) -> Result<u64, StoreError> {
-        let expired = match &self.expired {
-            Some(expired) => expired,
-            None => {
-                let mut expired = HashSet::new();
-                self.source.expired(self.now, &mut |key| {
-                    expired.insert(key.to_owned());
-                })?;
-                self.expired_staged = self
-                    .staged
-                    .changes
-                    .keys()
-                    .filter(|key| expired.contains(*key))
-                    .count() as u64;
-                self.expired.insert(expired)
+        let changes = &self.staged.changes;
+        let mut untouched_expired = 0u64;
+        self.source.expired(now, &mut |key| {
+            if !changes.contains_key(key) {
+                untouched_expired += 1;
             }
-        };
-        Ok((expired.len() as u64).saturating_sub(self.expired_staged))
+        })?;
+        live_before = live_before.saturating_sub(untouched_expired);
+        if live_before.saturating_add(added) <= max_keys {
+            return Ok(());
+        }
+        // The write leaves more keys than it found, and more than the
+        // limit: past `limit`, which the project may have been past
+        // already (a limit lowered under its keys).
+        let limit = max_keys.max(live_before);
+        let past = |added: i64| live_before as i64 + added > limit as i64;
+        let index = self
+            .added_after
+            .iter()
+            .rposition(|added| !past(*added))
+            .map_or(0, |last_within| last_within + 1);
+        Err(StoreError::FailedOp {
+            index,
+            error: Box::new(StoreError::QuotaExceeded { max_keys }),
+        })
     }
 
     /// Records a key's new state. `old` is the key's metadata as the caller
@@ -492,12 +498,16 @@ impl Judge<'_> {
         old: Option<&KeyMeta>,
         new: Option<(KeyMeta, Bytes)>,
     ) -> Result<(), StoreError> {
+        let now = self.now;
+        let live = |meta: Option<&KeyMeta>| i64::from(meta.is_some_and(|meta| is_live(meta, now)));
+        let after = live(new.as_ref().map(|(meta, _)| meta));
         match self.staged.changes.get_mut(key) {
-            Some(change) => change.new = new,
+            Some(change) => {
+                self.added += after - live(change.new.as_ref().map(|(meta, _)| meta));
+                change.new = new;
+            }
             None => {
-                if self.expired.as_ref().is_some_and(|set| set.contains(key)) {
-                    self.expired_staged += 1;
-                }
+                self.added += after - live(old);
                 self.staged.changes.insert(
                     key.to_owned(),
                     KeyChange {
@@ -655,6 +665,81 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(staged.log().len(), 1);
+    }
+
+    fn delete(k: &str) -> KvOp {
+        KvOp::Delete {
+            key: key(k),
+            precondition: None,
+            must_exist: true,
+        }
+    }
+
+    /// A write of `ops` judged on a project that holds `stored` keys
+    /// (`only0`, `only1`, …), with a `max_keys` of `max`.
+    fn judge_quota(stored: u64, max: u64, ops: Vec<KvOp>) -> Result<Staged, StoreError> {
+        let mut keys = Keys::default();
+        let now = Timestamp::from_millis(1_000);
+        let first = evaluate(
+            &mut keys,
+            &settings(None),
+            Figures::default(),
+            &[],
+            (0..stored).map(|n| put(&format!("only{n}"), "x")).collect(),
+            1,
+            now,
+        )
+        .unwrap();
+        commit(&mut keys, &first);
+        evaluate(
+            &mut keys,
+            &settings(Some(max)),
+            first.figures,
+            &[],
+            ops,
+            2,
+            now,
+        )
+    }
+
+    /// The quota is judged on what the whole write leaves: a key put and
+    /// deleted again in one transaction adds none (it got 403 at the
+    /// limit, while a delete then a put was accepted).
+    #[test]
+    fn max_keys_is_judged_on_what_the_whole_write_leaves() {
+        let staged = judge_quota(1, 1, vec![put("tmp", "1"), delete("tmp")]).unwrap();
+        assert_eq!(staged.figures.keys, 1);
+        assert!(staged.log().is_empty(), "{:?}", staged.log());
+        judge_quota(
+            1,
+            1,
+            vec![put("a", "1"), put("b", "1"), delete("a"), delete("b")],
+        )
+        .unwrap();
+        judge_quota(1, 1, vec![put("a", "1"), delete("only0")]).unwrap();
+        judge_quota(1, 2, vec![put("a", "1"), put("b", "1"), delete("a")]).unwrap();
+        // A write that does leave more keys than the limit names the op
+        // from which the project stays past it.
+        let cases = [
+            (vec![put("a", "1")], 0),
+            (vec![put("a", "1"), delete("a"), put("b", "1")], 2),
+            (vec![put("a", "1"), put("b", "1"), delete("b")], 0),
+            (vec![put("a", "1"), KvOp::Get { key: key("a") }], 0),
+        ];
+        for (ops, failed) in cases {
+            match judge_quota(1, 1, ops).unwrap_err() {
+                StoreError::FailedOp { index, error } => {
+                    assert_eq!(index, failed);
+                    assert_eq!(*error, StoreError::QuotaExceeded { max_keys: 1 });
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A delete first makes room for one new key, not two.
+        match judge_quota(2, 2, vec![delete("only0"), put("a", "1"), put("b", "1")]) {
+            Err(StoreError::FailedOp { index: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

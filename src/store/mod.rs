@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use feed::{Change, ChangeKind, ChangeSet, ChangeSets, Feed};
 pub use kv::Figures;
 pub use plan::CatalogDelta;
-pub use verify::{Damage, Report, UNFOUND};
+pub use verify::{Damage, Report, UNFOUND, UNINDEXED};
 
 /// What a compaction did (`kvs compact`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

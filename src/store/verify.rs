@@ -25,6 +25,15 @@ pub struct Report {
 /// lookup by its key does not: a damaged page of a B-tree's index.
 pub const UNFOUND: &str = "a lookup by its key does not find it (a damaged index page)";
 
+/// The problem of a key whose record has an expiry that the expiry index
+/// has no entry for: the sweep finds keys only there, so it never removes
+/// this one (a storage move of an older release dropped a project's
+/// entries). `kvs compact` adds the entries too, named by the summary when
+/// it mends all the damage (as for [`UNFOUND`]).
+pub const UNINDEXED: &str = "its expiry has no entry in the expiry index, so the expiry sweep \
+     never removes it (reads take it for gone once it expires, but it keeps its room and a \
+     max_keys slot): writing the key again or deleting it mends it";
+
 impl Report {
     /// Notes a damaged item.
     pub fn damaged(&mut self, place: impl Into<String>, problem: impl std::fmt::Display) {
@@ -53,12 +62,18 @@ impl Report {
                 n => format!("{n} damaged items"),
             }
         ));
-        if !self.damage.is_empty() && self.damage.iter().all(|d| d.problem == UNFOUND) {
-            lines.push(
-                "every record is whole, only index pages are damaged: `kvs compact` builds \
-                 the index again from the records"
-                    .to_owned(),
-            );
+        let only = |problem: &str| self.damage.iter().all(|d| d.problem == problem);
+        let mended = |d: &Damage| d.problem == UNFOUND || d.problem == UNINDEXED;
+        if !self.damage.is_empty() && self.damage.iter().all(mended) {
+            let what = if only(UNFOUND) {
+                "only index pages are damaged: `kvs compact` builds the index again"
+            } else if only(UNINDEXED) {
+                "only the expiry index lacks entries: `kvs compact` adds them"
+            } else {
+                "only index pages are damaged and the expiry index lacks entries: \
+                 `kvs compact` builds both again"
+            };
+            lines.push(format!("every record is whole, {what} from the records"));
         }
         lines
     }
@@ -85,5 +100,21 @@ mod tests {
             lines.last().unwrap().ends_with("2 damaged items"),
             "{lines:?}"
         );
+    }
+
+    /// Keys missing from the expiry index, alone or with damaged index
+    /// pages, name `kvs compact` too: it builds both from the records.
+    #[test]
+    fn expiry_index_entries_missing_name_compact_as_the_remedy() {
+        let mut report = Report::default();
+        report.damaged("project p key \"a\"", UNINDEXED);
+        let lines = report.lines();
+        assert!(
+            lines.last().unwrap().contains("kvs compact` adds"),
+            "{lines:?}"
+        );
+        report.damaged("project p key \"b\"", UNFOUND);
+        let lines = report.lines();
+        assert!(lines.last().unwrap().contains("builds both"), "{lines:?}");
     }
 }

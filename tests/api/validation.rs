@@ -389,6 +389,41 @@ fn a_new_key_past_max_keys_is_403_quota_exceeded() {
     assert_eq!(setup.admin.get(&setup.path("")).json()["keys"], 2);
 }
 
+/// Asserts a transaction's refusal: this status and code, and `failed_op`.
+#[track_caller]
+fn expect_failed_op(answer: &Answer, status: u16, code: &str, index: u64) {
+    assert_eq!(answer.status, status, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], code, "{}", answer.text());
+    assert_eq!(answer.json()["failed_op"], index, "{}", answer.text());
+}
+
+/// A transaction's ops on one key fold into one write, and `max_keys` is
+/// judged on what they leave: at the limit, a key put and then deleted
+/// takes no slot (it was 403 with `failed_op` 0). One that does leave a
+/// key too many names the op from which the project stays past the limit.
+#[test]
+fn a_transaction_at_max_keys_may_put_and_delete_a_new_key() {
+    let setup = Setup::new("p", json!({"max_keys": 1}));
+    put(&setup.manage, &setup.kv("only"), b"x");
+    let txn = setup.path("/txn");
+    let body = json!({"ops": [
+        {"op": "put", "key": "tmp", "value": 1},
+        {"op": "delete", "key": "tmp"},
+    ]});
+    let answer = setup.manage.post_json(&txn, &body);
+    expect_status(&answer, 200);
+    assert_eq!(answer.json()["results"][1]["deleted"], true);
+    let body = json!({"ops": [
+        {"op": "put", "key": "a", "value": 1},
+        {"op": "delete", "key": "a"},
+        {"op": "put", "key": "b", "value": 1},
+    ]});
+    let answer = setup.manage.post_json(&txn, &body);
+    expect_failed_op(&answer, 403, "quota_exceeded", 2);
+    assert_eq!(keys(&setup), ["only"]);
+    assert_eq!(setup.admin.get(&setup.path("")).json()["keys"], 1);
+}
+
 #[test]
 fn an_expires_in_of_zero_negative_malformed_or_over_3650_days_is_400() {
     let setup = Setup::new("p", json!({}));
@@ -647,4 +682,84 @@ fn an_incr_with_a_precondition_or_a_ttl_is_refused() {
     let answer = writer.send("POST", &incr, None, &[]);
     expect_status(&answer, 200);
     assert_eq!(answer.json()["value"], 11);
+}
+
+/// `incr` takes a 64-bit integer only in its one decimal spelling (an
+/// optional `-`, no `+`, no leading zero, not `-0`), as Redis's INCR does
+/// and as a transaction's JSON `by` is read: a stored `+5`, `007`, `0001`
+/// or `-0` is no counter (409), and `?by=` in another spelling is 400. They
+/// were read as integers, and `?by=-0` or `?by=%2B1` accepted.
+#[test]
+fn incr_takes_integers_only_in_their_canonical_decimal_form() {
+    let setup = Setup::new("p", json!({}));
+    let writer = setup.client("write");
+    let incr = |key: &str, by: &str| {
+        let path = setup.path(&format!("/incr/{key}"));
+        let path = if by.is_empty() {
+            path
+        } else {
+            format!("{path}?by={by}")
+        };
+        writer.send("POST", &path, None, &[])
+    };
+    for (n, stored) in [
+        "+5",
+        "007",
+        "00000000000000000001",
+        "-0",
+        "0x1",
+        " 5",
+        "5 ",
+        "1e3",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let key = format!("odd{n}");
+        put(&writer, &setup.kv(&key), stored.as_bytes());
+        expect_error(&incr(&key, ""), 409, "conflict");
+        let txn = json!({"ops": [{"op": "incr", "key": key, "by": 1}]});
+        let answer = writer.post_json(&setup.path("/txn"), &txn);
+        expect_failed_op(&answer, 409, "conflict", 0);
+        assert_eq!(
+            writer.get(&setup.kv(&key)).body,
+            stored.as_bytes(),
+            "{stored:?}"
+        );
+    }
+    for (stored, by, counted) in [
+        ("0", "1", 1),
+        ("-7", "-1", -8),
+        ("10", "0", 10),
+        ("-9223372036854775807", "-1", i64::MIN),
+        ("9223372036854775806", "", i64::MAX),
+    ] {
+        put(&writer, &setup.kv("n"), stored.as_bytes());
+        let answer = incr("n", by);
+        expect_status(&answer, 200);
+        assert_eq!(answer.json()["value"], counted, "{stored} + {by}");
+    }
+    put(&writer, &setup.kv("n"), b"1");
+    for by in [
+        "-0",
+        "%2B1",
+        "+1",
+        "01",
+        "-01",
+        "00",
+        "1.0",
+        "%201",
+        "9223372036854775808",
+    ] {
+        let message = expect_error(&incr("n", by), 400, "bad_request");
+        assert!(message.contains("by"), "{by}: {message}");
+    }
+    assert_eq!(writer.get(&setup.kv("n")).body, b"1");
+    // A transaction's `by` is JSON, whose grammar has neither `+` nor
+    // leading zeros; `-0` is refused as it is on the query.
+    let txn = br#"{"ops": [{"op": "incr", "key": "n", "by": -0}]}"#;
+    let json = [("Content-Type", "application/json")];
+    let answer = writer.send("POST", &setup.path("/txn"), Some(txn), &json);
+    expect_failed_op(&answer, 400, "bad_request", 0);
 }

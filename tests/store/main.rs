@@ -136,6 +136,16 @@ async fn update(store: &dyn Store, project: &str, change: ProjectChange) {
         .unwrap();
 }
 
+/// Creates the disk project `project` with a `max_keys` of `max`.
+async fn create_with_max_keys(store: &dyn Store, project: &str, max: u64) {
+    create(store, project, StorageMode::Disk).await;
+    let change = ProjectChange {
+        max_keys: Some(Some(max)),
+        ..ProjectChange::default()
+    };
+    update(store, project, change).await;
+}
+
 /// Moves a project's keys to `storage`.
 async fn move_to(store: &dyn Store, project: &str, storage: StorageMode) {
     let change = ProjectChange {

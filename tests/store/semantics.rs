@@ -302,6 +302,37 @@ fn quotas_and_value_limits_refuse_without_changing_anything() {
     });
 }
 
+/// `max_keys` holds a transaction to the keys it leaves, since its ops on
+/// one key fold into one write: a key put and deleted again takes no slot
+/// (it got 403 at the limit). A transaction that does leave a key too many
+/// names the op from which the project stays past the limit.
+#[test]
+fn a_transaction_needs_a_quota_slot_only_for_the_keys_it_leaves() {
+    for_each_engine(|store, _| async move {
+        let store = store.as_ref();
+        create_with_max_keys(store, "p", 1).await;
+        write(store, "p", vec![put("only", "x")]).await.unwrap();
+        write(store, "p", vec![put("tmp", "1"), delete("tmp")])
+            .await
+            .expect("a key put and deleted again held a quota slot");
+        write(store, "p", vec![put("new", "1"), delete("only")])
+            .await
+            .unwrap();
+        assert_eq!(keys(store, "p", "").await, ["new"]);
+        let error = write(store, "p", vec![put("a", "1"), delete("a"), put("b", "1")])
+            .await
+            .unwrap_err();
+        let StoreError::FailedOp { index, error } = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            (index, *error),
+            (2, StoreError::QuotaExceeded { max_keys: 1 })
+        );
+        assert_eq!(keys(store, "p", "").await, ["new"]);
+    });
+}
+
 #[test]
 fn concurrent_writers_are_all_applied_and_share_commits() {
     for_each_engine(|store, _| async move {
@@ -338,12 +369,7 @@ fn concurrent_writers_are_all_applied_and_share_commits() {
 fn an_expired_key_the_sweep_has_not_removed_holds_no_quota_slot() {
     for_each_engine(|store, _| async move {
         let store = store.as_ref();
-        create(store, "p", StorageMode::Disk).await;
-        let change = ProjectChange {
-            max_keys: Some(Some(2)),
-            ..ProjectChange::default()
-        };
-        update(store, "p", change).await;
+        create_with_max_keys(store, "p", 2).await;
         // Stored already expired, as an import of an old export does: in
         // the expiry index, for the sweep's next turn.
         let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);

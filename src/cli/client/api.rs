@@ -70,6 +70,10 @@ pub enum ClientError {
         summary: String,
         body: Option<Value>,
     },
+    /// `kvs verify` checked the store and found `items` damaged (printed
+    /// above): not a failure to check, which is another kind.
+    #[error("the store is damaged ({items} items): each is named above, on a line `damaged: …`")]
+    Damaged { items: usize },
     /// Writing to stdout failed (a closed pipe is told apart by the caller).
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -83,6 +87,7 @@ impl ClientError {
         match self {
             ClientError::Refused { status, .. } if *status == StatusCode::NOT_FOUND => 3,
             ClientError::Unreachable { .. } | ClientError::Silent { .. } => 4,
+            ClientError::Damaged { .. } => 5,
             _ => 1,
         }
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use ureq::http::Method;
 
+use super::api::ClientError;
 use super::{Common, Outcome, output};
 use crate::store::Report;
 
@@ -34,9 +35,8 @@ pub fn verify(args: Verify) -> Outcome {
         }
     };
     output::lines(report.lines())?;
-    if report.damage.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("the store is damaged: {} items", report.damage.len()).into())
+    match report.damage.len() {
+        0 => Ok(()),
+        items => Err(ClientError::Damaged { items }),
     }
 }

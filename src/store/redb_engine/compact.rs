@@ -25,12 +25,12 @@ use std::sync::atomic::Ordering;
 
 use redb::{
     Database, MultimapTableHandle, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle,
+    ReadableTableMetadata, TableDefinition, TableError, TableHandle,
 };
 
 use super::Shared;
 use super::backup::{remove_if_present, sync_dir};
-use super::codec::{self, storage_error};
+use super::codec::{self, KeyTables, decode_entry, expiry_key, storage_error};
 use super::stopped::{StoppedError, open_stopped};
 use super::verify::{walk_catalog, walk_keys};
 use crate::domain::StorageMode;
@@ -196,13 +196,23 @@ fn copy_all(source: &ReadTransaction, path: &Path) -> Result<(usize, u64), Compa
     // A fresh file has nothing to move: this gives back what it grew by
     // beyond its last page.
     copy.compact().map_err(storage_error)?;
-    check(source, &copy, None, StorageMode::Disk)?;
-    Ok(copied)
+    check(source, &copy, None, StorageMode::Disk, &copied)?;
+    Ok((copied.tables, copied.rows))
 }
 
-/// Copies every table of `source` into the empty database `copy`;
-/// answers the tables and rows copied.
-fn copy_into(source: &ReadTransaction, copy: &Database) -> Result<(usize, u64), CompactError> {
+/// What [`copy_into`] made.
+struct Copied {
+    tables: usize,
+    /// The rows copied.
+    rows: u64,
+    /// The expiry index entries added for keys whose expiry the source's
+    /// index lacked ([`index_expiries`]).
+    indexed: u64,
+}
+
+/// Copies every table of `source` into the empty database `copy`, and
+/// adds the expiry index entries it lacks.
+fn copy_into(source: &ReadTransaction, copy: &Database) -> Result<Copied, CompactError> {
     let names: Vec<String> = source
         .list_tables()
         .map_err(storage_error)?
@@ -215,7 +225,95 @@ fn copy_into(source: &ReadTransaction, copy: &Database) -> Result<(usize, u64), 
     for name in &names {
         rows += copy_table_named(source, copy, name)?;
     }
-    Ok((names.len(), rows))
+    let indexed = index_expiries(source, copy, &names)?;
+    if indexed > 0 {
+        tracing::warn!(
+            entries = indexed,
+            "the expiry index lacked the entries of keys that expire; the compacted copy has them"
+        );
+    }
+    Ok(Copied {
+        tables: names.len(),
+        rows,
+        indexed,
+    })
+}
+
+/// Adds to the copy's expiry index an entry for every key of `source`
+/// whose record has an expiry that the index lacks: the sweep finds keys
+/// only there, so it never removed them (a storage move of an older
+/// release dropped a project's entries; `kvs verify` reports such keys).
+/// A record that cannot be read is left to the check of the copy. Answers
+/// how many entries it added.
+fn index_expiries(
+    source: &ReadTransaction,
+    copy: &Database,
+    names: &[String],
+) -> Result<u64, StoreError> {
+    let index = match source.open_table(codec::EXPIRY) {
+        Ok(index) => Some(index),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(storage_error(error)),
+    };
+    let mut added = 0u64;
+    let mut missing = Vec::new();
+    for project in names.iter().filter_map(|name| name.strip_prefix("keys/")) {
+        let keys = source
+            .open_table(KeyTables::of(project).keys())
+            .map_err(storage_error)?;
+        for row in keys.iter().map_err(storage_error)? {
+            let (key, entry) = row.map_err(storage_error)?;
+            let key = key.value();
+            let Some(at) = decode_entry(project, key, entry.value())
+                .ok()
+                .and_then(|(record, _)| record.expires_at)
+            else {
+                continue;
+            };
+            let entry = expiry_key(at, project, key);
+            let indexed = match &index {
+                Some(index) => index
+                    .get(entry.as_slice())
+                    .map_err(storage_error)?
+                    .is_some(),
+                None => false,
+            };
+            if !indexed {
+                missing.push(entry);
+            }
+            if missing.len() == ROWS_PER_COMMIT {
+                added += add_to_index(copy, &mut missing)?;
+            }
+        }
+    }
+    added += add_to_index(copy, &mut missing)?;
+    Ok(added)
+}
+
+/// Inserts `entries` into the expiry index of `copy` in one commit, and
+/// empties the list; answers how many the index did not hold yet (a lookup
+/// in a source whose index pages are damaged misses entries that its walk,
+/// and so the copy, has).
+fn add_to_index(copy: &Database, entries: &mut Vec<Vec<u8>>) -> Result<u64, StoreError> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let mut added = 0;
+    let txn = copy.begin_write().map_err(storage_error)?;
+    {
+        let mut index = txn.open_table(codec::EXPIRY).map_err(storage_error)?;
+        for entry in entries.drain(..) {
+            if index
+                .insert(entry.as_slice(), ())
+                .map_err(storage_error)?
+                .is_none()
+            {
+                added += 1;
+            }
+        }
+    }
+    txn.commit().map_err(storage_error)?;
+    Ok(added)
 }
 
 /// The memory database copied in key order into a new one (memory projects'
@@ -226,15 +324,15 @@ fn compact_memory(shared: &Shared) -> Result<u64, StoreError> {
     let memory = shared.memory.load_full();
     let source = memory.begin_read().map_err(storage_error)?;
     let copy = super::new_memory_database()?;
-    let (_, rows) = copy_into(&source, &copy).map_err(store_error)?;
+    let copied = copy_into(&source, &copy).map_err(store_error)?;
     // The memory database holds no catalog: the disk database's is used.
     let disk = shared.disk.load_full().ok_or(StoreError::Unavailable)?;
     let catalog = disk.begin_read().map_err(storage_error)?;
-    check(&source, &copy, Some(&catalog), StorageMode::Memory).map_err(store_error)?;
+    check(&source, &copy, Some(&catalog), StorageMode::Memory, &copied).map_err(store_error)?;
     drop((source, catalog));
     shared.memory.store(Arc::new(copy));
     shared.memory_reads.invalidate();
-    Ok(rows)
+    Ok(copied.rows)
 }
 
 /// Copies one table, by the types its name says it holds.
@@ -301,16 +399,18 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(copied)
 }
 
-/// The copy holds as many rows in each table as the store, and `kvs
-/// verify`'s walk finds nothing wrong in it, with the projects of
-/// `catalog` (the copy's own when `None`).
+/// The copy holds as many rows in each table as the store (and the
+/// expiry index the entries `copied` added), and `kvs verify`'s walk finds
+/// nothing wrong in it, with the projects of `catalog` (the copy's own when
+/// `None`).
 fn check(
     source: &ReadTransaction,
     copy: &Database,
     catalog: Option<&ReadTransaction>,
     storage: StorageMode,
+    copied: &Copied,
 ) -> Result<(), CompactError> {
-    check_rows(source, copy)?;
+    check_rows(source, copy, copied.indexed)?;
     let txn = copy.begin_read().map_err(storage_error)?;
     let mut report = Report::default();
     let projects = walk_catalog(catalog.unwrap_or(&txn), &mut report);
@@ -326,8 +426,9 @@ fn check(
     }
 }
 
-/// The copy holds as many rows in each table as the store.
-fn check_rows(source: &ReadTransaction, copy: &Database) -> Result<(), CompactError> {
+/// The copy holds as many rows in each table as the store, and `indexed`
+/// more in the expiry index.
+fn check_rows(source: &ReadTransaction, copy: &Database, indexed: u64) -> Result<(), CompactError> {
     let txn = copy.begin_read().map_err(storage_error)?;
     for table in source.list_tables().map_err(storage_error)? {
         let name = table.name();
@@ -337,7 +438,11 @@ fn check_rows(source: &ReadTransaction, copy: &Database) -> Result<(), CompactEr
                 .and_then(|table| Ok(table.len()?))
                 .map_err(storage_error)
         };
-        let (was, is) = (count(source)?, count(&txn)?);
+        let mut was = count(source)?;
+        if name == codec::EXPIRY.name() {
+            was += indexed;
+        }
+        let is = count(&txn)?;
         if was != is {
             return Err(CompactError::Mismatch(format!(
                 "table {name} holds {was} rows, its copy {is}"

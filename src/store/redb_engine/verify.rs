@@ -21,12 +21,12 @@ use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, TableError, Ta
 
 use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
-    check_value, decode, decode_changes, decode_entry, parse_expiry_key,
+    check_value, decode, decode_changes, decode_entry, expiry_key, parse_expiry_key,
 };
 use super::snapshot::read_sweeps;
 use super::stopped::{StoppedError, open_stopped};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
-use crate::store::{Report, StoreError, UNFOUND};
+use crate::store::{Report, StoreError, UNFOUND, UNINDEXED};
 
 /// redb's page cache for an offline walk. The walk reads each table in key
 /// order, and its lookups (of each record, of each large value) follow the
@@ -371,6 +371,8 @@ fn keys(
         .ok()
         .and_then(|mut sweeps| sweeps.remove(project));
     let values = txn.open_table(tables.values()).ok();
+    // The expiry sweep finds a key only through its entry here.
+    let index = txn.open_table(codec::EXPIRY).ok();
     let (mut count, mut bytes) = (0, 0);
     let keys = match txn.open_table(tables.keys()) {
         Ok(keys) => keys,
@@ -414,6 +416,15 @@ fn keys(
         {
             count -= 1;
             continue;
+        }
+        if let Some(at) = record.expires_at {
+            let entry = expiry_key(at, project, key);
+            if !index
+                .as_ref()
+                .is_some_and(|index| found(index, entry.as_slice()))
+            {
+                report.damaged(place(key), UNINDEXED);
+            }
         }
         bytes += record.size;
         if record.inline {
@@ -527,7 +538,105 @@ fn changes(txn: &ReadTransaction, project: &str, report: &mut Report) -> Option<
 
 #[cfg(test)]
 mod tests {
+    use super::super::writer::testing::{move_to, store_with_project, write};
     use super::*;
+    use crate::domain::{Key, ProjectId, Timestamp};
+    use crate::store::{KvOp, Store};
+    use redb::ReadableDatabase;
+
+    /// A put of `key` that expires in an hour.
+    fn put_expiring(key: &str) -> KvOp {
+        KvOp::Put {
+            key: Key::parse(key).unwrap(),
+            value: bytes::Bytes::from_static(b"v"),
+            content_type: "text/plain".to_owned(),
+            ttl: Some(3600),
+            precondition: None,
+        }
+    }
+
+    async fn expires_at(store: &impl Store, id: &ProjectId, key: &str) -> Timestamp {
+        let read = store
+            .get(id, &Key::parse(key).unwrap(), false)
+            .await
+            .unwrap();
+        read.value.unwrap().meta.expires_at.unwrap()
+    }
+
+    /// Removes `key`'s entry from the expiry index of `txn`'s database, as
+    /// a storage move once did, and commits.
+    fn drop_expiry_entry(txn: redb::WriteTransaction, at: Timestamp, id: &ProjectId, key: &str) {
+        {
+            let mut index = txn.open_table(codec::EXPIRY).unwrap();
+            let entry = codec::expiry_key(at, id.as_str(), key);
+            assert!(index.remove(entry.as_slice()).unwrap().is_some());
+        }
+        txn.commit().unwrap();
+    }
+
+    /// The damage a key with an expiry but no entry in the expiry index
+    /// is reported as, if any.
+    fn unswept(report: &Report, key: &str) -> Vec<String> {
+        report
+            .damage
+            .iter()
+            .filter(|d| d.place == format!("project p key {key:?}"))
+            .map(|d| d.problem.clone())
+            .collect()
+    }
+
+    /// A key whose expiry has no entry in the expiry index is never swept
+    /// (a storage move dropped the entries once): online and offline,
+    /// verify reports it with its remedy, and `kvs compact` mends it.
+    #[tokio::test]
+    async fn a_key_whose_expiry_the_index_lacks_is_damage_that_compact_mends() {
+        // Online, in the memory database, after a move.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        let ops = vec![put_expiring("lost"), put_expiring("kept")];
+        store.write_kv(write(&id, ops)).await.unwrap();
+        move_to(&store, &id, StorageMode::Memory).await;
+        let at = expires_at(&store, &id, "lost").await;
+        let txn = store.shared.begin_write(StorageMode::Memory).unwrap();
+        drop_expiry_entry(txn, at, &id, "lost");
+        let report = store.verify().await.unwrap();
+        let problems = unswept(&report, "lost");
+        assert_eq!(problems.len(), 1, "{:?}", report.damage);
+        assert!(problems[0].contains("expiry index"), "{problems:?}");
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        let lines = report.lines();
+        assert!(lines.last().unwrap().contains("kvs compact"), "{lines:?}");
+        store.compact().await.unwrap();
+        let report = store.verify().await.unwrap();
+        assert!(report.damage.is_empty(), "{:?}", report.damage);
+        store.close().await;
+        drop(store);
+
+        // Offline, in the disk database.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        store
+            .write_kv(write(&id, vec![put_expiring("lost")]))
+            .await
+            .unwrap();
+        let at = expires_at(&store, &id, "lost").await;
+        store.close().await;
+        drop(store);
+        let database = redb::Database::open(dir.path().join("kvs.redb")).unwrap();
+        drop_expiry_entry(database.begin_write().unwrap(), at, &id, "lost");
+        drop(database);
+        let report = verify_dir(dir.path()).unwrap();
+        assert_eq!(unswept(&report, "lost").len(), 1, "{:?}", report.damage);
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+        super::super::compact_dir(dir.path()).unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(report.damage.is_empty(), "{:?}", report.damage);
+        let database = redb::Database::open(dir.path().join("kvs.redb")).unwrap();
+        let txn = database.begin_read().unwrap();
+        let index = txn.open_table(codec::EXPIRY).unwrap();
+        let entry = codec::expiry_key(at, id.as_str(), "lost");
+        assert!(index.get(entry.as_slice()).unwrap().is_some());
+    }
 
     /// A large value that a lookup misses but the walk finds is not
     /// "missing", and an "orphan" whose record a lookup misses is not one:

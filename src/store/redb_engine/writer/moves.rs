@@ -194,11 +194,11 @@ pub(in crate::store::redb_engine) fn copy_table<K: redb::Key + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{put, store_with_project, write};
+    use super::super::testing::{move_to, put, store_with_project, write};
     use super::*;
     use crate::domain::{Key, Prefix};
     use crate::store::redb_engine::RedbStore;
-    use crate::store::{CatalogWrite, KvOp, ListRequest, Store};
+    use crate::store::{KvOp, ListRequest, Store};
 
     async fn keys(store: &RedbStore, id: &ProjectId) -> Vec<String> {
         let request = ListRequest {
@@ -243,15 +243,7 @@ mod tests {
             must_exist: true,
         };
         store.write_kv(write(vec![delete])).await.unwrap();
-        let change = ProjectChange {
-            storage: Some(StorageMode::Memory),
-            ..ProjectChange::default()
-        };
-        let update = CatalogWrite::UpdateProject {
-            id: id.clone(),
-            change,
-        };
-        store.write_catalog(update).await.unwrap();
+        move_to(&store, &id, StorageMode::Memory).await;
         let project = store.catalog().unwrap().project(&id).unwrap().clone();
         assert_eq!(project.settings.storage, StorageMode::Memory);
         assert_eq!(keys(&store, &id).await, ["kept"]);

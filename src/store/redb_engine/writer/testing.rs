@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::domain::{Key, ProjectId, ProjectSettings, Public, StorageMode, Timestamp};
 use crate::store::redb_engine::RedbStore;
-use crate::store::{CatalogWrite, KvOp, KvWrite, Store};
+use crate::store::{CatalogWrite, KvOp, KvWrite, ProjectChange, Store};
 
 /// A store in `dir` with the disk project `p`.
 pub async fn store_with_project(dir: &std::path::Path) -> (RedbStore, ProjectId) {
@@ -48,4 +48,17 @@ pub fn write(project: &ProjectId, ops: Vec<KvOp>) -> KvWrite {
         checks: Vec::new(),
         ops,
     }
+}
+
+/// Moves `project`'s keys to `storage`.
+pub async fn move_to(store: &RedbStore, project: &ProjectId, storage: StorageMode) {
+    let change = ProjectChange {
+        storage: Some(storage),
+        ..ProjectChange::default()
+    };
+    let update = CatalogWrite::UpdateProject {
+        id: project.clone(),
+        change,
+    };
+    store.write_catalog(update).await.unwrap();
 }
