@@ -61,6 +61,15 @@ pub enum ClientError {
         /// Whether `--timeout` sets the limit, and so the message names it.
         settable: bool,
     },
+    /// A request that changes something was sent whole, and no answer came
+    /// for the idle limit: it may have been applied.
+    #[error(
+        "no answer from the server at {url} for {} s after the request was sent: it may or may \
+         not have been applied; read before trying again (an incr retried blindly may count \
+         twice)",
+        .waited.as_secs_f64()
+    )]
+    Unanswered { url: String, waited: Duration },
     /// The server answered with an error; `summary` is `code: message`, and
     /// `body` the error body, whose top-level fields (`failed_op`,
     /// `failed_checks`) a command may describe further.
@@ -262,6 +271,7 @@ impl Api {
             .body(bytes)
             .map_err(|error| anyhow!("cannot make a request to {url}: {error}"))?;
         let sent = bytes.len();
+        let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
         let mut response = self.agent.run(request).map_err(|error| {
             if sent > 0 && breaks_while_sending(&error) {
                 // The server took the connection, then closed it before it
@@ -276,7 +286,7 @@ impl Api {
                 )
                 .into();
             }
-            self.failed(error)
+            self.failed(error, changes)
         })?;
         if response.status().is_success() {
             Ok(response)
@@ -317,12 +327,23 @@ impl Api {
     }
 
     /// A transport failure: no connection (exit 4) or a request that could not
-    /// be made at all.
-    fn failed(&self, error: ureq::Error) -> ClientError {
+    /// be made at all. A request that `changes` something, sent whole and
+    /// then not answered, may have been applied: that is not exit 4, which
+    /// a script may take as "nothing happened, try again".
+    fn failed(&self, error: ureq::Error, changes: bool) -> ClientError {
         if let Some(refusal) = refused_certificate(&error) {
             return self.certificate_refused(refusal);
         }
         match error {
+            ureq::Error::Timeout(
+                ureq::Timeout::RecvResponse
+                | ureq::Timeout::RecvBody
+                | ureq::Timeout::Global
+                | ureq::Timeout::PerCall,
+            ) if changes => ClientError::Unanswered {
+                url: self.base.clone(),
+                waited: self.idle.limit.unwrap_or_default(),
+            },
             // The connection was made: the server then kept silent.
             ureq::Error::Timeout(timeout)
                 if !matches!(timeout, ureq::Timeout::Resolve | ureq::Timeout::Connect) =>

@@ -23,7 +23,9 @@ pub struct Backup {
 }
 
 pub fn backup(args: Backup) -> Outcome {
-    let api = args.common.api();
+    // A cluster node reads the whole store before its first byte: no limit
+    // unless --timeout sets one.
+    let api = args.common.api_for_long_work();
     let response = api.send(Method::GET, "/v1/backup", None)?;
     let body = response.into_body().into_reader();
     if args.file == "-" {

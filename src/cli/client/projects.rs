@@ -184,7 +184,12 @@ enum Storage {
 }
 
 pub fn run(args: Args) -> Outcome {
-    let api = args.common.api();
+    // A change of storage is answered once the project's keys are moved,
+    // which may take minutes: no limit unless --timeout sets one.
+    let api = match &args.command {
+        ProjectCommand::Set(set) if set.storage.is_some() => args.common.api_for_long_work(),
+        _ => args.common.api(),
+    };
     let json = args.common.json;
     match args.command {
         ProjectCommand::Create(create) => {

@@ -34,9 +34,11 @@ pub fn verify(args: Verify) -> Outcome {
                 .map_err(|e| anyhow!("the server's report cannot be read: {e}"))?
         }
     };
-    output::lines(report.lines())?;
+    // Damage is told by its exit code even when the report could not all
+    // be printed (`kvs verify | head`).
+    let printed = output::lines(report.lines());
     match report.damage.len() {
-        0 => Ok(()),
+        0 => printed,
         items => Err(ClientError::Damaged { items }),
     }
 }
