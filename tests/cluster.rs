@@ -241,6 +241,16 @@ fn writes_outside_the_prefix_neither_stall_reads_nor_make_their_revision_refused
         let blocking = node.get(&format!("{}?wait=1s&after={revision}", kv("p", "absent")));
         assert_eq!(blocking.status, 404, "{}: {}", node.base, blocking.text());
     }
+    // A revision the cluster has not reached is still refused.
+    let beyond = revision + 1_000_000;
+    for path in [
+        format!("/v1/projects/p/watch?since={beyond}"),
+        format!("{}?wait=1s&after={beyond}", kv("p", "absent")),
+    ] {
+        let answer = nodes[2].get(&path);
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        assert_eq!(answer.code(), "revision_in_future", "{path}");
+    }
     // What comes after it is seen by every one of them.
     let live = write(&nodes[2], "p", 2);
     for stream in &mut streams {

@@ -332,9 +332,9 @@ pub async fn watch(
     let current = ctx.app.store.revision().max(*newest.borrow());
     if let Some((name, since)) = since.filter(|&(_, since)| since > current) {
         // On a cluster node, a revision the cluster answered at, past this
-        // node's view (a read after a write outside kvs's prefix): changes
-        // up to it that this node has yet to publish are ones that read
-        // showed, and the watch starts after them.
+        // node's view (a read after a write outside kvs's prefix): the
+        // watch starts after it, and changes at or below it that this node
+        // has yet to publish are not the client's to be sent.
         let reached = ctx.app.store.resumable_revision(since).await?;
         if since > reached {
             return Err(ApiError::revision_in_future(name, since, reached));

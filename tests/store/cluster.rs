@@ -377,3 +377,46 @@ fn writes_outside_the_prefix_hold_up_no_write_that_lost_its_compares() {
         }
     });
 }
+
+/// An expired key with two entries in the expiry index (one left from a
+/// project of the same id deleted since, which the sweep has not reached)
+/// frees one `max_keys` slot, not two (a review's finding: each entry
+/// counted). Holds whenever the sweep runs; fails only while it has not.
+#[test]
+fn an_expired_key_named_twice_by_the_expiry_index_frees_one_quota_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = etcd::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = node(&etcd.endpoint);
+        let store = store.as_ref();
+        create_with_max_keys(store, "p", 2).await;
+        let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);
+        let expired = KvOp::Restore {
+            key: key("k"),
+            value: Bytes::from_static(b"old"),
+            content_type: "text/plain".to_owned(),
+            created_at: past,
+            updated_at: past,
+            expires_at: Some(past),
+        };
+        write(store, "p", vec![expired, put("other", "v")])
+            .await
+            .unwrap();
+        // An older entry for the same key, as a deleted project leaves.
+        let mut etcd_client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .unwrap();
+        let stale = format!("kvs/x/{:020}/p/k", past.millis() - 1_000);
+        etcd_client.put(stale, "", None).await.unwrap();
+        // k, expired, frees its slot: one new key goes in, a second does not.
+        write(store, "p", vec![put("new", "v")])
+            .await
+            .expect("the expired key held its slot");
+        let error = write(store, "p", vec![put("newer", "v")])
+            .await
+            .unwrap_err()
+            .into_op_error();
+        assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
+    });
+}

@@ -39,9 +39,9 @@ struct Fetched {
     keys: HashMap<String, Option<(KeyMeta, Bytes)>>,
     /// Each scanned prefix: its keys in order.
     scans: Vec<(Prefix, Vec<KeyMeta>)>,
-    /// Keys of the project that the expiry index said were due when they
-    /// were read, as stored (read for a write at `max_keys` only).
-    due: Vec<KeyMeta>,
+    /// Keys of the project that had expired when they were read, by their
+    /// entries in the expiry index (read for a write at `max_keys` only).
+    due: Vec<String>,
 }
 
 impl KeySource for Fetched {
@@ -71,10 +71,10 @@ impl KeySource for Fetched {
     }
 
     fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
-        for meta in &self.due {
-            if !kv::is_live(meta, now) {
-                each(meta.key.as_str());
-            }
+        // Due when read, so expired by `now`, which is later.
+        let _ = now;
+        for key in &self.due {
+            each(key);
         }
         Ok(())
     }
@@ -84,8 +84,9 @@ impl KeySource for Fetched {
 /// reads to find the project's expired keys that the sweep has yet to
 /// remove (the sweep runs every 250 ms, so there are few). Those past it
 /// keep holding their slots until the sweep: the quota errs on the side of
-/// refusing.
-const DUE_READ: i64 = 1024;
+/// refusing. Also the most keys then read in one transaction: etcd's
+/// default `--max-txn-ops` is 128.
+const DUE_READ: i64 = 128;
 
 /// Sends a transaction that changes something. An error after it may have
 /// reached the cluster makes its outcome unknown.
@@ -521,41 +522,63 @@ async fn read_txn(inner: &Inner, reads: Vec<TxnOp>) -> Result<TxnResponse, Store
         .map_err(super::read_error)
 }
 
-/// The stored records of the project's keys that expiry index entries
-/// `due` name: those the write read already, and the others read now (an
-/// entry may outlive its key: a project deleted and created again).
+/// The project's keys that expiry index entries `due` show expired: a
+/// key whose stored record carries that entry's expiry. An entry may
+/// outlive its key's expiry (a project deleted and created again), and a
+/// key may have two, so each is checked: for a key the write read, by its
+/// record; for another, read now without its value, by its `mod_revision`,
+/// which is the entry's when one transaction wrote both. A key rewritten
+/// since with the same expiry fails that test and keeps its slot until the
+/// sweep.
 async fn due_keys(
     inner: &Inner,
     id: &ProjectId,
     due: &[KeyValue],
     fetched: &Fetched,
-) -> Result<Vec<KeyMeta>, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     let layout = &inner.layout;
-    let mut metas = Vec::new();
+    let mut keys = Vec::new();
     let mut unread = Vec::new();
     for entry in due {
-        let Some((_, project, key)) = layout.parse_expiry(entry.key()) else {
+        let Some((millis, project, key)) = layout.parse_expiry(entry.key()) else {
             continue;
         };
         if project != id.as_str() {
             continue;
         }
         match fetched.keys.get(key) {
-            Some(Some((meta, _))) => metas.push(meta.clone()),
+            Some(Some((meta, _))) => {
+                if meta.expires_at.is_some_and(|at| at.millis() == millis) {
+                    keys.push(key.to_owned());
+                }
+            }
             Some(None) => {}
-            None => unread.push(TxnOp::get(layout.key(project, key), None)),
+            None => unread.push((key.to_owned(), entry.mod_revision())),
         }
     }
-    if unread.is_empty() {
-        return Ok(metas);
-    }
-    let response = read_txn(inner, unread).await?;
-    for answer in response.op_responses() {
-        if let TxnOpResponse::Get(get) = answer {
-            metas.extend(decode_all(layout, id, get.kvs())?);
+    if !unread.is_empty() {
+        let reads = unread
+            .iter()
+            .map(|(key, _)| {
+                let options = GetOptions::new().with_keys_only();
+                TxnOp::get(layout.key(id.as_str(), key), Some(options))
+            })
+            .collect();
+        let response = read_txn(inner, reads).await?;
+        for ((key, written), answer) in unread.into_iter().zip(response.op_responses()) {
+            if let TxnOpResponse::Get(get) = answer
+                && get
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.mod_revision() == written)
+            {
+                keys.push(key);
+            }
         }
     }
-    Ok(metas)
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
 
 fn decode_all(
