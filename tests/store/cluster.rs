@@ -392,17 +392,13 @@ fn an_expired_key_named_twice_by_the_expiry_index_frees_one_quota_slot() {
         let store = store.as_ref();
         create_with_max_keys(store, "p", 2).await;
         let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);
-        let expired = KvOp::Restore {
-            key: key("k"),
-            value: Bytes::from_static(b"old"),
-            content_type: "text/plain".to_owned(),
-            created_at: past,
-            updated_at: past,
-            expires_at: Some(past),
-        };
-        write(store, "p", vec![expired, put("other", "v")])
-            .await
-            .unwrap();
+        write(
+            store,
+            "p",
+            vec![restored_expired("k", past), put("other", "v")],
+        )
+        .await
+        .unwrap();
         // An older entry for the same key, as a deleted project leaves.
         let mut etcd_client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
             .await

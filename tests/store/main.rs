@@ -170,6 +170,19 @@ fn writes_and_reads_back(store: Arc<dyn Store>, text: &str) {
     });
 }
 
+/// A key stored already expired at `at`, as an import of an old export
+/// stores it: in the expiry index, for the sweep's next turn.
+fn restored_expired(k: &str, at: Timestamp) -> KvOp {
+    KvOp::Restore {
+        key: key(k),
+        value: Bytes::from_static(b"old"),
+        content_type: "text/plain".to_owned(),
+        created_at: at,
+        updated_at: at,
+        expires_at: Some(at),
+    }
+}
+
 fn put(k: &str, value: &str) -> KvOp {
     KvOp::Put {
         key: key(k),

@@ -373,14 +373,7 @@ fn an_expired_key_the_sweep_has_not_removed_holds_no_quota_slot() {
         // Stored already expired, as an import of an old export does: in
         // the expiry index, for the sweep's next turn.
         let past = Timestamp::from_millis(Timestamp::now().millis() - 60_000);
-        let expired = |k: &str| KvOp::Restore {
-            key: key(k),
-            value: bytes::Bytes::from_static(b"old"),
-            content_type: "text/plain".to_owned(),
-            created_at: past,
-            updated_at: past,
-            expires_at: Some(past),
-        };
+        let expired = |k: &str| restored_expired(k, past);
         let refused = |ops| async move {
             let error = write(store, "p", ops).await.unwrap_err().into_op_error();
             assert_eq!(error, StoreError::QuotaExceeded { max_keys: 2 });
