@@ -208,10 +208,7 @@ pub async fn wait_for_change(
     let mut newest = subscription.feed.subscribe();
     let mut cursor = store.revision().max(*newest.borrow());
     if let Some(after) = after.filter(|&after| after > cursor) {
-        let reached = store.resumable_revision(after).await?;
-        if after > reached {
-            return Err(ApiError::revision_in_future("after", after, reached));
-        }
+        resumable(store.as_ref(), "after", after).await?;
     }
     let after = after.unwrap_or(cursor);
     let current = store.get(project, key, false).await?;
@@ -335,10 +332,7 @@ pub async fn watch(
         // node's view (a read after a write outside kvs's prefix): the
         // watch starts after it, and changes at or below it that this node
         // has yet to publish are not the client's to be sent.
-        let reached = ctx.app.store.resumable_revision(since).await?;
-        if since > reached {
-            return Err(ApiError::revision_in_future(name, since, reached));
-        }
+        resumable(ctx.app.store.as_ref(), name, since).await?;
     }
     let since = since.map(|(_, since)| since);
     if let Some(since) = since {
@@ -421,6 +415,16 @@ fn since(query: &Query, headers: &HeaderMap) -> Result<Option<(&'static str, u64
         .get("since")?
         .map(|text| parse_revision("since", text).map(|since| ("since", since)))
         .transpose()
+}
+
+/// Refuses a `since` or `after` (called `name`) beyond every revision the
+/// store can resume from: `400 revision_in_future`.
+async fn resumable(store: &dyn Store, name: &str, asked: u64) -> Result<(), ApiError> {
+    let reached = store.resumable_revision(asked).await?;
+    if asked > reached {
+        return Err(ApiError::revision_in_future(name, asked, reached));
+    }
+    Ok(())
 }
 
 fn parse_revision(name: &str, text: &str) -> Result<u64, ApiError> {
