@@ -6,7 +6,7 @@
 //! leaves none of the writes its write-ahead log held; scheduled backups
 //! appear and are pruned.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! runs the real executable against it, and judges it as a script would, by
 //! its stdout, its stderr and its exit code.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -997,6 +997,17 @@ fn verify_exits_5_for_damage_and_1_when_it_could_not_check() {
     let report = String::from_utf8_lossy(&damaged.stdout);
     assert!(report.contains("damaged: "), "{}", damaged.text());
     assert!(damaged.stderr.contains("damaged"), "{}", damaged.text());
+    // `kvs verify | head -0`: the report cannot be printed (its pipe is
+    // closed before the first line), and the damage still decides the code.
+    let mut closed = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    closed
+        .args(["verify", "--data-dir", data.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = closed.spawn().unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(5));
     // Its help says so.
     let mut help = Command::new(env!("CARGO_BIN_EXE_kvs"));
     help.args(["verify", "--help"]);

@@ -7,7 +7,7 @@
 //! was; a table it does not know is refused. On a running server: the same
 //! while reads and writes go on, and the log works on the new file.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! an update, and transactions that check versions must never create or
 //! destroy value, while read-only transactions always see one revision.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

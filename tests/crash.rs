@@ -27,7 +27,7 @@
 //! revision 0, must end in exactly the state the reads found: the log is
 //! written in the same commit as the keys.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

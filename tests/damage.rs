@@ -9,7 +9,7 @@
 //! over the leaves), leaves a whole one that serves every key, without a
 //! panic or a partial copy left behind.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

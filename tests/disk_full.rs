@@ -5,7 +5,7 @@
 //! The data directory is a 6 MiB tmpfs, so this test needs root (as CI has);
 //! elsewhere it says so and stops.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

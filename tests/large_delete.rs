@@ -8,7 +8,7 @@
 //! answered during the delete, which a delete in one transaction (the whole
 //! writer busy for seconds) leaves at zero or one.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

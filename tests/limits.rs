@@ -3,7 +3,7 @@
 //! connection and watcher caps, header size, and CORS. Each test starts a
 //! server with small limits so that a handful of requests reach them.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

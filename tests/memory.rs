@@ -6,7 +6,7 @@
 //! the assertions allow a small multiple of the body or of one page, far
 //! below what a tree of the body or the whole answer takes.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, fake_secret};
 use serde_json::json;

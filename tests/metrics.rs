@@ -4,7 +4,7 @@
 //! latency, group-commit batch sizes, keys and bytes per project, watchers,
 //! expirations and authentication failures. Also who may read it.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

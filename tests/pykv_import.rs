@@ -4,7 +4,7 @@
 //! real binary, and then read through Simple-PyKV's routes with the original
 //! keys, as its clients would.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -16,7 +16,7 @@
 //! what is seen, never about speed; the only sleep is the TTL test's wait
 //! for an expiry.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

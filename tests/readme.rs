@@ -9,7 +9,7 @@
 //! curl lines), as tests beside each other cannot share one; a command the
 //! README says to stop with Ctrl-C runs for 3 seconds.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

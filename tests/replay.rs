@@ -11,7 +11,7 @@
 //! `<SYSTEM_API_KEY>` is the server's admin token; `<PROJECT_API_KEY>` the
 //! `new_api_key` that creating `first_project` answered.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! A first end-to-end look: the server starts, stores a value and gives it
 //! back byte for byte.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, kv};
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! The `kvs` client against such a server: which certificates `--ca-cert`
 //! makes it trust, and how it says that it refused one.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! a thread writes and reads; the test reads the pane as text, and quits
 //! with `q`. tmux must be installed (`.ci/run` installs it).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! project, must come back exactly (bytes, content types, times), and the
 //! file in between must be one readable JSON object per line.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -13,7 +13,7 @@
 //! prefix), keys, values, content types, versions and times. A fixture is
 //! kept for every change of the storage format.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 //! installed is SKIPPED (CI installs them); `KVS_TEST_PYTHON` names a
 //! Python that has `requests`, if `python3` has not.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -20,7 +20,7 @@
 //! them need no thousand threads. Projects are `memory` projects: the
 //! change feed is the same as on disk, and no fsync paces the writers.
 
-mod common;
+use crate::common;
 #[path = "watch/sse.rs"]
 mod sse;
 

@@ -3,7 +3,7 @@
 //! watch printed, line by line as it comes, against the revisions that the
 //! writes were answered with.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};

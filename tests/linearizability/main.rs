@@ -18,8 +18,7 @@
 //! The choices come from a seed printed at the start; `KVS_LIN_SEED=<n>`
 //! repeats them (timing still varies from run to run).
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod register;
 mod wgl;
 
