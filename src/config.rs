@@ -787,8 +787,51 @@ fn check_log_level(filter: String) -> anyhow::Result<String> {
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text)
-        .with_context(|| format!("the config file {} is not valid", path.display()))
+    toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "the config file {} is not valid: {}",
+            path.display(),
+            parse_error(&text, &error)
+        )
+    })
+}
+
+/// Where and why a config file does not parse, without the text of its line
+/// (toml's own message quotes it): the line may hold `etcd_password`, and
+/// the message goes to stderr, often a journal. On that line even toml's
+/// reason is left out, as a type error quotes the value.
+fn parse_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_owned();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    // The setting the line sets, if it is a plain `name = value`.
+    let name = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|text| text.split_once('='))
+        .map(|(name, _)| name.trim())
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    match name {
+        Some("etcd_password") => {
+            format!("line {line}: etcd_password must be a quoted string (its value is not shown)")
+        }
+        Some(name) => format!(
+            "line {line}, column {column}, {name}: {}",
+            error.message().trim_end()
+        ),
+        None => format!(
+            "line {line}, column {column}: {}",
+            error.message().trim_end()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -804,6 +847,34 @@ mod tests {
             config: Some(path),
             ..ServeArgs::default()
         })
+    }
+
+    /// A config file that does not parse is refused naming the line, but
+    /// without the line's text: it may hold a secret (the password typed
+    /// without quotes was printed to stderr, and so to the journal).
+    #[test]
+    fn a_config_file_that_does_not_parse_is_refused_without_echoing_its_text() {
+        for (text, line) in [
+            (
+                "listen = \"127.0.0.1:1\"\netcd_password = hunter2secret\n",
+                2,
+            ),
+            ("etcd_password = 4815162342\n", 1),
+            ("etcd_password = \"hunter2secret\n", 1),
+            ("[x\netcd_password = \"hunter2secret\"\n", 1),
+        ] {
+            let error = format!("{:#}", load_file(text).unwrap_err());
+            assert!(!error.contains("hunter2secret"), "{error}");
+            assert!(!error.contains("4815162342"), "{error}");
+            assert!(error.contains("kvs.toml"), "{error}");
+            assert!(error.contains(&format!("line {line}")), "{error}");
+        }
+        // A mistake elsewhere still says what is wrong.
+        let error = format!("{:#}", load_file("cache_bytes = \"big\"\n").unwrap_err());
+        assert!(
+            error.contains("line 1") && error.contains("cache_bytes"),
+            "{error}"
+        );
     }
 
     /// `cache_bytes` from the file, a flag beating it, the default, and a
