@@ -201,7 +201,8 @@ pub struct ServeArgs {
     /// Serve Simple-PyKV's admin routes (/status, /api/v1/projects…) to
     /// requests without any key, as admin, like a Simple-PyKV server with
     /// system.authentication disabled: anyone who reaches the server may
-    /// then create, change and delete projects there [default: false].
+    /// then create, change and delete projects there, and read and write
+    /// every project's keys with a key they regenerate [default: false].
     #[arg(long, value_name = "BOOL", env = "KVS_SIMPLE_PYKV_OPEN_ADMIN")]
     pub simple_pykv_open_admin: Option<bool>,
     /// Largest transaction body, in bytes [default: 4 MiB].
