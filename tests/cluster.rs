@@ -10,6 +10,8 @@
 //!   delete with `reason: expired`.
 //! - Faults (`cluster/faults.rs`): kills of the etcd leader and of kvs
 //!   nodes under a load of PUTs and transactions.
+//! - Memory (`cluster/memory.rs`): a node's peak resident memory over a
+//!   transaction of gets and a delete by prefix on large values.
 //!
 //! Times are printed (`--nocapture` shows them), never asserted; waits have
 //! generous limits so that a broken cluster fails instead of hanging.
@@ -23,6 +25,8 @@ use common::port; // for etcd.rs, which tests/store has too
 mod etcd;
 #[path = "cluster/faults.rs"]
 mod faults;
+#[path = "cluster/memory.rs"]
+mod memory;
 #[path = "cluster/restore.rs"]
 mod restore;
 #[path = "watch/sse.rs"]

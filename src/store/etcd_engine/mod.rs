@@ -27,6 +27,7 @@
 //! The engine runs its I/O on a small runtime of its own, so that it can be
 //! opened and used from any runtime (or none).
 
+mod fetch;
 mod follow;
 mod layout;
 mod members;

@@ -8,19 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use tokio::sync::oneshot;
 
+use super::fetch::{Fetched, Plan, Record};
 use super::layout::{self, range_end};
 use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY, send};
-use crate::domain::{Key, Prefix, ProjectId, Timestamp};
-use crate::store::kv::{self, KeySource};
+use crate::domain::{Key, ProjectId, Timestamp};
+use crate::store::kv;
 use crate::store::{
-    CatalogWrite, Check, Entry, Figures, KeyMeta, KvCommit, KvOp, KvWrite, OpResult, StoreError,
-    plan,
+    CatalogWrite, Entry, Figures, KvCommit, KvOp, KvWrite, OpResult, StoreError, plan,
 };
 
 /// How many times a write whose compares lost is judged again.
@@ -31,54 +30,6 @@ const UNCOMMITTED: u64 = u64::MAX;
 
 /// Room for a transaction's framing beside its keys and values.
 pub(super) const TXN_OVERHEAD: u64 = 64 << 10;
-
-/// The keys one write touches, read at one revision.
-#[derive(Default)]
-struct Fetched {
-    /// Each named key: its metadata and value, or absent.
-    keys: HashMap<String, Option<(KeyMeta, Bytes)>>,
-    /// Each scanned prefix: its keys in order.
-    scans: Vec<(Prefix, Vec<KeyMeta>)>,
-    /// Keys of the project that had expired when they were read, by their
-    /// entries in the expiry index (read for a write at `max_keys` only).
-    due: Vec<String>,
-}
-
-impl KeySource for Fetched {
-    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
-        self.entry(key).map(|entry| entry.map(|(meta, _)| meta))
-    }
-
-    fn entry(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
-        match self.keys.get(key) {
-            Some(entry) => Ok(entry.clone()),
-            None => Err(StoreError::internal(format!("{key} was not read first"))),
-        }
-    }
-
-    fn scan(
-        &mut self,
-        prefix: &Prefix,
-        each: &mut dyn FnMut(KeyMeta) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let Some((_, metas)) = self.scans.iter().find(|(p, _)| p == prefix) else {
-            return Err(StoreError::internal("a prefix was not read first"));
-        };
-        for meta in metas {
-            each(meta.clone())?;
-        }
-        Ok(())
-    }
-
-    fn expired(&mut self, now: Timestamp, each: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
-        // Due when read, so expired by `now`, which is later.
-        let _ = now;
-        for key in &self.due {
-            each(key);
-        }
-        Ok(())
-    }
-}
 
 /// At most how many entries of the expiry index a write at `max_keys`
 /// reads to find the project's expired keys that the sweep has yet to
@@ -284,34 +235,12 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         .ok_or(StoreError::ProjectNotFound)?;
     let record_revision = mirror.projects.get(id).copied().unwrap_or(0);
     let settings = &project.settings;
-    // What the write touches, read in one transaction.
-    let mut names: Vec<String> = write
-        .checks
-        .iter()
-        .map(|c: &Check| c.key.as_str().to_owned())
-        .collect();
-    let mut prefixes = Vec::new();
-    for op in &write.ops {
-        match op {
-            KvOp::Put { key, .. }
-            | KvOp::Delete { key, .. }
-            | KvOp::Restore { key, .. }
-            | KvOp::Get { key }
-            | KvOp::Incr { key, .. } => names.push(key.as_str().to_owned()),
-            KvOp::DeletePrefix { prefix } => prefixes.push(prefix.clone()),
-        }
-    }
-    names.sort();
-    names.dedup();
-    let mut reads: Vec<TxnOp> = names
-        .iter()
-        .map(|name| TxnOp::get(layout.key(id.as_str(), name), None))
-        .collect();
-    for prefix in &prefixes {
-        let start = layout.key(id.as_str(), prefix.as_str());
-        let options = GetOptions::new().with_range(range_end(start.as_bytes()));
-        reads.push(TxnOp::get(start, Some(options)));
-    }
+    // What the write touches: one read transaction fixes the revision and
+    // reads what fits in a page whole; the rest is read at that revision
+    // (see `fetch`).
+    let now = Timestamp::now();
+    let plan = Plan::of(write, inner.max_request_bytes);
+    let mut reads = plan.first_reads(layout, id);
     let counted = settings.max_keys.is_some();
     if counted {
         let start = layout.keys(id.as_str());
@@ -321,7 +250,7 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         reads.push(TxnOp::get(start, Some(options)));
         // The expiry index entries due now: expired keys the count holds.
         let options = GetOptions::new()
-            .with_range(layout.due(Timestamp::now()))
+            .with_range(layout.due(now))
             .with_limit(DUE_READ);
         reads.push(TxnOp::get(layout.expiries(), Some(options)));
     }
@@ -329,35 +258,14 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
     let read_at = revision_of(&response);
     let mut fetched = Fetched::default();
     let mut answers = response.op_responses().into_iter();
-    let mut seen: Vec<(String, i64)> = Vec::new();
-    for name in &names {
-        let Some(TxnOpResponse::Get(get)) = answers.next() else {
-            return Err(StoreError::internal("etcd answered another read"));
-        };
-        let entry = match get.kvs().first() {
-            Some(kv) => {
-                seen.push((name.clone(), kv.mod_revision()));
-                Some(layout::decode_key(
-                    id.as_str(),
-                    name,
-                    kv.value(),
-                    kv.mod_revision(),
-                )?)
-            }
-            None => {
-                seen.push((name.clone(), 0));
-                None
-            }
-        };
-        fetched.keys.insert(name.clone(), entry);
-    }
-    for prefix in &prefixes {
-        let Some(TxnOpResponse::Get(get)) = answers.next() else {
-            return Err(StoreError::internal("etcd answered another read"));
-        };
-        let metas = decode_all(layout, id, get.kvs())?;
-        fetched.scans.push((prefix.clone(), metas));
-    }
+    let Some(seen) = plan
+        .take_first(inner, id, &mut answers, read_at as i64, now, &mut fetched)
+        .await?
+    else {
+        // etcd compacted the revision read meanwhile: judge again.
+        return Ok(None);
+    };
+    let prefixes = &plan.prefixes;
     let mut figures = Figures {
         keys: project.stats.keys(),
         bytes: project.stats.bytes(),
@@ -372,16 +280,33 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         };
         fetched.due = due_keys(inner, id, due.kvs(), &fetched).await?;
     }
-    let now = Timestamp::now();
-    let staged = kv::evaluate(
-        &mut fetched,
-        settings,
-        figures,
-        &write.checks,
-        write.ops.clone(),
-        UNCOMMITTED,
-        now,
-    )?;
+    // Judged again each time it stops at a key still to be read, once that
+    // key (and a page of those after it) is read: the judge is not async,
+    // and reads only what it needs, so the gets after `TXN_READ_BYTES` are
+    // never read.
+    let staged = loop {
+        fetched.wanted = None;
+        let judged = kv::evaluate(
+            &mut fetched,
+            settings,
+            figures,
+            &write.checks,
+            write.ops.clone(),
+            UNCOMMITTED,
+            now,
+        );
+        match judged {
+            Err(_) if fetched.wanted.is_some() => {
+                if !plan
+                    .read_wanted(inner, id, read_at as i64, now, &mut fetched)
+                    .await?
+                {
+                    return Ok(None);
+                }
+            }
+            judged => break judged?,
+        }
+    };
     let changes: Vec<_> = staged
         .changes
         .iter()
@@ -425,7 +350,7 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         ));
     }
     let newer_than_read = read_at as i64 + 1;
-    for prefix in &prefixes {
+    for prefix in prefixes {
         let start = layout.key(id.as_str(), prefix.as_str());
         let end = range_end(start.as_bytes());
         compares
@@ -547,13 +472,13 @@ async fn due_keys(
             continue;
         }
         match fetched.keys.get(key) {
-            Some(Some((meta, _))) => {
+            Some(Record::Read(meta, _)) => {
                 if meta.expires_at.is_some_and(|at| at.millis() == millis) {
                     keys.push(key.to_owned());
                 }
             }
-            Some(None) => {}
-            None => unread.push((key.to_owned(), entry.mod_revision())),
+            Some(Record::Absent) => {}
+            Some(Record::Later) | None => unread.push((key.to_owned(), entry.mod_revision())),
         }
     }
     if !unread.is_empty() {
@@ -579,22 +504,6 @@ async fn due_keys(
     keys.sort();
     keys.dedup();
     Ok(keys)
-}
-
-fn decode_all(
-    layout: &layout::Layout,
-    id: &ProjectId,
-    kvs: &[KeyValue],
-) -> Result<Vec<KeyMeta>, StoreError> {
-    let mut metas = Vec::with_capacity(kvs.len());
-    for kv in kvs {
-        if let layout::Name::Key { project, key } = layout.parse(kv.key())
-            && project == id.as_str()
-        {
-            metas.push(layout::decode_key(project, key, kv.value(), kv.mod_revision())?.0);
-        }
-    }
-    Ok(metas)
 }
 
 /// Applies a catalog write.
