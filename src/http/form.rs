@@ -178,7 +178,7 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
             precondition: None,
         });
     }
-    let write = KvWrite::to(&project, Vec::new(), ops);
+    let write = KvWrite::to(&project, ctx.caller.grant(), Vec::new(), ops);
     app.store
         .write_kv(write)
         .await

@@ -447,9 +447,7 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
         settings,
         token: key.as_ref().map(|(token, _)| token.clone()),
     };
-    ctx.app
-        .store
-        .write_catalog(write)
+    ctx.write_catalog(write)
         .await
         .map_err(|error| match error {
             // Simple-PyKV answers a duplicate id with 400.
@@ -552,9 +550,7 @@ async fn delete_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
     require_admin(ctx)?;
     let project = project(ctx, raw_id)?;
     let id = project.settings.id.clone();
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::DeleteProject { id: id.clone() })
+    ctx.write_catalog(CatalogWrite::DeleteProject { id: id.clone() })
         .await?;
     ok(Value::Null, &format!("Project '{id}' deleted successfully"))
 }
@@ -579,14 +575,12 @@ async fn regenerate_key(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
     let id = project.settings.id.clone();
     let (token, secret) = new_api_key(&id)?;
     let token_id = token.id.clone();
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::ReplaceProjectTokens {
-            project: id.clone(),
-            source: TokenSource::SimplePykv,
-            token,
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::ReplaceProjectTokens {
+        project: id.clone(),
+        source: TokenSource::SimplePykv,
+        token,
+    })
+    .await?;
     let data = json!({
         "id": id.as_str(),
         "new_api_key": secret.expose(),

@@ -3,13 +3,15 @@
 //! list of records to put and remove. An engine persists the delta and
 //! hands it back to [`Catalog::apply`]; it decides nothing itself.
 //!
-//! The rules: a project id is taken once; a token belongs to a project that
-//! exists; a revocation reaches only the tokens in its scope; the last live
-//! admin token stays; the first admin token is made once; named tokens
-//! follow their source; an imported token keeps the other server's digest
-//! until its key is first presented.
+//! The rules: a write is made only while who asks for it still may (its
+//! token held, the project the one it found); a project id is taken once;
+//! a token belongs to a project that exists; a revocation reaches only the
+//! tokens in its scope; the last live admin token stays;
+//! the first admin token is made once; named tokens follow their source; an
+//! imported token keeps the other server's digest until its key is first
+//! presented.
 
-use super::{Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
+use super::{Authority, Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
 use crate::domain::{
     Digest, ImportedDigest, ProjectId, ProjectSettings, Timestamp, TokenId, TokenRecord,
 };
@@ -47,14 +49,59 @@ impl CatalogDelta {
     }
 }
 
-/// Judges `write` against `catalog` at server revision `revision` (a new
-/// project's `created_revision`) and `now`.
+/// Whether `by` may still make `write` in `catalog` at `now`: its grant
+/// holds (a token not revoked, not expired, not gone with its project),
+/// then the project the write names is the incarnation the request found
+/// (else `ProjectNotFound`, as for a key write). The request was let in
+/// when its headers arrived; this is the check at the commit itself, where
+/// no revocation can come in between.
+pub fn authorize(
+    catalog: &Catalog,
+    write: &CatalogWrite,
+    by: &Authority,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let project = write.project().and_then(|id| catalog.project(id));
+    by.grant.holds(catalog, project.map(|p| &**p), now)?;
+    match (by.incarnation, project) {
+        (None, _) => Ok(()),
+        (Some(incarnation), Some(project)) if project.incarnation == incarnation => Ok(()),
+        _ => Err(StoreError::ProjectNotFound),
+    }
+}
+
+impl CatalogWrite {
+    /// The existing project the write is about, if any.
+    pub fn project(&self) -> Option<&ProjectId> {
+        match self {
+            CatalogWrite::UpdateProject { id, .. } | CatalogWrite::DeleteProject { id } => Some(id),
+            CatalogWrite::CreateToken(token)
+            | CatalogWrite::ImportToken { token, .. }
+            | CatalogWrite::AddTokenOnce(token) => token.project.as_ref(),
+            CatalogWrite::DeleteToken {
+                scope: TokenScope::Project(project),
+                ..
+            }
+            | CatalogWrite::ReplaceProjectTokens { project, .. } => Some(project),
+            CatalogWrite::CreateProject { .. }
+            | CatalogWrite::CreateFirstAdmin(_)
+            | CatalogWrite::VerifyImportedToken { .. }
+            | CatalogWrite::DeleteToken { .. }
+            | CatalogWrite::ReplaceNamedTokens { .. } => None,
+        }
+    }
+}
+
+/// Judges `write`, asked for `by`, against `catalog` at server revision
+/// `revision` (a new project's `created_revision`) and `now`.
 pub fn plan(
     catalog: &Catalog,
     write: CatalogWrite,
+    by: &Authority,
     revision: u64,
     now: Timestamp,
 ) -> Result<CatalogDelta, StoreError> {
+    authorize(catalog, &write, by, now)?;
     let mut delta = CatalogDelta::default();
     match write {
         CatalogWrite::CreateProject {
@@ -218,6 +265,11 @@ mod tests {
     use super::*;
     use crate::domain::{Role, StorageMode, TokenSecret, TokenSource};
 
+    const SERVER: Authority = Authority {
+        grant: crate::store::Grant::Server,
+        incarnation: None,
+    };
+
     fn admin(name: &str) -> TokenRecord {
         TokenRecord {
             id: TokenId::generate().unwrap(),
@@ -243,7 +295,14 @@ mod tests {
             scope,
         };
         assert_eq!(
-            plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap_err(),
+            plan(
+                &catalog,
+                revoke(&only.id, TokenScope::Admin),
+                &SERVER,
+                0,
+                now
+            )
+            .unwrap_err(),
             StoreError::LastAdminToken
         );
         let project = ProjectId::parse("p").unwrap();
@@ -251,6 +310,7 @@ mod tests {
             plan(
                 &catalog,
                 revoke(&only.id, TokenScope::Project(project)),
+                &SERVER,
                 0,
                 now
             )
@@ -259,7 +319,14 @@ mod tests {
         );
         let second = admin("b");
         catalog.insert_token(second);
-        let delta = plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            revoke(&only.id, TokenScope::Admin),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.revoked, vec![only.id]);
     }
 
@@ -280,11 +347,11 @@ mod tests {
             token: None,
         };
         let mut catalog = Catalog::default();
-        let delta = plan(&catalog, create(), 42, Timestamp::now()).unwrap();
+        let delta = plan(&catalog, create(), &SERVER, 42, Timestamp::now()).unwrap();
         assert_eq!(delta.projects[0].created_revision, 42);
         catalog.apply(&delta, 1);
         assert_eq!(
-            plan(&catalog, create(), 43, Timestamp::now()).unwrap_err(),
+            plan(&catalog, create(), &SERVER, 43, Timestamp::now()).unwrap_err(),
             StoreError::ProjectExists
         );
     }
@@ -297,6 +364,7 @@ mod tests {
         let delta = plan(
             &catalog,
             CatalogWrite::CreateFirstAdmin(first.clone()),
+            &SERVER,
             0,
             now,
         )
@@ -304,13 +372,26 @@ mod tests {
         assert_eq!(delta.tokens, vec![first.clone()]);
         catalog.apply(&delta, 1);
         // A second node's first admin token, judged after the first: refused.
-        let again = plan(&catalog, CatalogWrite::CreateFirstAdmin(admin("b")), 0, now);
+        let again = plan(
+            &catalog,
+            CatalogWrite::CreateFirstAdmin(admin("b")),
+            &SERVER,
+            0,
+            now,
+        );
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
         // A node's own token is added beside the others and removes none;
         // the same secret again (another id, the same digest) changes nothing.
         let node = admin("KVS_ADMIN_TOKEN");
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(node.clone()), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            CatalogWrite::AddTokenOnce(node.clone()),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.tokens, vec![node.clone()]);
         assert!(delta.revoked.is_empty());
         catalog.apply(&delta, 2);
@@ -318,10 +399,17 @@ mod tests {
             id: TokenId::generate().unwrap(),
             ..node.clone()
         };
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(same), 0, now).unwrap();
+        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(same), &SERVER, 0, now).unwrap();
         assert!(delta.is_empty(), "{delta:?}");
         let other = admin("KVS_ADMIN_TOKEN");
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(other.clone()), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            CatalogWrite::AddTokenOnce(other.clone()),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.tokens, vec![other]);
         assert!(delta.revoked.is_empty());
     }
