@@ -6,7 +6,7 @@
 //! The rules: a write is made only while who asks for it still may (its
 //! token held, the project the one it found); a project id is taken once;
 //! a token belongs to a project that exists; a revocation reaches only the
-//! tokens in its scope; the last live admin token stays;
+//! tokens in its scope; the last admin token that does not expire stays;
 //! the first admin token is made once; named tokens follow their source; an
 //! imported token keeps the other server's digest until its key is first
 //! presented.
@@ -180,7 +180,7 @@ pub fn plan(
             }
             if token.project.is_none()
                 && !token.is_expired(now)
-                && catalog.live_admin_tokens(now) <= 1
+                && is_last_admin(catalog, token, now)
             {
                 return Err(StoreError::LastAdminToken);
             }
@@ -228,6 +228,20 @@ pub fn plan(
         }
     }
     Ok(delta)
+}
+
+/// Whether revoking the live admin token `token` would leave the server
+/// without an admin for good: it is the last admin token that does not
+/// expire (the expiring ones beside it would lapse and leave none), or,
+/// when no admin token lasts, the last live one.
+fn is_last_admin(catalog: &Catalog, token: &TokenRecord, now: Timestamp) -> bool {
+    let lasting = catalog.lasting_admin_tokens();
+    let lasts = token.expires_at.is_none() && !catalog.is_imported(&token.id);
+    if lasts {
+        lasting <= 1
+    } else {
+        lasting == 0 && catalog.live_admin_tokens(now) <= 1
+    }
 }
 
 fn require_project(catalog: &Catalog, token: &TokenRecord) -> Result<(), StoreError> {
@@ -328,6 +342,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(delta.revoked, vec![only.id]);
+    }
+
+    #[test]
+    fn the_last_admin_token_without_expiry_stays_beside_expiring_ones() {
+        let mut catalog = Catalog::default();
+        let lasting = admin("lasting");
+        let expiring = TokenRecord {
+            expires_at: Some(Timestamp::from_millis(Timestamp::now().millis() + 3_000)),
+            ..admin("expiring")
+        };
+        catalog.insert_token(lasting.clone());
+        catalog.insert_token(expiring.clone());
+        let now = Timestamp::now();
+        let revoke = |id: &TokenId| CatalogWrite::DeleteToken {
+            id: id.clone(),
+            scope: TokenScope::Admin,
+        };
+        assert_eq!(
+            plan(&catalog, revoke(&lasting.id), &SERVER, 0, now).unwrap_err(),
+            StoreError::LastAdminToken
+        );
+        plan(&catalog, revoke(&expiring.id), &SERVER, 0, now).unwrap();
+        // Without a lasting one, the last live one stays.
+        catalog.remove_token(&lasting.id);
+        assert_eq!(
+            plan(&catalog, revoke(&expiring.id), &SERVER, 0, now).unwrap_err(),
+            StoreError::LastAdminToken
+        );
     }
 
     #[test]
