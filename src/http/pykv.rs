@@ -626,6 +626,25 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     // takes the body (a failure then breaks the body off).
     let store = ctx.app.store.clone();
     let id = project.settings.id.clone();
+    // Like a backup download, the listing goes on only while its caller
+    // still may read the project (its token held, the project the one it
+    // found, still public to an anonymous caller): looked at before each
+    // page and while a page waits for a slow client.
+    let (grant, incarnation) = (ctx.caller.grant(), project.incarnation);
+    let held = {
+        let (store, id) = (store.clone(), id.clone());
+        move || {
+            store.catalog().is_ok_and(|catalog| {
+                let project = catalog
+                    .project(&id)
+                    .filter(|p| p.incarnation == incarnation);
+                project.is_some()
+                    && grant
+                        .holds(&catalog, project.map(|p| &**p), Timestamp::now())
+                        .is_ok()
+            })
+        }
+    };
     let first = store.list(&id, page(None)).await?.value;
     let (sender, queue) = tokio::sync::mpsc::channel(STORE_QUEUED);
     tokio::spawn(async move {
@@ -656,8 +675,8 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
                 (true, Some((last, _))) => last.key.as_str().to_owned(),
                 _ => break,
             };
-            let full = std::mem::take(&mut chunk);
-            if sender.send(Ok(bytes::Bytes::from(full))).await.is_err() {
+            let full = bytes::Bytes::from(std::mem::take(&mut chunk));
+            if !send_while(&sender, full, &held).await {
                 return;
             }
             listed = match store.list(&id, page(Some(after))).await {
@@ -681,6 +700,39 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     );
     Ok(response)
 }
+
+/// Queues `chunk` for the client while `held()` holds, looking again every
+/// [`LOOK_EVERY`] while the queue is full; breaks the body off (an error in
+/// the queue) once it does not. False when the listing is to stop.
+async fn send_while(
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+    held: &impl Fn() -> bool,
+) -> bool {
+    loop {
+        if !held() {
+            let _ = sender
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the listing stopped: its token was revoked or expired",
+                )))
+                .await;
+            return false;
+        }
+        match tokio::time::timeout(LOOK_EVERY, sender.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(Ok(chunk));
+                return true;
+            }
+            Ok(Err(_)) => return false,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// How often a page waiting for a slow client looks whether its caller
+/// still may read.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Deletes every key the caller may reach (all of them, for a token without
 /// a prefix), in one write.
