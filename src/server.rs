@@ -41,7 +41,7 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::store::{CatalogWrite, Store, StoreError, redb_engine::RedbStore};
+use crate::store::{Authority, CatalogWrite, Store, StoreError, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -482,7 +482,7 @@ async fn prepare(
     };
     if let Some(write) = write {
         store
-            .write_catalog(write)
+            .write_catalog(write, Authority::server())
             .await
             .context("cannot record the KVS_ADMIN_TOKEN token")?;
     }
@@ -505,10 +505,13 @@ async fn prepare(
             created_revision: 0,
         };
         let created = store
-            .write_catalog(CatalogWrite::CreateProject {
-                settings: project,
-                token: None,
-            })
+            .write_catalog(
+                CatalogWrite::CreateProject {
+                    settings: project,
+                    token: None,
+                },
+                Authority::server(),
+            )
             .await;
         // Another cluster node made it first: as good.
         if created != Err(StoreError::ProjectExists) {
@@ -543,7 +546,7 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Result<(
     writeln!(file, "{}", secret.expose())?;
     file.sync_all()?;
     match store
-        .write_catalog(CatalogWrite::CreateFirstAdmin(record))
+        .write_catalog(CatalogWrite::CreateFirstAdmin(record), Authority::server())
         .await
     {
         Ok(_) => {}

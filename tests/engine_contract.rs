@@ -18,7 +18,7 @@ use kvs::domain::{TokenSecret, TokenSource};
 use kvs::http::{App, dispatch};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
-    Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, KvCommit, KvWrite, ListPage,
+    Authority, Capabilities, Catalog, CatalogWrite, ChangeSets, Entry, KvCommit, KvWrite, ListPage,
     ListRequest, Read, Report, Store, StoreError, StoreSnapshot, Subscription,
 };
 
@@ -73,8 +73,8 @@ impl Store for Wrapped {
         self.inner.write_kv(write).await
     }
 
-    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
-        self.inner.write_catalog(write).await
+    async fn write_catalog(&self, write: CatalogWrite, by: Authority) -> Result<(), StoreError> {
+        self.inner.write_catalog(write, by).await
     }
 
     async fn get(
@@ -155,7 +155,7 @@ impl Harness {
             source: TokenSource::V1,
         };
         store
-            .write_catalog(CatalogWrite::CreateToken(admin))
+            .write_catalog(CatalogWrite::CreateToken(admin), Authority::server())
             .await
             .unwrap();
         let settings = kvs::config::Settings::with_data_dir(&dir.path().join("data"));

@@ -319,7 +319,8 @@ fn deferred_checkpoints_count_the_bytes_they_wrote() {
 
 /// Public metrics do not name the projects of a server that does not list
 /// them (`projects_discoverable = false`): an anonymous scrape has the
-/// figures but no per-project series; an admin's has them.
+/// figures but no per-project series; an admin's has them; a wrong
+/// credential has none (401).
 #[test]
 fn public_metrics_name_no_project_that_the_server_does_not_list() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,8 +339,9 @@ fn public_metrics_name_no_project_that_the_server_does_not_list() {
     let text = anonymous.text();
     assert!(!text.contains("hidden-one"), "{text}");
     assert!(text.contains("kvs_projects "), "{text}");
+    // A wrong credential is judged, not taken for none: 401.
     let wrong = common::Client::new(&server.url, Some(&fake_secret())).get("/metrics");
-    assert_eq!(wrong.status, 200);
+    assert_eq!(wrong.status, 401);
     assert!(!wrong.text().contains("hidden-one"));
     let full = admin.get("/metrics").text();
     assert!(

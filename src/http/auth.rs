@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 
 use super::error::ApiError;
 use crate::domain::{Prefix, ProjectId, Role, Timestamp, TokenId, TokenRecord, TokenSecret};
-use crate::store::{Catalog, Project};
+use crate::store::{Authority, Catalog, Grant, Project};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -141,6 +141,32 @@ impl Caller {
                 .token(&token.digest, Timestamp::now())
                 .is_some_and(|held| held.id == token.id),
             Caller::Anonymous { .. } => true,
+        }
+    }
+
+    /// The right the caller's writes are made under: the engine judges it
+    /// again at the commit, so a right lost while the request was under way
+    /// (its body still arriving) writes nothing.
+    pub fn grant(&self) -> Grant {
+        match self {
+            Caller::Token(token) => Grant::Token(token.clone()),
+            Caller::Anonymous {
+                project: Some(_),
+                role,
+                ..
+            } => Grant::Public(*role),
+            // Simple-PyKV's admin routes opened by the server's settings:
+            // nothing in the catalog gave this right, nothing there takes it.
+            Caller::Anonymous { project: None, .. } => Grant::Server,
+        }
+    }
+
+    /// Who asks for a catalog write about `project` (as the request found
+    /// it; `None`: about no project).
+    pub fn authority(&self, project: Option<&Project>) -> Authority {
+        Authority {
+            grant: self.grant(),
+            incarnation: project.map(|project| project.incarnation),
         }
     }
 

@@ -285,6 +285,8 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::KeyNotFound => ApiError::key_not_found(),
             StoreError::TokenNotFound => ApiError::token_not_found(),
+            StoreError::Unauthorized => ApiError::unauthorized(),
+            StoreError::Forbidden(message) => ApiError::forbidden(message),
             StoreError::LastAdminToken => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

@@ -103,7 +103,7 @@ pub async fn import(
     .await?;
     let ops = parse(ctx, &bytes, Timestamp::now())?;
     let imported = ops.len() as u64;
-    let write = KvWrite::to(&project, Vec::new(), ops);
+    let write = KvWrite::to(&project, ctx.caller.grant(), Vec::new(), ops);
     let commit = ctx
         .app
         .store

@@ -28,7 +28,7 @@ use super::App;
 use super::auth::{Caller, Open, presented_secret};
 use super::error::ApiError;
 use crate::domain::{Digest, ProjectId, Timestamp, TokenId, TokenSecret};
-use crate::store::{Catalog, CatalogWrite};
+use crate::store::{Authority, Catalog, CatalogWrite};
 
 /// PBKDF2 verifications a second for one project (or the admin tokens).
 const PER_SCOPE: u32 = 4;
@@ -249,10 +249,14 @@ pub async fn authenticate_secret(
         return Err(refusal);
     };
     app.store
-        .write_catalog(CatalogWrite::VerifyImportedToken {
-            id: id.clone(),
-            digest,
-        })
+        .write_catalog(
+            CatalogWrite::VerifyImportedToken {
+                id: id.clone(),
+                digest,
+            },
+            // The server's own write: the key was just verified.
+            Authority::server(),
+        )
         .await?;
     tracing::info!(token = id.as_str(), "an imported token's key was verified");
     let catalog = app.store.catalog()?;

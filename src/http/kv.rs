@@ -519,7 +519,7 @@ pub(super) async fn write_one(
     project: &Project,
     op: KvOp,
 ) -> Result<(u64, OpResult), ApiError> {
-    let write = KvWrite::to(project, Vec::new(), vec![op]);
+    let write = KvWrite::to(project, ctx.caller.grant(), Vec::new(), vec![op]);
     let commit = ctx
         .app
         .store

@@ -45,7 +45,7 @@ pub use projects::DEFAULT_MAX_VALUE_BYTES;
 pub use tokens::mint;
 
 use crate::config::Settings;
-use crate::store::{Catalog, Store};
+use crate::store::{Catalog, CatalogWrite, Store, StoreError};
 use auth::Caller;
 use endpoint::Endpoint;
 
@@ -67,6 +67,17 @@ pub struct Ctx<'a> {
     pub app: &'a App,
     pub catalog: Arc<Catalog>,
     pub caller: Caller,
+}
+
+impl Ctx<'_> {
+    /// Makes a catalog write for the caller: judged again with the caller's
+    /// right and the incarnation of the project it names, as this request
+    /// found them, against the catalog it is committed on.
+    pub async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
+        let project = write.project().and_then(|id| self.catalog.project(id));
+        let by = self.caller.authority(project.map(|p| &**p));
+        self.app.store.write_catalog(write, by).await
+    }
 }
 
 /// Answers one request from `peer`: the whole API, for every path. The

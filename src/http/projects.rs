@@ -170,13 +170,11 @@ pub async fn create(ctx: &Ctx<'_>, headers: &HeaderMap, body: Body) -> Result<Re
         None,
         TokenSource::V1,
     )?;
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::CreateProject {
-            settings,
-            token: Some(token.clone()),
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::CreateProject {
+        settings,
+        token: Some(token.clone()),
+    })
+    .await?;
     let catalog = ctx.app.store.catalog()?;
     let project = catalog.project(&id).ok_or_else(ApiError::internal)?;
     let body = CreatedProject {
@@ -271,13 +269,11 @@ pub async fn update(
     id: ProjectId,
     change: ProjectChange,
 ) -> Result<Arc<Project>, ApiError> {
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::UpdateProject {
-            id: id.clone(),
-            change,
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::UpdateProject {
+        id: id.clone(),
+        change,
+    })
+    .await?;
     ctx.app
         .store
         .catalog()?
@@ -298,12 +294,10 @@ pub async fn update(
 pub async fn delete(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let project = ctx.caller.project(&ctx.catalog, raw_id)?;
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::DeleteProject {
-            id: project.settings.id.clone(),
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::DeleteProject {
+        id: project.settings.id.clone(),
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

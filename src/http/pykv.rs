@@ -447,9 +447,7 @@ async fn create_project(ctx: &Ctx<'_>, request: Request) -> Result<Response, Api
         settings,
         token: key.as_ref().map(|(token, _)| token.clone()),
     };
-    ctx.app
-        .store
-        .write_catalog(write)
+    ctx.write_catalog(write)
         .await
         .map_err(|error| match error {
             // Simple-PyKV answers a duplicate id with 400.
@@ -552,9 +550,7 @@ async fn delete_project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
     require_admin(ctx)?;
     let project = project(ctx, raw_id)?;
     let id = project.settings.id.clone();
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::DeleteProject { id: id.clone() })
+    ctx.write_catalog(CatalogWrite::DeleteProject { id: id.clone() })
         .await?;
     ok(Value::Null, &format!("Project '{id}' deleted successfully"))
 }
@@ -579,14 +575,12 @@ async fn regenerate_key(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiErro
     let id = project.settings.id.clone();
     let (token, secret) = new_api_key(&id)?;
     let token_id = token.id.clone();
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::ReplaceProjectTokens {
-            project: id.clone(),
-            source: TokenSource::SimplePykv,
-            token,
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::ReplaceProjectTokens {
+        project: id.clone(),
+        source: TokenSource::SimplePykv,
+        token,
+    })
+    .await?;
     let data = json!({
         "id": id.as_str(),
         "new_api_key": secret.expose(),
@@ -632,6 +626,25 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     // takes the body (a failure then breaks the body off).
     let store = ctx.app.store.clone();
     let id = project.settings.id.clone();
+    // Like a backup download, the listing goes on only while its caller
+    // still may read the project (its token held, the project the one it
+    // found, still public to an anonymous caller): looked at before each
+    // page and while a page waits for a slow client.
+    let (grant, incarnation) = (ctx.caller.grant(), project.incarnation);
+    let held = {
+        let (store, id) = (store.clone(), id.clone());
+        move || {
+            store.catalog().is_ok_and(|catalog| {
+                let project = catalog
+                    .project(&id)
+                    .filter(|p| p.incarnation == incarnation);
+                project.is_some()
+                    && grant
+                        .holds(&catalog, project.map(|p| &**p), Timestamp::now())
+                        .is_ok()
+            })
+        }
+    };
     let first = store.list(&id, page(None)).await?.value;
     let (sender, queue) = tokio::sync::mpsc::channel(STORE_QUEUED);
     tokio::spawn(async move {
@@ -662,8 +675,8 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
                 (true, Some((last, _))) => last.key.as_str().to_owned(),
                 _ => break,
             };
-            let full = std::mem::take(&mut chunk);
-            if sender.send(Ok(bytes::Bytes::from(full))).await.is_err() {
+            let full = bytes::Bytes::from(std::mem::take(&mut chunk));
+            if !send_while(&sender, full, &held).await {
                 return;
             }
             listed = match store.list(&id, page(Some(after))).await {
@@ -687,6 +700,39 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
     );
     Ok(response)
 }
+
+/// Queues `chunk` for the client while `held()` holds, looking again every
+/// [`LOOK_EVERY`] while the queue is full; breaks the body off (an error in
+/// the queue) once it does not. False when the listing is to stop.
+async fn send_while(
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+    held: &impl Fn() -> bool,
+) -> bool {
+    loop {
+        if !held() {
+            let _ = sender
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the listing stopped: its token was revoked or expired",
+                )))
+                .await;
+            return false;
+        }
+        match tokio::time::timeout(LOOK_EVERY, sender.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(Ok(chunk));
+                return true;
+            }
+            Ok(Err(_)) => return false,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// How often a page waiting for a slow client looks whether its caller
+/// still may read.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Deletes every key the caller may reach (all of them, for a token without
 /// a prefix), in one write.

@@ -63,10 +63,15 @@ pub async fn metrics(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Res
     // list its projects (`projects_discoverable = false`) shows them to an
     // admin only, public metrics or not.
     let with_projects = if app.settings.metrics_public {
-        app.settings.projects_discoverable
-            || authenticated()
-                .await
-                .is_ok_and(|(caller, _)| caller.require_admin().is_ok())
+        // Open to requests without credential; one that presents a
+        // credential is judged by it, as everywhere: a wrong one is 401,
+        // never the anonymous answer.
+        if super::auth::presented_secret(headers)?.is_some() {
+            let (caller, _) = authenticated().await?;
+            app.settings.projects_discoverable || caller.is_admin()
+        } else {
+            app.settings.projects_discoverable
+        }
     } else {
         authenticated().await?.0.require_admin()?;
         true

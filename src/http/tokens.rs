@@ -66,13 +66,11 @@ async fn import(
         ApiError::internal()
     })?;
     record.source = TokenSource::Import;
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::ImportToken {
-            token: record.clone(),
-            digest,
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::ImportToken {
+        token: record.clone(),
+        digest,
+    })
+    .await?;
     let mut response = json(StatusCode::CREATED, views::minted(&record, None));
     set_location(&mut response, &location);
     Ok(response)
@@ -181,9 +179,7 @@ pub async fn create_for_project(
     if let Some(digest) = imported {
         return import(ctx, record, digest, location).await;
     }
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::CreateToken(record.clone()))
+    ctx.write_catalog(CatalogWrite::CreateToken(record.clone()))
         .await?;
     Ok(created(&record, &secret, location))
 }
@@ -236,9 +232,7 @@ pub async fn delete_for_project(
         return Err(ApiError::token_not_found());
     }
     let scope = TokenScope::Project(project.settings.id.clone());
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::DeleteToken { id, scope })
+    ctx.write_catalog(CatalogWrite::DeleteToken { id, scope })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -280,9 +274,7 @@ pub async fn create_admin(
     if let Some(digest) = imported {
         return import(ctx, record, digest, location).await;
     }
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::CreateToken(record.clone()))
+    ctx.write_catalog(CatalogWrite::CreateToken(record.clone()))
         .await?;
     Ok(created(&record, &secret, location))
 }
@@ -322,12 +314,10 @@ pub fn list_admin(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
 pub async fn delete_admin(ctx: &Ctx<'_>, token_id: &str) -> Result<Response, ApiError> {
     ctx.caller.require_admin()?;
     let id = TokenId::from_path(token_id);
-    ctx.app
-        .store
-        .write_catalog(CatalogWrite::DeleteToken {
-            id,
-            scope: TokenScope::Admin,
-        })
-        .await?;
+    ctx.write_catalog(CatalogWrite::DeleteToken {
+        id,
+        scope: TokenScope::Admin,
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -108,7 +108,7 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
                 .map_err(|error| error.failed_op(index))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let write = KvWrite::to(&project, checks, ops);
+    let write = KvWrite::to(&project, ctx.caller.grant(), checks, ops);
     let commit = ctx.app.store.write_kv(write).await?;
     let answer = TxnAnswer {
         revision: commit.revision,

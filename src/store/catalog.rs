@@ -113,6 +113,16 @@ impl Catalog {
             .count()
     }
 
+    /// Admin tokens that work and will not lapse: no expiry, and not an
+    /// imported one whose key has never been presented (nobody may hold it).
+    pub fn lasting_admin_tokens(&self) -> usize {
+        self.tokens
+            .values()
+            .filter(|t| t.role == Role::Admin && t.expires_at.is_none())
+            .filter(|t| !self.imported.contains_key(&t.id))
+            .count()
+    }
+
     /// The imported tokens of a project (`None`: the imported admin tokens)
     /// whose key has not been presented yet, with their digests.
     pub fn imported(

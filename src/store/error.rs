@@ -12,6 +12,15 @@ pub enum StoreError {
     KeyNotFound,
     #[error("no such token")]
     TokenNotFound,
+    /// The caller's right is gone (its token revoked, expired or deleted
+    /// with its project; its project closed to anonymous callers) by the
+    /// time its write would commit: nothing was applied.
+    #[error("the caller's credential is no longer valid")]
+    Unauthorized,
+    /// The caller's right shrank (a project open to anonymous writes now
+    /// open only to reads) by the time its write would commit.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the last admin token cannot be deleted")]
     LastAdminToken,
     #[error("the precondition does not hold")]

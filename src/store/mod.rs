@@ -51,7 +51,7 @@ pub struct Compacted {
 }
 
 use crate::domain::{
-    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Public, StorageMode, Timestamp,
+    ImportedDigest, Key, Prefix, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
     TokenId, TokenRecord,
 };
 
@@ -154,6 +154,105 @@ pub struct Check {
     pub expect: Expect,
 }
 
+/// The right a write was let in under. The engine judges it again against
+/// the catalog it commits the write on, so a token revoked (or expired, or
+/// gone with its project) or a project closed to anonymous callers while
+/// the request's body was still arriving writes nothing: the check made when
+/// the headers arrived is not the last word.
+#[derive(Clone, Debug)]
+pub enum Grant {
+    /// The server's own write (start-up, an imported key's verification,
+    /// Simple-PyKV's admin routes opened by the server's settings): there is
+    /// no caller's right to lose.
+    Server,
+    /// A token's: it must still be in the catalog, unexpired.
+    Token(Arc<TokenRecord>),
+    /// An anonymous caller's: the project's `public` must still grant this
+    /// role to anyone.
+    Public(Role),
+}
+
+impl Grant {
+    /// Whether the grant still holds in `catalog` at `now` for a write to
+    /// `project`: `Unauthorized` as a new request with the same credential
+    /// (or none) would be refused, `Forbidden` for an anonymous caller whose
+    /// project is now open only to reading.
+    pub fn holds(
+        &self,
+        catalog: &Catalog,
+        project: Option<&Project>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        match self {
+            Grant::Server => Ok(()),
+            Grant::Token(token) => match catalog.token(&token.digest, now) {
+                Some(held) if held.id == token.id => Ok(()),
+                _ => Err(StoreError::Unauthorized),
+            },
+            Grant::Public(role) => match project.and_then(|p| p.settings.public.role()) {
+                Some(open) if open >= *role => Ok(()),
+                Some(_) => Err(StoreError::Forbidden(format!(
+                    "this needs a {} token; without one, this project's keys may only be read",
+                    role.as_str()
+                ))),
+                None => Err(StoreError::Unauthorized),
+            },
+        }
+    }
+}
+
+/// Grants are told apart by whom they stand for (the token's id, the
+/// anonymous role): the etcd engine combines the increments of one key and
+/// one grant into one write.
+impl PartialEq for Grant {
+    fn eq(&self, other: &Grant) -> bool {
+        match (self, other) {
+            (Grant::Server, Grant::Server) => true,
+            (Grant::Token(a), Grant::Token(b)) => a.id == b.id && a.digest == b.digest,
+            (Grant::Public(a), Grant::Public(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Grant {}
+
+impl std::hash::Hash for Grant {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Grant::Server => 0u8.hash(state),
+            Grant::Token(token) => {
+                1u8.hash(state);
+                token.id.as_str().hash(state);
+            }
+            Grant::Public(role) => {
+                2u8.hash(state);
+                role.hash(state);
+            }
+        }
+    }
+}
+
+/// Who asks for a catalog write: the right the request was let in under
+/// and the incarnation of the project the write names as the request found
+/// it. Both are judged again with the write ([`plan::authorize`]).
+#[derive(Clone, Debug)]
+pub struct Authority {
+    pub grant: Grant,
+    /// `None`: the write names no project, or the server's own write.
+    pub incarnation: Option<u64>,
+}
+
+impl Authority {
+    /// The server's own catalog write.
+    pub fn server() -> Authority {
+        Authority {
+            grant: Grant::Server,
+            incarnation: None,
+        }
+    }
+}
+
 /// Operations on one project, applied in order at one new revision, or not
 /// at all, after every check holds. A single PUT is the one-op case.
 #[derive(Clone, Debug)]
@@ -165,16 +264,22 @@ pub struct KvWrite {
     /// `ProjectNotFound`: it is not applied to a project its token never
     /// belonged to.
     pub incarnation: Option<u64>,
+    /// The right the write was let in under: an engine applies the write
+    /// only if it still holds in the catalog it commits on
+    /// ([`KvWrite::judge`]).
+    pub grant: Grant,
     pub checks: Vec<Check>,
     pub ops: Vec<KvOp>,
 }
 
 impl KvWrite {
-    /// A write of `checks` and `ops` to `project` as the request found it.
-    pub fn to(project: &Project, checks: Vec<Check>, ops: Vec<KvOp>) -> KvWrite {
+    /// A write of `checks` and `ops` to `project` as the request found it,
+    /// under `grant`.
+    pub fn to(project: &Project, grant: Grant, checks: Vec<Check>, ops: Vec<KvOp>) -> KvWrite {
         KvWrite {
             project: project.settings.id.clone(),
             incarnation: Some(project.incarnation),
+            grant,
             checks,
             ops,
         }
@@ -184,6 +289,23 @@ impl KvWrite {
     pub fn meant_for(&self, project: &Project) -> bool {
         self.incarnation
             .is_none_or(|incarnation| incarnation == project.incarnation)
+    }
+
+    /// Whether the write may be applied to `project` as `catalog` holds it
+    /// at `now`: its grant still holds (401 or 403 otherwise), and it was
+    /// meant for this incarnation (`ProjectNotFound` otherwise).
+    pub fn judge(
+        &self,
+        catalog: &Catalog,
+        project: &Project,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.grant.holds(catalog, Some(project), now)?;
+        if self.meant_for(project) {
+            Ok(())
+        } else {
+            Err(StoreError::ProjectNotFound)
+        }
     }
 }
 
@@ -488,7 +610,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError>;
 
-    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError>;
+    /// Applies a catalog write, judged with who asks for it: refused, and
+    /// nothing changed, when `by` no longer holds in the catalog it would
+    /// be committed on.
+    async fn write_catalog(&self, write: CatalogWrite, by: Authority) -> Result<(), StoreError>;
 
     /// A key's metadata, and its value when `with_value`.
     async fn get(

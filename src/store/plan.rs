@@ -3,13 +3,15 @@
 //! list of records to put and remove. An engine persists the delta and
 //! hands it back to [`Catalog::apply`]; it decides nothing itself.
 //!
-//! The rules: a project id is taken once; a token belongs to a project that
-//! exists; a revocation reaches only the tokens in its scope; the last live
-//! admin token stays; the first admin token is made once; named tokens
-//! follow their source; an imported token keeps the other server's digest
-//! until its key is first presented.
+//! The rules: a write is made only while who asks for it still may (its
+//! token held, the project the one it found); a project id is taken once;
+//! a token belongs to a project that exists; a revocation reaches only the
+//! tokens in its scope; the last admin token that does not expire stays;
+//! the first admin token is made once; named tokens follow their source; an
+//! imported token keeps the other server's digest until its key is first
+//! presented.
 
-use super::{Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
+use super::{Authority, Catalog, CatalogWrite, ProjectChange, StoreError, TokenScope};
 use crate::domain::{
     Digest, ImportedDigest, ProjectId, ProjectSettings, Timestamp, TokenId, TokenRecord,
 };
@@ -47,14 +49,59 @@ impl CatalogDelta {
     }
 }
 
-/// Judges `write` against `catalog` at server revision `revision` (a new
-/// project's `created_revision`) and `now`.
+/// Whether `by` may still make `write` in `catalog` at `now`: its grant
+/// holds (a token not revoked, not expired, not gone with its project),
+/// then the project the write names is the incarnation the request found
+/// (else `ProjectNotFound`, as for a key write). The request was let in
+/// when its headers arrived; this is the check at the commit itself, where
+/// no revocation can come in between.
+pub fn authorize(
+    catalog: &Catalog,
+    write: &CatalogWrite,
+    by: &Authority,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let project = write.project().and_then(|id| catalog.project(id));
+    by.grant.holds(catalog, project.map(|p| &**p), now)?;
+    match (by.incarnation, project) {
+        (None, _) => Ok(()),
+        (Some(incarnation), Some(project)) if project.incarnation == incarnation => Ok(()),
+        _ => Err(StoreError::ProjectNotFound),
+    }
+}
+
+impl CatalogWrite {
+    /// The existing project the write is about, if any.
+    pub fn project(&self) -> Option<&ProjectId> {
+        match self {
+            CatalogWrite::UpdateProject { id, .. } | CatalogWrite::DeleteProject { id } => Some(id),
+            CatalogWrite::CreateToken(token)
+            | CatalogWrite::ImportToken { token, .. }
+            | CatalogWrite::AddTokenOnce(token) => token.project.as_ref(),
+            CatalogWrite::DeleteToken {
+                scope: TokenScope::Project(project),
+                ..
+            }
+            | CatalogWrite::ReplaceProjectTokens { project, .. } => Some(project),
+            CatalogWrite::CreateProject { .. }
+            | CatalogWrite::CreateFirstAdmin(_)
+            | CatalogWrite::VerifyImportedToken { .. }
+            | CatalogWrite::DeleteToken { .. }
+            | CatalogWrite::ReplaceNamedTokens { .. } => None,
+        }
+    }
+}
+
+/// Judges `write`, asked for `by`, against `catalog` at server revision
+/// `revision` (a new project's `created_revision`) and `now`.
 pub fn plan(
     catalog: &Catalog,
     write: CatalogWrite,
+    by: &Authority,
     revision: u64,
     now: Timestamp,
 ) -> Result<CatalogDelta, StoreError> {
+    authorize(catalog, &write, by, now)?;
     let mut delta = CatalogDelta::default();
     match write {
         CatalogWrite::CreateProject {
@@ -133,7 +180,7 @@ pub fn plan(
             }
             if token.project.is_none()
                 && !token.is_expired(now)
-                && catalog.live_admin_tokens(now) <= 1
+                && is_last_admin(catalog, token, now)
             {
                 return Err(StoreError::LastAdminToken);
             }
@@ -183,6 +230,20 @@ pub fn plan(
     Ok(delta)
 }
 
+/// Whether revoking the live admin token `token` would leave the server
+/// without an admin for good: it is the last admin token that does not
+/// expire (the expiring ones beside it would lapse and leave none), or,
+/// when no admin token lasts, the last live one.
+fn is_last_admin(catalog: &Catalog, token: &TokenRecord, now: Timestamp) -> bool {
+    let lasting = catalog.lasting_admin_tokens();
+    let lasts = token.expires_at.is_none() && !catalog.is_imported(&token.id);
+    if lasts {
+        lasting <= 1
+    } else {
+        lasting == 0 && catalog.live_admin_tokens(now) <= 1
+    }
+}
+
 fn require_project(catalog: &Catalog, token: &TokenRecord) -> Result<(), StoreError> {
     match &token.project {
         Some(project) if catalog.project(project).is_none() => Err(StoreError::ProjectNotFound),
@@ -218,6 +279,11 @@ mod tests {
     use super::*;
     use crate::domain::{Role, StorageMode, TokenSecret, TokenSource};
 
+    const SERVER: Authority = Authority {
+        grant: crate::store::Grant::Server,
+        incarnation: None,
+    };
+
     fn admin(name: &str) -> TokenRecord {
         TokenRecord {
             id: TokenId::generate().unwrap(),
@@ -243,7 +309,14 @@ mod tests {
             scope,
         };
         assert_eq!(
-            plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap_err(),
+            plan(
+                &catalog,
+                revoke(&only.id, TokenScope::Admin),
+                &SERVER,
+                0,
+                now
+            )
+            .unwrap_err(),
             StoreError::LastAdminToken
         );
         let project = ProjectId::parse("p").unwrap();
@@ -251,6 +324,7 @@ mod tests {
             plan(
                 &catalog,
                 revoke(&only.id, TokenScope::Project(project)),
+                &SERVER,
                 0,
                 now
             )
@@ -259,8 +333,43 @@ mod tests {
         );
         let second = admin("b");
         catalog.insert_token(second);
-        let delta = plan(&catalog, revoke(&only.id, TokenScope::Admin), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            revoke(&only.id, TokenScope::Admin),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.revoked, vec![only.id]);
+    }
+
+    #[test]
+    fn the_last_admin_token_without_expiry_stays_beside_expiring_ones() {
+        let mut catalog = Catalog::default();
+        let lasting = admin("lasting");
+        let expiring = TokenRecord {
+            expires_at: Some(Timestamp::from_millis(Timestamp::now().millis() + 3_000)),
+            ..admin("expiring")
+        };
+        catalog.insert_token(lasting.clone());
+        catalog.insert_token(expiring.clone());
+        let now = Timestamp::now();
+        let revoke = |id: &TokenId| CatalogWrite::DeleteToken {
+            id: id.clone(),
+            scope: TokenScope::Admin,
+        };
+        assert_eq!(
+            plan(&catalog, revoke(&lasting.id), &SERVER, 0, now).unwrap_err(),
+            StoreError::LastAdminToken
+        );
+        plan(&catalog, revoke(&expiring.id), &SERVER, 0, now).unwrap();
+        // Without a lasting one, the last live one stays.
+        catalog.remove_token(&lasting.id);
+        assert_eq!(
+            plan(&catalog, revoke(&expiring.id), &SERVER, 0, now).unwrap_err(),
+            StoreError::LastAdminToken
+        );
     }
 
     #[test]
@@ -280,11 +389,11 @@ mod tests {
             token: None,
         };
         let mut catalog = Catalog::default();
-        let delta = plan(&catalog, create(), 42, Timestamp::now()).unwrap();
+        let delta = plan(&catalog, create(), &SERVER, 42, Timestamp::now()).unwrap();
         assert_eq!(delta.projects[0].created_revision, 42);
         catalog.apply(&delta, 1);
         assert_eq!(
-            plan(&catalog, create(), 43, Timestamp::now()).unwrap_err(),
+            plan(&catalog, create(), &SERVER, 43, Timestamp::now()).unwrap_err(),
             StoreError::ProjectExists
         );
     }
@@ -297,6 +406,7 @@ mod tests {
         let delta = plan(
             &catalog,
             CatalogWrite::CreateFirstAdmin(first.clone()),
+            &SERVER,
             0,
             now,
         )
@@ -304,13 +414,26 @@ mod tests {
         assert_eq!(delta.tokens, vec![first.clone()]);
         catalog.apply(&delta, 1);
         // A second node's first admin token, judged after the first: refused.
-        let again = plan(&catalog, CatalogWrite::CreateFirstAdmin(admin("b")), 0, now);
+        let again = plan(
+            &catalog,
+            CatalogWrite::CreateFirstAdmin(admin("b")),
+            &SERVER,
+            0,
+            now,
+        );
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
         // A node's own token is added beside the others and removes none;
         // the same secret again (another id, the same digest) changes nothing.
         let node = admin("KVS_ADMIN_TOKEN");
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(node.clone()), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            CatalogWrite::AddTokenOnce(node.clone()),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.tokens, vec![node.clone()]);
         assert!(delta.revoked.is_empty());
         catalog.apply(&delta, 2);
@@ -318,10 +441,17 @@ mod tests {
             id: TokenId::generate().unwrap(),
             ..node.clone()
         };
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(same), 0, now).unwrap();
+        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(same), &SERVER, 0, now).unwrap();
         assert!(delta.is_empty(), "{delta:?}");
         let other = admin("KVS_ADMIN_TOKEN");
-        let delta = plan(&catalog, CatalogWrite::AddTokenOnce(other.clone()), 0, now).unwrap();
+        let delta = plan(
+            &catalog,
+            CatalogWrite::AddTokenOnce(other.clone()),
+            &SERVER,
+            0,
+            now,
+        )
+        .unwrap();
         assert_eq!(delta.tokens, vec![other]);
         assert!(delta.revoked.is_empty());
     }

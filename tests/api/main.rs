@@ -11,6 +11,8 @@
 //! - `public`: requests without any credential, refused everywhere but on
 //!   the keys of a project an admin made `public`;
 //! - `tokens`: minting, listing, revoking and expiring tokens;
+//! - `in_flight`: requests whose body still arrives when their right goes
+//!   (a token revoked, a project deleted or closed): they write nothing;
 //! - `txn_body`: transaction bodies the one-pass reading could misread
 //!   (field order, a field twice, a field the op does not allow);
 //! - `txn_fuzz`: any transaction body is a 200 or a 4xx, never a 5xx;
@@ -42,6 +44,7 @@ mod support;
 mod errors;
 mod form;
 mod import;
+mod in_flight;
 mod json_text;
 mod listing;
 mod openapi;

@@ -425,3 +425,18 @@ fn the_form_interface_serves_a_public_default_project_without_a_passcode() {
     expect_error(&cross, 403, "forbidden");
     assert_eq!(setup.admin.get(&kv("default", "greeting")).body, b"changed");
 }
+
+/// Public metrics are open to requests without a credential; one that
+/// presents a wrong credential is judged by it, as everywhere: 401.
+#[test]
+fn public_metrics_refuse_a_wrong_credential() {
+    let server = TestServer::start_with(|settings| settings.metrics_public = true);
+    let anonymous = Api::new(&server.url, None);
+    expect_status(&anonymous.get("/metrics"), 200);
+    let wrong = Api::new(&server.url, Some(&crate::common::fake_secret()));
+    expect_unauthorized(&wrong.get("/metrics"));
+    let empty = anonymous.send("GET", "/metrics", None, &[("x-api-key", "")]);
+    expect_unauthorized(&empty);
+    let admin = Api::new(&server.url, Some(&server.admin_token));
+    expect_status(&admin.get("/metrics"), 200);
+}

@@ -463,3 +463,55 @@ fn a_stored_json_value_is_answered_as_its_stored_text_by_the_key_and_the_listing
     }
     assert_eq!(key.get(&store("p", "exact/value")).text(), stored);
 }
+
+/// The store listing is streamed page by page: like a backup download, it
+/// stops when its token is revoked, even while the client is still reading
+/// (it went on to the end before).
+#[test]
+fn a_store_listing_stops_when_its_token_is_revoked() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let (server, admin, _) = start();
+    admin.create_project("big", json!({}));
+    // More than the sockets and the server's queue hold: about 64 MiB.
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..64 {
+        let path = crate::common::kv("big", &format!("k{i:02}"));
+        assert_eq!(admin.put(&path, &value).status, 201);
+    }
+    let (reader, minted) = mint(&admin, "big", json!({"role": "read"}));
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/projects/big/store HTTP/1.1\r\nHost: kvs\r\nX-API-Key: {}\r\n\
+         Connection: close\r\n\r\n",
+        reader.secret()
+    )
+    .unwrap();
+    let mut head = [0u8; 64];
+    stream.read_exact(&mut head).unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let id = minted["id"].as_str().unwrap();
+    expect_status(&admin.delete(&format!("/v1/projects/big/tokens/{id}")), 204);
+
+    let mut received = Vec::new();
+    let started = Instant::now();
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the listing did not stop"
+    );
+    assert!(
+        received.len() < 32 << 20,
+        "{} bytes were sent after the token was revoked",
+        received.len()
+    );
+}

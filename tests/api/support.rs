@@ -241,6 +241,11 @@ pub fn raw_exchange(server: &TestServer, head: &str, body: &[u8]) -> RawAnswer {
         format!("{head}\r\nHost: {address}\r\nConnection: close\r\n\r\n").into_bytes();
     request.extend_from_slice(body);
     stream.write_all(&request).unwrap();
+    read_answer(&mut stream)
+}
+
+/// Reads an answer until the server closes the connection.
+fn read_answer(stream: &mut TcpStream) -> RawAnswer {
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).unwrap();
     let end = bytes
@@ -265,6 +270,55 @@ pub fn raw_exchange(server: &TestServer, head: &str, body: &[u8]) -> RawAnswer {
         status,
         headers,
         body: bytes[end + 4..].to_vec(),
+    }
+}
+
+/// A request let in, whose handler now waits for the rest of its body: the
+/// slow client of a body that takes seconds to arrive, without a sleep.
+pub struct HeldRequest {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+/// Sends `head` with `Expect: 100-continue`, waits for the server's
+/// `100 Continue` (sent when the handler, past authentication, first reads
+/// the body), then sends the first half of `body` and holds the rest back.
+pub fn hold_body(server: &TestServer, head: &str, body: &[u8]) -> HeldRequest {
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{head}\r\nHost: {address}\r\nConnection: close\r\nExpect: 100-continue\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed before 100");
+        seen.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&seen);
+    assert!(
+        line.starts_with("HTTP/1.1 100"),
+        "the request was answered before its body: {line}"
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).unwrap();
+    HeldRequest {
+        stream,
+        rest: rest.to_vec(),
+    }
+}
+
+impl HeldRequest {
+    /// Sends the rest of the body and reads the answer.
+    pub fn finish(mut self) -> RawAnswer {
+        self.stream.write_all(&self.rest).unwrap();
+        read_answer(&mut self.stream)
     }
 }
 

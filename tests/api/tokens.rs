@@ -289,3 +289,37 @@ fn the_last_admin_token_cannot_be_deleted() {
     let own = format!("/v1/tokens/{}", id(&answer.json()));
     expect_error(&second.delete(&own), 409, "conflict");
 }
+
+/// The last admin token that does not expire stays while only expiring ones
+/// would remain: they lapse on their own and leave no admin until a restart.
+/// (A hunt revoked the permanent one beside an admin token expiring in 3 s.)
+#[test]
+fn the_last_admin_token_without_expiry_stays_while_only_expiring_ones_remain() {
+    let setup = Setup::new("p", json!({}));
+    let own = id(&setup.admin.get("/v1/whoami").json());
+    let short = setup
+        .admin
+        .post_json("/v1/tokens", &json!({"name": "short", "expires_in": "1h"}));
+    expect_status(&short, 201);
+    let short = short.json();
+    let short_admin = setup.admin.with_token(short["secret"].as_str().unwrap());
+    expect_error(
+        &short_admin.delete(&format!("/v1/tokens/{own}")),
+        409,
+        "conflict",
+    );
+    expect_status(&setup.admin.get("/v1/status"), 200);
+    // An expiring one may go while a permanent one stays.
+    expect_status(
+        &setup.admin.delete(&format!("/v1/tokens/{}", id(&short))),
+        204,
+    );
+    // Beside a second permanent admin token, the first may go.
+    let second = setup.admin.post_json("/v1/tokens", &json!({"name": "ops"}));
+    expect_status(&second, 201);
+    let second = setup
+        .admin
+        .with_token(second.json()["secret"].as_str().unwrap());
+    expect_status(&second.delete(&format!("/v1/tokens/{own}")), 204);
+    expect_status(&second.get("/v1/status"), 200);
+}

@@ -60,15 +60,21 @@ fn two_nodes_over_one_etcd_serve_the_same_keys_tokens_and_changes() {
         // A token made and revoked through A: known, then refused, by B
         // within 1 s.
         let token = token(Role::Read, Some("p"), None, TokenSource::V1);
-        a.write_catalog(CatalogWrite::CreateToken(token.clone()))
-            .await
-            .unwrap();
+        a.write_catalog(
+            CatalogWrite::CreateToken(token.clone()),
+            Authority::server(),
+        )
+        .await
+        .unwrap();
         let now = Timestamp::now();
         assert!(within_a_second(|| b.catalog().unwrap().token(&token.digest, now).is_some()).await);
-        a.write_catalog(CatalogWrite::DeleteToken {
-            id: token.id.clone(),
-            scope: TokenScope::Project(id("p")),
-        })
+        a.write_catalog(
+            CatalogWrite::DeleteToken {
+                id: token.id.clone(),
+                scope: TokenScope::Project(id("p")),
+            },
+            Authority::server(),
+        )
         .await
         .unwrap();
         assert!(
@@ -211,7 +217,7 @@ fn nodes_started_at_once_on_an_empty_cluster_make_one_first_admin_token() {
             let record = token(Role::Admin, None, Some("bootstrap"), TokenSource::Bootstrap);
             let node = node.clone();
             writes.spawn(async move {
-                node.write_catalog(CatalogWrite::CreateFirstAdmin(record))
+                node.write_catalog(CatalogWrite::CreateFirstAdmin(record), Authority::server())
                     .await
             });
         }

@@ -249,7 +249,10 @@ fn history_follows_its_project_through_moves_restarts_and_deletion() {
             );
             // A project deleted and created again has none of the old log.
             store
-                .write_catalog(CatalogWrite::DeleteProject { id: id("moved") })
+                .write_catalog(
+                    CatalogWrite::DeleteProject { id: id("moved") },
+                    Authority::server(),
+                )
                 .await
                 .unwrap();
             create(store, "moved", StorageMode::Disk).await;

@@ -35,8 +35,8 @@ use kvs::domain::{
 use kvs::store::etcd_engine::{EtcdSettings, EtcdStore};
 use kvs::store::redb_engine::RedbStore;
 use kvs::store::{
-    CatalogWrite, ChangeKind, ChangeSets, HistoryLimits, KvOp, KvWrite, ListRequest, OpResult,
-    Precondition, ProjectChange, Store, StoreError, TokenScope,
+    Authority, CatalogWrite, ChangeKind, ChangeSets, Grant, HistoryLimits, KvOp, KvWrite,
+    ListRequest, OpResult, Precondition, ProjectChange, Store, StoreError, TokenScope,
 };
 
 type Open = fn(&Path, HistoryLimits) -> Arc<dyn Store>;
@@ -119,10 +119,13 @@ async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
         created_revision: 0,
     };
     store
-        .write_catalog(CatalogWrite::CreateProject {
-            settings,
-            token: None,
-        })
+        .write_catalog(
+            CatalogWrite::CreateProject {
+                settings,
+                token: None,
+            },
+            Authority::server(),
+        )
         .await
         .unwrap();
 }
@@ -131,7 +134,10 @@ async fn create(store: &dyn Store, project: &str, storage: StorageMode) {
 async fn update(store: &dyn Store, project: &str, change: ProjectChange) {
     let id = id(project);
     store
-        .write_catalog(CatalogWrite::UpdateProject { id, change })
+        .write_catalog(
+            CatalogWrite::UpdateProject { id, change },
+            Authority::server(),
+        )
         .await
         .unwrap();
 }
@@ -222,6 +228,7 @@ async fn write(
         .write_kv(KvWrite {
             project: id(project),
             incarnation: None,
+            grant: Grant::Server,
             checks: Vec::new(),
             ops,
         })

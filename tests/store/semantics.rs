@@ -210,7 +210,10 @@ fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
             .await
             .unwrap();
         store
-            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .write_catalog(
+                CatalogWrite::DeleteProject { id: id("p") },
+                Authority::server(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -222,16 +225,19 @@ fn deleting_a_project_removes_its_keys_for_a_project_of_the_same_name() {
         create(store.as_ref(), "p", StorageMode::Disk).await;
         assert_eq!(value(store.as_ref(), "p", "k").await, None);
         let error = store
-            .write_catalog(CatalogWrite::CreateProject {
-                settings: store
-                    .catalog()
-                    .unwrap()
-                    .project(&id("p"))
-                    .unwrap()
-                    .settings
-                    .clone(),
-                token: None,
-            })
+            .write_catalog(
+                CatalogWrite::CreateProject {
+                    settings: store
+                        .catalog()
+                        .unwrap()
+                        .project(&id("p"))
+                        .unwrap()
+                        .settings
+                        .clone(),
+                    token: None,
+                },
+                Authority::server(),
+            )
             .await
             .unwrap_err()
             .into_op_error();
@@ -249,23 +255,143 @@ fn a_write_meant_for_a_project_deleted_and_created_again_is_refused() {
         create(store.as_ref(), "p", StorageMode::Disk).await;
         let old = store.catalog().unwrap().project(&id("p")).unwrap().clone();
         store
-            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .write_catalog(
+                CatalogWrite::DeleteProject { id: id("p") },
+                Authority::server(),
+            )
             .await
             .unwrap();
         create(store.as_ref(), "p", StorageMode::Disk).await;
-        let write = KvWrite::to(&old, Vec::new(), vec![put("k", "stray")]);
+        let write = KvWrite::to(&old, Grant::Server, Vec::new(), vec![put("k", "stray")]);
         assert_eq!(
             store.write_kv(write).await.unwrap_err(),
             StoreError::ProjectNotFound
         );
         assert_eq!(value(store.as_ref(), "p", "k").await, None);
         let new = store.catalog().unwrap().project(&id("p")).unwrap().clone();
-        let write = KvWrite::to(&new, Vec::new(), vec![put("k", "meant")]);
+        let write = KvWrite::to(&new, Grant::Server, Vec::new(), vec![put("k", "meant")]);
         store.write_kv(write).await.unwrap();
         assert_eq!(
             value(store.as_ref(), "p", "k").await.as_deref(),
             Some("meant")
         );
+    });
+}
+
+/// A write is applied only while the right it was let in under holds in
+/// the catalog it is committed on: a token revoked or gone with its
+/// project, a project closed to anonymous writes, and a project deleted and
+/// created again reach the writes already under way. (A hunt found a slow
+/// request body outliving its token's revocation, and a deleted project's
+/// token minting a manage token in the new project of its id.)
+#[test]
+fn a_write_whose_caller_lost_its_right_is_refused() {
+    for_each_engine(|store, _| async move {
+        let store = store.as_ref();
+        create(store, "p", StorageMode::Disk).await;
+        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
+        let manage = Arc::new(token(Role::Manage, Some("p"), None, TokenSource::V1));
+        store
+            .write_catalog(
+                CatalogWrite::CreateToken((*manage).clone()),
+                Authority::server(),
+            )
+            .await
+            .unwrap();
+        let grant = Grant::Token(manage.clone());
+        let by = Authority {
+            grant: grant.clone(),
+            incarnation: Some(project.incarnation),
+        };
+        let put_as = |grant: &Grant, project, value| {
+            KvWrite::to(project, grant.clone(), Vec::new(), vec![put("k", value)])
+        };
+        store.write_kv(put_as(&grant, &project, "1")).await.unwrap();
+        store
+            .write_catalog(
+                CatalogWrite::DeleteToken {
+                    id: manage.id.clone(),
+                    scope: TokenScope::Project(id("p")),
+                },
+                Authority::server(),
+            )
+            .await
+            .unwrap();
+        let refused = store.write_kv(put_as(&grant, &project, "2")).await;
+        assert_eq!(
+            refused.unwrap_err().into_op_error(),
+            StoreError::Unauthorized
+        );
+        let minted = token(Role::Manage, Some("p"), None, TokenSource::V1);
+        assert_eq!(
+            store
+                .write_catalog(CatalogWrite::CreateToken(minted.clone()), by.clone())
+                .await,
+            Err(StoreError::Unauthorized)
+        );
+        let catalog = store.catalog().unwrap();
+        assert!(catalog.token_by_id(&minted.id).is_none());
+        assert_eq!(value(store, "p", "k").await.as_deref(), Some("1"));
+
+        // A live admin token's write meant for a project deleted and created
+        // again meanwhile: refused as the key writes are.
+        let admin = Arc::new(token(Role::Admin, None, None, TokenSource::V1));
+        store
+            .write_catalog(
+                CatalogWrite::CreateToken((*admin).clone()),
+                Authority::server(),
+            )
+            .await
+            .unwrap();
+        store
+            .write_catalog(
+                CatalogWrite::DeleteProject { id: id("p") },
+                Authority::server(),
+            )
+            .await
+            .unwrap();
+        create(store, "p", StorageMode::Disk).await;
+        let stale = Authority {
+            grant: Grant::Token(admin.clone()),
+            incarnation: Some(project.incarnation),
+        };
+        let minted = token(Role::Manage, Some("p"), None, TokenSource::V1);
+        assert_eq!(
+            store
+                .write_catalog(CatalogWrite::CreateToken(minted.clone()), stale)
+                .await,
+            Err(StoreError::ProjectNotFound)
+        );
+        assert!(store.catalog().unwrap().token_by_id(&minted.id).is_none());
+
+        // Anonymous writes hold only while `public` lets anyone write.
+        let open = |public| ProjectChange {
+            public: Some(public),
+            ..ProjectChange::default()
+        };
+        update(store, "p", open(kvs::domain::Public::Write)).await;
+        let project = store.catalog().unwrap().project(&id("p")).unwrap().clone();
+        let anyone = Grant::Public(Role::Write);
+        store
+            .write_kv(put_as(&anyone, &project, "a"))
+            .await
+            .unwrap();
+        update(store, "p", open(kvs::domain::Public::Read)).await;
+        let refused = store.write_kv(put_as(&anyone, &project, "b")).await;
+        assert!(
+            matches!(
+                refused.as_ref().map_err(|e| e.clone().into_op_error()),
+                Err(StoreError::Forbidden(_))
+            ),
+            "{refused:?}"
+        );
+        update(store, "p", open(kvs::domain::Public::None)).await;
+        let refused = store.write_kv(put_as(&anyone, &project, "c")).await;
+        assert_eq!(
+            refused.unwrap_err().into_op_error(),
+            StoreError::Unauthorized
+        );
+        assert_eq!(value(store, "p", "k").await.as_deref(), Some("a"));
     });
 }
 
@@ -788,7 +914,10 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
             create(store.as_ref(), "q", StorageMode::Memory).await;
             for (token, digest) in [(first.clone(), digest), (second.clone(), other)] {
                 store
-                    .write_catalog(CatalogWrite::ImportToken { token, digest })
+                    .write_catalog(
+                        CatalogWrite::ImportToken { token, digest },
+                        Authority::server(),
+                    )
                     .await
                     .unwrap();
             }
@@ -810,12 +939,21 @@ fn an_imported_token_keeps_its_digest_until_verified_and_goes_with_its_project()
                 id: first.id.clone(),
                 digest: presented,
             };
-            store.write_catalog(verify.clone()).await.unwrap();
+            store
+                .write_catalog(verify.clone(), Authority::server())
+                .await
+                .unwrap();
             // A second verification with the same key (a request that raced
             // the first) is no error.
-            store.write_catalog(verify).await.unwrap();
             store
-                .write_catalog(CatalogWrite::DeleteProject { id: id("q") })
+                .write_catalog(verify, Authority::server())
+                .await
+                .unwrap();
+            store
+                .write_catalog(
+                    CatalogWrite::DeleteProject { id: id("q") },
+                    Authority::server(),
+                )
                 .await
                 .unwrap();
             store.close().await;
@@ -838,7 +976,10 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
         let now = Timestamp::now();
         let admin = token(Role::Admin, None, None, TokenSource::V1);
         store
-            .write_catalog(CatalogWrite::CreateToken(admin.clone()))
+            .write_catalog(
+                CatalogWrite::CreateToken(admin.clone()),
+                Authority::server(),
+            )
             .await
             .unwrap();
         // The last live admin token stays; a project scope does not reach it.
@@ -848,21 +989,26 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
         };
         assert_eq!(
             store
-                .write_catalog(revoke(&admin.id, TokenScope::Admin))
+                .write_catalog(revoke(&admin.id, TokenScope::Admin), Authority::server())
                 .await,
             Err(StoreError::LastAdminToken)
         );
         create(store, "p", StorageMode::Disk).await;
         assert_eq!(
             store
-                .write_catalog(revoke(&admin.id, TokenScope::Project(id("p"))))
+                .write_catalog(
+                    revoke(&admin.id, TokenScope::Project(id("p"))),
+                    Authority::server()
+                )
                 .await,
             Err(StoreError::TokenNotFound)
         );
         // A token of a project that does not exist is refused.
         let orphan = token(Role::Read, Some("nope"), None, TokenSource::V1);
         assert_eq!(
-            store.write_catalog(CatalogWrite::CreateToken(orphan)).await,
+            store
+                .write_catalog(CatalogWrite::CreateToken(orphan), Authority::server())
+                .await,
             Err(StoreError::ProjectNotFound)
         );
         // A project id is taken once.
@@ -877,7 +1023,7 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
             token: None,
         };
         assert_eq!(
-            store.write_catalog(again).await,
+            store.write_catalog(again, Authority::server()).await,
             Err(StoreError::ProjectExists)
         );
 
@@ -890,24 +1036,30 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
             token,
         };
         store
-            .write_catalog(replace(Some(named.clone())))
+            .write_catalog(replace(Some(named.clone())), Authority::server())
             .await
             .unwrap();
         let same = TokenRecord {
             id: TokenId::generate().unwrap(),
             ..named.clone()
         };
-        store.write_catalog(replace(Some(same))).await.unwrap();
+        store
+            .write_catalog(replace(Some(same)), Authority::server())
+            .await
+            .unwrap();
         assert!(store.catalog().unwrap().token_by_id(&named.id).is_some());
         let next = token(Role::Admin, None, Some("ENV"), TokenSource::Env);
         store
-            .write_catalog(replace(Some(next.clone())))
+            .write_catalog(replace(Some(next.clone())), Authority::server())
             .await
             .unwrap();
         let catalog = store.catalog().unwrap();
         assert!(catalog.token_by_id(&named.id).is_none());
         assert!(catalog.token(&next.digest, now).is_some());
-        store.write_catalog(replace(None)).await.unwrap();
+        store
+            .write_catalog(replace(None), Authority::server())
+            .await
+            .unwrap();
         assert!(store.catalog().unwrap().token_by_id(&next.id).is_none());
 
         // A project's tokens of one source are replaced, and only those.
@@ -915,17 +1067,20 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
         let v1 = token(Role::Write, Some("p"), None, TokenSource::V1);
         for t in [&pykv, &v1] {
             store
-                .write_catalog(CatalogWrite::CreateToken(t.clone()))
+                .write_catalog(CatalogWrite::CreateToken(t.clone()), Authority::server())
                 .await
                 .unwrap();
         }
         let fresh = token(Role::Manage, Some("p"), None, TokenSource::SimplePykv);
         store
-            .write_catalog(CatalogWrite::ReplaceProjectTokens {
-                project: id("p"),
-                source: TokenSource::SimplePykv,
-                token: fresh.clone(),
-            })
+            .write_catalog(
+                CatalogWrite::ReplaceProjectTokens {
+                    project: id("p"),
+                    source: TokenSource::SimplePykv,
+                    token: fresh.clone(),
+                },
+                Authority::server(),
+            )
             .await
             .unwrap();
         let catalog = store.catalog().unwrap();
@@ -934,7 +1089,10 @@ fn the_catalog_rules_hold_scopes_the_last_admin_and_replacements() {
         assert!(catalog.token_by_id(&fresh.id).is_some());
         // Deleting the project takes its tokens.
         store
-            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .write_catalog(
+                CatalogWrite::DeleteProject { id: id("p") },
+                Authority::server(),
+            )
             .await
             .unwrap();
         let catalog = store.catalog().unwrap();
@@ -959,7 +1117,10 @@ fn a_project_created_again_is_another_incarnation_with_its_own_feed() {
         );
         let old_news = old.feed.subscribe();
         store
-            .write_catalog(CatalogWrite::DeleteProject { id: id("p") })
+            .write_catalog(
+                CatalogWrite::DeleteProject { id: id("p") },
+                Authority::server(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1011,7 +1172,7 @@ fn first_admin_tokens_written_at_once_make_one() {
             );
             writes.spawn(async move {
                 store
-                    .write_catalog(CatalogWrite::CreateFirstAdmin(record))
+                    .write_catalog(CatalogWrite::CreateFirstAdmin(record), Authority::server())
                     .await
             });
         }

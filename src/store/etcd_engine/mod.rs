@@ -48,8 +48,9 @@ use tokio::sync::watch;
 use crate::domain::{Key, ProjectId, StorageMode};
 use crate::store::publish::View;
 use crate::store::{
-    Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, KvCommit, KvWrite, ListPage,
-    ListRequest, Project, Read, Report, Store, StoreError, StoreSnapshot, Subscription,
+    Authority, Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, KvCommit,
+    KvWrite, ListPage, ListRequest, Project, Read, Report, Store, StoreError, StoreSnapshot,
+    Subscription,
 };
 use layout::Layout;
 
@@ -398,9 +399,9 @@ impl Store for EtcdStore {
             .await
     }
 
-    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
+    async fn write_catalog(&self, write: CatalogWrite, by: Authority) -> Result<(), StoreError> {
         let inner = self.inner.clone();
-        self.run(async move { write::catalog(&inner, write).await })
+        self.run(async move { write::catalog(&inner, write, &by).await })
             .await
     }
 

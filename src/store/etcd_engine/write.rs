@@ -19,7 +19,8 @@ use super::{Inner, RPC_TIMEOUT, SWEEP_EVERY, send};
 use crate::domain::{Key, ProjectId, Timestamp};
 use crate::store::kv;
 use crate::store::{
-    CatalogWrite, Entry, Figures, KvCommit, KvOp, KvWrite, OpResult, StoreError, plan,
+    Authority, CatalogWrite, Entry, Figures, Grant, KvCommit, KvOp, KvWrite, OpResult, StoreError,
+    plan,
 };
 
 /// How many times a write whose compares lost is judged again.
@@ -91,7 +92,12 @@ async fn back_off(attempt: u32) {
 /// increments of its key waiting on this node: see [`incr`].
 pub async fn kv(inner: &Arc<Inner>, write: KvWrite) -> Result<KvCommit, StoreError> {
     if let (true, [KvOp::Incr { key, by }]) = (write.checks.is_empty(), write.ops.as_slice()) {
-        let slot = (write.project.clone(), write.incarnation, key.clone());
+        let slot = (
+            write.project.clone(),
+            write.incarnation,
+            key.clone(),
+            write.grant.clone(),
+        );
         return incr(inner, slot, *by).await;
     }
     judged(inner, &write).await
@@ -111,8 +117,9 @@ pub(super) struct Waiter {
 pub(super) type Waiting = Mutex<HashMap<Slot, Vec<Waiter>>>;
 
 /// A key's queue of increments: its project, the incarnation they were
-/// meant for, the key.
-pub(super) type Slot = (ProjectId, Option<u64>, Key);
+/// meant for, the key, and the grant they are made under (one combined
+/// write is judged under one grant).
+pub(super) type Slot = (ProjectId, Option<u64>, Key, Grant);
 
 /// Increments of one hot key, combined: read-modify-write rounds against
 /// etcd would lose their compares to one another and retry (a few hundred
@@ -177,6 +184,7 @@ async fn combined(inner: &Inner, slot: &Slot, mut batch: Vec<Waiter>) {
         let write = KvWrite {
             project: slot.0.clone(),
             incarnation: slot.1,
+            grant: slot.3.clone(),
             checks: Vec::new(),
             ops: batch
                 .iter()
@@ -280,6 +288,10 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         };
         fetched.due = due_keys(inner, id, due.kvs(), &fetched).await?;
     }
+    // The caller's right, judged by the catalog the write is judged by; the
+    // compares below (the project's record, the token's) hold it to the
+    // commit.
+    write.judge(&mirror.catalog, &project, now)?;
     // Judged again each time it stops at a key still to be read, once that
     // key (and a page of those after it) is read: the judge is not async,
     // and reads only what it needs, so the gets after `TXN_READ_BYTES` are
@@ -342,6 +354,15 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         CompareOp::Equal,
         record_revision,
     )];
+    if let Grant::Token(token) = &write.grant {
+        // The token revoked (or deleted with its project) since the mirror
+        // showed it: judged again, and refused.
+        compares.push(Compare::version(
+            layout.token(token.id.as_str()),
+            CompareOp::Greater,
+            0,
+        ));
+    }
     for (name, revision) in &seen {
         compares.push(Compare::mod_revision(
             layout.key(id.as_str(), name),
@@ -507,9 +528,9 @@ async fn due_keys(
 }
 
 /// Applies a catalog write.
-pub async fn catalog(inner: &Inner, write: CatalogWrite) -> Result<(), StoreError> {
+pub async fn catalog(inner: &Inner, write: CatalogWrite, by: &Authority) -> Result<(), StoreError> {
     for attempt in 0..ATTEMPTS {
-        if try_catalog(inner, write.clone()).await? {
+        if try_catalog(inner, write.clone(), by).await? {
             return Ok(());
         }
         back_off(attempt).await;
@@ -518,12 +539,17 @@ pub async fn catalog(inner: &Inner, write: CatalogWrite) -> Result<(), StoreErro
 }
 
 /// One attempt: false when the catalog changed meanwhile (judge again).
-async fn try_catalog(inner: &Inner, write: CatalogWrite) -> Result<bool, StoreError> {
+async fn try_catalog(
+    inner: &Inner,
+    write: CatalogWrite,
+    by: &Authority,
+) -> Result<bool, StoreError> {
     let layout = &inner.layout;
     let mirror = inner.mirror()?;
     let delta = plan::plan(
         &mirror.catalog,
         write,
+        by,
         inner.view.revision(),
         Timestamp::now(),
     )?;

@@ -43,9 +43,9 @@ use crate::domain::{
 use crate::files;
 use crate::store::publish::View;
 use crate::store::{
-    Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, HistoryLimits, KvCommit,
-    KvWrite, ListPage, ListRequest, Project, ProjectStats, Read, Report, Store, StoreError,
-    StoreSnapshot, Subscription,
+    Authority, Capabilities, Catalog, CatalogWrite, ChangeSets, Compacted, Entry, HistoryLimits,
+    KvCommit, KvWrite, ListPage, ListRequest, Project, ProjectStats, Read, Report, Store,
+    StoreError, StoreSnapshot, Subscription,
 };
 pub use backup::{RESTORE_REVISION_BUMP, RESTORED_MEMORY, Restorer};
 use codec::{
@@ -377,8 +377,8 @@ impl Store for RedbStore {
         self.send(|reply| Command::Kv(write, reply)).await
     }
 
-    async fn write_catalog(&self, write: CatalogWrite) -> Result<(), StoreError> {
-        self.send(|reply| Command::Catalog(write, reply)).await
+    async fn write_catalog(&self, write: CatalogWrite, by: Authority) -> Result<(), StoreError> {
+        self.send(|reply| Command::Catalog(write, by, reply)).await
     }
 
     async fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
@@ -1182,7 +1182,10 @@ mod tests {
                 settings,
                 token: None,
             };
-            store.write_catalog(create).await.unwrap();
+            store
+                .write_catalog(create, Authority::server())
+                .await
+                .unwrap();
             let mut revisions = Vec::new();
             for key in ["a", "b", "c"] {
                 let commit = store.write_kv(write(&id, vec![put(key)])).await.unwrap();
@@ -1226,7 +1229,10 @@ mod tests {
                 id: id.clone(),
                 change,
             };
-            store.write_catalog(update).await.unwrap();
+            store
+                .write_catalog(update, Authority::server())
+                .await
+                .unwrap();
             let keys: Vec<String> = (0..5).map(|n| format!("r{round:02}k{n}")).collect();
             for key in &keys {
                 store.write_kv(write(&id, vec![put(key)])).await.unwrap();

@@ -9,7 +9,7 @@ use super::batch::Batch;
 use super::tables::{drop_key_tables, put_record, remove_record};
 use crate::domain::{StorageMode, Timestamp};
 use crate::store::plan::{self, CatalogDelta};
-use crate::store::{CatalogWrite, StoreError};
+use crate::store::{Authority, CatalogWrite, StoreError};
 
 /// Incarnations of the projects this process has loaded or created: each
 /// takes the next number, so that a project deleted and created again under
@@ -22,7 +22,7 @@ pub(in crate::store::redb_engine) fn next_incarnation() -> u64 {
 }
 
 impl Batch<'_> {
-    pub fn apply_catalog(&mut self, write: CatalogWrite) -> Result<(), StoreError> {
+    pub fn apply_catalog(&mut self, write: CatalogWrite, by: &Authority) -> Result<(), StoreError> {
         if let CatalogWrite::UpdateProject { id, change } = &write {
             let moves = self
                 .catalog()
@@ -32,7 +32,7 @@ impl Batch<'_> {
                 return Err(StoreError::internal("a storage move inside a batch"));
             }
         }
-        let delta = plan::plan(self.catalog(), write, self.revision, Timestamp::now())?;
+        let delta = plan::plan(self.catalog(), write, by, self.revision, Timestamp::now())?;
         if delta.is_empty() {
             return Ok(());
         }

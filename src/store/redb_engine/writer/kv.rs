@@ -177,6 +177,14 @@ impl Batch<'_> {
         let count = writes.len();
         let mut results = Vec::with_capacity(count);
         let mut stored = Vec::new();
+        // Each write's grant and incarnation, judged by the catalog this
+        // batch commits (with the catalog writes before it in the batch):
+        // a write whose caller lost its right meanwhile is refused.
+        let now = Timestamp::now();
+        let judged: Vec<_> = writes
+            .iter()
+            .map(|write| write.judge(self.catalog(), project, now))
+            .collect();
         // The revision the writes so far have reached.
         let mut revision = self.revision;
         self.txn(storage)?;
@@ -187,8 +195,8 @@ impl Batch<'_> {
             keys: txn.open_table(tables.keys()).map_err(storage_error)?,
         };
         for (index, write) in writes.into_iter().enumerate() {
-            if !write.meant_for(project) {
-                results.push(Err(StoreError::ProjectNotFound));
+            if let Some(Err(error)) = judged.get(index) {
+                results.push(Err(error.clone()));
                 continue;
             }
             let at = Timestamp::now();

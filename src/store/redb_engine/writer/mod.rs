@@ -53,7 +53,7 @@ use super::Shared;
 use super::codec::HistoryRecord;
 pub(super) use super::wal::{Logged, Wal};
 use crate::domain::{ProjectId, StorageMode};
-use crate::store::{CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
+use crate::store::{Authority, CatalogWrite, HistoryLimits, KvCommit, KvWrite, StoreError};
 use batch::Batch;
 pub(super) use catalog::next_incarnation;
 pub(super) use moves::copy_table;
@@ -74,7 +74,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A request to the writer, with its typed reply.
 pub enum Command {
     Kv(KvWrite, Reply<KvCommit>),
-    Catalog(CatalogWrite, Reply<()>),
+    /// A catalog write and who asks for it.
+    Catalog(CatalogWrite, Authority, Reply<()>),
     /// Remove the keys whose expiry has come; each project with such keys
     /// takes one revision.
     Expire(Reply<()>),
@@ -278,7 +279,7 @@ impl Writer {
                     self.commit(std::mem::take(&mut pending));
                     let _ = reply.send(self.compact());
                 }
-                Command::Catalog(CatalogWrite::UpdateProject { id, change }, reply)
+                Command::Catalog(CatalogWrite::UpdateProject { id, change }, by, reply)
                     if self.is_move(&id, &change) =>
                 {
                     self.commit(std::mem::take(&mut pending));
@@ -286,7 +287,7 @@ impl Writer {
                     // begun a sweep of the project: the move waits for it.
                     if self.swept(&id) {
                         let update = CatalogWrite::UpdateProject { id, change };
-                        self.held.push(Command::Catalog(update, reply));
+                        self.held.push(Command::Catalog(update, by, reply));
                         continue;
                     }
                     if self.still_full() {
@@ -295,7 +296,7 @@ impl Writer {
                     }
                     let moved = self
                         .release()
-                        .and_then(|()| self.move_project(&id, &change));
+                        .and_then(|()| self.move_project(&id, &change, &by));
                     // The move's commits were durable (when it moved
                     // anything): every commit before them is too.
                     if moved.is_ok() {
@@ -427,7 +428,9 @@ impl Writer {
                         continue;
                     }
                 },
-                Command::Catalog(write, reply) => Answer::Unit(reply, batch.apply_catalog(write)),
+                Command::Catalog(write, by, reply) => {
+                    Answer::Unit(reply, batch.apply_catalog(write, &by))
+                }
                 Command::Expire(reply) => Answer::Unit(reply, batch.apply_expiry()),
                 Command::Close(reply) => Answer::Unit(reply, Ok(())),
                 Command::Snapshot(reply) => {
@@ -800,6 +803,7 @@ fn subject(command: &Command) -> Option<&ProjectId> {
         Command::Catalog(
             CatalogWrite::DeleteProject { id } | CatalogWrite::UpdateProject { id, .. },
             _,
+            _,
         ) => Some(id),
         _ => None,
     }
@@ -851,7 +855,7 @@ fn fail_all(commands: Vec<Command>, error: &StoreError) {
             Command::Compact(reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
-            Command::Catalog(_, reply) | Command::Expire(reply) | Command::Close(reply) => {
+            Command::Catalog(_, _, reply) | Command::Expire(reply) | Command::Close(reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
         }

@@ -6,9 +6,9 @@ use redb::{ReadableDatabase, ReadableTable, TableError, WriteTransaction};
 use super::super::codec::{self, KeyTables, StatsRecord, storage_error};
 use super::Writer;
 use super::tables::{drop_key_tables, put_record};
-use crate::domain::{ProjectId, StorageMode};
+use crate::domain::{ProjectId, StorageMode, Timestamp};
 use crate::store::publish::Publication;
-use crate::store::{Project, ProjectChange, StoreError};
+use crate::store::{Authority, CatalogWrite, Project, ProjectChange, StoreError, plan};
 
 impl Writer {
     pub(super) fn is_move(&self, id: &ProjectId, change: &ProjectChange) -> bool {
@@ -28,8 +28,15 @@ impl Writer {
         &mut self,
         id: &ProjectId,
         change: &ProjectChange,
+        by: &Authority,
     ) -> Result<(), StoreError> {
         let catalog = self.shared.view.catalog();
+        // Judged as any catalog write is: by the catalog it is made on.
+        let write = CatalogWrite::UpdateProject {
+            id: id.clone(),
+            change: change.clone(),
+        };
+        plan::authorize(&catalog, &write, by, Timestamp::now())?;
         let project = catalog.project(id).ok_or(StoreError::ProjectNotFound)?;
         let from = project.settings.storage;
         let settings = change.apply_to(&project.settings);

@@ -143,12 +143,13 @@ impl Batch<'_> {
         let Some(prefix) = prefix_delete(&write).cloned() else {
             return Err((write, reply));
         };
-        // Meant for another incarnation: applied as a plain write, which
-        // refuses it.
+        // Meant for another incarnation, or by a caller whose right is
+        // gone: applied as a plain write, which refuses it.
+        let now = Timestamp::now();
         let Some(project) = self
             .catalog()
             .project(&write.project)
-            .filter(|project| write.meant_for(project))
+            .filter(|project| write.judge(self.catalog(), project, now).is_ok())
             .cloned()
         else {
             return Err((write, reply));

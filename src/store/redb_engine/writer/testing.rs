@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::domain::{Key, ProjectId, ProjectSettings, Public, StorageMode, Timestamp};
 use crate::store::redb_engine::RedbStore;
-use crate::store::{CatalogWrite, KvOp, KvWrite, ProjectChange, Store};
+use crate::store::{Authority, CatalogWrite, Grant, KvOp, KvWrite, ProjectChange, Store};
 
 /// A store in `dir` with the disk project `p`.
 pub async fn store_with_project(dir: &std::path::Path) -> (RedbStore, ProjectId) {
@@ -25,7 +25,10 @@ pub async fn store_with_project(dir: &std::path::Path) -> (RedbStore, ProjectId)
         settings,
         token: None,
     };
-    store.write_catalog(create).await.unwrap();
+    store
+        .write_catalog(create, Authority::server())
+        .await
+        .unwrap();
     (store, id)
 }
 
@@ -45,6 +48,7 @@ pub fn write(project: &ProjectId, ops: Vec<KvOp>) -> KvWrite {
     KvWrite {
         project: project.clone(),
         incarnation: None,
+        grant: Grant::Server,
         checks: Vec::new(),
         ops,
     }
@@ -60,5 +64,8 @@ pub async fn move_to(store: &RedbStore, project: &ProjectId, storage: StorageMod
         id: project.clone(),
         change,
     };
-    store.write_catalog(update).await.unwrap();
+    store
+        .write_catalog(update, Authority::server())
+        .await
+        .unwrap();
 }
