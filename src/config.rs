@@ -808,11 +808,17 @@ fn parse_error(text: &str, error: &toml::de::Error) -> String {
     let before = text.get(..span.start).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    // Whatever the line's form (a quoted name, an inline table), a line
+    // that names the password shows nothing of itself.
+    if line_text.contains("etcd_password") {
+        return format!(
+            "line {line}: etcd_password must be a quoted string (its value is not shown)"
+        );
+    }
     // The setting the line sets, if it is a plain `name = value`.
-    let name = text
-        .lines()
-        .nth(line - 1)
-        .and_then(|text| text.split_once('='))
+    let name = line_text
+        .split_once('=')
         .map(|(name, _)| name.trim())
         .filter(|name| {
             !name.is_empty()
@@ -821,9 +827,6 @@ fn parse_error(text: &str, error: &toml::de::Error) -> String {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         });
     match name {
-        Some("etcd_password") => {
-            format!("line {line}: etcd_password must be a quoted string (its value is not shown)")
-        }
         Some(name) => format!(
             "line {line}, column {column}, {name}: {}",
             error.message().trim_end()
@@ -863,6 +866,8 @@ mod tests {
             ("etcd_password = 4815162342\n", 1),
             ("etcd_password = \"hunter2secret\n", 1),
             ("[x\netcd_password = \"hunter2secret\"\n", 1),
+            ("\"etcd_password\" = 4815162342\n", 1),
+            ("'etcd_password' = 4815162342\n", 1),
         ] {
             let error = format!("{:#}", load_file(text).unwrap_err());
             assert!(!error.contains("hunter2secret"), "{error}");
