@@ -691,7 +691,9 @@ async fn list_store(ctx: &Ctx<'_>, raw_id: &str) -> Result<Response, ApiError> {
             };
         }
         chunk.extend_from_slice(b"},\"message\":\"\",\"status_code\":200}");
-        let _ = sender.send(Ok(bytes::Bytes::from(chunk))).await;
+        // The last page too waits for the client only while the caller
+        // still may read.
+        send_while(&sender, bytes::Bytes::from(chunk), &held).await;
     });
     let mut response = Response::new(Body::new(super::backup::Stream { queue }));
     response.headers_mut().insert(
