@@ -25,6 +25,9 @@ use crate::domain::{Prefix, ProjectId, Timestamp};
 use crate::store::kv::{KeySource, is_live};
 use crate::store::{Check, KeyMeta, KvOp, KvWrite, StoreError};
 
+/// The least a record is counted at when a prefix's page is sized.
+const SMALLEST_COUNTED: usize = 64 << 10;
+
 /// A named key as the write read it.
 pub(super) enum Record {
     /// No such key at the revision read.
@@ -224,7 +227,12 @@ impl Plan {
                 _ => None,
             };
             while let Some(start) = from.take() {
-                let limit = page_limit(Some(largest.unwrap_or(self.record_bound)), 1000);
+                // Sized by the largest record seen so far, but counted at
+                // 64 KiB at least: after small records, large ones may
+                // follow, and a page of 128 of them (192 MiB at the
+                // default request limit) is the most this holds at once.
+                let seen = largest.unwrap_or(self.record_bound).max(SMALLEST_COUNTED);
+                let limit = page_limit(Some(seen), 1000);
                 let options = GetOptions::new()
                     .with_range(end.clone())
                     .with_limit(limit)
