@@ -307,6 +307,16 @@ impl KvWrite {
             Err(StoreError::ProjectNotFound)
         }
     }
+
+    /// Why the write is refused when its project is no longer in `catalog`:
+    /// a token that went with it is 401, as a new request with it would
+    /// be, before the project's 404.
+    pub fn refused_without_project(&self, catalog: &Catalog, now: Timestamp) -> StoreError {
+        match self.grant.holds(catalog, None, now) {
+            Err(error) => error,
+            Ok(()) => StoreError::ProjectNotFound,
+        }
+    }
 }
 
 /// The result of one [`KvOp`].

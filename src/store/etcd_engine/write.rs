@@ -92,13 +92,8 @@ async fn back_off(attempt: u32) {
 /// increments of its key waiting on this node: see [`incr`].
 pub async fn kv(inner: &Arc<Inner>, write: KvWrite) -> Result<KvCommit, StoreError> {
     if let (true, [KvOp::Incr { key, by }]) = (write.checks.is_empty(), write.ops.as_slice()) {
-        let slot = (
-            write.project.clone(),
-            write.incarnation,
-            key.clone(),
-            write.grant.clone(),
-        );
-        return incr(inner, slot, *by).await;
+        let slot = (write.project.clone(), write.incarnation, key.clone());
+        return incr(inner, slot, write.grant.clone(), *by).await;
     }
     judged(inner, &write).await
 }
@@ -109,6 +104,8 @@ const MAX_COMBINED: usize = 512;
 /// One increment waiting for its key's next combined transaction.
 pub(super) struct Waiter {
     by: i64,
+    /// The right it was made under: a combined write is judged under one.
+    grant: Grant,
     reply: oneshot::Sender<Result<KvCommit, StoreError>>,
 }
 
@@ -117,9 +114,10 @@ pub(super) struct Waiter {
 pub(super) type Waiting = Mutex<HashMap<Slot, Vec<Waiter>>>;
 
 /// A key's queue of increments: its project, the incarnation they were
-/// meant for, the key, and the grant they are made under (one combined
-/// write is judged under one grant).
-pub(super) type Slot = (ProjectId, Option<u64>, Key, Grant);
+/// meant for, and the key. Callers of every grant share it, so that one
+/// task commits them one write after another instead of their writes
+/// losing compares to each other.
+pub(super) type Slot = (ProjectId, Option<u64>, Key);
 
 /// Increments of one hot key, combined: read-modify-write rounds against
 /// etcd would lose their compares to one another and retry (a few hundred
@@ -129,7 +127,12 @@ pub(super) type Slot = (ProjectId, Option<u64>, Key, Grant);
 /// own), and again while more arrived meanwhile. A transaction whose
 /// outcome is unknown answers every one of its increments so, and none is
 /// sent again: an increment is never applied twice.
-async fn incr(inner: &Arc<Inner>, slot: Slot, by: i64) -> Result<KvCommit, StoreError> {
+async fn incr(
+    inner: &Arc<Inner>,
+    slot: Slot,
+    grant: Grant,
+    by: i64,
+) -> Result<KvCommit, StoreError> {
     let (reply, answer) = oneshot::channel();
     let first = {
         let mut waiting = inner
@@ -139,11 +142,11 @@ async fn incr(inner: &Arc<Inner>, slot: Slot, by: i64) -> Result<KvCommit, Store
         match waiting.get_mut(&slot) {
             // A task drains this key's queue: it takes this one too.
             Some(queue) => {
-                queue.push(Waiter { by, reply });
+                queue.push(Waiter { by, grant, reply });
                 false
             }
             None => {
-                waiting.insert(slot.clone(), vec![Waiter { by, reply }]);
+                waiting.insert(slot.clone(), vec![Waiter { by, grant, reply }]);
                 true
             }
         }
@@ -173,18 +176,26 @@ async fn drain(inner: Arc<Inner>, slot: Slot) {
                 }
             }
         };
-        combined(&inner, &slot, batch).await;
+        // One write per grant among them, in the order of their first
+        // increment: a write is judged under one caller's right.
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            let grant = first.grant.clone();
+            let (same, others) = rest.into_iter().partition(|waiter| waiter.grant == grant);
+            rest = others;
+            combined(&inner, &slot, &grant, same).await;
+        }
     }
 }
 
 /// Commits `batch` as one write and answers each increment; one that fails
 /// on its own (an overflow) is answered and the rest judged again.
-async fn combined(inner: &Inner, slot: &Slot, mut batch: Vec<Waiter>) {
+async fn combined(inner: &Inner, slot: &Slot, grant: &Grant, mut batch: Vec<Waiter>) {
     while !batch.is_empty() {
         let write = KvWrite {
             project: slot.0.clone(),
             incarnation: slot.1,
-            grant: slot.3.clone(),
+            grant: grant.clone(),
             checks: Vec::new(),
             ops: batch
                 .iter()
@@ -235,18 +246,22 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
     let layout = &inner.layout;
     let mirror = inner.mirror()?;
     let id = &write.project;
-    let project = mirror
-        .catalog
-        .project(id)
-        .filter(|project| write.meant_for(project))
-        .cloned()
-        .ok_or(StoreError::ProjectNotFound)?;
+    let now = Timestamp::now();
+    // The caller's right, judged by the catalog the write is judged by; the
+    // compares below (the project's record, the token's) hold it to the
+    // commit.
+    let project = match mirror.catalog.project(id) {
+        Some(project) => {
+            write.judge(&mirror.catalog, project, now)?;
+            project.clone()
+        }
+        None => return Err(write.refused_without_project(&mirror.catalog, now)),
+    };
     let record_revision = mirror.projects.get(id).copied().unwrap_or(0);
     let settings = &project.settings;
     // What the write touches: one read transaction fixes the revision and
     // reads what fits in a page whole; the rest is read at that revision
     // (see `fetch`).
-    let now = Timestamp::now();
     let plan = Plan::of(write, inner.max_request_bytes);
     let mut reads = plan.first_reads(layout, id);
     let counted = settings.max_keys.is_some();
@@ -288,10 +303,6 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
         };
         fetched.due = due_keys(inner, id, due.kvs(), &fetched).await?;
     }
-    // The caller's right, judged by the catalog the write is judged by; the
-    // compares below (the project's record, the token's) hold it to the
-    // commit.
-    write.judge(&mirror.catalog, &project, now)?;
     // Judged again each time it stops at a key still to be read, once that
     // key (and a page of those after it) is read: the judge is not async,
     // and reads only what it needs, so the gets after `TXN_READ_BYTES` are

@@ -148,7 +148,13 @@ impl Batch<'_> {
         let count = writes.len();
         let results = match self.catalog().project(&id).cloned() {
             Some(project) => self.apply_writes(&project, writes),
-            None => Err(StoreError::ProjectNotFound),
+            None => {
+                let (catalog, now) = (self.catalog(), Timestamp::now());
+                Ok(writes
+                    .iter()
+                    .map(|write| Err(write.refused_without_project(catalog, now)))
+                    .collect())
+            }
         }
         .unwrap_or_else(|error| (0..count).map(|_| Err(error.clone())).collect());
         replies
