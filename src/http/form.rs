@@ -147,14 +147,6 @@ async fn post(app: &App, request: Request, peer: IpAddr) -> Result<Response, Api
                 "the field {name:?} is given twice"
             )));
         }
-        if name != "auth" && name.eq_ignore_ascii_case("auth") {
-            // Most likely a mistyped credential: stored, it would be a secret
-            // in a value that whoever reads the project sees.
-            return Err(ApiError::bad_request(format!(
-                "the field {name:?} is not a key: the token goes in `auth`, in lower case, \
-                 and no key is named like it"
-            )));
-        }
         if name == "auth" {
             auth = Some(value);
         } else {

@@ -322,20 +322,3 @@ fn origins_named_in_the_settings_may_post_forms() {
     let own = server.url.clone();
     expect_status(&post(&anon, &body, &[("origin", own.as_str())]), 200);
 }
-
-/// `auth` is the form's credential and never a key; a field named like it
-/// in another case (`Auth`, `AUTH`) is refused, not stored where anyone who
-/// reads the project would find a mistyped secret.
-#[test]
-fn a_field_named_auth_in_another_case_is_refused_and_not_stored() {
-    let setup = Setup::new("p", json!({}));
-    let (anon, secret) = writer(&setup);
-    for name in ["Auth", "AUTH", "aUtH"] {
-        let body = format!("k=v&{name}={secret}&auth={secret}");
-        let answer = post(&anon, &body, &[]);
-        let message = expect_error(&answer, 400, "bad_request");
-        assert!(!message.contains(&secret), "{message}");
-        expect_error(&setup.admin.get(&kv("default", name)), 404, "key_not_found");
-        expect_error(&setup.admin.get(&kv("default", "k")), 404, "key_not_found");
-    }
-}
