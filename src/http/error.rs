@@ -290,7 +290,7 @@ impl From<StoreError> for ApiError {
             StoreError::LastAdminToken => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
-                "the last admin token cannot be deleted; create another first",
+                "the last admin token without an expiry cannot be deleted; create another without one first",
             ),
             StoreError::PreconditionFailed { current } => {
                 let error = ApiError::new(
