@@ -35,6 +35,7 @@ mod tls;
 mod top;
 mod transfer;
 mod upgrade;
+mod wal_damage;
 mod uploads;
 mod watch;
 mod watch_cli;
