@@ -35,7 +35,7 @@ mod tls;
 mod top;
 mod transfer;
 mod upgrade;
-mod wal_damage;
 mod uploads;
+mod wal_damage;
 mod watch;
 mod watch_cli;

@@ -123,7 +123,10 @@ fn serve(data: &Path, admin: &str) -> Result<(KillOnDrop, String), String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("the server on {} neither started nor stopped", data.display());
+    panic!(
+        "the server on {} neither started nor stopped",
+        data.display()
+    );
 }
 
 /// The acknowledged writes that the server at `url` lacks or answers with
@@ -216,7 +219,10 @@ fn a_damaged_last_frame_alone_is_a_torn_tail_and_the_server_starts() {
     let (server, url) = serve(data, &crashed.admin).unwrap_or_else(|log| panic!("{log}"));
     // Only the last write (the torn frame's) may be gone.
     let (all_but_last, _) = crashed.acked.split_at(crashed.acked.len() - 1);
-    assert_eq!(lost(&url, &crashed.admin, all_but_last), Vec::<String>::new());
+    assert_eq!(
+        lost(&url, &crashed.admin, all_but_last),
+        Vec::<String>::new()
+    );
     drop(server);
     let (code, said) = offline("verify", data);
     assert_eq!(code, Some(0), "kvs verify --data-dir: {said}");
@@ -226,13 +232,20 @@ fn a_damaged_last_frame_alone_is_a_torn_tail_and_the_server_starts() {
 fn a_missing_or_empty_store_file_beside_a_log_with_writes_stops_the_start() {
     let crashed = write_then_kill();
     for (case, damage) in [
-        ("empty", (|file: &Path| std::fs::File::create(file).map(drop)) as fn(&Path) -> _),
+        (
+            "empty",
+            (|file: &Path| std::fs::File::create(file).map(drop)) as fn(&Path) -> _,
+        ),
         ("missing", |file: &Path| std::fs::remove_file(file)),
     ] {
         let data = crashed.data.with_extension(case);
         copy_dir(&crashed.data, &data);
         damage(&data.join("kvs.redb")).unwrap();
-        let size = |data: &Path| std::fs::metadata(data.join("kvs.redb")).map(|m| m.len()).ok();
+        let size = |data: &Path| {
+            std::fs::metadata(data.join("kvs.redb"))
+                .map(|m| m.len())
+                .ok()
+        };
         let before = size(&data);
         let printed = match serve(&data, &crashed.admin) {
             Ok((_server, url)) => {
