@@ -716,6 +716,10 @@ impl Damage {
     }
 }
 
+/// Where the log's records end at a frame that does not check with
+/// nothing valid after it, and the revision of the last record before it.
+type Torn = (u64, u64);
+
 /// The writes above `durable` that the two halves hold, in order (the
 /// half the log left, then the one it is in), where the log goes on, and
 /// where the half it is in ends at a frame that does not check with
@@ -728,7 +732,7 @@ fn read(
     size: u64,
     durable: u64,
     refused: Option<u64>,
-) -> Result<(Vec<Logged>, Cursor, Option<(u64, u64)>), StoreError> {
+) -> Result<(Vec<Logged>, Cursor, Option<Torn>), StoreError> {
     let halves = read_halves(file, size, durable, refused)?;
     if let Some(damage) = halves.iter().find_map(|h| h.damage.clone()) {
         return Err(StoreError::DataCorrupted(damage.describe(path, durable)));
