@@ -36,5 +36,6 @@ mod top;
 mod transfer;
 mod upgrade;
 mod uploads;
+mod wal_damage;
 mod watch;
 mod watch_cli;

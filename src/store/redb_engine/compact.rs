@@ -84,6 +84,9 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     )?;
     let before = file_size(&live)?;
     let source = database.begin_read().map_err(storage_error)?;
+    // A damaged log is for the operator to decide on first (a backup, or
+    // moving it aside): the copy would keep the revision it must match.
+    super::wal::inspect(dir, super::snapshot::server_revision(&source)?)?;
     let (tables, rows) = copy_over(&source, &live)?;
     drop((source, database));
     sync_dir(dir)?;

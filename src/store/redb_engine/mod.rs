@@ -149,6 +149,11 @@ impl RedbStore {
             }
         }
         let path = data_dir.join("kvs.redb");
+        // Before anything is made: a new store beside a log that holds
+        // writes would drop them all and reuse their versions.
+        if let Some(refusal) = wal::lost_store(data_dir)? {
+            return Err(StoreError::Internal(refusal));
+        }
         let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
         // it is of no use (the store is whole without it).

@@ -27,6 +27,10 @@ pub enum StoppedError {
     OldFormat(String),
     #[error("{path} cannot be opened: {reason}")]
     Unreadable { path: String, reason: String },
+    /// `kvs.redb` is missing or empty beside a log that holds writes
+    /// ([`super::wal::lost_store`]'s text).
+    #[error("{0}")]
+    LostStore(String),
 }
 
 impl StoppedError {
@@ -48,6 +52,11 @@ pub(super) fn open_stopped(
     online: &'static str,
 ) -> Result<Database, StoppedError> {
     let path = dir.join("kvs.redb");
+    match super::wal::lost_store(dir) {
+        Ok(Some(refusal)) => return Err(StoppedError::LostStore(refusal)),
+        Ok(None) => {}
+        Err(error) => return Err(StoppedError::unreadable(&dir.join("kvs.wal"), error)),
+    }
     if !path.exists() {
         return Err(StoppedError::Missing(dir.display().to_string()));
     }

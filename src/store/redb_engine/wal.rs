@@ -47,13 +47,26 @@
 //! CRC-32 of the body, and the body (postcard of [`Body`]). A half's records
 //! end at the first whose length is 0, whose CRC does not hold (a write torn
 //! by a crash), or whose revision is not above the one before it (what is
-//! left from before the log last started that half again). Format 1 had
+//! left from before the log last started that half again).
+//!
+//! Damage is told apart from a torn write by what follows it. Only the
+//! record after the last sync can be torn, and what lies past it is older:
+//! a record left from before the log last started the half again, or
+//! the half it left last time, was covered by a durable commit whose sync
+//! was done before the log wrote over it (above), so its revisions are at
+//! or below `durable`. A frame that does not check, followed (anywhere
+//! up to the end of its half) by a valid record holding writes above both
+//! `durable` and the last good record before it, is damage: acknowledged
+//! writes would be lost, and their revisions reused. The log then refuses
+//! to open ([`Damage`]), and `kvs verify --data-dir` reports it. Records
+//! after a damaged frame are found by trying every later offset
+//! ([`beyond`]). Format 1 had
 //! one log of 16 MiB after the header: the first half of format 2, which
 //! reads it as it is (the file is then made whole, and its header says 2).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -252,6 +265,8 @@ pub type Synced = Box<dyn Fn() -> bool + Send>;
 
 pub struct Wal {
     file: File,
+    /// `data_dir/kvs.wal`, for what is said of it.
+    path: PathBuf,
     at: Cursor,
     /// Where the log was before the record [`Wal::append`] wrote last, and
     /// where that record is, for [`Wal::retract`]; none when that call
@@ -297,25 +312,24 @@ impl Wal {
         if size >= HEADER {
             file.read_exact_at(&mut header, 0).map_err(storage_error)?;
         }
-        let fresh = header.iter().all(|b| *b == 0);
-        if !fresh && &header[..8] != MAGIC {
-            return Err(StoreError::DataCorrupted(format!(
-                "{} is not a kvs write-ahead log",
-                path.display()
-            )));
-        }
-        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if !fresh && version != VERSION && version != VERSION_ONE_LOG {
-            return Err(StoreError::DataCorrupted(format!(
-                "{} is a write-ahead log of a format this release does not know",
-                path.display()
-            )));
-        }
-        let (writes, at) = if fresh {
-            (Vec::new(), Cursor::start(0))
+        let (fresh, version) = check_header(&header, &path)?;
+        let (writes, at, torn) = if fresh {
+            (Vec::new(), Cursor::start(0), None)
         } else {
-            read(&file, size.min(CAPACITY), durable, None)?
+            read(&file, &path, size.min(CAPACITY), durable, None)?
         };
+        if let Some((offset, revision)) = torn
+            && !writes.is_empty()
+        {
+            // Nothing valid follows it: a record the crash tore before its
+            // sync (never acknowledged), or older records it wrote over.
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                revision,
+                "the write-ahead log ends at a frame that does not check, after revision                  {revision}: a write torn by the crash, which was never acknowledged"
+            );
+        }
         if !writes.is_empty() {
             // Only a stop that was not clean leaves writes to store again.
             let left = writes.iter().filter(|w| w.revision <= at.other).count();
@@ -345,6 +359,7 @@ impl Wal {
         }
         let wal = Wal {
             file,
+            path,
             at,
             before_last_append: None,
             refused: None,
@@ -503,7 +518,14 @@ impl Wal {
     /// hold the writes a start found in it.)
     pub fn read_since(&self, durable: u64) -> Result<Vec<Logged>, StoreError> {
         let size = self.file.metadata().map_err(storage_error)?.len();
-        Ok(read(&self.file, size.min(CAPACITY), durable, self.refused)?.0)
+        let read = read(
+            &self.file,
+            &self.path,
+            size.min(CAPACITY),
+            durable,
+            self.refused,
+        )?;
+        Ok(read.0)
     }
 
     /// Whether the log holds writes and none came for [`QUIET`].
@@ -560,20 +582,161 @@ fn prepare(file: &File, size: u64) -> Result<(), StoreError> {
         .map_err(storage_error)
 }
 
+/// Whether a log's header is that of a fresh file (all zeros), and its
+/// format version; an error for a file that is no log of a known format.
+fn check_header(header: &[u8; HEADER as usize], path: &Path) -> Result<(bool, u32), StoreError> {
+    let fresh = header.iter().all(|b| *b == 0);
+    if !fresh && &header[..8] != MAGIC {
+        return Err(StoreError::DataCorrupted(format!(
+            "{} is not a kvs write-ahead log",
+            path.display()
+        )));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if !fresh && version != VERSION && version != VERSION_ONE_LOG {
+        return Err(StoreError::DataCorrupted(format!(
+            "{} is a write-ahead log of a format this release does not know",
+            path.display()
+        )));
+    }
+    Ok((fresh, version))
+}
+
+/// Reads `data_dir/kvs.wal` (if there is one) as a start over a database
+/// whose durable revision is `durable` would, without making or changing
+/// it, for the commands that work on a stopped store's files (`kvs verify
+/// --data-dir`, `kvs compact --data-dir`): a damaged log is
+/// `StoreError::DataCorrupted`, as at a start. Answers the highest revision
+/// of a valid record in it (0: none).
+pub fn inspect(data_dir: &Path, durable: u64) -> Result<u64, StoreError> {
+    let Some((file, path, size)) = open_to_read(data_dir)? else {
+        return Ok(0);
+    };
+    read(&file, &path, size, durable, None)?;
+    let halves = read_halves(&file, size, 0, None)?;
+    Ok(halves.iter().map(Half::highest).max().unwrap_or(0))
+}
+
+/// The highest revision of any valid record in `data_dir/kvs.wal`, damaged
+/// or not (0: none, or no log). A log that holds one was written by a
+/// server whose store existed: no first start makes one.
+pub fn highest_logged(data_dir: &Path) -> Result<u64, StoreError> {
+    let Some((file, _, size)) = open_to_read(data_dir)? else {
+        return Ok(0);
+    };
+    let halves = read_halves(&file, size, 0, None)?;
+    Ok(halves.iter().map(Half::highest).max().unwrap_or(0))
+}
+
+/// Why `data_dir` must not be opened as a new store, if it must not: its
+/// `kvs.redb` is missing or empty while `kvs.wal` beside it holds records.
+/// A first start makes the store file whole before the log is written
+/// (`kvs.redb.creating.<pid>`, then linked), so such a log was written by
+/// a server whose store is gone: a new one would drop every write the log
+/// holds (their projects no longer exist) and reuse their versions.
+pub fn lost_store(data_dir: &Path) -> Result<Option<String>, StoreError> {
+    let store = data_dir.join("kvs.redb");
+    let state = match std::fs::metadata(&store) {
+        Ok(meta) if meta.len() > 0 => return Ok(None),
+        Ok(_) => "empty",
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "missing",
+        Err(error) => return Err(storage_error(error)),
+    };
+    let highest = highest_logged(data_dir)?;
+    Ok((highest > 0).then(|| {
+        format!(
+            "{store} is {state}, yet {log} beside it holds writes up to revision {highest}: \
+             this is not a first start, the store file is gone. A new store would lose every \
+             write and reuse their versions, so none is made. Put the store file back, or \
+             restore a backup (`kvs restore --force`); to start a new, empty store here \
+             knowingly, move {log} aside first",
+            store = store.display(),
+            log = data_dir.join("kvs.wal").display(),
+        )
+    }))
+}
+
+/// `data_dir/kvs.wal` opened to read, its path and the size to read; none
+/// when it is missing or fresh (zeros only, or shorter than its header).
+fn open_to_read(data_dir: &Path) -> Result<Option<(File, PathBuf, u64)>, StoreError> {
+    let path = data_dir.join("kvs.wal");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(storage_error(error)),
+    };
+    let size = file.metadata().map_err(storage_error)?.len();
+    if size < HEADER {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER as usize];
+    file.read_exact_at(&mut header, 0).map_err(storage_error)?;
+    let (fresh, _) = check_header(&header, &path)?;
+    Ok((!fresh).then_some((file, path, size.min(CAPACITY))))
+}
+
+/// A frame that does not check with valid records after it: writes that
+/// a start would otherwise drop without a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the frame that does not check begins, in the file.
+    pub at: u64,
+    /// The revision of the last good record before it in its half (0: none).
+    pub after: u64,
+    /// The valid records found after it with writes above both `after` and
+    /// the durable revision; the first begins at `first`.
+    pub records: u64,
+    pub first: u64,
+    /// Those writes, and the highest revision among them.
+    pub writes: u64,
+    pub highest: u64,
+}
+
+impl Damage {
+    /// What the operator reads: the file, where, what would be lost, and
+    /// the ways out.
+    fn describe(&self, path: &Path, durable: u64) -> String {
+        format!(
+            "{path} is damaged: the record at offset {at} does not check (its CRC or its \
+             decoding fails; the last good revision before it is {after}, the store's durable \
+             revision {durable}), yet {records} valid records after it (the first at offset \
+             {first}) hold {writes} acknowledged writes up to revision {highest} that the \
+             store lacks. Starting would lose them and reuse their versions, so nothing is \
+             started. Restore a backup (`kvs restore --force`), or, to start without those \
+             writes knowingly, move {path} aside (see \"When a data directory is damaged\" in \
+             the README)",
+            path = path.display(),
+            at = self.at,
+            after = self.after,
+            records = self.records,
+            first = self.first,
+            writes = self.writes,
+            highest = self.highest,
+        )
+    }
+}
+
+/// Where the log's records end at a frame that does not check with
+/// nothing valid after it, and the revision of the last record before it.
+type Torn = (u64, u64);
+
 /// The writes above `durable` that the two halves hold, in order (the
-/// half the log left, then the one it is in), and where the log goes on.
-/// A half's records end at `refused` (a refused record whose frame could
-/// not be zeroed yet).
+/// half the log left, then the one it is in), where the log goes on, and
+/// where the half it is in ends at a frame that does not check with
+/// nothing valid after it (a torn write: its offset and the revision
+/// before it). A half's records end at `refused` (a refused record whose
+/// frame could not be zeroed yet). A damaged frame is an error.
 fn read(
     file: &File,
+    path: &Path,
     size: u64,
     durable: u64,
     refused: Option<u64>,
-) -> Result<(Vec<Logged>, Cursor), StoreError> {
-    let halves = [
-        read_half(file, 0, size, durable, refused)?,
-        read_half(file, 1, size, durable, refused)?,
-    ];
+) -> Result<(Vec<Logged>, Cursor, Option<Torn>), StoreError> {
+    let halves = read_halves(file, size, durable, refused)?;
+    if let Some(damage) = halves.iter().find_map(|h| h.damage.clone()) {
+        return Err(StoreError::DataCorrupted(damage.describe(path, durable)));
+    }
     // The log is in the half whose records reach the highest revision.
     let newest = |h: &Half| h.writes.last().map_or(0, |w| w.revision);
     let current = u64::from(newest(&halves[1]) > newest(&halves[0]));
@@ -584,8 +747,9 @@ fn read(
         (first, second)
     };
     if now.writes.is_empty() {
-        return Ok((Vec::new(), Cursor::start(current)));
+        return Ok((Vec::new(), Cursor::start(current), None));
     }
+    let torn = now.torn.then_some((now.end, now.last));
     let begins = now.writes[0].revision;
     let mut writes: Vec<Logged> = left
         .writes
@@ -600,7 +764,20 @@ fn read(
         last: now.last,
         other,
     };
-    Ok((writes, cursor))
+    Ok((writes, cursor, torn))
+}
+
+/// Both halves, read.
+fn read_halves(
+    file: &File,
+    size: u64,
+    durable: u64,
+    refused: Option<u64>,
+) -> Result<[Half; 2], StoreError> {
+    Ok([
+        read_half(file, 0, size, durable, refused)?,
+        read_half(file, 1, size, durable, refused)?,
+    ])
 }
 
 /// What one half holds.
@@ -611,10 +788,24 @@ struct Half {
     end: u64,
     /// The revision of its last record.
     last: u64,
+    /// Whether they end at a frame that does not check.
+    torn: bool,
+    /// Valid records past that frame that make it damage.
+    damage: Option<Damage>,
+    /// The highest revision of a valid record found past their end.
+    beyond: u64,
+}
+
+impl Half {
+    /// The highest revision of any valid record found in the half.
+    fn highest(&self) -> u64 {
+        self.last.max(self.beyond)
+    }
 }
 
 /// The writes above `durable` from the records of `half` in order up to
-/// their end; where they end, and the last revision they hold.
+/// their end; where they end, the last revision they hold, and whether
+/// valid records past a frame that does not check prove it damaged.
 fn read_half(
     file: &File,
     half: u64,
@@ -627,23 +818,33 @@ fn read_half(
     let limit = size.min(start_of(half) + HALF);
     let mut previous = 0;
     let mut frame = [0u8; FRAME];
+    // Whether the records end at a frame that does not check (rather than
+    // at the end of the half, at a refused record, or at a valid record
+    // left from before); `torn` when its length is not 0 either.
+    let mut unchecked = false;
+    let mut torn = false;
     while at + FRAME as u64 <= limit && Some(at) != refused {
         file.read_exact_at(&mut frame, at).map_err(storage_error)?;
         let length = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if length == 0 || at + FRAME as u64 + length > limit {
+            unchecked = true;
+            torn = length != 0;
             break;
         }
         let mut body = vec![0u8; length as usize];
         file.read_exact_at(&mut body, at + FRAME as u64)
             .map_err(storage_error)?;
         if crc32fast::hash(&body) != crc {
+            (unchecked, torn) = (true, true);
             break;
         }
         let Ok(Body::V1(batch)) = postcard::from_bytes::<Body>(&body) else {
+            (unchecked, torn) = (true, true);
             break;
         };
         let Some(last) = batch.last().map(|w| w.revision) else {
+            (unchecked, torn) = (true, true);
             break;
         };
         if last <= previous {
@@ -653,11 +854,162 @@ fn read_half(
         writes.extend(batch.into_iter().filter(|w| w.revision > durable));
         at += FRAME as u64 + length;
     }
+    let mut damage = None;
+    let mut beyond_last = 0;
+    if unchecked {
+        let found = beyond(file, at, limit, durable.max(previous), refused)?;
+        beyond_last = found.highest_any;
+        if found.records > 0 {
+            damage = Some(Damage {
+                at,
+                after: previous,
+                records: found.records,
+                first: found.first,
+                writes: found.writes,
+                highest: found.highest,
+            });
+        }
+    }
     Ok(Half {
         writes,
         end: at,
         last: previous,
+        torn,
+        damage,
+        beyond: beyond_last,
     })
+}
+
+/// The valid records that [`beyond`] found.
+#[derive(Debug, Default)]
+struct Found {
+    /// Those with writes above the revision asked for; the first begins at
+    /// `first`.
+    records: u64,
+    first: u64,
+    /// Their writes above it, and the highest revision among them.
+    writes: u64,
+    highest: u64,
+    /// The highest revision of any valid record found.
+    highest_any: u64,
+}
+
+/// The valid records between `from` and `limit` (the end of a half) that
+/// hold writes above `above`, found by trying every offset, since the
+/// length of the frame at `from` cannot be trusted. A frame is valid when
+/// its length fits, its body's CRC holds and the body decodes; a valid one
+/// is skipped whole, so that bytes inside its values are never taken for a
+/// frame. The CRC of each candidate's body is derived from two CRCs of the
+/// region's prefixes (CRC-32 is linear), so trying every offset costs one
+/// pass over the region, whatever the lengths the candidates claim.
+fn beyond(
+    file: &File,
+    from: u64,
+    limit: u64,
+    above: u64,
+    refused: Option<u64>,
+) -> Result<Found, StoreError> {
+    let mut found = Found::default();
+    if from + FRAME as u64 > limit {
+        return Ok(found);
+    }
+    let mut region = vec![0u8; (limit - from) as usize];
+    file.read_exact_at(&mut region, from)
+        .map_err(storage_error)?;
+    let candidates: Vec<(usize, usize)> = (0..region.len() - FRAME)
+        .filter(|&i| Some(from + i as u64) != refused)
+        .filter_map(|i| {
+            let length =
+                u32::from_le_bytes([region[i], region[i + 1], region[i + 2], region[i + 3]]);
+            let body = region.get(i + FRAME..i + FRAME + length as usize)?;
+            plausible(body).then_some((i, length as usize))
+        })
+        .collect();
+    let crcs = body_crcs(&region, &candidates);
+    let mut next = 0;
+    for (&(i, length), crc) in candidates.iter().zip(crcs) {
+        let stored =
+            u32::from_le_bytes([region[i + 4], region[i + 5], region[i + 6], region[i + 7]]);
+        if i < next || crc != stored {
+            continue;
+        }
+        let Ok(Body::V1(batch)) =
+            postcard::from_bytes::<Body>(&region[i + FRAME..i + FRAME + length])
+        else {
+            continue;
+        };
+        next = i + FRAME + length;
+        let highest = batch.iter().map(|w| w.revision).max().unwrap_or(0);
+        found.highest_any = found.highest_any.max(highest);
+        let writes = batch.iter().filter(|w| w.revision > above).count() as u64;
+        if writes > 0 {
+            if found.records == 0 {
+                found.first = from + i as u64;
+            }
+            found.records += 1;
+            found.writes += writes;
+            found.highest = found.highest.max(highest);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `body` begins as a record's body does: [`Body::V1`] (postcard's
+/// variant 0) of at least one write, whose project id is 1 to 64 bytes of
+/// the characters a project id takes. Random bytes rarely pass, so few
+/// offsets cost a CRC.
+fn plausible(body: &[u8]) -> bool {
+    let Some((&0, rest)) = body.split_first() else {
+        return false;
+    };
+    // The number of writes: a varint, 7 bits a byte, the high bit set on
+    // every byte but its last.
+    let Some(end) = rest.iter().take(10).position(|b| b & 0x80 == 0) else {
+        return false;
+    };
+    let (count, rest) = rest.split_at(end + 1);
+    if count == [0] {
+        return false;
+    }
+    let Some((&length, rest)) = rest.split_first() else {
+        return false;
+    };
+    let length = length as usize;
+    (1..=64).contains(&length)
+        && rest.get(..length).is_some_and(|id| {
+            id.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        })
+}
+
+/// The CRC-32 of the body of each candidate frame `(offset, length)` in
+/// `region`, from the CRCs of the region's prefixes at the body's two ends:
+/// crc(b) = crc(p ‖ b) ⊕ shift(crc(p), |b|), where the shift is crc32fast's
+/// combine with the CRC of nothing.
+fn body_crcs(region: &[u8], candidates: &[(usize, usize)]) -> Vec<u32> {
+    let mut ends: Vec<usize> = candidates
+        .iter()
+        .flat_map(|&(i, length)| [i + FRAME, i + FRAME + length])
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let mut prefix = std::collections::HashMap::with_capacity(ends.len());
+    let mut hasher = crc32fast::Hasher::new();
+    let mut done = 0;
+    for end in ends {
+        hasher.update(&region[done..end]);
+        done = end;
+        prefix.insert(end, hasher.clone().finalize());
+    }
+    candidates
+        .iter()
+        .map(|&(i, length)| {
+            let (start, end) = (i + FRAME, i + FRAME + length);
+            let mut shifted = crc32fast::Hasher::new_with_initial_len(prefix[&start], start as u64);
+            shifted.combine(&crc32fast::Hasher::new_with_initial_len(0, length as u64));
+            prefix[&end] ^ shifted.finalize()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1112,9 +1464,160 @@ mod tests {
         let at = append_each(&mut wal, [write(1, "a"), write(2, "b"), write(3, "c")]);
         drop(wal);
         // Only the length is zero: the CRC and the body are still there.
-        overwrite(dir.path(), at[1], &0u32.to_le_bytes());
+        overwrite(dir.path(), at[2], &0u32.to_le_bytes());
         let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(read_back(&writes), [(1, "a")]);
+        assert_eq!(read_back(&writes), [(1, "a"), (2, "b")]);
+        // Record 3 after a zeroed length: damage, not an end.
+        overwrite(dir.path(), at[1], &0u32.to_le_bytes());
+        overwrite(
+            dir.path(),
+            at[2],
+            &encoded(&write(3, "c")).to_le_bytes()[..4],
+        );
+        damaged(dir.path(), 0, at[1], "1 valid records after it");
+    }
+
+    /// Opening the log in `dir` over `durable` fails as damage, naming the
+    /// file, the offset and `said`.
+    fn damaged(dir: &Path, durable: u64, at: u64, said: &str) {
+        let Err(StoreError::DataCorrupted(text)) = Wal::open(dir, durable).map(|_| ()) else {
+            panic!("the damaged log opened");
+        };
+        for said in ["kvs.wal is damaged", &format!("offset {at} "), said] {
+            assert!(text.contains(said), "no {said:?} in {text}");
+        }
+        // The offline tools read it alike, and write nothing.
+        let before = std::fs::read(dir.join("kvs.wal")).unwrap();
+        assert!(matches!(
+            inspect(dir, durable),
+            Err(StoreError::DataCorrupted(_))
+        ));
+        assert_eq!(std::fs::read(dir.join("kvs.wal")).unwrap(), before);
+    }
+
+    /// A damaged frame with records after it that hold writes above the
+    /// durable revision and the last good record is damage; one whose later
+    /// records are all durable already loses nothing, and opens.
+    #[test]
+    fn a_damaged_record_with_newer_records_after_it_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let at = append_each(&mut wal, (1..=6).map(|revision| write(revision, "a")));
+        drop(wal);
+        // One byte of the first record's CRC.
+        overwrite(dir.path(), at[0] + 4, b"?");
+        damaged(dir.path(), 0, at[0], "5 valid records after it");
+        damaged(
+            dir.path(),
+            0,
+            at[0],
+            "5 acknowledged writes up to revision 6",
+        );
+        damaged(dir.path(), 4, at[0], "2 valid records after it");
+        let (_wal, writes) = Wal::open(dir.path(), 6).unwrap();
+        assert!(writes.is_empty());
+        // In the middle: the last good revision is named.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let at = append_each(&mut wal, (1..=6).map(|revision| write(revision, "a")));
+        drop(wal);
+        overwrite(dir.path(), at[3] + FRAME as u64 + 2, b"?");
+        damaged(
+            dir.path(),
+            0,
+            at[3],
+            "the last good revision before it is 3",
+        );
+        // Its length damaged too: the records after it are still found.
+        overwrite(dir.path(), at[3], &u32::MAX.to_le_bytes());
+        damaged(dir.path(), 0, at[3], "2 valid records after it");
+    }
+
+    /// Each half is searched: the first record of the half the log is in
+    /// damaged (the log then looks as if it were in the other), or a record
+    /// of the half it left with newer records of that half after it.
+    #[test]
+    fn a_valid_record_in_either_half_proves_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = into_the_second_half(dir.path(), &[large(2, 10)]);
+        append_each(&mut wal, [large(3, 10), large(4, 10)]);
+        drop(wal);
+        overwrite(dir.path(), start_of(1) + 4, b"?");
+        damaged(dir.path(), 0, start_of(1), "2 valid records after it");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let at = append_each(&mut wal, [large(1, 10), large(2, 10), large(3, 3 << 20)]);
+        assert_ne!(wal.append(&[large(4, 2 << 20)]).unwrap(), Appended::Not);
+        assert_eq!(wal.at.half, 1);
+        drop(wal);
+        overwrite(dir.path(), at[1] + 4, b"?");
+        damaged(dir.path(), 0, at[1], "1 valid records after it");
+        // Once revision 3 is durable, nothing past the damage is lost.
+        let (_wal, writes) = Wal::open(dir.path(), 3).unwrap();
+        assert_eq!(revisions(&writes), [4]);
+    }
+
+    /// Records left from before the log started a half again are older
+    /// than anything a start needs: a frame that does not check before them
+    /// is the end of the log, not damage (and logged as a torn tail).
+    #[test]
+    fn older_records_past_the_end_are_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        append_each(&mut wal, (1..=5).map(|revision| large(revision, 100)));
+        wal.checkpointed();
+        // Shorter than the record it writes over: its end is inside it.
+        append_each(&mut wal, [large(6, 10)]);
+        drop(wal);
+        let (_wal, writes) = Wal::open(dir.path(), 5).unwrap();
+        assert_eq!(revisions(&writes), [6]);
+        let (_wal, writes) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(revisions(&writes), [6]);
+        assert_eq!(inspect(dir.path(), 5).unwrap(), 6);
+    }
+
+    /// The CRCs of candidate bodies derived from the prefixes' CRCs are
+    /// those of the bodies themselves, and a batch of more than 127 writes
+    /// (a count of two bytes) is taken for a frame.
+    #[test]
+    fn every_offset_is_tried_at_the_cost_of_one_pass() {
+        let region: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let candidates = [(0, 0), (0, 100), (17, 3000), (999, 1), (4000, 992)];
+        let crcs = body_crcs(&region, &candidates);
+        for (&(i, length), crc) in candidates.iter().zip(crcs) {
+            let body = &region[i + FRAME..i + FRAME + length];
+            assert_eq!(crc, crc32fast::hash(body), "{i}+{length}");
+        }
+        let batch: Vec<Logged> = (1..=300).map(|revision| write(revision, "k")).collect();
+        let body = postcard::to_stdvec(&BodyRef::V1(batch.iter().collect())).unwrap();
+        assert!(plausible(&body));
+        assert!(!plausible(&[0, 0, 1, b'p']));
+        assert!(!plausible(&[0, 1, 1, b'/']));
+        assert!(!plausible(&[1, 1, 1, b'p']));
+    }
+
+    /// A missing or empty store file beside a log that holds records is no
+    /// first start; beside a fresh log, or none, it is.
+    #[test]
+    fn a_log_with_records_and_no_store_file_is_a_lost_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(lost_store(dir.path()).unwrap(), None);
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(lost_store(dir.path()).unwrap(), None, "a fresh log");
+        append_each(&mut wal, [write(1, "a"), write(2, "b")]);
+        let refusal = lost_store(dir.path()).unwrap().unwrap();
+        assert!(refusal.contains("kvs.redb is missing"), "{refusal}");
+        assert!(refusal.contains("up to revision 2"), "{refusal}");
+        std::fs::write(dir.path().join("kvs.redb"), b"").unwrap();
+        let refusal = lost_store(dir.path()).unwrap().unwrap();
+        assert!(refusal.contains("kvs.redb is empty"), "{refusal}");
+        std::fs::write(dir.path().join("kvs.redb"), b"x").unwrap();
+        assert_eq!(lost_store(dir.path()).unwrap(), None);
+        // Even with its first record damaged.
+        std::fs::remove_file(dir.path().join("kvs.redb")).unwrap();
+        overwrite(dir.path(), HEADER + 4, b"?");
+        assert!(lost_store(dir.path()).unwrap().is_some());
     }
 
     #[test]

@@ -257,14 +257,14 @@ impl Batch<'_> {
     }
 
     /// Stores again a write that the write-ahead log kept, at its revision
-    /// and time, in the state the writes before it left.
-    pub fn replay(&mut self, write: Logged) -> Result<(), StoreError> {
+    /// and time, in the state the writes before it left; false when it is
+    /// not stored (its project was deleted or moved after it, durably).
+    pub fn replay(&mut self, write: Logged) -> Result<bool, StoreError> {
         let Some(project) = ProjectId::parse(&write.project)
             .and_then(|id| self.catalog().project(&id).cloned())
             .filter(|p| p.settings.storage == StorageMode::Disk)
         else {
-            // Its project was deleted or moved after it, durably.
-            return Ok(());
+            return Ok(false);
         };
         let tables = KeyTables::of(project.settings.id.as_str());
         let mut changes = BTreeMap::new();
@@ -299,7 +299,7 @@ impl Batch<'_> {
             figures,
         };
         self.log(&project, revision, write.at, staged.log());
-        Ok(())
+        Ok(true)
     }
 
     /// What readers see of a write to a disk project if the batch is held

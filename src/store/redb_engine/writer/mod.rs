@@ -638,19 +638,24 @@ impl Writer {
             &self.history,
             self.limits,
         )?;
+        let mut stored = 0;
         for write in writes {
-            batch.replay(write)?;
+            stored += usize::from(batch.replay(write)?);
         }
         batch.revision = batch.revision.max(self.revision);
         batch.replay = true;
         batch.quiet = published;
         let committed = batch.commit(&mut self.wal)?;
         self.absorb(committed);
+        // Only what was stored is counted as stored: a write whose project
+        // is gone is left out, and said so.
         tracing::info!(
-            writes = count,
+            writes = stored,
+            skipped = count - stored,
             first,
             last,
-            "stored again the writes that the write-ahead log held"
+            "stored again the writes that the write-ahead log held ({stored} of {count}; the \
+             others are of projects deleted or moved since)"
         );
         Ok(())
     }
