@@ -775,3 +775,55 @@ fn the_files_in_a_data_directory_are_readable_by_this_user_only() {
     assert_eq!(private(&data), ["kvs.redb", "kvs.wal"]);
     server.terminate();
 }
+
+/// `backup` with its header's revision set to `revision` and its trailer
+/// recomputed (the checksum of every byte before it), as an edit by hand
+/// would leave it.
+fn with_revision(backup: &str, revision: u64) -> String {
+    let mut lines: Vec<String> = backup.lines().map(str::to_owned).collect();
+    let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+    header["revision"] = json!(revision);
+    lines[0] = header.to_string();
+    let trailer_at = lines.len() - 1;
+    let mut trailer: Value = serde_json::from_str(&lines[trailer_at]).unwrap();
+    let body: String = lines[..trailer_at]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    use sha2::Digest as _;
+    trailer["end"]["sha256"] = json!(hex::encode(sha2::Sha256::digest(body.as_bytes())));
+    format!("{body}{trailer}\n")
+}
+
+/// A restored server resumes 1,000,000,000 revisions past the backup's: a
+/// backup whose revision leaves that past 2^53 - 1 (the largest integer a
+/// JavaScript client reads exactly), up to u64::MAX where the revision
+/// would wrap to 0 and versions be handed out again, is refused; one that
+/// leaves it at 2^53 - 1 exactly is restored.
+#[test]
+fn restore_refuses_a_revision_that_leaves_no_room_for_its_bump() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = fake_secret();
+    let server = ServerProcess::start(&dir.path().join("original"), &secret);
+    assert_eq!(server.admin().put(&kv("default", "k"), b"v").status, 201);
+    let file = dir.path().join("whole.jsonl");
+    kvs(&server.url, &secret, &["backup", file.to_str().unwrap()]).ok();
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let largest = (1u64 << 53) - 1 - 1_000_000_000;
+    for revision in [u64::MAX, 1 << 63, largest + 1] {
+        let edited = dir.path().join(format!("r{revision}.jsonl"));
+        std::fs::write(&edited, with_revision(&whole, revision)).unwrap();
+        let target = dir.path().join(format!("r{revision}"));
+        let answer = restore(&edited, &target);
+        assert_eq!(answer.code, 1, "{revision}: {}", answer.text());
+        assert!(answer.stderr.contains("revision"), "{}", answer.stderr);
+        assert!(!target.join("kvs.redb").exists(), "{revision}");
+    }
+    let edited = dir.path().join("largest.jsonl");
+    std::fs::write(&edited, with_revision(&whole, largest)).unwrap();
+    let target = dir.path().join("largest");
+    restore(&edited, &target).ok();
+    let restored = ServerProcess::start(&target, &secret);
+    let status = restored.admin().get("/v1/status").json();
+    assert_eq!(status["revision"], json!((1u64 << 53) - 1), "{status}");
+}

@@ -38,6 +38,7 @@ use crate::domain::{
     Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
     TokenId, TokenRecord, TokenSource,
 };
+use crate::store::redb_engine::RESTORE_REVISION_BUMP;
 use crate::store::{Entry, KeyMeta, ProjectDump, Restore, StoreError, StoreSnapshot, TokenDump};
 
 /// The format's version, the header's `kvs_backup`.
@@ -518,14 +519,27 @@ pub fn restore(input: impl io::Read, dir: &Path, force: bool) -> anyhow::Result<
     }
     let mut restorer = crate::store::restore_into(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let summary = read_into(input, restorer.as_mut())?;
+    let summary = read_into(input, restorer.as_mut(), Some(LARGEST_RESTORED_REVISION))?;
     restorer.finish(summary.revision)?;
     Ok(summary)
 }
 
+/// The largest backup revision `kvs restore` takes into a data directory:
+/// the restored server resumes [`RESTORE_REVISION_BUMP`] past it, and goes
+/// no further than 2^53 - 1, the largest integer that a JavaScript client
+/// reads exactly (a version is a JSON number); a larger one would leave no
+/// room for the bump, and at u64::MAX the revision would wrap to 0 and
+/// hand out versions again.
+pub const LARGEST_RESTORED_REVISION: u64 = (1 << 53) - 1 - RESTORE_REVISION_BUMP;
+
 /// Reads a whole backup into `restorer`, record by record; the summary
-/// once the trailer has checked out (the caller then finishes it).
-fn read_into(input: impl io::Read, restorer: &mut dyn Restore) -> anyhow::Result<Summary> {
+/// once the trailer has checked out (the caller then finishes it). A
+/// header revision above `largest` is refused before anything is written.
+fn read_into(
+    input: impl io::Read,
+    restorer: &mut dyn Restore,
+    largest: Option<u64>,
+) -> anyhow::Result<Summary> {
     let mut reader = Reader::default();
     let mut input = io::BufReader::with_capacity(256 << 10, input);
     let mut line = Vec::new();
@@ -533,7 +547,17 @@ fn read_into(input: impl io::Read, restorer: &mut dyn Restore) -> anyhow::Result
     while next_line(&mut input, &mut line).context("cannot read the backup")? {
         let record = reader.line(&line)?;
         match record {
-            None => {}
+            None => {
+                let revision = reader.revision().unwrap_or(0);
+                if let Some(largest) = largest.filter(|largest| revision > *largest) {
+                    bail!(
+                        "line 1: the backup's revision {revision} is above {largest}, the \
+                         largest a restore takes (a restored server resumes \
+                         {RESTORE_REVISION_BUMP} revisions later, and revisions stay at most \
+                         2^53 - 1): the header was edited, or is damaged"
+                    );
+                }
+            }
             Some(Record::Project(project)) => restorer.project(&project)?,
             Some(Record::Token(token)) => restorer.token(&token.record, token.imported.as_ref())?,
             Some(Record::Key(project, entry)) => {
@@ -595,7 +619,7 @@ pub fn restore_cluster<R: io::Read>(
         );
     }
     let mut check = restorer.size_check();
-    read_into(open()?, &mut check).map_err(|error| {
+    read_into(open()?, &mut check, None).map_err(|error| {
         let too_large = matches!(
             error.downcast_ref::<StoreError>(),
             Some(StoreError::ClusterLimit { .. })
@@ -616,7 +640,7 @@ pub fn restore_cluster<R: io::Read>(
             .with_context(|| format!("cannot delete what the prefix {prefix:?} holds"))?;
     }
     let written = open().and_then(|input| {
-        let summary = read_into(input, &mut restorer)?;
+        let summary = read_into(input, &mut restorer, None)?;
         restorer.complete()?;
         Ok(summary)
     });

@@ -386,7 +386,12 @@ impl Restorer {
     /// watch resuming past changes it never saw). Each project's history is
     /// compacted up to there, so a watch from before the restore gets 410.
     pub fn finish(mut self, revision: u64) -> Result<(), StoreError> {
-        let resumed = revision.saturating_add(RESTORE_REVISION_BUMP);
+        // Saturated, the bump would hand out the same revisions again.
+        let resumed = revision.checked_add(RESTORE_REVISION_BUMP).ok_or_else(|| {
+            StoreError::internal(format!(
+                "the backup's revision {revision} leaves no room for the restore's bump"
+            ))
+        })?;
         self.write_figures(resumed)?;
         {
             let disk = self.txn(StorageMode::Disk)?;

@@ -31,7 +31,7 @@ use redb::{
 use super::Shared;
 use super::backup::{remove_if_present, sync_dir};
 use super::codec::{self, KeyTables, decode_entry, expiry_key, storage_error};
-use super::stopped::{StoppedError, open_stopped};
+use super::stopped::{StoppedError, close_stopped, open_stopped};
 use super::verify::{walk_catalog, walk_keys};
 use crate::domain::StorageMode;
 use crate::files;
@@ -87,8 +87,23 @@ pub fn compact_dir(dir: &Path) -> Result<Compacted, CompactError> {
     // A damaged log is for the operator to decide on first (a backup, or
     // moving it aside): the copy would keep the revision it must match.
     super::wal::inspect(dir, super::snapshot::server_revision(&source)?)?;
-    let (tables, rows) = copy_over(&source, &live)?;
-    drop((source, database));
+    let copied = copy_over(&source, &live);
+    drop(source);
+    if matches!(copied, Err(CompactError::Damaged)) {
+        // redb panicked on a page of it: it may hold poisoned locks, and
+        // its close would write into the damaged file.
+        std::mem::forget(database);
+    } else if let Err(panicked) = close_stopped(database) {
+        // Its close writes the allocator state back. After the rename the
+        // file it writes is no longer the store's; before, the store is
+        // damaged and no copy was made.
+        if copied.is_ok() {
+            tracing::warn!(%panicked, "the old kvs.redb could not be closed cleanly");
+        } else {
+            return Err(CompactError::Damaged);
+        }
+    }
+    let (tables, rows) = copied?;
     sync_dir(dir)?;
     Ok(Compacted {
         before,
@@ -166,7 +181,7 @@ pub(super) fn remove_partial_copy(dir: &Path) -> Result<(), StoreError> {
 fn copy_over(source: &ReadTransaction, live: &Path) -> Result<(usize, u64), CompactError> {
     let copy = files::dir_of(live).join(COPY);
     remove_if_present(&copy)?;
-    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy_all(source, &copy)))
+    let copied = super::contain::contain(|| copy_all(source, &copy))
         .unwrap_or(Err(CompactError::Damaged))
         .and_then(|done| {
             std::fs::rename(&copy, live).map_err(StoreError::internal)?;

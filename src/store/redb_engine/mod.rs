@@ -15,6 +15,7 @@
 mod backup;
 pub(crate) mod codec;
 mod compact;
+mod contain;
 mod deferred_sync;
 mod held;
 mod memory_backend;
@@ -154,7 +155,19 @@ impl RedbStore {
         if let Some(refusal) = wal::lost_store(data_dir)? {
             return Err(StoreError::Internal(refusal));
         }
-        let disk = deferred_sync::create(&path, cache_bytes).map_err(storage_error)?;
+        // redb has no page checksums and may panic on a damaged page, here
+        // (the allocator state) as in the load below: the start then
+        // refuses with a clear message rather than a panic.
+        let shown = path.display().to_string();
+        let damaged = move |panicked: contain::Panicked| {
+            StoreError::DataCorrupted(format!(
+                "{shown} is damaged: its structure cannot be read ({panicked}); check it with \
+                 `kvs verify --data-dir`, and restore a backup (`kvs restore`)"
+            ))
+        };
+        let disk = contain::contain(|| deferred_sync::create(&path, cache_bytes))
+            .map_err(&damaged)?
+            .map_err(storage_error)?;
         // Held by this server now: what a compaction cut short left beside
         // it is of no use (the store is whole without it).
         compact::remove_partial_copy(data_dir)?;
@@ -165,18 +178,22 @@ impl RedbStore {
             codec::migrate::migrate(&txn, "memory")?;
             txn.commit().map_err(storage_error)?;
         }
-        // redb has no page checksums and may panic on a damaged page: the
-        // start then refuses with a clear message rather than a panic.
-        let loaded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&disk, &memory)));
-        let (catalog, revision, reserved, history) = loaded.map_err(|_| {
-            StoreError::DataCorrupted(format!(
-                "{} is damaged: its tables cannot be read (run `kvs verify --data-dir`)",
-                path.display()
-            ))
-        })??;
-        let sweeps = resume_sweeps(&disk, &catalog)?;
-        let (wal, logged) = wal::Wal::open(data_dir, durable_revision(&disk)?)?;
+        let loaded = contain::contain(|| {
+            let (catalog, revision, reserved, history) = load(&disk, &memory)?;
+            let sweeps = resume_sweeps(&disk, &catalog)?;
+            let durable = durable_revision(&disk)?;
+            Ok::<_, StoreError>((catalog, revision, reserved, history, sweeps, durable))
+        });
+        let (catalog, revision, reserved, history, sweeps, durable) = match loaded {
+            Ok(loaded) => loaded?,
+            Err(panicked) => {
+                // It may hold poisoned locks (its drop would panic), and its
+                // close would write into the damaged file.
+                std::mem::forget(disk);
+                return Err(damaged(panicked));
+            }
+        };
+        let (wal, logged) = wal::Wal::open(data_dir, durable)?;
         let shared = Arc::new(Shared {
             disk: ArcSwapOption::new(Some(Arc::new(disk))),
             memory: ArcSwap::from_pointee(memory),
@@ -200,7 +217,15 @@ impl RedbStore {
             sweeps,
         );
         // Before anything is read: the writes only the log holds.
-        writer.replay(logged, false)?;
+        match contain::contain(|| writer.replay(logged, false)) {
+            Ok(replayed) => replayed?,
+            Err(panicked) => {
+                // As above: neither dropped nor closed.
+                std::mem::forget(writer);
+                std::mem::forget(shared);
+                return Err(damaged(panicked));
+            }
+        }
         let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kvs-writer".to_owned())

@@ -2,12 +2,12 @@
 //! on its files themselves: `kvs verify --data-dir` ([`super::verify_dir`])
 //! and `kvs compact` ([`super::compact_dir`]).
 
-use std::panic::catch_unwind;
 use std::path::Path;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::codec::{self, PROJECTS};
+use super::contain::{Panicked, contain};
 
 /// Why a stopped store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,12 @@ pub enum StoppedError {
     /// ([`super::wal::lost_store`]'s text).
     #[error("{0}")]
     LostStore(String),
+    /// redb panicked on a page it read to open the file: it is damaged.
+    #[error(
+        "{path} is damaged: its structure cannot be read ({reason}); nothing was changed: \
+         restore a backup (`kvs restore`)"
+    )]
+    Damaged { path: String, reason: String },
 }
 
 impl StoppedError {
@@ -46,6 +52,13 @@ impl StoppedError {
 /// `cache_bytes`, and refuses a database in the v1 format (the server
 /// migrates it at start). `online` says how the command works on a running
 /// server instead, for the refusal of a store in use.
+///
+/// The file is first opened read-only and its first tables read: a damaged
+/// page there makes redb panic, and a database opened for writing would
+/// then have marked the file for repair (and its close would write into
+/// the damaged file). Only a store that passes is opened for writing (as
+/// redb needs to repair a store whose server was killed, and to hold the
+/// file's lock against a server while `kvs compact` copies it).
 pub(super) fn open_stopped(
     dir: &Path,
     cache_bytes: usize,
@@ -60,31 +73,63 @@ pub(super) fn open_stopped(
     if !path.exists() {
         return Err(StoppedError::Missing(dir.display().to_string()));
     }
-    let opened = catch_unwind(|| Database::builder().set_cache_size(cache_bytes).open(&path));
+    let in_use = || StoppedError::InUse {
+        dir: dir.display().to_string(),
+        online,
+    };
+    let damaged = |panicked: Panicked| StoppedError::Damaged {
+        path: path.display().to_string(),
+        reason: panicked.to_string(),
+    };
+    let probed = contain(|| {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .open_read_only(&path)
+    })
+    .map_err(damaged)?;
+    match probed {
+        Ok(database) => {
+            let v1 = contain(|| database.begin_read().map(|txn| is_v1(&txn)));
+            // Read-only: closing it writes nothing, whatever its pages.
+            let _ = contain(move || drop(database));
+            match v1.map_err(damaged)? {
+                Ok(true) => return Err(StoppedError::OldFormat(dir.display().to_string())),
+                Ok(false) => {}
+                Err(error) => return Err(StoppedError::unreadable(&path, error)),
+            }
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(in_use()),
+        // A store whose server was killed: redb repairs it at a writable
+        // open, below.
+        Err(redb::DatabaseError::RepairAborted) => {}
+        Err(error) => return Err(StoppedError::unreadable(&path, error)),
+    }
+    let opened = contain(|| Database::builder().set_cache_size(cache_bytes).open(&path));
     let database = match opened {
         Ok(Ok(database)) => database,
-        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-            return Err(StoppedError::InUse {
-                dir: dir.display().to_string(),
-                online,
-            });
-        }
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => return Err(in_use()),
         Ok(Err(error)) => return Err(StoppedError::unreadable(&path, error)),
-        Err(_) => {
-            return Err(StoppedError::unreadable(
-                &path,
-                "the file is damaged (its structure cannot be read)",
-            ));
-        }
+        Err(panicked) => return Err(damaged(panicked)),
     };
-    let txn = database
-        .begin_read()
-        .map_err(|error| StoppedError::unreadable(&path, error))?;
-    if is_v1(&txn) {
-        return Err(StoppedError::OldFormat(dir.display().to_string()));
+    let v1 = contain(|| database.begin_read().map(|txn| is_v1(&txn)));
+    match v1 {
+        Ok(Ok(false)) => Ok(database),
+        Ok(Ok(true)) => Err(StoppedError::OldFormat(dir.display().to_string())),
+        Ok(Err(error)) => Err(StoppedError::unreadable(&path, error)),
+        Err(panicked) => {
+            // It may hold poisoned locks, and its close would write into
+            // the damaged file.
+            std::mem::forget(database);
+            Err(damaged(panicked))
+        }
     }
-    drop(txn);
-    Ok(database)
+}
+
+/// Closes a database opened by [`open_stopped`], which redb does by writing
+/// its allocator state back: an error if that panics (a damaged page of
+/// the free-page lists).
+pub(super) fn close_stopped(database: Database) -> Result<(), Panicked> {
+    contain(move || drop(database))
 }
 
 /// Whether the database was last written by a release before checksums:

@@ -5,14 +5,13 @@
 //! (`RedbStore::verify`), the same walk either way.
 //!
 //! redb checks no page when it reads and may panic on a damaged page: each
-//! table is walked under `catch_unwind`, and a panic is reported as damage
+//! table is walked contained (`contain`), and a panic is reported as damage
 //! there. A walk goes from leaf to leaf, but a lookup descends through the
 //! index pages, whose damaged separators can send it to a leaf that does
 //! not hold the key (a `GET` would answer 404): so every record the walk
 //! finds is also looked up by its key ([`found`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use std::borrow::Borrow;
@@ -23,8 +22,9 @@ use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
     check_value, decode, decode_changes, decode_entry, expiry_key, parse_expiry_key,
 };
+use super::contain::contain;
 use super::snapshot::read_sweeps;
-use super::stopped::{StoppedError, open_stopped};
+use super::stopped::{StoppedError, close_stopped, open_stopped};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
 use crate::store::{Report, StoreError, UNFOUND, UNINDEXED};
 
@@ -36,17 +36,29 @@ use crate::store::{Report, StoreError, UNFOUND, UNINDEXED};
 /// values, 36 MiB instead of 460 (`tests/memory.rs`).
 const WALK_CACHE_BYTES: usize = 16 << 20;
 
-/// Checks the stopped store in `dir` (its `kvs.redb`).
+/// Checks the stopped store in `dir` (its `kvs.redb`). A file whose
+/// structure redb cannot even open is reported as damage, as is a panic
+/// when it closes (it then writes its allocator state back).
 pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
-    let database = open_stopped(
+    let mut report = Report::default();
+    let database = match open_stopped(
         dir,
         WALK_CACHE_BYTES,
         "check it with `kvs verify --token …` (an admin token, no --data-dir)",
-    )?;
+    ) {
+        Ok(database) => database,
+        Err(StoppedError::Damaged { reason, .. }) => {
+            report.damaged(
+                "kvs.redb",
+                format!("its structure cannot be read ({reason})"),
+            );
+            return Ok(report);
+        }
+        Err(error) => return Err(error),
+    };
     let txn = database
         .begin_read()
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
-    let mut report = Report::default();
     let projects = walk_catalog(&txn, &mut report);
     walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
     // The log holds the writes the database lacks after a crash: a damaged
@@ -59,12 +71,19 @@ pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
         Err(StoreError::DataCorrupted(problem)) => report.damaged("kvs.wal", problem),
         Err(error) => return Err(StoppedError::unreadable(&dir.join("kvs.wal"), error)),
     }
+    drop(txn);
+    if let Err(panicked) = close_stopped(database) {
+        report.damaged(
+            "kvs.redb",
+            format!("its lists of free pages cannot be read ({panicked})"),
+        );
+    }
     Ok(report)
 }
 
 /// Runs `walk` on one table, reporting a panic (a damaged page) as damage.
 fn guarded(report: &mut Report, place: &str, walk: impl FnOnce(&mut Report)) {
-    if catch_unwind(AssertUnwindSafe(|| walk(report))).is_err() {
+    if contain(|| walk(report)).is_err() {
         report.damaged(place, "the table cannot be read (a damaged page)");
     }
 }
@@ -282,10 +301,10 @@ pub fn walk_keys(
     report: &mut Report,
 ) {
     let (figures, histories) = walk_figures(txn, projects, storage, report);
-    let names: Vec<String> = match catch_unwind(AssertUnwindSafe(|| {
+    let names: Vec<String> = match contain(|| {
         txn.list_tables()
             .map(|tables| tables.map(|t| t.name().to_owned()).collect())
-    })) {
+    }) {
         Ok(Ok(names)) => names,
         _ => {
             report.damaged("the table directory", "it cannot be read");

@@ -182,22 +182,22 @@ impl<'a> Batch<'a> {
 
     /// Takes the next revision for a key/value write to a disk project
     /// that the write-ahead log carries ([`Batch::wal`]).
-    pub fn next_logged_revision(&mut self) -> u64 {
-        self.revision += 1;
+    pub fn next_logged_revision(&mut self) -> Result<u64, StoreError> {
+        self.revision = next(self.revision)?;
         self.disk_dirty = true;
-        self.revision
+        Ok(self.revision)
     }
 
     /// Takes the next revision for a write in a project of `storage`; a
     /// memory project's revision is reserved on disk first.
-    pub fn next_revision(&mut self, storage: StorageMode) -> u64 {
-        self.revision += 1;
+    pub fn next_revision(&mut self, storage: StorageMode) -> Result<u64, StoreError> {
+        self.revision = next(self.revision)?;
         if storage == StorageMode::Memory && self.revision > self.reserved {
-            self.reserved = self.revision + super::RESERVE_STEP;
+            self.reserved = self.revision.saturating_add(super::RESERVE_STEP);
             self.dirty(StorageMode::Disk);
         }
         self.dirty(storage);
-        self.revision
+        Ok(self.revision)
     }
 
     /// The project's figures as this batch has left them.
@@ -400,6 +400,17 @@ pub(super) fn release(
     Ok(())
 }
 
+/// The revision after `revision`. Past the last a u64 holds it would wrap
+/// to 0 and hand out versions again: the write is refused instead.
+pub fn next(revision: u64) -> Result<u64, StoreError> {
+    revision.checked_add(1).ok_or_else(|| {
+        StoreError::internal(format!(
+            "the server's revision is {revision}, the largest it can hold: no write can take \
+             a new one (a version is never handed out twice)"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -437,6 +448,44 @@ mod tests {
         let store = RedbStore::open(dir.path()).unwrap();
         store.write_kv(put("d")).await.unwrap();
         assert_eq!(logged(dir.path()), ["d"]);
+        store.close().await;
+    }
+
+    /// A store whose revision has reached the largest a u64 holds (no
+    /// restore makes one now, but an older release's may have): the write
+    /// that takes the last revision is stored, and the next one is refused
+    /// with a message, never given revision 0 (a version handed out
+    /// before).
+    #[tokio::test]
+    async fn the_revision_never_wraps_a_write_past_the_last_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = store_with_project(dir.path()).await;
+        store.close().await;
+        drop(store);
+        {
+            let database = redb::Database::open(dir.path().join("kvs.redb")).unwrap();
+            let txn = database.begin_write().unwrap();
+            {
+                let mut server = txn.open_table(codec::SERVER).unwrap();
+                server.insert(codec::REVISION, u64::MAX - 1).unwrap();
+                server.insert(codec::RESERVED, u64::MAX - 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let last = store.write_kv(write(&id, vec![put("a")])).await.unwrap();
+        assert_eq!(last.revision, u64::MAX);
+        let refused = store.write_kv(write(&id, vec![put("b")])).await;
+        match refused {
+            Err(StoreError::Internal(message)) => {
+                assert!(message.contains("revision"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The write stored before is still there, at its revision.
+        let key = crate::domain::Key::parse("a").unwrap();
+        let read = store.get(&id, &key, false).await.unwrap();
+        assert_eq!(read.value.map(|e| e.meta.version), Some(u64::MAX));
         store.close().await;
     }
 }

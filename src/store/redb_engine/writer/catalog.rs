@@ -42,7 +42,7 @@ impl Batch<'_> {
             // no change set): a project created again under the same id
             // starts after it, so a watcher of the old one, which saw
             // nothing later, cannot resume into the new one's history.
-            self.next_revision(StorageMode::Disk);
+            self.next_revision(StorageMode::Disk)?;
         }
         if let Some(id) = &delta.created {
             self.history

@@ -126,7 +126,7 @@ impl Batch<'_> {
             self.dirty(storage);
         }
         for (project, figures, removed) in expired {
-            let revision = self.next_revision(project.settings.storage);
+            let revision = self.next_revision(project.settings.storage)?;
             self.set_figures(&project, figures, revision);
             self.expired += removed.len() as u64;
             self.log(&project, revision, now, removed);

@@ -206,7 +206,17 @@ impl Batch<'_> {
                 continue;
             }
             let at = Timestamp::now();
-            match open.stage(&project.settings, figures, write, revision + 1, at) {
+            // The writes after this one would need later revisions still.
+            let next = match super::batch::next(revision) {
+                Ok(next) => next,
+                Err(error) => {
+                    while results.len() < count {
+                        results.push(Err(error.clone()));
+                    }
+                    break;
+                }
+            };
+            match open.stage(&project.settings, figures, write, next, at) {
                 Ok((mut staged, None)) => results.push(Ok(KvCommit {
                     revision,
                     results: std::mem::take(&mut staged.results),
@@ -239,8 +249,8 @@ impl Batch<'_> {
         drop(open);
         for write in stored {
             let revision = match storage {
-                StorageMode::Disk => self.next_logged_revision(),
-                StorageMode::Memory => self.next_revision(storage),
+                StorageMode::Disk => self.next_logged_revision()?,
+                StorageMode::Memory => self.next_revision(storage)?,
             };
             debug_assert_eq!(revision, write.revision);
             self.set_figures(project, write.staged.figures, revision);
@@ -287,7 +297,7 @@ impl Batch<'_> {
             store_changes(txn, &tables, &mut keys, None, &changes)?;
         }
         self.revision = write.revision - 1;
-        let revision = self.next_logged_revision();
+        let revision = self.next_logged_revision()?;
         let figures = Figures {
             keys: write.keys,
             bytes: write.bytes,

@@ -320,7 +320,7 @@ impl Batch<'_> {
         if changes.is_empty() {
             return Ok(Step::Answered(Answer::Kv(reply, Ok(answer(self.revision)))));
         }
-        let revision = self.next_revision(sweep.storage);
+        let revision = self.next_revision(sweep.storage)?;
         let record = SweepRecord {
             prefix: sweep.prefix.as_str().to_owned(),
             revision,
