@@ -61,22 +61,23 @@ pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
     let projects = walk_catalog(&txn, &mut report);
     walk_keys(&txn, &projects, StorageMode::Disk, &mut report);
-    // The log holds the writes the database lacks after a crash: a damaged
-    // record there loses them at the next start as surely as a damaged
-    // page here.
     let durable = super::snapshot::server_revision(&txn)
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
-    match super::wal::inspect(dir, durable) {
-        Ok(_) => {}
-        Err(StoreError::DataCorrupted(problem)) => report.damaged("kvs.wal", problem),
-        Err(error) => return Err(StoppedError::unreadable(&dir.join("kvs.wal"), error)),
-    }
     drop(txn);
     if let Err(panicked) = close_stopped(database) {
         report.damaged(
             "kvs.redb",
             format!("its lists of free pages cannot be read ({panicked})"),
         );
+    }
+    // The log holds the writes the database lacks after a crash: a damaged
+    // record there loses them at the next start as surely as a damaged
+    // page here. Read once the database is closed, so that its page cache
+    // and the log's records are not held at once.
+    match super::wal::inspect(dir, durable) {
+        Ok(_) => {}
+        Err(StoreError::DataCorrupted(problem)) => report.damaged("kvs.wal", problem),
+        Err(error) => return Err(StoppedError::unreadable(&dir.join("kvs.wal"), error)),
     }
     Ok(report)
 }
