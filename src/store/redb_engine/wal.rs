@@ -613,7 +613,10 @@ pub fn inspect(data_dir: &Path, durable: u64) -> Result<u64, StoreError> {
         return Ok(0);
     };
     read(&file, &path, size, durable, None)?;
-    let halves = read_halves(&file, size, 0, None)?;
+    // `durable`, not 0: the halves then keep only the writes above it (none
+    // after a clean stop), not every value the log holds (up to 32 MiB);
+    // the highest revision does not depend on it.
+    let halves = read_halves(&file, size, durable, None)?;
     Ok(halves.iter().map(Half::highest).max().unwrap_or(0))
 }
 
