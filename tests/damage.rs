@@ -13,9 +13,8 @@ use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{Client, ServerProcess, fake_secret, free_port, kv};
+use common::{Client, ServerProcess, fake_secret, kv};
 
 /// A value unique to its key, of `size` bytes, so that it can be found in
 /// the file.
@@ -52,43 +51,14 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
 /// A server on a data directory that may refuse to start; `None` then,
 /// with what it printed.
 struct Started {
-    child: common::KillOnDrop,
+    /// Held for its drop, which stops the server.
+    _child: common::KillOnDrop,
     url: String,
 }
 
 fn start(data: &Path, admin: &str) -> Result<Started, String> {
-    let url = format!("http://127.0.0.1:{}", free_port());
-    let log = data.with_extension("log");
-    let output = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
-        .args(["serve", "--listen", url.trim_start_matches("http://")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("KVS_ADMIN_TOKEN", admin)
-        .env("KVS_LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .unwrap();
-    let mut started = Started {
-        child: common::KillOnDrop(child),
-        url,
-    };
-    let client = Client::new(&started.url, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = started.child.0.try_wait() {
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        if let Ok(answer) = client.request("GET", "/healthz", None, &[])
-            && answer.status == 200
-        {
-            return Ok(started);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the server on a damaged copy neither started nor stopped");
+    common::serve_or_refusal(data, admin, "error")
+        .map(|(child, url)| Started { _child: child, url })
 }
 
 #[test]

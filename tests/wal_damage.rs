@@ -15,10 +15,9 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{Client, KillOnDrop, ServerProcess, fake_secret, free_port, kv};
+use common::{Client, KillOnDrop, ServerProcess, fake_secret, kv};
 use serde_json::json;
 
 const PROJECT: &str = "w";
@@ -95,38 +94,7 @@ fn flip(file: &Path, at: usize) {
 /// `kvs serve` on `data`: the running server once it answers, or what it
 /// printed when it stopped on its own.
 fn serve(data: &Path, admin: &str) -> Result<(KillOnDrop, String), String> {
-    let url = format!("http://127.0.0.1:{}", free_port());
-    let log = data.with_extension("log");
-    let output = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
-        .args(["serve", "--listen", url.trim_start_matches("http://")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("KVS_ADMIN_TOKEN", admin)
-        .env("KVS_LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let probe = Client::new(&url, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.0.try_wait() {
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        if let Ok(answer) = probe.request("GET", "/healthz", None, &[])
-            && answer.status == 200
-        {
-            return Ok((child, url));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!(
-        "the server on {} neither started nor stopped",
-        data.display()
-    );
+    common::serve_or_refusal(data, admin, "warn")
 }
 
 /// The acknowledged writes that the server at `url` lacks or answers with

@@ -454,6 +454,48 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `kvs serve` on `data`, which may refuse to start (a damaged store): the
+/// running server and its URL once it answers, or what it printed (at
+/// `log_level`) when it stopped on its own.
+pub fn serve_or_refusal(
+    data: &Path,
+    admin: &str,
+    log_level: &str,
+) -> Result<(KillOnDrop, String), String> {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let log = data.with_extension("log");
+    let output = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(["serve", "--listen", url.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("KVS_ADMIN_TOKEN", admin)
+        .env("KVS_LOG_LEVEL", log_level)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let probe = Client::new(&url, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.0.try_wait() {
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if let Ok(answer) = probe.request("GET", "/healthz", None, &[])
+            && answer.status == 200
+        {
+            return Ok((child, url));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the server on {} neither started nor stopped",
+        data.display()
+    );
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
