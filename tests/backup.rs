@@ -439,7 +439,7 @@ fn restore_refuses_damaged_backups_and_occupied_directories() {
             "changed",
             String::from_utf8(whole.clone())
                 .unwrap()
-                .replacen("\"k1\"", "\"kX\"", 1)
+                .replacen("\"value\":\"v\"", "\"value\":\"w\"", 1)
                 .into_bytes(),
             "checksum",
         ),
@@ -780,19 +780,138 @@ fn the_files_in_a_data_directory_are_readable_by_this_user_only() {
 /// recomputed (the checksum of every byte before it), as an edit by hand
 /// would leave it.
 fn with_revision(backup: &str, revision: u64) -> String {
+    edited(backup, |lines| {
+        let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+        header["revision"] = json!(revision);
+        lines[0] = header.to_string();
+    })
+}
+
+/// `backup`'s lines before its trailer changed by `edit`, and a trailer
+/// made again for them (their counts and checksum), as an edit by hand
+/// that knows the format would leave it.
+fn edited(backup: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
     let mut lines: Vec<String> = backup.lines().map(str::to_owned).collect();
-    let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
-    header["revision"] = json!(revision);
-    lines[0] = header.to_string();
-    let trailer_at = lines.len() - 1;
-    let mut trailer: Value = serde_json::from_str(&lines[trailer_at]).unwrap();
-    let body: String = lines[..trailer_at]
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let trailer: Value = serde_json::from_str(&lines.pop().unwrap()).unwrap();
+    edit(&mut lines);
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let count = |kind: &str| {
+        let prefix = format!("{{\"{kind}\":");
+        lines.iter().filter(|l| l.starts_with(&prefix)).count()
+    };
     use sha2::Digest as _;
+    let mut trailer = trailer;
+    trailer["end"]["projects"] = json!(count("project"));
+    trailer["end"]["tokens"] = json!(count("token"));
+    trailer["end"]["keys"] = json!(count("key"));
     trailer["end"]["sha256"] = json!(hex::encode(sha2::Sha256::digest(body.as_bytes())));
     format!("{body}{trailer}\n")
+}
+
+/// A backup edited by hand, its trailer made again, that would restore a
+/// store `kvs verify` calls damaged (two records for one name, a token of
+/// no project, a content type a read cannot send back) is refused whole,
+/// naming its line, and leaves no store; the same backup unedited, with
+/// its trailer made the same way, restores.
+#[test]
+fn restore_refuses_an_edited_backup_that_would_make_a_damaged_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = fake_secret();
+    let server = ServerProcess::start(&dir.path().join("original"), &secret);
+    let admin = server.admin();
+    admin.create_project("p", json!({}));
+    for project in ["default", "p"] {
+        for key in ["a", "b", "c"] {
+            assert_eq!(admin.put(&kv(project, key), b"v").status, 201);
+        }
+    }
+    let file = dir.path().join("whole.jsonl");
+    kvs(&server.url, &secret, &["backup", file.to_str().unwrap()]).ok();
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = whole.lines().collect();
+    let find = |what: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no line {what}: {whole}"))
+    };
+    let (project, token) = (find(r#"{"project":"#), find(r#"{"token":"#));
+    let (first_key, p_key) = (find(r#"{"key":"#), find(r#"{"key":{"project":"p""#));
+    let project_token = lines
+        .iter()
+        .position(|l| l.starts_with(r#"{"token":"#) && l.contains(r#""project":"p""#))
+        .unwrap();
+
+    type Edit = Box<dyn Fn(&mut Vec<String>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a project twice",
+            Box::new(move |l| l.insert(project + 1, l[project].clone())),
+            "appears twice",
+        ),
+        (
+            "a token twice",
+            Box::new(move |l| l.insert(token + 1, l[token].clone())),
+            "appears twice",
+        ),
+        (
+            "a token of no project",
+            Box::new(move |l| {
+                l[project_token] = l[project_token].replace(r#""project":"p""#, r#""project":"q""#)
+            }),
+            "which no line before it holds",
+        ),
+        (
+            "a key twice",
+            Box::new(move |l| l.insert(first_key + 1, l[first_key].clone())),
+            "key order",
+        ),
+        (
+            "two keys swapped",
+            Box::new(move |l| l.swap(first_key, first_key + 1)),
+            "key order",
+        ),
+        (
+            "a project's keys in two runs",
+            Box::new(move |l| {
+                let moved = l.remove(first_key);
+                l.push(moved);
+            }),
+            "come again",
+        ),
+        (
+            "a content type with CR LF",
+            Box::new(move |l| {
+                l[p_key] = l[p_key].replace(
+                    r#""content_type":"application/octet-stream""#,
+                    r#""content_type":"text/plain\r\nX-Evil: 1""#,
+                );
+                assert!(l[p_key].contains("X-Evil"), "{}", l[p_key]);
+            }),
+            "content_type",
+        ),
+    ];
+    for (name, edit, says) in cases {
+        let changed = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&changed, edited(&whole, edit)).unwrap();
+        let target = dir.path().join(name);
+        let answer = restore(&changed, &target);
+        assert_eq!(answer.code, 1, "{name}: {}", answer.text());
+        assert!(answer.stderr.contains("line "), "{name}: {}", answer.stderr);
+        assert!(answer.stderr.contains(says), "{name}: {}", answer.stderr);
+        assert!(!target.join("kvs.redb").exists(), "{name}");
+    }
+
+    let same = dir.path().join("same.jsonl");
+    std::fs::write(&same, edited(&whole, |_| {})).unwrap();
+    let target = dir.path().join("same");
+    restore(&same, &target).ok();
+    let verify = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(["verify", "--data-dir"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
 }
 
 /// A restored server resumes 1,000,000,000 revisions past the backup's: a

@@ -24,6 +24,7 @@ pub mod schedule;
 pub use schedule::{backup_file_name, schedule, write_file};
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
@@ -36,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::domain::{
     Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
-    TokenId, TokenRecord, TokenSource,
+    TokenId, TokenRecord, TokenSource, is_content_type,
 };
 use crate::store::redb_engine::RESTORE_REVISION_BUMP;
 use crate::store::{Entry, KeyMeta, ProjectDump, Restore, StoreError, StoreSnapshot, TokenDump};
@@ -318,6 +319,75 @@ pub struct Reader {
     ended: bool,
     /// Number of the line read last, for messages.
     line: u64,
+    /// What the lines so far hold, to refuse a backup that names a project
+    /// or a token twice, a key twice or out of order, or a token of a
+    /// project it does not hold: an edited file whose checksum was made
+    /// again, which would restore a store that `kvs verify` calls damaged.
+    seen: Seen,
+}
+
+/// The projects and tokens a backup's lines named so far, and where its
+/// keys are.
+#[derive(Default)]
+struct Seen {
+    projects: HashSet<ProjectId>,
+    tokens: HashSet<String>,
+    /// The project whose keys the last key line was of, and that key.
+    last_key: Option<(ProjectId, String)>,
+    /// The projects whose keys came before `last_key`'s.
+    keys_done: HashSet<ProjectId>,
+}
+
+impl Seen {
+    fn project(&mut self, id: &ProjectId) -> anyhow::Result<()> {
+        if !self.projects.insert(id.clone()) {
+            bail!("project {id} appears twice");
+        }
+        Ok(())
+    }
+
+    fn token(&mut self, line: &TokenLine) -> anyhow::Result<()> {
+        if !self.tokens.insert(line.id.clone()) {
+            bail!("token {} appears twice", line.id);
+        }
+        if let Some(project) = &line.project
+            && !self.projects.contains(project)
+        {
+            bail!(
+                "token {} is of project {project}, which no line before it holds",
+                line.id
+            );
+        }
+        Ok(())
+    }
+
+    /// A backup holds each project's keys together, each key once, in key
+    /// order (as [`write`] writes them).
+    fn key(&mut self, project: &ProjectId, key: &str) -> anyhow::Result<()> {
+        if !self.projects.contains(project) {
+            bail!("key {key:?} is of project {project}, which no line before it holds");
+        }
+        match &mut self.last_key {
+            Some((last_project, last)) if last_project == project => {
+                if key <= last.as_str() {
+                    bail!(
+                        "key {key:?} of project {project} comes after {last:?}: a backup holds \
+                         each key once, in key order"
+                    );
+                }
+                key.clone_into(last);
+            }
+            last_key => {
+                if self.keys_done.contains(project) {
+                    bail!("the keys of project {project} come again after another project's");
+                }
+                if let Some((done, _)) = last_key.replace((project.clone(), key.to_owned())) {
+                    self.keys_done.insert(done);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Reader {
@@ -380,15 +450,18 @@ impl Reader {
             Line::Project(line) => {
                 self.summary.projects += 1;
                 self.no_later_than(line.revision)?;
+                self.seen.project(&line.id)?;
                 Record::Project(project_dump(line)?)
             }
             Line::Token(line) => {
                 self.summary.tokens += 1;
+                self.seen.token(&line)?;
                 Record::Token(token_dump(line)?)
             }
             Line::Key(line) => {
                 self.summary.keys += 1;
                 self.no_later_than(line.version)?;
+                self.seen.key(&line.project, &line.key)?;
                 let (project, entry) = entry(line)?;
                 Record::Key(project, entry)
             }
@@ -480,6 +553,12 @@ fn entry(line: KeyLine<'_>) -> anyhow::Result<(ProjectId, Entry)> {
         _ => bail!("a key has either value or value_base64"),
     };
     let key = Key::parse(line.key.into_owned()).map_err(|error| anyhow!("{error}"))?;
+    if !is_content_type(&line.content_type) {
+        bail!(
+            "key {:?}: its content_type is not a media type in visible ASCII",
+            key.as_str()
+        );
+    }
     let meta = KeyMeta {
         key,
         version: line.version,

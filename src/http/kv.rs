@@ -695,8 +695,7 @@ pub(super) fn no_content_coding(headers: &HeaderMap) -> Result<(), ApiError> {
 /// text in visible ASCII, which a read can send back as its
 /// `Content-Type`. `what` names the field in the message.
 pub(super) fn content_type(text: &str, what: &str) -> Result<String, ApiError> {
-    let allowed = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
-    if text.trim().is_empty() || !text.bytes().all(allowed) {
+    if !crate::domain::is_content_type(text) {
         return Err(ApiError::bad_request(format!(
             "{what} must be a media type in visible ASCII"
         )));
