@@ -946,3 +946,89 @@ fn restore_refuses_a_revision_that_leaves_no_room_for_its_bump() {
     let status = restored.admin().get("/v1/status").json();
     assert_eq!(status["revision"], json!((1u64 << 53) - 1), "{status}");
 }
+
+/// `kvs restore - --data-dir DIR [--force]` given the first `lines` lines
+/// of `backup` and then killed while it waits for the rest, as a restore
+/// stopped by a crash or an operator is: what it wrote stays.
+fn kill_a_restore_midway(backup: &str, lines: usize, dir: &Path, force: bool) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
+    command.args(["restore", "-", "--data-dir"]).arg(dir);
+    if force {
+        command.arg("--force");
+    }
+    let mut restore = common::KillOnDrop(
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let head: String = backup
+        .lines()
+        .take(lines)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut stdin = restore.0.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, head.as_bytes()).unwrap();
+    let partial = dir.join("kvs.redb.restoring");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !partial.exists() {
+        assert!(Instant::now() < deadline, "no {}", partial.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    restore.0.kill().unwrap();
+    restore.0.wait().unwrap();
+    drop(stdin);
+    assert!(partial.exists(), "the killed restore left nothing");
+}
+
+/// A restore killed before its end (hunt fault 7) left `kvs.redb.restoring`
+/// behind, and a server started on the directory made a new, empty store
+/// beside it without a word, which read as a restore that worked. Into a
+/// new directory, the start is now refused, naming the file and the way
+/// out; a restore run again then works. Over a stopped store (`--force`),
+/// that store is still the live one: the server starts on it as it was,
+/// removes the partial file and says so.
+#[test]
+fn a_restore_killed_before_its_end_leaves_no_store_a_server_takes_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = fake_secret();
+    let original = dir.path().join("original");
+    let mut server = ServerProcess::start(&original, &secret);
+    let admin = server.admin();
+    for n in 0..20 {
+        assert_eq!(
+            admin.put(&kv("default", &format!("k{n}")), b"v").status,
+            201
+        );
+    }
+    let file = dir.path().join("whole.jsonl");
+    kvs(&server.url, &secret, &["backup", file.to_str().unwrap()]).ok();
+    assert_eq!(admin.put(&kv("default", "after"), b"kept").status, 201);
+    assert_eq!(server.terminate(), Some(0));
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let half = whole.lines().count() / 2;
+
+    let target = dir.path().join("new");
+    kill_a_restore_midway(&whole, half, &target, false);
+    let refusal = common::serve_or_refusal(&target, &secret, "warn")
+        .err()
+        .expect("a server started beside a restore that did not finish");
+    assert!(refusal.contains("did not finish"), "{refusal}");
+    assert!(refusal.contains("kvs.redb.restoring"), "{refusal}");
+    assert!(!target.join("kvs.redb").exists(), "a store was made");
+    restore_force(&file, &target).ok();
+    let (_server, url) = common::serve_or_refusal(&target, &secret, "warn").unwrap();
+    let restored = Client::new(&url, Some(&secret));
+    assert_eq!(restored.get(&kv("default", "k19")).status, 200);
+
+    kill_a_restore_midway(&whole, half, &original, true);
+    let (_server, url) = common::serve_or_refusal(&original, &secret, "warn").unwrap();
+    let kept = Client::new(&url, Some(&secret)).get(&kv("default", "after"));
+    assert_eq!((kept.status, kept.body.as_slice()), (200, &b"kept"[..]));
+    assert!(!original.join("kvs.redb.restoring").exists());
+    let log = std::fs::read_to_string(original.with_extension("log")).unwrap();
+    assert!(log.contains("did not finish"), "{log}");
+}

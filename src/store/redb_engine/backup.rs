@@ -464,6 +464,62 @@ pub(super) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
         .map_err(|error| StoreError::internal(format!("cannot remove {}: {error}", path.display())))
 }
 
+/// At start, before the store is opened: what a `kvs restore` stopped
+/// before its end (killed, so that its drop did not run) left in `dir`.
+/// With no store beside it (a restore into a new directory), the start is
+/// refused: an empty store made there would read as a restore that worked.
+/// Beside a store (a `--force` restore), that store is still the live one:
+/// the files are removed, with a warning. A restore still writing them
+/// holds their lock: the start is refused then too.
+pub fn unfinished_restore(dir: &Path) -> Result<(), StoreError> {
+    let left: Vec<PathBuf> = [DISK_TMP, MEMORY_TMP]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| path.exists())
+        .collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    for path in &left {
+        // Its repair is not wanted, only whether another process holds it.
+        let opened = super::contain::contain(|| {
+            redb::Builder::new()
+                .set_repair_callback(|session| session.abort())
+                .open(path)
+        });
+        if let Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) = opened {
+            return Err(StoreError::internal(format!(
+                "a kvs restore is writing {} now: start the server once it has finished",
+                path.display()
+            )));
+        }
+    }
+    let live = std::fs::metadata(dir.join("kvs.redb")).is_ok_and(|meta| meta.len() > 0);
+    let names = left
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if !live {
+        return Err(StoreError::internal(format!(
+            "{dir} holds {names}, left by a kvs restore that did not finish, and no kvs.redb: \
+             nothing was restored. Run the restore again (`kvs restore --force`, which starts \
+             over), or remove {names} to start a new, empty store here",
+            dir = dir.display(),
+        )));
+    }
+    for path in &left {
+        remove_if_present(path)?;
+    }
+    tracing::warn!(
+        files = %names,
+        "a kvs restore into this data directory did not finish: the store it was to replace \
+         is still the live one, and what the restore had written is removed; run it again to \
+         replace the store"
+    );
+    Ok(())
+}
+
 /// Makes renames in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     files::sync_dir(dir).map_err(StoreError::internal)

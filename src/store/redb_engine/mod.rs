@@ -151,10 +151,12 @@ impl RedbStore {
         }
         let path = data_dir.join("kvs.redb");
         // Before anything is made: a new store beside a log that holds
-        // writes would drop them all and reuse their versions.
+        // writes would drop them all and reuse their versions, and a new
+        // one beside a restore that did not finish would pass for it.
         if let Some(refusal) = wal::lost_store(data_dir)? {
             return Err(StoreError::Internal(refusal));
         }
+        backup::unfinished_restore(data_dir)?;
         // redb has no page checksums and may panic on a damaged page, here
         // (the allocator state) as in the load below: the start then
         // refuses with a clear message rather than a panic.
