@@ -228,7 +228,9 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
     let big = big_value();
     let (stored, refused) = put_until_full(&manage, values, &big);
 
-    // Reads keep working, refused writes left nothing, the server is ready.
+    // Reads keep working, refused writes left nothing; the server is not
+    // ready, as the contract says of storage that is not writable (hunt
+    // fault 6: it said ready while every write got 507).
     for key in &stored {
         assert_eq!(manage.get(&kv("full", key)).body, big, "{key}");
     }
@@ -239,12 +241,21 @@ fn fill_and_recover(size: &str, filler_mib: usize, values: usize) {
             "{key} was half-written"
         );
     }
-    assert_eq!(server.admin().get("/readyz").status, 200);
+    let ready = common::Client::new(&server.url, None).get("/readyz");
+    assert_eq!(
+        (ready.status, ready.code()),
+        (503, "unavailable".to_owned())
+    );
 
-    // Once there is room again, writes are accepted without a restart. (A
-    // delete alone does not make room at once: the change history keeps
-    // the deleted value until it is compacted.)
+    // Once there is room again, writes are accepted without a restart, and
+    // the server is ready before any write has tried. (A delete alone does
+    // not make room at once: the change history keeps the deleted value
+    // until it is compacted.)
     std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        common::Client::new(&server.url, None).get("/readyz").status,
+        200
+    );
     assert_eq!(manage.delete(&kv("full", &stored[0])).status, 204);
     assert_eq!(manage.put(&kv("full", "small"), b"fits").status, 201);
 

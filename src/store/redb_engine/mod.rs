@@ -28,8 +28,8 @@ mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
@@ -95,6 +95,11 @@ struct Shared {
     view: View,
     /// False once a commit failed for lack of space or an I/O error.
     writable: AtomicBool,
+    /// The room left on the database's filesystem after a commit failed
+    /// for lack of it: until there is more, writes that need the disk are
+    /// refused without a try, and `/readyz` says the store is not writable
+    /// (see [`Shared::still_full`]).
+    full: std::sync::Mutex<Option<writer::Room>>,
     /// True while the writer stores again, in a reopened disk database,
     /// the writes that only the log holds: until then the database lacks
     /// acknowledged writes, and readers answer 503 as while it is closed.
@@ -204,6 +209,7 @@ impl RedbStore {
             held: held::Held::default(),
             view: View::new(catalog, revision),
             writable: AtomicBool::new(true),
+            full: std::sync::Mutex::new(None),
             replaying: AtomicBool::new(false),
             path,
             cache_bytes,
@@ -402,7 +408,9 @@ impl Store for RedbStore {
     }
 
     fn is_writable(&self) -> bool {
-        self.shared.writable.load(Ordering::Acquire) && !self.writer.is_closed()
+        self.shared.writable.load(Ordering::Acquire)
+            && !self.writer.is_closed()
+            && !self.shared.still_full()
     }
 
     async fn write_kv(&self, write: KvWrite) -> Result<KvCommit, StoreError> {
@@ -542,6 +550,26 @@ impl Store for RedbStore {
 }
 
 impl Shared {
+    /// Whether the disk is still as full as when a commit failed for lack
+    /// of room: then writes that need it are refused without a try, since
+    /// trying would fail the same way, and each failed commit costs a
+    /// reopen of the database and a replay of the log, during which readers
+    /// get 503. Any growth of the room ends this (a file removed, the
+    /// filesystem grown), whether a write or `/readyz` sees it first.
+    fn still_full(&self) -> bool {
+        let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(then) = *full else {
+            return false;
+        };
+        match writer::Room::of(&self.path) {
+            Some(now) if !now.grew_from(then) => true,
+            _ => {
+                *full = None;
+                false
+            }
+        }
+    }
+
     /// Runs `f` on the shared read snapshot of a storage mode's database;
     /// 503 while the disk database is being reopened (and until the log's
     /// writes are stored in it again).

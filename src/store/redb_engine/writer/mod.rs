@@ -43,8 +43,8 @@ mod tables;
 pub(super) mod testing;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -153,10 +153,6 @@ pub struct Writer {
     open: Option<batch::Open>,
     /// Why the last commit failed, if it did.
     failure: Option<StoreError>,
-    /// The room left on the database's filesystem after a commit failed
-    /// for lack of it: until there is more, writes that need the disk are
-    /// refused without a try (see [`Writer::still_full`]).
-    full: Option<Room>,
 }
 
 impl Writer {
@@ -181,7 +177,6 @@ impl Writer {
             released: VecDeque::new(),
             open: None,
             failure: None,
-            full: None,
         }
     }
 
@@ -505,22 +500,9 @@ impl Writer {
         }
     }
 
-    /// Whether the disk is still as full as when a commit failed for lack
-    /// of room: then writes that need it are refused without a try, since
-    /// trying would fail the same way, and each failed commit costs a
-    /// reopen of the database and a replay of the log, during which readers
-    /// get 503. Any growth of the room ends this.
+    /// [`Shared::still_full`](super::Shared::still_full).
     fn still_full(&mut self) -> bool {
-        let Some(then) = self.full else {
-            return false;
-        };
-        match Room::of(&self.shared.path) {
-            Some(now) if !now.grew_from(then) => true,
-            _ => {
-                self.full = None;
-                false
-            }
-        }
+        self.shared.still_full()
     }
 
     /// On a full disk: answers the requests that would write to it with
@@ -796,7 +778,11 @@ impl Writer {
     /// next try waits until there is more.
     fn note_if_full(&mut self, error: &StoreError) {
         if matches!(error, StoreError::StorageFull) {
-            self.full = Room::of(&self.shared.path);
+            *self
+                .shared
+                .full
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Room::of(&self.shared.path);
         }
     }
 }
@@ -817,14 +803,14 @@ fn subject(command: &Command) -> Option<&ProjectId> {
 /// The room on a filesystem: the blocks free for anyone, and those free
 /// at all (which root may use too).
 #[derive(Clone, Copy)]
-struct Room {
+pub(super) struct Room {
     available: u64,
     free: u64,
 }
 
 impl Room {
     /// The room of the filesystem holding `path`; `None` when it cannot say.
-    fn of(path: &std::path::Path) -> Option<Room> {
+    pub(super) fn of(path: &std::path::Path) -> Option<Room> {
         let stats = rustix::fs::statvfs(path).ok()?;
         Some(Room {
             available: stats.f_bavail.saturating_mul(stats.f_frsize),
@@ -832,7 +818,7 @@ impl Room {
         })
     }
 
-    fn grew_from(self, then: Room) -> bool {
+    pub(super) fn grew_from(self, then: Room) -> bool {
         self.available > then.available || self.free > then.free
     }
 }
