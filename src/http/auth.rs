@@ -148,13 +148,22 @@ impl Caller {
     /// again at the commit, so a right lost while the request was under way
     /// (its body still arriving) writes nothing.
     pub fn grant(&self) -> Grant {
+        self.grant_for(Role::Write)
+    }
+
+    /// [`Caller::grant`] for a request that needs only `needed` (a
+    /// read-only transaction: `read`). A token is judged whole; an
+    /// anonymous caller by what the request needs, not by all the project
+    /// opened to anyone when it came: narrowed from `write` to `read`
+    /// meanwhile, the project still lets it read.
+    pub fn grant_for(&self, needed: Role) -> Grant {
         match self {
             Caller::Token(token) => Grant::Token(token.clone()),
             Caller::Anonymous {
                 project: Some(_),
                 role,
                 ..
-            } => Grant::Public(*role),
+            } => Grant::Public(needed.min(*role)),
             // Simple-PyKV's admin routes opened by the server's settings:
             // nothing in the catalog gave this right, nothing there takes it.
             Caller::Anonymous { project: None, .. } => Grant::Server,

@@ -93,9 +93,12 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
             "a transaction holds at most {MAX_TXN_ITEMS} checks and ops together"
         )));
     }
-    if ops.iter().any(|op| !op.is_get()) {
-        ctx.caller.require_role(Role::Write)?;
-    }
+    let needed = if ops.iter().any(|op| !op.is_get()) {
+        Role::Write
+    } else {
+        Role::Read
+    };
+    ctx.caller.require_role(needed)?;
     let checks = raw_checks
         .into_iter()
         .map(|check| parse_check(ctx, check))
@@ -108,7 +111,7 @@ pub async fn txn(ctx: &Ctx<'_>, raw_project: &str, request: Request) -> Result<R
                 .map_err(|error| error.failed_op(index))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let write = KvWrite::to(&project, ctx.caller.grant(), checks, ops);
+    let write = KvWrite::to(&project, ctx.caller.grant_for(needed), checks, ops);
     let commit = ctx.app.store.write_kv(write).await?;
     let answer = TxnAnswer {
         revision: commit.revision,

@@ -195,6 +195,42 @@ fn an_anonymous_write_is_forbidden_once_the_project_is_open_only_to_reads() {
     expect_status(&setup.admin.get(&setup.kv("anonymous")), 404);
 }
 
+/// A read-only transaction needs only `read`: an anonymous one sent while
+/// the project was open to writes still reads once it is narrowed to reads
+/// (as a new one would), and is refused once it is closed.
+#[test]
+fn an_anonymous_read_only_transaction_reads_while_the_project_stays_open_to_reads() {
+    let setup = Setup::new("pub", json!({"public": "write"}));
+    expect_status(&setup.admin.put(&setup.kv("k"), b"v"), 201);
+    let body = json!({"ops": [{"op": "get", "key": "k"}]}).to_string();
+    let hold = |setup: &Setup| {
+        hold_body(
+            &setup.server,
+            "POST /v1/projects/pub/txn HTTP/1.1\r\nContent-Type: application/json",
+            body.as_bytes(),
+        )
+    };
+    let reading = hold(&setup);
+    let narrowed = setup
+        .admin
+        .patch_json("/v1/projects/pub", &json!({"public": "read"}));
+    expect_status(&narrowed, 200);
+    let answer = reading.finish();
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+
+    let reading = hold(&setup);
+    let closed = setup
+        .admin
+        .patch_json("/v1/projects/pub", &json!({"public": "none"}));
+    expect_status(&closed, 200);
+    expect_raw_unauthorized(&reading.finish());
+}
+
 #[test]
 fn a_write_token_still_held_writes_as_before() {
     let setup = Setup::new("c", json!({}));
