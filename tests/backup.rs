@@ -809,10 +809,10 @@ fn edited(backup: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
 }
 
 /// A backup edited by hand, its trailer made again, that would restore a
-/// store `kvs verify` calls damaged (two records for one name, a token of
-/// no project, a content type a read cannot send back) is refused whole,
-/// naming its line, and leaves no store; the same backup unedited, with
-/// its trailer made the same way, restores.
+/// store `kvs verify` calls damaged (two records for one name, keys out of
+/// order, a token of no project) is refused whole, naming its line, and
+/// leaves no store; the same backup unedited, with its trailer made the
+/// same way, restores.
 #[test]
 fn restore_refuses_an_edited_backup_that_would_make_a_damaged_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -879,17 +879,6 @@ fn restore_refuses_an_edited_backup_that_would_make_a_damaged_store() {
             }),
             "come again",
         ),
-        (
-            "a content type with CR LF",
-            Box::new(move |l| {
-                l[p_key] = l[p_key].replace(
-                    r#""content_type":"application/octet-stream""#,
-                    r#""content_type":"text/plain\r\nX-Evil: 1""#,
-                );
-                assert!(l[p_key].contains("X-Evil"), "{}", l[p_key]);
-            }),
-            "content_type",
-        ),
     ];
     for (name, edit, says) in cases {
         let changed = dir.path().join(format!("{name}.jsonl"));
@@ -902,16 +891,39 @@ fn restore_refuses_an_edited_backup_that_would_make_a_damaged_store() {
         assert!(!target.join("kvs.redb").exists(), "{name}");
     }
 
+    // Unedited, with its trailer made the same way, it restores; so does a
+    // content type that PUT refuses, which releases before that rule took
+    // from a transaction or an import: kept as it was, and a read leaves
+    // out the header it cannot send.
     let same = dir.path().join("same.jsonl");
     std::fs::write(&same, edited(&whole, |_| {})).unwrap();
-    let target = dir.path().join("same");
-    restore(&same, &target).ok();
-    let verify = Command::new(env!("CARGO_BIN_EXE_kvs"))
-        .args(["verify", "--data-dir"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
+    let odd = dir.path().join("odd.jsonl");
+    std::fs::write(
+        &odd,
+        edited(&whole, |l| {
+            l[p_key] = l[p_key].replace(
+                r#""content_type":"application/octet-stream""#,
+                r#""content_type":"text/plain\r\nX-Evil: 1""#,
+            );
+            assert!(l[p_key].contains("X-Evil"), "{}", l[p_key]);
+        }),
+    )
+    .unwrap();
+    for (name, backup) in [("same", &same), ("odd", &odd)] {
+        let target = dir.path().join(name);
+        restore(backup, &target).ok();
+        let verify = Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .args(["verify", "--data-dir"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{name}: {verify:?}");
+    }
+    let (_server, url) = common::serve_or_refusal(&dir.path().join("odd"), &secret, "warn")
+        .unwrap_or_else(|log| panic!("{log}"));
+    let read = Client::new(&url, Some(&secret)).get(&kv("p", "a"));
+    assert_eq!((read.status, read.body.as_slice()), (200, &b"v"[..]));
+    assert_eq!(read.header("content-type"), None);
 }
 
 /// A restored server resumes 1,000,000,000 revisions past the backup's: a

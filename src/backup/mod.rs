@@ -37,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::domain::{
     Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
-    TokenId, TokenRecord, TokenSource, is_content_type,
+    TokenId, TokenRecord, TokenSource,
 };
 use crate::store::redb_engine::RESTORE_REVISION_BUMP;
 use crate::store::{Entry, KeyMeta, ProjectDump, Restore, StoreError, StoreSnapshot, TokenDump};
@@ -553,12 +553,6 @@ fn entry(line: KeyLine<'_>) -> anyhow::Result<(ProjectId, Entry)> {
         _ => bail!("a key has either value or value_base64"),
     };
     let key = Key::parse(line.key.into_owned()).map_err(|error| anyhow!("{error}"))?;
-    if !is_content_type(&line.content_type) {
-        bail!(
-            "key {:?}: its content_type is not a media type in visible ASCII",
-            key.as_str()
-        );
-    }
     let meta = KeyMeta {
         key,
         version: line.version,

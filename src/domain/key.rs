@@ -132,10 +132,12 @@ fn has_control(text: &str) -> bool {
     text.bytes().any(|b| b <= 0x1f || b == 0x7f)
 }
 
-/// Whether `text` is a content type a key may hold, however it is given
-/// (a header, `?content_type=`, a transaction's, an import's or a backup's
-/// field): some text in visible ASCII (tabs too), which a read sends back
-/// as its `Content-Type` header.
+/// Whether `text` is a content type a key may take, however a write gives
+/// it (a header, `?content_type=`, a transaction's or an import's field):
+/// some text in visible ASCII (tabs too), which a read sends back as its
+/// `Content-Type` header. A backup's are restored as they were: releases
+/// before this rule took any text from a transaction or an import, and a
+/// read leaves out a `Content-Type` it cannot send.
 pub fn is_content_type(text: &str) -> bool {
     let allowed = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
     !text.trim().is_empty() && text.bytes().all(allowed)
