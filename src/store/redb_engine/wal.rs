@@ -922,8 +922,9 @@ struct Found {
 /// pass over the region, whatever the lengths the candidates claim.
 ///
 /// The region (up to a half, 16 MiB) is read in pieces of [`PIECE`], never
-/// whole: it is read at every start and by `kvs verify --data-dir`, whose
-/// peak memory it raised by as much (50 MiB against 36 in CI).
+/// whole: it is read at every start and by `kvs verify --data-dir`, and a
+/// buffer of the whole region is the likely (not reproduced) cause of the
+/// 50 MiB that CI measured for that verify, against 36 here.
 fn beyond(
     file: &File,
     from: u64,
