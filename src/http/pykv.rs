@@ -276,31 +276,24 @@ fn allowed(route: &PykvRoute) -> &'static [&'static str] {
 }
 
 /// 401 for a token that is not the admin's: Simple-PyKV's answer for every
-/// admin-only route.
+/// admin-only route. Its body is the one an unknown token gets, so the
+/// answer does not tell the holder of a project token that it is valid.
 fn require_admin(ctx: &Ctx<'_>) -> Result<(), ApiError> {
     if ctx.caller.is_admin() {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this route needs an admin token",
-    )
-    .with_header(header::WWW_AUTHENTICATE, "Bearer"))
+    Err(ApiError::unauthorized())
 }
 
 /// The project named in the path, for the admin (404 when absent) or a token
-/// of that project; any other token gets 401, whether or not it exists.
+/// of that project; any other token gets 401, whether or not it exists, with
+/// the body an unknown token gets (nothing tells a token of another project
+/// from no token).
 fn project(ctx: &Ctx<'_>, raw_id: &str) -> Result<Arc<Project>, ApiError> {
     match ctx.caller.project(&ctx.catalog, raw_id) {
         Ok(project) => Ok(project),
         Err(error) if ctx.caller.is_admin() => Err(error),
-        Err(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this token is not valid for this project",
-        )
-        .with_header(header::WWW_AUTHENTICATE, "Bearer")),
+        Err(_) => Err(ApiError::unauthorized()),
     }
 }
 

@@ -214,12 +214,31 @@ fn a_token_not_valid_for_the_project_gets_401_on_every_route_and_changes_nothing
         ("DELETE", store("p", "k")),
     ];
     let tokens_before = ids_of_source(&admin, "simple-pykv");
-    for stranger in &strangers {
-        for (method, path) in &routes {
+    for (method, path) in &routes {
+        // Every stranger gets the same answer as one with no token: a token
+        // valid elsewhere is not told apart from a made-up one.
+        let mut answers = strangers.iter().map(|stranger| {
             let body = br#"{"on_disk": false}"#;
             let answer = stranger.send(method, path, Some(body), &[]);
             envelope(&answer, 401);
+            (
+                answer.json(),
+                answer.header("www-authenticate").map(str::to_owned),
+            )
+        });
+        let first = answers.next().expect("strangers");
+        for answer in answers {
+            assert_eq!(answer, first, "{method} {path}");
         }
+    }
+    // The same on the admin-only routes, for a project's own key.
+    for (method, path) in [("GET", "/status"), ("GET", "/api/v1/projects")] {
+        let unknown = admin
+            .with_token(&fake_secret())
+            .send(method, path, None, &[]);
+        let project_key = key.send(method, path, None, &[]);
+        envelope(&project_key, 401);
+        assert_eq!(project_key.json(), unknown.json(), "{method} {path}");
     }
     assert_eq!(key.get(&store("p", "k/value")).body, b"v");
     envelope(&key.get(&store("p", "new")), 404);
