@@ -615,9 +615,7 @@ pub fn inspect(data_dir: &Path, durable: u64) -> Result<u64, StoreError> {
     // Only the damage and the highest revision are wanted, not the writes
     // (up to 32 MiB of values).
     let halves = read_halves(&file, size, durable, Keep::None, None)?;
-    if let Some(damage) = halves.iter().find_map(|h| h.damage.clone()) {
-        return Err(StoreError::DataCorrupted(damage.describe(&path, durable)));
-    }
+    refuse_damage(&halves, &path, durable)?;
     Ok(halves.iter().map(Half::highest).max().unwrap_or(0))
 }
 
@@ -738,9 +736,7 @@ fn read(
     refused: Option<u64>,
 ) -> Result<(Vec<Logged>, Cursor, Option<Torn>), StoreError> {
     let halves = read_halves(file, size, durable, Keep::AboveDurable, refused)?;
-    if let Some(damage) = halves.iter().find_map(|h| h.damage.clone()) {
-        return Err(StoreError::DataCorrupted(damage.describe(path, durable)));
-    }
+    refuse_damage(&halves, path, durable)?;
     // The log is in the half whose records reach the highest revision.
     let newest = |h: &Half| h.writes.last().map_or(0, |w| w.revision);
     let current = u64::from(newest(&halves[1]) > newest(&halves[0]));
@@ -783,6 +779,24 @@ fn read_halves(
         read_half(file, 0, size, durable, keep, refused)?,
         read_half(file, 1, size, durable, keep, refused)?,
     ])
+}
+
+/// A start, `kvs verify` and `kvs compact` alike refuse a log with a
+/// damaged half: `DataCorrupted`, saying what would be lost.
+fn refuse_damage(halves: &[Half; 2], path: &Path, durable: u64) -> Result<(), StoreError> {
+    match halves.iter().find_map(|h| h.damage.as_ref()) {
+        Some(damage) => Err(StoreError::DataCorrupted(damage.describe(path, durable))),
+        None => Ok(()),
+    }
+}
+
+/// A frame's header: the length of the body after it and the CRC it claims.
+fn frame_header(frame: &[u8; FRAME]) -> (usize, u32) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = *frame;
+    (
+        u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+    )
 }
 
 /// Which writes reading a half keeps.
@@ -841,8 +855,8 @@ fn read_half(
     let mut torn = false;
     while at + FRAME as u64 <= limit && Some(at) != refused {
         file.read_exact_at(&mut frame, at).map_err(storage_error)?;
-        let length = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let (length, crc) = frame_header(&frame);
+        let length = length as u64;
         if length == 0 || at + FRAME as u64 + length > limit {
             unchecked = true;
             torn = length != 0;
@@ -1014,9 +1028,10 @@ fn candidates(
             if Some(from + offset as u64) == refused {
                 continue;
             }
-            let length =
-                u32::from_le_bytes([window[at], window[at + 1], window[at + 2], window[at + 3]])
-                    as usize;
+            let Some(frame) = window.get(at..at + FRAME).and_then(|f| f.try_into().ok()) else {
+                continue;
+            };
+            let (length, crc) = frame_header(frame);
             if offset + FRAME + length > size {
                 continue;
             }
@@ -1024,12 +1039,6 @@ fn candidates(
             // window holds for every frame beginning in this piece.
             let look = window.get(at + FRAME..at + FRAME + length.min(LOOK));
             if look.is_some_and(plausible) {
-                let crc = u32::from_le_bytes([
-                    window[at + 4],
-                    window[at + 5],
-                    window[at + 6],
-                    window[at + 7],
-                ]);
                 candidates.push((offset, length, crc));
             }
         }
