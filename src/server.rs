@@ -41,7 +41,9 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::store::{Authority, CatalogWrite, Store, StoreError, redb_engine::RedbStore};
+use crate::store::{
+    Authority, CatalogWrite, Store, StoreError, TokenScope, redb_engine::RedbStore,
+};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -161,6 +163,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the rate limiters forget the clients they have not seen lately.
 const FORGET_IDLE: Duration = Duration::from_secs(60);
 
+/// How often the tokens that have expired are removed.
+const TOKEN_SWEEP: Duration = Duration::from_secs(5);
+
 /// Accepts connections and serves HTTP/1.1 (with keep-alive) on each until
 /// `shutdown` completes. Then it stops accepting, asks every connection to
 /// close once its request in flight is answered (an idle keep-alive
@@ -200,6 +205,15 @@ async fn serve(
             }
         }
     });
+    let sweep = tokio::spawn({
+        let store = app.store.clone();
+        async move {
+            loop {
+                tokio::time::sleep(TOKEN_SWEEP).await;
+                remove_expired_tokens(store.as_ref()).await;
+            }
+        }
+    });
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -221,6 +235,7 @@ async fn serve(
     }
     drop(listener);
     forget.abort();
+    sweep.abort();
     // Watches and blocking reads end now rather than hold shutdown up.
     stopping.send_replace(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, server.graceful.shutdown())
@@ -228,6 +243,35 @@ async fn serve(
         .is_err()
     {
         tracing::warn!("some connections were still open after {SHUTDOWN_GRACE:?}; closing anyway");
+    }
+}
+
+/// Removes the tokens that have expired. One is refused from its expiry on,
+/// as a revoked one is; kept, it would be listed for ever, and every
+/// short-lived token minted would grow the catalog. Every cluster node
+/// sweeps: a token another node removed first is not found, which is as
+/// good. A write that fails is tried again at the next sweep.
+async fn remove_expired_tokens(store: &dyn Store) {
+    let Ok(catalog) = store.catalog() else {
+        return;
+    };
+    let now = Timestamp::now();
+    for token in catalog.tokens().into_iter().filter(|t| t.is_expired(now)) {
+        let scope = match &token.project {
+            None => TokenScope::Admin,
+            Some(project) => TokenScope::Project(project.clone()),
+        };
+        let write = CatalogWrite::DeleteToken {
+            id: token.id.clone(),
+            scope,
+        };
+        match store.write_catalog(write, Authority::server()).await {
+            Ok(()) | Err(StoreError::TokenNotFound) => {}
+            Err(error) => {
+                tracing::debug!(%error, "an expired token was not removed; the next sweep tries again");
+                return;
+            }
+        }
     }
 }
 

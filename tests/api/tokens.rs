@@ -151,6 +151,39 @@ fn tokens_stop_working_when_their_expires_in_runs_out() {
     }
 }
 
+/// An expired token is removed within seconds of its expiry: no longer
+/// listed, and gone as a revoked one is (auth hunt: expired tokens stayed
+/// listed for ever, and each short-lived token minted grew the catalog).
+#[test]
+fn expired_tokens_are_removed_soon_after_they_expire() {
+    let setup = Setup::new("p", json!({}));
+    let (_, lasting) = setup.token(json!({"role": "read"}));
+    let (_, project_token) = setup.token(json!({"role": "read", "expires_in": 1}));
+    let answer = setup
+        .admin
+        .post_json("/v1/tokens", &json!({"expires_in": "1s"}));
+    expect_status(&answer, 201);
+    let admin_token = answer.json();
+    let project_list = setup.path("/tokens");
+    let listed = |path: &str, token: &Value| setup.admin.get(path).text().contains(&id(token));
+    assert!(listed(&project_list, &project_token));
+    assert!(listed("/v1/tokens", &admin_token));
+
+    eventually(
+        Duration::from_secs(15),
+        "the expired tokens' removal",
+        || !listed(&project_list, &project_token) && !listed("/v1/tokens", &admin_token),
+    );
+    assert!(
+        listed(&project_list, &lasting),
+        "a token without expiry stays"
+    );
+    let path = setup.path(&format!("/tokens/{}", id(&project_token)));
+    expect_error(&setup.manage.delete(&path), 404, "token_not_found");
+    let path = format!("/v1/tokens/{}", id(&admin_token));
+    expect_error(&setup.admin.delete(&path), 404, "token_not_found");
+}
+
 #[test]
 fn expires_in_takes_whole_seconds_or_a_number_with_a_unit() {
     let setup = Setup::new("p", json!({}));
