@@ -962,7 +962,16 @@ fn restore_refuses_a_revision_that_leaves_no_room_for_its_bump() {
 /// `kvs restore - --data-dir DIR [--force]` given the first `lines` lines
 /// of `backup` and then killed while it waits for the rest, as a restore
 /// stopped by a crash or an operator is: what it wrote stays.
-fn kill_a_restore_midway(backup: &str, lines: usize, dir: &Path, force: bool) {
+/// Runs `kvs restore - --data-dir dir` on the first `lines` of `backup`,
+/// calls `while_running` once its partial file exists (the restore waits
+/// for the rest of stdin), then kills it.
+fn kill_a_restore_midway(
+    backup: &str,
+    lines: usize,
+    dir: &Path,
+    force: bool,
+    while_running: impl FnOnce(),
+) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
     command.args(["restore", "-", "--data-dir"]).arg(dir);
     if force {
@@ -990,6 +999,11 @@ fn kill_a_restore_midway(backup: &str, lines: usize, dir: &Path, force: bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200));
+    while_running();
+    assert!(
+        restore.0.try_wait().unwrap().is_none(),
+        "the restore ended before it was killed"
+    );
     restore.0.kill().unwrap();
     restore.0.wait().unwrap();
     drop(stdin);
@@ -1024,7 +1038,16 @@ fn a_restore_killed_before_its_end_leaves_no_store_a_server_takes_for_it() {
     let half = whole.lines().count() / 2;
 
     let target = dir.path().join("new");
-    kill_a_restore_midway(&whole, half, &target, false);
+    // A server started while the restore runs is refused, and takes
+    // nothing of it.
+    let refused_while_running = || {
+        let refusal = common::serve_or_refusal(&target, &secret, "warn")
+            .err()
+            .expect("a server started while a restore was writing its store");
+        assert!(refusal.contains("is writing"), "{refusal}");
+        assert!(!target.join("kvs.redb").exists(), "a store was made");
+    };
+    kill_a_restore_midway(&whole, half, &target, false, refused_while_running);
     let refusal = common::serve_or_refusal(&target, &secret, "warn")
         .err()
         .expect("a server started beside a restore that did not finish");
@@ -1036,7 +1059,13 @@ fn a_restore_killed_before_its_end_leaves_no_store_a_server_takes_for_it() {
     let restored = Client::new(&url, Some(&secret));
     assert_eq!(restored.get(&kv("default", "k19")).status, 200);
 
-    kill_a_restore_midway(&whole, half, &original, true);
+    kill_a_restore_midway(&whole, half, &original, true, || {
+        let refusal = common::serve_or_refusal(&original, &secret, "warn")
+            .err()
+            .expect("a server started while a restore was replacing its store");
+        assert!(refusal.contains("is writing"), "{refusal}");
+        assert!(original.join("kvs.redb.restoring").exists());
+    });
     let (_server, url) = common::serve_or_refusal(&original, &secret, "warn").unwrap();
     let kept = Client::new(&url, Some(&secret)).get(&kv("default", "after"));
     assert_eq!((kept.status, kept.body.as_slice()), (200, &b"kept"[..]));
