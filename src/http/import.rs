@@ -4,6 +4,7 @@
 //! in with its own timestamps.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use axum::extract::Request;
@@ -102,7 +103,7 @@ pub async fn import(
     )
     .await?;
     let ops = parse(ctx, &bytes, Timestamp::now())?;
-    let imported = ops.len() as u64;
+    let imported = distinct_keys(&ops);
     let write = KvWrite::to(&project, ctx.caller.grant(), Vec::new(), ops);
     let commit = ctx
         .app
@@ -117,6 +118,20 @@ pub async fn import(
             revision: commit.revision,
         },
     ))
+}
+
+/// The keys an import writes: a key given twice is written once, as its
+/// last entry says (a write's ops on one key fold into one write, as a
+/// transaction's do), so `imported` counts keys, not entries.
+fn distinct_keys(ops: &[KvOp]) -> u64 {
+    let keys: HashSet<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            KvOp::Restore { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.len() as u64
 }
 
 /// The largest import body: a transaction's, or room for one key at the
