@@ -22,7 +22,7 @@ use super::error::{ApiError, ErrorBody};
 use super::request::json_bytes;
 use super::views::{Imported, Time};
 use super::{Ctx, json};
-use crate::domain::{Key, Role, Timestamp};
+use crate::domain::{Key, MAX_DURATION_SECS, Role, Timestamp};
 use crate::store::{KvOp, KvWrite};
 
 /// The most keys one import request takes. Each key held for the one
@@ -339,13 +339,21 @@ fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiE
     };
     let created_at = time(entry.created_at, "created_at")?.unwrap_or(now);
     let updated_at = time(entry.updated_at, "updated_at")?.unwrap_or(created_at);
+    let expires_at = time(entry.expires_at, "expires_at")?;
+    // As far as the longest `ttl` reaches and no farther: an expiry a PUT
+    // could not set is refused as that PUT's `ttl` is.
+    if expires_at.is_some_and(|at| at > now.plus_seconds(MAX_DURATION_SECS)) {
+        return Err(ApiError::bad_request(
+            "expires_at may be at most 3650 days from now (the longest ttl)",
+        ));
+    }
     Ok(KvOp::Restore {
         key,
         value,
         content_type,
         created_at,
         updated_at,
-        expires_at: time(entry.expires_at, "expires_at")?,
+        expires_at,
     })
 }
 
