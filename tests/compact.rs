@@ -5,7 +5,9 @@
 //! that only the write-ahead log held when the server was killed are still
 //! there after a compaction; a compaction cut short leaves the store as it
 //! was; a table it does not know is refused. On a running server: the same
-//! while reads and writes go on, and the log works on the new file.
+//! while reads and writes go on, and the log works on the new file. On a
+//! read-only mount, `kvs verify --data-dir` reads the store and `kvs
+//! compact` refuses it.
 
 use crate::common;
 
@@ -497,4 +499,54 @@ fn a_running_server_compacts_while_reads_and_writes_go_on() {
     );
     assert_eq!(server.terminate(), Some(0));
     assert!(offline("verify", &data).ok().contains("no damage"));
+}
+
+/// `kvs verify --data-dir` checks a stopped store on a read-only mount (a
+/// snapshot or a backup volume): its file cannot be opened for writing, so
+/// it is opened read-only; `kvs compact` refuses it, saying so. (Found by
+/// an outside-in hunt: verify failed, "Read-only file system".) The mount
+/// is a read-only bind mount in a mount namespace of its own, since a
+/// chmod does not stop root: without `unshare` and the right to mount,
+/// the test says so and checks nothing.
+#[test]
+fn verify_reads_a_stopped_store_on_a_read_only_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = common::ServerProcess::start(&data, &common::fake_secret());
+    let put = server.admin().put(&common::kv("default", "a"), b"v");
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(server.terminate(), Some(0));
+    let mounted = dir.path().join("read-only");
+    std::fs::create_dir(&mounted).unwrap();
+    const SCRIPT: &str = r#"
+        mount --make-rprivate / && mount --bind "$1" "$2" && mount -o remount,ro,bind "$2" \
+            || exit 99
+        touch "$2/probe" 2>/dev/null && exit 98
+        "$3" verify --data-dir "$2"; echo "verify exit $?"
+        "$3" compact --data-dir "$2"; echo "compact exit $?"
+    "#;
+    let output = Command::new("unshare")
+        .args(["-m", "sh", "-c", SCRIPT, "sh"])
+        .arg(&data)
+        .arg(&mounted)
+        .arg(env!("CARGO_BIN_EXE_kvs"))
+        .output();
+    let output = match output {
+        Ok(output) if output.status.code() != Some(99) => output,
+        _ => {
+            println!("no read-only bind mount here (unshare -m and mount): not checked");
+            return;
+        }
+    };
+    let said = String::from_utf8_lossy(&output.stdout);
+    let complained = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(98), "the mount took a write");
+    assert!(said.contains("verify exit 0"), "{said}{complained}");
+    assert!(said.contains("1 keys"), "{said}");
+    assert!(said.contains("no damage"), "{said}");
+    assert!(said.contains("compact exit 1"), "{said}{complained}");
+    assert!(
+        complained.contains("cannot be opened for writing"),
+        "{complained}"
+    );
 }

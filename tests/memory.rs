@@ -29,15 +29,16 @@ fn status_bytes(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Runs `command` to its end under a small Python that waits for it, and
-/// answers its exit status, its stdout and its peak resident memory in
-/// bytes, as the kernel counted it for that one process (`ru_maxrss`).
+/// answers its exit status, its stdout, its stderr and its peak resident
+/// memory in bytes, as the kernel counted it for that one process
+/// (`ru_maxrss`).
 ///
 /// Not from this process: a child of the test process starts with the
 /// test's memory counted in its peak (fork or vfork share it until exec,
 /// and exec keeps the peak), which was 332 MiB in CI while other tests ran
 /// beside it. Samples of `/proc/<pid>/status` while it runs, as before,
 /// miss a peak in its last milliseconds.
-fn peak_of(command: &mut std::process::Command) -> (std::process::ExitStatus, String, u64) {
+fn peak_of(command: &mut std::process::Command) -> (std::process::ExitStatus, String, String, u64) {
     const WAIT: &str = "import resource, subprocess, sys\n\
         code = subprocess.run(sys.argv[1:]).returncode\n\
         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
@@ -49,13 +50,13 @@ fn peak_of(command: &mut std::process::Command) -> (std::process::ExitStatus, St
         .output()
         .expect("python3 (CI installs it for the conformance suite)");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let kib: u64 = stderr
-        .lines()
-        .last()
-        .and_then(|line| line.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak in {stderr}"));
+    let (complained, peak) = stderr.trim_end().rsplit_once('\n').unwrap_or(("", &stderr));
+    let kib: u64 = peak
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no peak in {stderr}"));
     let said = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status, said, kib * 1024)
+    (output.status, said, complained.to_owned(), kib * 1024)
 }
 
 /// The process's peak resident memory, in bytes.
@@ -418,7 +419,7 @@ fn an_offline_verify_holds_a_small_cache_not_the_store() {
     put_random_values(&admin, count, size);
     assert_eq!(server.terminate(), Some(0));
 
-    let (status, said, peak) = peak_of(
+    let (status, said, _, peak) = peak_of(
         std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
             .args(["verify", "--data-dir"])
             .arg(&data),
@@ -433,6 +434,75 @@ fn an_offline_verify_holds_a_small_cache_not_the_store() {
     assert!(
         peak < 48 << 20,
         "kvs verify held {:.0} MiB",
+        peak as f64 / MIB
+    );
+}
+
+/// `kvs restore` refuses a backup line longer than any its projects can
+/// hold (the default project's values are at most 1 MiB: 14 MiB with
+/// escapes and room beside) as soon as it has read that much, naming the
+/// line, and leaves no store: a line of 160 MiB is never held whole. Peak
+/// 49 MiB measured (14 MiB of it is any restore's, the rest the line's
+/// buffer as it grew to 14 MiB), whatever the line's length; 680 MiB
+/// before, for a line of 200 MiB (found by an outside-in hunt).
+#[test]
+fn a_restore_refuses_an_overlong_line_without_reading_it_whole() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &fake_secret());
+    let admin = server.admin();
+    assert_eq!(admin.put(&common::kv("default", "a"), b"v").status, 201);
+    let backup = admin.get("/v1/backup");
+    assert_eq!(backup.status, 200, "{}", backup.text());
+    let text = backup.text();
+    let lines: Vec<&str> = text.lines().collect();
+    let key = lines
+        .iter()
+        .position(|line| line.starts_with(r#"{"key":"#))
+        .unwrap_or_else(|| panic!("no key line in {text}"));
+    let (before, after) = lines[key]
+        .split_once(r#""value":"v""#)
+        .unwrap_or_else(|| panic!("no value in {}", lines[key]));
+
+    // The key's value made 160 MiB long, written a piece at a time.
+    let file = dir.path().join("long.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for line in &lines[..key] {
+        writeln!(out, "{line}").unwrap();
+    }
+    write!(out, r#"{before}"value":""#).unwrap();
+    let piece = vec![b'x'; 1 << 20];
+    for _ in 0..160 {
+        out.write_all(&piece).unwrap();
+    }
+    writeln!(out, r#""{after}"#).unwrap();
+    for line in &lines[key + 1..] {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    let target = dir.path().join("restored");
+    let (status, _, complained, peak) = peak_of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .arg("restore")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&target),
+    );
+    assert_eq!(status.code(), Some(1), "{status}: {complained}");
+    let number = format!("line {}", key + 1);
+    assert!(complained.contains(&number), "not {number}: {complained}");
+    assert!(complained.contains("longer than"), "{complained}");
+    assert!(!target.join("kvs.redb").exists(), "a store was left");
+    println!(
+        "kvs restore refusing a line of 160 MiB: peak {:.0} MiB",
+        peak as f64 / MIB
+    );
+    assert!(peak > 0, "the kernel counted no memory");
+    assert!(
+        peak < 64 << 20,
+        "kvs restore held {:.0} MiB",
         peak as f64 / MIB
     );
 }

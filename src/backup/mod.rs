@@ -25,7 +25,7 @@ pub use schedule::{backup_file_name, schedule, write_file};
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -336,13 +336,20 @@ struct Seen {
     last_key: Option<(ProjectId, String)>,
     /// The projects whose keys came before `last_key`'s.
     keys_done: HashSet<ProjectId>,
+    /// The largest value a key of the projects so far can hold: the larger
+    /// of a project's `max_value_bytes` and its `bytes` (a value stored
+    /// before the limit was lowered stays, and is counted in `bytes`).
+    largest_value: u64,
 }
 
 impl Seen {
-    fn project(&mut self, id: &ProjectId) -> anyhow::Result<()> {
+    fn project(&mut self, line: &ProjectLine) -> anyhow::Result<()> {
+        let id = &line.id;
         if !self.projects.insert(id.clone()) {
             bail!("project {id} appears twice");
         }
+        let largest = line.max_value_bytes.max(line.bytes);
+        self.largest_value = self.largest_value.max(largest);
         Ok(())
     }
 
@@ -390,7 +397,27 @@ impl Seen {
     }
 }
 
+/// The longest line beside the value it may carry: the header, a project,
+/// a token (its name is at most a 1 MiB request body, six bytes a
+/// character once escaped), or a key line's key (1024 bytes), content type
+/// and times.
+const LINE_BESIDE_VALUE: u64 = 8 << 20;
+
+/// The bytes a line may take for each byte of a value: JSON writes a
+/// control character as six (`\u0001`), base64 four for three.
+const VALUE_ESCAPED: u64 = 6;
+
 impl Reader {
+    /// The longest the next line may be: [`LINE_BESIDE_VALUE`], and room
+    /// for the largest value the projects read so far can hold (none
+    /// before the project lines). [`next_line`] reads no further, and
+    /// [`Reader::line`] refuses a line longer than this, so a damaged or
+    /// edited backup's line of any length costs at most this much memory.
+    pub fn longest_line(&self) -> u64 {
+        let value = self.seen.largest_value.saturating_mul(VALUE_ESCAPED);
+        LINE_BESIDE_VALUE.saturating_add(value)
+    }
+
     /// The header's revision, once it has been read.
     pub fn revision(&self) -> Option<u64> {
         self.started.then_some(self.summary.revision)
@@ -407,6 +434,13 @@ impl Reader {
     }
 
     fn parse(&mut self, bytes: &[u8]) -> anyhow::Result<Option<Record>> {
+        let longest = self.longest_line();
+        if bytes.len() as u64 > longest {
+            bail!(
+                "the line is longer than {longest} bytes, the most a line of this backup can \
+                 take (its projects' largest value, escaped, and its key): the backup is damaged"
+            );
+        }
         if self.ended {
             bail!("data after the trailer");
         }
@@ -450,7 +484,7 @@ impl Reader {
             Line::Project(line) => {
                 self.summary.projects += 1;
                 self.no_later_than(line.revision)?;
-                self.seen.project(&line.id)?;
+                self.seen.project(&line)?;
                 Record::Project(project_dump(line)?)
             }
             Line::Token(line) => {
@@ -565,11 +599,13 @@ fn entry(line: KeyLine<'_>) -> anyhow::Result<(ProjectId, Entry)> {
     Ok((line.project, Entry { meta, value }))
 }
 
-/// Reads lines of any length, each with its `\n` if it had one; `None` at
-/// the end.
-pub fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+/// Reads a line, with its `\n` if it had one, or its first `longest + 1`
+/// bytes when it is longer (which [`Reader::line`] refuses: a line is never
+/// read whole before it is found too long); `false` at the end.
+pub fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>, longest: u64) -> io::Result<bool> {
     line.clear();
-    Ok(input.read_until(b'\n', line)? > 0)
+    let mut bounded = input.take(longest.saturating_add(1));
+    Ok(bounded.read_until(b'\n', line)? > 0)
 }
 
 /// `kvs restore`: reads a backup and writes a new data directory that a
@@ -617,7 +653,9 @@ fn read_into(
     let mut input = io::BufReader::with_capacity(256 << 10, input);
     let mut line = Vec::new();
     let mut summary = None;
-    while next_line(&mut input, &mut line).context("cannot read the backup")? {
+    while next_line(&mut input, &mut line, reader.longest_line())
+        .context("cannot read the backup")?
+    {
         let record = reader.line(&line)?;
         match record {
             None => {

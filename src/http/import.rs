@@ -4,6 +4,7 @@
 //! in with its own timestamps.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use axum::extract::Request;
@@ -21,7 +22,7 @@ use super::error::{ApiError, ErrorBody};
 use super::request::json_bytes;
 use super::views::{Imported, Time};
 use super::{Ctx, json};
-use crate::domain::{Key, Role, Timestamp};
+use crate::domain::{Key, MAX_DURATION_SECS, Role, Timestamp};
 use crate::store::{KvOp, KvWrite};
 
 /// The most keys one import request takes. Each key held for the one
@@ -102,7 +103,7 @@ pub async fn import(
     )
     .await?;
     let ops = parse(ctx, &bytes, Timestamp::now())?;
-    let imported = ops.len() as u64;
+    let imported = distinct_keys(&ops);
     let write = KvWrite::to(&project, ctx.caller.grant(), Vec::new(), ops);
     let commit = ctx
         .app
@@ -117,6 +118,20 @@ pub async fn import(
             revision: commit.revision,
         },
     ))
+}
+
+/// The keys an import writes: a key given twice is written once, as its
+/// last entry says (a write's ops on one key fold into one write, as a
+/// transaction's do), so `imported` counts keys, not entries.
+fn distinct_keys(ops: &[KvOp]) -> u64 {
+    let keys: HashSet<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            KvOp::Restore { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.len() as u64
 }
 
 /// The largest import body: a transaction's, or room for one key at the
@@ -324,13 +339,21 @@ fn restore(ctx: &Ctx<'_>, entry: &RawValue, now: Timestamp) -> Result<KvOp, ApiE
     };
     let created_at = time(entry.created_at, "created_at")?.unwrap_or(now);
     let updated_at = time(entry.updated_at, "updated_at")?.unwrap_or(created_at);
+    let expires_at = time(entry.expires_at, "expires_at")?;
+    // As far as the longest `ttl` reaches and no farther: an expiry a PUT
+    // could not set is refused as that PUT's `ttl` is.
+    if expires_at.is_some_and(|at| at > now.plus_seconds(MAX_DURATION_SECS)) {
+        return Err(ApiError::bad_request(
+            "expires_at may be at most 3650 days from now (the longest ttl)",
+        ));
+    }
     Ok(KvOp::Restore {
         key,
         value,
         content_type,
         created_at,
         updated_at,
-        expires_at: time(entry.expires_at, "expires_at")?,
+        expires_at,
     })
 }
 

@@ -72,7 +72,7 @@ fn copy_checked(
     let mut input = BufReader::with_capacity(256 << 10, body);
     let mut reader = Reader::default();
     let mut line = Vec::new();
-    while next_line(&mut input, &mut line)
+    while next_line(&mut input, &mut line, reader.longest_line())
         .map_err(|error| anyhow!("the backup broke off: {error}"))?
     {
         reader

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 
 use super::codec::{self, PROJECTS};
 use super::contain::{Panicked, contain};
@@ -27,6 +30,13 @@ pub enum StoppedError {
     OldFormat(String),
     #[error("{path} cannot be opened: {reason}")]
     Unreadable { path: String, reason: String },
+    /// The file cannot be opened for writing (a read-only file system, or
+    /// no permission): [`open_stopped_to_read`] opens it read-only.
+    #[error("{path} cannot be opened for writing: {error}")]
+    NotWritable {
+        path: String,
+        error: redb::DatabaseError,
+    },
     /// `kvs.redb` is missing or empty beside a log that holds writes
     /// ([`super::wal::lost_store`]'s text).
     #[error("{0}")]
@@ -46,6 +56,73 @@ impl StoppedError {
             reason: reason.to_string(),
         }
     }
+}
+
+/// A stopped store opened to be read ([`open_stopped_to_read`]).
+pub(super) enum Stopped {
+    Writable(Database),
+    /// Its file cannot be written (a snapshot or a backup volume mounted
+    /// read-only): opened read-only, and closed without writing anything.
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Stopped {
+    pub(super) fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Stopped::Writable(database) => database.begin_read(),
+            Stopped::ReadOnly(database) => database.begin_read(),
+        }
+    }
+}
+
+/// As [`open_stopped`], for a command that only reads (`kvs verify`): a
+/// store whose file cannot be written is opened read-only instead, if it
+/// needs no repair (redb repairs a store whose server was killed at its
+/// first writable open, and cannot without writing).
+pub(super) fn open_stopped_to_read(
+    dir: &Path,
+    cache_bytes: usize,
+    online: &'static str,
+) -> Result<Stopped, StoppedError> {
+    let path = dir.join("kvs.redb");
+    let error = match open_stopped(dir, cache_bytes, online) {
+        Ok(database) => return Ok(Stopped::Writable(database)),
+        Err(StoppedError::NotWritable { error, .. }) => error,
+        Err(error) => return Err(error),
+    };
+    let opened = contain(|| {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .open_read_only(&path)
+    });
+    match opened {
+        Ok(Ok(database)) => Ok(Stopped::ReadOnly(database)),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(StoppedError::unreadable(
+            &path,
+            format!(
+                "{error}; its server was killed, and redb repairs such a store before it \
+                 reads it, which writes into the file: verify a writable copy"
+            ),
+        )),
+        Ok(Err(error)) => Err(StoppedError::unreadable(&path, error)),
+        Err(panicked) => Err(StoppedError::Damaged {
+            path: path.display().to_string(),
+            reason: panicked.to_string(),
+        }),
+    }
+}
+
+/// Whether `error` says the file cannot be opened for writing: a
+/// read-only file system, or no permission to write.
+fn not_writable(error: &redb::DatabaseError) -> bool {
+    matches!(
+        error,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+    )
 }
 
 /// Opens `dir/kvs.redb`, which no server may hold, with a page cache of
@@ -108,6 +185,12 @@ pub(super) fn open_stopped(
     let database = match opened {
         Ok(Ok(database)) => database,
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => return Err(in_use()),
+        Ok(Err(error)) if not_writable(&error) => {
+            return Err(StoppedError::NotWritable {
+                path: path.display().to_string(),
+                error,
+            });
+        }
         Ok(Err(error)) => return Err(StoppedError::unreadable(&path, error)),
         Err(panicked) => return Err(damaged(panicked)),
     };
@@ -130,6 +213,15 @@ pub(super) fn open_stopped(
 /// the free-page lists).
 pub(super) fn close_stopped(database: Database) -> Result<(), Panicked> {
     contain(move || drop(database))
+}
+
+/// Closes a store opened by [`open_stopped_to_read`]; read-only, it writes
+/// nothing, and its free-page lists go unread.
+pub(super) fn close_stopped_to_read(stopped: Stopped) -> Result<(), Panicked> {
+    match stopped {
+        Stopped::Writable(database) => close_stopped(database),
+        Stopped::ReadOnly(database) => contain(move || drop(database)),
+    }
 }
 
 /// Whether the database was last written by a release before checksums:

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use std::borrow::Borrow;
 
-use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, TableError, TableHandle, Value};
+use redb::{Key, ReadTransaction, ReadableTable, TableError, TableHandle, Value};
 
 use super::codec::{
     self, HISTORY, HistoryRecord, IMPORTED, KeyTables, PROJECTS, STATS, StatsRecord, TOKENS,
@@ -24,7 +24,7 @@ use super::codec::{
 };
 use super::contain::contain;
 use super::snapshot::read_sweeps;
-use super::stopped::{StoppedError, close_stopped, open_stopped};
+use super::stopped::{StoppedError, close_stopped_to_read, open_stopped_to_read};
 use crate::domain::{ImportedDigest, ProjectSettings, StorageMode, TokenRecord};
 use crate::store::{Report, StoreError, UNFOUND, UNINDEXED};
 
@@ -41,7 +41,7 @@ const WALK_CACHE_BYTES: usize = 16 << 20;
 /// when it closes (it then writes its allocator state back).
 pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
     let mut report = Report::default();
-    let database = match open_stopped(
+    let database = match open_stopped_to_read(
         dir,
         WALK_CACHE_BYTES,
         "check it with `kvs verify --token …` (an admin token, no --data-dir)",
@@ -64,7 +64,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report, StoppedError> {
     let durable = super::snapshot::server_revision(&txn)
         .map_err(|error| StoppedError::unreadable(&dir.join("kvs.redb"), error))?;
     drop(txn);
-    if let Err(panicked) = close_stopped(database) {
+    if let Err(panicked) = close_stopped_to_read(database) {
         report.damaged(
             "kvs.redb",
             format!("its lists of free pages cannot be read ({panicked})"),
