@@ -1415,3 +1415,48 @@ fn a_write_naming_more_keys_than_its_first_read_holds_reads_the_rest() {
         }
     });
 }
+
+/// A delete by prefix of 60,000 keys: the embedded store deletes them at
+/// one revision (in chunks: more than 4,096 keys); a cluster node cannot
+/// send it as one etcd transaction (a delete and a compare per key, more
+/// than etcd's default 1.5 MiB request), and refuses it with
+/// `ClusterLimit` (413) once the names it read pass that limit, without
+/// keeping the metadata of every key under the prefix; nothing is deleted.
+#[test]
+fn a_delete_by_prefix_too_large_for_one_etcd_request_is_refused_by_a_node() {
+    const COUNT: usize = 60_000;
+    for (name, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = open(dir.path(), HistoryLimits::default());
+        runtime.block_on(async {
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            for start in (0..COUNT).step_by(1000) {
+                let ops = (start..start + 1000)
+                    .map(|n| put(&format!("many/{n:05}"), "v"))
+                    .collect();
+                write(store.as_ref(), "p", ops).await.unwrap();
+            }
+            let prefix = Prefix::parse("many/").unwrap();
+            let deleted = write(store.as_ref(), "p", vec![KvOp::DeletePrefix { prefix }]).await;
+            let left = keys(store.as_ref(), "p", "many/").await.len();
+            match *name {
+                "etcd" => {
+                    assert!(
+                        matches!(deleted, Err(StoreError::ClusterLimit { .. })),
+                        "{deleted:?}"
+                    );
+                    assert_eq!(left, 1000, "a page of the keys left");
+                }
+                _ => {
+                    let results = deleted.unwrap().results;
+                    assert!(
+                        matches!(results[0], OpResult::DeletePrefix { deleted } if deleted == COUNT as u64),
+                        "{results:?}"
+                    );
+                    assert_eq!(left, 0);
+                }
+            }
+        });
+    }
+}

@@ -214,6 +214,13 @@ impl Plan {
             let start = inner.layout.key(id.as_str(), prefix.as_str());
             let end = range_end(start.as_bytes());
             let mut metas = Vec::new();
+            // What the delete of the live keys would send (each key's name
+            // twice: its delete and the compare that it is as read), against
+            // etcd's request limit: past it the write cannot be sent (etcd
+            // refused it, 413), so the scan stops there instead of keeping
+            // the metadata of every key under the prefix.
+            let mut names = super::write::TXN_OVERHEAD as usize;
+            let base = inner.layout.key(id.as_str(), "").len();
             let mut largest = take_page(&inner.layout, id, &get, &mut metas)?;
             // Where to go on from: after the last key of the first page,
             // or the whole range when it was only counted.
@@ -236,7 +243,18 @@ impl Plan {
                 let Some(page) = get_at(inner, start, options).await? else {
                     return Ok(None);
                 };
+                let before = metas.len();
                 largest = largest.max(take_page(&inner.layout, id, &page, &mut metas)?);
+                names += metas[before..]
+                    .iter()
+                    .filter(|meta| is_live(meta, now))
+                    .map(|meta| 2 * (base + meta.key.as_str().len()))
+                    .sum::<usize>();
+                if names > self.record_bound {
+                    return Err(StoreError::ClusterLimit {
+                        limit: self.record_bound as u64,
+                    });
+                }
                 if page.more()
                     && let Some(last) = page.kvs().last()
                 {
