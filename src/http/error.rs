@@ -369,6 +369,12 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()
             }
+            // The engine's own signal (see `StoreError::ReadLater`): one
+            // that got this far is a bug of the engine, logged as such.
+            StoreError::ReadLater(key) => {
+                tracing::error!(%key, "a key read later escaped the engine's judge");
+                ApiError::internal()
+            }
             // Logged (with project and key) and counted where it was found.
             StoreError::DataCorrupted(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

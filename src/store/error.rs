@@ -66,6 +66,13 @@ pub enum StoreError {
     ClusterLimit { limit: u64 },
     #[error("storage failure: {0}")]
     Internal(String),
+    /// A cluster node's judge asked for the record of this key, which the
+    /// write's first read left to be read later (see
+    /// `etcd_engine::fetch`): the engine reads it and judges the write
+    /// again. A signal inside the engine, never an answer: the loop that
+    /// judges a write takes it, and nothing else makes it.
+    #[error("the record of {0} is still to be read")]
+    ReadLater(String),
     /// A stored record or value failed its checksum (or cannot be read as
     /// one): nothing of it is used. The text names the table and key, for
     /// logs and `kvs verify`; the HTTP answer does not show it.
@@ -76,6 +83,16 @@ pub enum StoreError {
 impl StoreError {
     pub fn internal(error: impl std::fmt::Display) -> StoreError {
         StoreError::Internal(error.to_string())
+    }
+
+    /// The key of a [`StoreError::ReadLater`] signal, bare or as the
+    /// error of an op.
+    pub fn read_later(&self) -> Option<&str> {
+        match self {
+            StoreError::ReadLater(key) => Some(key),
+            StoreError::FailedOp { error, .. } => error.read_later(),
+            _ => None,
+        }
     }
 
     /// The error of the failed op itself, for a write of one op.

@@ -1321,3 +1321,142 @@ fn a_backup_holds_each_project_as_the_store_answers_it_before_and_after_reopenin
         });
     }
 }
+
+/// A write that names more stored keys than a cluster node's first read
+/// takes whole (5 at the default request limit) reads the others later at
+/// the same revision and is judged again: its checks, gets, increments and
+/// puts on those keys answer as on the embedded store, and a refusal found
+/// on a key read later is that refusal (never the node's signal to read it,
+/// an internal error once).
+#[test]
+fn a_write_naming_more_keys_than_its_first_read_holds_reads_the_rest() {
+    const COUNT: usize = 12;
+    for_each_engine(|store, _| async move {
+        create(store.as_ref(), "p", StorageMode::Disk).await;
+        let name = |n: usize| format!("k{n:02}");
+        let ops = (0..COUNT).map(|n| put(&name(n), &n.to_string())).collect();
+        let first = write(store.as_ref(), "p", ops).await.unwrap().revision;
+        let checks = |version: u64| -> Vec<kvs::store::Check> {
+            (0..COUNT)
+                .map(|n| kvs::store::Check {
+                    key: key(&name(n)),
+                    expect: kvs::store::Expect::Version(version),
+                })
+                .collect()
+        };
+        let mut ops: Vec<KvOp> = (0..COUNT)
+            .map(|n| KvOp::Get { key: key(&name(n)) })
+            .collect();
+        ops.push(KvOp::Incr {
+            key: key(&name(COUNT - 1)),
+            by: 5,
+        });
+        ops.push(put(&name(COUNT - 2), "new"));
+        let commit = store
+            .write_kv(KvWrite {
+                project: id("p"),
+                incarnation: None,
+                grant: Grant::Server,
+                checks: checks(first),
+                ops: ops.clone(),
+            })
+            .await
+            .unwrap();
+        for (n, result) in commit.results[..COUNT].iter().enumerate() {
+            match result {
+                OpResult::Get(Some(entry)) => {
+                    assert_eq!(entry.value, n.to_string(), "{}", name(n));
+                    assert_eq!(entry.meta.version, first, "{}", name(n));
+                }
+                other => panic!("{}: {other:?}", name(n)),
+            }
+        }
+        match &commit.results[COUNT] {
+            OpResult::Incr { value, .. } => assert_eq!(*value, COUNT as i64 - 1 + 5),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            value(store.as_ref(), "p", &name(COUNT - 2))
+                .await
+                .as_deref(),
+            Some("new")
+        );
+        // The checks of the later keys fail now: every check is named.
+        let error = store
+            .write_kv(KvWrite {
+                project: id("p"),
+                incarnation: None,
+                grant: Grant::Server,
+                checks: checks(first),
+                ops: Vec::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            StoreError::ChecksFailed(vec![COUNT - 2, COUNT - 1]),
+            "{error}"
+        );
+        // An increment of a later key that holds no integer: a conflict.
+        let mut ops: Vec<KvOp> = (0..COUNT)
+            .map(|n| KvOp::Get { key: key(&name(n)) })
+            .collect();
+        ops.push(KvOp::Incr {
+            key: key(&name(COUNT - 2)),
+            by: 1,
+        });
+        let error = write(store.as_ref(), "p", ops).await.unwrap_err();
+        match error {
+            StoreError::FailedOp { index, error } => {
+                assert_eq!(index, COUNT);
+                assert!(matches!(*error, StoreError::Conflict(_)), "{error}");
+            }
+            other => panic!("{other}"),
+        }
+    });
+}
+
+/// A delete by prefix of 60,000 keys: the embedded store deletes them at
+/// one revision (in chunks: more than 4,096 keys); a cluster node cannot
+/// send it as one etcd transaction (a delete and a compare per key, more
+/// than etcd's default 1.5 MiB request), and refuses it with
+/// `ClusterLimit` (413) once the names it read pass that limit, without
+/// keeping the metadata of every key under the prefix; nothing is deleted.
+#[test]
+fn a_delete_by_prefix_too_large_for_one_etcd_request_is_refused_by_a_node() {
+    const COUNT: usize = 60_000;
+    for (name, open) in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = open(dir.path(), HistoryLimits::default());
+        runtime.block_on(async {
+            create(store.as_ref(), "p", StorageMode::Disk).await;
+            for start in (0..COUNT).step_by(1000) {
+                let ops = (start..start + 1000)
+                    .map(|n| put(&format!("many/{n:05}"), "v"))
+                    .collect();
+                write(store.as_ref(), "p", ops).await.unwrap();
+            }
+            let prefix = Prefix::parse("many/").unwrap();
+            let deleted = write(store.as_ref(), "p", vec![KvOp::DeletePrefix { prefix }]).await;
+            let left = keys(store.as_ref(), "p", "many/").await.len();
+            match *name {
+                "etcd" => {
+                    assert!(
+                        matches!(deleted, Err(StoreError::ClusterLimit { .. })),
+                        "{deleted:?}"
+                    );
+                    assert_eq!(left, 1000, "a page of the keys left");
+                }
+                _ => {
+                    let results = deleted.unwrap().results;
+                    assert!(
+                        matches!(results[0], OpResult::DeletePrefix { deleted } if deleted == COUNT as u64),
+                        "{results:?}"
+                    );
+                    assert_eq!(left, 0);
+                }
+            }
+        });
+    }
+}

@@ -50,20 +50,16 @@ pub(super) struct Fetched {
     /// Keys of the project that had expired when they were read, by their
     /// entries in the expiry index (read for a write at `max_keys` only).
     pub due: Vec<String>,
-    /// The key the judge last asked for that is still to be read: the
-    /// judgement stopped there, and is made again once it is read.
-    pub wanted: Option<String>,
 }
 
 impl Fetched {
-    fn record(&mut self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
+    /// A named key's record; for one still to be read, the judgement stops
+    /// with [`StoreError::ReadLater`], and is made again once it is read.
+    fn record(&self, key: &str) -> Result<Option<(KeyMeta, Bytes)>, StoreError> {
         match self.keys.get(key) {
             Some(Record::Absent) => Ok(None),
             Some(Record::Read(meta, value)) => Ok(Some((meta.clone(), value.clone()))),
-            Some(Record::Later) => {
-                self.wanted = Some(key.to_owned());
-                Err(StoreError::internal(format!("{key} is read later")))
-            }
+            Some(Record::Later) => Err(StoreError::ReadLater(key.to_owned())),
             None => Err(StoreError::internal(format!("{key} was not read first"))),
         }
     }
@@ -218,6 +214,13 @@ impl Plan {
             let start = inner.layout.key(id.as_str(), prefix.as_str());
             let end = range_end(start.as_bytes());
             let mut metas = Vec::new();
+            // What the delete of the live keys would send (each key's name
+            // twice: its delete and the compare that it is as read), against
+            // etcd's request limit: past it the write cannot be sent (etcd
+            // refused it, 413), so the scan stops there instead of keeping
+            // the metadata of every key under the prefix.
+            let mut names = super::write::TXN_OVERHEAD as usize;
+            let base = inner.layout.key(id.as_str(), "").len();
             let mut largest = take_page(&inner.layout, id, &get, &mut metas)?;
             // Where to go on from: after the last key of the first page,
             // or the whole range when it was only counted.
@@ -240,7 +243,18 @@ impl Plan {
                 let Some(page) = get_at(inner, start, options).await? else {
                     return Ok(None);
                 };
+                let before = metas.len();
                 largest = largest.max(take_page(&inner.layout, id, &page, &mut metas)?);
+                names += metas[before..]
+                    .iter()
+                    .filter(|meta| is_live(meta, now))
+                    .map(|meta| 2 * (base + meta.key.as_str().len()))
+                    .sum::<usize>();
+                if names > self.record_bound {
+                    return Err(StoreError::ClusterLimit {
+                        limit: self.record_bound as u64,
+                    });
+                }
                 if page.more()
                     && let Some(last) = page.kvs().last()
                 {
@@ -252,26 +266,30 @@ impl Plan {
         Ok(Some(seen))
     }
 
-    /// Reads the records of the key `fetched.wanted` and of the keys the
-    /// judge asks for after it, a page of them, at revision `at`. `false`
-    /// when etcd no longer holds revision `at`.
+    /// Reads the records of the key `wanted` (that the judge asked for)
+    /// and of the keys it asks for after it, a page of them, at revision
+    /// `at`. `false` when etcd no longer holds revision `at`.
     pub async fn read_wanted(
         &self,
         inner: &Inner,
         id: &ProjectId,
+        wanted: &str,
         at: i64,
         now: Timestamp,
         fetched: &mut Fetched,
     ) -> Result<bool, StoreError> {
-        let Some(wanted) = fetched.wanted.take() else {
-            return Ok(true);
+        let Some(first) = self.names.iter().position(|name| name == wanted) else {
+            return Err(StoreError::internal(format!("{wanted} was not read first")));
         };
-        let first = self.names.iter().position(|name| *name == wanted);
-        let page: Vec<&String> = self.names[first.unwrap_or(0)..]
+        let page: Vec<&String> = self.names[first..]
             .iter()
             .filter(|name| matches!(fetched.keys.get(*name), Some(Record::Later)))
             .take(self.per_page)
             .collect();
+        if page.first().is_none_or(|name| *name != wanted) {
+            // Read already: the judge would stop on it again, for ever.
+            return Err(StoreError::internal(format!("{wanted} was read twice")));
+        }
         let options = GetOptions::new().with_revision(at);
         let reads = page
             .iter()
@@ -377,5 +395,65 @@ async fn txn_at(inner: &Inner, reads: Vec<TxnOp>) -> Result<Option<TxnResponse>,
         Ok(Ok(response)) => Ok(Some(response)),
         Ok(Err(error)) if compacted(&error) => Ok(None),
         Ok(Err(error)) => Err(super::read_error(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Key, ProjectSettings, Public, StorageMode};
+    use crate::store::kv::{Figures, evaluate};
+
+    /// A key left to be read later stops the judgement with the typed
+    /// signal, bare (a check) or as an op's error (a put), never an
+    /// internal error: the engine reads the key and judges again.
+    #[test]
+    fn a_key_read_later_stops_the_judge_with_its_own_signal() {
+        let mut fetched = Fetched::default();
+        fetched.keys.insert("late".to_owned(), Record::Later);
+        let settings = ProjectSettings {
+            id: ProjectId::parse("p").unwrap(),
+            storage: StorageMode::Disk,
+            keys_discoverable: true,
+            max_value_bytes: 8,
+            max_keys: None,
+            public: Public::None,
+            created_at: Timestamp::from_millis(0),
+            created_revision: 0,
+        };
+        let late = Key::parse("late").unwrap();
+        let check = Check {
+            key: late.clone(),
+            expect: crate::store::Expect::Exists(true),
+        };
+        let put = KvOp::Put {
+            key: late,
+            value: Bytes::from_static(b"v"),
+            content_type: String::new(),
+            ttl: None,
+            precondition: None,
+        };
+        let now = Timestamp::from_millis(1_000);
+        let judge = |fetched: &mut Fetched, checks: &[Check]| {
+            evaluate(
+                fetched,
+                &settings,
+                Figures::default(),
+                checks,
+                vec![put.clone()],
+                1,
+                now,
+            )
+            .unwrap_err()
+        };
+        let bare = judge(&mut fetched, &[check]);
+        assert_eq!(bare, StoreError::ReadLater("late".to_owned()));
+        let in_op = judge(&mut fetched, &[]);
+        assert!(
+            matches!(in_op, StoreError::FailedOp { index: 0, .. }),
+            "{in_op}"
+        );
+        assert_eq!(in_op.read_later(), Some("late"));
+        assert_eq!(StoreError::internal("late").read_later(), None);
     }
 }

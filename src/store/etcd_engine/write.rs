@@ -308,7 +308,6 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
     // and reads only what it needs, so the gets after `TXN_READ_BYTES` are
     // never read.
     let staged = loop {
-        fetched.wanted = None;
         let judged = kv::evaluate(
             &mut fetched,
             settings,
@@ -318,16 +317,19 @@ async fn try_kv(inner: &Inner, write: &KvWrite) -> Result<Option<KvCommit>, Stor
             UNCOMMITTED,
             now,
         );
-        match judged {
-            Err(_) if fetched.wanted.is_some() => {
-                if !plan
-                    .read_wanted(inner, id, read_at as i64, now, &mut fetched)
-                    .await?
-                {
-                    return Ok(None);
-                }
-            }
-            judged => break judged?,
+        let error = match judged {
+            Ok(staged) => break staged,
+            Err(error) => error,
+        };
+        let Some(wanted) = error.read_later() else {
+            return Err(error);
+        };
+        let wanted = wanted.to_owned();
+        if !plan
+            .read_wanted(inner, id, &wanted, read_at as i64, now, &mut fetched)
+            .await?
+        {
+            return Ok(None);
         }
     };
     let changes: Vec<_> = staged
