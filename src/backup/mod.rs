@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::domain::{
-    Digest, ImportedDigest, Key, ProjectId, ProjectSettings, Public, Role, StorageMode, Timestamp,
-    TokenId, TokenRecord, TokenSource,
+    DEFAULT_CONTENT_TYPE, Digest, ImportedDigest, Key, MAX_CONTENT_TYPE_BYTES, ProjectId,
+    ProjectSettings, Public, Role, StorageMode, Timestamp, TokenId, TokenRecord, TokenSource,
 };
 use crate::store::redb_engine::RESTORE_REVISION_BUMP;
 use crate::store::{Entry, KeyMeta, ProjectDump, Restore, StoreError, StoreSnapshot, TokenDump};
@@ -280,6 +280,19 @@ fn token_line(token: &TokenDump) -> TokenLine {
     }
 }
 
+/// A key's content type as a backup keeps it: as stored, unless it is longer
+/// than any write takes now ([`MAX_CONTENT_TYPE_BYTES`]; releases before that
+/// bound took any length from an import or a transaction). Such a one is
+/// backed up as [`DEFAULT_CONTENT_TYPE`], so that the key's line stays within
+/// what [`Reader::longest_line`] reads and the backup restores.
+fn backed_up_content_type(stored: &str) -> &str {
+    if stored.len() <= MAX_CONTENT_TYPE_BYTES {
+        stored
+    } else {
+        DEFAULT_CONTENT_TYPE
+    }
+}
+
 fn key_line<'a>(project: &ProjectId, entry: &'a Entry) -> KeyLine<'a> {
     let meta = &entry.meta;
     let (value, value_base64) = match std::str::from_utf8(&entry.value) {
@@ -291,7 +304,7 @@ fn key_line<'a>(project: &ProjectId, entry: &'a Entry) -> KeyLine<'a> {
         key: Cow::Borrowed(meta.key.as_str()),
         value,
         value_base64,
-        content_type: Cow::Borrowed(&meta.content_type),
+        content_type: Cow::Borrowed(backed_up_content_type(&meta.content_type)),
         version: meta.version,
         created_at: meta.created_at.rfc3339(),
         updated_at: meta.updated_at.rfc3339(),
@@ -400,7 +413,9 @@ impl Seen {
 /// The longest line beside the value it may carry: the header, a project,
 /// a token (its name is at most a 1 MiB request body, six bytes a
 /// character once escaped), or a key line's key (1024 bytes), content type
-/// and times.
+/// (at most [`MAX_CONTENT_TYPE_BYTES`] as [`key_line`] writes it; a backup of
+/// an earlier release may hold a longer one, taken while it fits here) and
+/// times.
 const LINE_BESIDE_VALUE: u64 = 8 << 20;
 
 /// The bytes a line may take for each byte of a value: JSON writes a
@@ -803,5 +818,43 @@ mod proptests {
             }
             let _ = reader.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content_type: String) -> Entry {
+        let now = Timestamp::now();
+        Entry {
+            meta: KeyMeta {
+                key: Key::parse("k").unwrap(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                expires_at: None,
+                size: 1,
+                content_type,
+            },
+            value: bytes::Bytes::from_static(b"v"),
+        }
+    }
+
+    /// A key that an earlier release stored with a content type longer than
+    /// any write takes now (an import's could be megabytes) is backed up
+    /// with the default one, so that its line stays within what a restore
+    /// reads; one within the bound is kept as stored, to the byte.
+    #[test]
+    fn a_content_type_longer_than_writes_take_is_backed_up_as_the_default() {
+        let project = ProjectId::parse("p").unwrap();
+        let long = entry(format!("text/plain; x={}", "a".repeat(20 << 20)));
+        let line = key_line(&project, &long);
+        assert_eq!(line.content_type, DEFAULT_CONTENT_TYPE);
+        let longest = "a".repeat(MAX_CONTENT_TYPE_BYTES);
+        let kept = entry(longest.clone());
+        assert_eq!(key_line(&project, &kept).content_type, longest);
+        let odd = entry("a\r\nb".to_owned());
+        assert_eq!(key_line(&project, &odd).content_type, "a\r\nb");
     }
 }

@@ -132,15 +132,26 @@ fn has_control(text: &str) -> bool {
     text.bytes().any(|b| b <= 0x1f || b == 0x7f)
 }
 
+/// The longest content type a write may give. A media type's name is at
+/// most 127 + 1 + 127 characters (RFC 6838); the rest is room for its
+/// parameters. The bound also keeps a backup's key line within
+/// `backup::Reader::longest_line`.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 1024;
+
+/// The content type a key has when none is given.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
 /// Whether `text` is a content type a key may take, however a write gives
 /// it (a header, `?content_type=`, a transaction's or an import's field):
 /// some text in visible ASCII (tabs too), which a read sends back as its
-/// `Content-Type` header. A backup's are restored as they were: releases
-/// before this rule took any text from a transaction or an import, and a
-/// read leaves out a `Content-Type` it cannot send.
+/// `Content-Type` header, of at most [`MAX_CONTENT_TYPE_BYTES`]. A backup's
+/// are restored as they were: releases before this rule took any text from
+/// a transaction or an import, and a read leaves out a `Content-Type` it
+/// cannot send. Only one longer than the bound is backed up as
+/// [`DEFAULT_CONTENT_TYPE`] (`backup::key_line`).
 pub fn is_content_type(text: &str) -> bool {
     let allowed = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
-    !text.trim().is_empty() && text.bytes().all(allowed)
+    text.len() <= MAX_CONTENT_TYPE_BYTES && !text.trim().is_empty() && text.bytes().all(allowed)
 }
 
 #[cfg(test)]

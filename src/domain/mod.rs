@@ -14,7 +14,9 @@ pub use counter::parse_counter;
 pub use duration::{
     MAX_DURATION_SECS, parse_duration, parse_duration_at_most, parse_duration_json,
 };
-pub use key::{Key, KeyError, Prefix, is_content_type};
+pub use key::{
+    DEFAULT_CONTENT_TYPE, Key, KeyError, MAX_CONTENT_TYPE_BYTES, Prefix, is_content_type,
+};
 pub use project::{ProjectId, ProjectSettings, Public, StorageMode};
 pub use time::{RFC3339_LEN, Timestamp};
 pub use token::{

@@ -464,7 +464,7 @@ async fn put(
         headers.get(header::CONTENT_TYPE),
     ) {
         (Some(text), _) => content_type(text, "content_type")?,
-        (None, None) => "application/octet-stream".to_owned(),
+        (None, None) => crate::domain::DEFAULT_CONTENT_TYPE.to_owned(),
         (None, Some(value)) => content_type(
             value
                 .to_str()
@@ -697,7 +697,8 @@ pub(super) fn no_content_coding(headers: &HeaderMap) -> Result<(), ApiError> {
 pub(super) fn content_type(text: &str, what: &str) -> Result<String, ApiError> {
     if !crate::domain::is_content_type(text) {
         return Err(ApiError::bad_request(format!(
-            "{what} must be a media type in visible ASCII"
+            "{what} must be a media type in visible ASCII, of at most {} bytes",
+            crate::domain::MAX_CONTENT_TYPE_BYTES
         )));
     }
     Ok(text.to_owned())

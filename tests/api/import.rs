@@ -90,6 +90,7 @@ fn an_import_is_all_or_nothing_and_needs_a_manage_token() {
         json!({"key": "k", "value": "v", "content_type": "a\r\nSet-Cookie: x=1"}),
         json!({"key": "k", "value": "v", "content_type": ""}),
         json!({"key": "k", "value": "v", "content_type": "text/é"}),
+        json!({"key": "k", "value": "v", "content_type": format!("text/plain; x={}", "a".repeat(1024))}),
     ] {
         let answer = setup
             .manage
