@@ -41,9 +41,7 @@ use crate::domain::{
     ProjectSettings, Public, Role, StorageMode, Timestamp, TokenSecret, TokenSource,
 };
 use crate::http::{ApiError, App, Limiter, Place, dispatch, mint};
-use crate::store::{
-    Authority, CatalogWrite, Store, StoreError, TokenScope, redb_engine::RedbStore,
-};
+use crate::store::{Authority, CatalogWrite, Store, StoreError, redb_engine::RedbStore};
 
 /// The name and variable of the environment's admin token.
 pub const ENV_ADMIN_TOKEN: &str = "KVS_ADMIN_TOKEN";
@@ -166,6 +164,9 @@ const FORGET_IDLE: Duration = Duration::from_secs(60);
 /// How often the tokens that have expired are removed.
 const TOKEN_SWEEP: Duration = Duration::from_secs(5);
 
+/// The most catalog writes one sweep of expired tokens makes.
+const EXPIRED_WRITES_PER_SWEEP: usize = 64;
+
 /// Accepts connections and serves HTTP/1.1 (with keep-alive) on each until
 /// `shutdown` completes. Then it stops accepting, asks every connection to
 /// close once its request in flight is answered (an idle keep-alive
@@ -246,31 +247,27 @@ async fn serve(
     }
 }
 
-/// Removes the tokens that have expired. One is refused from its expiry on,
-/// as a revoked one is; kept, it would be listed for ever, and every
-/// short-lived token minted would grow the catalog. Every cluster node
-/// sweeps: a token another node removed first is not found, which is as
-/// good. A write that fails is tried again at the next sweep.
+/// Removes the tokens that have expired, all in one commit, when the
+/// catalog holds any. One is refused from its expiry on, as a revoked one
+/// is; kept, it would be listed for ever, and every short-lived token
+/// minted would grow the catalog. Every cluster node sweeps: after the
+/// first, the others find none left. A write that fails is tried again at
+/// the next sweep.
 async fn remove_expired_tokens(store: &dyn Store) {
-    let Ok(catalog) = store.catalog() else {
-        return;
-    };
-    let now = Timestamp::now();
-    for token in catalog.tokens().into_iter().filter(|t| t.is_expired(now)) {
-        let scope = match &token.project {
-            None => TokenScope::Admin,
-            Some(project) => TokenScope::Project(project.clone()),
-        };
-        let write = CatalogWrite::DeleteToken {
-            id: token.id.clone(),
-            scope,
-        };
-        match store.write_catalog(write, Authority::server()).await {
-            Ok(()) | Err(StoreError::TokenNotFound) => {}
-            Err(error) => {
-                tracing::debug!(%error, "an expired token was not removed; the next sweep tries again");
-                return;
-            }
+    // Each write removes a few dozen; a sweep goes on while any are left,
+    // up to a bound that leaves the rest to the next sweep.
+    for _ in 0..EXPIRED_WRITES_PER_SWEEP {
+        let now = Timestamp::now();
+        let any = store
+            .catalog()
+            .is_ok_and(|catalog| catalog.tokens().iter().any(|t| t.is_expired(now)));
+        if !any {
+            return;
+        }
+        let write = CatalogWrite::RemoveExpiredTokens;
+        if let Err(error) = store.write_catalog(write, Authority::server()).await {
+            tracing::debug!(%error, "the expired tokens were not removed; the next sweep tries again");
+            return;
         }
     }
 }

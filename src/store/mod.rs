@@ -412,6 +412,10 @@ pub enum CatalogWrite {
         id: TokenId,
         scope: TokenScope,
     },
+    /// Removes the tokens past their expiry when the write is judged, at
+    /// most [`plan::EXPIRED_PER_WRITE`] of them, in one commit (the server's
+    /// sweep; none is an empty write).
+    RemoveExpiredTokens,
     /// Replaces every token named `name` of the record's source with the
     /// record (or removes them, with `None` and the given source): how the
     /// `KVS_ADMIN_TOKEN` token follows the environment at each start.

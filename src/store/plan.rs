@@ -70,6 +70,12 @@ pub fn authorize(
     }
 }
 
+/// The most expired tokens one [`CatalogWrite::RemoveExpiredTokens`]
+/// removes: on etcd each is two deletes (the token and its imported
+/// digest) beside the generation's put, within etcd's default
+/// `--max-txn-ops` of 128.
+pub const EXPIRED_PER_WRITE: usize = 32;
+
 impl CatalogWrite {
     /// The existing project the write is about, if any.
     pub fn project(&self) -> Option<&ProjectId> {
@@ -87,6 +93,7 @@ impl CatalogWrite {
             | CatalogWrite::CreateFirstAdmin(_)
             | CatalogWrite::VerifyImportedToken { .. }
             | CatalogWrite::DeleteToken { .. }
+            | CatalogWrite::RemoveExpiredTokens
             | CatalogWrite::ReplaceNamedTokens { .. } => None,
         }
     }
@@ -185,6 +192,11 @@ pub fn plan(
                 return Err(StoreError::LastAdminToken);
             }
             delta.revoked.push(id);
+        }
+        CatalogWrite::RemoveExpiredTokens => {
+            let expired = catalog.tokens().into_iter().filter(|t| t.is_expired(now));
+            let first = expired.take(EXPIRED_PER_WRITE);
+            delta.revoked.extend(first.map(|t| t.id.clone()));
         }
         CatalogWrite::ReplaceNamedTokens {
             source,
@@ -370,6 +382,45 @@ mod tests {
             plan(&catalog, revoke(&expiring.id), &SERVER, 0, now).unwrap_err(),
             StoreError::LastAdminToken
         );
+    }
+
+    /// The sweep's write removes only tokens past their expiry, the last
+    /// lasting admin token's rule aside (an expired one works no more), and
+    /// at most `EXPIRED_PER_WRITE` at a time; with none left it is empty.
+    #[test]
+    fn removing_expired_tokens_takes_only_those_and_a_bounded_number_a_write() {
+        let mut catalog = Catalog::default();
+        let now = Timestamp::now();
+        let lasting = admin("lasting");
+        catalog.insert_token(lasting.clone());
+        let at = |offset: i64| Some(Timestamp::from_millis(now.millis() + offset));
+        let live = TokenRecord {
+            expires_at: at(60_000),
+            ..admin("live")
+        };
+        catalog.insert_token(live.clone());
+        for n in 0..EXPIRED_PER_WRITE + 5 {
+            let expired = TokenRecord {
+                expires_at: at(-1_000),
+                ..admin(&format!("expired {n}"))
+            };
+            catalog.insert_token(expired);
+        }
+        let mut removed = 0;
+        for _ in 0..3 {
+            let delta = plan(&catalog, CatalogWrite::RemoveExpiredTokens, &SERVER, 0, now).unwrap();
+            assert!(delta.revoked.len() <= EXPIRED_PER_WRITE, "{delta:?}");
+            for id in &delta.revoked {
+                assert!(catalog.token_by_id(id).is_some_and(|t| t.is_expired(now)));
+                catalog.remove_token(id);
+                removed += 1;
+            }
+        }
+        assert_eq!(removed, EXPIRED_PER_WRITE + 5);
+        assert!(catalog.token_by_id(&lasting.id).is_some());
+        assert!(catalog.token_by_id(&live.id).is_some());
+        let delta = plan(&catalog, CatalogWrite::RemoveExpiredTokens, &SERVER, 0, now).unwrap();
+        assert!(delta.is_empty(), "{delta:?}");
     }
 
     #[test]
