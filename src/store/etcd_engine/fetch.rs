@@ -214,14 +214,29 @@ impl Plan {
             let start = inner.layout.key(id.as_str(), prefix.as_str());
             let end = range_end(start.as_bytes());
             let mut metas = Vec::new();
-            // What the delete of the live keys would send (each key's name
+            // What the delete of the keys held would send (each key's name
             // twice: its delete and the compare that it is as read), against
             // etcd's request limit: past it the write cannot be sent (etcd
             // refused it, 413), so the scan stops there instead of keeping
-            // the metadata of every key under the prefix.
-            let mut names = super::write::TXN_OVERHEAD as usize;
+            // the metadata of every key under the prefix. Every key held is
+            // counted, from the first page on, expired ones too (the sweep
+            // removes those within a second, so few are left): the bound
+            // is on what this holds.
             let base = inner.layout.key(id.as_str(), "").len();
+            let names_of = |metas: &[KeyMeta]| {
+                metas
+                    .iter()
+                    .map(|meta| 2 * (base + meta.key.as_str().len()))
+                    .sum::<usize>()
+            };
+            let too_large = || StoreError::ClusterLimit {
+                limit: self.record_bound as u64,
+            };
             let mut largest = take_page(&inner.layout, id, &get, &mut metas)?;
+            let mut names = super::write::TXN_OVERHEAD as usize + names_of(&metas);
+            if names > self.record_bound {
+                return Err(too_large());
+            }
             // Where to go on from: after the last key of the first page,
             // or the whole range when it was only counted.
             let mut from = match (get.kvs().last(), get.more(), get.count()) {
@@ -245,15 +260,9 @@ impl Plan {
                 };
                 let before = metas.len();
                 largest = largest.max(take_page(&inner.layout, id, &page, &mut metas)?);
-                names += metas[before..]
-                    .iter()
-                    .filter(|meta| is_live(meta, now))
-                    .map(|meta| 2 * (base + meta.key.as_str().len()))
-                    .sum::<usize>();
+                names += names_of(&metas[before..]);
                 if names > self.record_bound {
-                    return Err(StoreError::ClusterLimit {
-                        limit: self.record_bound as u64,
-                    });
+                    return Err(too_large());
                 }
                 if page.more()
                     && let Some(last) = page.kvs().last()
