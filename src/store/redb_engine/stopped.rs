@@ -56,6 +56,14 @@ impl StoppedError {
             reason: reason.to_string(),
         }
     }
+
+    /// redb panicked reading the file at `path`: a damaged page.
+    fn damaged(path: &Path, panicked: Panicked) -> StoppedError {
+        StoppedError::Damaged {
+            path: path.display().to_string(),
+            reason: panicked.to_string(),
+        }
+    }
 }
 
 /// A stopped store opened to be read ([`open_stopped_to_read`]).
@@ -105,10 +113,7 @@ pub(super) fn open_stopped_to_read(
             ),
         )),
         Ok(Err(error)) => Err(StoppedError::unreadable(&path, error)),
-        Err(panicked) => Err(StoppedError::Damaged {
-            path: path.display().to_string(),
-            reason: panicked.to_string(),
-        }),
+        Err(panicked) => Err(StoppedError::damaged(&path, panicked)),
     }
 }
 
@@ -154,10 +159,7 @@ pub(super) fn open_stopped(
         dir: dir.display().to_string(),
         online,
     };
-    let damaged = |panicked: Panicked| StoppedError::Damaged {
-        path: path.display().to_string(),
-        reason: panicked.to_string(),
-    };
+    let damaged = |panicked: Panicked| StoppedError::damaged(&path, panicked);
     let probed = contain(|| {
         Database::builder()
             .set_cache_size(cache_bytes)
